@@ -1,0 +1,15 @@
+//! Crucible's ledger: types, signing, application state, rewards, the BFT engine and storage.
+//!
+//! No networking and no machine learning live here: this crate is the pure core that every node
+//! runs identically. See `shared/DESIGN.md` ("Identity and signing", "Ledger", "Consensus").
+
+pub mod commitment;
+pub mod crypto;
+pub mod encoding;
+pub mod hash;
+pub mod task;
+pub mod tx;
+pub mod types;
+pub mod validators;
+pub mod verdict;
+pub mod vote;

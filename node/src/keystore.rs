@@ -1,0 +1,171 @@
+//! The node's key on disk, and its libp2p identity.
+//!
+//! The key lives in `DATA_DIR/node_key.json` (the format of [`consensus::crypto::Keypair`]),
+//! written with mode 0600 through a temporary file and a rename, so a crash never leaves half a
+//! key. The libp2p keypair is built from the same ed25519 secret, so the node's PeerId and its
+//! ledger account are one key.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use consensus::crypto::{KeyError, Keypair};
+
+/// The key file's name inside a data dir.
+pub const KEY_FILE: &str = "node_key.json";
+
+/// Largest key file read, in bytes.
+const KEY_FILE_BYTES_MAX: u64 = 4096;
+
+/// Why a key could not be created or loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum KeystoreError {
+    /// A key file already exists where a new one would be written.
+    #[error("{path} already exists; refusing to overwrite a key (move it away first)")]
+    Exists {
+        /// The existing file.
+        path: PathBuf,
+    },
+    /// No key file where one was expected.
+    #[error("no key at {path}; create one with `node keys generate --data-dir {dir}`")]
+    Missing {
+        /// The expected file.
+        path: PathBuf,
+        /// The data dir.
+        dir: String,
+    },
+    /// The key file is larger than any key file.
+    #[error("{path} is {bytes} bytes; a key file is under {KEY_FILE_BYTES_MAX}")]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// Its size.
+        bytes: u64,
+    },
+    /// Reading or writing failed.
+    #[error("{action} {path}: {source}")]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The key file's contents are wrong.
+    #[error("{path}: {source}")]
+    Key {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        source: KeyError,
+    },
+    /// libp2p refused the key.
+    #[error("libp2p refused the key: {0}")]
+    Libp2p(String),
+}
+
+fn io<'a>(
+    action: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(std::io::Error) -> KeystoreError + 'a {
+    move |source| KeystoreError::Io { action, path: path.to_path_buf(), source }
+}
+
+/// Writes `bytes` to `path` atomically (temp file, fsync, rename) with mode 0600.
+pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), KeystoreError> {
+    let tmp = path.with_extension("tmp");
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(&tmp).map_err(io("creating", &tmp))?;
+    file.write_all(bytes).map_err(io("writing", &tmp))?;
+    file.sync_all().map_err(io("syncing", &tmp))?;
+    fs::rename(&tmp, path).map_err(io("renaming into", path))?;
+    Ok(())
+}
+
+/// Creates a fresh key from the OS random source in `data_dir`, refusing to overwrite one.
+pub fn create(data_dir: &Path) -> Result<Keypair, KeystoreError> {
+    let key = Keypair::generate()
+        .map_err(|source| KeystoreError::Key { path: data_dir.into(), source })?;
+    save(data_dir, &key)?;
+    Ok(key)
+}
+
+/// Saves `key` in `data_dir`, refusing to overwrite an existing key.
+pub fn save(data_dir: &Path, key: &Keypair) -> Result<(), KeystoreError> {
+    fs::create_dir_all(data_dir).map_err(io("creating", data_dir))?;
+    let path = data_dir.join(KEY_FILE);
+    if path.exists() {
+        return Err(KeystoreError::Exists { path });
+    }
+    write_private(&path, key.to_key_file().as_bytes())
+}
+
+/// Loads the key in `data_dir`.
+pub fn load(data_dir: &Path) -> Result<Keypair, KeystoreError> {
+    let path = data_dir.join(KEY_FILE);
+    let meta = match fs::metadata(&path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(KeystoreError::Missing { path, dir: data_dir.display().to_string() });
+        }
+        Err(e) => return Err(io("reading", &path)(e)),
+    };
+    if meta.len() > KEY_FILE_BYTES_MAX {
+        return Err(KeystoreError::TooLarge { path, bytes: meta.len() });
+    }
+    let text = fs::read_to_string(&path).map_err(io("reading", &path))?;
+    Keypair::from_key_file(&text).map_err(|source| KeystoreError::Key { path, source })
+}
+
+/// The libp2p keypair of a node key: the same ed25519 secret.
+pub fn libp2p_keypair(key: &Keypair) -> Result<libp2p_identity::Keypair, KeystoreError> {
+    libp2p_identity::Keypair::ed25519_from_bytes(key.secret_bytes())
+        .map_err(|e| KeystoreError::Libp2p(e.to_string()))
+}
+
+/// The libp2p PeerId of a node key.
+pub fn peer_id(key: &Keypair) -> Result<libp2p_identity::PeerId, KeystoreError> {
+    Ok(libp2p_keypair(key)?.public().to_peer_id())
+}
+
+/// The ledger account of a libp2p ed25519 public key, if it is one.
+pub fn account_of(public: &libp2p_identity::PublicKey) -> Option<consensus::types::AccountId> {
+    let ed = public.clone().try_into_ed25519().ok()?;
+    Some(consensus::types::AccountId(ed.to_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peer_id_and_account_are_one_key() {
+        let key = Keypair::from_seed([5; 32]);
+        let lp = libp2p_keypair(&key).unwrap();
+        assert_eq!(account_of(&lp.public()), Some(key.account()));
+        assert_eq!(peer_id(&key).unwrap(), lp.public().to_peer_id());
+    }
+
+    #[test]
+    fn create_load_and_refuse_overwrite() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = create(dir.path()).unwrap();
+        assert_eq!(load(dir.path()).unwrap().account(), key.account());
+        assert!(matches!(create(dir.path()), Err(KeystoreError::Exists { .. })));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = fs::metadata(dir.path().join(KEY_FILE)).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        let empty = tempfile::tempdir().unwrap();
+        assert!(matches!(load(empty.path()), Err(KeystoreError::Missing { .. })));
+    }
+}

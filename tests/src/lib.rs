@@ -1,0 +1,1 @@
+//! Integration tests across crates and processes live in `tests/tests/`.
