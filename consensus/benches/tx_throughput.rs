@@ -1,1 +1,97 @@
-fn main() {}
+//! Signed-transaction throughput: verify + apply, single versus batch signature verification.
+//!
+//! `cargo bench -p consensus --bench tx_throughput` prints the median txs/s of each path over
+//! several runs, measured side by side in one process, and their ratio.
+
+use std::time::Instant;
+
+use consensus::crypto::Keypair;
+use consensus::genesis::{Genesis, GenesisBalance, GenesisValidator, Params};
+use consensus::state::{State, TxContext};
+use consensus::tx::{SignedTx, Tx, TxKind, verify_txs};
+use consensus::types::{Amount, Height, Nonce};
+
+const ACCOUNTS: usize = 100;
+const TXS: usize = 4_000;
+const RUNS: usize = 7;
+
+fn setup() -> (State, Vec<SignedTx>) {
+    let keys: Vec<Keypair> = (0..ACCOUNTS)
+        .map(|i| {
+            let mut seed = [7u8; 32];
+            seed[..8].copy_from_slice(&(i as u64).to_le_bytes());
+            Keypair::from_seed(seed)
+        })
+        .collect();
+    let genesis = Genesis {
+        chain_id: "bench".into(),
+        genesis_time_ms: 0,
+        validators: vec![GenesisValidator {
+            account: Keypair::from_seed([1; 32]).account(),
+            stake: Amount(1),
+            name: "v".into(),
+        }],
+        balances: keys
+            .iter()
+            .map(|k| GenesisBalance { account: k.account(), amount: Amount(1_000_000_000) })
+            .collect(),
+        params: Params { max_block_txs: TXS as u32, ..Params::default() },
+        tasks: vec![],
+    };
+    let txs = (0..TXS)
+        .map(|i| {
+            let from = &keys[i % ACCOUNTS];
+            let to = keys[(i + 1) % ACCOUNTS].account();
+            let tx = Tx {
+                chain_id: "bench".into(),
+                nonce: Nonce((i / ACCOUNTS) as u64),
+                kind: TxKind::Transfer { to, amount: Amount(1) },
+            };
+            SignedTx::sign(from, tx)
+        })
+        .collect();
+    (State::from_genesis(&genesis), txs)
+}
+
+fn ctx(i: usize) -> TxContext {
+    TxContext { height: Height(1), index: i as u32 }
+}
+
+fn single(state: &State, txs: &[SignedTx]) -> f64 {
+    let mut s = state.clone();
+    let start = Instant::now();
+    for (i, tx) in txs.iter().enumerate() {
+        s.check_and_execute_tx(tx, ctx(i)).expect("valid tx");
+    }
+    txs.len() as f64 / start.elapsed().as_secs_f64()
+}
+
+fn batch(state: &State, txs: &[SignedTx]) -> f64 {
+    let mut s = state.clone();
+    let start = Instant::now();
+    verify_txs("bench", txs).expect("valid batch");
+    for (i, tx) in txs.iter().enumerate() {
+        s.execute_tx(tx, ctx(i)).expect("valid tx");
+    }
+    txs.len() as f64 / start.elapsed().as_secs_f64()
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs[xs.len() / 2]
+}
+
+fn main() {
+    let (state, txs) = setup();
+    let mut singles = Vec::new();
+    let mut batches = Vec::new();
+    for _ in 0..RUNS {
+        singles.push(single(&state, &txs));
+        batches.push(batch(&state, &txs));
+    }
+    let (s, b) = (median(singles), median(batches));
+    println!("signed transfer verify+apply, {TXS} txs, median of {RUNS} runs:");
+    println!("  single verification: {s:>10.0} txs/s");
+    println!("  batch verification:  {b:>10.0} txs/s");
+    println!("  batch / single:      {:>10.2}x", b / s);
+}

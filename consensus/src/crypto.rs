@@ -11,13 +11,16 @@
 //!    is a canonical scalar (`s < ℓ`);
 //! 3. ed25519-dalek's `verify_strict` accepts it over `domain_tag || chain_id || message`.
 //!
-//! Rules 1 and 2 are checked when a key or signature is decoded ([`PublicKey::from_account`],
-//! [`check_signature_encoding`]). With `A` and `R` in the prime-order subgroup, the cofactored
+//! Rule 1 is checked when a key is decoded ([`PublicKey::from_account`]); rule 2 by
+//! [`check_signature_encoding`] on the batch path, and implied by `verify_strict` on the single
+//! path (see [`verify`]). With `A` and `R` in the prime-order subgroup, the cofactored
 //! equation that batch verification checks holds exactly when the cofactorless one of
 //! `verify_strict` does, so [`verify_batch`] is only a fast path: on any batch failure it verifies
 //! one by one with [`verify`] and reports the first failing index.
 
+use std::collections::HashMap;
 use std::fmt;
+use std::sync::{Mutex, OnceLock, PoisonError};
 
 use curve25519_dalek::edwards::CompressedEdwardsY;
 use curve25519_dalek::scalar::Scalar;
@@ -166,9 +169,26 @@ pub struct PublicKey {
     key: VerifyingKey,
 }
 
+/// Most keys remembered as already checked. The torsion check costs about as much as a
+/// signature verification, and accounts sign again and again; the cache only saves time, it never
+/// changes an answer (only keys that passed every check are stored).
+const CHECKED_KEYS_MAX: usize = 1 << 16;
+
+fn checked_keys() -> &'static Mutex<HashMap<AccountId, VerifyingKey>> {
+    static KEYS: OnceLock<Mutex<HashMap<AccountId, VerifyingKey>>> = OnceLock::new();
+    KEYS.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
 impl PublicKey {
     /// Decodes and checks an account's key: canonical, not small order, torsion-free.
     pub fn from_account(account: &AccountId) -> Result<PublicKey, SignatureError> {
+        // A poisoned lock only means another thread panicked mid-insert of a checked key; the map
+        // is still a set of checked keys.
+        let cached =
+            checked_keys().lock().unwrap_or_else(PoisonError::into_inner).get(account).copied();
+        if let Some(key) = cached {
+            return Ok(PublicKey { account: *account, key });
+        }
         match is_strong_point(account.as_bytes()) {
             Ok(()) => {}
             Err("non-canonical point encoding" | "not a curve point") => {
@@ -178,6 +198,11 @@ impl PublicKey {
         }
         let key = VerifyingKey::from_bytes(account.as_bytes())
             .map_err(|_| SignatureError::NonCanonicalKey { account: *account })?;
+        let mut keys = checked_keys().lock().unwrap_or_else(PoisonError::into_inner);
+        if keys.len() >= CHECKED_KEYS_MAX {
+            keys.clear();
+        }
+        keys.insert(*account, key);
         Ok(PublicKey { account: *account, key })
     }
 
@@ -188,6 +213,10 @@ impl PublicKey {
 }
 
 /// Verifies one signature with the acceptance rule.
+///
+/// `R`'s torsion check is implied here: `verify_strict` recomputes `R = [s]B − [k]A` and compares
+/// encodings, and with `A` torsion-free that point lies in the prime-order subgroup. The batch
+/// path must check it explicitly ([`check_signature_encoding`]).
 pub fn verify(
     domain: Domain,
     chain_id: &str,
@@ -196,7 +225,10 @@ pub fn verify(
     signature: &Signature,
 ) -> Result<(), SignatureError> {
     let key = PublicKey::from_account(signer)?;
-    check_signature_encoding(signature)?;
+    let s: [u8; 32] = signature.0[32..].try_into().expect("64-byte signature");
+    if Option::<Scalar>::from(Scalar::from_canonical_bytes(s)).is_none() {
+        return Err(SignatureError::MalformedSignature { reason: "s is not a canonical scalar" });
+    }
     let sig = ed25519_dalek::Signature::from_bytes(&signature.0);
     key.key
         .verify_strict(&signing_bytes(domain, chain_id, message), &sig)
@@ -411,6 +443,53 @@ mod tests {
             verify(Domain::Tx, "c", &k.account(), b"m", &sig),
             Err(SignatureError::MalformedSignature { .. })
         ));
+    }
+
+    /// A signature whose R carries a 2-torsion component, with s computed honestly for that R.
+    /// A cofactorless batch equation that trusted R's subgroup could accept it for some random
+    /// coefficients; ed25519-dalek 3.0's batch rejects it as well, and our encoding check refuses it
+    /// before any batch runs, whatever the batch library does.
+    fn mixed_order_r_signature(
+        k: &Keypair,
+        domain: Domain,
+        chain_id: &str,
+        message: &[u8],
+    ) -> Signature {
+        use curve25519_dalek::constants::ED25519_BASEPOINT_POINT;
+        use sha2::{Digest, Sha512};
+        let expanded = Sha512::digest(k.secret_bytes());
+        let mut lower = [0u8; 32];
+        lower.copy_from_slice(&expanded[..32]);
+        let a = Scalar::from_bytes_mod_order(curve25519_dalek::scalar::clamp_integer(lower));
+        let r = Scalar::from(123_456_789u64);
+        let big_r = r * ED25519_BASEPOINT_POINT + EIGHT_TORSION[4];
+        let r_bytes = big_r.compress().to_bytes();
+        let msg = signing_bytes(domain, chain_id, message);
+        let mut h = Sha512::new();
+        h.update(r_bytes);
+        h.update(k.account().0);
+        h.update(&msg);
+        let mut wide = [0u8; 64];
+        wide.copy_from_slice(&h.finalize());
+        let s = r + Scalar::from_bytes_mod_order_wide(&wide) * a;
+        let mut out = [0u8; 64];
+        out[..32].copy_from_slice(&r_bytes);
+        out[32..].copy_from_slice(s.as_bytes());
+        Signature(out)
+    }
+
+    #[test]
+    fn mixed_order_r_is_rejected_by_single_and_batch() {
+        let k = key(4);
+        let sig = mixed_order_r_signature(&k, Domain::Tx, "c", b"m");
+        assert!(verify(Domain::Tx, "c", &k.account(), b"m", &sig).is_err());
+        let account = k.account();
+        let item =
+            BatchItem { domain: Domain::Tx, signer: &account, message: b"m", signature: &sig };
+        for _ in 0..16 {
+            // Random batch coefficients differ per call; every call must refuse.
+            assert!(verify_batch("c", &[item, item]).is_err());
+        }
     }
 
     #[test]

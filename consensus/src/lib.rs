@@ -3,10 +3,17 @@
 //! No networking and no machine learning live here: this crate is the pure core that every node
 //! runs identically. See `shared/DESIGN.md` ("Identity and signing", "Ledger", "Consensus").
 
+pub mod block;
+pub mod chain;
 pub mod commitment;
 pub mod crypto;
 pub mod encoding;
+pub mod finalize;
+pub mod fixed;
+pub mod genesis;
 pub mod hash;
+pub mod state;
+pub mod storage;
 pub mod task;
 pub mod tx;
 pub mod types;

@@ -44,7 +44,7 @@ pub fn is_one_third(power: u64, total: u64) -> bool {
 impl ValidatorSet {
     /// A set from validators in any order; duplicates keep the first occurrence.
     pub fn new(mut validators: Vec<ValidatorInfo>) -> ValidatorSet {
-        validators.sort_by(|a, b| a.account.cmp(&b.account));
+        validators.sort_by_key(|v| v.account);
         validators.dedup_by(|b, a| a.account == b.account);
         ValidatorSet { validators }
     }

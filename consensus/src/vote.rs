@@ -174,7 +174,7 @@ impl CommitCertificate {
             .filter(|v| seen.insert(v.validator))
             .map(|v| CommitSignature { validator: v.validator, signature: v.signature })
             .collect();
-        signatures.sort_by(|a, b| a.validator.cmp(&b.validator));
+        signatures.sort_by_key(|s| s.validator);
         Some(CommitCertificate {
             height: first.vote.height,
             round: first.vote.round,

@@ -1,0 +1,1171 @@
+//! The ledger state and the rules that change it: transactions, task windows, end-of-block
+//! finalization and validator-set changes.
+//!
+//! The state is a set of typed tables (ordered maps) that mirror the store's trees. Every table
+//! records which keys a block touched, so [`State::take_changes`] yields exactly the writes that
+//! persist a block. The state root hashes every table in a fixed order ([`State::root`]).
+//!
+//! Each transaction is checked completely before anything changes ([`State::execute_tx`] plans,
+//! then applies), so a rejected transaction leaves the state as it was.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::commitment::{model_commitment, scores_commitment};
+use crate::crypto::SignatureError;
+use crate::encoding::{DecodeError, decode, encode};
+use crate::finalize::{
+    FinalizationReport, FinalizeInput, RevealInput, TrainerInput, ValidatorInput, finalize,
+};
+use crate::genesis::{Genesis, Params};
+use crate::hash::{TaggedHasher, tags};
+use crate::storage::{Op, Store, StoreError, Tree};
+use crate::task::{SpecError, TaskSpec};
+use crate::tx::{SignedTx, TxKind};
+use crate::types::{AccountId, Amount, Hash, Height, ModelHash, Nonce, Round, ScorePpm, TaskId};
+use crate::validators::{ValidatorInfo, ValidatorSet};
+use crate::verdict::{Subject, Verdict, VerdictEntry, VerdictVector, expected_layout};
+use crate::vote::VoteKind;
+
+/// Largest value decoded from the store, in bytes (a task with its report is the largest).
+const STORED_VALUE_BYTES_MAX: usize = 64 << 20;
+
+/// An account.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Account {
+    /// Spendable balance.
+    pub balance: Amount,
+    /// The nonce its next transaction must carry.
+    pub nonce: Nonce,
+}
+
+/// A validator's record.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ValidatorRecord {
+    /// Its stake (voting power and reward weight), after any slashing.
+    pub stake: Amount,
+    /// A human-readable name.
+    pub name: String,
+}
+
+/// A task on the ledger.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Task {
+    /// Its id.
+    pub id: TaskId,
+    /// Who opened it.
+    pub creator: AccountId,
+    /// The spec.
+    pub spec: TaskSpec,
+    /// The escrow.
+    pub reward: Amount,
+    /// The height of the block that opened it.
+    pub created_at: Height,
+    /// How many trainers joined.
+    pub joined: u32,
+    /// The finalization report, once the score deadline has passed.
+    pub report: Option<FinalizationReport>,
+}
+
+/// Where a task stands at a height.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Trainers may join (and commit).
+    Join,
+    /// Joined trainers may commit.
+    Commit,
+    /// Trainers reveal.
+    Reveal,
+    /// Validators commit verdict vectors.
+    ScoreCommit,
+    /// Validators reveal verdict vectors.
+    ScoreReveal,
+    /// Finalized: see the report.
+    Finalized,
+}
+
+impl Task {
+    /// Last height at which trainers may join.
+    pub fn join_deadline(&self) -> Height {
+        self.created_at.plus(self.spec.windows.join)
+    }
+    /// Last height at which trainers may commit.
+    pub fn commit_deadline(&self) -> Height {
+        self.join_deadline().plus(self.spec.windows.commit)
+    }
+    /// Last height at which trainers may reveal.
+    pub fn reveal_deadline(&self) -> Height {
+        self.commit_deadline().plus(self.spec.windows.reveal)
+    }
+    /// Last height at which validators may commit scores.
+    pub fn score_commit_deadline(&self) -> Height {
+        self.reveal_deadline().plus(self.spec.windows.score_commit)
+    }
+    /// Last height at which validators may reveal scores; the task finalizes in this block.
+    pub fn score_deadline(&self) -> Height {
+        self.score_commit_deadline().plus(self.spec.windows.score_reveal)
+    }
+
+    /// The phase at `height` (the height of the block being executed).
+    pub fn phase(&self, height: Height) -> Phase {
+        if self.report.is_some() {
+            Phase::Finalized
+        } else if height <= self.join_deadline() {
+            Phase::Join
+        } else if height <= self.commit_deadline() {
+            Phase::Commit
+        } else if height <= self.reveal_deadline() {
+            Phase::Reveal
+        } else if height <= self.score_commit_deadline() {
+            Phase::ScoreCommit
+        } else {
+            Phase::ScoreReveal
+        }
+    }
+}
+
+/// A trainer's revealed model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reveal {
+    /// sha256 of the artifact.
+    pub model_hash: ModelHash,
+    /// Artifact size in bytes.
+    pub size_bytes: u64,
+    /// Declared non-zero parameter count.
+    pub params: u64,
+    /// Height of the reveal.
+    pub revealed_at: Height,
+}
+
+/// A trainer's participation in a task.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Submission {
+    /// The bond it locked.
+    pub bond: Amount,
+    /// When it joined.
+    pub joined_at: Height,
+    /// Its model commitment, once committed.
+    pub commitment: Option<Hash>,
+    /// Where the commitment landed: block height and position in the block.
+    pub committed_at: Option<(Height, u32)>,
+    /// Its reveal, once revealed.
+    pub reveal: Option<Reveal>,
+}
+
+/// A validator's scoring of a task.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScoreRecord {
+    /// Its verdict-vector commitment.
+    pub commitment: Hash,
+    /// Height of the commitment.
+    pub committed_at: Height,
+    /// Its verdicts, once revealed.
+    pub verdicts: Option<VerdictVector>,
+}
+
+/// Who owns a commitment on the ledger.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommitmentOwner {
+    /// The task.
+    pub task: TaskId,
+    /// The committer.
+    pub account: AccountId,
+}
+
+/// A task's champion, indexed by model hash so later tasks can fine-tune from it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChampionRecord {
+    /// The task it won.
+    pub task: TaskId,
+    /// Its trainer.
+    pub trainer: AccountId,
+    /// Its non-zero parameter count.
+    pub params: u64,
+    /// Its effective score, in ppm.
+    pub effective_ppm: u32,
+}
+
+/// The chain's scalar state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChainMeta {
+    /// The chain id.
+    pub chain_id: String,
+    /// The genesis hash.
+    pub genesis_hash: Hash,
+    /// Parameters from genesis.
+    pub params: Params,
+    /// Height of the last applied block (0 before the first).
+    pub height: Height,
+    /// Hash of the last applied block (the genesis hash before the first).
+    pub last_block_hash: Hash,
+    /// Time of the last applied block (genesis time before the first), in ms.
+    pub last_time_ms: u64,
+    /// The id the next task gets.
+    pub next_task_id: u64,
+    /// Everything burned so far: fees, forfeits, slashes, remainders.
+    pub burned: Amount,
+}
+
+/// An equivocation key: slashed at most once.
+pub type EvidenceKey = (AccountId, Height, Round, VoteKind);
+
+/// A table: an ordered map that remembers which keys changed.
+#[derive(Clone, Debug)]
+pub struct Table<K: Ord, V> {
+    tree: Tree,
+    map: BTreeMap<K, V>,
+    dirty: BTreeSet<K>,
+}
+
+impl<K: Ord + Clone + Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> Table<K, V> {
+    fn new(tree: Tree) -> Self {
+        Table { tree, map: BTreeMap::new(), dirty: BTreeSet::new() }
+    }
+
+    /// The value at `key`.
+    pub fn get(&self, key: &K) -> Option<&V> {
+        self.map.get(key)
+    }
+
+    /// Whether `key` is present.
+    pub fn contains(&self, key: &K) -> bool {
+        self.map.contains_key(key)
+    }
+
+    /// Entries in key order.
+    pub fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
+        self.map.iter()
+    }
+
+    /// Entries with keys in a range, in key order.
+    pub fn range<R: std::ops::RangeBounds<K>>(&self, range: R) -> impl Iterator<Item = (&K, &V)> {
+        self.map.range(range)
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Whether the table is empty.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    fn insert(&mut self, key: K, value: V) {
+        self.dirty.insert(key.clone());
+        self.map.insert(key, value);
+    }
+
+    fn remove(&mut self, key: &K) {
+        self.dirty.insert(key.clone());
+        self.map.remove(key);
+    }
+
+    fn update(&mut self, key: K, f: impl FnOnce(&mut V))
+    where
+        V: Default,
+    {
+        let mut value = self.map.remove(&key).unwrap_or_default();
+        f(&mut value);
+        self.insert(key, value);
+    }
+
+    fn modify(&mut self, key: &K, f: impl FnOnce(&mut V)) {
+        if let Some(value) = self.map.get_mut(key) {
+            f(value);
+            self.dirty.insert(key.clone());
+        }
+    }
+
+    fn hash_into(&self, h: &mut TaggedHasher) {
+        h.part(&[self.tree as u8]);
+        h.part(&(self.map.len() as u64).to_le_bytes());
+        for (k, v) in &self.map {
+            h.part(&encode(k)).part(&encode(v));
+        }
+    }
+
+    fn take_changes(&mut self, ops: &mut Vec<Op>) {
+        for key in std::mem::take(&mut self.dirty) {
+            match self.map.get(&key) {
+                Some(v) => ops.push(Op::Put(self.tree, encode(&key), encode(v))),
+                None => ops.push(Op::Delete(self.tree, encode(&key))),
+            }
+        }
+    }
+
+    fn load(tree: Tree, store: &dyn Store) -> Result<Self, LoadError> {
+        let mut table = Table::new(tree);
+        for (k, v) in store.scan(tree)? {
+            let key = decode("stored key", &k, STORED_VALUE_BYTES_MAX)?;
+            let value = decode("stored value", &v, STORED_VALUE_BYTES_MAX)?;
+            table.map.insert(key, value);
+        }
+        Ok(table)
+    }
+}
+
+/// Why the state could not be loaded from a store.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A stored record does not decode: the store is corrupt or from another version.
+    #[error("stored state is corrupt: {0}")]
+    Corrupt(#[from] DecodeError),
+}
+
+/// Why a verdict vector's layout is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LayoutError {
+    /// An expected entry is absent.
+    #[error("missing an entry for {0:?}")]
+    Missing(Subject),
+    /// An entry names a subject that is not in the layout.
+    #[error("extra entry for {0:?}")]
+    Extra(Subject),
+    /// A subject appears twice.
+    #[error("entry for {0:?} appears twice")]
+    Duplicate(Subject),
+    /// Every subject is there, in the wrong order.
+    #[error(
+        "entry {index} is {found:?}, expected {expected:?} (entries must be baseline, base model, then trainers by account id)"
+    )]
+    Unsorted {
+        /// First position that differs.
+        index: usize,
+        /// What the layout has there.
+        expected: Subject,
+        /// What the vector has there.
+        found: Subject,
+    },
+    /// An entry's verdict is not allowed for its subject.
+    #[error("entry for {subject:?} is invalid: {reason}")]
+    BadVerdict {
+        /// The entry.
+        subject: Subject,
+        /// What is wrong.
+        reason: &'static str,
+    },
+}
+
+/// Why a transaction is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TxError {
+    /// The tx names another chain.
+    #[error("transaction is for chain {found:?}, this is {expected:?}")]
+    WrongChain {
+        /// This chain.
+        expected: String,
+        /// The tx's chain.
+        found: String,
+    },
+    /// The signature fails the acceptance rule.
+    #[error("bad signature: {0}")]
+    BadSignature(#[from] SignatureError),
+    /// The nonce was already used.
+    #[error("nonce {found} already used; the account's next nonce is {expected}")]
+    NonceReplayed {
+        /// The account's next nonce.
+        expected: Nonce,
+        /// The tx's nonce.
+        found: Nonce,
+    },
+    /// The nonce skips ahead.
+    #[error("nonce {found} skips ahead; the account's next nonce is {expected}")]
+    NonceGap {
+        /// The account's next nonce.
+        expected: Nonce,
+        /// The tx's nonce.
+        found: Nonce,
+    },
+    /// The signer cannot pay the fee plus what the tx moves or locks.
+    #[error("insufficient balance: needs {needed} (fee included), has {available}")]
+    InsufficientBalance {
+        /// Fee plus amount.
+        needed: u128,
+        /// Balance.
+        available: Amount,
+    },
+    /// The task does not exist.
+    #[error("no task {0}")]
+    UnknownTask(TaskId),
+    /// The tx is outside the window it belongs to.
+    #[error("{action} is allowed at heights {opens}..={closes}; this block is {height}")]
+    OutsideWindow {
+        /// What was attempted.
+        action: &'static str,
+        /// The block's height.
+        height: Height,
+        /// First allowed height.
+        opens: Height,
+        /// Last allowed height.
+        closes: Height,
+    },
+    /// Validators may not train.
+    #[error("validator {0} may not join a task as a trainer")]
+    ValidatorCannotTrain(AccountId),
+    /// A task's creator may not train for it.
+    #[error("the creator of task {0} may not join it")]
+    CreatorCannotTrain(TaskId),
+    /// The task has its `max_trainers`.
+    #[error("task {task} is full ({max} trainers)")]
+    TaskFull {
+        /// The task.
+        task: TaskId,
+        /// Its limit.
+        max: u32,
+    },
+    /// The trainer already joined.
+    #[error("already joined task {0}")]
+    AlreadyJoined(TaskId),
+    /// The trainer did not join.
+    #[error("not a trainer of task {0}")]
+    NotJoined(TaskId),
+    /// A second commitment for the same task.
+    #[error("already committed for task {0}")]
+    AlreadyCommitted(TaskId),
+    /// The commitment is already on the ledger.
+    #[error("commitment {0} is already on the ledger")]
+    DuplicateCommitment(Hash),
+    /// A reveal without a commitment.
+    #[error("nothing committed for task {0}")]
+    NotCommitted(TaskId),
+    /// A second reveal.
+    #[error("already revealed for task {0}")]
+    AlreadyRevealed(TaskId),
+    /// The reveal does not open the commitment.
+    #[error("reveal does not match the commitment for task {0}")]
+    RevealMismatch(TaskId),
+    /// The revealed artifact breaks the task's limits.
+    #[error("revealed {what} {found} is over the task's limit of {limit}")]
+    OverLimit {
+        /// `size_bytes` or `params`.
+        what: &'static str,
+        /// The revealed value.
+        found: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// Zero parameters revealed.
+    #[error("revealed parameter count must be positive")]
+    ZeroParams,
+    /// Only validators score.
+    #[error("{0} is not a validator")]
+    NotValidator(AccountId),
+    /// The verdict vector is malformed.
+    #[error("verdict vector: {0}")]
+    Layout(#[from] LayoutError),
+    /// The task spec is invalid.
+    #[error(transparent)]
+    InvalidSpec(#[from] SpecError),
+    /// A task's base model is not a champion on the ledger.
+    #[error("base model {0} is not a champion on the ledger (or its params differ)")]
+    UnknownBaseModel(ModelHash),
+    /// A zero reward.
+    #[error("a task's reward must be positive")]
+    ZeroReward,
+    /// The evidence is not two conflicting votes with valid signatures.
+    #[error("evidence is invalid: {0}")]
+    InvalidEvidence(&'static str),
+    /// This equivocation was already slashed.
+    #[error("equivocation of {validator} at height {height} round {round} was already slashed")]
+    EvidenceUsed {
+        /// The validator.
+        validator: AccountId,
+        /// The height.
+        height: Height,
+        /// The round.
+        round: Round,
+    },
+    /// A balance would overflow.
+    #[error("amount overflows")]
+    Overflow,
+}
+
+/// Where a transaction executes: its block's height and its position in the block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TxContext {
+    /// The block's height.
+    pub height: Height,
+    /// The tx's position in the block.
+    pub index: u32,
+}
+
+/// A transaction's checked effect, computed before anything changes.
+enum Plan {
+    Transfer { to: AccountId, amount: Amount },
+    CreateTask { spec: Box<TaskSpec>, reward: Amount },
+    Join { task: TaskId, bond: Amount },
+    CommitModel { task: TaskId, commitment: Hash },
+    RevealModel { task: TaskId, reveal: Reveal },
+    CommitScores { task: TaskId, commitment: Hash },
+    RevealScores { task: TaskId, verdicts: VerdictVector },
+    Slash { key: EvidenceKey, amount: Amount },
+}
+
+impl Plan {
+    /// What the signer pays besides the fee.
+    fn cost(&self) -> Amount {
+        match self {
+            Plan::Transfer { amount, .. } => *amount,
+            Plan::CreateTask { reward, .. } => *reward,
+            Plan::Join { bond, .. } => *bond,
+            _ => Amount::ZERO,
+        }
+    }
+}
+
+/// The ledger state.
+#[derive(Clone, Debug)]
+pub struct State {
+    meta: ChainMeta,
+    meta_dirty: bool,
+    /// Accounts.
+    pub accounts: Table<AccountId, Account>,
+    /// Validators.
+    pub validators: Table<AccountId, ValidatorRecord>,
+    /// Validator sets by the height they sign.
+    pub validator_sets: Table<Height, ValidatorSet>,
+    /// Tasks.
+    pub tasks: Table<TaskId, Task>,
+    /// Submissions by (task, trainer).
+    pub submissions: Table<(TaskId, AccountId), Submission>,
+    /// Score records by (task, validator).
+    pub verdicts: Table<(TaskId, AccountId), ScoreRecord>,
+    /// Every commitment on the ledger.
+    pub commitments: Table<Hash, CommitmentOwner>,
+    /// Slashed equivocations, with the height they were slashed at.
+    pub evidence: Table<EvidenceKey, Height>,
+    /// Champions by model hash.
+    pub champions: Table<ModelHash, ChampionRecord>,
+}
+
+const META_KEY: &[u8] = b"chain";
+
+impl State {
+    /// The state at height 0.
+    pub fn from_genesis(genesis: &Genesis) -> State {
+        let mut state = State {
+            meta: ChainMeta {
+                chain_id: genesis.chain_id.clone(),
+                genesis_hash: genesis.hash(),
+                params: genesis.params.clone(),
+                height: Height(0),
+                last_block_hash: genesis.hash(),
+                last_time_ms: genesis.genesis_time_ms,
+                next_task_id: 1,
+                burned: Amount::ZERO,
+            },
+            meta_dirty: true,
+            accounts: Table::new(Tree::Accounts),
+            validators: Table::new(Tree::Validators),
+            validator_sets: Table::new(Tree::ValidatorSets),
+            tasks: Table::new(Tree::Tasks),
+            submissions: Table::new(Tree::Submissions),
+            verdicts: Table::new(Tree::Verdicts),
+            commitments: Table::new(Tree::Commitments),
+            evidence: Table::new(Tree::Evidence),
+            champions: Table::new(Tree::Champions),
+        };
+        for b in &genesis.balances {
+            state.accounts.insert(b.account, Account { balance: b.amount, nonce: Nonce(0) });
+        }
+        for v in &genesis.validators {
+            state
+                .validators
+                .insert(v.account, ValidatorRecord { stake: v.stake, name: v.name.clone() });
+        }
+        let set = genesis.validator_set();
+        state.validator_sets.insert(Height(1), set.clone());
+        state.validator_sets.insert(Height(2), set);
+        for t in &genesis.tasks {
+            // Genesis validation guarantees the creator's balance covers its rewards.
+            state.accounts.update(t.creator, |a| a.balance.0 -= t.reward.0);
+            state.open_task(t.creator, t.spec.clone(), t.reward, Height(0));
+        }
+        state
+    }
+
+    /// Loads the state from a store, or `None` if the store holds no chain.
+    pub fn load(store: &dyn Store) -> Result<Option<State>, LoadError> {
+        let Some(meta) = store.get(Tree::Meta, META_KEY)? else {
+            return Ok(None);
+        };
+        let meta: ChainMeta = decode("chain meta", &meta, STORED_VALUE_BYTES_MAX)?;
+        Ok(Some(State {
+            meta,
+            meta_dirty: false,
+            accounts: Table::load(Tree::Accounts, store)?,
+            validators: Table::load(Tree::Validators, store)?,
+            validator_sets: Table::load(Tree::ValidatorSets, store)?,
+            tasks: Table::load(Tree::Tasks, store)?,
+            submissions: Table::load(Tree::Submissions, store)?,
+            verdicts: Table::load(Tree::Verdicts, store)?,
+            commitments: Table::load(Tree::Commitments, store)?,
+            evidence: Table::load(Tree::Evidence, store)?,
+            champions: Table::load(Tree::Champions, store)?,
+        }))
+    }
+
+    /// The writes that persist every change since the last call.
+    pub fn take_changes(&mut self) -> Vec<Op> {
+        let mut ops = Vec::new();
+        if std::mem::take(&mut self.meta_dirty) {
+            ops.push(Op::Put(Tree::Meta, META_KEY.to_vec(), encode(&self.meta)));
+        }
+        self.accounts.take_changes(&mut ops);
+        self.validators.take_changes(&mut ops);
+        self.validator_sets.take_changes(&mut ops);
+        self.tasks.take_changes(&mut ops);
+        self.submissions.take_changes(&mut ops);
+        self.verdicts.take_changes(&mut ops);
+        self.commitments.take_changes(&mut ops);
+        self.evidence.take_changes(&mut ops);
+        self.champions.take_changes(&mut ops);
+        ops
+    }
+
+    /// The state root: a tagged hash over the chain meta and every table, in [`Tree::STATE`]
+    /// order, each entry as its canonical key and value bytes.
+    pub fn root(&self) -> Hash {
+        let mut h = TaggedHasher::new(tags::STATE);
+        h.part(&encode(&self.meta));
+        self.accounts.hash_into(&mut h);
+        self.validators.hash_into(&mut h);
+        self.validator_sets.hash_into(&mut h);
+        self.tasks.hash_into(&mut h);
+        self.submissions.hash_into(&mut h);
+        self.verdicts.hash_into(&mut h);
+        self.commitments.hash_into(&mut h);
+        self.evidence.hash_into(&mut h);
+        self.champions.hash_into(&mut h);
+        h.finish()
+    }
+
+    /// The chain's scalar state.
+    pub fn meta(&self) -> &ChainMeta {
+        &self.meta
+    }
+
+    /// The chain id.
+    pub fn chain_id(&self) -> &str {
+        &self.meta.chain_id
+    }
+
+    /// The chain parameters.
+    pub fn params(&self) -> &Params {
+        &self.meta.params
+    }
+
+    /// Height of the last applied block.
+    pub fn height(&self) -> Height {
+        self.meta.height
+    }
+
+    /// An account (a default, empty one if it never received anything).
+    pub fn account(&self, id: &AccountId) -> Account {
+        self.accounts.get(id).copied().unwrap_or_default()
+    }
+
+    /// The validator set that signs `height`, if the state knows it (the last applied height,
+    /// and the two after it).
+    pub fn validator_set(&self, height: Height) -> Option<&ValidatorSet> {
+        self.validator_sets.get(&height)
+    }
+
+    /// Whether `account` is a validator with stake.
+    pub fn is_validator(&self, account: &AccountId) -> bool {
+        self.validators.get(account).is_some_and(|v| v.stake.0 > 0)
+    }
+
+    /// Records a block's position: called by block execution after its transactions.
+    pub(crate) fn set_tip(&mut self, height: Height, block_hash: Hash, time_ms: u64) {
+        self.meta.height = height;
+        self.meta.last_block_hash = block_hash;
+        self.meta.last_time_ms = time_ms;
+        self.meta_dirty = true;
+    }
+
+    fn burn(&mut self, amount: Amount) {
+        self.meta.burned.0 = self.meta.burned.0.saturating_add(amount.0);
+        self.meta_dirty = true;
+    }
+
+    fn credit(&mut self, account: AccountId, amount: Amount) {
+        if amount.0 > 0 {
+            self.accounts.update(account, |a| a.balance.0 = a.balance.0.saturating_add(amount.0));
+        }
+    }
+
+    fn open_task(
+        &mut self,
+        creator: AccountId,
+        spec: TaskSpec,
+        reward: Amount,
+        height: Height,
+    ) -> TaskId {
+        let id = TaskId(self.meta.next_task_id);
+        self.meta.next_task_id += 1;
+        self.meta_dirty = true;
+        self.tasks.insert(
+            id,
+            Task { id, creator, spec, reward, created_at: height, joined: 0, report: None },
+        );
+        id
+    }
+
+    /// Executes a transaction whose signature the caller already verified (block execution
+    /// verifies every signature before it executes any tx). On error nothing changes.
+    pub fn execute_tx(&mut self, stx: &SignedTx, ctx: TxContext) -> Result<(), TxError> {
+        let tx = &stx.tx;
+        if tx.chain_id != self.meta.chain_id {
+            return Err(TxError::WrongChain {
+                expected: self.meta.chain_id.clone(),
+                found: tx.chain_id.clone(),
+            });
+        }
+        let account = self.account(&stx.signer);
+        if tx.nonce < account.nonce {
+            return Err(TxError::NonceReplayed { expected: account.nonce, found: tx.nonce });
+        }
+        if tx.nonce > account.nonce {
+            return Err(TxError::NonceGap { expected: account.nonce, found: tx.nonce });
+        }
+        let plan = self.plan(&stx.signer, &tx.kind, ctx)?;
+        let fee = self.meta.params.tx_fee;
+        let needed = u128::from(fee.0) + u128::from(plan.cost().0);
+        if needed > u128::from(account.balance.0) {
+            return Err(TxError::InsufficientBalance { needed, available: account.balance });
+        }
+        if let Plan::Transfer { to, amount } = &plan {
+            let to_balance = if *to == stx.signer { 0 } else { self.account(to).balance.0 };
+            to_balance.checked_add(amount.0).ok_or(TxError::Overflow)?;
+        }
+        // Checked: from here on nothing fails.
+        self.accounts.update(stx.signer, |a| {
+            a.balance.0 -= fee.0 + plan.cost().0;
+            a.nonce.0 += 1;
+        });
+        self.burn(fee);
+        self.apply(stx.signer, plan, ctx);
+        Ok(())
+    }
+
+    /// Executes a transaction after verifying its signature (for mempools and single txs).
+    pub fn check_and_execute_tx(&mut self, stx: &SignedTx, ctx: TxContext) -> Result<(), TxError> {
+        if stx.tx.chain_id != self.meta.chain_id {
+            return Err(TxError::WrongChain {
+                expected: self.meta.chain_id.clone(),
+                found: stx.tx.chain_id.clone(),
+            });
+        }
+        stx.verify(&self.meta.chain_id)?;
+        self.execute_tx(stx, ctx)
+    }
+
+    fn task(&self, id: TaskId) -> Result<&Task, TxError> {
+        self.tasks.get(&id).ok_or(TxError::UnknownTask(id))
+    }
+
+    fn window(
+        action: &'static str,
+        height: Height,
+        opens: Height,
+        closes: Height,
+    ) -> Result<(), TxError> {
+        if height < opens || height > closes {
+            return Err(TxError::OutsideWindow { action, height, opens, closes });
+        }
+        Ok(())
+    }
+
+    fn fresh_commitment(&self, commitment: &Hash) -> Result<(), TxError> {
+        if self.commitments.contains(commitment) {
+            return Err(TxError::DuplicateCommitment(*commitment));
+        }
+        Ok(())
+    }
+
+    /// Checks a transaction's effect against the state, changing nothing.
+    fn plan(&self, signer: &AccountId, kind: &TxKind, ctx: TxContext) -> Result<Plan, TxError> {
+        let h = ctx.height;
+        match kind {
+            TxKind::Transfer { to, amount } => Ok(Plan::Transfer { to: *to, amount: *amount }),
+            TxKind::CreateTask { spec, reward } => {
+                spec.validate(self.validators.iter().filter(|(_, v)| v.stake.0 > 0).count())?;
+                if spec.max_trainers > self.meta.params.max_trainers_per_task {
+                    return Err(SpecError::Invalid {
+                        field: "max_trainers",
+                        reason: format!(
+                            "at most {} on this chain",
+                            self.meta.params.max_trainers_per_task
+                        ),
+                    }
+                    .into());
+                }
+                if let Some(base) = &spec.base_model {
+                    let known = self
+                        .champions
+                        .get(&base.model_hash)
+                        .is_some_and(|c| c.params == base.params);
+                    if !known {
+                        return Err(TxError::UnknownBaseModel(base.model_hash));
+                    }
+                }
+                if reward.0 == 0 {
+                    return Err(TxError::ZeroReward);
+                }
+                Ok(Plan::CreateTask { spec: spec.clone(), reward: *reward })
+            }
+            TxKind::JoinTask { task } => {
+                let t = self.task(*task)?;
+                Self::window("join_task", h, t.created_at.next(), t.join_deadline())?;
+                if self.validators.contains(signer) {
+                    return Err(TxError::ValidatorCannotTrain(*signer));
+                }
+                if t.creator == *signer {
+                    return Err(TxError::CreatorCannotTrain(*task));
+                }
+                if self.submissions.contains(&(*task, *signer)) {
+                    return Err(TxError::AlreadyJoined(*task));
+                }
+                if t.joined >= t.spec.max_trainers {
+                    return Err(TxError::TaskFull { task: *task, max: t.spec.max_trainers });
+                }
+                Ok(Plan::Join { task: *task, bond: t.spec.bond })
+            }
+            TxKind::CommitModel { task, commitment } => {
+                let t = self.task(*task)?;
+                Self::window("commit_model", h, t.created_at.next(), t.commit_deadline())?;
+                let sub =
+                    self.submissions.get(&(*task, *signer)).ok_or(TxError::NotJoined(*task))?;
+                if sub.commitment.is_some() {
+                    return Err(TxError::AlreadyCommitted(*task));
+                }
+                self.fresh_commitment(commitment)?;
+                Ok(Plan::CommitModel { task: *task, commitment: *commitment })
+            }
+            TxKind::RevealModel { task, model_hash, salt, size_bytes, params } => {
+                let t = self.task(*task)?;
+                Self::window("reveal_model", h, t.commit_deadline().next(), t.reveal_deadline())?;
+                let sub =
+                    self.submissions.get(&(*task, *signer)).ok_or(TxError::NotJoined(*task))?;
+                let committed = sub.commitment.ok_or(TxError::NotCommitted(*task))?;
+                if sub.reveal.is_some() {
+                    return Err(TxError::AlreadyRevealed(*task));
+                }
+                if model_commitment(&self.meta.chain_id, *task, signer, model_hash, salt)
+                    != committed
+                {
+                    return Err(TxError::RevealMismatch(*task));
+                }
+                if *size_bytes > t.spec.limits.max_artifact_bytes {
+                    return Err(TxError::OverLimit {
+                        what: "size_bytes",
+                        found: *size_bytes,
+                        limit: t.spec.limits.max_artifact_bytes,
+                    });
+                }
+                if *params > t.spec.limits.max_params {
+                    return Err(TxError::OverLimit {
+                        what: "params",
+                        found: *params,
+                        limit: t.spec.limits.max_params,
+                    });
+                }
+                if *params == 0 {
+                    return Err(TxError::ZeroParams);
+                }
+                let reveal = Reveal {
+                    model_hash: *model_hash,
+                    size_bytes: *size_bytes,
+                    params: *params,
+                    revealed_at: h,
+                };
+                Ok(Plan::RevealModel { task: *task, reveal })
+            }
+            TxKind::CommitScores { task, commitment } => {
+                let t = self.task(*task)?;
+                if !self.is_validator(signer) {
+                    return Err(TxError::NotValidator(*signer));
+                }
+                Self::window(
+                    "commit_scores",
+                    h,
+                    t.reveal_deadline().next(),
+                    t.score_commit_deadline(),
+                )?;
+                if self.verdicts.contains(&(*task, *signer)) {
+                    return Err(TxError::AlreadyCommitted(*task));
+                }
+                self.fresh_commitment(commitment)?;
+                Ok(Plan::CommitScores { task: *task, commitment: *commitment })
+            }
+            TxKind::RevealScores { task, verdicts, salt } => {
+                let t = self.task(*task)?;
+                if !self.is_validator(signer) {
+                    return Err(TxError::NotValidator(*signer));
+                }
+                Self::window(
+                    "reveal_scores",
+                    h,
+                    t.score_commit_deadline().next(),
+                    t.score_deadline(),
+                )?;
+                let record =
+                    self.verdicts.get(&(*task, *signer)).ok_or(TxError::NotCommitted(*task))?;
+                if record.verdicts.is_some() {
+                    return Err(TxError::AlreadyRevealed(*task));
+                }
+                if scores_commitment(&self.meta.chain_id, *task, signer, verdicts, salt)
+                    != record.commitment
+                {
+                    return Err(TxError::RevealMismatch(*task));
+                }
+                self.check_verdicts(t, verdicts)?;
+                Ok(Plan::RevealScores { task: *task, verdicts: verdicts.clone() })
+            }
+            TxKind::Evidence { a, b } => {
+                if !a.conflicts_with(b) {
+                    return Err(TxError::InvalidEvidence("the votes do not conflict"));
+                }
+                a.verify(&self.meta.chain_id)
+                    .map_err(|_| TxError::InvalidEvidence("first vote's signature is invalid"))?;
+                b.verify(&self.meta.chain_id)
+                    .map_err(|_| TxError::InvalidEvidence("second vote's signature is invalid"))?;
+                let record = self
+                    .validators
+                    .get(&a.validator)
+                    .ok_or(TxError::InvalidEvidence("the signer is not a validator"))?;
+                let key = (a.validator, a.vote.height, a.vote.round, a.vote.kind);
+                if self.evidence.contains(&key) {
+                    return Err(TxError::EvidenceUsed {
+                        validator: a.validator,
+                        height: a.vote.height,
+                        round: a.vote.round,
+                    });
+                }
+                let slash = u128::from(record.stake.0)
+                    * u128::from(self.meta.params.slash_fraction_ppm)
+                    / 1_000_000;
+                let amount =
+                    Amount(u64::try_from(slash).expect("a fraction of a u64 stake fits in u64"));
+                Ok(Plan::Slash { key, amount })
+            }
+        }
+    }
+
+    /// The layout of a task's verdict vectors now: baseline, base model, revealed trainers.
+    pub fn verdict_layout(&self, task: &Task) -> Vec<Subject> {
+        let revealed = self
+            .submissions
+            .range((task.id, AccountId([0; 32]))..=(task.id, AccountId([0xff; 32])))
+            .filter(|(_, s)| s.reveal.is_some())
+            .map(|((_, a), _)| *a);
+        expected_layout(task.spec.base_model.is_some(), revealed)
+    }
+
+    fn check_verdicts(&self, task: &Task, verdicts: &[VerdictEntry]) -> Result<(), LayoutError> {
+        let expected = self.verdict_layout(task);
+        let expected_set: BTreeSet<Subject> = expected.iter().copied().collect();
+        let mut seen = BTreeSet::new();
+        for e in verdicts {
+            if !expected_set.contains(&e.subject) {
+                return Err(LayoutError::Extra(e.subject));
+            }
+            if !seen.insert(e.subject) {
+                return Err(LayoutError::Duplicate(e.subject));
+            }
+        }
+        if let Some(missing) = expected.iter().find(|s| !seen.contains(s)) {
+            return Err(LayoutError::Missing(*missing));
+        }
+        if let Some((index, (e, s))) =
+            verdicts.iter().zip(&expected).enumerate().find(|(_, (e, s))| e.subject != **s)
+        {
+            return Err(LayoutError::Unsorted { index, expected: *s, found: e.subject });
+        }
+        for e in verdicts {
+            let bad = |reason| LayoutError::BadVerdict { subject: e.subject, reason };
+            if let Verdict::Scored { score_ppm, duplicate_of } = e.verdict {
+                if score_ppm > ScorePpm::MAX {
+                    return Err(bad("score above 1000000 ppm"));
+                }
+                if let Some(original) = duplicate_of {
+                    let Subject::Submission(me) = e.subject else {
+                        return Err(bad("only submissions can be duplicates"));
+                    };
+                    let when = |a: &AccountId| {
+                        self.submissions.get(&(task.id, *a)).and_then(|s| s.committed_at)
+                    };
+                    let earlier = self
+                        .submissions
+                        .get(&(task.id, original))
+                        .is_some_and(|s| s.reveal.is_some() && when(&original) < when(&me));
+                    if !earlier {
+                        return Err(bad(
+                            "duplicate_of must name an earlier-committed revealed submission",
+                        ));
+                    }
+                }
+            } else if e.subject == Subject::Baseline {
+                return Err(bad("the trivial baseline is always scored"));
+            }
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, signer: AccountId, plan: Plan, ctx: TxContext) {
+        match plan {
+            Plan::Transfer { to, amount } => self.credit(to, amount),
+            Plan::CreateTask { spec, reward } => {
+                self.open_task(signer, *spec, reward, ctx.height);
+            }
+            Plan::Join { task, bond } => {
+                self.tasks.modify(&task, |t| t.joined += 1);
+                self.submissions.insert(
+                    (task, signer),
+                    Submission {
+                        bond,
+                        joined_at: ctx.height,
+                        commitment: None,
+                        committed_at: None,
+                        reveal: None,
+                    },
+                );
+            }
+            Plan::CommitModel { task, commitment } => {
+                self.submissions.modify(&(task, signer), |s| {
+                    s.commitment = Some(commitment);
+                    s.committed_at = Some((ctx.height, ctx.index));
+                });
+                self.commitments.insert(commitment, CommitmentOwner { task, account: signer });
+            }
+            Plan::RevealModel { task, reveal } => {
+                self.submissions.modify(&(task, signer), |s| s.reveal = Some(reveal));
+            }
+            Plan::CommitScores { task, commitment } => {
+                self.verdicts.insert(
+                    (task, signer),
+                    ScoreRecord { commitment, committed_at: ctx.height, verdicts: None },
+                );
+                self.commitments.insert(commitment, CommitmentOwner { task, account: signer });
+            }
+            Plan::RevealScores { task, verdicts } => {
+                self.verdicts.modify(&(task, signer), |r| r.verdicts = Some(verdicts));
+            }
+            Plan::Slash { key, amount } => {
+                self.validators.modify(&key.0, |v| v.stake.0 -= amount.0);
+                self.evidence.insert(key, ctx.height);
+                self.burn(amount);
+            }
+        }
+    }
+
+    /// End of block `height`: finalizes every task whose score deadline it is, and records the
+    /// validator set that will sign `height + 2` (so a slash changes voting power from there on).
+    pub fn end_block(&mut self, height: Height) {
+        let due: Vec<TaskId> = self
+            .tasks
+            .iter()
+            .filter(|(_, t)| t.report.is_none() && t.score_deadline() <= height)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            self.finalize_task(id);
+        }
+        let set = ValidatorSet::new(
+            self.validators
+                .iter()
+                .filter(|(_, v)| v.stake.0 > 0)
+                .map(|(a, v)| ValidatorInfo { account: *a, power: v.stake.0, name: v.name.clone() })
+                .collect(),
+        );
+        self.validator_sets.insert(height.plus(2), set);
+        // Keep the set of `height` (to check the next block's last commit) and the two after it.
+        let stale: Vec<Height> = self.validator_sets.range(..height).map(|(h, _)| *h).collect();
+        for h in stale {
+            self.validator_sets.remove(&h);
+        }
+    }
+
+    fn finalize_task(&mut self, id: TaskId) {
+        let task = self.tasks.get(&id).expect("due tasks exist").clone();
+        let range = (id, AccountId([0; 32]))..=(id, AccountId([0xff; 32]));
+        let trainers: Vec<TrainerInput> = self
+            .submissions
+            .range(range.clone())
+            .map(|((_, account), s)| TrainerInput {
+                account: *account,
+                bond: s.bond,
+                committed_at: s.committed_at,
+                reveal: s
+                    .reveal
+                    .map(|r| RevealInput { model_hash: r.model_hash, params: r.params }),
+            })
+            .collect();
+        let validators: Vec<ValidatorInput<'_>> = self
+            .validators
+            .iter()
+            .filter(|(_, v)| v.stake.0 > 0)
+            .map(|(account, v)| ValidatorInput {
+                account: *account,
+                stake: v.stake.0,
+                verdicts: self.verdicts.get(&(id, *account)).and_then(|r| r.verdicts.as_deref()),
+            })
+            .collect();
+        let report = finalize(&FinalizeInput {
+            escrow: task.reward,
+            efficiency: &task.spec.efficiency,
+            base_model: task.spec.base_model.as_ref(),
+            trainers: &trainers,
+            validators: &validators,
+            trainer_share_ppm: self.meta.params.trainer_share_ppm,
+            agreement_tolerance_ppm: self.meta.params.agreement_tolerance_ppm,
+        });
+        for t in &report.trainers {
+            self.credit(t.account, Amount(t.payout.0 + t.bond_refund.0));
+        }
+        for v in &report.validators {
+            self.credit(v.account, v.payout);
+        }
+        self.credit(task.creator, report.creator_refund);
+        self.burn(report.burned);
+        if let Some(c) = &report.champion {
+            self.champions.insert(
+                c.model_hash,
+                ChampionRecord {
+                    task: id,
+                    trainer: c.trainer,
+                    params: c.params,
+                    effective_ppm: c.effective_ppm,
+                },
+            );
+        }
+        self.tasks.modify(&id, |t| t.report = Some(report));
+    }
+
+    /// Total coin in existence: balances, stakes, escrows and locked bonds of open tasks.
+    /// Conservation means this plus `burned` never changes.
+    pub fn total_supply(&self) -> u128 {
+        let balances: u128 = self.accounts.iter().map(|(_, a)| u128::from(a.balance.0)).sum();
+        let stakes: u128 = self.validators.iter().map(|(_, v)| u128::from(v.stake.0)).sum();
+        let open: Vec<TaskId> =
+            self.tasks.iter().filter(|(_, t)| t.report.is_none()).map(|(id, _)| *id).collect();
+        let escrows: u128 =
+            open.iter().filter_map(|id| self.tasks.get(id)).map(|t| u128::from(t.reward.0)).sum();
+        let bonds: u128 = self
+            .submissions
+            .iter()
+            .filter(|((task, _), _)| open.contains(task))
+            .map(|(_, s)| u128::from(s.bond.0))
+            .sum();
+        balances + stakes + escrows + bonds
+    }
+}

@@ -1,0 +1,254 @@
+//! A small chain for ledger tests: validators that sign every block, trainers, a task creator.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+
+use consensus::block::Block;
+use consensus::chain::{Ledger, build_block};
+use consensus::commitment::{Salt, model_commitment, scores_commitment};
+use consensus::crypto::Keypair;
+use consensus::genesis::{Genesis, GenesisBalance, GenesisValidator, Params};
+use consensus::state::{TxContext, TxError};
+use consensus::storage::{MemStore, Store};
+use consensus::task::{
+    Dataset, Dtype, Efficiency, Limits, Preprocessing, TaskKind, TaskSpec, Windows,
+};
+use consensus::tx::{SignedTx, Tx, TxKind};
+use consensus::types::{AccountId, Amount, Hash, Height, Nonce, TaskId};
+use consensus::verdict::{Subject, Verdict, VerdictEntry, VerdictVector};
+use consensus::vote::{CommitCertificate, SignedVote, Vote, VoteKind};
+
+/// Initial balance of every trainer and of the creator.
+pub const BALANCE: u64 = 1_000_000;
+
+pub fn key(tag: u8, i: usize) -> Keypair {
+    let mut seed = [tag; 32];
+    seed[31] = u8::try_from(i).unwrap();
+    Keypair::from_seed(seed)
+}
+
+pub fn genesis(stakes: &[u64], trainers: usize) -> Genesis {
+    let validators: Vec<GenesisValidator> = stakes
+        .iter()
+        .enumerate()
+        .map(|(i, s)| GenesisValidator {
+            account: key(1, i).account(),
+            stake: Amount(*s),
+            name: format!("v{i}"),
+        })
+        .collect();
+    let mut balances: Vec<GenesisBalance> = (0..trainers)
+        .map(|i| GenesisBalance { account: key(2, i).account(), amount: Amount(BALANCE) })
+        .collect();
+    balances.push(GenesisBalance { account: key(3, 0).account(), amount: Amount(BALANCE) });
+    for i in 0..stakes.len() {
+        balances.push(GenesisBalance { account: key(1, i).account(), amount: Amount(1_000) });
+    }
+    Genesis {
+        chain_id: "crucible-test".into(),
+        genesis_time_ms: 1_000,
+        validators,
+        balances,
+        params: Params::default(),
+        tasks: vec![],
+    }
+}
+
+pub fn spec(validators: usize) -> TaskSpec {
+    let w = validators as u64 + 1;
+    TaskSpec {
+        name: "digits-test".into(),
+        kind: TaskKind::Classification { features: 4, classes: 3 },
+        preprocessing: Preprocessing::Standardize { mean: vec![0.0; 4], std: vec![1.0; 4] },
+        dataset: Dataset {
+            name: "toy".into(),
+            train_sha256: Hash([1; 32]),
+            heldout_commitment: Hash([2; 32]),
+        },
+        limits: Limits {
+            max_params: 100_000,
+            max_artifact_bytes: 1 << 20,
+            dtypes: vec![Dtype::F32],
+        },
+        efficiency: Efficiency { reference_params: 1_000, penalty_ppm_per_doubling: 50_000 },
+        bond: Amount(1_000),
+        max_trainers: 3,
+        windows: Windows { join: w, commit: w, reveal: w, score_commit: w, score_reveal: w },
+        base_model: None,
+    }
+}
+
+pub struct Chain {
+    pub validators: Vec<Keypair>,
+    pub trainers: Vec<Keypair>,
+    pub creator: Keypair,
+    pub genesis: Genesis,
+    pub ledger: Ledger,
+    nonces: BTreeMap<AccountId, u64>,
+    time_ms: u64,
+    last_commit: Option<CommitCertificate>,
+    pub blocks: Vec<(Block, CommitCertificate)>,
+}
+
+impl Chain {
+    pub fn new(stakes: &[u64], trainers: usize) -> Chain {
+        Chain::with_store(stakes, trainers, Box::new(MemStore::new()))
+    }
+
+    pub fn with_store(stakes: &[u64], trainers: usize, store: Box<dyn Store>) -> Chain {
+        let genesis = genesis(stakes, trainers);
+        let ledger = Ledger::open(store, &genesis).unwrap();
+        Chain {
+            validators: (0..stakes.len()).map(|i| key(1, i)).collect(),
+            trainers: (0..trainers).map(|i| key(2, i)).collect(),
+            creator: key(3, 0),
+            genesis,
+            ledger,
+            nonces: BTreeMap::new(),
+            time_ms: 1_000,
+            last_commit: None,
+            blocks: vec![],
+        }
+    }
+
+    pub fn chain_id(&self) -> String {
+        self.genesis.chain_id.clone()
+    }
+
+    pub fn height(&self) -> Height {
+        self.ledger.height()
+    }
+
+    /// A tx signed with the signer's next nonce (not yet consumed).
+    pub fn sign(&self, key: &Keypair, kind: TxKind) -> SignedTx {
+        let nonce = self.ledger.state().account(&key.account()).nonce;
+        SignedTx::sign(key, Tx { chain_id: self.chain_id(), nonce, kind })
+    }
+
+    pub fn sign_with_nonce(&self, key: &Keypair, nonce: u64, kind: TxKind) -> SignedTx {
+        SignedTx::sign(key, Tx { chain_id: self.chain_id(), nonce: Nonce(nonce), kind })
+    }
+
+    /// Checks `tx` as the next block's first tx; on success commits a block holding it.
+    pub fn submit(&mut self, tx: SignedTx) -> Result<(), TxError> {
+        let mut scratch = self.ledger.state().clone();
+        scratch.check_and_execute_tx(&tx, TxContext { height: self.height().next(), index: 0 })?;
+        let block = self.commit(vec![tx]);
+        assert_eq!(block.txs.len(), 1);
+        Ok(())
+    }
+
+    /// Signs and submits.
+    pub fn send(&mut self, key: &Keypair, kind: TxKind) -> Result<(), TxError> {
+        let tx = self.sign(key, kind);
+        self.submit(tx)
+    }
+
+    /// Builds, certifies and commits the next block with `txs` (invalid ones are left out).
+    pub fn commit(&mut self, txs: Vec<SignedTx>) -> Block {
+        self.time_ms += 500;
+        let proposer = self.validators[0].account();
+        let block =
+            build_block(self.ledger.state(), txs, self.time_ms, proposer, self.last_commit.clone())
+                .unwrap();
+        let cert = self.certify(&block);
+        self.ledger.commit_block(&block, &cert).unwrap();
+        self.last_commit = Some(cert.clone());
+        self.blocks.push((block.clone(), cert));
+        block
+    }
+
+    /// A commit certificate for `block` signed by every validator.
+    pub fn certify(&self, block: &Block) -> CommitCertificate {
+        let vote = Vote {
+            height: block.height(),
+            round: Default::default(),
+            kind: VoteKind::Precommit,
+            block: Some(block.hash()),
+        };
+        let votes: Vec<SignedVote> = self
+            .validators
+            .iter()
+            .map(|k| SignedVote::sign(k, &self.genesis.chain_id, vote))
+            .collect();
+        CommitCertificate::from_precommits(&votes).unwrap()
+    }
+
+    /// Commits empty blocks until the chain's height is `height - 1`, so the next tx lands at
+    /// `height`.
+    pub fn advance_to(&mut self, height: Height) {
+        while self.height().next() < height {
+            self.commit(vec![]);
+        }
+    }
+
+    /// Creates the default task and returns its id.
+    pub fn create_task(&mut self, spec: TaskSpec, reward: u64) -> TaskId {
+        let creator = key(3, 0);
+        self.send(&creator, TxKind::CreateTask { spec: Box::new(spec), reward: Amount(reward) })
+            .unwrap();
+        let id = self.ledger.state().tasks.iter().last().map(|(id, _)| *id).unwrap();
+        id
+    }
+
+    pub fn task(&self, id: TaskId) -> consensus::state::Task {
+        self.ledger.state().tasks.get(&id).unwrap().clone()
+    }
+
+    pub fn balance(&self, account: &AccountId) -> u64 {
+        self.ledger.state().account(account).balance.0
+    }
+}
+
+/// Salt derived from a small number (tests only; real salts come from the OS RNG).
+pub fn salt(n: u8) -> Salt {
+    Salt(Hash([n; 32]))
+}
+
+pub fn model(n: u8) -> Hash {
+    Hash([100 + n; 32])
+}
+
+pub fn model_commit(
+    chain: &Chain,
+    task: TaskId,
+    trainer: &Keypair,
+    model_hash: &Hash,
+    s: &Salt,
+) -> TxKind {
+    TxKind::CommitModel {
+        task,
+        commitment: model_commitment(&chain.chain_id(), task, &trainer.account(), model_hash, s),
+    }
+}
+
+pub fn model_reveal(task: TaskId, model_hash: Hash, s: Salt, params: u64) -> TxKind {
+    TxKind::RevealModel { task, model_hash, salt: s, size_bytes: 10_000, params }
+}
+
+pub fn scores_commit(
+    chain: &Chain,
+    task: TaskId,
+    validator: &Keypair,
+    v: &VerdictVector,
+    s: &Salt,
+) -> TxKind {
+    TxKind::CommitScores {
+        task,
+        commitment: scores_commitment(&chain.chain_id(), task, &validator.account(), v, s),
+    }
+}
+
+/// A verdict vector: baseline score, then one verdict per trainer sorted by account.
+pub fn vector(baseline: u32, mut trainers: Vec<(AccountId, Verdict)>) -> VerdictVector {
+    trainers.sort_by_key(|(a, _)| *a);
+    let mut out =
+        vec![VerdictEntry { subject: Subject::Baseline, verdict: Verdict::scored(baseline) }];
+    out.extend(
+        trainers
+            .into_iter()
+            .map(|(a, verdict)| VerdictEntry { subject: Subject::Submission(a), verdict }),
+    );
+    out
+}

@@ -1,0 +1,255 @@
+//! Finalization rules, called directly on the pure function with exact expected amounts.
+
+use consensus::finalize::{
+    DuplicateReason, FinalizationReport, FinalizeInput, ForfeitReason, Outcome, RevealInput,
+    TrainerInput, ValidatorInput, efficiency_penalty, finalize,
+};
+use consensus::task::{BaseModel, Efficiency};
+use consensus::types::{AccountId, Amount, Hash, Height, ScorePpm};
+use consensus::verdict::{RejectReason, Subject, Verdict, VerdictEntry};
+
+const EFF: Efficiency = Efficiency { reference_params: 1_000, penalty_ppm_per_doubling: 50_000 };
+
+fn acct(n: u8) -> AccountId {
+    AccountId([n; 32])
+}
+
+fn trainer(n: u8, params: u64, model: u8) -> TrainerInput {
+    TrainerInput {
+        account: acct(n),
+        bond: Amount(1_000),
+        committed_at: Some((Height(10), u32::from(n))),
+        reveal: Some(RevealInput { model_hash: Hash([model; 32]), params }),
+    }
+}
+
+/// Builds a vector for trainers `ns` (ascending accounts) from their verdicts.
+fn vector(baseline: Verdict, base: Option<Verdict>, subs: &[(u8, Verdict)]) -> Vec<VerdictEntry> {
+    let mut out = vec![VerdictEntry { subject: Subject::Baseline, verdict: baseline }];
+    if let Some(b) = base {
+        out.push(VerdictEntry { subject: Subject::BaseModel, verdict: b });
+    }
+    out.extend(
+        subs.iter()
+            .map(|(n, v)| VerdictEntry { subject: Subject::Submission(acct(*n)), verdict: *v }),
+    );
+    out
+}
+
+fn run(
+    trainers: &[TrainerInput],
+    stakes: &[u64],
+    vectors: &[Option<Vec<VerdictEntry>>],
+    base: Option<&BaseModel>,
+) -> FinalizationReport {
+    let validators: Vec<ValidatorInput<'_>> = stakes
+        .iter()
+        .zip(vectors)
+        .enumerate()
+        .map(|(i, (s, v))| ValidatorInput {
+            account: acct(200 + i as u8),
+            stake: *s,
+            verdicts: v.as_deref(),
+        })
+        .collect();
+    finalize(&FinalizeInput {
+        escrow: Amount(100_000),
+        efficiency: &EFF,
+        base_model: base,
+        trainers,
+        validators: &validators,
+        trainer_share_ppm: 700_000,
+        agreement_tolerance_ppm: 1_000,
+    })
+}
+
+fn t(report: &FinalizationReport, n: u8) -> &consensus::finalize::TrainerReport {
+    report.trainers.iter().find(|r| r.account == acct(n)).unwrap()
+}
+
+#[test]
+fn quorum_failure_refunds_escrow_and_bonds() {
+    let trainers = [trainer(1, 1_000, 1), trainer(2, 1_000, 2)];
+    let v = vector(
+        Verdict::scored(100_000),
+        None,
+        &[(1, Verdict::scored(500_000)), (2, Verdict::scored(600_000))],
+    );
+    // 60 of 100 revealed: not more than two thirds.
+    let report = run(&trainers, &[30, 30, 40], &[Some(v.clone()), Some(v), None], None);
+    assert_eq!(report.outcome, Outcome::QuorumFailed);
+    assert_eq!(report.creator_refund, Amount(100_000));
+    assert_eq!(report.burned, Amount(0));
+    for r in &report.trainers {
+        assert_eq!((r.bond_refund, r.payout), (Amount(1_000), Amount(0)));
+    }
+    assert!(report.validators.iter().all(|v| v.payout == Amount(0)));
+}
+
+#[test]
+fn rejected_unavailable_and_unrevealed_forfeit_the_bond() {
+    let mut silent = trainer(4, 1_000, 4);
+    silent.reveal = None;
+    let trainers = [trainer(1, 1_000, 1), trainer(2, 1_000, 2), trainer(3, 1_000, 3), silent];
+    let v = vector(
+        Verdict::scored(100_000),
+        None,
+        &[
+            (1, Verdict::Rejected { reason: RejectReason::NonFinite }),
+            (2, Verdict::Unavailable),
+            (3, Verdict::scored(600_000)),
+        ],
+    );
+    let report = run(&trainers, &[10, 10, 10], &[Some(v.clone()), Some(v.clone()), Some(v)], None);
+    assert_eq!(t(&report, 1).forfeit, Some(ForfeitReason::Rejected));
+    assert_eq!(t(&report, 2).forfeit, Some(ForfeitReason::Unavailable));
+    assert_eq!(t(&report, 4).forfeit, Some(ForfeitReason::NotRevealed));
+    for n in [1, 2, 4] {
+        assert_eq!(t(&report, n).bond_forfeit, Amount(1_000));
+        assert_eq!(t(&report, n).bond_refund, Amount(0));
+        assert_eq!(t(&report, n).payout, Amount(0));
+    }
+    assert_eq!(t(&report, 3).bond_refund, Amount(1_000));
+    assert_eq!(t(&report, 3).payout, Amount(70_000), "the only gain takes the whole trainer share");
+    // Burned: 3 forfeited bonds; validators all agreed so they take all 30000 (divisible by 30).
+    assert_eq!(report.burned, Amount(3_000));
+}
+
+#[test]
+fn majority_flagged_duplicate_earns_nothing_while_the_original_is_paid() {
+    let trainers = [trainer(1, 1_000, 1), trainer(2, 1_000, 2)];
+    let flagged = Verdict::Scored { score_ppm: ScorePpm(600_000), duplicate_of: Some(acct(1)) };
+    let honest =
+        vector(Verdict::scored(100_000), None, &[(1, Verdict::scored(600_000)), (2, flagged)]);
+    let unflagged = vector(
+        Verdict::scored(100_000),
+        None,
+        &[(1, Verdict::scored(600_000)), (2, Verdict::scored(600_000))],
+    );
+    // 60 of 100 flag it: a majority of revealed stake.
+    let report = run(
+        &trainers,
+        &[30, 30, 40],
+        &[Some(honest.clone()), Some(honest), Some(unflagged.clone())],
+        None,
+    );
+    assert_eq!(t(&report, 2).duplicate, Some(DuplicateReason::FlaggedByMajority));
+    assert_eq!(t(&report, 2).payout, Amount(0));
+    assert_eq!(
+        t(&report, 2).bond_refund,
+        Amount(1_000),
+        "a duplicate keeps its bond: it was scored"
+    );
+    assert_eq!(t(&report, 1).payout, Amount(70_000));
+    assert_eq!(report.champion.unwrap().trainer, acct(1));
+    // 40 of 100 is no majority: both are paid.
+    let v = unflagged;
+    let flagged_by_40 =
+        vector(Verdict::scored(100_000), None, &[(1, Verdict::scored(600_000)), (2, flagged)]);
+    let report =
+        run(&trainers, &[30, 30, 40], &[Some(v.clone()), Some(v), Some(flagged_by_40)], None);
+    assert_eq!(t(&report, 2).duplicate, None);
+    assert_eq!(t(&report, 2).payout, Amount(35_000));
+}
+
+#[test]
+fn same_model_hash_as_an_earlier_commit_earns_nothing() {
+    let mut copy = trainer(2, 1_000, 1);
+    copy.committed_at = Some((Height(12), 0));
+    let trainers = [trainer(1, 1_000, 1), copy];
+    let v = vector(
+        Verdict::scored(100_000),
+        None,
+        &[(1, Verdict::scored(600_000)), (2, Verdict::scored(600_000))],
+    );
+    let report = run(&trainers, &[10, 10, 10], &[Some(v.clone()), Some(v.clone()), Some(v)], None);
+    assert_eq!(t(&report, 2).duplicate, Some(DuplicateReason::SameHashAs(acct(1))));
+    assert_eq!(t(&report, 1).payout, Amount(70_000));
+}
+
+#[test]
+fn baseline_is_the_trivial_score_or_the_larger_base_model_effective_score() {
+    let trainers = [trainer(1, 1_000, 1)];
+    let v = vector(Verdict::scored(300_000), None, &[(1, Verdict::scored(500_000))]);
+    let report = run(&trainers, &[10, 10, 10], &[Some(v.clone()), Some(v.clone()), Some(v)], None);
+    assert_eq!(report.baseline_ppm, 300_000);
+
+    // A base model of 4× the reference scores 600000 − 2 × 50000 = 500000 effective.
+    let base = BaseModel { model_hash: Hash([9; 32]), params: 4_000 };
+    let v = vector(
+        Verdict::scored(300_000),
+        Some(Verdict::scored(600_000)),
+        &[(1, Verdict::scored(550_000))],
+    );
+    let report =
+        run(&trainers, &[10, 10, 10], &[Some(v.clone()), Some(v.clone()), Some(v)], Some(&base));
+    assert_eq!(report.baseline_ppm, 500_000);
+    assert_eq!(t(&report, 1).payout, Amount(70_000), "550000 beats the base model's 500000");
+
+    // When the trivial baseline is larger, it stays the baseline.
+    let v = vector(
+        Verdict::scored(520_000),
+        Some(Verdict::scored(600_000)),
+        &[(1, Verdict::scored(550_000))],
+    );
+    let report =
+        run(&trainers, &[10, 10, 10], &[Some(v.clone()), Some(v.clone()), Some(v)], Some(&base));
+    assert_eq!(report.baseline_ppm, 520_000);
+}
+
+#[test]
+fn twice_the_reference_size_loses_exactly_one_penalty() {
+    assert_eq!(efficiency_penalty(&EFF, 1_000), 0);
+    assert_eq!(
+        efficiency_penalty(&EFF, 500),
+        0,
+        "smaller models are not rewarded beyond 0 penalty"
+    );
+    assert_eq!(efficiency_penalty(&EFF, 2_000), 50_000);
+    assert_eq!(efficiency_penalty(&EFF, 8_000), 150_000);
+    let trainers = [trainer(1, 2_000, 1), trainer(2, 1_000, 2)];
+    let v = vector(
+        Verdict::scored(100_000),
+        None,
+        &[(1, Verdict::scored(600_000)), (2, Verdict::scored(600_000))],
+    );
+    let report = run(&trainers, &[10, 10, 10], &[Some(v.clone()), Some(v.clone()), Some(v)], None);
+    assert_eq!(t(&report, 1).penalty_ppm, 50_000);
+    assert_eq!(t(&report, 1).effective_ppm, 550_000);
+    assert_eq!(t(&report, 2).effective_ppm, 600_000);
+    assert_eq!(report.champion.unwrap().trainer, acct(2));
+}
+
+#[test]
+fn when_nobody_beats_the_baseline_the_trainer_share_returns_to_the_creator() {
+    let trainers = [trainer(1, 1_000, 1), trainer(2, 1_000, 2)];
+    let v = vector(
+        Verdict::scored(700_000),
+        None,
+        &[(1, Verdict::scored(600_000)), (2, Verdict::scored(700_000))],
+    );
+    let report = run(&trainers, &[10, 10, 10], &[Some(v.clone()), Some(v.clone()), Some(v)], None);
+    assert_eq!(report.creator_refund, Amount(70_000));
+    assert!(
+        report.trainers.iter().all(|r| r.payout == Amount(0) && r.bond_refund == Amount(1_000))
+    );
+    assert_eq!(report.champion, None);
+}
+
+#[test]
+fn consensus_is_the_lower_stake_weighted_median() {
+    let trainers = [trainer(1, 1_000, 1)];
+    let vs: Vec<Option<Vec<VerdictEntry>>> = [400_000, 500_000, 900_000]
+        .iter()
+        .map(|s| Some(vector(Verdict::scored(100_000), None, &[(1, Verdict::scored(*s))])))
+        .collect();
+    // Stakes 30/30/40: 400000 has 30 (not > 50), 500000 has 60 > 50.
+    let report = run(&trainers, &[30, 30, 40], &vs, None);
+    assert_eq!(report.entries[1].consensus, Verdict::scored(500_000));
+    // Stakes 60/20/20: the first alone is a majority.
+    let report = run(&trainers, &[60, 20, 20], &vs, None);
+    assert_eq!(report.entries[1].consensus, Verdict::scored(400_000));
+    // The outliers earn for the baseline entry only (1 of 2 entries).
+    let v = &report.validators;
+    assert_eq!(v.iter().map(|r| r.agreed_entries).collect::<Vec<_>>(), vec![2, 1, 1]);
+}

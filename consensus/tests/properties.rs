@@ -1,0 +1,219 @@
+//! Property tests: conservation, storage determinism, and what dishonest validators earn.
+
+mod common;
+
+use common::*;
+use consensus::chain::Ledger;
+use consensus::finalize::{FinalizeInput, RevealInput, TrainerInput, ValidatorInput, finalize};
+use consensus::storage::{MemStore, SledStore};
+use consensus::task::Efficiency;
+use consensus::tx::TxKind;
+use consensus::types::{AccountId, Amount, Hash, Height};
+use consensus::verdict::{RejectReason, Subject, Verdict, VerdictEntry};
+use proptest::prelude::*;
+
+fn verdict_strategy() -> impl Strategy<Value = Verdict> {
+    prop_oneof![
+        1 => Just(Verdict::Rejected { reason: RejectReason::Malformed }),
+        1 => Just(Verdict::Unavailable),
+        6 => (0u32..=1_000_000).prop_map(Verdict::scored),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// Payouts + refunds + burns = escrow + bonds, exactly, whatever the inputs.
+    #[test]
+    fn finalization_conserves_exactly(
+        escrow in 0u64..=u64::MAX / 4,
+        bond in 0u64..1_000_000_000,
+        share in 0u32..=1_000_000,
+        stakes in prop::collection::vec(1u64..1_000_000_000, 1..8),
+        trainers in prop::collection::vec((any::<bool>(), 1u64..10_000_000, 0u8..4), 0..8),
+        verdicts in prop::collection::vec(prop::collection::vec(verdict_strategy(), 10), 8),
+        revealed in prop::collection::vec(any::<bool>(), 8),
+        reference in 1u64..100_000,
+        penalty in 0u32..=1_000_000,
+    ) {
+        let inputs: Vec<TrainerInput> = trainers.iter().enumerate().map(|(i, (reveals, params, model))| TrainerInput {
+            account: AccountId([i as u8 + 1; 32]),
+            bond: Amount(bond),
+            committed_at: Some((Height(5), i as u32)),
+            reveal: reveals.then_some(RevealInput { model_hash: Hash([*model; 32]), params: *params }),
+        }).collect();
+        let subjects: Vec<Subject> = std::iter::once(Subject::Baseline)
+            .chain(inputs.iter().filter(|t| t.reveal.is_some()).map(|t| Subject::Submission(t.account)))
+            .collect();
+        let vectors: Vec<Vec<VerdictEntry>> = verdicts.iter().map(|vs| {
+            subjects.iter().zip(vs).map(|(s, v)| VerdictEntry { subject: *s, verdict: *v }).collect()
+        }).collect();
+        let validators: Vec<ValidatorInput<'_>> = stakes.iter().enumerate().map(|(i, s)| ValidatorInput {
+            account: AccountId([200 + i as u8; 32]),
+            stake: *s,
+            verdicts: revealed[i].then_some(vectors[i].as_slice()),
+        }).collect();
+        let efficiency = Efficiency { reference_params: reference, penalty_ppm_per_doubling: penalty };
+        let report = finalize(&FinalizeInput {
+            escrow: Amount(escrow),
+            efficiency: &efficiency,
+            base_model: None,
+            trainers: &inputs,
+            validators: &validators,
+            trainer_share_ppm: share,
+            agreement_tolerance_ppm: 1_000,
+        });
+        let paid: u128 = report.trainers.iter().map(|t| u128::from(t.payout.0) + u128::from(t.bond_refund.0)).sum::<u128>()
+            + report.validators.iter().map(|v| u128::from(v.payout.0)).sum::<u128>()
+            + u128::from(report.creator_refund.0)
+            + u128::from(report.burned.0);
+        let inflow = u128::from(escrow) + u128::from(bond) * inputs.len() as u128;
+        prop_assert_eq!(paid, inflow);
+    }
+}
+
+/// A random workload: transfers between trainers and a whole task lifecycle.
+fn run_workload(chain: &mut Chain, transfers: &[(usize, usize, u64)]) {
+    for (i, (from, to, amount)) in transfers.iter().enumerate() {
+        let k = key(2, *from);
+        let to = key(2, *to).account();
+        let tx = chain.sign(&k, TxKind::Transfer { to, amount: Amount(*amount) });
+        let _ = chain.submit(tx);
+        if i % 3 == 0 {
+            chain.commit(vec![]);
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 6, ..ProptestConfig::default() })]
+
+    /// The same blocks give the same state root in memory, in a fresh sled store, and in that
+    /// sled store after it is closed and reopened; and the stored chain replays.
+    #[test]
+    fn same_blocks_same_root_in_every_store(
+        transfers in prop::collection::vec((0usize..3, 0usize..3, 0u64..2_000_000), 1..12),
+    ) {
+        let mut mem = Chain::new(&[10, 20, 30, 40], 3);
+        run_workload(&mut mem, &transfers);
+        let root = mem.ledger.state_root();
+
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = SledStore::open(dir.path()).unwrap();
+            let mut sled = Ledger::open(Box::new(store), &mem.genesis).unwrap();
+            for (block, cert) in &mem.blocks {
+                sled.commit_block(block, cert).unwrap();
+            }
+            prop_assert_eq!(sled.state_root(), root);
+        }
+        let reopened = Ledger::open(Box::new(SledStore::open(dir.path()).unwrap()), &mem.genesis).unwrap();
+        prop_assert_eq!(reopened.state_root(), root);
+        prop_assert_eq!(reopened.height(), mem.ledger.height());
+        let report = consensus::chain::replay(reopened.store(), &mem.genesis).unwrap();
+        prop_assert_eq!(report.state_root, root);
+
+        let fresh = Ledger::open(Box::new(MemStore::new()), &mem.genesis).unwrap();
+        prop_assert_ne!(fresh.state_root(), root, "the workload changed the state");
+    }
+}
+
+/// How a validator behaves.
+#[derive(Clone, Copy, Debug)]
+enum Behaviour {
+    Honest,
+    /// Reports every score raised by more than the tolerance.
+    Inflated(u32),
+    /// Reports one score for everything without evaluating.
+    Constant(u32),
+    /// Reports random scores.
+    Random,
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+    /// While honest validators hold over half the stake, the inflating, constant and random
+    /// validators each earn less per unit of stake than every honest validator, and the consensus
+    /// verdicts are those of an all-honest network.
+    #[test]
+    fn dishonest_validators_earn_less_and_change_nothing(
+        honest_stakes in prop::collection::vec(1u64..1_000, 2..5),
+        liar_stakes in prop::collection::vec(1u64..1_000, 3),
+        truth in prop::collection::vec(0u32..300, 2..6),
+        inflate in 1_001u32..100_000,
+        constant in 0u32..1_000_000,
+        random in prop::collection::vec(0u32..1_000_000, 6),
+    ) {
+        let honest: u64 = honest_stakes.iter().sum();
+        let liars: u64 = liar_stakes.iter().sum();
+        prop_assume!(honest > liars);
+        // Distinct true scores, more than twice the tolerance apart (entry 0 is the baseline).
+        let truth: Vec<u32> = truth.iter().map(|t| t * 3_000).collect();
+        let mut distinct = truth.clone();
+        distinct.sort();
+        distinct.dedup();
+        prop_assume!(distinct.len() == truth.len());
+        // The random liar must miss at least one entry, or it was honest by luck.
+        prop_assume!(truth.iter().zip(&random).any(|(t, r)| t.abs_diff(*r) > 1_000));
+
+        let trainers: Vec<TrainerInput> = (1..truth.len()).map(|i| TrainerInput {
+            account: AccountId([i as u8; 32]),
+            bond: Amount(100),
+            committed_at: Some((Height(3), i as u32)),
+            reveal: Some(RevealInput { model_hash: Hash([i as u8; 32]), params: 1 }),
+        }).collect();
+        let subjects: Vec<Subject> = std::iter::once(Subject::Baseline)
+            .chain(trainers.iter().map(|t| Subject::Submission(t.account)))
+            .collect();
+        let report_of = |behaviour: &[Behaviour], stakes: &[u64]| {
+            let vectors: Vec<Vec<VerdictEntry>> = behaviour.iter().map(|b| {
+                subjects.iter().zip(&truth).enumerate().map(|(j, (s, t))| {
+                    let score = match b {
+                        Behaviour::Honest => *t,
+                        Behaviour::Inflated(by) => (t + by).min(1_000_000),
+                        Behaviour::Constant(c) => *c,
+                        Behaviour::Random => random[j],
+                    };
+                    VerdictEntry { subject: *s, verdict: Verdict::scored(score) }
+                }).collect()
+            }).collect();
+            let validators: Vec<ValidatorInput<'_>> = stakes.iter().enumerate().map(|(i, s)| ValidatorInput {
+                account: AccountId([100 + i as u8; 32]),
+                stake: *s,
+                verdicts: Some(vectors[i].as_slice()),
+            }).collect();
+            finalize(&FinalizeInput {
+                escrow: Amount(1_000_000_000),
+                efficiency: &Efficiency { reference_params: 1, penalty_ppm_per_doubling: 0 },
+                base_model: None,
+                trainers: &trainers,
+                validators: &validators,
+                trainer_share_ppm: 500_000,
+                agreement_tolerance_ppm: 1_000,
+            })
+        };
+        let mut stakes = honest_stakes.clone();
+        stakes.extend(&liar_stakes);
+        let mut behaviour = vec![Behaviour::Honest; honest_stakes.len()];
+        behaviour.extend([Behaviour::Inflated(inflate), Behaviour::Constant(constant), Behaviour::Random]);
+        let mixed = report_of(&behaviour, &stakes);
+        let all_honest = report_of(&vec![Behaviour::Honest; stakes.len()], &stakes);
+        prop_assert_eq!(&mixed.entries, &all_honest.entries);
+
+        // Per unit of stake, compared exactly: payout_a × stake_b vs payout_b × stake_a.
+        let by_account = |i: usize| mixed.validators.iter().find(|v| v.account == AccountId([100 + i as u8; 32])).unwrap();
+        let n_honest = honest_stakes.len();
+        for liar in n_honest..stakes.len() {
+            let l = by_account(liar);
+            for h in 0..n_honest {
+                let hv = by_account(h);
+                prop_assert!(
+                    u128::from(l.payout.0) * u128::from(hv.stake) < u128::from(hv.payout.0) * u128::from(l.stake),
+                    "liar {:?} earned {} for stake {}, honest earned {} for stake {}",
+                    behaviour[liar], l.payout, l.stake, hv.payout, hv.stake
+                );
+            }
+        }
+    }
+}

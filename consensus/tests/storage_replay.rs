@@ -1,0 +1,114 @@
+//! Persistence: atomic block writes, reopening, refusing another genesis, and replay audits.
+
+mod common;
+
+use common::*;
+use consensus::chain::{Ledger, LedgerError, ReplayError, replay};
+use consensus::encoding::encode;
+use consensus::state::Account;
+use consensus::storage::{Op, SledStore, Tree};
+use consensus::tx::TxKind;
+use consensus::types::{Amount, Nonce};
+use consensus::vote::CertificateError;
+
+fn workload(c: &mut Chain) {
+    let a = key(2, 0);
+    let b = key(2, 1).account();
+    for amount in [10, 20, 30] {
+        c.send(&a, TxKind::Transfer { to: b, amount: Amount(amount) }).unwrap();
+    }
+    let task = c.create_task(spec(4), 5_000);
+    c.send(&key(2, 1), TxKind::JoinTask { task }).unwrap();
+    c.commit(vec![]);
+}
+
+#[test]
+fn a_sled_chain_reopens_and_replays_to_the_same_root() {
+    let dir = tempfile::tempdir().unwrap();
+    let (root, height, genesis) = {
+        let mut c =
+            Chain::with_store(&[10, 20, 30, 40], 2, Box::new(SledStore::open(dir.path()).unwrap()));
+        workload(&mut c);
+        (c.ledger.state_root(), c.height(), c.genesis.clone())
+    };
+    let ledger = Ledger::open(Box::new(SledStore::open(dir.path()).unwrap()), &genesis).unwrap();
+    assert_eq!((ledger.state_root(), ledger.height()), (root, height));
+    assert!(ledger.block(height).unwrap().is_some());
+    assert!(ledger.commit(height).unwrap().is_some());
+    let tx = ledger.block(consensus::types::Height(1)).unwrap().unwrap().txs[0].clone();
+    assert_eq!(
+        ledger.tx_location(&tx.hash()).unwrap().unwrap().height,
+        consensus::types::Height(1)
+    );
+    let report = replay(ledger.store(), &genesis).unwrap();
+    assert_eq!((report.blocks, report.state_root), (height.0, root));
+}
+
+#[test]
+fn replay_detects_a_tampered_state() {
+    let mut c = Chain::new(&[10, 20, 30, 40], 2);
+    workload(&mut c);
+    // Someone edits a balance in the store behind the ledger's back.
+    let victim = key(2, 1).account();
+    let forged = Account { balance: Amount(u64::MAX / 8), nonce: Nonce(0) };
+    c.ledger
+        .store()
+        .write(vec![Op::Put(Tree::Accounts, encode(&victim), encode(&forged))])
+        .unwrap();
+    let err = replay(c.ledger.store(), &c.genesis).unwrap_err();
+    assert!(matches!(err, ReplayError::StateMismatch { .. }), "{err}");
+}
+
+#[test]
+fn replay_detects_a_missing_block() {
+    let mut c = Chain::new(&[10, 20, 30, 40], 2);
+    workload(&mut c);
+    c.ledger.store().write(vec![Op::Delete(Tree::Blocks, 2u64.to_be_bytes().to_vec())]).unwrap();
+    assert!(
+        matches!(replay(c.ledger.store(), &c.genesis), Err(ReplayError::MissingBlock(h)) if h.0 == 2)
+    );
+}
+
+#[test]
+fn a_store_of_another_chain_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Chain::with_store(&[10, 20, 30, 40], 2, Box::new(SledStore::open(dir.path()).unwrap()));
+    let mut other = c.genesis.clone();
+    other.chain_id = "another-chain".into();
+    drop(c);
+    let err = Ledger::open(Box::new(SledStore::open(dir.path()).unwrap()), &other).unwrap_err();
+    assert!(matches!(err, LedgerError::WrongGenesis { .. }), "{err}");
+}
+
+#[test]
+fn a_block_without_a_quorum_certificate_writes_nothing() {
+    let mut c = Chain::new(&[10, 20, 30, 40], 2);
+    workload(&mut c);
+    let before: usize = [Tree::Blocks, Tree::Accounts, Tree::Meta]
+        .iter()
+        .map(|t| c.ledger.store().scan(*t).unwrap().len())
+        .sum();
+    let root = c.ledger.state_root();
+    let block = consensus::chain::build_block(
+        c.ledger.state(),
+        vec![],
+        99_999,
+        c.validators[0].account(),
+        c.blocks.last().map(|(_, cert)| cert.clone()),
+    )
+    .unwrap();
+    let mut cert = c.certify(&block);
+    // Only the two smallest validators (30 of 100) sign.
+    cert.signatures.retain(|s| {
+        c.ledger.state().validator_set(block.height()).unwrap().power_of(&s.validator).unwrap()
+            <= 20
+    });
+    let err = c.ledger.commit_block(&block, &cert).unwrap_err();
+    assert!(matches!(err, LedgerError::Certificate(CertificateError::NoQuorum { .. })), "{err}");
+    let after: usize = [Tree::Blocks, Tree::Accounts, Tree::Meta]
+        .iter()
+        .map(|t| c.ledger.store().scan(*t).unwrap().len())
+        .sum();
+    assert_eq!(before, after);
+    assert_eq!(c.ledger.state_root(), root);
+}
