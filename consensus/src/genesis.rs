@@ -398,7 +398,8 @@ pub(crate) mod tests {
     fn malformed_genesis_names_the_field() {
         let v = Keypair::from_seed([1; 32]);
         let g = genesis(&[(&v, 10)], &[]);
-        let cases: Vec<(Box<dyn Fn(&mut Genesis)>, &str)> = vec![
+        type Mutation = Box<dyn Fn(&mut Genesis)>;
+        let cases: Vec<(Mutation, &str)> = vec![
             (Box::new(|g| g.chain_id = String::new()), "chain_id"),
             (Box::new(|g| g.chain_id = "bad id!".into()), "chain_id"),
             (Box::new(|g| g.validators.clear()), "validators"),

@@ -3,6 +3,7 @@
 //! No networking and no machine learning live here: this crate is the pure core that every node
 //! runs identically. See `shared/DESIGN.md` ("Identity and signing", "Ledger", "Consensus").
 
+pub mod bft;
 pub mod block;
 pub mod chain;
 pub mod commitment;

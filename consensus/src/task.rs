@@ -13,7 +13,7 @@ pub mod limits {
     /// Longest task name, in bytes.
     pub const NAME_BYTES_MAX: usize = 128;
     /// Most input features of a classification task.
-    pub const FEATURES_MAX: u32 = 100_000;
+    pub const FEATURES_MAX: u32 = 65_536;
     /// Most classes of a classification task.
     pub const CLASSES_MAX: u32 = 10_000;
     /// Largest character vocabulary, including index 0 for unknown characters.

@@ -204,14 +204,14 @@ proptest! {
         // Per unit of stake, compared exactly: payout_a × stake_b vs payout_b × stake_a.
         let by_account = |i: usize| mixed.validators.iter().find(|v| v.account == AccountId([100 + i as u8; 32])).unwrap();
         let n_honest = honest_stakes.len();
-        for liar in n_honest..stakes.len() {
+        for (liar, lied) in behaviour.iter().enumerate().skip(n_honest) {
             let l = by_account(liar);
             for h in 0..n_honest {
                 let hv = by_account(h);
                 prop_assert!(
                     u128::from(l.payout.0) * u128::from(hv.stake) < u128::from(hv.payout.0) * u128::from(l.stake),
                     "liar {:?} earned {} for stake {}, honest earned {} for stake {}",
-                    behaviour[liar], l.payout, l.stake, hv.payout, hv.stake
+                    lied, l.payout, l.stake, hv.payout, hv.stake
                 );
             }
         }

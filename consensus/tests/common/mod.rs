@@ -188,8 +188,7 @@ impl Chain {
         let creator = key(3, 0);
         self.send(&creator, TxKind::CreateTask { spec: Box::new(spec), reward: Amount(reward) })
             .unwrap();
-        let id = self.ledger.state().tasks.iter().last().map(|(id, _)| *id).unwrap();
-        id
+        self.ledger.state().tasks.iter().last().map(|(id, _)| *id).unwrap()
     }
 
     pub fn task(&self, id: TaskId) -> consensus::state::Task {

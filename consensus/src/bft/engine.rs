@@ -1,0 +1,957 @@
+//! The engine: Algorithm 1 of "The latest gossip on BFT consensus" as a sans-IO state machine.
+//!
+//! [`Engine::start`] and [`Engine::handle`] take an [`Event`] and return the [`Action`]s the
+//! driver must carry out, in order. Nothing in here reads a clock, a socket or a random source;
+//! the only side effect is the write-ahead log, which the engine writes (and the log flushes)
+//! before it returns the action that sends the logged message.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::crypto::Keypair;
+use crate::types::{AccountId, Hash, Height, Round};
+use crate::validators::{ValidatorSet, is_one_third, is_quorum};
+use crate::vote::{CertificateError, CommitCertificate, SignedVote, Vote, VoteKind};
+
+use super::config::EngineConfig;
+use super::proposer::{proposer_with_stride, stride};
+use super::types::{Message, Proposal, SignedProposal, Step, Timeout, TimeoutKind, Value};
+use super::votes::{Added, HeightVotes};
+use super::wal::{Wal, WalEntry, WalError};
+
+/// Rounds ahead of the current one whose messages are kept; messages of later rounds only count
+/// towards the round-skip rule (a validator's highest round), so a Byzantine validator cannot
+/// make the engine store votes for a million rounds.
+pub const ROUNDS_AHEAD_MAX: u32 = 8;
+
+/// Most proposals kept per round (a Byzantine proposer may send several different ones).
+pub const PROPOSALS_PER_ROUND_MAX: usize = 4;
+
+/// Most messages for the next height kept while the current one finishes.
+pub const FUTURE_MESSAGES_MAX: usize = 4_096;
+
+/// An input to the engine.
+#[derive(Clone, Debug)]
+pub enum Event<V> {
+    /// A consensus message arrived from a peer. Its signature was checked by gossip validation
+    /// ([`Message::verify`]); the engine checks everything else.
+    MessageReceived(Message<V>),
+    /// The application built the block asked for by [`Action::BuildBlock`].
+    BlockBuilt {
+        /// The height asked for.
+        height: Height,
+        /// The round asked for.
+        round: Round,
+        /// The block.
+        block: V,
+    },
+    /// The application's verdict on a block asked for by [`Action::ValidateBlock`].
+    BlockValidated {
+        /// The height of the block.
+        height: Height,
+        /// The block's id.
+        block: Hash,
+        /// Whether the block may be committed on top of the previous height.
+        valid: bool,
+    },
+    /// A timer scheduled by [`Action::ScheduleTimeout`] fired.
+    TimeoutFired(Timeout),
+    /// A peer answered [`Action::RequestCommit`]: a block with its commit certificate.
+    CommitReceived {
+        /// The block.
+        block: V,
+        /// The quorum of precommits for it.
+        certificate: CommitCertificate,
+    },
+    /// The application applied the block of [`Action::Commit`] and durably stored it with its
+    /// certificate; the next height is signed by `next_validators`.
+    BlockApplied {
+        /// The height applied.
+        height: Height,
+        /// The validator set of `height + 1`.
+        next_validators: ValidatorSet,
+    },
+}
+
+/// An output of the engine; the driver carries them out in order.
+#[derive(Clone, Debug)]
+pub enum Action<V> {
+    /// Send a message to every validator (already in the write-ahead log).
+    Broadcast(Message<V>),
+    /// Fire [`Event::TimeoutFired`] with this timeout after `duration_ms`.
+    ScheduleTimeout(Timeout),
+    /// Build a block to propose and answer with [`Event::BlockBuilt`].
+    BuildBlock {
+        /// The height to build for.
+        height: Height,
+        /// The round it is for.
+        round: Round,
+    },
+    /// Check a proposed block against the state of `height - 1` and answer with
+    /// [`Event::BlockValidated`].
+    ValidateBlock {
+        /// The block's height.
+        height: Height,
+        /// The block.
+        block: V,
+    },
+    /// The block is decided: apply it, store it with its certificate, then answer with
+    /// [`Event::BlockApplied`].
+    Commit {
+        /// The decided block.
+        block: V,
+        /// The quorum of precommits that commits it (what syncing peers verify).
+        certificate: CommitCertificate,
+    },
+    /// Peers are at a later height: fetch this height's block and certificate and answer with
+    /// [`Event::CommitReceived`].
+    RequestCommit {
+        /// The height this validator is missing.
+        height: Height,
+    },
+    /// A validator signed two different votes for one height, round and kind: the pair is the
+    /// ledger's `Evidence` transaction.
+    EvidenceFound {
+        /// The vote counted first.
+        a: SignedVote,
+        /// The conflicting vote.
+        b: SignedVote,
+    },
+}
+
+/// Why the engine stopped: only its write-ahead log can fail, and a validator that cannot log
+/// must not sign.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The log could not be written or read.
+    #[error("consensus write-ahead log failed: {0}")]
+    Wal(#[from] WalError),
+    /// The engine was used before [`Engine::start`].
+    #[error("the engine was not started")]
+    NotStarted,
+}
+
+/// A deliberately broken engine, for showing that the simulator catches each bug.
+#[cfg(feature = "sim")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Mutant {
+    /// Prevote for any valid proposal, ignoring the lock.
+    NoLocking,
+    /// Forget the lock (not the votes) when rebuilding from the write-ahead log.
+    ForgetLockOnRestart,
+    /// Count a quorum as `power >= total * 2 / 3`.
+    QuorumFloor,
+    /// Propose a fresh block even when holding a valid value.
+    IgnoreValidRound,
+}
+
+/// Where the engine is within its height.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// [`Engine::start`] has not run.
+    Stopped,
+    /// Waiting for the block interval before round 0 of the height.
+    NewHeight,
+    /// Running rounds.
+    Rounds,
+    /// Decided; waiting for the application to apply the block.
+    Decided,
+}
+
+/// The "for the first time" rules of Algorithm 1, remembered per round.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Once {
+    /// Line 34: schedule the prevote timeout.
+    PrevoteTimeout,
+    /// Line 36: lock / update the valid value.
+    LockOrValid,
+    /// Line 47: schedule the precommit timeout.
+    PrecommitTimeout,
+}
+
+/// The application's verdict on a block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Verdict {
+    Pending,
+    Valid,
+    Invalid,
+}
+
+/// The Tendermint engine of one validator (or of a non-voting follower, when its key is not in
+/// the set).
+pub struct Engine<V: Value, W: Wal<V>> {
+    config: EngineConfig,
+    chain_id: String,
+    key: Keypair,
+    account: AccountId,
+    wal: W,
+    phase: Phase,
+    height: Height,
+    validators: ValidatorSet,
+    stride: u64,
+    round: Round,
+    step: Step,
+    locked: Option<(Round, V)>,
+    valid: Option<(Round, V)>,
+    proposals: BTreeMap<Round, Vec<(SignedProposal, V)>>,
+    proposed_blocks: BTreeSet<Hash>,
+    verdicts: BTreeMap<Hash, Verdict>,
+    votes: HeightVotes,
+    highest_round: BTreeMap<AccountId, Round>,
+    own_votes: BTreeMap<(Round, VoteKind), SignedVote>,
+    own_proposals: BTreeMap<Round, (SignedProposal, V)>,
+    build_requested: Option<Round>,
+    fired: BTreeSet<(Round, Once)>,
+    reported: BTreeSet<(AccountId, Round, VoteKind)>,
+    future: Vec<Message<V>>,
+    highest_height_seen: Height,
+    decided_from_certificate: bool,
+    #[cfg(feature = "sim")]
+    mutants: BTreeSet<Mutant>,
+}
+
+impl<V: Value, W: Wal<V>> Engine<V, W> {
+    /// An engine signing with `key` on `chain_id`, logging to `wal`. It does nothing until
+    /// [`Engine::start`].
+    pub fn new(config: EngineConfig, chain_id: impl Into<String>, key: Keypair, wal: W) -> Self {
+        let account = key.account();
+        Engine {
+            config,
+            chain_id: chain_id.into(),
+            key,
+            account,
+            wal,
+            phase: Phase::Stopped,
+            height: Height(0),
+            validators: ValidatorSet::default(),
+            stride: 0,
+            round: Round(0),
+            step: Step::Propose,
+            locked: None,
+            valid: None,
+            proposals: BTreeMap::new(),
+            proposed_blocks: BTreeSet::new(),
+            verdicts: BTreeMap::new(),
+            votes: HeightVotes::default(),
+            highest_round: BTreeMap::new(),
+            own_votes: BTreeMap::new(),
+            own_proposals: BTreeMap::new(),
+            build_requested: None,
+            fired: BTreeSet::new(),
+            reported: BTreeSet::new(),
+            future: Vec::new(),
+            highest_height_seen: Height(0),
+            decided_from_certificate: false,
+            #[cfg(feature = "sim")]
+            mutants: BTreeSet::new(),
+        }
+    }
+
+    /// Breaks the engine on purpose (simulator only: the mutants under test, and Byzantine
+    /// validators that forget their lock and valid value).
+    #[cfg(feature = "sim")]
+    pub fn add_mutant(&mut self, mutant: Mutant) {
+        self.mutants.insert(mutant);
+    }
+
+    #[cfg(feature = "sim")]
+    fn mutant(&self, m: Mutant) -> bool {
+        self.mutants.contains(&m)
+    }
+
+    /// The height being decided.
+    pub fn height(&self) -> Height {
+        self.height
+    }
+
+    /// The current round.
+    pub fn round(&self) -> Round {
+        self.round
+    }
+
+    /// The current step.
+    pub fn step(&self) -> Step {
+        self.step
+    }
+
+    /// The lock: the round and block this validator precommitted last, if any.
+    pub fn locked(&self) -> Option<(Round, &V)> {
+        self.locked.as_ref().map(|(r, v)| (*r, v))
+    }
+
+    /// The valid value: the latest block seen with a quorum of prevotes, and its round.
+    pub fn valid_value(&self) -> Option<(Round, &V)> {
+        self.valid.as_ref().map(|(r, v)| (*r, v))
+    }
+
+    /// The validator set of the current height.
+    pub fn validators(&self) -> &ValidatorSet {
+        &self.validators
+    }
+
+    /// The write-ahead log.
+    pub fn wal(&self) -> &W {
+        &self.wal
+    }
+
+    /// Consumes the engine and returns its log (the simulator keeps it across a crash).
+    pub fn into_wal(self) -> W {
+        self.wal
+    }
+
+    /// Starts (or, after a crash, restarts) at `height`, the height after the last block the
+    /// application stored, signed by `validators`. Records of `height` in the write-ahead log
+    /// rebuild the round, step, own messages, lock and valid value, and the own messages of
+    /// that round are sent again.
+    pub fn start(
+        &mut self,
+        height: Height,
+        validators: ValidatorSet,
+    ) -> Result<Vec<Action<V>>, EngineError> {
+        let mut out = Vec::new();
+        self.enter_height(height, validators);
+        let entries: Vec<WalEntry<V>> =
+            self.wal.entries()?.into_iter().filter(|e| e.height() == height).collect();
+        if entries.is_empty() {
+            self.start_round(Round(0), &mut out)?;
+        } else {
+            self.replay(entries, &mut out)?;
+        }
+        self.progress(&mut out)?;
+        Ok(out)
+    }
+
+    /// Handles one event and returns what to do.
+    pub fn handle(&mut self, event: Event<V>) -> Result<Vec<Action<V>>, EngineError> {
+        if self.phase == Phase::Stopped {
+            return Err(EngineError::NotStarted);
+        }
+        let mut out = Vec::new();
+        match event {
+            Event::MessageReceived(message) => self.on_message(message, &mut out),
+            Event::BlockBuilt { height, round, block } => {
+                self.on_block_built(height, round, block, &mut out)?
+            }
+            Event::BlockValidated { height, block, valid } => {
+                if height == self.height && self.verdicts.get(&block) == Some(&Verdict::Pending) {
+                    let verdict = if valid { Verdict::Valid } else { Verdict::Invalid };
+                    self.verdicts.insert(block, verdict);
+                }
+            }
+            Event::TimeoutFired(timeout) => self.on_timeout(timeout, &mut out)?,
+            Event::CommitReceived { block, certificate } => {
+                self.on_commit_received(block, certificate, &mut out);
+            }
+            Event::BlockApplied { height, next_validators } => {
+                if self.phase == Phase::Decided && height == self.height {
+                    self.wal.start_height(height.next())?;
+                    let skip_wait =
+                        self.decided_from_certificate || self.highest_height_seen > height.next();
+                    self.enter_height(height.next(), next_validators);
+                    if skip_wait {
+                        // Catching up: the chain is ahead, waiting the interval only lags more.
+                        self.start_round(Round(0), &mut out)?;
+                    } else {
+                        self.phase = Phase::NewHeight;
+                        self.schedule(TimeoutKind::Commit, &mut out);
+                    }
+                    for message in std::mem::take(&mut self.future) {
+                        self.on_message(message, &mut out);
+                    }
+                }
+            }
+        }
+        self.progress(&mut out)?;
+        Ok(out)
+    }
+
+    // ----- height and round transitions -----
+
+    fn enter_height(&mut self, height: Height, validators: ValidatorSet) {
+        self.phase = Phase::Rounds;
+        self.height = height;
+        self.stride = stride(validators.total_power());
+        self.validators = validators;
+        self.round = Round(0);
+        self.step = Step::Propose;
+        self.locked = None;
+        self.valid = None;
+        self.proposals.clear();
+        self.proposed_blocks.clear();
+        self.verdicts.clear();
+        self.votes = HeightVotes::default();
+        self.highest_round.clear();
+        self.own_votes.clear();
+        self.own_proposals.clear();
+        self.build_requested = None;
+        self.fired.clear();
+        self.reported.clear();
+        self.decided_from_certificate = false;
+        self.highest_height_seen = self.highest_height_seen.max(height);
+    }
+
+    fn proposer(&self, round: Round) -> Option<AccountId> {
+        proposer_with_stride(&self.validators, self.stride, self.height, round).map(|v| v.account)
+    }
+
+    fn is_voter(&self) -> bool {
+        self.validators.contains(&self.account)
+    }
+
+    fn quorum(&self, power: u64) -> bool {
+        let total = self.validators.total_power();
+        #[cfg(feature = "sim")]
+        if self.mutant(Mutant::QuorumFloor) {
+            return power >= total * 2 / 3;
+        }
+        is_quorum(power, total)
+    }
+
+    fn schedule(&self, kind: TimeoutKind, out: &mut Vec<Action<V>>) {
+        out.push(Action::ScheduleTimeout(Timeout {
+            height: self.height,
+            round: self.round,
+            kind,
+            duration_ms: self.config.timeout_ms(kind, self.round),
+        }));
+    }
+
+    /// Algorithm 1's `StartRound(round)`.
+    fn start_round(&mut self, round: Round, out: &mut Vec<Action<V>>) -> Result<(), EngineError> {
+        self.phase = Phase::Rounds;
+        self.round = round;
+        self.step = Step::Propose;
+        if self.proposer(round) == Some(self.account) {
+            if self.own_proposals.contains_key(&round) {
+                self.send_own_proposal(out);
+            } else if let Some((valid_round, block)) =
+                self.valid.clone().filter(|_| !self.ignores_valid_round())
+            {
+                self.propose(block, Some(valid_round), out)?;
+            } else {
+                self.build_requested = Some(round);
+                out.push(Action::BuildBlock { height: self.height, round });
+            }
+        }
+        self.schedule(TimeoutKind::Propose, out);
+        self.schedule(TimeoutKind::Rebroadcast, out);
+        Ok(())
+    }
+
+    fn ignores_valid_round(&self) -> bool {
+        #[cfg(feature = "sim")]
+        if self.mutant(Mutant::IgnoreValidRound) {
+            return true;
+        }
+        false
+    }
+
+    fn ignores_lock(&self) -> bool {
+        #[cfg(feature = "sim")]
+        if self.mutant(Mutant::NoLocking) {
+            return true;
+        }
+        false
+    }
+
+    fn propose(
+        &mut self,
+        block: V,
+        valid_round: Option<Round>,
+        out: &mut Vec<Action<V>>,
+    ) -> Result<(), EngineError> {
+        let round = self.round;
+        assert!(
+            !self.own_proposals.contains_key(&round),
+            "proposing twice at height {} round {round}",
+            self.height
+        );
+        let proposal = Proposal { height: self.height, round, block: block.id(), valid_round };
+        let signed = SignedProposal::sign(&self.key, &self.chain_id, proposal);
+        self.wal.append(&WalEntry::Proposed { proposal: signed, block: block.clone() })?;
+        self.own_proposals.insert(round, (signed, block.clone()));
+        self.verdicts.insert(block.id(), Verdict::Valid);
+        self.proposed_blocks.insert(signed.proposal.block);
+        self.proposals.entry(round).or_default().push((signed, block));
+        self.send_own_proposal(out);
+        Ok(())
+    }
+
+    /// Sends this round's own proposal, and with a re-proposed valid value the quorum of
+    /// prevotes that makes it acceptable (peers that missed those prevotes, or restarted, would
+    /// otherwise never prevote for it: Algorithm 1, line 28).
+    fn send_own_proposal(&self, out: &mut Vec<Action<V>>) {
+        let Some((proposal, block)) = self.own_proposals.get(&self.round) else {
+            return;
+        };
+        out.push(Action::Broadcast(Message::Proposal {
+            proposal: *proposal,
+            block: block.clone(),
+        }));
+        if let Some(vr) = proposal.proposal.valid_round
+            && let Some(votes) = self.votes.round(vr)
+        {
+            for vote in votes.prevotes.votes_for(Some(proposal.proposal.block)) {
+                out.push(Action::Broadcast(Message::Vote(*vote)));
+            }
+        }
+    }
+
+    /// Signs, logs, counts and sends a vote of the current round, unless one of this kind was
+    /// already cast in it: the one guard against double-signing, whatever the rules say.
+    fn vote(
+        &mut self,
+        kind: VoteKind,
+        block: Option<Hash>,
+        out: &mut Vec<Action<V>>,
+    ) -> Result<(), EngineError> {
+        if !self.is_voter() || self.own_votes.contains_key(&(self.round, kind)) {
+            return Ok(());
+        }
+        let vote = Vote { height: self.height, round: self.round, kind, block };
+        let signed = SignedVote::sign(&self.key, &self.chain_id, vote);
+        self.wal.append(&WalEntry::Voted(signed))?;
+        self.record_own_vote(signed);
+        out.push(Action::Broadcast(Message::Vote(signed)));
+        Ok(())
+    }
+
+    fn record_own_vote(&mut self, signed: SignedVote) {
+        self.own_votes.insert((signed.vote.round, signed.vote.kind), signed);
+        let power = self.validators.power_of(&self.account).unwrap_or(0);
+        self.votes.add(signed, power);
+    }
+
+    fn prevote(
+        &mut self,
+        block: Option<Hash>,
+        out: &mut Vec<Action<V>>,
+    ) -> Result<(), EngineError> {
+        self.vote(VoteKind::Prevote, block, out)?;
+        self.step = Step::Prevote;
+        self.schedule(TimeoutKind::Prevote, out);
+        Ok(())
+    }
+
+    fn precommit(
+        &mut self,
+        block: Option<Hash>,
+        out: &mut Vec<Action<V>>,
+    ) -> Result<(), EngineError> {
+        self.vote(VoteKind::Precommit, block, out)?;
+        self.step = Step::Precommit;
+        Ok(())
+    }
+
+    /// Rebuilds the height's state from its log records.
+    fn replay(
+        &mut self,
+        entries: Vec<WalEntry<V>>,
+        out: &mut Vec<Action<V>>,
+    ) -> Result<(), EngineError> {
+        let mut round = Round(0);
+        for entry in entries {
+            match entry {
+                WalEntry::Proposed { proposal, block } => {
+                    let r = proposal.proposal.round;
+                    round = round.max(r);
+                    self.verdicts.insert(block.id(), Verdict::Valid);
+                    self.proposed_blocks.insert(block.id());
+                    self.proposals.entry(r).or_default().push((proposal, block.clone()));
+                    self.own_proposals.insert(r, (proposal, block));
+                }
+                WalEntry::Voted(vote) => {
+                    round = round.max(vote.vote.round);
+                    self.record_own_vote(vote);
+                }
+                WalEntry::Locked { round: r, block, .. } => {
+                    round = round.max(r);
+                    if !self.forgets_lock() && self.locked.as_ref().is_none_or(|(l, _)| *l <= r) {
+                        self.verdicts.insert(block.id(), Verdict::Valid);
+                        self.locked = Some((r, block));
+                    }
+                }
+                WalEntry::ValidValue { round: r, block, proof, .. } => {
+                    round = round.max(r);
+                    for vote in proof {
+                        if let Some(power) = self.validators.power_of(&vote.validator)
+                            && vote.validator != self.account
+                        {
+                            self.votes.add(vote, power);
+                        }
+                    }
+                    if self.valid.as_ref().is_none_or(|(l, _)| *l <= r) {
+                        self.verdicts.insert(block.id(), Verdict::Valid);
+                        self.valid = Some((r, block));
+                    }
+                }
+            }
+        }
+        let prevoted = self.own_votes.contains_key(&(round, VoteKind::Prevote));
+        let precommitted = self.own_votes.contains_key(&(round, VoteKind::Precommit));
+        if !prevoted && !precommitted {
+            // Only a proposal (or a lock) of this round was logged: enter it afresh; an own
+            // proposal is re-sent rather than replaced.
+            return self.start_round(round, out);
+        }
+        self.round = round;
+        self.step = if precommitted { Step::Precommit } else { Step::Prevote };
+        for vote in self.own_votes.range((round, VoteKind::Prevote)..=(round, VoteKind::Precommit))
+        {
+            out.push(Action::Broadcast(Message::Vote(*vote.1)));
+        }
+        self.send_own_proposal(out);
+        // The timers that were running died with the process: arm the step's own timer, so a
+        // restarted validator moves on even if its peers' messages never come.
+        let timer = if precommitted { TimeoutKind::Precommit } else { TimeoutKind::Prevote };
+        self.schedule(timer, out);
+        self.schedule(TimeoutKind::Rebroadcast, out);
+        Ok(())
+    }
+
+    fn forgets_lock(&self) -> bool {
+        #[cfg(feature = "sim")]
+        if self.mutant(Mutant::ForgetLockOnRestart) {
+            return true;
+        }
+        false
+    }
+
+    // ----- inputs -----
+
+    fn on_message(&mut self, message: Message<V>, out: &mut Vec<Action<V>>) {
+        let height = message.height();
+        if height < self.height {
+            return;
+        }
+        if height > self.height {
+            if !self.validators.contains(&message.signer()) {
+                return;
+            }
+            if height > self.highest_height_seen {
+                self.highest_height_seen = height;
+                if self.phase == Phase::Rounds {
+                    out.push(Action::RequestCommit { height: self.height });
+                }
+            }
+            if height == self.height.next() && self.future.len() < FUTURE_MESSAGES_MAX {
+                self.future.push(message);
+            }
+            return;
+        }
+        let signer = message.signer();
+        let Some(power) = self.validators.power_of(&signer) else {
+            return;
+        };
+        let round = message.round();
+        let highest = self.highest_round.entry(signer).or_insert(round);
+        *highest = (*highest).max(round);
+        if round.0 > self.round.0.saturating_add(ROUNDS_AHEAD_MAX) {
+            return;
+        }
+        match message {
+            Message::Proposal { proposal, block } => {
+                let p = proposal.proposal;
+                if self.proposer(p.round) != Some(signer)
+                    || block.id() != p.block
+                    || p.valid_round.is_some_and(|vr| vr >= p.round)
+                {
+                    return;
+                }
+                let kept = self.proposals.entry(p.round).or_default();
+                if kept.len() >= PROPOSALS_PER_ROUND_MAX
+                    || kept.iter().any(|(s, _)| s.proposal == p)
+                {
+                    return;
+                }
+                kept.push((proposal, block.clone()));
+                self.proposed_blocks.insert(p.block);
+                if let std::collections::btree_map::Entry::Vacant(slot) =
+                    self.verdicts.entry(p.block)
+                {
+                    slot.insert(Verdict::Pending);
+                    out.push(Action::ValidateBlock { height: self.height, block });
+                }
+            }
+            Message::Vote(vote) => {
+                if vote.validator == self.account {
+                    // Our own vote echoed back (or a forgery the signature check let through
+                    // only if it is ours): our own votes are counted when cast.
+                    return;
+                }
+                let v = vote.vote;
+                let first = self.votes.first(v.round, v.kind, &vote.validator).copied();
+                let added = match (first, v.block) {
+                    // An equivocator's further votes count only for values that can matter: nil
+                    // and proposed blocks. Votes for unknown hashes would only fill its slots.
+                    (Some(first), Some(block))
+                        if first.vote != v && !self.proposed_blocks.contains(&block) =>
+                    {
+                        Added::Conflict(Box::new(first))
+                    }
+                    _ => self.votes.add(vote, power),
+                };
+                if let Added::Conflict(first) = added {
+                    let key = (vote.validator, v.round, v.kind);
+                    if self.reported.insert(key) {
+                        out.push(Action::EvidenceFound { a: *first, b: vote });
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_block_built(
+        &mut self,
+        height: Height,
+        round: Round,
+        block: V,
+        out: &mut Vec<Action<V>>,
+    ) -> Result<(), EngineError> {
+        if height == self.height
+            && round == self.round
+            && self.phase == Phase::Rounds
+            && self.step == Step::Propose
+            && self.build_requested == Some(round)
+            && !self.own_proposals.contains_key(&round)
+        {
+            self.build_requested = None;
+            self.propose(block, None, out)?;
+        }
+        Ok(())
+    }
+
+    fn on_timeout(&mut self, t: Timeout, out: &mut Vec<Action<V>>) -> Result<(), EngineError> {
+        if t.height != self.height {
+            return Ok(());
+        }
+        match t.kind {
+            TimeoutKind::Commit => {
+                if self.phase == Phase::NewHeight {
+                    self.start_round(Round(0), out)?;
+                }
+            }
+            _ if self.phase != Phase::Rounds || t.round != self.round => {}
+            TimeoutKind::Propose => {
+                if self.step == Step::Propose {
+                    self.prevote(None, out)?;
+                }
+            }
+            TimeoutKind::Prevote => {
+                if self.step == Step::Prevote {
+                    self.precommit(None, out)?;
+                }
+            }
+            TimeoutKind::Precommit => {
+                self.rebroadcast(out);
+                self.start_round(Round(self.round.0.saturating_add(1)), out)?;
+            }
+            TimeoutKind::Rebroadcast => {
+                self.rebroadcast(out);
+                if self.highest_height_seen > self.height {
+                    out.push(Action::RequestCommit { height: self.height });
+                }
+                self.schedule(TimeoutKind::Rebroadcast, out);
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends this round's own messages again, and the previous round's votes: validators still
+    /// in that round may need them to reach the quorum that lets them leave it (a validator
+    /// leaves a round on a quorum of its precommits, which others may have lost).
+    fn rebroadcast(&self, out: &mut Vec<Action<V>>) {
+        self.send_own_proposal(out);
+        let from = Round(self.round.0.saturating_sub(1));
+        for (_, vote) in
+            self.own_votes.range((from, VoteKind::Prevote)..=(self.round, VoteKind::Precommit))
+        {
+            out.push(Action::Broadcast(Message::Vote(*vote)));
+        }
+    }
+
+    fn on_commit_received(
+        &mut self,
+        block: V,
+        certificate: CommitCertificate,
+        out: &mut Vec<Action<V>>,
+    ) {
+        if self.phase != Phase::Rounds || certificate.height != self.height {
+            return;
+        }
+        let checked: Result<(), CertificateError> =
+            certificate.verify(&self.chain_id, self.height, &block.id(), &self.validators);
+        if checked.is_ok() {
+            self.decided_from_certificate = true;
+            self.decide(block, certificate, out);
+        }
+    }
+
+    fn decide(&mut self, block: V, certificate: CommitCertificate, out: &mut Vec<Action<V>>) {
+        self.phase = Phase::Decided;
+        out.push(Action::Commit { block, certificate });
+    }
+
+    // ----- the upon-rules of Algorithm 1 -----
+
+    /// Applies the rules until none fires.
+    fn progress(&mut self, out: &mut Vec<Action<V>>) -> Result<(), EngineError> {
+        while self.phase == Phase::Rounds && self.apply_one_rule(out)? {}
+        Ok(())
+    }
+
+    fn verdict(&self, block: &Hash) -> Verdict {
+        self.verdicts.get(block).copied().unwrap_or(Verdict::Pending)
+    }
+
+    /// Fires the first rule whose condition holds; `true` if one changed the state.
+    fn apply_one_rule(&mut self, out: &mut Vec<Action<V>>) -> Result<bool, EngineError> {
+        let h = self.height;
+        let r = self.round;
+
+        // Line 49: a proposal of any round with a quorum of precommits for it: decide.
+        let mut decision = None;
+        for (round, kept) in &self.proposals {
+            for (proposal, block) in kept {
+                let id = proposal.proposal.block;
+                let power = self.votes.power_for(*round, VoteKind::Precommit, Some(id));
+                if self.quorum(power) && self.verdict(&id) == Verdict::Valid {
+                    decision = Some((*round, block.clone()));
+                    break;
+                }
+            }
+            if decision.is_some() {
+                break;
+            }
+        }
+        if let Some((round, block)) = decision {
+            let id = block.id();
+            let votes = self.votes.round(round).expect("a quorum was counted in this round");
+            let certificate =
+                CommitCertificate::from_precommits(votes.precommits.votes_for(Some(id)))
+                    .expect("a quorum of precommits is not empty");
+            self.decide(block, certificate, out);
+            return Ok(true);
+        }
+
+        // Line 55: more than a third of the power is in a later round: join it.
+        let skip = self.skip_round();
+        if skip > r {
+            self.start_round(skip, out)?;
+            return Ok(true);
+        }
+
+        // Lines 22 and 28: the round's proposal, while in the propose step.
+        if self.step == Step::Propose
+            && let Some((proposal, _)) = self.proposals.get(&r).and_then(|k| k.first())
+        {
+            let p = proposal.proposal;
+            let id = p.block;
+            let locked_ok = |bar: Option<Round>| {
+                self.ignores_lock()
+                    || match &self.locked {
+                        None => true,
+                        Some((lr, lv)) => lv.id() == id || bar.is_some_and(|vr| *lr <= vr),
+                    }
+            };
+            let verdict = self.verdict(&id);
+            match p.valid_round {
+                None if verdict != Verdict::Pending => {
+                    let yes = verdict == Verdict::Valid && locked_ok(None);
+                    self.prevote(yes.then_some(id), out)?;
+                    return Ok(true);
+                }
+                Some(vr)
+                    if verdict != Verdict::Pending
+                        && self.quorum(self.votes.power_for(vr, VoteKind::Prevote, Some(id))) =>
+                {
+                    let yes = verdict == Verdict::Valid && locked_ok(Some(vr));
+                    self.prevote(yes.then_some(id), out)?;
+                    return Ok(true);
+                }
+                _ => {}
+            }
+        }
+
+        // Line 34: a quorum of any prevotes: arm the prevote timeout.
+        if self.step == Step::Prevote
+            && self.quorum(self.votes.power_any(r, VoteKind::Prevote))
+            && self.fired.insert((r, Once::PrevoteTimeout))
+        {
+            self.schedule(TimeoutKind::Prevote, out);
+        }
+
+        // Line 36: the round's proposal with a quorum of prevotes: lock (if still prevoting) and
+        // remember it as the valid value.
+        if self.step >= Step::Prevote && !self.fired.contains(&(r, Once::LockOrValid)) {
+            let found = self.proposals.get(&r).and_then(|kept| {
+                kept.iter().find(|(p, _)| {
+                    let id = p.proposal.block;
+                    self.verdict(&id) == Verdict::Valid
+                        && self.quorum(self.votes.power_for(r, VoteKind::Prevote, Some(id)))
+                })
+            });
+            if let Some((_, block)) = found.cloned() {
+                self.fired.insert((r, Once::LockOrValid));
+                if self.step == Step::Prevote {
+                    self.wal.append(&WalEntry::Locked {
+                        height: h,
+                        round: r,
+                        block: block.clone(),
+                    })?;
+                    self.locked = Some((r, block.clone()));
+                    self.precommit(Some(block.id()), out)?;
+                }
+                let proof: Vec<SignedVote> = self
+                    .votes
+                    .round(r)
+                    .map(|v| v.prevotes.votes_for(Some(block.id())).copied().collect())
+                    .unwrap_or_default();
+                self.wal.append(&WalEntry::ValidValue {
+                    height: h,
+                    round: r,
+                    block: block.clone(),
+                    proof,
+                })?;
+                self.valid = Some((r, block));
+                return Ok(true);
+            }
+        }
+
+        // Line 44: a quorum of nil prevotes: precommit nil.
+        if self.step == Step::Prevote
+            && self.quorum(self.votes.power_for(r, VoteKind::Prevote, None))
+        {
+            self.precommit(None, out)?;
+            return Ok(true);
+        }
+
+        // Line 47: a quorum of any precommits: arm the precommit timeout.
+        if self.quorum(self.votes.power_any(r, VoteKind::Precommit))
+            && self.fired.insert((r, Once::PrecommitTimeout))
+        {
+            self.schedule(TimeoutKind::Precommit, out);
+        }
+        Ok(false)
+    }
+
+    /// The highest round `r` such that validators whose latest message is from round `r` or
+    /// later hold more than a third of the power (at least one of them is honest).
+    fn skip_round(&self) -> Round {
+        let mut rounds: Vec<(Round, u64)> = self
+            .highest_round
+            .iter()
+            .filter(|(_, r)| **r > self.round)
+            .map(|(a, r)| (*r, self.validators.power_of(a).unwrap_or(0)))
+            .collect();
+        rounds.sort_unstable_by_key(|(round, _)| std::cmp::Reverse(*round));
+        let total = self.validators.total_power();
+        let mut power = 0u64;
+        for (round, p) in rounds {
+            power = power.saturating_add(p);
+            if is_one_third(power, total) {
+                return round;
+            }
+        }
+        self.round
+    }
+}

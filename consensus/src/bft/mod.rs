@@ -1,0 +1,20 @@
+//! The BFT engine: Tendermint, stake-weighted, as a pure state machine.
+//!
+//! See [`engine`] for the driving interface and the crate README's "Consensus" section for the
+//! protocol step by step.
+
+pub mod config;
+pub mod engine;
+pub mod proposer;
+#[cfg(feature = "sim")]
+pub mod sim;
+pub mod types;
+pub mod votes;
+pub mod wal;
+
+pub use config::EngineConfig;
+#[cfg(feature = "sim")]
+pub use engine::Mutant;
+pub use engine::{Action, Engine, EngineError, Event};
+pub use types::{Message, Proposal, SignedProposal, Step, Timeout, TimeoutKind, Value};
+pub use wal::{FileWal, MemoryWal, Wal, WalEntry, WalError};
