@@ -1,1 +1,26 @@
-//! Placeholder.
+//! Crucible's validator: artifact checks, deterministic held-out evaluation and verdict vectors.
+//!
+//! Validators decide who gets paid, so a verdict must be correct, reproducible by every honest
+//! validator, and impossible to crash or game with a crafted file. The pieces, in the order a
+//! validator uses them for a task in its scoring window:
+//!
+//! 1. [`heldout::find_heldout`] finds the held-out file whose `sha256(salt || bytes)` is the
+//!    task's commitment; [`eval::prepare`] reads it (and the public training part) with the
+//!    task's preprocessing.
+//! 2. [`check::check_artifact`] runs every check on an artifact's bytes, in a fixed order, with a
+//!    typed reason for each failure; the safetensors header is read by [`artifact`], which bounds
+//!    every size before allocating.
+//! 3. [`eval`] evaluates a checked model with the trainer's model code in a fixed order (same
+//!    bits for any thread count) and computes the trivial baseline.
+//! 4. [`duplicate`] flags a later submission whose weights lie within the ledger's
+//!    `duplicate_distance_ppm` (relative L2 distance) of an earlier one.
+//! 5. [`score::score_task`] puts it all together into the verdict vector, and [`verdicts`]
+//!    builds the `CommitScores` / `RevealScores` transactions.
+
+pub mod artifact;
+pub mod check;
+pub mod duplicate;
+pub mod eval;
+pub mod heldout;
+pub mod score;
+pub mod verdicts;
