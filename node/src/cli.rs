@@ -24,6 +24,16 @@ pub enum Command {
     /// Manage this node's key.
     #[command(subcommand)]
     Keys(commands::keys::KeysCommand),
+    /// Audit the chain stored in a data dir.
+    #[command(subcommand)]
+    Ledger(commands::ledger::LedgerCommand),
+    /// Check and evaluate a model artifact on held-out data, as a validator would; prints JSON.
+    Score(commands::score::ScoreArgs),
+    /// Make tasks from data files.
+    #[command(subcommand)]
+    Task(commands::task::TaskCommand),
+    /// Train a model for a task with a recipe and write its safetensors artifact.
+    Train(commands::train::TrainArgs),
 }
 
 /// Exit code for a failed command (bad input, missing file, failed check).
@@ -34,6 +44,10 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Keys(cmd) => commands::keys::run(cmd),
+        Command::Ledger(cmd) => commands::ledger::run(cmd),
+        Command::Score(args) => commands::score::run(args),
+        Command::Task(cmd) => commands::task::run(cmd),
+        Command::Train(args) => commands::train::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -125,18 +125,18 @@ pub fn load(data_dir: &Path) -> Result<Keypair, KeystoreError> {
 }
 
 /// The libp2p keypair of a node key: the same ed25519 secret.
-pub fn libp2p_keypair(key: &Keypair) -> Result<libp2p_identity::Keypair, KeystoreError> {
-    libp2p_identity::Keypair::ed25519_from_bytes(key.secret_bytes())
+pub fn libp2p_keypair(key: &Keypair) -> Result<libp2p::identity::Keypair, KeystoreError> {
+    libp2p::identity::Keypair::ed25519_from_bytes(key.secret_bytes())
         .map_err(|e| KeystoreError::Libp2p(e.to_string()))
 }
 
 /// The libp2p PeerId of a node key.
-pub fn peer_id(key: &Keypair) -> Result<libp2p_identity::PeerId, KeystoreError> {
+pub fn peer_id(key: &Keypair) -> Result<libp2p::identity::PeerId, KeystoreError> {
     Ok(libp2p_keypair(key)?.public().to_peer_id())
 }
 
 /// The ledger account of a libp2p ed25519 public key, if it is one.
-pub fn account_of(public: &libp2p_identity::PublicKey) -> Option<consensus::types::AccountId> {
+pub fn account_of(public: &libp2p::identity::PublicKey) -> Option<consensus::types::AccountId> {
     let ed = public.clone().try_into_ed25519().ok()?;
     Some(consensus::types::AccountId(ed.to_bytes()))
 }

@@ -1,0 +1,130 @@
+//! `node task`: make tasks. `node task new` splits a data file into a task directory.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand, ValueEnum};
+use consensus::commitment::Salt;
+use trainer::task::{self, DataKind, LmArchitecture, TaskOptions};
+
+/// Task subcommands.
+#[derive(Debug, Subcommand)]
+pub enum TaskCommand {
+    /// Split a data file into a task: task.json, the public training part, the held-out part and
+    /// its salt.
+    New(NewArgs),
+}
+
+/// What kind of task a data file becomes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum KindArg {
+    /// CSV rows of numeric features with an integer label last (one header line).
+    Classification,
+    /// UTF-8 text for a character language model.
+    CharLm,
+}
+
+/// Arguments of `node task new`.
+#[derive(Debug, Args)]
+pub struct NewArgs {
+    /// The data file.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// The task's kind.
+    #[arg(long, value_enum)]
+    pub kind: KindArg,
+    /// Directory to write the task into (created; must not already hold a task.json).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Share of the data held out for scoring, in (0, 1).
+    #[arg(long, default_value_t = task::HELDOUT_FRACTION_DEFAULT)]
+    pub heldout_fraction: f64,
+    /// Share of public training labels to flip to another class, in [0, 1); the held-out part
+    /// stays clean.
+    #[arg(long, default_value_t = 0.0)]
+    pub label_noise: f64,
+    /// The split seed. Without it the seed comes from the OS random source and is never written
+    /// anywhere; give one only for demos and tests.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// The task's name (default: the data file's stem).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Char LM: context length in characters.
+    #[arg(long, default_value_t = LmArchitecture::default().context)]
+    pub context: u32,
+    /// Char LM: model width.
+    #[arg(long, default_value_t = LmArchitecture::default().d_model)]
+    pub d_model: u32,
+    /// Char LM: transformer blocks.
+    #[arg(long, default_value_t = LmArchitecture::default().layers)]
+    pub layers: u32,
+    /// Char LM: attention heads.
+    #[arg(long, default_value_t = LmArchitecture::default().heads)]
+    pub heads: u32,
+}
+
+/// Runs a task subcommand.
+pub fn run(cmd: TaskCommand) -> anyhow::Result<()> {
+    match cmd {
+        TaskCommand::New(args) => new(args),
+    }
+}
+
+fn new(args: NewArgs) -> anyhow::Result<()> {
+    let [spec_path, ..] = task::paths(&args.out, "");
+    if spec_path.exists() {
+        bail!("{} already exists; choose another --out", spec_path.display());
+    }
+    let bytes = trainer::data::read_bounded(&args.data)?;
+    let name = match args.name {
+        Some(name) => name,
+        None => args
+            .data
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .context("the data path has no file name; pass --name")?,
+    };
+    let seed = match args.seed {
+        Some(seed) => seed,
+        None => {
+            let mut buf = [0u8; 8];
+            getrandom::fill(&mut buf).context("reading the OS random source")?;
+            u64::from_le_bytes(buf)
+        }
+    };
+    let opts = TaskOptions {
+        name,
+        kind: match args.kind {
+            KindArg::Classification => DataKind::Classification,
+            KindArg::CharLm => DataKind::CharLm,
+        },
+        heldout_fraction: args.heldout_fraction,
+        label_noise: args.label_noise,
+        seed,
+        lm: LmArchitecture {
+            context: args.context,
+            d_model: args.d_model,
+            layers: args.layers,
+            heads: args.heads,
+        },
+    };
+    let salt = Salt::random().context("reading the OS random source")?;
+    let made = task::new_task(&bytes, &args.data.display().to_string(), &opts, salt)?;
+    let files = task::write(&args.out, &made)?;
+    let unit = if made.extension == "csv" { "rows" } else { "characters" };
+    println!("task:      {}", files[0].display());
+    println!("train:     {} ({} {unit})", files[1].display(), made.sizes.0);
+    println!(
+        "held-out:  {} ({} {unit}; give it only to validators)",
+        files[2].display(),
+        made.sizes.1
+    );
+    println!("salt:      {}", files[3].display());
+    if made.flipped > 0 {
+        println!("label noise: flipped {} public training labels", made.flipped);
+    }
+    println!("train sha256:        {}", made.spec.dataset.train_sha256);
+    println!("held-out commitment: {}", made.spec.dataset.heldout_commitment);
+    Ok(())
+}

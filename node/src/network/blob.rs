@@ -1,0 +1,264 @@
+//! The `blob` protocol: content-addressed files fetched in chunks and stored only when whole and
+//! matching.
+//!
+//! A fetch asks the provider for the first chunk, whose answer carries the blob's size; a size
+//! over the caller's limit ends the fetch before anything is written. The remaining chunks are
+//! requested with [`super::BlobLimits::chunks_in_flight`] requests in flight (each on its own
+//! Yamux stream, so the connection's window stays full). Chunks are written in order, on a
+//! blocking thread that hashes as it writes, so neither the swarm nor the caller's task stalls on
+//! sha256 or the disk. At the end the whole-blob sha256 is compared with the hash asked for: on a
+//! match the temporary file is renamed into the store, on a mismatch it is deleted, the provider
+//! is penalized ([`super::Misbehavior::BadBlob`]) and the fetch fails with
+//! [`BlobFetchError::HashMismatch`]. Memory stays bounded: at most `chunks_in_flight` chunks in
+//! flight plus as many waiting for the writer.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use consensus::types::Hash;
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use libp2p::PeerId;
+use tokio::sync::mpsc;
+
+use super::client::{NetworkClient, RequestError};
+use super::codec::{BlobRequest, BlobResponse};
+use super::{BUSY_RETRY_DELAY, Misbehavior, NetworkError};
+use crate::blobs::{BlobStore, BlobStoreError};
+
+/// Times a fetch retries a provider that answered `Busy` before giving up on it.
+const BUSY_RETRIES_MAX: u32 = 10;
+
+/// Why a blob fetch failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BlobFetchError {
+    /// No peer provides the blob.
+    #[error("no provider found for blob {hash}")]
+    NoProviders {
+        /// The blob.
+        hash: Hash,
+    },
+    /// The peer does not hold the blob.
+    #[error("peer {peer} does not hold blob {hash}")]
+    NotFound {
+        /// The peer.
+        peer: PeerId,
+        /// The blob.
+        hash: Hash,
+    },
+    /// The peer stayed busy.
+    #[error("peer {peer} stayed busy serving other requests")]
+    Busy {
+        /// The peer.
+        peer: PeerId,
+    },
+    /// The blob is larger than the caller allows.
+    #[error("blob {hash} is {size_bytes} bytes, over the limit of {limit}")]
+    TooLarge {
+        /// The blob.
+        hash: Hash,
+        /// Its size, as the peer announced it.
+        size_bytes: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// The peer's bytes do not hash to the blob asked for (the peer was penalized).
+    #[error("peer {peer} served bytes hashing to {}, not to blob {}", hashes.found, hashes.expected)]
+    HashMismatch {
+        /// The peer.
+        peer: PeerId,
+        /// What was asked for and what came.
+        hashes: Box<Mismatch>,
+    },
+    /// The peer broke the protocol (the peer was penalized).
+    #[error("peer {peer} broke the blob protocol: {reason}")]
+    BadResponse {
+        /// The peer.
+        peer: PeerId,
+        /// What it did.
+        reason: String,
+    },
+    /// A request failed.
+    #[error(transparent)]
+    Request(#[from] RequestError),
+    /// Storing the blob failed.
+    #[error(transparent)]
+    Store(BlobStoreError),
+    /// The network failed.
+    #[error(transparent)]
+    Network(NetworkError),
+}
+
+/// A blob's expected and actual hashes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Mismatch {
+    /// The blob asked for.
+    pub expected: Hash,
+    /// The sha256 of the bytes that came.
+    pub found: Hash,
+}
+
+/// Asks for one chunk, retrying while the peer is busy.
+async fn chunk(
+    client: &NetworkClient,
+    peer: PeerId,
+    request: BlobRequest,
+) -> Result<(u64, BlobResponse), BlobFetchError> {
+    for attempt in 1..=BUSY_RETRIES_MAX {
+        match client.request_blob_chunk(peer, request).await? {
+            BlobResponse::Busy => tokio::time::sleep(BUSY_RETRY_DELAY * attempt).await,
+            response => return Ok((request.offset, response)),
+        }
+    }
+    Err(BlobFetchError::Busy { peer })
+}
+
+/// The data of a chunk answer that must hold exactly `expected_len` bytes of a blob of
+/// `size_bytes`.
+fn chunk_data(
+    peer: PeerId,
+    hash: Hash,
+    response: BlobResponse,
+    size_bytes: u64,
+    expected_len: u64,
+) -> Result<Vec<u8>, BlobFetchError> {
+    let bad = |reason: String| BlobFetchError::BadResponse { peer, reason };
+    match response {
+        BlobResponse::Chunk { size_bytes: announced, data } => {
+            if announced != size_bytes {
+                return Err(bad(format!(
+                    "announced {announced} bytes after announcing {size_bytes}"
+                )));
+            }
+            if data.len() as u64 != expected_len {
+                return Err(bad(format!(
+                    "sent {} bytes where {expected_len} were due",
+                    data.len()
+                )));
+            }
+            Ok(data)
+        }
+        BlobResponse::NotFound => Err(BlobFetchError::NotFound { peer, hash }),
+        BlobResponse::BadRange => Err(bad("refused a range inside the blob".into())),
+        BlobResponse::Busy => Err(BlobFetchError::Busy { peer }),
+    }
+}
+
+/// Fetches blob `hash` of at most `size_bytes_max` bytes from `peer` into `client`'s store.
+pub async fn fetch(
+    client: &NetworkClient,
+    peer: PeerId,
+    hash: Hash,
+    size_bytes_max: u64,
+) -> Result<PathBuf, BlobFetchError> {
+    let result = fetch_inner(client, peer, hash, size_bytes_max).await;
+    let penalty = match &result {
+        Err(BlobFetchError::HashMismatch { .. }) => Some(Misbehavior::BadBlob),
+        Err(BlobFetchError::BadResponse { .. }) => Some(Misbehavior::BadResponse),
+        _ => None,
+    };
+    if let Some(reason) = penalty {
+        tracing::warn!(%peer, %hash, ?reason, "penalizing a peer that served a bad blob");
+        client.penalize(peer, reason).await.map_err(BlobFetchError::Network)?;
+    }
+    result
+}
+
+async fn fetch_inner(
+    client: &NetworkClient,
+    peer: PeerId,
+    hash: Hash,
+    size_bytes_max: u64,
+) -> Result<PathBuf, BlobFetchError> {
+    let limits = client.blob_limits();
+    let chunk_bytes = u64::from(limits.chunk_bytes);
+    let first = BlobRequest { hash, offset: 0, length: limits.chunk_bytes };
+    let (_, response) = chunk(client, peer, first).await?;
+    let size_bytes = match &response {
+        BlobResponse::Chunk { size_bytes, .. } => *size_bytes,
+        _ => 0,
+    };
+    if size_bytes > size_bytes_max {
+        return Err(BlobFetchError::TooLarge { hash, size_bytes, limit: size_bytes_max });
+    }
+    let data = chunk_data(peer, hash, response, size_bytes, size_bytes.min(chunk_bytes))?;
+    tracing::debug!(%peer, %hash, size_bytes, "fetching a blob");
+
+    let store = client.blob_store().clone();
+    let (chunks_tx, chunks_rx) = mpsc::channel::<Vec<u8>>(limits.chunks_in_flight);
+    let writer =
+        tokio::task::spawn_blocking(move || write_blob(&store, hash, size_bytes, chunks_rx));
+    let transfer = async {
+        let mut written = data.len() as u64;
+        let writer_gone = || {
+            BlobFetchError::Store(BlobStoreError::Io {
+                action: "writing",
+                path: PathBuf::from(hash.to_hex()),
+                source: std::io::Error::other("the blob writer stopped"),
+            })
+        };
+        chunks_tx.send(data).await.map_err(|_| writer_gone())?;
+        let mut next_request = written;
+        let mut waiting: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
+        let mut in_flight = FuturesUnordered::new();
+        while written < size_bytes {
+            while next_request < size_bytes && in_flight.len() < limits.chunks_in_flight {
+                let length = (size_bytes - next_request).min(chunk_bytes);
+                let request = BlobRequest {
+                    hash,
+                    offset: next_request,
+                    length: u32::try_from(length).expect("bounded by the chunk size"),
+                };
+                in_flight.push(chunk(client, peer, request));
+                next_request += length;
+            }
+            let (offset, response) =
+                in_flight.next().await.expect("a chunk is in flight while bytes are missing")?;
+            let expected_len = (size_bytes - offset).min(chunk_bytes);
+            waiting.insert(offset, chunk_data(peer, hash, response, size_bytes, expected_len)?);
+            while let Some(data) = waiting.remove(&written) {
+                written += data.len() as u64;
+                chunks_tx.send(data).await.map_err(|_| writer_gone())?;
+            }
+        }
+        Ok::<(), BlobFetchError>(())
+    };
+    let transferred = transfer.await;
+    drop(chunks_tx);
+    let stored = writer.await.map_err(|e| {
+        BlobFetchError::Store(BlobStoreError::Io {
+            action: "joining the writer of",
+            path: PathBuf::from(hash.to_hex()),
+            source: std::io::Error::other(e.to_string()),
+        })
+    })?;
+    match (transferred, stored) {
+        (Ok(()), Ok(path)) => Ok(path),
+        (_, Err(BlobStoreError::HashMismatch { expected, found })) => {
+            Err(BlobFetchError::HashMismatch {
+                peer,
+                hashes: Box::new(Mismatch { expected, found }),
+            })
+        }
+        // A transfer cut short leaves the writer short of bytes; the transfer's error is the cause.
+        (Err(e), Ok(_) | Err(BlobStoreError::SizeMismatch { .. })) => Err(e),
+        // The writer failed first (the transfer then saw it gone): its error is the cause.
+        (_, Err(e)) => Err(BlobFetchError::Store(e)),
+    }
+}
+
+/// Writes chunks in order into a new blob, hashing them; runs on a blocking thread.
+fn write_blob(
+    store: &BlobStore,
+    hash: Hash,
+    size_bytes: u64,
+    mut chunks: mpsc::Receiver<Vec<u8>>,
+) -> Result<PathBuf, BlobStoreError> {
+    let mut writer = store.writer(hash, size_bytes, size_bytes)?;
+    while let Some(chunk) = chunks.blocking_recv() {
+        writer.write(&chunk)?;
+    }
+    // A transfer cut short leaves the writer short of bytes: finish names the size mismatch and
+    // deletes the temporary file.
+    writer.finish()
+}

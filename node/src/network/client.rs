@@ -1,0 +1,308 @@
+//! The network's handle: a cloneable client that sends commands to the event loop over a
+//! bounded channel and awaits their answers.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use consensus::bft::Message as ConsensusMessage;
+use consensus::block::Block;
+use consensus::encoding::encode;
+use consensus::tx::SignedTx;
+use consensus::types::Hash;
+use libp2p::{Multiaddr, PeerId};
+use tokio::sync::{mpsc, oneshot};
+
+use super::blob::{self, BlobFetchError};
+use super::codec::{BlobRequest, BlobResponse, SyncRequest, SyncResponse};
+use super::config::{BlobLimits, NetworkConfig, SyncLimits};
+use super::gossip::{CommittedBlock, Topic, Validation};
+use super::sync::{self, SyncError, SyncResponder};
+use super::{GossipId, Misbehavior, NetworkError, PeerInfo};
+use crate::blobs::BlobStore;
+
+/// Why a request to a peer failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    /// The request could not be sent or was not answered (dial failure, timeout, connection
+    /// closed, protocol not supported, or an I/O error such as an over-limit frame).
+    #[error("request to {peer} failed: {reason}")]
+    Failed {
+        /// The peer.
+        peer: PeerId,
+        /// Why.
+        reason: String,
+    },
+    /// The event loop has stopped.
+    #[error("the network event loop has stopped")]
+    Stopped,
+}
+
+/// A command to the event loop.
+#[derive(Debug)]
+pub(crate) enum Command {
+    Dial {
+        address: Multiaddr,
+        reply: oneshot::Sender<Result<(), NetworkError>>,
+    },
+    ListenAddresses {
+        reply: oneshot::Sender<Vec<Multiaddr>>,
+    },
+    Publish {
+        topic: Topic,
+        data: Vec<u8>,
+        reply: oneshot::Sender<Result<(), NetworkError>>,
+    },
+    Validate {
+        id: GossipId,
+        validation: Validation,
+    },
+    RequestSync {
+        peer: PeerId,
+        request: SyncRequest,
+        reply: oneshot::Sender<Result<SyncResponse, RequestError>>,
+    },
+    RespondSync {
+        responder: SyncResponder,
+        response: SyncResponse,
+    },
+    RequestBlob {
+        peer: PeerId,
+        request: BlobRequest,
+        reply: oneshot::Sender<Result<BlobResponse, RequestError>>,
+    },
+    Provide {
+        hash: Hash,
+        reply: oneshot::Sender<Result<(), NetworkError>>,
+    },
+    FindProviders {
+        hash: Hash,
+        reply: oneshot::Sender<HashSet<PeerId>>,
+    },
+    Penalize {
+        peer: PeerId,
+        reason: Misbehavior,
+    },
+    Peers {
+        reply: oneshot::Sender<Vec<PeerInfo>>,
+    },
+}
+
+#[derive(Debug)]
+struct Shared {
+    local_peer: PeerId,
+    store: BlobStore,
+    blob: BlobLimits,
+    sync: SyncLimits,
+    gossip_bytes_max: usize,
+}
+
+/// A handle to the network; clone it freely. When every clone is dropped, the event loop ends.
+#[derive(Clone, Debug)]
+pub struct NetworkClient {
+    commands: mpsc::Sender<Command>,
+    shared: Arc<Shared>,
+}
+
+impl NetworkClient {
+    pub(crate) fn new(
+        commands: mpsc::Sender<Command>,
+        local_peer: PeerId,
+        store: BlobStore,
+        config: &NetworkConfig,
+    ) -> NetworkClient {
+        let shared = Shared {
+            local_peer,
+            store,
+            blob: config.blob.clone(),
+            sync: config.sync.clone(),
+            gossip_bytes_max: config.gossip_bytes_max,
+        };
+        NetworkClient { commands, shared: Arc::new(shared) }
+    }
+
+    /// This node's PeerId.
+    pub fn local_peer(&self) -> PeerId {
+        self.shared.local_peer
+    }
+
+    /// The node's blob store.
+    pub fn blob_store(&self) -> &BlobStore {
+        &self.shared.store
+    }
+
+    /// The blob limits in force.
+    pub fn blob_limits(&self) -> &BlobLimits {
+        &self.shared.blob
+    }
+
+    pub(crate) async fn send(&self, command: Command) -> Result<(), NetworkError> {
+        self.commands.send(command).await.map_err(|_| NetworkError::Stopped)
+    }
+
+    async fn ask<T>(
+        &self,
+        command: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, NetworkError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(command(reply)).await?;
+        answer.await.map_err(|_| NetworkError::Stopped)
+    }
+
+    /// Dials an address (with or without a `/p2p/<id>` suffix).
+    pub async fn dial(&self, address: Multiaddr) -> Result<(), NetworkError> {
+        self.ask(|reply| Command::Dial { address, reply }).await?
+    }
+
+    /// The addresses the node listens on now.
+    pub async fn listen_addresses(&self) -> Result<Vec<Multiaddr>, NetworkError> {
+        self.ask(|reply| Command::ListenAddresses { reply }).await
+    }
+
+    /// Publishes encoded bytes on a topic; refuses more than the chain's gossip limit.
+    pub async fn publish(&self, topic: Topic, data: Vec<u8>) -> Result<(), NetworkError> {
+        if data.len() > self.shared.gossip_bytes_max {
+            return Err(NetworkError::TooLarge {
+                topic,
+                found: data.len(),
+                limit: self.shared.gossip_bytes_max,
+            });
+        }
+        self.ask(|reply| Command::Publish { topic, data, reply }).await?
+    }
+
+    /// Publishes a signed transaction on the `txs` topic.
+    pub async fn publish_tx(&self, tx: &SignedTx) -> Result<(), NetworkError> {
+        self.publish(Topic::Txs, encode(tx)).await
+    }
+
+    /// Publishes a proposal or vote on the `consensus` topic.
+    pub async fn publish_consensus(
+        &self,
+        message: &ConsensusMessage<Block>,
+    ) -> Result<(), NetworkError> {
+        self.publish(Topic::Consensus, encode(message)).await
+    }
+
+    /// Publishes a committed block on the `blocks` topic. A block over the gossip limit is
+    /// refused ([`NetworkError::TooLarge`]); peers then catch up by `sync`.
+    pub async fn publish_block(&self, committed: &CommittedBlock) -> Result<(), NetworkError> {
+        self.publish(Topic::Blocks, encode(committed)).await
+    }
+
+    /// Answers a [`super::NetworkEvent::GossipReceived`] with the result of the state check.
+    pub async fn validate(&self, id: GossipId, validation: Validation) -> Result<(), NetworkError> {
+        self.send(Command::Validate { id, validation }).await
+    }
+
+    /// Asks `peer` for committed blocks and checks the answer's shape (consecutive heights from
+    /// the one asked, at most the count asked, each certificate naming its block). Whether each
+    /// certificate is a quorum is for the caller's ledger to check when it commits the blocks.
+    pub async fn request_sync(
+        &self,
+        peer: PeerId,
+        request: SyncRequest,
+    ) -> Result<Vec<CommittedBlock>, SyncError> {
+        let request =
+            SyncRequest { count: request.count.min(self.shared.sync.blocks_max), ..request };
+        let answer = self
+            .ask(|reply| Command::RequestSync { peer, request, reply })
+            .await
+            .map_err(|_| SyncError::Request(RequestError::Stopped))?
+            .map_err(SyncError::Request)?;
+        match sync::check_response(&request, answer) {
+            Ok(blocks) => Ok(blocks),
+            Err(error) => {
+                if matches!(error, SyncError::BadResponse { .. }) {
+                    self.penalize(peer, Misbehavior::BadResponse).await.ok();
+                }
+                Err(error)
+            }
+        }
+    }
+
+    /// Answers a [`super::NetworkEvent::SyncRequested`].
+    pub async fn respond_sync(
+        &self,
+        responder: SyncResponder,
+        response: SyncResponse,
+    ) -> Result<(), NetworkError> {
+        self.send(Command::RespondSync { responder, response }).await
+    }
+
+    /// Asks `peer` for one range of a blob.
+    pub async fn request_blob_chunk(
+        &self,
+        peer: PeerId,
+        request: BlobRequest,
+    ) -> Result<BlobResponse, RequestError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Command::RequestBlob { peer, request, reply })
+            .await
+            .map_err(|_| RequestError::Stopped)?;
+        answer.await.map_err(|_| RequestError::Stopped)?
+    }
+
+    /// Announces through Kademlia that this node holds blob `hash` (which must be in its store),
+    /// and waits until the provider record is published.
+    pub async fn provide_blob(&self, hash: Hash) -> Result<(), NetworkError> {
+        if !self.shared.store.contains(&hash) {
+            return Err(NetworkError::Kad(format!("blob {hash} is not in the store")));
+        }
+        self.ask(|reply| Command::Provide { hash, reply }).await?
+    }
+
+    /// The peers that Kademlia says hold blob `hash` (never this node).
+    pub async fn find_providers(&self, hash: Hash) -> Result<HashSet<PeerId>, NetworkError> {
+        let mut providers = self.ask(|reply| Command::FindProviders { hash, reply }).await?;
+        providers.remove(&self.shared.local_peer);
+        Ok(providers)
+    }
+
+    /// Fetches blob `hash` of at most `size_bytes_max` bytes from its providers, one after the
+    /// other until one serves it whole and matching; returns its path in the store. A blob
+    /// already in the store is returned at once.
+    pub async fn fetch_blob(
+        &self,
+        hash: Hash,
+        size_bytes_max: u64,
+    ) -> Result<PathBuf, BlobFetchError> {
+        if self.shared.store.contains(&hash) {
+            return Ok(self.shared.store.path(&hash));
+        }
+        let providers = self.find_providers(hash).await.map_err(BlobFetchError::Network)?;
+        let mut last = None;
+        for peer in providers {
+            match self.fetch_blob_from(peer, hash, size_bytes_max).await {
+                Ok(path) => return Ok(path),
+                Err(error) => {
+                    tracing::warn!(%peer, %hash, %error, "blob fetch from a provider failed");
+                    last = Some(error);
+                }
+            }
+        }
+        Err(last.unwrap_or(BlobFetchError::NoProviders { hash }))
+    }
+
+    /// Fetches blob `hash` of at most `size_bytes_max` bytes from `peer`; see [`blob::fetch`].
+    pub async fn fetch_blob_from(
+        &self,
+        peer: PeerId,
+        hash: Hash,
+        size_bytes_max: u64,
+    ) -> Result<PathBuf, BlobFetchError> {
+        blob::fetch(self, peer, hash, size_bytes_max.min(self.shared.blob.blob_bytes_max)).await
+    }
+
+    /// Lowers a peer's score for misbehavior outside gossip; a peer under the graylist
+    /// threshold is disconnected and banned.
+    pub async fn penalize(&self, peer: PeerId, reason: Misbehavior) -> Result<(), NetworkError> {
+        self.send(Command::Penalize { peer, reason }).await
+    }
+
+    /// The connected peers that passed the handshake, with their scores.
+    pub async fn peers(&self) -> Result<Vec<PeerInfo>, NetworkError> {
+        self.ask(|reply| Command::Peers { reply }).await
+    }
+}

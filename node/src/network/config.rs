@@ -1,0 +1,240 @@
+//! The network's settings: addresses, discovery, and a named limit on everything a peer can send.
+//!
+//! [`NetworkConfig::for_chain`] derives the size limits from the chain's parameters, so every node
+//! of a chain gets the same gossip limit (a message within the sender's limit but over the
+//! receiver's would be dropped silently by gossipsub).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use consensus::genesis::Params;
+use consensus::types::Hash;
+use libp2p::Multiaddr;
+
+/// Room for what a gossip message carries besides a block: the proposal or commit certificate
+/// around it and the envelope, in bytes.
+pub const GOSSIP_ENVELOPE_BYTES: usize = 64 << 10;
+
+/// Largest chunk a blob request may ask for, in bytes (bounds a blob response frame).
+pub const BLOB_CHUNK_BYTES_LIMIT: u32 = 16 << 20;
+
+/// Most blocks one sync request may ask for.
+pub const SYNC_BLOCKS_LIMIT: u32 = 1_024;
+
+/// Connection limits, enforced by libp2p's `connection_limits` before a connection is used.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// Most established connections to one peer.
+    pub established_per_peer_max: u32,
+    /// Most established connections in total.
+    pub established_total_max: u32,
+    /// Most incoming connections still in their handshake.
+    pub pending_incoming_max: u32,
+    /// Most outgoing dials in progress.
+    pub pending_outgoing_max: u32,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        ConnectionLimits {
+            established_per_peer_max: 2,
+            established_total_max: 128,
+            pending_incoming_max: 32,
+            pending_outgoing_max: 32,
+        }
+    }
+}
+
+/// Limits of the `blob` protocol.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BlobLimits {
+    /// Bytes asked for per chunk request (at most [`BLOB_CHUNK_BYTES_LIMIT`]).
+    pub chunk_bytes: u32,
+    /// Chunk requests kept in flight per transfer.
+    pub chunks_in_flight: usize,
+    /// Inbound chunk requests served at once; more get a `Busy` answer.
+    pub serving_max: usize,
+    /// Largest blob fetched when the caller names no smaller limit, in bytes.
+    pub blob_bytes_max: u64,
+}
+
+impl Default for BlobLimits {
+    fn default() -> Self {
+        BlobLimits {
+            // Measured on loopback (node/benches/blob_throughput.rs): many 1 MiB chunks in flight
+            // keep Yamux's per-stream windows (256 KiB at a stream's start) full.
+            chunk_bytes: 1 << 20,
+            chunks_in_flight: 16,
+            serving_max: 64,
+            blob_bytes_max: crate::blobs::BLOB_BYTES_LIMIT,
+        }
+    }
+}
+
+/// Limits of the `sync` protocol.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SyncLimits {
+    /// Most blocks in one request or response (at most [`SYNC_BLOCKS_LIMIT`]).
+    pub blocks_max: u32,
+    /// Largest encoded response, in bytes; at least one block of the chain's largest size fits.
+    pub response_bytes_max: usize,
+}
+
+/// Everything the network layer needs; see [`NetworkConfig::for_chain`].
+#[derive(Clone, Debug)]
+pub struct NetworkConfig {
+    /// The chain's id: it names gossip topics and protocols, and peers must share it.
+    pub chain_id: String,
+    /// The genesis hash peers must share.
+    pub genesis_hash: Hash,
+    /// Addresses to listen on (`/ip4/127.0.0.1/tcp/0` picks a free port).
+    pub listen: Vec<Multiaddr>,
+    /// Peers dialed at start; with a `/p2p/<id>` suffix they also seed Kademlia directly.
+    pub bootstrap: Vec<Multiaddr>,
+    /// Whether mDNS discovery runs (it never finds peers on loopback).
+    pub mdns: bool,
+    /// Where blobs are stored (`DATA_DIR/blobs`).
+    pub blob_dir: PathBuf,
+    /// Gossipsub's `max_transmit_size`: the largest encoded gossip message, in bytes. One value
+    /// for the whole chain.
+    pub gossip_bytes_max: usize,
+    /// Largest encoded transaction, in bytes (the chain's `max_tx_bytes`).
+    pub tx_bytes_max: usize,
+    /// Connection limits.
+    pub connections: ConnectionLimits,
+    /// Blob protocol limits.
+    pub blob: BlobLimits,
+    /// Sync protocol limits.
+    pub sync: SyncLimits,
+    /// How long a request may wait for its response.
+    pub request_timeout: Duration,
+    /// How long a connection with nothing to do stays open.
+    pub idle_connection_timeout: Duration,
+    /// Gossipsub's heartbeat.
+    pub gossip_heartbeat: Duration,
+    /// How long a refused or misbehaving peer stays banned.
+    pub ban_duration: Duration,
+    /// Capacity of the command channel and of the event channel.
+    pub channel_capacity: usize,
+}
+
+/// A setting that cannot work.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("network setting `{field}` is invalid: {reason}")]
+pub struct ConfigError {
+    /// The setting.
+    pub field: &'static str,
+    /// Why.
+    pub reason: String,
+}
+
+impl NetworkConfig {
+    /// Settings for a chain: limits derived from its parameters, listening on a free loopback
+    /// port, no bootstrap peers, mDNS on.
+    pub fn for_chain(
+        chain_id: &str,
+        genesis_hash: Hash,
+        params: &Params,
+        blob_dir: PathBuf,
+    ) -> NetworkConfig {
+        let block_bytes = usize::try_from(params.max_block_bytes).unwrap_or(usize::MAX);
+        NetworkConfig {
+            chain_id: chain_id.to_string(),
+            genesis_hash,
+            listen: vec!["/ip4/127.0.0.1/tcp/0".parse().expect("a valid multiaddr")],
+            bootstrap: Vec::new(),
+            mdns: true,
+            blob_dir,
+            gossip_bytes_max: block_bytes.saturating_add(GOSSIP_ENVELOPE_BYTES),
+            tx_bytes_max: usize::try_from(params.max_tx_bytes).unwrap_or(usize::MAX),
+            connections: ConnectionLimits::default(),
+            blob: BlobLimits::default(),
+            sync: SyncLimits {
+                blocks_max: 64,
+                response_bytes_max: block_bytes.saturating_add(GOSSIP_ENVELOPE_BYTES).max(8 << 20),
+            },
+            request_timeout: Duration::from_secs(30),
+            idle_connection_timeout: Duration::from_secs(60),
+            gossip_heartbeat: Duration::from_millis(700),
+            ban_duration: Duration::from_secs(600),
+            channel_capacity: 1_024,
+        }
+    }
+
+    /// Checks every relationship between the settings.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let fail = |field, reason: String| Err(ConfigError { field, reason });
+        if self.chain_id.is_empty()
+            || self.chain_id.len() > consensus::genesis::CHAIN_ID_BYTES_MAX
+            || self.chain_id.contains('/')
+        {
+            return fail(
+                "chain_id",
+                format!("{:?} must be 1..=64 bytes without '/'", self.chain_id),
+            );
+        }
+        if self.listen.is_empty() {
+            return fail("listen", "no address to listen on".into());
+        }
+        if self.gossip_bytes_max < self.tx_bytes_max {
+            return fail(
+                "gossip_bytes_max",
+                format!(
+                    "{} is smaller than one transaction ({} bytes)",
+                    self.gossip_bytes_max, self.tx_bytes_max
+                ),
+            );
+        }
+        if self.blob.chunk_bytes == 0 || self.blob.chunk_bytes > BLOB_CHUNK_BYTES_LIMIT {
+            return fail(
+                "blob.chunk_bytes",
+                format!("{} must be in 1..={BLOB_CHUNK_BYTES_LIMIT}", self.blob.chunk_bytes),
+            );
+        }
+        if self.blob.chunks_in_flight == 0 || self.blob.chunks_in_flight > 64 {
+            return fail("blob.chunks_in_flight", "must be in 1..=64".into());
+        }
+        if self.blob.serving_max == 0 {
+            return fail("blob.serving_max", "must be positive".into());
+        }
+        if self.sync.blocks_max == 0 || self.sync.blocks_max > SYNC_BLOCKS_LIMIT {
+            return fail("sync.blocks_max", format!("must be in 1..={SYNC_BLOCKS_LIMIT}"));
+        }
+        if self.sync.response_bytes_max < self.gossip_bytes_max {
+            return fail(
+                "sync.response_bytes_max",
+                "must hold at least one block with its certificate".into(),
+            );
+        }
+        if self.channel_capacity == 0 {
+            return fail("channel_capacity", "must be positive".into());
+        }
+        let c = &self.connections;
+        if c.established_per_peer_max == 0 || c.established_total_max == 0 {
+            return fail("connections", "established limits must be positive".into());
+        }
+        if self.request_timeout.is_zero() || self.gossip_heartbeat.is_zero() {
+            return fail("timeouts", "request timeout and heartbeat must be positive".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chain_defaults_validate_and_bad_values_are_named() {
+        let params = Params::default();
+        let config = NetworkConfig::for_chain("c", Hash::default(), &params, "b".into());
+        config.validate().unwrap();
+        assert!(config.gossip_bytes_max > params.max_block_bytes as usize);
+        let mut bad = config.clone();
+        bad.chain_id = "a/b".into();
+        assert_eq!(bad.validate().unwrap_err().field, "chain_id");
+        let mut bad = config;
+        bad.blob.chunk_bytes = BLOB_CHUNK_BYTES_LIMIT + 1;
+        assert_eq!(bad.validate().unwrap_err().field, "blob.chunk_bytes");
+    }
+}

@@ -1,0 +1,577 @@
+//! The actor that owns the swarm: it `select!`s over swarm events and commands, keeps the maps of
+//! pending requests and queries, and turns what peers send into [`NetworkEvent`]s.
+
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
+use std::time::Instant;
+
+use consensus::types::{AccountId, Hash};
+use futures::StreamExt;
+use libp2p::gossipsub::{self, MessageAcceptance};
+use libp2p::multiaddr::Protocol;
+use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
+use libp2p::swarm::SwarmEvent;
+use libp2p::{Multiaddr, PeerId, Swarm, identify, kad, mdns};
+use tokio::sync::{mpsc, oneshot};
+
+use super::behaviour::{Behaviour, BehaviourEvent, GRAYLIST_THRESHOLD};
+use super::client::{Command, RequestError};
+use super::codec::{BlobRequest, BlobResponse, SyncResponse};
+use super::config::NetworkConfig;
+use super::gossip::{Topic, check_stateless};
+use super::handshake::{self, HandshakeError};
+use super::sync::SyncResponder;
+use super::{GossipId, Misbehavior, NetworkError, NetworkEvent, PeerInfo};
+use crate::blobs::{BlobStore, BlobStoreError};
+use crate::keystore::account_of;
+
+/// Most banned peers remembered; the oldest ban is forgotten first beyond it.
+const BANNED_MAX: usize = 4_096;
+
+/// Most provider queries and provide operations pending at once.
+const KAD_PENDING_MAX: usize = 256;
+
+type Reply<T> = oneshot::Sender<T>;
+
+/// A blob chunk read on a blocking thread, ready to be sent.
+struct Served {
+    channel: ResponseChannel<BlobResponse>,
+    response: BlobResponse,
+}
+
+/// The swarm's actor; see the module docs of [`super`].
+pub struct EventLoop {
+    swarm: Swarm<Behaviour>,
+    commands: mpsc::Receiver<Command>,
+    events: mpsc::Sender<NetworkEvent>,
+    served_tx: mpsc::Sender<Served>,
+    served_rx: mpsc::Receiver<Served>,
+    serving: usize,
+    store: BlobStore,
+    config: NetworkConfig,
+    /// Peers that passed the handshake, with their accounts.
+    verified: HashMap<PeerId, Option<AccountId>>,
+    /// Peers refused or misbehaving, until the instant their ban ends.
+    banned: HashMap<PeerId, Instant>,
+    /// Application scores lowered by [`Misbehavior`].
+    app_scores: HashMap<PeerId, f64>,
+    pending_sync: HashMap<OutboundRequestId, Reply<Result<SyncResponse, RequestError>>>,
+    pending_blob: HashMap<OutboundRequestId, Reply<Result<BlobResponse, RequestError>>>,
+    pending_providers: HashMap<kad::QueryId, (HashSet<PeerId>, Reply<HashSet<PeerId>>)>,
+    pending_provide: HashMap<kad::QueryId, Reply<Result<(), NetworkError>>>,
+}
+
+impl EventLoop {
+    pub(crate) fn new(
+        swarm: Swarm<Behaviour>,
+        commands: mpsc::Receiver<Command>,
+        events: mpsc::Sender<NetworkEvent>,
+        store: BlobStore,
+        config: NetworkConfig,
+    ) -> EventLoop {
+        let (served_tx, served_rx) = mpsc::channel(config.blob.serving_max);
+        EventLoop {
+            swarm,
+            commands,
+            events,
+            served_tx,
+            served_rx,
+            serving: 0,
+            store,
+            config,
+            verified: HashMap::new(),
+            banned: HashMap::new(),
+            app_scores: HashMap::new(),
+            pending_sync: HashMap::new(),
+            pending_blob: HashMap::new(),
+            pending_providers: HashMap::new(),
+            pending_provide: HashMap::new(),
+        }
+    }
+
+    /// Runs the node's network until every [`super::NetworkClient`] is dropped.
+    pub async fn run(mut self) {
+        self.dial_bootstrap();
+        loop {
+            tokio::select! {
+                event = self.swarm.select_next_some() => self.on_swarm_event(event),
+                command = self.commands.recv() => match command {
+                    Some(command) => self.on_command(command),
+                    None => break,
+                },
+                Some(served) = self.served_rx.recv() => {
+                    self.serving -= 1;
+                    if self.swarm.behaviour_mut().blob.send_response(served.channel, served.response).is_err() {
+                        tracing::debug!("a blob chunk's requester went away before the answer");
+                    }
+                }
+            }
+        }
+        tracing::info!("network event loop stopped: every client is gone");
+    }
+
+    fn dial_bootstrap(&mut self) {
+        for address in self.config.bootstrap.clone() {
+            if let Some((peer, bare)) = split_peer(&address) {
+                self.swarm.behaviour_mut().kad.add_address(&peer, bare);
+            }
+            if let Err(error) = self.swarm.dial(address.clone()) {
+                tracing::warn!(%address, %error, "cannot dial a bootstrap peer");
+            }
+        }
+    }
+
+    /// Hands an event to the application without ever blocking the swarm; says whether it was
+    /// delivered (not when the application's queue is full or gone).
+    fn emit(&self, event: NetworkEvent) -> bool {
+        match self.events.try_send(event) {
+            Ok(()) => true,
+            Err(e) => {
+                let event = e.into_inner();
+                tracing::warn!(?event, "the application's event queue is full or closed; dropped");
+                false
+            }
+        }
+    }
+
+    fn ban(&mut self, peer: PeerId) {
+        let now = Instant::now();
+        self.banned.retain(|_, until| *until > now);
+        if self.banned.len() >= BANNED_MAX
+            && let Some(oldest) =
+                self.banned.iter().min_by_key(|(_, until)| **until).map(|(p, _)| *p)
+        {
+            self.banned.remove(&oldest);
+        }
+        self.banned.insert(peer, now + self.config.ban_duration);
+        let behaviour = self.swarm.behaviour_mut();
+        behaviour.gossipsub.blacklist_peer(&peer);
+        behaviour.kad.remove_peer(&peer);
+        let _ = self.swarm.disconnect_peer_id(peer);
+    }
+
+    fn is_banned(&mut self, peer: &PeerId) -> bool {
+        match self.banned.get(peer) {
+            Some(until) if *until > Instant::now() => true,
+            Some(_) => {
+                self.banned.remove(peer);
+                self.swarm.behaviour_mut().gossipsub.remove_blacklisted_peer(peer);
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// Disconnects and bans a peer whose gossipsub score fell under the graylist threshold.
+    fn enforce_score(&mut self, peer: PeerId) -> Option<f64> {
+        let score = self.swarm.behaviour().gossipsub.peer_score(&peer);
+        if let Some(s) = score
+            && s < GRAYLIST_THRESHOLD
+        {
+            tracing::warn!(%peer, score = s, "peer's score is under the graylist threshold: disconnecting and banning it");
+            self.ban(peer);
+        }
+        score
+    }
+
+    fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::NewListenAddr { address, .. } => {
+                tracing::info!(%address, "listening");
+                self.emit(NetworkEvent::Listening { address });
+            }
+            SwarmEvent::ConnectionEstablished { peer_id, endpoint, .. } => {
+                if self.is_banned(&peer_id) {
+                    tracing::debug!(peer = %peer_id, "closing a connection from a banned peer");
+                    let _ = self.swarm.disconnect_peer_id(peer_id);
+                } else {
+                    tracing::debug!(peer = %peer_id, address = %endpoint.get_remote_address(), "connection established");
+                }
+            }
+            SwarmEvent::ConnectionClosed { peer_id, num_established: 0, cause, .. } => {
+                tracing::debug!(peer = %peer_id, ?cause, "last connection closed");
+                if self.verified.remove(&peer_id).is_some() {
+                    self.emit(NetworkEvent::PeerDisconnected { peer: peer_id });
+                }
+            }
+            SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
+                tracing::debug!(peer = ?peer_id, %error, "dial failed");
+            }
+            SwarmEvent::Behaviour(event) => self.on_behaviour_event(event),
+            _ => {}
+        }
+    }
+
+    fn on_behaviour_event(&mut self, event: BehaviourEvent) {
+        match event {
+            BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
+                self.on_identify(peer_id, info)
+            }
+            BehaviourEvent::Gossipsub(event) => self.on_gossip(event),
+            BehaviourEvent::Kad(event) => self.on_kad(event),
+            BehaviourEvent::Mdns(mdns::Event::Discovered(found)) => {
+                for (peer, address) in found {
+                    if !self.swarm.is_connected(&peer) && !self.is_banned(&peer) {
+                        tracing::debug!(%peer, %address, "mDNS found a peer; dialing it");
+                        let _ = self.swarm.dial(address);
+                    }
+                }
+            }
+            BehaviourEvent::Sync(event) => self.on_sync(event),
+            BehaviourEvent::Blob(event) => self.on_blob(event),
+            _ => {}
+        }
+    }
+
+    fn on_identify(&mut self, peer: PeerId, info: identify::Info) {
+        if let Err(reason) = handshake::check(
+            &self.config.chain_id,
+            &self.config.genesis_hash,
+            &info.protocol_version,
+        ) {
+            self.refuse(peer, reason);
+            return;
+        }
+        for address in info.listen_addrs {
+            self.swarm.behaviour_mut().kad.add_address(&peer, address);
+        }
+        if let Entry::Vacant(entry) = self.verified.entry(peer) {
+            let account = account_of(&info.public_key);
+            tracing::info!(%peer, account = ?account, "peer passed the chain handshake");
+            entry.insert(account);
+            self.emit(NetworkEvent::PeerConnected { peer, account });
+        }
+    }
+
+    fn refuse(&mut self, peer: PeerId, reason: HandshakeError) {
+        tracing::warn!(%peer, %reason, "refusing a peer");
+        self.verified.remove(&peer);
+        self.ban(peer);
+        self.emit(NetworkEvent::PeerRefused { peer, reason });
+    }
+
+    fn on_gossip(&mut self, event: gossipsub::Event) {
+        match event {
+            gossipsub::Event::Message { propagation_source, message_id, message } => {
+                let topic = Topic::from_hash(&self.config.chain_id, &message.topic);
+                let checked = match topic {
+                    Some(topic) => check_stateless(
+                        &self.config.chain_id,
+                        topic,
+                        &message.data,
+                        self.config.gossip_bytes_max,
+                        self.config.tx_bytes_max,
+                    ),
+                    None => Err(super::GossipError::UnknownTopic(message.topic.to_string())),
+                };
+                match checked {
+                    Ok(message) => {
+                        let id =
+                            GossipId { message_id: message_id.clone(), source: propagation_source };
+                        if !self.emit(NetworkEvent::GossipReceived { id, message }) {
+                            self.report(
+                                &message_id,
+                                &propagation_source,
+                                MessageAcceptance::Ignore,
+                            );
+                        }
+                    }
+                    Err(error) => {
+                        tracing::warn!(source = %propagation_source, ?topic, %error, "rejecting gossip");
+                        self.report(&message_id, &propagation_source, MessageAcceptance::Reject);
+                        self.emit(NetworkEvent::GossipRejected {
+                            source: propagation_source,
+                            topic,
+                            error,
+                        });
+                        self.enforce_score(propagation_source);
+                    }
+                }
+            }
+            gossipsub::Event::Subscribed { peer_id, topic } => {
+                if let Some(topic) = Topic::from_hash(&self.config.chain_id, &topic) {
+                    self.emit(NetworkEvent::PeerSubscribed { peer: peer_id, topic });
+                }
+            }
+            gossipsub::Event::SlowPeer { peer_id, failed_messages } => {
+                tracing::warn!(peer = %peer_id, ?failed_messages, "a peer is too slow to take our gossip");
+            }
+            _ => {}
+        }
+    }
+
+    fn report(
+        &mut self,
+        id: &gossipsub::MessageId,
+        source: &PeerId,
+        acceptance: MessageAcceptance,
+    ) {
+        let found = self
+            .swarm
+            .behaviour_mut()
+            .gossipsub
+            .report_message_validation_result(id, source, acceptance);
+        if !found {
+            tracing::debug!(message = %id, "validated a message gossipsub no longer holds");
+        }
+    }
+
+    fn on_kad(&mut self, event: kad::Event) {
+        match event {
+            kad::Event::RoutingUpdated { peer, is_new_peer: true, .. } => {
+                tracing::debug!(%peer, "Kademlia added a peer");
+                self.emit(NetworkEvent::PeerDiscovered { peer });
+            }
+            kad::Event::OutboundQueryProgressed { id, result, step, .. } => match result {
+                kad::QueryResult::GetProviders(Ok(kad::GetProvidersOk::FoundProviders {
+                    providers,
+                    ..
+                })) => {
+                    if let Some((found, _)) = self.pending_providers.get_mut(&id) {
+                        found.extend(providers);
+                        // One provider is enough to start; the caller tries them in turn.
+                        if let Some(mut query) = self.swarm.behaviour_mut().kad.query_mut(&id) {
+                            query.finish();
+                        }
+                    }
+                }
+                kad::QueryResult::GetProviders(result) => {
+                    if let Err(error) = &result {
+                        tracing::debug!(%error, "provider query ended");
+                    }
+                    if step.last
+                        && let Some((found, reply)) = self.pending_providers.remove(&id)
+                    {
+                        let _ = reply.send(found);
+                    }
+                }
+                kad::QueryResult::StartProviding(result) => {
+                    if let Some(reply) = self.pending_provide.remove(&id) {
+                        let _ = reply
+                            .send(result.map(|_| ()).map_err(|e| NetworkError::Kad(e.to_string())));
+                    }
+                }
+                kad::QueryResult::Bootstrap(Err(error)) => {
+                    tracing::debug!(%error, "Kademlia bootstrap failed");
+                }
+                _ => {}
+            },
+            _ => {}
+        }
+        // A query that ended after its first provider was found reports no last step with the
+        // answer in it: answer when the query is gone.
+        let ended: Vec<kad::QueryId> = self
+            .pending_providers
+            .keys()
+            .filter(|id| self.swarm.behaviour_mut().kad.query(id).is_none())
+            .copied()
+            .collect();
+        for id in ended {
+            if let Some((found, reply)) = self.pending_providers.remove(&id) {
+                let _ = reply.send(found);
+            }
+        }
+    }
+
+    fn on_sync(&mut self, event: request_response::Event<super::codec::SyncRequest, SyncResponse>) {
+        match event {
+            request_response::Event::Message { peer, message, .. } => match message {
+                request_response::Message::Request { request, channel, .. } => {
+                    let responder = SyncResponder(channel);
+                    self.emit(NetworkEvent::SyncRequested { peer, request, responder });
+                }
+                request_response::Message::Response { request_id, response } => {
+                    if let Some(reply) = self.pending_sync.remove(&request_id) {
+                        let _ = reply.send(Ok(response));
+                    }
+                }
+            },
+            request_response::Event::OutboundFailure { peer, request_id, error, .. } => {
+                if let Some(reply) = self.pending_sync.remove(&request_id) {
+                    let _ =
+                        reply.send(Err(RequestError::Failed { peer, reason: error.to_string() }));
+                }
+            }
+            request_response::Event::InboundFailure { peer, error, .. } => {
+                tracing::debug!(%peer, %error, "a sync request from a peer failed");
+            }
+            request_response::Event::ResponseSent { .. } => {}
+        }
+    }
+
+    fn on_blob(&mut self, event: request_response::Event<BlobRequest, BlobResponse>) {
+        match event {
+            request_response::Event::Message { peer, message, .. } => match message {
+                request_response::Message::Request { request, channel, .. } => {
+                    self.serve_blob(peer, request, channel)
+                }
+                request_response::Message::Response { request_id, response } => {
+                    if let Some(reply) = self.pending_blob.remove(&request_id) {
+                        let _ = reply.send(Ok(response));
+                    }
+                }
+            },
+            request_response::Event::OutboundFailure { peer, request_id, error, .. } => {
+                if let Some(reply) = self.pending_blob.remove(&request_id) {
+                    let _ =
+                        reply.send(Err(RequestError::Failed { peer, reason: error.to_string() }));
+                }
+            }
+            request_response::Event::InboundFailure { peer, error, .. } => {
+                tracing::debug!(%peer, %error, "a blob request from a peer failed");
+            }
+            request_response::Event::ResponseSent { .. } => {}
+        }
+    }
+
+    /// Reads the chunk on a blocking thread; the answer comes back through `served`.
+    fn serve_blob(
+        &mut self,
+        peer: PeerId,
+        request: BlobRequest,
+        channel: ResponseChannel<BlobResponse>,
+    ) {
+        if self.serving >= self.config.blob.serving_max {
+            tracing::debug!(%peer, "busy: refusing a blob chunk request");
+            let _ = self.swarm.behaviour_mut().blob.send_response(channel, BlobResponse::Busy);
+            return;
+        }
+        self.serving += 1;
+        let store = self.store.clone();
+        let served = self.served_tx.clone();
+        let length = u64::from(request.length.min(self.config.blob.chunk_bytes));
+        tokio::task::spawn_blocking(move || {
+            let response = match store.read_range(&request.hash, request.offset, length) {
+                Ok(Some((size_bytes, data))) => BlobResponse::Chunk { size_bytes, data },
+                Ok(None) => BlobResponse::NotFound,
+                Err(BlobStoreError::BadRange { .. }) => BlobResponse::BadRange,
+                Err(error) => {
+                    tracing::warn!(%peer, hash = %request.hash, %error, "cannot read a blob chunk to serve");
+                    BlobResponse::NotFound
+                }
+            };
+            // Capacity equals `serving_max`, so this never waits long.
+            let _ = served.blocking_send(Served { channel, response });
+        });
+    }
+
+    fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Dial { address, reply } => {
+                if let Some((peer, bare)) = split_peer(&address) {
+                    self.swarm.behaviour_mut().kad.add_address(&peer, bare);
+                }
+                let result = self
+                    .swarm
+                    .dial(address.clone())
+                    .map_err(|e| NetworkError::Dial { address, reason: e.to_string() });
+                let _ = reply.send(result);
+            }
+            Command::ListenAddresses { reply } => {
+                let _ = reply.send(self.swarm.listeners().cloned().collect());
+            }
+            Command::Publish { topic, data, reply } => {
+                let ident = topic.ident(&self.config.chain_id);
+                let result = self.swarm.behaviour_mut().gossipsub.publish(ident, data).map(|_| ());
+                let result = match result {
+                    // The same bytes were published before: content ids make that one message.
+                    Ok(()) | Err(gossipsub::PublishError::Duplicate) => Ok(()),
+                    Err(e) => Err(NetworkError::Publish { topic, reason: e.to_string() }),
+                };
+                let _ = reply.send(result);
+            }
+            Command::Validate { id, validation } => {
+                self.report(&id.message_id, &id.source, validation.into());
+            }
+            Command::RequestSync { peer, request, reply } => {
+                let id = self.swarm.behaviour_mut().sync.send_request(&peer, request);
+                self.pending_sync.insert(id, reply);
+            }
+            Command::RespondSync { responder, response } => {
+                if self.swarm.behaviour_mut().sync.send_response(responder.0, response).is_err() {
+                    tracing::debug!("a sync requester went away before the answer");
+                }
+            }
+            Command::RequestBlob { peer, request, reply } => {
+                let id = self.swarm.behaviour_mut().blob.send_request(&peer, request);
+                self.pending_blob.insert(id, reply);
+            }
+            Command::Provide { hash, reply } => self.provide(hash, reply),
+            Command::FindProviders { hash, reply } => {
+                if self.pending_providers.len() >= KAD_PENDING_MAX {
+                    tracing::warn!(%hash, "too many provider queries pending; answering none");
+                    let _ = reply.send(HashSet::new());
+                    return;
+                }
+                let id = self.swarm.behaviour_mut().kad.get_providers(blob_key(&hash));
+                self.pending_providers.insert(id, (HashSet::new(), reply));
+            }
+            Command::Penalize { peer, reason } => self.penalize(peer, reason),
+            Command::Peers { reply } => {
+                let gossipsub = &self.swarm.behaviour().gossipsub;
+                let chain_id = &self.config.chain_id;
+                let peers = self
+                    .verified
+                    .iter()
+                    .map(|(peer, account)| PeerInfo {
+                        peer: *peer,
+                        account: *account,
+                        score: gossipsub.peer_score(peer),
+                        mesh_topics: Topic::ALL
+                            .into_iter()
+                            .filter(|t| {
+                                gossipsub.mesh_peers(&t.ident(chain_id).hash()).any(|p| p == peer)
+                            })
+                            .collect(),
+                    })
+                    .collect();
+                let _ = reply.send(peers);
+            }
+        }
+    }
+
+    fn provide(&mut self, hash: Hash, reply: Reply<Result<(), NetworkError>>) {
+        if self.pending_provide.len() >= KAD_PENDING_MAX {
+            let _ =
+                reply.send(Err(NetworkError::Kad("too many provide operations pending".into())));
+            return;
+        }
+        match self.swarm.behaviour_mut().kad.start_providing(blob_key(&hash)) {
+            Ok(id) => {
+                self.pending_provide.insert(id, reply);
+            }
+            Err(e) => {
+                let _ = reply.send(Err(NetworkError::Kad(e.to_string())));
+            }
+        }
+    }
+
+    fn penalize(&mut self, peer: PeerId, reason: Misbehavior) {
+        if self.app_scores.len() >= BANNED_MAX {
+            let swarm = &self.swarm;
+            self.app_scores.retain(|p, _| swarm.is_connected(p));
+        }
+        let score = self.app_scores.entry(peer).or_insert(0.0);
+        *score -= reason.penalty();
+        let app_score = *score;
+        self.swarm.behaviour_mut().gossipsub.set_application_score(&peer, app_score);
+        let score = self.swarm.behaviour().gossipsub.peer_score(&peer);
+        tracing::warn!(%peer, ?reason, app_score, ?score, "penalized a peer");
+        self.emit(NetworkEvent::PeerPenalized { peer, reason, score });
+        self.enforce_score(peer);
+    }
+}
+
+/// The Kademlia key under which a blob's providers are recorded: its sha256.
+fn blob_key(hash: &Hash) -> kad::RecordKey {
+    kad::RecordKey::new(hash.as_bytes())
+}
+
+/// Splits `/…/p2p/<id>` into the peer and the address without the suffix.
+fn split_peer(address: &Multiaddr) -> Option<(PeerId, Multiaddr)> {
+    let mut bare = address.clone();
+    match bare.pop()? {
+        Protocol::P2p(peer) => Some((peer, bare)),
+        _ => None,
+    }
+}

@@ -1,0 +1,333 @@
+//! Gossip topics, message ids, and the stateless half of gossip validation.
+//!
+//! Topics are `/crucible/<chain_id>/{txs,consensus,blocks}/1`. A message id is a domain-tagged
+//! sha256 of the topic and the message bytes, so the same bytes relayed by many peers are one
+//! message, and no two topics share an id.
+//!
+//! Every received message is checked in a fixed order: size, decode, signature, chain id (here,
+//! [`check_stateless`]), then the state check (the application's, answered with
+//! [`Validation`]). A stateless failure is a [`Validation::Reject`]: only a faulty or malicious
+//! peer sends bytes that are oversized, malformed, badly signed or for another chain, so
+//! gossipsub lowers the sender's score. A stateful failure (stale height, used nonce, duplicate)
+//! is a [`Validation::Ignore`]: honest relays forward those too.
+
+use std::fmt;
+
+use consensus::bft::{Message as ConsensusMessage, SignedProposal};
+use consensus::block::Block;
+use consensus::crypto::{Domain, SignatureError, verify};
+use consensus::encoding::{DecodeError, decode, encode};
+use consensus::hash::tagged_hash;
+use consensus::tx::SignedTx;
+use consensus::types::{Hash, Height};
+use consensus::validators::VALIDATORS_MAX;
+use consensus::vote::CommitCertificate;
+use libp2p::gossipsub::{IdentTopic, MessageAcceptance, TopicHash};
+use serde::{Deserialize, Serialize};
+
+/// Domain tag of gossip message ids.
+pub const MESSAGE_ID_TAG: &[u8] = b"crucible/gossip-id/v1";
+
+/// The three gossip topics of a chain.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Topic {
+    /// Signed transactions ([`SignedTx`]).
+    Txs,
+    /// Proposals and votes between validators ([`ConsensusMessage<Block>`]).
+    Consensus,
+    /// Committed blocks with their certificates ([`CommittedBlock`]).
+    Blocks,
+}
+
+impl Topic {
+    /// Every topic.
+    pub const ALL: [Topic; 3] = [Topic::Txs, Topic::Consensus, Topic::Blocks];
+
+    /// The topic's short name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Topic::Txs => "txs",
+            Topic::Consensus => "consensus",
+            Topic::Blocks => "blocks",
+        }
+    }
+
+    /// The gossipsub topic of this chain: `/crucible/<chain_id>/<name>/1`.
+    pub fn ident(self, chain_id: &str) -> IdentTopic {
+        IdentTopic::new(format!("/crucible/{chain_id}/{}/1", self.name()))
+    }
+
+    /// Which of this chain's topics `hash` is, if any.
+    pub fn from_hash(chain_id: &str, hash: &TopicHash) -> Option<Topic> {
+        Topic::ALL.into_iter().find(|t| t.ident(chain_id).hash() == *hash)
+    }
+}
+
+impl fmt::Display for Topic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A gossip message's id: `tagged_hash(MESSAGE_ID_TAG, [topic, data])`.
+pub fn message_id(topic: &TopicHash, data: &[u8]) -> Hash {
+    tagged_hash(MESSAGE_ID_TAG, &[topic.as_str().as_bytes(), data])
+}
+
+/// A committed block with the certificate that committed it: the `blocks` topic's payload, and
+/// what `sync` returns.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CommittedBlock {
+    /// The block.
+    pub block: Block,
+    /// A quorum of precommits for it.
+    pub commit: CommitCertificate,
+}
+
+impl CommittedBlock {
+    /// The block's height.
+    pub fn height(&self) -> Height {
+        self.block.header.height
+    }
+}
+
+/// A gossip message that passed the stateless checks.
+#[derive(Clone, Debug, PartialEq)]
+pub enum GossipMessage {
+    /// A signed transaction.
+    Tx(Box<SignedTx>),
+    /// A proposal or vote.
+    Consensus(Box<ConsensusMessage<Block>>),
+    /// A committed block.
+    Block(Box<CommittedBlock>),
+}
+
+impl GossipMessage {
+    /// The topic the message travels on.
+    pub fn topic(&self) -> Topic {
+        match self {
+            GossipMessage::Tx(_) => Topic::Txs,
+            GossipMessage::Consensus(_) => Topic::Consensus,
+            GossipMessage::Block(_) => Topic::Blocks,
+        }
+    }
+
+    /// The message's canonical bytes, as published.
+    pub fn encode(&self) -> Vec<u8> {
+        match self {
+            GossipMessage::Tx(tx) => encode(tx.as_ref()),
+            GossipMessage::Consensus(message) => encode(message.as_ref()),
+            GossipMessage::Block(committed) => encode(committed.as_ref()),
+        }
+    }
+}
+
+/// The application's answer to a gossip message, which gossipsub acts on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Validation {
+    /// Valid: deliver and forward it.
+    Accept,
+    /// Invalid in itself: drop it and lower the sender's score.
+    Reject,
+    /// Not useful now (stale, duplicate, nonce used): drop it without penalty.
+    Ignore,
+}
+
+impl From<Validation> for MessageAcceptance {
+    fn from(v: Validation) -> MessageAcceptance {
+        match v {
+            Validation::Accept => MessageAcceptance::Accept,
+            Validation::Reject => MessageAcceptance::Reject,
+            Validation::Ignore => MessageAcceptance::Ignore,
+        }
+    }
+}
+
+/// Why a gossip message failed the stateless checks (always a [`Validation::Reject`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GossipError {
+    /// Over the chain's gossip limit.
+    #[error("message is {found} bytes, over the limit of {limit}")]
+    Oversized {
+        /// Its size.
+        found: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// Not on one of this chain's topics.
+    #[error("message on unknown topic {0}")]
+    UnknownTopic(String),
+    /// The bytes do not decode.
+    #[error("malformed: {0}")]
+    Malformed(#[from] DecodeError),
+    /// A signature fails the acceptance rule.
+    #[error("bad signature: {0}")]
+    BadSignature(#[from] SignatureError),
+    /// A proposal names another block than it carries, or a certificate another block.
+    #[error("{0}")]
+    Inconsistent(String),
+    /// The message is for another chain.
+    #[error("message is for chain {found:?}, this is {expected:?}")]
+    WrongChain {
+        /// This chain.
+        expected: String,
+        /// The message's chain.
+        found: String,
+    },
+}
+
+/// Size, decode, signature and chain id checks of one gossip message, in that order.
+/// `gossip_bytes_max` is the chain's gossip limit, `tx_bytes_max` its largest transaction.
+pub fn check_stateless(
+    chain_id: &str,
+    topic: Topic,
+    data: &[u8],
+    gossip_bytes_max: usize,
+    tx_bytes_max: usize,
+) -> Result<GossipMessage, GossipError> {
+    if data.len() > gossip_bytes_max {
+        return Err(GossipError::Oversized { found: data.len(), limit: gossip_bytes_max });
+    }
+    let wrong_chain =
+        |found: &str| GossipError::WrongChain { expected: chain_id.into(), found: found.into() };
+    match topic {
+        Topic::Txs => {
+            let tx = SignedTx::decode(data, tx_bytes_max)?;
+            // The signer's signature over its own chain id first, so a tx of another chain is
+            // named as such rather than as a bad signature.
+            tx.verify(&tx.tx.chain_id)?;
+            if tx.tx.chain_id != chain_id {
+                return Err(wrong_chain(&tx.tx.chain_id));
+            }
+            Ok(GossipMessage::Tx(Box::new(tx)))
+        }
+        Topic::Consensus => {
+            let message: ConsensusMessage<Block> = decode("consensus message", data, data.len())?;
+            match &message {
+                ConsensusMessage::Proposal { proposal, block } => {
+                    check_proposal(chain_id, proposal, block)?
+                }
+                // Votes carry no chain id: the signature covers ours, so a vote of another chain
+                // fails here.
+                ConsensusMessage::Vote(vote) => vote.verify(chain_id)?,
+            }
+            Ok(GossipMessage::Consensus(Box::new(message)))
+        }
+        Topic::Blocks => {
+            let committed: CommittedBlock = decode("committed block", data, data.len())?;
+            check_certificate_signatures(&committed.block.header.chain_id, &committed)?;
+            if committed.block.header.chain_id != chain_id {
+                return Err(wrong_chain(&committed.block.header.chain_id));
+            }
+            Ok(GossipMessage::Block(Box::new(committed)))
+        }
+    }
+}
+
+fn check_proposal(
+    chain_id: &str,
+    proposal: &SignedProposal,
+    block: &Block,
+) -> Result<(), GossipError> {
+    if block.hash() != proposal.proposal.block {
+        return Err(GossipError::Inconsistent(format!(
+            "proposal names block {} but carries block {}",
+            proposal.proposal.block,
+            block.hash()
+        )));
+    }
+    if block.header.height != proposal.proposal.height {
+        return Err(GossipError::Inconsistent(format!(
+            "proposal is for height {} but carries a block of height {}",
+            proposal.proposal.height, block.header.height
+        )));
+    }
+    proposal.verify(chain_id)?;
+    if block.header.chain_id != chain_id {
+        return Err(GossipError::WrongChain {
+            expected: chain_id.into(),
+            found: block.header.chain_id.clone(),
+        });
+    }
+    Ok(())
+}
+
+/// Every precommit signature of the certificate valid for its block, and the certificate naming
+/// that block. Whether the signers are a quorum of the height's validators is the state check.
+fn check_certificate_signatures(
+    chain_id: &str,
+    committed: &CommittedBlock,
+) -> Result<(), GossipError> {
+    let cert = &committed.commit;
+    if cert.block != committed.block.hash() || cert.height != committed.block.header.height {
+        return Err(GossipError::Inconsistent(format!(
+            "certificate commits height {} block {}, not the carried block",
+            cert.height, cert.block
+        )));
+    }
+    if cert.signatures.is_empty() || cert.signatures.len() > VALIDATORS_MAX {
+        return Err(GossipError::Inconsistent(format!(
+            "certificate has {} signatures; 1..={VALIDATORS_MAX} expected",
+            cert.signatures.len()
+        )));
+    }
+    let message = encode(&cert.vote());
+    for sig in &cert.signatures {
+        verify(Domain::Precommit, chain_id, &sig.validator, &message, &sig.signature)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use consensus::crypto::Keypair;
+    use consensus::tx::{Tx, TxKind};
+    use consensus::types::{AccountId, Amount, Nonce};
+
+    use super::*;
+
+    fn tx(chain: &str) -> SignedTx {
+        let key = Keypair::from_seed([3; 32]);
+        let kind = TxKind::Transfer { to: AccountId([9; 32]), amount: Amount(5) };
+        SignedTx::sign(&key, Tx { chain_id: chain.into(), nonce: Nonce(0), kind })
+    }
+
+    #[test]
+    fn topics_and_ids_are_per_chain() {
+        assert_eq!(Topic::Txs.ident("c1").hash().as_str(), "/crucible/c1/txs/1");
+        let hash = Topic::Blocks.ident("c1").hash();
+        assert_eq!(Topic::from_hash("c1", &hash), Some(Topic::Blocks));
+        assert_eq!(Topic::from_hash("c2", &hash), None);
+        let other = Topic::Txs.ident("c1").hash();
+        assert_ne!(message_id(&hash, b"x"), message_id(&other, b"x"));
+    }
+
+    #[test]
+    fn stateless_checks_run_in_order() {
+        let good = encode(&tx("c1"));
+        let checked = check_stateless("c1", Topic::Txs, &good, 1 << 20, 1 << 16).unwrap();
+        assert_eq!(checked, GossipMessage::Tx(Box::new(tx("c1"))));
+        assert!(matches!(
+            check_stateless("c1", Topic::Txs, &good, 10, 1 << 16),
+            Err(GossipError::Oversized { .. })
+        ));
+        assert!(matches!(
+            check_stateless("c1", Topic::Txs, b"\xff\xff", 1 << 20, 1 << 16),
+            Err(GossipError::Malformed(_))
+        ));
+        let mut forged = tx("c1");
+        forged.tx.nonce = Nonce(1);
+        assert!(matches!(
+            check_stateless("c1", Topic::Txs, &encode(&forged), 1 << 20, 1 << 16),
+            Err(GossipError::BadSignature(_))
+        ));
+        assert!(matches!(
+            check_stateless("c1", Topic::Txs, &encode(&tx("c2")), 1 << 20, 1 << 16),
+            Err(GossipError::WrongChain { .. })
+        ));
+        assert!(matches!(
+            check_stateless("c1", Topic::Consensus, &good, 1 << 20, 1 << 16),
+            Err(GossipError::Malformed(_) | GossipError::BadSignature(_))
+        ));
+    }
+}

@@ -1,0 +1,460 @@
+//! The network layer end to end: in-process swarms over TCP on 127.0.0.1, each on a free port.
+//!
+//! Every node runs a small application task that plays the role loop's part: it answers gossip
+//! with a mempool's verdict and sync requests from a ledger, and forwards every other event to the
+//! test. Waits are bounded: a wait that times out fails the test and names what it waited for.
+
+use std::future::Future;
+use std::time::Duration;
+
+use consensus::chain::{Ledger, build_block};
+use consensus::crypto::Keypair;
+use consensus::genesis::{Genesis, GenesisBalance, GenesisValidator, Params};
+use consensus::hash::sha256;
+use consensus::state::State;
+use consensus::storage::MemStore;
+use consensus::tx::{SignedTx, Tx, TxKind};
+use consensus::types::{AccountId, Amount, Height, Nonce, Round};
+use consensus::vote::{CommitCertificate, SignedVote, Vote, VoteKind};
+use libp2p::multiaddr::Protocol;
+use libp2p::{Multiaddr, PeerId};
+use node::keystore;
+use node::mempool::{Mempool, MempoolLimits};
+use node::network::codec::{SyncRequest, SyncResponse};
+use node::network::{
+    self, BlobFetchError, GossipMessage, HandshakeError, Misbehavior, NetworkClient, NetworkConfig,
+    NetworkEvent, SyncLimits, Topic, Validation,
+};
+use tokio::sync::mpsc;
+
+/// Longest any single wait may take before the test fails.
+const WAIT: Duration = Duration::from_secs(60);
+
+const CHAIN: &str = "crucible-net-test";
+
+fn validator_key() -> Keypair {
+    Keypair::from_seed([200; 32])
+}
+
+fn sender_key() -> Keypair {
+    Keypair::from_seed([201; 32])
+}
+
+fn genesis(chain_id: &str, genesis_time_ms: u64) -> Genesis {
+    let validator = validator_key();
+    Genesis {
+        chain_id: chain_id.into(),
+        genesis_time_ms,
+        validators: vec![GenesisValidator {
+            account: validator.account(),
+            stake: Amount(100),
+            name: "v".into(),
+        }],
+        balances: vec![GenesisBalance { account: sender_key().account(), amount: Amount(1_000) }],
+        params: Params::default(),
+        tasks: Vec::new(),
+    }
+}
+
+fn transfer(nonce: u64, amount: u64) -> SignedTx {
+    let kind = TxKind::Transfer { to: AccountId([9; 32]), amount: Amount(amount) };
+    SignedTx::sign(&sender_key(), Tx { chain_id: CHAIN.into(), nonce: Nonce(nonce), kind })
+}
+
+/// A node under test: its client, the events its application task forwards, its address.
+struct TestNode {
+    client: NetworkClient,
+    events: mpsc::Receiver<NetworkEvent>,
+    address: Multiaddr,
+    peer: PeerId,
+    _dir: tempfile::TempDir,
+}
+
+/// Plays the role loop: answers gossip with the mempool's verdict and sync from the ledger.
+async fn application(
+    client: NetworkClient,
+    mut events: mpsc::Receiver<NetworkEvent>,
+    forward: mpsc::Sender<NetworkEvent>,
+    mut mempool: Mempool,
+    ledger: Ledger,
+    limits: SyncLimits,
+) {
+    while let Some(event) = events.recv().await {
+        match event {
+            NetworkEvent::GossipReceived { id, message } => {
+                let validation = match &message {
+                    GossipMessage::Tx(tx) => match mempool.insert(tx.as_ref().clone()) {
+                        Ok(_) => Validation::Accept,
+                        Err(error) => error.validation(),
+                    },
+                    _ => Validation::Ignore,
+                };
+                client.validate(id.clone(), validation).await.unwrap();
+                let _ = forward.send(NetworkEvent::GossipReceived { id, message }).await;
+            }
+            NetworkEvent::SyncRequested { request, responder, .. } => {
+                let response = network::sync::serve(&ledger, &request, &limits);
+                client.respond_sync(responder, response).await.unwrap();
+            }
+            other => {
+                let _ = forward.send(other).await;
+            }
+        }
+    }
+}
+
+async fn spawn_node_with(
+    seed: u8,
+    genesis: &Genesis,
+    ledger: Option<Ledger>,
+    bootstrap: Vec<Multiaddr>,
+) -> TestNode {
+    // `RUST_LOG=node=debug` shows what the nodes did.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    let key = Keypair::from_seed([seed; 32]);
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = NetworkConfig::for_chain(
+        &genesis.chain_id,
+        genesis.hash(),
+        &genesis.params,
+        dir.path().join("blobs"),
+    );
+    config.mdns = false;
+    config.bootstrap = bootstrap;
+    let limits = config.sync.clone();
+    let (client, events, event_loop) =
+        network::start(keystore::libp2p_keypair(&key).unwrap(), config).unwrap();
+    tokio::spawn(event_loop.run());
+    let state = State::from_genesis(genesis);
+    let mempool = Mempool::new(&state, MempoolLimits::for_chain(&genesis.params));
+    let ledger = match ledger {
+        Some(ledger) => ledger,
+        None => Ledger::open(Box::new(MemStore::new()), genesis).unwrap(),
+    };
+    let (forward, mut forwarded) = mpsc::channel(1_024);
+    tokio::spawn(application(client.clone(), events, forward, mempool, ledger, limits));
+    let peer = client.local_peer();
+    let listening = wait_for(&mut forwarded, "the node to listen", |e| match e {
+        NetworkEvent::Listening { address } => Some(address.clone()),
+        _ => None,
+    })
+    .await;
+    let address = listening.with(Protocol::P2p(peer));
+    TestNode { client, events: forwarded, address, peer, _dir: dir }
+}
+
+async fn spawn_node(seed: u8, bootstrap: Vec<Multiaddr>) -> TestNode {
+    spawn_node_with(seed, &genesis(CHAIN, 0), None, bootstrap).await
+}
+
+/// Waits for the first event `pick` accepts, skipping others; fails after [`WAIT`].
+async fn wait_for<T>(
+    events: &mut mpsc::Receiver<NetworkEvent>,
+    what: &str,
+    mut pick: impl FnMut(&NetworkEvent) -> Option<T>,
+) -> T {
+    let found = tokio::time::timeout(WAIT, async {
+        while let Some(event) = events.recv().await {
+            if let Some(found) = pick(&event) {
+                return Some(found);
+            }
+        }
+        None
+    })
+    .await;
+    match found {
+        Ok(Some(found)) => found,
+        Ok(None) => panic!("event stream ended while waiting for {what}"),
+        Err(_) => panic!("timed out after {WAIT:?} waiting for {what}"),
+    }
+}
+
+async fn bounded<T>(what: &str, future: impl Future<Output = T>) -> T {
+    tokio::time::timeout(WAIT, future)
+        .await
+        .unwrap_or_else(|_| panic!("timed out after {WAIT:?} waiting for {what}"))
+}
+
+async fn wait_connected(node: &mut TestNode, peer: PeerId, what: &str) {
+    wait_for(&mut node.events, what, |e| {
+        matches!(e, NetworkEvent::PeerConnected { peer: p, .. } if *p == peer).then_some(())
+    })
+    .await
+}
+
+/// Waits until `node` has `peer` in its gossip mesh for `topic`. Gossipsub grafts on its
+/// heartbeat and emits no event for it, so this polls the peer list.
+async fn wait_mesh(node: &TestNode, peer: PeerId, topic: Topic) {
+    bounded("a gossip mesh to form", async {
+        loop {
+            let peers = node.client.peers().await.unwrap();
+            if peers.iter().any(|p| p.peer == peer && p.mesh_topics.contains(&topic)) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+}
+
+/// Deterministic pseudo-random bytes (xorshift), so blob contents are reproducible.
+fn pseudo_random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_finds_a_peer_through_its_bootstrap_peer() {
+    let c = spawn_node(3, vec![]).await;
+    let mut b = spawn_node(2, vec![c.address.clone()]).await;
+    wait_connected(&mut b, c.peer, "B to connect to C").await;
+    // A knows only B; B knows C; Kademlia's bootstrap query takes A to C.
+    let mut a = spawn_node(1, vec![b.address.clone()]).await;
+    wait_connected(&mut a, b.peer, "A to connect to B").await;
+    wait_connected(&mut a, c.peer, "A to find and connect to C").await;
+    let peers = a.client.peers().await.unwrap();
+    let c_info = peers.iter().find(|p| p.peer == c.peer).expect("C among A's peers");
+    assert_eq!(c_info.account, Some(Keypair::from_seed([3; 32]).account()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_transaction_gossiped_from_one_node_reaches_the_others() {
+    // A line: A - B - C, so the tx reaches C only if B validates and forwards it.
+    let mut b = spawn_node(11, vec![]).await;
+    let mut a = spawn_node(12, vec![b.address.clone()]).await;
+    let mut c = spawn_node(13, vec![b.address.clone()]).await;
+    wait_connected(&mut a, b.peer, "A to connect to B").await;
+    wait_connected(&mut c, b.peer, "C to connect to B").await;
+    wait_mesh(&a, b.peer, Topic::Txs).await;
+    wait_mesh(&b, c.peer, Topic::Txs).await;
+
+    let tx = transfer(0, 5);
+    a.client.publish_tx(&tx).await.unwrap();
+    for (node, name) in [(&mut b, "B"), (&mut c, "C")] {
+        let got = wait_for(&mut node.events, &format!("{name} to receive the tx"), |e| match e {
+            NetworkEvent::GossipReceived { message: GossipMessage::Tx(t), .. } => {
+                Some(t.as_ref().clone())
+            }
+            _ => None,
+        })
+        .await;
+        assert_eq!(got, tx);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_20_mb_blob_is_found_transferred_and_verified() {
+    let a = spawn_node(21, vec![]).await;
+    let mut b = spawn_node(22, vec![a.address.clone()]).await;
+    wait_connected(&mut b, a.peer, "B to connect to A").await;
+
+    let bytes = pseudo_random_bytes(20_000_000, 21);
+    let hash = a.client.blob_store().put(&bytes).unwrap();
+    bounded("A to provide the blob", a.client.provide_blob(hash)).await.unwrap();
+
+    let providers = bounded("providers", b.client.find_providers(hash)).await.unwrap();
+    assert!(providers.contains(&a.peer), "A is a provider: {providers:?}");
+    let path = bounded("the fetch", b.client.fetch_blob(hash, 32 << 20)).await.unwrap();
+    let fetched = std::fs::read(&path).unwrap();
+    assert_eq!(fetched.len(), bytes.len());
+    assert_eq!(sha256(&fetched), hash);
+    assert!(b.client.blob_store().contains(&hash));
+    // Too small a limit is refused before anything is written.
+    let other = a.client.blob_store().put(&bytes[..1_000]).unwrap();
+    let refused = bounded("a refused fetch", b.client.fetch_blob_from(a.peer, other, 999)).await;
+    assert!(matches!(refused, Err(BlobFetchError::TooLarge { size_bytes: 1_000, .. })));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blob_whose_bytes_do_not_match_is_rejected_and_its_sender_penalized() {
+    let liar = spawn_node(31, vec![]).await;
+    let mut b = spawn_node(32, vec![liar.address.clone()]).await;
+    wait_connected(&mut b, liar.peer, "B to connect to the liar").await;
+
+    let bytes = pseudo_random_bytes(3_000_000, 31);
+    let hash = liar.client.blob_store().put(&bytes).unwrap();
+    // The liar serves other bytes under the same hash.
+    let mut forged = bytes.clone();
+    forged[1_234_567] ^= 0xff;
+    std::fs::write(liar.client.blob_store().path(&hash), &forged).unwrap();
+
+    let result = bounded("the fetch", b.client.fetch_blob_from(liar.peer, hash, 8 << 20)).await;
+    match result {
+        Err(BlobFetchError::HashMismatch { peer, hashes }) => {
+            assert_eq!(peer, liar.peer);
+            assert_eq!(hashes.expected, hash);
+            assert_eq!(hashes.found, sha256(&forged));
+        }
+        other => panic!("expected a hash mismatch, got {other:?}"),
+    }
+    assert!(!b.client.blob_store().contains(&hash));
+    let temp_files = std::fs::read_dir(b.client.blob_store().dir().join("tmp")).unwrap().count();
+    assert_eq!(temp_files, 0, "no temporary file is left behind");
+
+    let score = wait_for(&mut b.events, "the liar to be penalized", |e| match e {
+        NetworkEvent::PeerPenalized { peer, reason: Misbehavior::BadBlob, score }
+            if *peer == liar.peer =>
+        {
+            Some(*score)
+        }
+        _ => None,
+    })
+    .await;
+    let score = score.expect("the liar is scored");
+    assert!(score < network::GRAYLIST_THRESHOLD, "score {score} is under the graylist");
+    wait_for(&mut b.events, "the liar to be disconnected", |e| {
+        matches!(e, NetworkEvent::PeerDisconnected { peer } if *peer == liar.peer).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_sending_bad_gossip_is_penalized_while_honest_messages_flow() {
+    let mut victim = spawn_node(41, vec![]).await;
+    let mut bad = spawn_node(42, vec![victim.address.clone()]).await;
+    let mut honest = spawn_node(43, vec![victim.address.clone()]).await;
+    wait_connected(&mut bad, victim.peer, "the bad peer to connect").await;
+    wait_connected(&mut honest, victim.peer, "the honest peer to connect").await;
+    wait_mesh(&bad, victim.peer, Topic::Txs).await;
+    wait_mesh(&honest, victim.peer, Topic::Txs).await;
+
+    // Malformed bytes, and a well-formed tx whose signature does not cover its content.
+    let mut forged = transfer(0, 1);
+    forged.tx.kind = TxKind::Transfer { to: AccountId([9; 32]), amount: Amount(999) };
+    let bad_messages =
+        [b"not a transaction".to_vec(), forged.encode(), vec![0xff; 100], vec![1, 2, 3]];
+    for data in bad_messages {
+        bad.client.publish(Topic::Txs, data).await.unwrap();
+    }
+    let mut rejected = 0;
+    wait_for(&mut victim.events, "the bad peer to be disconnected", |e| match e {
+        NetworkEvent::GossipRejected { source, .. } if *source == bad.peer => {
+            rejected += 1;
+            None
+        }
+        NetworkEvent::PeerDisconnected { peer } if *peer == bad.peer => Some(()),
+        _ => None,
+    })
+    .await;
+    assert!(rejected >= 3, "{rejected} messages rejected before the disconnect");
+
+    let tx = transfer(0, 7);
+    honest.client.publish_tx(&tx).await.unwrap();
+    let got = wait_for(&mut victim.events, "the honest tx", |e| match e {
+        NetworkEvent::GossipReceived { id, message: GossipMessage::Tx(t) } => {
+            Some((id.source, t.as_ref().clone()))
+        }
+        _ => None,
+    })
+    .await;
+    assert_eq!(got, (honest.peer, tx));
+    let peers = victim.client.peers().await.unwrap();
+    assert!(peers.iter().all(|p| p.peer != bad.peer), "the bad peer stays out");
+    let honest_score = peers.iter().find(|p| p.peer == honest.peer).and_then(|p| p.score);
+    assert!(honest_score.is_some_and(|s| s >= 0.0), "honest score {honest_score:?}");
+}
+
+/// Waits until `a` refuses `b` or `b` refuses `a`: whichever reads the other's handshake first
+/// hangs up, so the other side may never read it.
+async fn wait_refusal(a: &mut TestNode, b: &mut TestNode, what: &str) -> HandshakeError {
+    let refused = |e: Option<NetworkEvent>, peer: PeerId| match e {
+        Some(NetworkEvent::PeerRefused { peer: p, reason }) if p == peer => Some(reason),
+        _ => None,
+    };
+    bounded(what, async {
+        loop {
+            let found = tokio::select! {
+                e = a.events.recv() => refused(e, b.peer),
+                e = b.events.recv() => refused(e, a.peer),
+            };
+            if let Some(reason) = found {
+                return reason;
+            }
+        }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_of_another_chain_or_genesis_are_refused() {
+    let mut a = spawn_node(51, vec![]).await;
+    let mut other_chain =
+        spawn_node_with(52, &genesis("another-chain", 0), None, vec![a.address.clone()]).await;
+    let reason = wait_refusal(&mut a, &mut other_chain, "the other chain's node refused").await;
+    assert!(matches!(reason, HandshakeError::WrongChain { .. }), "{reason}");
+
+    let mut forked = spawn_node_with(53, &genesis(CHAIN, 1), None, vec![a.address.clone()]).await;
+    let reason = wait_refusal(&mut a, &mut forked, "the other genesis's node refused").await;
+    assert!(matches!(reason, HandshakeError::WrongGenesis { .. }), "{reason}");
+
+    // Neither side ever takes the other for a peer of its chain.
+    for node in [&a, &other_chain, &forked] {
+        let peers = node.client.peers().await.unwrap();
+        assert!(peers.is_empty(), "no refused node is a peer: {peers:?}");
+    }
+}
+
+/// A ledger of `blocks` committed empty blocks, signed by the single validator.
+fn ledger_with_blocks(genesis: &Genesis, blocks: u64) -> Ledger {
+    let mut ledger = Ledger::open(Box::new(MemStore::new()), genesis).unwrap();
+    let validator = validator_key();
+    let mut last_commit = None;
+    for h in 1..=blocks {
+        let block =
+            build_block(ledger.state(), [], h * 1_000, validator.account(), last_commit).unwrap();
+        let vote = Vote {
+            height: Height(h),
+            round: Round(0),
+            kind: VoteKind::Precommit,
+            block: Some(block.hash()),
+        };
+        let precommit = SignedVote::sign(&validator, &genesis.chain_id, vote);
+        let cert = CommitCertificate::from_precommits([&precommit]).unwrap();
+        ledger.commit_block(&block, &cert).unwrap();
+        last_commit = Some(cert);
+    }
+    ledger
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lagging_node_syncs_blocks_with_certificates_and_commits_them() {
+    let g = genesis(CHAIN, 0);
+    let a = spawn_node_with(61, &g, Some(ledger_with_blocks(&g, 5)), vec![]).await;
+    let mut b = spawn_node(62, vec![a.address.clone()]).await;
+    wait_connected(&mut b, a.peer, "B to connect to A").await;
+
+    let mut behind = Ledger::open(Box::new(MemStore::new()), &g).unwrap();
+    let mut from = Height(1);
+    while behind.height() < Height(5) {
+        let blocks =
+            bounded("a sync answer", b.client.request_sync(a.peer, SyncRequest { from, count: 2 }))
+                .await
+                .unwrap();
+        assert!(!blocks.is_empty() && blocks.len() <= 2);
+        for committed in blocks {
+            behind.commit_block(&committed.block, &committed.commit).unwrap();
+        }
+        from = behind.height().next();
+    }
+    let past_tip = b.client.request_sync(a.peer, SyncRequest { from: Height(6), count: 10 });
+    assert!(bounded("an empty answer", past_tip).await.unwrap().is_empty());
+
+    // The server bounds its answer by bytes: a limit of one block yields one block.
+    let source = ledger_with_blocks(&g, 3);
+    let one_block = SyncLimits { blocks_max: 64, response_bytes_max: 1 };
+    match network::sync::serve(&source, &SyncRequest { from: Height(1), count: 3 }, &one_block) {
+        SyncResponse::Blocks(blocks) => assert_eq!(blocks.len(), 1),
+        other => panic!("expected blocks, got {other:?}"),
+    }
+}
