@@ -8,3 +8,4 @@ pub mod datadir;
 pub mod keystore;
 pub mod mempool;
 pub mod network;
+pub mod runtime;
