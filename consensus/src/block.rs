@@ -65,6 +65,13 @@ impl Block {
     }
 }
 
+/// A block is what the BFT engine agrees on; its id is its hash.
+impl crate::bft::Value for Block {
+    fn id(&self) -> Hash {
+        self.hash()
+    }
+}
+
 /// The root of a list of transactions: a tagged hash over their hashes in order.
 pub fn tx_root(txs: &[SignedTx]) -> Hash {
     let mut h = TaggedHasher::new(tags::TX_ROOT);

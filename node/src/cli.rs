@@ -1,7 +1,8 @@
 //! The command line: clap definitions and dispatch to one module per subcommand.
 //!
-//! `main` owns the exit code and prints the whole error chain; every subcommand is a thin
-//! function over library code in `commands/`.
+//! `node --role validator|trainer …` (no subcommand) runs a node; every other use is a
+//! subcommand. `main` owns the exit code and prints the whole error chain; every subcommand is a
+//! thin function over library code in `commands/`.
 
 use std::process::ExitCode;
 
@@ -10,17 +11,24 @@ use clap::{Parser, Subcommand};
 use crate::commands;
 
 /// Crucible node: train, validate and keep the ledger of an open training network.
+///
+/// Run a node with `node --role validator|trainer --data-dir DIR …`, or use a subcommand.
 #[derive(Debug, Parser)]
-#[command(name = "node", version, about)]
+#[command(name = "node", version, about, args_conflicts_with_subcommands = true)]
 pub struct Cli {
-    /// What to do.
+    /// What to do; without a subcommand, run a node.
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
+    /// Settings of a running node.
+    #[command(flatten)]
+    pub run: commands::run::RunArgs,
 }
 
 /// The node's subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Create a data dir: a new node key and a copy of the genesis.
+    Init(commands::init::InitArgs),
     /// Manage this node's key.
     #[command(subcommand)]
     Keys(commands::keys::KeysCommand),
@@ -29,11 +37,16 @@ pub enum Command {
     Ledger(commands::ledger::LedgerCommand),
     /// Check and evaluate a model artifact on held-out data, as a validator would; prints JSON.
     Score(commands::score::ScoreArgs),
-    /// Make tasks from data files.
+    /// Print a running node's status (its HTTP API's `GET /status`).
+    Status(commands::status::StatusArgs),
+    /// Make tasks from data files, and post them to a running node.
     #[command(subcommand)]
     Task(commands::task::TaskCommand),
     /// Train a model for a task with a recipe and write its safetensors artifact.
     Train(commands::train::TrainArgs),
+    /// Sign transactions with a data dir's key and send them to a running node.
+    #[command(subcommand)]
+    Tx(commands::tx::TxCommand),
 }
 
 /// Exit code for a failed command (bad input, missing file, failed check).
@@ -43,11 +56,15 @@ pub const EXIT_FAILURE: u8 = 1;
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Keys(cmd) => commands::keys::run(cmd),
-        Command::Ledger(cmd) => commands::ledger::run(cmd),
-        Command::Score(args) => commands::score::run(args),
-        Command::Task(cmd) => commands::task::run(cmd),
-        Command::Train(args) => commands::train::run(args),
+        None => commands::run::run(cli.run),
+        Some(Command::Init(args)) => commands::init::run(args),
+        Some(Command::Keys(cmd)) => commands::keys::run(cmd),
+        Some(Command::Ledger(cmd)) => commands::ledger::run(cmd),
+        Some(Command::Score(args)) => commands::score::run(args),
+        Some(Command::Status(args)) => commands::status::run(args),
+        Some(Command::Task(cmd)) => commands::task::run(cmd),
+        Some(Command::Train(args)) => commands::train::run(args),
+        Some(Command::Tx(cmd)) => commands::tx::run(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

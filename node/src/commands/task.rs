@@ -13,6 +13,8 @@ pub enum TaskCommand {
     /// Split a data file into a task: task.json, the public training part, the held-out part and
     /// its salt.
     New(NewArgs),
+    /// Post a task to a running node: upload its training file, then sign and send CreateTask.
+    Create(CreateArgs),
 }
 
 /// What kind of task a data file becomes.
@@ -68,7 +70,56 @@ pub struct NewArgs {
 pub fn run(cmd: TaskCommand) -> anyhow::Result<()> {
     match cmd {
         TaskCommand::New(args) => new(args),
+        TaskCommand::Create(args) => create(args),
     }
+}
+
+/// Arguments of `node task create`.
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// The task's spec (`task.json`, as `node task new` wrote it).
+    #[arg(long)]
+    pub task: PathBuf,
+    /// The public training file whose sha256 the spec names.
+    #[arg(long)]
+    pub train: PathBuf,
+    /// The reward escrowed for the task, in base units.
+    #[arg(long)]
+    pub reward: u64,
+    /// The data dir whose key signs (and pays).
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    /// The node's HTTP API (it stores and provides the training file).
+    #[arg(long, default_value = "http://127.0.0.1:8081")]
+    pub node: String,
+}
+
+/// Uploads the training file (`POST /blobs`), then signs CreateTask and posts it (`POST /txs`).
+fn create(args: CreateArgs) -> anyhow::Result<()> {
+    let spec = task::read_spec(&args.task)?;
+    let train =
+        std::fs::read(&args.train).with_context(|| format!("reading {}", args.train.display()))?;
+    let sha = consensus::hash::sha256(&train);
+    if sha != spec.dataset.train_sha256 {
+        bail!(
+            "{} has sha256 {sha}, but {} names {}; pass the task's own training file",
+            args.train.display(),
+            args.task.display(),
+            spec.dataset.train_sha256
+        );
+    }
+    let client = super::http_client::ApiClient::new(&args.node)?;
+    client
+        .post(&format!("/blobs?sha256={}", sha.to_hex()), "application/octet-stream", &train)
+        .context("uploading the training file")?;
+    println!("uploaded:  {} ({} bytes, sha256 {sha})", args.train.display(), train.len());
+    let kind = consensus::tx::TxKind::CreateTask {
+        spec: Box::new(spec),
+        reward: consensus::types::Amount(args.reward),
+    };
+    let hash = super::tx::sign_and_post(&client, &args.data_dir, kind, None)?;
+    println!("tx:        {hash}");
+    Ok(())
 }
 
 fn new(args: NewArgs) -> anyhow::Result<()> {

@@ -1,6 +1,10 @@
 //! A running node: the consensus driver, the role loops and the HTTP API, sharing one
 //! [`context::NodeContext`].
 
+pub mod config;
 pub mod context;
+pub mod driver;
 
+pub use config::{ConfigFile, Flags, NodeConfig};
 pub use context::{ChainEvent, Metrics, NodeContext, Role, SharedLedger, Submission, SubmitError};
+pub use driver::{Driver, DriverError, start};

@@ -1,0 +1,174 @@
+//! `node --role validator|trainer …`: run a node until Ctrl-C or SIGTERM.
+//!
+//! Resolves the settings (flags over the `--config` file), starts the driver (consensus for a
+//! validator, chain following for a trainer), and spawns the role loop (the scorer for a
+//! validator with `--heldout`, the trainer with its recipe) and the HTTP API (with `--http`).
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+use tracing_subscriber::EnvFilter;
+
+use crate::runtime::config::{ConfigFile, Flags, NodeConfig};
+use crate::runtime::{Role, driver};
+
+/// Settings of a running node; each may also be set in the `--config` file under the same name
+/// (`data_dir`, `genesis`, `listen`, `bootstrap`, `http`, `recipe`, `heldout`, `mdns`, `role`).
+/// Flags win over the file.
+#[derive(Debug, Default, Args)]
+pub struct RunArgs {
+    /// The role to run.
+    #[arg(long, value_enum)]
+    pub role: Option<Role>,
+    /// A TOML config file with any of these settings.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// The data dir (key, genesis copy, chain, WAL, blobs); create it with `node init`.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// The genesis file (copied into the data dir on first start; must match it later).
+    #[arg(long)]
+    pub genesis: Option<PathBuf>,
+    /// A multiaddr to listen on, e.g. /ip4/0.0.0.0/tcp/4001 (repeatable).
+    #[arg(long)]
+    pub listen: Vec<String>,
+    /// A peer to dial at start, e.g. /ip4/10.0.0.1/tcp/4001/p2p/12D3Koo… (repeatable).
+    #[arg(long)]
+    pub bootstrap: Vec<String>,
+    /// Serve the HTTP API on this address, e.g. 127.0.0.1:8081.
+    #[arg(long)]
+    pub http: Option<String>,
+    /// A trainer's recipe (TOML); the default recipe without it.
+    #[arg(long)]
+    pub recipe: Option<PathBuf>,
+    /// A validator's directory of held-out files; without it the validator does not score.
+    #[arg(long)]
+    pub heldout: Option<PathBuf>,
+    /// Turn mDNS discovery off.
+    #[arg(long)]
+    pub no_mdns: bool,
+}
+
+/// Runs a node.
+pub fn run(args: RunArgs) -> anyhow::Result<()> {
+    if args.role.is_none() && args.config.is_none() {
+        anyhow::bail!(
+            "nothing to do: run a node with `node --role validator|trainer --data-dir DIR` (or --config FILE), or use a subcommand (see `node --help`)"
+        );
+    }
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // Another subscriber may be installed already (tests); the first one keeps logging.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .try_init();
+    let file = match &args.config {
+        Some(path) => ConfigFile::load(path)?,
+        None => ConfigFile::default(),
+    };
+    let flags = Flags {
+        role: args.role,
+        data_dir: args.data_dir,
+        genesis: args.genesis,
+        listen: args.listen,
+        bootstrap: args.bootstrap,
+        http: args.http,
+        recipe: args.recipe,
+        heldout: args.heldout,
+        no_mdns: args.no_mdns,
+    };
+    let config = NodeConfig::resolve(flags, file)?;
+    let recipe = match (&config.role, &config.recipe) {
+        (Role::Trainer, Some(path)) => Some(
+            trainer::recipe::Recipe::load(path)
+                .with_context(|| format!("loading the recipe {}", path.display()))?,
+        ),
+        (Role::Trainer, None) => Some(trainer::recipe::Recipe::default()),
+        (Role::Validator, _) => None,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(run_node(config, recipe))
+}
+
+async fn run_node(
+    config: NodeConfig,
+    recipe: Option<trainer::recipe::Recipe>,
+) -> anyhow::Result<()> {
+    let http = match config.http {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot serve the HTTP API on {addr}"))?,
+        ),
+        None => None,
+    };
+    let (ctx, driver) = driver::start(&config).await.context("starting the node")?;
+    tracing::info!(
+        role = ?ctx.role,
+        account = %ctx.key.account(),
+        chain = %ctx.genesis.chain_id,
+        height = %ctx.read(|l| l.height()),
+        "node started"
+    );
+    let mut tasks = tokio::task::JoinSet::new();
+    if let Some(listener) = http {
+        tracing::info!("http api on http://{}", listener.local_addr()?);
+        let ctx = ctx.clone();
+        tasks.spawn(named("http api", crate::http::serve(ctx, listener)));
+    }
+    match (ctx.role, recipe) {
+        (Role::Trainer, Some(recipe)) => {
+            tasks.spawn(named("trainer", crate::roles::trainer::run(ctx.clone(), recipe)));
+        }
+        (Role::Validator, _) if ctx.heldout_dir.is_some() => {
+            tasks.spawn(named("scorer", crate::roles::scorer::run(ctx.clone())));
+        }
+        _ => tracing::info!("no role loop: a validator scores only with --heldout"),
+    }
+    let result = driver.run(shutdown_signal()).await;
+    tasks.shutdown().await;
+    drop(ctx);
+    result.context("the node stopped")
+}
+
+/// Runs a task and logs how it ended.
+async fn named(name: &'static str, task: impl Future<Output = anyhow::Result<()>>) {
+    match task.await {
+        Ok(()) => tracing::info!(task = name, "task ended"),
+        Err(error) => tracing::error!(task = name, "task failed: {error:#}"),
+    }
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::warn!(%error, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("Ctrl-C: stopping"),
+        () = term => tracing::info!("SIGTERM: stopping"),
+    }
+}

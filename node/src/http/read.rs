@@ -1,0 +1,260 @@
+//! Chain reads: status, peers, validators, blocks and transactions.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use consensus::types::{AccountId, Hash, Height};
+use serde::{Deserialize, Serialize};
+
+use super::views::{self, BlockDetail, BlockSummary, TxView};
+use super::{Api, ApiError, ApiResult};
+use crate::network::PeerInfo;
+use crate::runtime::Role;
+
+/// Most blocks one `GET /blocks` answers.
+pub const BLOCKS_LIMIT_MAX: u64 = 100;
+/// Blocks `GET /blocks` answers when no `limit` is given.
+const BLOCKS_LIMIT_DEFAULT: u64 = 20;
+/// How many recent commit certificates `GET /validators` reads for each validator's last votes.
+pub const LAST_VOTES_HEIGHTS: u64 = 10;
+/// How long a read waits for the network's answer (the peer list).
+const NETWORK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// `GET /status`.
+#[derive(Debug, Serialize)]
+pub struct StatusView {
+    chain_id: String,
+    genesis_hash: Hash,
+    height: Height,
+    block_hash: Hash,
+    time_ms: u64,
+    state_root: Hash,
+    role: Role,
+    account: AccountId,
+    peer_id: String,
+    peers: usize,
+}
+
+/// The connected peers, or `None` when the network does not answer in time.
+pub(super) async fn connected_peers(api: &Api) -> Option<Vec<PeerInfo>> {
+    tokio::time::timeout(NETWORK_TIMEOUT, api.ctx.network.peers()).await.ok()?.ok()
+}
+
+/// The number of connected peers: the network's answer, or the runtime's gauge.
+pub(super) async fn peer_count(api: &Api) -> usize {
+    match connected_peers(api).await {
+        Some(peers) => peers.len(),
+        None => {
+            let gauge = api.ctx.metrics.peers.load(std::sync::atomic::Ordering::Relaxed);
+            usize::try_from(gauge).unwrap_or(usize::MAX)
+        }
+    }
+}
+
+pub(super) async fn status(State(api): State<Api>) -> ApiResult<Json<StatusView>> {
+    let peers = peer_count(&api).await;
+    let (height, block_hash, time_ms, state_root) = api
+        .read(|l| {
+            let meta = l.state().meta();
+            Ok((meta.height, meta.last_block_hash, meta.last_time_ms, l.state_root()))
+        })
+        .await?;
+    Ok(Json(StatusView {
+        chain_id: api.ctx.genesis.chain_id.clone(),
+        genesis_hash: api.ctx.genesis.hash(),
+        height,
+        block_hash,
+        time_ms,
+        state_root,
+        role: api.ctx.role,
+        account: api.ctx.key.account(),
+        peer_id: api.ctx.network.local_peer().to_string(),
+        peers,
+    }))
+}
+
+/// A line of `GET /peers`.
+#[derive(Debug, Serialize)]
+pub struct PeerView {
+    peer_id: String,
+    account: Option<AccountId>,
+    score: Option<f64>,
+    mesh_topics: Vec<&'static str>,
+}
+
+pub(super) async fn peers(State(api): State<Api>) -> ApiResult<Json<Vec<PeerView>>> {
+    let peers = connected_peers(&api)
+        .await
+        .ok_or_else(|| ApiError::unavailable("the network did not answer"))?;
+    Ok(Json(
+        peers
+            .into_iter()
+            .map(|p| PeerView {
+                peer_id: p.peer.to_string(),
+                account: p.account,
+                score: p.score.filter(|s| s.is_finite()),
+                mesh_topics: p.mesh_topics.iter().map(|t| t.name()).collect(),
+            })
+            .collect(),
+    ))
+}
+
+/// Whether a validator's precommit is in the commit certificate of a recent height.
+#[derive(Debug, Serialize)]
+pub struct LastVote {
+    height: Height,
+    round: u32,
+    signed: bool,
+}
+
+/// A line of `GET /validators`.
+#[derive(Debug, Serialize)]
+pub struct ValidatorView {
+    account: AccountId,
+    name: String,
+    stake: String,
+    power: String,
+    in_set: bool,
+    last_votes: Vec<LastVote>,
+}
+
+pub(super) async fn validators(State(api): State<Api>) -> ApiResult<Json<Vec<ValidatorView>>> {
+    let list = api
+        .read(|l| {
+            let state = l.state();
+            let tip = state.height();
+            let set = state.validator_set(tip.next());
+            let first = tip.0.saturating_sub(LAST_VOTES_HEIGHTS - 1).max(1);
+            let mut certs = Vec::new();
+            for h in (first..=tip.0).rev() {
+                if let Some(cert) = l.commit(Height(h)).map_err(store_error)? {
+                    certs.push(cert);
+                }
+            }
+            Ok(state
+                .validators
+                .iter()
+                .map(|(account, record)| ValidatorView {
+                    account: *account,
+                    name: record.name.clone(),
+                    stake: views::amount(record.stake),
+                    power: views::big(set.and_then(|s| s.power_of(account)).unwrap_or(0)),
+                    in_set: set.is_some_and(|s| s.contains(account)),
+                    last_votes: certs
+                        .iter()
+                        .map(|c| LastVote {
+                            height: c.height,
+                            round: c.round.0,
+                            signed: c.signatures.iter().any(|s| s.validator == *account),
+                        })
+                        .collect(),
+                })
+                .collect())
+        })
+        .await?;
+    Ok(Json(list))
+}
+
+/// The store failed: a 500 naming why.
+pub(super) fn store_error(e: impl std::fmt::Display) -> ApiError {
+    ApiError::internal(format!("the ledger store failed: {e}"))
+}
+
+/// `?from=&limit=` of a paged list.
+#[derive(Debug, Deserialize)]
+pub struct Page {
+    /// First item (height or id); by default the page ends at the newest item.
+    pub from: Option<u64>,
+    /// How many items.
+    pub limit: Option<u64>,
+}
+
+impl Page {
+    /// The inclusive range of items `1..=last` this page covers, with `limit` bounded by `max`
+    /// and `default` when absent.
+    pub fn range(
+        &self,
+        last: u64,
+        default: u64,
+        max: u64,
+    ) -> ApiResult<std::ops::RangeInclusive<u64>> {
+        let limit = self.limit.unwrap_or(default);
+        if limit == 0 || limit > max {
+            return Err(ApiError::bad_request(format!("limit must be 1 to {max}, got {limit}")));
+        }
+        let from = match self.from {
+            Some(from) => from.max(1),
+            None => last.saturating_sub(limit - 1).max(1),
+        };
+        Ok(from..=from.saturating_add(limit - 1).min(last))
+    }
+}
+
+/// Parses the query, naming what is wrong.
+pub(super) fn query<T>(q: Result<Query<T>, QueryRejection>) -> ApiResult<T> {
+    q.map(|Query(q)| q)
+        .map_err(|e| ApiError::bad_request(format!("bad query string: {}", e.body_text())))
+}
+
+pub(super) async fn blocks(
+    State(api): State<Api>,
+    page: Result<Query<Page>, QueryRejection>,
+) -> ApiResult<Json<Vec<BlockSummary>>> {
+    let page = query(page)?;
+    let list = api
+        .read(move |l| {
+            let range = page.range(l.height().0, BLOCKS_LIMIT_DEFAULT, BLOCKS_LIMIT_MAX)?;
+            let mut out = Vec::new();
+            for h in range {
+                if let Some(block) = l.block(Height(h)).map_err(store_error)? {
+                    out.push(BlockSummary::from(&block));
+                }
+            }
+            Ok(out)
+        })
+        .await?;
+    Ok(Json(list))
+}
+
+pub(super) async fn block(
+    State(api): State<Api>,
+    Path(height): Path<String>,
+) -> ApiResult<Json<BlockDetail>> {
+    let height: u64 = height.parse().map_err(|_| {
+        ApiError::bad_request(format!("block height must be a decimal number, got {height:?}"))
+    })?;
+    let detail = api
+        .read(move |l| {
+            let block = l
+                .block(Height(height))
+                .map_err(store_error)?
+                .ok_or_else(|| ApiError::not_found(format!("no block at height {height}")))?;
+            let cert = l.commit(Height(height)).map_err(store_error)?;
+            Ok(BlockDetail::new(&block, cert.as_ref()))
+        })
+        .await?;
+    Ok(Json(detail))
+}
+
+pub(super) async fn tx(
+    State(api): State<Api>,
+    Path(hash): Path<String>,
+) -> ApiResult<Json<TxView>> {
+    let hash: Hash = hash.parse().map_err(|e| ApiError::bad_request(format!("tx hash: {e}")))?;
+    let view = api
+        .read(move |l| {
+            let not_found = || {
+                ApiError::not_found(format!(
+                    "no transaction {hash} on the chain (pending transactions are not listed)"
+                ))
+            };
+            let at = l.tx_location(&hash).map_err(store_error)?.ok_or_else(not_found)?;
+            let block = l.block(at.height).map_err(store_error)?.ok_or_else(not_found)?;
+            let tx = block.txs.get(at.index as usize).ok_or_else(not_found)?;
+            Ok(TxView::new(tx, &block, at.index))
+        })
+        .await?;
+    Ok(Json(view))
+}

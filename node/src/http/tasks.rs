@@ -1,0 +1,431 @@
+//! Task and account reads: task lists, a task's full record, and an account's balance with the
+//! "explain my reward" breakdown of every task it took part in.
+
+use axum::Json;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use consensus::finalize::{FinalizationReport, Outcome, agrees};
+use consensus::state::{Phase, State as LedgerState, Task};
+use consensus::types::{AccountId, Height, TaskId};
+use consensus::verdict::Subject;
+use serde::{Deserialize, Serialize};
+
+use super::read::{Page, query};
+use super::views::{
+    self, DuplicateView, ForfeitView, ReportView, RevealView, ScoreRecordView, SubmissionView,
+    TaskDetail, TaskSummary, VerdictView, amount, big,
+};
+use super::{Api, ApiError, ApiResult};
+
+/// Most tasks one `GET /tasks` answers.
+pub const TASKS_LIMIT_MAX: u64 = 200;
+/// Tasks `GET /tasks` answers when no `limit` is given.
+const TASKS_LIMIT_DEFAULT: u64 = 50;
+/// Most tasks explained by one `GET /accounts/{id}`.
+pub const ACCOUNT_TASKS_LIMIT_MAX: usize = 100;
+/// Tasks `GET /accounts/{id}` explains when no `limit` is given.
+const ACCOUNT_TASKS_LIMIT_DEFAULT: usize = 20;
+
+fn task_range(id: TaskId) -> std::ops::RangeInclusive<(TaskId, AccountId)> {
+    (id, AccountId([0; 32]))..=(id, AccountId([0xff; 32]))
+}
+
+pub(super) async fn tasks(
+    State(api): State<Api>,
+    page: Result<Query<Page>, QueryRejection>,
+) -> ApiResult<Json<Vec<TaskSummary>>> {
+    let page = query(page)?;
+    let list = api
+        .read(move |l| {
+            let state = l.state();
+            let last = state.meta().next_task_id.saturating_sub(1);
+            let range = page.range(last, TASKS_LIMIT_DEFAULT, TASKS_LIMIT_MAX)?;
+            let tip = state.height();
+            Ok(state
+                .tasks
+                .range(TaskId(*range.start())..=TaskId(*range.end()))
+                .map(|(_, t)| TaskSummary::new(t, tip))
+                .collect())
+        })
+        .await?;
+    Ok(Json(list))
+}
+
+fn parse_task(id: &str) -> ApiResult<TaskId> {
+    id.parse()
+        .map(TaskId)
+        .map_err(|_| ApiError::bad_request(format!("task id must be a decimal number, got {id:?}")))
+}
+
+fn get_task(state: &LedgerState, id: TaskId) -> ApiResult<&Task> {
+    state.tasks.get(&id).ok_or_else(|| ApiError::not_found(format!("no task {id}")))
+}
+
+pub(super) async fn task(
+    State(api): State<Api>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<TaskDetail>> {
+    let id = parse_task(&id)?;
+    let detail = api
+        .read(move |l| {
+            let state = l.state();
+            let t = get_task(state, id)?;
+            let report = t.report.as_ref();
+            Ok(TaskDetail {
+                summary: TaskSummary::new(t, state.height()),
+                windows: t.spec.windows,
+                deadlines: t.into(),
+                spec: (&t.spec).into(),
+                submissions: state
+                    .submissions
+                    .range(task_range(id))
+                    .map(|((_, a), s)| SubmissionView::new(*a, s))
+                    .collect(),
+                verdicts: state
+                    .verdicts
+                    .range(task_range(id))
+                    .map(|((_, a), r)| ScoreRecordView::new(*a, r))
+                    .collect(),
+                consensus: report
+                    .map_or_else(Vec::new, |r| r.entries.iter().map(Into::into).collect()),
+                payouts: report.map_or_else(Vec::new, |r| views::payouts(t, r)),
+                report: report.map(ReportView::from),
+            })
+        })
+        .await?;
+    Ok(Json(detail))
+}
+
+/// `?limit=` of `GET /accounts/{id}`.
+#[derive(Debug, Deserialize)]
+pub struct AccountQuery {
+    /// How many of the account's most recent tasks to explain.
+    pub limit: Option<usize>,
+}
+
+/// `GET /accounts/{id}`.
+#[derive(Debug, Serialize)]
+pub struct AccountView {
+    account: AccountId,
+    balance: String,
+    nonce: u64,
+    stake: String,
+    validator: bool,
+    /// How many tasks the account took part in (as creator, trainer or validator).
+    tasks_total: usize,
+    /// The most recent of them, newest first, explained.
+    tasks: Vec<TaskExplain>,
+}
+
+/// What one task meant for one account.
+#[derive(Debug, Serialize)]
+pub struct TaskExplain {
+    task: TaskId,
+    name: String,
+    phase: Phase,
+    /// The height the task finalizes at.
+    score_deadline: Height,
+    outcome: Option<Outcome>,
+    /// The score to beat, once finalized.
+    baseline_ppm: Option<u32>,
+    as_creator: Option<CreatorExplain>,
+    as_trainer: Option<TrainerExplain>,
+    as_validator: Option<ValidatorExplain>,
+}
+
+/// The account opened the task.
+#[derive(Debug, Serialize)]
+pub struct CreatorExplain {
+    reward: String,
+    /// Returned at finalization (unearned trainer share, or all on quorum failure).
+    refund: Option<String>,
+}
+
+/// One validator's verdict on the account's submission.
+#[derive(Debug, Serialize)]
+pub struct ValidatorVerdict {
+    validator: AccountId,
+    /// Its stake (at finalization once finalized).
+    stake: String,
+    /// Whether it revealed its verdict vector.
+    revealed: bool,
+    verdict: Option<VerdictView>,
+    /// Whether it agrees with the consensus verdict, once finalized.
+    agrees: Option<bool>,
+}
+
+/// The account trained for the task.
+#[derive(Debug, Serialize)]
+pub struct TrainerExplain {
+    bond: String,
+    joined_at: Height,
+    committed: bool,
+    reveal: Option<RevealView>,
+    validator_verdicts: Vec<ValidatorVerdict>,
+    consensus: Option<VerdictView>,
+    penalty_ppm: Option<u32>,
+    effective_ppm: Option<u32>,
+    rank: Option<u32>,
+    duplicate: Option<DuplicateView>,
+    forfeit: Option<ForfeitView>,
+    bond_refund: Option<String>,
+    bond_forfeit: Option<String>,
+    payout: Option<String>,
+    /// The whole story in one sentence.
+    explanation: String,
+}
+
+/// The account scored the task as a validator.
+#[derive(Debug, Serialize)]
+pub struct ValidatorExplain {
+    committed: bool,
+    revealed: bool,
+    stake: Option<String>,
+    /// Entries of the consensus.
+    entries: Option<usize>,
+    agreed_entries: Option<u32>,
+    /// The entries where its verdict differs from the consensus.
+    disagreements: Vec<Disagreement>,
+    payout: Option<String>,
+    explanation: String,
+}
+
+/// A validator's verdict that differs from the consensus.
+#[derive(Debug, Serialize)]
+pub struct Disagreement {
+    subject: String,
+    verdict: VerdictView,
+    consensus: VerdictView,
+}
+
+fn phase_text(t: &Task, tip: Height) -> String {
+    let phase = match views::phase_now(t, tip) {
+        Phase::Join => "join",
+        Phase::Commit => "commit",
+        Phase::Reveal => "reveal",
+        Phase::ScoreCommit => "score_commit",
+        Phase::ScoreReveal => "score_reveal",
+        Phase::Finalized => "finalized",
+    };
+    format!(
+        "task is in its {phase} phase; it finalizes at height {} (now {tip})",
+        t.score_deadline()
+    )
+}
+
+fn explain_trainer(
+    state: &LedgerState,
+    t: &Task,
+    account: AccountId,
+    tolerance_ppm: u32,
+) -> Option<TrainerExplain> {
+    let sub = state.submissions.get(&(t.id, account))?;
+    let report = t.report.as_ref();
+    let line = report.and_then(|r| r.trainers.iter().find(|x| x.account == account));
+    let consensus = line.and_then(|l| l.consensus);
+    let validator_verdicts = state
+        .validators
+        .iter()
+        .map(|(v, record)| {
+            let scored = state.verdicts.get(&(t.id, *v));
+            let verdicts = scored.and_then(|r| r.verdicts.as_ref());
+            let verdict = verdicts.and_then(|vs| {
+                vs.iter().find(|e| e.subject == Subject::Submission(account)).map(|e| e.verdict)
+            });
+            let stake = report
+                .and_then(|r| r.validators.iter().find(|x| x.account == *v))
+                .map_or_else(|| amount(record.stake), |x| big(x.stake));
+            ValidatorVerdict {
+                validator: *v,
+                stake,
+                revealed: verdicts.is_some(),
+                verdict: verdict.as_ref().map(Into::into),
+                agrees: verdict.zip(consensus).map(|(v, c)| agrees(&v, &c, tolerance_ppm)),
+            }
+        })
+        .collect();
+    let explanation = match (report, line) {
+        (None, _) => phase_text(t, state.height()),
+        (Some(r), _) if r.outcome == Outcome::QuorumFailed => format!(
+            "validators with only {} of {} stake revealed, short of a two-thirds quorum: no \
+             rewards were paid and every bond was returned",
+            r.revealed_stake, r.total_stake
+        ),
+        (Some(_), None) => "the finalization report has no line for this trainer".into(),
+        (Some(r), Some(l)) => {
+            if let Some(f) = &l.forfeit {
+                format!("bond of {} forfeited: {}", l.bond_forfeit, ForfeitView::from(f).text)
+            } else if let Some(d) = &l.duplicate {
+                format!(
+                    "earns nothing: {}; bond of {} returned",
+                    DuplicateView::from(d).text,
+                    l.bond_refund
+                )
+            } else {
+                let score = l.consensus.and_then(|c| c.score()).map_or(0, |s| s.0);
+                let versus = if l.effective_ppm > r.baseline_ppm {
+                    format!("beats the baseline of {} ppm", r.baseline_ppm)
+                } else {
+                    format!("does not beat the baseline of {} ppm", r.baseline_ppm)
+                };
+                let rank = l.rank.map_or_else(String::new, |n| format!(", rank {n}"));
+                format!(
+                    "consensus score {score} ppm minus efficiency penalty {} ppm is {} ppm, which \
+                     {versus}{rank}: paid {}, bond of {} returned",
+                    l.penalty_ppm, l.effective_ppm, l.payout, l.bond_refund
+                )
+            }
+        }
+    };
+    Some(TrainerExplain {
+        bond: amount(sub.bond),
+        joined_at: sub.joined_at,
+        committed: sub.commitment.is_some(),
+        reveal: SubmissionView::new(account, sub).reveal,
+        validator_verdicts,
+        consensus: consensus.as_ref().map(Into::into),
+        penalty_ppm: line.map(|l| l.penalty_ppm),
+        effective_ppm: line.map(|l| l.effective_ppm),
+        rank: line.and_then(|l| l.rank),
+        duplicate: line.and_then(|l| l.duplicate.as_ref()).map(Into::into),
+        forfeit: line.and_then(|l| l.forfeit.as_ref()).map(Into::into),
+        bond_refund: line.map(|l| amount(l.bond_refund)),
+        bond_forfeit: line.map(|l| amount(l.bond_forfeit)),
+        payout: line.map(|l| amount(l.payout)),
+        explanation,
+    })
+}
+
+fn explain_validator(
+    state: &LedgerState,
+    t: &Task,
+    account: AccountId,
+    tolerance_ppm: u32,
+) -> Option<ValidatorExplain> {
+    let record = state.verdicts.get(&(t.id, account));
+    let report = t.report.as_ref();
+    let line = report.and_then(|r| r.validators.iter().find(|v| v.account == account));
+    if record.is_none() && line.is_none() {
+        return None;
+    }
+    let verdicts = record.and_then(|r| r.verdicts.as_ref());
+    let disagreements: Vec<Disagreement> = match (report, verdicts) {
+        (Some(r), Some(vs)) => r
+            .entries
+            .iter()
+            .filter_map(|e| {
+                let mine = vs.iter().find(|m| m.subject == e.subject)?;
+                (!agrees(&mine.verdict, &e.consensus, tolerance_ppm)).then(|| Disagreement {
+                    subject: views::subject(&e.subject),
+                    verdict: (&mine.verdict).into(),
+                    consensus: (&e.consensus).into(),
+                })
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    let explanation = match (report, line) {
+        (None, _) => phase_text(t, state.height()),
+        (Some(r), _) if r.outcome == Outcome::QuorumFailed => {
+            "no two-thirds quorum revealed: validators were paid nothing".into()
+        }
+        (Some(_), Some(l)) if !l.revealed => {
+            "did not reveal a verdict vector: paid nothing".to_string()
+        }
+        (Some(r), Some(l)) => format!(
+            "agreed with the consensus on {} of {} entries: paid {} (validators share the \
+             validator pool by stake times agreed entries)",
+            l.agreed_entries,
+            r.entries.len(),
+            l.payout
+        ),
+        (Some(_), None) => "not in the validator set at finalization: paid nothing".into(),
+    };
+    Some(ValidatorExplain {
+        committed: record.is_some(),
+        revealed: verdicts.is_some(),
+        stake: line.map(|l| big(l.stake)),
+        entries: report.map(|r| r.entries.len()),
+        agreed_entries: line.map(|l| l.agreed_entries),
+        disagreements,
+        payout: line.map(|l| amount(l.payout)),
+        explanation,
+    })
+}
+
+fn explain(state: &LedgerState, t: &Task, account: AccountId) -> TaskExplain {
+    let tolerance = state.params().agreement_tolerance_ppm;
+    let report: Option<&FinalizationReport> = t.report.as_ref();
+    TaskExplain {
+        task: t.id,
+        name: t.spec.name.clone(),
+        phase: views::phase_now(t, state.height()),
+        score_deadline: t.score_deadline(),
+        outcome: report.map(|r| r.outcome),
+        baseline_ppm: report.map(|r| r.baseline_ppm),
+        as_creator: (t.creator == account).then(|| CreatorExplain {
+            reward: amount(t.reward),
+            refund: report.map(|r| amount(r.creator_refund)),
+        }),
+        as_trainer: explain_trainer(state, t, account, tolerance),
+        as_validator: explain_validator(state, t, account, tolerance),
+    }
+}
+
+fn involved(state: &LedgerState, t: &Task, account: AccountId) -> bool {
+    t.creator == account
+        || state.submissions.contains(&(t.id, account))
+        || state.verdicts.contains(&(t.id, account))
+        || t.report.as_ref().is_some_and(|r| r.validators.iter().any(|v| v.account == account))
+}
+
+pub(super) async fn account(
+    State(api): State<Api>,
+    Path(id): Path<String>,
+    q: Result<Query<AccountQuery>, QueryRejection>,
+) -> ApiResult<Json<AccountView>> {
+    let account: AccountId =
+        id.parse().map_err(|e| ApiError::bad_request(format!("account id: {e}")))?;
+    let limit = query(q)?.limit.unwrap_or(ACCOUNT_TASKS_LIMIT_DEFAULT);
+    if limit == 0 || limit > ACCOUNT_TASKS_LIMIT_MAX {
+        return Err(ApiError::bad_request(format!(
+            "limit must be 1 to {ACCOUNT_TASKS_LIMIT_MAX}, got {limit}"
+        )));
+    }
+    let view = api
+        .read(move |l| {
+            let state = l.state();
+            let record = state.validators.get(&account);
+            let Some(acct) =
+                state.accounts.get(&account).copied().or(record.map(|_| Default::default()))
+            else {
+                return Err(ApiError::not_found(format!(
+                    "account {account} has no balance, nonce or stake on the ledger"
+                )));
+            };
+            let ids: Vec<TaskId> = state
+                .tasks
+                .iter()
+                .filter(|(_, t)| involved(state, t, account))
+                .map(|(id, _)| *id)
+                .collect();
+            let tasks = ids
+                .iter()
+                .rev()
+                .take(limit)
+                .filter_map(|id| state.tasks.get(id))
+                .map(|t| explain(state, t, account))
+                .collect();
+            Ok(AccountView {
+                account,
+                balance: amount(acct.balance),
+                nonce: acct.nonce.0,
+                stake: record.map_or_else(|| "0".into(), |r| amount(r.stake)),
+                validator: state.is_validator(&account),
+                tasks_total: ids.len(),
+                tasks,
+            })
+        })
+        .await?;
+    Ok(Json(view))
+}

@@ -1,0 +1,290 @@
+//! Writes: `POST /txs` and `POST /blobs`, and the cross-origin rule every request passes.
+
+use std::net::SocketAddr;
+
+use axum::Json;
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{ConnectInfo, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::Response;
+use consensus::tx::SignedTx;
+use consensus::types::Hash;
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+
+use super::read::query;
+use super::{Api, ApiError, ApiResult, ClientAddr, HttpConfig};
+use crate::blobs::BlobStoreError;
+
+/// Room for the JSON around a transaction's hex in a `POST /txs` body, in bytes.
+const TX_BODY_ENVELOPE_BYTES: usize = 1_024;
+/// Body pieces queued between the connection and the blob writer's thread.
+const BLOB_PIECES_QUEUED: usize = 16;
+
+/// Refuses a write whose `Origin` is another site's, and lets any origin read.
+///
+/// A request with a method other than GET or HEAD that carries an `Origin` header is refused
+/// with 403 unless the origin is `http://` + the request's `Host` (the page was served by this
+/// node). A GET or HEAD answer carries `Access-Control-Allow-Origin: *`; nothing else carries a
+/// CORS header, so a browser never lets another origin's script send a write with a preflight.
+pub(super) async fn cross_origin(request: Request, next: Next) -> Result<Response, ApiError> {
+    let read = request.method() == Method::GET || request.method() == Method::HEAD;
+    if !read {
+        check_origin(request.headers())?;
+    }
+    let mut response = next.run(request).await;
+    if read {
+        response
+            .headers_mut()
+            .insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    }
+    Ok(response)
+}
+
+/// Whether a write's headers pass the same-origin rule.
+fn check_origin(headers: &HeaderMap) -> ApiResult<()> {
+    let Some(origin) = headers.get(header::ORIGIN) else { return Ok(()) };
+    let own =
+        headers.get(header::HOST).and_then(|h| h.to_str().ok()).map(|h| format!("http://{h}"));
+    match (origin.to_str(), own) {
+        (Ok(origin), Some(own)) if origin.eq_ignore_ascii_case(&own) => Ok(()),
+        (origin, _) => Err(ApiError::forbidden(format!(
+            "cross-origin writes are refused: origin {:?} is not this node's",
+            origin.unwrap_or("(not text)")
+        ))),
+    }
+}
+
+/// `POST /txs` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TxBody {
+    tx: String,
+}
+
+/// `POST /txs` answer.
+#[derive(Debug, Serialize)]
+pub struct TxAccepted {
+    hash: Hash,
+}
+
+pub(super) async fn post_tx(State(api): State<Api>, body: Body) -> ApiResult<Json<TxAccepted>> {
+    let params = &api.ctx.genesis.params;
+    let max_tx = usize::try_from(params.max_tx_bytes).unwrap_or(usize::MAX);
+    let limit = max_tx.saturating_mul(2).saturating_add(TX_BODY_ENVELOPE_BYTES);
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("body over {limit} bytes (a transaction is at most {max_tx} bytes)"),
+        )
+    })?;
+    let body: TxBody = serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::bad_request(format!("body must be {{\"tx\": \"<hex>\"}}: {e}")))?;
+    let raw = decode_hex(&body.tx)?;
+    let tx = SignedTx::decode(&raw, max_tx)
+        .map_err(|e| ApiError::bad_request(format!("tx does not decode: {e}")))?;
+    let chain = &api.ctx.genesis.chain_id;
+    if &tx.tx.chain_id != chain {
+        return Err(ApiError::bad_request(format!(
+            "tx is for chain {:?}, this node runs {chain:?}",
+            tx.tx.chain_id
+        )));
+    }
+    tx.verify(chain).map_err(|e| ApiError::bad_request(format!("tx signature: {e}")))?;
+    let hash = tx.hash();
+    let (reply, answer) = oneshot::channel();
+    let admitted = tokio::time::timeout(api.config.admit_timeout, async {
+        api.ctx.external_txs.send((tx, reply)).await.ok()?;
+        answer.await.ok()
+    })
+    .await;
+    match admitted {
+        Ok(Some(Ok(()))) => Ok(Json(TxAccepted { hash })),
+        Ok(Some(Err(why))) => Err(ApiError::bad_request(format!("tx {hash} refused: {why}"))),
+        Ok(None) => Err(ApiError::unavailable("the node is not admitting transactions")),
+        Err(_) => Err(ApiError::unavailable("the node did not admit the transaction in time")),
+    }
+}
+
+fn decode_hex(text: &str) -> ApiResult<Vec<u8>> {
+    let text = text.trim();
+    if !text.len().is_multiple_of(2) {
+        return Err(ApiError::bad_request("tx hex has an odd number of characters"));
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| {
+            text.get(i..i + 2).and_then(|pair| u8::from_str_radix(pair, 16).ok()).ok_or_else(|| {
+                ApiError::bad_request(format!("tx hex has a non-hex character near offset {i}"))
+            })
+        })
+        .collect()
+}
+
+/// `POST /blobs` query.
+#[derive(Debug, Deserialize)]
+pub struct BlobQuery {
+    /// The sha256 the body must hash to, lowercase hex.
+    sha256: String,
+}
+
+/// `POST /blobs` answer.
+#[derive(Debug, Serialize)]
+pub struct BlobStored {
+    sha256: Hash,
+    bytes: String,
+    /// Whether the store already held it.
+    already_stored: bool,
+    /// Whether the provider record was published before the answer.
+    provided: bool,
+}
+
+/// Whether `client` may upload blobs under `config`.
+pub fn blob_client_allowed(client: SocketAddr, config: &HttpConfig) -> bool {
+    config.allow_remote_blobs || client.ip().is_loopback()
+}
+
+pub(super) async fn post_blob(
+    State(api): State<Api>,
+    ConnectInfo(ClientAddr(client)): ConnectInfo<ClientAddr>,
+    q: Result<Query<BlobQuery>, QueryRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Json<BlobStored>> {
+    if !blob_client_allowed(client, &api.config) {
+        return Err(ApiError::forbidden(format!(
+            "blob uploads are accepted only from loopback clients, not {}",
+            client.ip()
+        )));
+    }
+    let q = query(q)?;
+    let hash: Hash = q.sha256.parse().map_err(|e| ApiError::bad_request(format!("sha256: {e}")))?;
+    let length: u64 = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| {
+            ApiError::new(StatusCode::LENGTH_REQUIRED, "a blob upload needs a Content-Length")
+        })?;
+    let network = &api.ctx.network;
+    let limit = api.config.blob_bytes_max.min(network.blob_limits().blob_bytes_max);
+    if length > limit {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("blob of {length} bytes is over the limit of {limit}"),
+        ));
+    }
+    let store = network.blob_store().clone();
+    let already_stored = store.contains(&hash);
+    if already_stored {
+        // Read (and drop) the bounded body anyway: a client still sending it would otherwise
+        // see its connection reset before it reads the answer.
+        let mut stream = body.into_data_stream();
+        while next_piece(&mut stream, &api.config).await?.is_some() {}
+    } else {
+        receive_blob(&api, body, hash, length).await?;
+    }
+    let provided = matches!(
+        tokio::time::timeout(api.config.provide_timeout, network.provide_blob(hash)).await,
+        Ok(Ok(()))
+    );
+    let bytes = store
+        .size(&hash)
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .ok_or_else(|| ApiError::internal(format!("blob {hash} vanished from the store")))?;
+    Ok(Json(BlobStored { sha256: hash, bytes: bytes.to_string(), already_stored, provided }))
+}
+
+/// Streams the body into the blob store on a blocking thread; the blob appears only whole and
+/// with the expected hash.
+async fn receive_blob(api: &Api, body: Body, hash: Hash, length: u64) -> ApiResult<()> {
+    let store = api.ctx.network.blob_store().clone();
+    let mut writer =
+        store.writer(hash, length, length).map_err(|e| ApiError::internal(e.to_string()))?;
+    let (pieces, mut incoming) = mpsc::channel::<Bytes>(BLOB_PIECES_QUEUED);
+    let write = tokio::task::spawn_blocking(move || {
+        while let Some(piece) = incoming.blocking_recv() {
+            writer.write(&piece)?;
+        }
+        writer.finish()
+    });
+    let mut stream = body.into_data_stream();
+    let read = loop {
+        match next_piece(&mut stream, &api.config).await {
+            Ok(Some(piece)) => {
+                if pieces.send(piece).await.is_err() {
+                    break Ok(()); // The writer failed; its error says why.
+                }
+            }
+            Ok(None) => break Ok(()),
+            Err(error) => break Err(error),
+        }
+    };
+    drop(pieces);
+    let written = write.await.map_err(|e| ApiError::internal(format!("blob writer: {e}")))?;
+    read?;
+    match written {
+        Ok(_) => Ok(()),
+        Err(e @ (BlobStoreError::HashMismatch { .. } | BlobStoreError::SizeMismatch { .. })) => {
+            Err(ApiError::bad_request(e.to_string()))
+        }
+        Err(e) => Err(ApiError::internal(e.to_string())),
+    }
+}
+
+/// The body's next piece, or `None` at its end; a stalled or broken body is a 400.
+async fn next_piece(
+    stream: &mut axum::body::BodyDataStream,
+    config: &HttpConfig,
+) -> ApiResult<Option<Bytes>> {
+    match tokio::time::timeout(config.body_idle_timeout, stream.next()).await {
+        Ok(Some(Ok(piece))) => Ok(Some(piece)),
+        Ok(None) => Ok(None),
+        Ok(Some(Err(e))) => Err(ApiError::bad_request(format!("reading the body failed: {e}"))),
+        Err(_) => Err(ApiError::bad_request("the body stalled; upload timed out")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blobs_only_from_loopback_unless_allowed() {
+        let local: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let local6: SocketAddr = "[::1]:5000".parse().unwrap();
+        let remote: SocketAddr = "192.0.2.7:5000".parse().unwrap();
+        let config = HttpConfig::default();
+        assert!(blob_client_allowed(local, &config));
+        assert!(blob_client_allowed(local6, &config));
+        assert!(!blob_client_allowed(remote, &config));
+        let open = HttpConfig { allow_remote_blobs: true, ..HttpConfig::default() };
+        assert!(blob_client_allowed(remote, &open));
+    }
+
+    #[test]
+    fn origin_rule() {
+        let mut h = HeaderMap::new();
+        assert!(check_origin(&h).is_ok(), "no Origin: a non-browser client");
+        h.insert(header::HOST, HeaderValue::from_static("127.0.0.1:8081"));
+        h.insert(header::ORIGIN, HeaderValue::from_static("http://127.0.0.1:8081"));
+        assert!(check_origin(&h).is_ok());
+        h.insert(header::ORIGIN, HeaderValue::from_static("http://127.0.0.1:9999"));
+        assert_eq!(check_origin(&h).unwrap_err().status, StatusCode::FORBIDDEN);
+        h.insert(header::ORIGIN, HeaderValue::from_static("null"));
+        assert!(check_origin(&h).is_err());
+        h.remove(header::HOST);
+        h.insert(header::ORIGIN, HeaderValue::from_static("http://127.0.0.1:8081"));
+        assert!(check_origin(&h).is_err(), "no Host to compare with");
+    }
+
+    #[test]
+    fn hex_decoding_names_the_problem() {
+        assert_eq!(decode_hex("00ff").unwrap(), vec![0, 255]);
+        assert!(decode_hex("abc").unwrap_err().message.contains("odd"));
+        assert!(decode_hex("zz").unwrap_err().message.contains("non-hex"));
+    }
+}

@@ -1,0 +1,561 @@
+//! The validator's scoring loop.
+//!
+//! For every task, from the ledger and the persisted secrets ([`scorer_plan`]):
+//!
+//! - **Score-commit window** (the next block is above `reveal_deadline`, at most
+//!   `score_commit_deadline`; every reveal is on the ledger by then) and no commitment of ours on
+//!   the ledger: [`ScorerStep::Score`]. The loop finds the held-out file in `--heldout DIR` by the
+//!   task's commitment (none: it logs that and does not commit), fetches the public training file
+//!   (for the trivial baseline), the base model if any, and every revealed artifact by hash, each
+//!   under a deadline ([`fetch_timeout`]; an artifact no peer served in time is `Unavailable`),
+//!   scores them with [`validator::score::score_task`] on a blocking thread (submissions in commit
+//!   order), draws a random salt and **persists salt and verdict vector** before it submits
+//!   `CommitScores`, then re-provides the artifacts it fetched.
+//! - The same window with a persisted secret but no commitment on the ledger yet (a dropped
+//!   transaction, or a restart after persisting): [`ScorerStep::Commit`] again, same salt.
+//! - **Score-reveal window** with our commitment on the ledger, unrevealed, and a persisted
+//!   secret that opens it: [`ScorerStep::Reveal`] from the persisted file.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use consensus::commitment::{Salt, scores_commitment};
+use consensus::state::{Phase, State};
+use consensus::task::TaskSpec;
+use consensus::tx::TxKind;
+use consensus::types::{AccountId, Hash, TaskId};
+use consensus::verdict::VerdictVector;
+use serde::{Deserialize, Serialize};
+use validator::check::Revealed;
+use validator::eval::{self, EvalError};
+use validator::heldout::{HeldoutError, HeldoutFile, find_heldout};
+use validator::score::{ScoreError, Submission, TaskInputs, score_task};
+
+use super::persist::{PersistError, RoleStore};
+use super::{
+    Attempts, Background, FetchError, Stopped, fetch_bytes, finished, lagging, next_block, now_ms,
+    on_one_thread, submit,
+};
+use crate::runtime::{Metrics, NodeContext};
+
+/// The folder under `DATA_DIR/roles/` that holds the scorer's secrets.
+pub const SCORER_DIR: &str = "scorer";
+
+/// Shortest deadline for fetching one blob while scoring.
+pub const FETCH_TIMEOUT_MIN: Duration = Duration::from_secs(1);
+/// Longest deadline for fetching one blob while scoring.
+pub const FETCH_TIMEOUT_MAX: Duration = Duration::from_secs(10);
+
+/// How long the scorer waits for each blob of a task: a third of the score-commit window's
+/// expected duration, within [`FETCH_TIMEOUT_MIN`, `FETCH_TIMEOUT_MAX`], so fetching, scoring
+/// and committing fit well within the window. Every blob is fetched at once, so this bounds the
+/// whole fetch phase.
+pub fn fetch_timeout(block_interval_ms: u64, score_commit_blocks: u64) -> Duration {
+    let window = Duration::from_millis(block_interval_ms.saturating_mul(score_commit_blocks));
+    (window / 3).clamp(FETCH_TIMEOUT_MIN, FETCH_TIMEOUT_MAX)
+}
+
+/// A committed verdict vector with its salt: enough to reveal it after a restart.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ScoreSecret {
+    /// The task.
+    pub task: TaskId,
+    /// The verdict vector committed to.
+    pub verdicts: VerdictVector,
+    /// The commitment's salt.
+    pub salt: Salt,
+    /// [`scores_commitment`] of the vector with the salt, by this validator.
+    pub commitment: Hash,
+}
+
+impl ScoreSecret {
+    /// A secret for `verdicts` with `salt`, committed by `me` on chain `chain_id`.
+    pub fn new(
+        chain_id: &str,
+        task: TaskId,
+        me: &AccountId,
+        verdicts: VerdictVector,
+        salt: Salt,
+    ) -> ScoreSecret {
+        let commitment = scores_commitment(chain_id, task, me, &verdicts, &salt);
+        ScoreSecret { task, verdicts, salt, commitment }
+    }
+}
+
+/// One thing the scorer should do now.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ScorerStep {
+    /// Fetch, score, persist the secret and commit.
+    Score {
+        /// The task.
+        task: TaskId,
+    },
+    /// Submit the commitment of a persisted secret.
+    Commit {
+        /// The task.
+        task: TaskId,
+        /// The commitment.
+        commitment: Hash,
+    },
+    /// Reveal a persisted verdict vector.
+    Reveal {
+        /// The task.
+        task: TaskId,
+        /// The verdicts, as committed.
+        verdicts: VerdictVector,
+        /// The commitment's salt.
+        salt: Salt,
+    },
+}
+
+impl ScorerStep {
+    /// The step's task.
+    pub fn task(&self) -> TaskId {
+        match self {
+            ScorerStep::Score { task }
+            | ScorerStep::Commit { task, .. }
+            | ScorerStep::Reveal { task, .. } => *task,
+        }
+    }
+
+    /// The step's name, for logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ScorerStep::Score { .. } => "score",
+            ScorerStep::Commit { .. } => "commit_scores",
+            ScorerStep::Reveal { .. } => "reveal_scores",
+        }
+    }
+}
+
+/// What validator `me` should do after the last committed block of `state`, given its persisted
+/// `secrets`. Pure: the same inputs give the same steps, in task order.
+pub fn scorer_plan(
+    state: &State,
+    me: &AccountId,
+    secrets: &BTreeMap<TaskId, ScoreSecret>,
+) -> Vec<ScorerStep> {
+    if !state.is_validator(me) {
+        return Vec::new();
+    }
+    let next = state.height().next();
+    let mut steps = Vec::new();
+    for (id, task) in state.tasks.iter() {
+        let record = state.verdicts.get(&(*id, *me));
+        match task.phase(next) {
+            Phase::ScoreCommit if record.is_none() => match secrets.get(id) {
+                Some(secret) => {
+                    steps.push(ScorerStep::Commit { task: *id, commitment: secret.commitment })
+                }
+                None => steps.push(ScorerStep::Score { task: *id }),
+            },
+            Phase::ScoreReveal => {
+                let Some(record) = record else { continue };
+                if record.verdicts.is_some() {
+                    continue;
+                }
+                if let Some(secret) = secrets.get(id).filter(|s| s.commitment == record.commitment)
+                {
+                    steps.push(ScorerStep::Reveal {
+                        task: *id,
+                        verdicts: secret.verdicts.clone(),
+                        salt: secret.salt,
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+    steps
+}
+
+/// Why a task could not be scored now.
+#[derive(Debug, thiserror::Error)]
+pub enum ScoreTaskError {
+    /// The node was started without `--heldout DIR`.
+    #[error("this validator has no held-out directory (--heldout DIR)")]
+    NoHeldoutDir,
+    /// No held-out file matches the task, or one could not be read.
+    #[error(transparent)]
+    Heldout(#[from] HeldoutError),
+    /// The public training file (needed for the baseline) could not be fetched.
+    #[error("public training file: {0}")]
+    TrainData(FetchError),
+    /// The data do not fit the task.
+    #[error(transparent)]
+    Eval(#[from] EvalError),
+    /// Scoring failed.
+    #[error(transparent)]
+    Score(#[from] ScoreError),
+    /// The OS random source failed.
+    #[error("drawing a salt: {0}")]
+    Salt(getrandom::Error),
+    /// The secret could not be persisted.
+    #[error(transparent)]
+    Persist(#[from] PersistError),
+    /// A blocking task panicked or was cancelled.
+    #[error("{what}: {message}")]
+    Join {
+        /// What it was doing.
+        what: &'static str,
+        /// What went wrong.
+        message: String,
+    },
+    /// The task left the ledger (cannot happen on a sound ledger).
+    #[error("task {0} is not on the ledger")]
+    UnknownTask(TaskId),
+}
+
+impl ScoreTaskError {
+    /// Whether trying again later cannot help (no held-out data for the task here).
+    fn is_permanent(&self) -> bool {
+        matches!(
+            self,
+            ScoreTaskError::NoHeldoutDir
+                | ScoreTaskError::Heldout(HeldoutError::NotFound { .. })
+                | ScoreTaskError::Eval(_)
+                | ScoreTaskError::UnknownTask(_)
+        )
+    }
+}
+
+fn joined(what: &'static str) -> impl FnOnce(tokio::task::JoinError) -> ScoreTaskError {
+    move |e| ScoreTaskError::Join { what, message: e.to_string() }
+}
+
+/// What the scorer reads from the ledger to score a task.
+#[derive(Clone, Debug)]
+struct Job {
+    task: TaskId,
+    spec: TaskSpec,
+    chain_id: String,
+    duplicate_distance_ppm: u32,
+    fetch_timeout: Duration,
+    /// Revealed submissions in commit order.
+    submissions: Vec<(AccountId, Revealed)>,
+}
+
+impl Job {
+    fn read(state: &State, task: TaskId) -> Option<Job> {
+        let t = state.tasks.get(&task)?;
+        let params = state.params();
+        let mut submissions: Vec<_> = state
+            .submissions
+            .range((task, AccountId([0; 32]))..=(task, AccountId([0xff; 32])))
+            .filter_map(|((_, trainer), s)| {
+                let reveal = s.reveal?;
+                let revealed = Revealed { model_hash: reveal.model_hash, params: reveal.params };
+                Some((s.committed_at, (*trainer, revealed)))
+            })
+            .collect();
+        submissions.sort_by_key(|(at, _)| *at);
+        Some(Job {
+            task,
+            spec: t.spec.clone(),
+            chain_id: state.chain_id().to_owned(),
+            duplicate_distance_ppm: params.duplicate_distance_ppm,
+            fetch_timeout: fetch_timeout(params.block_interval_ms, t.spec.windows.score_commit),
+            submissions: submissions.into_iter().map(|(_, s)| s).collect(),
+        })
+    }
+}
+
+/// What a finished scoring job returns: the persisted secret and the artifacts it fetched.
+type Scored = Result<(ScoreSecret, Vec<Hash>), ScoreTaskError>;
+
+/// The scorer's loop state.
+struct Scorer {
+    ctx: NodeContext,
+    me: AccountId,
+    store: RoleStore,
+    secrets: BTreeMap<TaskId, ScoreSecret>,
+    attempts: Attempts,
+    /// Tasks this validator cannot score (no held-out file): logged once, never committed.
+    unscorable: BTreeSet<TaskId>,
+    /// The task being scored, if any (one at a time).
+    scoring: Option<Background<Scored>>,
+}
+
+/// Runs the validator's scoring loop until the node shuts down.
+pub async fn run(ctx: NodeContext) -> anyhow::Result<()> {
+    let mut events = ctx.events.subscribe();
+    let store = RoleStore::open(&ctx.data_dir, SCORER_DIR)?;
+    let secrets = {
+        let store = store.clone();
+        tokio::task::spawn_blocking(move || store.load_all::<ScoreSecret>()).await??
+    };
+    match &ctx.heldout_dir {
+        Some(dir) => tracing::info!(
+            heldout = %dir.display(),
+            persisted = secrets.len(),
+            "scorer started"
+        ),
+        None => tracing::warn!(
+            "scorer started without a held-out directory (--heldout DIR): this validator will \
+             not score any task"
+        ),
+    }
+    let me = ctx.key.account();
+    let mut scorer = Scorer {
+        ctx,
+        me,
+        store,
+        secrets,
+        attempts: Attempts::default(),
+        unscorable: BTreeSet::new(),
+        scoring: None,
+    };
+    if scorer.drive(&mut events).await.is_err() {
+        tracing::info!("scorer stopped: the node is shutting down");
+    }
+    Ok(())
+}
+
+impl Scorer {
+    /// Acts on the ledger now and after every committed block, and on each finished scoring
+    /// job, until the chain events end.
+    async fn drive(
+        &mut self,
+        events: &mut tokio::sync::broadcast::Receiver<crate::runtime::ChainEvent>,
+    ) -> Result<(), Stopped> {
+        self.tick().await?;
+        loop {
+            tokio::select! {
+                (task, elapsed, result) = finished(&mut self.scoring) => {
+                    self.scored(task, elapsed, result).await?;
+                }
+                more = next_block(events) => {
+                    if !more {
+                        return Err(Stopped);
+                    }
+                    self.tick().await?;
+                }
+            }
+        }
+    }
+
+    /// Plans from the ledger and carries the plan out.
+    async fn tick(&mut self) -> Result<(), Stopped> {
+        let now = now_ms();
+        let (height, lag, steps) = self.ctx.read(|l| {
+            let lag = lagging(l.state(), now);
+            let steps = if lag.is_some() {
+                Vec::new()
+            } else {
+                scorer_plan(l.state(), &self.me, &self.secrets)
+            };
+            (l.height(), lag, steps)
+        });
+        if let Some(age_ms) = lag {
+            tracing::debug!(%height, age_ms, "the last block is old: waiting to catch up before scoring");
+        }
+        for step in steps {
+            let task = step.task();
+            let busy = matches!(step, ScorerStep::Score { .. }) && self.scoring.is_some();
+            if busy
+                || self.unscorable.contains(&task)
+                || !self.attempts.due(task, step.name(), height)
+            {
+                continue;
+            }
+            match step {
+                ScorerStep::Score { task } => {
+                    tracing::info!(task = %task, %height, "score-commit window open: scoring the task");
+                    let job =
+                        score_and_persist(self.ctx.clone(), self.store.clone(), self.me, task);
+                    self.scoring = Some(Background::spawn(task, job));
+                }
+                ScorerStep::Commit { task, commitment } => {
+                    tracing::info!(
+                        task = %task, %height,
+                        "score-commit window open and our persisted commitment is not on the \
+                         ledger: submitting it again"
+                    );
+                    submit(&self.ctx, task, TxKind::CommitScores { task, commitment }).await?;
+                }
+                ScorerStep::Reveal { task, verdicts, salt } => {
+                    tracing::info!(
+                        task = %task, %height, entries = verdicts.len(),
+                        "score-reveal window open: revealing our persisted verdict vector"
+                    );
+                    submit(&self.ctx, task, TxKind::RevealScores { task, verdicts, salt }).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A scoring job ended: commits its (already persisted) secret.
+    async fn scored(
+        &mut self,
+        task: TaskId,
+        elapsed: Duration,
+        result: Result<Scored, tokio::task::JoinError>,
+    ) -> Result<(), Stopped> {
+        let height = self.ctx.read(|l| l.height());
+        let outcome = result.unwrap_or_else(|e| {
+            Err(ScoreTaskError::Join { what: "scoring", message: e.to_string() })
+        });
+        let (secret, fetched) = match outcome {
+            Ok(done) => done,
+            Err(error) if error.is_permanent() => {
+                tracing::error!(
+                    task = %task, %height, %error,
+                    "cannot score this task; this validator will not commit scores for it"
+                );
+                self.unscorable.insert(task);
+                return Ok(());
+            }
+            Err(error) => {
+                tracing::warn!(
+                    task = %task, %height, %error,
+                    "scoring failed; trying again in {} blocks if the window is still open",
+                    super::RETRY_BLOCKS
+                );
+                return Ok(());
+            }
+        };
+        tracing::info!(
+            task = %task, %height,
+            verdicts = ?secret.verdicts.iter().map(|e| e.verdict).collect::<Vec<_>>(),
+            elapsed_ms = elapsed.as_millis() as u64,
+            "scored; secret persisted, committing"
+        );
+        let commitment = secret.commitment;
+        self.secrets.insert(task, secret);
+        self.attempts.tried(task, "commit_scores", height);
+        submit(&self.ctx, task, TxKind::CommitScores { task, commitment }).await?;
+        reprovide(&self.ctx, task, fetched);
+        Ok(())
+    }
+}
+
+/// Fetches, scores and persists the secret of `task`; returns it with the artifacts fetched.
+async fn score_and_persist(
+    ctx: NodeContext,
+    store: RoleStore,
+    me: AccountId,
+    task: TaskId,
+) -> Scored {
+    let job = ctx.read(|l| Job::read(l.state(), task)).ok_or(ScoreTaskError::UnknownTask(task))?;
+    let dir = ctx.heldout_dir.clone().ok_or(ScoreTaskError::NoHeldoutDir)?;
+    let commitment = job.spec.dataset.heldout_commitment;
+    let heldout: HeldoutFile = tokio::task::spawn_blocking(move || find_heldout(&dir, &commitment))
+        .await
+        .map_err(joined("finding the held-out file"))??;
+    tracing::info!(task = %task, file = %heldout.path.display(), "found the held-out file");
+
+    let (train, base, artifacts) = fetch_all(&ctx, &job).await;
+    let train = train.map_err(ScoreTaskError::TrainData)?;
+    let fetched: Vec<Hash> = job
+        .submissions
+        .iter()
+        .zip(&artifacts)
+        .filter(|(_, a)| a.is_some())
+        .map(|((_, r), _)| r.model_hash)
+        .collect();
+
+    let started = Instant::now();
+    let scoring = job.clone();
+    let verdicts = tokio::task::spawn_blocking(move || {
+        on_one_thread(|| score_job(&scoring, &train, &heldout, base.as_deref(), &artifacts))
+    })
+    .await
+    .map_err(joined("scoring"))??;
+    Metrics::add(&ctx.metrics.scoring_ms, started.elapsed().as_millis() as u64);
+
+    let salt = Salt::random().map_err(ScoreTaskError::Salt)?;
+    let secret = ScoreSecret::new(&job.chain_id, task, &me, verdicts, salt);
+    let saved = secret.clone();
+    tokio::task::spawn_blocking(move || store.save(task, &saved))
+        .await
+        .map_err(joined("persisting the secret"))??;
+    Ok((secret, fetched))
+}
+
+/// Fetches the training file, the base model and every revealed artifact at once, each within
+/// the job's deadline. A missing base model or artifact is `None`.
+async fn fetch_all(
+    ctx: &NodeContext,
+    job: &Job,
+) -> (Result<Vec<u8>, FetchError>, Option<Vec<u8>>, Vec<Option<Vec<u8>>>) {
+    let timeout = job.fetch_timeout;
+    let max_artifact = job.spec.limits.max_artifact_bytes;
+    let train =
+        fetch_bytes(ctx, job.spec.dataset.train_sha256, trainer::data::DATA_BYTES_MAX, timeout);
+    let base = async {
+        let base = job.spec.base_model.as_ref()?;
+        match fetch_bytes(ctx, base.model_hash, max_artifact, timeout).await {
+            Ok(bytes) => Some(bytes),
+            Err(error) => {
+                tracing::warn!(task = %job.task, %error, "base model unavailable");
+                None
+            }
+        }
+    };
+    let artifacts =
+        futures::future::join_all(job.submissions.iter().map(|(trainer, revealed)| async move {
+            match fetch_bytes(ctx, revealed.model_hash, max_artifact, timeout).await {
+                Ok(bytes) => Some(bytes),
+                Err(error) => {
+                    tracing::warn!(
+                        task = %job.task, trainer = %trainer.short(), %error,
+                        "artifact unavailable: verdict Unavailable"
+                    );
+                    None
+                }
+            }
+        }));
+    tokio::join!(train, base, artifacts)
+}
+
+/// Announces the fetched artifacts, so a trainer cannot serve only some validators. Runs in the
+/// background: the scorer does not wait for provider records.
+fn reprovide(ctx: &NodeContext, task: TaskId, fetched: Vec<Hash>) {
+    let network = ctx.network.clone();
+    tokio::spawn(async move {
+        for hash in fetched {
+            match tokio::time::timeout(FETCH_TIMEOUT_MAX, network.provide_blob(hash)).await {
+                Ok(Ok(())) => tracing::debug!(task = %task, %hash, "re-providing artifact"),
+                Ok(Err(error)) => {
+                    tracing::warn!(task = %task, %hash, %error, "could not re-provide artifact")
+                }
+                Err(_) => tracing::warn!(
+                    task = %task, %hash,
+                    "re-providing artifact timed out; the record may still be published"
+                ),
+            }
+        }
+    });
+}
+
+/// Scores a job from bytes (blocking): prepares the data and runs [`score_task`].
+fn score_job(
+    job: &Job,
+    train: &[u8],
+    heldout: &HeldoutFile,
+    base: Option<&[u8]>,
+    artifacts: &[Option<Vec<u8>>],
+) -> Result<VerdictVector, ScoreTaskError> {
+    let train = eval::prepare(&job.spec, train, "public training file")?;
+    let heldout = eval::prepare(&job.spec, &heldout.bytes, &heldout.path.display().to_string())?;
+    let submissions: Vec<Submission<'_>> = job
+        .submissions
+        .iter()
+        .zip(artifacts)
+        .map(|((trainer, revealed), artifact)| Submission {
+            trainer: *trainer,
+            revealed: *revealed,
+            artifact: artifact.as_deref(),
+        })
+        .collect();
+    let inputs = TaskInputs {
+        spec: &job.spec,
+        train: &train,
+        heldout: &heldout,
+        base_model: base,
+        submissions_in_commit_order: &submissions,
+        duplicate_distance_ppm: job.duplicate_distance_ppm,
+    };
+    Ok(score_task(&inputs)?)
+}

@@ -1,0 +1,347 @@
+//! A running node's settings: the command line's flags over a TOML config file, checked as a
+//! whole before anything starts.
+//!
+//! The file uses the flags' names (`data_dir`, `genesis`, `listen`, `bootstrap`, `http`,
+//! `recipe`, `heldout`, `mdns`, `role`); a flag given on the command line wins over the file.
+//! [`NodeConfig::resolve`] checks every relationship between the settings and names what is wrong
+//! and how to fix it.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use libp2p::Multiaddr;
+use serde::Deserialize;
+
+use super::context::Role;
+
+/// Largest config file read, in bytes.
+const CONFIG_BYTES_MAX: u64 = 1 << 20;
+
+/// The address a node listens on when none is given: every interface, a port the OS picks.
+pub const DEFAULT_LISTEN: &str = "/ip4/0.0.0.0/tcp/0";
+
+/// One value or a list of them (`listen = "/ip4/…"` or `listen = ["/ip4/…", …]`).
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    /// A single value.
+    One(String),
+    /// Several values.
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::One(v) => vec![v],
+            OneOrMany::Many(v) => v,
+        }
+    }
+}
+
+/// The TOML config file: every field optional, named like the flags.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    /// The role (`validator` or `trainer`).
+    pub role: Option<String>,
+    /// The data directory.
+    pub data_dir: Option<PathBuf>,
+    /// The genesis file.
+    pub genesis: Option<PathBuf>,
+    /// Listen multiaddrs.
+    pub listen: Option<OneOrMany>,
+    /// Bootstrap multiaddrs.
+    pub bootstrap: Option<OneOrMany>,
+    /// HTTP API address.
+    pub http: Option<String>,
+    /// A trainer's recipe file.
+    pub recipe: Option<PathBuf>,
+    /// A validator's held-out directory.
+    pub heldout: Option<PathBuf>,
+    /// Whether mDNS discovery runs.
+    pub mdns: Option<bool>,
+}
+
+impl ConfigFile {
+    /// Reads and parses a config file; relative paths in it are taken from the file's directory.
+    pub fn load(path: &Path) -> Result<ConfigFile, ConfigError> {
+        let read = |reason: String| ConfigError::File { path: path.to_path_buf(), reason };
+        let meta = std::fs::metadata(path).map_err(|e| read(e.to_string()))?;
+        if meta.len() > CONFIG_BYTES_MAX {
+            return Err(read(format!(
+                "{} bytes, over the limit of {CONFIG_BYTES_MAX}",
+                meta.len()
+            )));
+        }
+        let text = std::fs::read_to_string(path).map_err(|e| read(e.to_string()))?;
+        let mut file: ConfigFile = toml::from_str(&text).map_err(|e| read(e.to_string()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        for p in [&mut file.data_dir, &mut file.genesis, &mut file.recipe, &mut file.heldout]
+            .into_iter()
+            .flatten()
+        {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+        Ok(file)
+    }
+}
+
+/// The flags of `node --role …`, as given (`None` or empty when not given).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Flags {
+    /// `--role`.
+    pub role: Option<Role>,
+    /// `--data-dir`.
+    pub data_dir: Option<PathBuf>,
+    /// `--genesis`.
+    pub genesis: Option<PathBuf>,
+    /// `--listen` (repeatable).
+    pub listen: Vec<String>,
+    /// `--bootstrap` (repeatable).
+    pub bootstrap: Vec<String>,
+    /// `--http`.
+    pub http: Option<String>,
+    /// `--recipe`.
+    pub recipe: Option<PathBuf>,
+    /// `--heldout`.
+    pub heldout: Option<PathBuf>,
+    /// `--no-mdns`.
+    pub no_mdns: bool,
+}
+
+/// A running node's settings, resolved and checked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeConfig {
+    /// The role.
+    pub role: Role,
+    /// The data directory (holds the key, the genesis copy, the chain, the WAL and blobs).
+    pub data_dir: PathBuf,
+    /// A genesis file to use (copied into the data dir on first start); `None` uses the data
+    /// dir's copy.
+    pub genesis: Option<PathBuf>,
+    /// Addresses to listen on.
+    pub listen: Vec<Multiaddr>,
+    /// Peers to dial at start.
+    pub bootstrap: Vec<Multiaddr>,
+    /// Where the HTTP API listens, if anywhere.
+    pub http: Option<SocketAddr>,
+    /// A trainer's recipe; `None` runs the default recipe.
+    pub recipe: Option<PathBuf>,
+    /// A validator's held-out directory; `None` runs no scorer.
+    pub heldout: Option<PathBuf>,
+    /// Whether mDNS discovery runs.
+    pub mdns: bool,
+}
+
+/// A setting that is missing, malformed or inconsistent with another.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The config file cannot be read or parsed.
+    #[error("config file {path}: {reason}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// A required setting is missing.
+    #[error("{name} is not set: {fix}")]
+    Missing {
+        /// The setting.
+        name: &'static str,
+        /// How to set it.
+        fix: &'static str,
+    },
+    /// A setting has a malformed value.
+    #[error("{name} {value:?} is invalid: {reason}")]
+    Invalid {
+        /// The setting.
+        name: &'static str,
+        /// The value.
+        value: String,
+        /// Why.
+        reason: String,
+    },
+    /// Two settings do not go together.
+    #[error("{0}")]
+    Conflict(String),
+}
+
+fn invalid(name: &'static str, value: impl Into<String>, reason: impl ToString) -> ConfigError {
+    ConfigError::Invalid { name, value: value.into(), reason: reason.to_string() }
+}
+
+fn parse_addrs(name: &'static str, values: Vec<String>) -> Result<Vec<Multiaddr>, ConfigError> {
+    values
+        .into_iter()
+        .map(|v| v.parse::<Multiaddr>().map_err(|e| invalid(name, v.clone(), e)))
+        .collect()
+}
+
+impl NodeConfig {
+    /// Merges `flags` over `file` and checks the result: a role and a data dir are set, the data
+    /// dir holds a key, addresses parse, a recipe only for a trainer and a held-out directory
+    /// only for a validator, and the files they name exist.
+    pub fn resolve(flags: Flags, file: ConfigFile) -> Result<NodeConfig, ConfigError> {
+        let role = match (flags.role, file.role) {
+            (Some(role), _) => role,
+            (None, Some(name)) => match name.as_str() {
+                "validator" => Role::Validator,
+                "trainer" => Role::Trainer,
+                _ => return Err(invalid("role", name, "expected `validator` or `trainer`")),
+            },
+            (None, None) => {
+                return Err(ConfigError::Missing {
+                    name: "role",
+                    fix: "pass --role validator|trainer or set `role` in the config file",
+                });
+            }
+        };
+        let data_dir = flags.data_dir.or(file.data_dir).ok_or(ConfigError::Missing {
+            name: "data dir",
+            fix: "pass --data-dir DIR or set `data_dir` in the config file",
+        })?;
+        if !data_dir.is_dir() {
+            return Err(invalid(
+                "data dir",
+                data_dir.display().to_string(),
+                "not a directory; create it with `node init --data-dir DIR --genesis FILE`",
+            ));
+        }
+        let key = data_dir.join(crate::keystore::KEY_FILE);
+        if !key.is_file() {
+            return Err(invalid(
+                "data dir",
+                data_dir.display().to_string(),
+                format!(
+                    "it holds no {}; create one with `node init --data-dir {}`",
+                    crate::keystore::KEY_FILE,
+                    data_dir.display()
+                ),
+            ));
+        }
+        let genesis = flags.genesis.or(file.genesis);
+        match &genesis {
+            Some(path) if !path.is_file() => {
+                return Err(invalid("genesis", path.display().to_string(), "no such file"));
+            }
+            None if !crate::datadir::DataDir::new(&data_dir).genesis().is_file() => {
+                return Err(ConfigError::Missing {
+                    name: "genesis",
+                    fix: "pass --genesis FILE, set `genesis` in the config file, or run `node init --genesis FILE`",
+                });
+            }
+            _ => {}
+        }
+        let listen = if flags.listen.is_empty() {
+            file.listen.map(OneOrMany::into_vec).unwrap_or_else(|| vec![DEFAULT_LISTEN.into()])
+        } else {
+            flags.listen
+        };
+        let listen = parse_addrs("listen address", listen)?;
+        if listen.is_empty() {
+            return Err(ConfigError::Missing {
+                name: "listen address",
+                fix: "pass --listen MULTIADDR (e.g. /ip4/0.0.0.0/tcp/4001)",
+            });
+        }
+        let bootstrap = if flags.bootstrap.is_empty() {
+            file.bootstrap.map(OneOrMany::into_vec).unwrap_or_default()
+        } else {
+            flags.bootstrap
+        };
+        let bootstrap = parse_addrs("bootstrap address", bootstrap)?;
+        let http = flags
+            .http
+            .or(file.http)
+            .map(|v| v.parse::<SocketAddr>().map_err(|e| invalid("http address", v.clone(), e)))
+            .transpose()?;
+        let recipe = flags.recipe.or(file.recipe);
+        let heldout = flags.heldout.or(file.heldout);
+        match role {
+            Role::Validator if recipe.is_some() => {
+                return Err(ConfigError::Conflict(
+                    "a recipe is for a trainer; drop --recipe or run with --role trainer".into(),
+                ));
+            }
+            Role::Trainer if heldout.is_some() => {
+                return Err(ConfigError::Conflict(
+                    "held-out data is for a validator; drop --heldout or run with --role validator"
+                        .into(),
+                ));
+            }
+            _ => {}
+        }
+        if let Some(path) = &recipe
+            && !path.is_file()
+        {
+            return Err(invalid("recipe", path.display().to_string(), "no such file"));
+        }
+        if let Some(path) = &heldout
+            && !path.is_dir()
+        {
+            return Err(invalid(
+                "held-out directory",
+                path.display().to_string(),
+                "no such directory",
+            ));
+        }
+        let mdns = !flags.no_mdns && file.mdns.unwrap_or(true);
+        Ok(NodeConfig { role, data_dir, genesis, listen, bootstrap, http, recipe, heldout, mdns })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data_dir() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(crate::keystore::KEY_FILE), "{}").unwrap();
+        std::fs::write(dir.path().join("genesis.json"), "{}").unwrap();
+        dir
+    }
+
+    #[test]
+    fn flags_win_over_the_file_and_relationships_are_checked() {
+        let dir = data_dir();
+        let config = dir.path().join("node.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "role = \"trainer\"\ndata_dir = {:?}\nlisten = \"/ip4/127.0.0.1/tcp/1\"\nbootstrap = [\"/ip4/127.0.0.1/tcp/2\"]\nhttp = \"127.0.0.1:1\"\nmdns = false\n",
+                dir.path()
+            ),
+        )
+        .unwrap();
+        let file = ConfigFile::load(&config).unwrap();
+        let flags = Flags { listen: vec!["/ip4/127.0.0.1/tcp/3".into()], ..Flags::default() };
+        let resolved = NodeConfig::resolve(flags, file.clone()).unwrap();
+        assert_eq!(resolved.role, Role::Trainer);
+        assert_eq!(resolved.listen, vec!["/ip4/127.0.0.1/tcp/3".parse::<Multiaddr>().unwrap()]);
+        assert_eq!(resolved.bootstrap.len(), 1);
+        assert!(!resolved.mdns);
+        assert_eq!(resolved.http, Some("127.0.0.1:1".parse().unwrap()));
+
+        let heldout = Flags { heldout: Some(dir.path().into()), ..Flags::default() };
+        assert!(matches!(
+            NodeConfig::resolve(heldout, file.clone()),
+            Err(ConfigError::Conflict(_))
+        ));
+        let bad = Flags { bootstrap: vec!["nonsense".into()], ..Flags::default() };
+        assert!(matches!(
+            NodeConfig::resolve(bad, file.clone()),
+            Err(ConfigError::Invalid { name: "bootstrap address", .. })
+        ));
+        let no_role = ConfigFile { role: None, ..file };
+        assert!(matches!(
+            NodeConfig::resolve(Flags::default(), no_role),
+            Err(ConfigError::Missing { name: "role", .. })
+        ));
+        std::fs::write(&config, "colour = 1\n").unwrap();
+        assert!(matches!(ConfigFile::load(&config), Err(ConfigError::File { .. })));
+    }
+}

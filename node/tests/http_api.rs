@@ -1,0 +1,789 @@
+//! The HTTP JSON API end to end: a real ledger with a finalized task, a real network on
+//! loopback, the server on a free port, and a minimal HTTP/1.1 client over a TCP stream.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use consensus::block::Block;
+use consensus::chain::{Ledger, build_block};
+use consensus::commitment::{Salt, model_commitment, scores_commitment};
+use consensus::crypto::Keypair;
+use consensus::genesis::{Genesis, GenesisBalance, GenesisValidator, Params};
+use consensus::hash::sha256;
+use consensus::storage::MemStore;
+use consensus::task::{
+    Dataset, Dtype, Efficiency, Limits, Preprocessing, TaskKind, TaskSpec, Windows,
+};
+use consensus::tx::{SignedTx, Tx, TxKind};
+use consensus::types::{AccountId, Amount, Hash, Height, Nonce, Round, TaskId};
+use consensus::verdict::{RejectReason, Subject, Verdict, VerdictEntry, VerdictVector};
+use consensus::vote::{CommitCertificate, SignedVote, Vote, VoteKind};
+use node::datadir::DataDir;
+use node::http::{HttpConfig, serve_with_config};
+use node::keystore;
+use node::network::{self, NetworkConfig};
+use node::runtime::{ChainEvent, Metrics, NodeContext, Role};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+/// Longest any request may take before the test fails.
+const WAIT: Duration = Duration::from_secs(30);
+const REWARD: u64 = 10_000;
+const BOND: u64 = 1_000;
+const TRANSFER: u64 = 5;
+/// The blob limit the test server runs with.
+const BLOB_LIMIT: u64 = 1 << 20;
+
+fn key(tag: u8, i: u8) -> Keypair {
+    let mut seed = [tag; 32];
+    seed[31] = i;
+    Keypair::from_seed(seed)
+}
+
+/// Two validators (stakes 100 and 60), two trainers, a task creator.
+struct Keys {
+    validators: [Keypair; 2],
+    trainers: [Keypair; 2],
+    creator: Keypair,
+}
+
+fn keys() -> Keys {
+    Keys {
+        validators: [key(1, 0), key(1, 1)],
+        trainers: [key(2, 0), key(2, 1)],
+        creator: key(3, 0),
+    }
+}
+
+fn genesis(k: &Keys) -> Genesis {
+    let validators = k
+        .validators
+        .iter()
+        .zip([100, 60])
+        .enumerate()
+        .map(|(i, (v, stake))| GenesisValidator {
+            account: v.account(),
+            stake: Amount(stake),
+            name: format!("v{i}"),
+        })
+        .collect();
+    let balances = k
+        .trainers
+        .iter()
+        .chain([&k.creator])
+        .map(|a| GenesisBalance { account: a.account(), amount: Amount(1_000_000) })
+        .chain(
+            k.validators
+                .iter()
+                .map(|v| GenesisBalance { account: v.account(), amount: Amount(1_000) }),
+        )
+        .collect();
+    Genesis {
+        chain_id: "crucible-http-test".into(),
+        genesis_time_ms: 1_000,
+        validators,
+        balances,
+        params: Params::default(),
+        tasks: vec![],
+    }
+}
+
+fn spec() -> TaskSpec {
+    TaskSpec {
+        name: "digits-http".into(),
+        kind: TaskKind::Classification { features: 4, classes: 3 },
+        preprocessing: Preprocessing::Standardize { mean: vec![0.0; 4], std: vec![1.0; 4] },
+        dataset: Dataset {
+            name: "toy".into(),
+            train_sha256: Hash([1; 32]),
+            heldout_commitment: Hash([2; 32]),
+        },
+        limits: Limits {
+            max_params: 100_000,
+            max_artifact_bytes: 1 << 20,
+            dtypes: vec![Dtype::F32],
+        },
+        efficiency: Efficiency { reference_params: 1_000, penalty_ppm_per_doubling: 50_000 },
+        bond: Amount(BOND),
+        max_trainers: 3,
+        windows: Windows { join: 3, commit: 3, reveal: 3, score_commit: 3, score_reveal: 3 },
+        base_model: None,
+    }
+}
+
+/// A ledger that blocks are built, certified by both validators, and committed to.
+struct Chain {
+    ledger: Ledger,
+    chain_id: String,
+    validators: Vec<Keypair>,
+    last_commit: Option<CommitCertificate>,
+    time_ms: u64,
+}
+
+impl Chain {
+    fn sign(&self, key: &Keypair, kind: TxKind) -> SignedTx {
+        let nonce = self.ledger.state().account(&key.account()).nonce;
+        SignedTx::sign(key, Tx { chain_id: self.chain_id.clone(), nonce, kind })
+    }
+
+    fn commit(&mut self, txs: Vec<SignedTx>) -> Block {
+        self.time_ms += 500;
+        let expected = txs.len();
+        let proposer = self.validators[0].account();
+        let block =
+            build_block(self.ledger.state(), txs, self.time_ms, proposer, self.last_commit.clone())
+                .unwrap();
+        assert_eq!(block.txs.len(), expected, "every tx of block {} executes", block.height());
+        let vote = Vote {
+            height: block.height(),
+            round: Round(0),
+            kind: VoteKind::Precommit,
+            block: Some(block.hash()),
+        };
+        let votes: Vec<SignedVote> =
+            self.validators.iter().map(|k| SignedVote::sign(k, &self.chain_id, vote)).collect();
+        let cert = CommitCertificate::from_precommits(&votes).unwrap();
+        self.ledger.commit_block(&block, &cert).unwrap();
+        self.last_commit = Some(cert);
+        block
+    }
+
+    /// Commits empty blocks until the next block is `height`.
+    fn advance_to(&mut self, height: u64) {
+        while self.ledger.height().next() < Height(height) {
+            self.commit(vec![]);
+        }
+    }
+}
+
+/// The chain: task 1 created at height 1, both trainers join and commit; trainer 0's model is
+/// scored 600000 ppm by validator 0 and 650000 by validator 1 (who disagrees with the
+/// consensus), trainer 1's is rejected as malformed; the task finalizes at height 16; the tip is
+/// 17. Returns the ledger and the hash of a transfer in block 2.
+fn build_chain(k: &Keys, genesis: &Genesis) -> (Ledger, Hash) {
+    let ledger = Ledger::open(Box::new(MemStore::new()), genesis).unwrap();
+    let mut c = Chain {
+        ledger,
+        chain_id: genesis.chain_id.clone(),
+        validators: vec![key(1, 0), key(1, 1)],
+        last_commit: None,
+        time_ms: genesis.genesis_time_ms,
+    };
+    let task = TaskId(1);
+    let create =
+        c.sign(&k.creator, TxKind::CreateTask { spec: Box::new(spec()), reward: Amount(REWARD) });
+    c.commit(vec![create]);
+    let transfer = c.sign(
+        &k.creator,
+        TxKind::Transfer { to: k.trainers[0].account(), amount: Amount(TRANSFER) },
+    );
+    let transfer_hash = transfer.hash();
+    let joins: Vec<SignedTx> =
+        k.trainers.iter().map(|t| c.sign(t, TxKind::JoinTask { task })).collect();
+    c.commit([transfer].into_iter().chain(joins).collect());
+
+    let models = [Hash([10; 32]), Hash([11; 32])];
+    let salt = |n: u8| Salt(Hash([n; 32]));
+    let commits: Vec<SignedTx> = k
+        .trainers
+        .iter()
+        .zip(&models)
+        .enumerate()
+        .map(|(i, (t, m))| {
+            let commitment = model_commitment(&c.chain_id, task, &t.account(), m, &salt(i as u8));
+            c.sign(t, TxKind::CommitModel { task, commitment })
+        })
+        .collect();
+    c.commit(commits);
+
+    c.advance_to(8);
+    let reveals: Vec<SignedTx> = k
+        .trainers
+        .iter()
+        .zip(&models)
+        .enumerate()
+        .map(|(i, (t, m))| {
+            let kind = TxKind::RevealModel {
+                task,
+                model_hash: *m,
+                salt: salt(i as u8),
+                size_bytes: 10_000,
+                params: 1_000,
+            };
+            c.sign(t, kind)
+        })
+        .collect();
+    c.commit(reveals);
+
+    let vector = |score: u32| -> VerdictVector {
+        let mut subs = vec![
+            (k.trainers[0].account(), Verdict::scored(score)),
+            (k.trainers[1].account(), Verdict::Rejected { reason: RejectReason::Malformed }),
+        ];
+        subs.sort_by_key(|(a, _)| *a);
+        let mut v =
+            vec![VerdictEntry { subject: Subject::Baseline, verdict: Verdict::scored(100_000) }];
+        v.extend(
+            subs.into_iter()
+                .map(|(a, verdict)| VerdictEntry { subject: Subject::Submission(a), verdict }),
+        );
+        v
+    };
+    let vectors = [vector(600_000), vector(650_000)];
+    c.advance_to(11);
+    let score_commits: Vec<SignedTx> = k
+        .validators
+        .iter()
+        .zip(&vectors)
+        .enumerate()
+        .map(|(i, (v, vec))| {
+            let commitment =
+                scores_commitment(&c.chain_id, task, &v.account(), vec, &salt(50 + i as u8));
+            c.sign(v, TxKind::CommitScores { task, commitment })
+        })
+        .collect();
+    c.commit(score_commits);
+    c.advance_to(14);
+    let score_reveals: Vec<SignedTx> = k
+        .validators
+        .iter()
+        .zip(&vectors)
+        .enumerate()
+        .map(|(i, (v, vec))| {
+            let kind =
+                TxKind::RevealScores { task, verdicts: vec.clone(), salt: salt(50 + i as u8) };
+            c.sign(v, kind)
+        })
+        .collect();
+    c.commit(score_reveals);
+    c.advance_to(18);
+    assert_eq!(c.ledger.height(), Height(17));
+    assert!(c.ledger.state().tasks.get(&task).unwrap().report.is_some(), "task 1 finalized");
+    (c.ledger, transfer_hash)
+}
+
+/// A running API and the far ends of its channels.
+struct Harness {
+    addr: SocketAddr,
+    keys: Keys,
+    genesis: Genesis,
+    ctx: NodeContext,
+    external: mpsc::Receiver<(SignedTx, oneshot::Sender<Result<(), String>>)>,
+    transfer: Hash,
+    _submissions: mpsc::Receiver<node::runtime::Submission>,
+    _dir: tempfile::TempDir,
+}
+
+async fn start() -> Harness {
+    let keys = keys();
+    let genesis = genesis(&keys);
+    let (ledger, transfer) = build_chain(&keys, &genesis);
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = DataDir::new(dir.path());
+    let mut config = NetworkConfig::for_chain(
+        &genesis.chain_id,
+        genesis.hash(),
+        &genesis.params,
+        data_dir.blobs(),
+    );
+    config.mdns = false;
+    let node_key = key(1, 0);
+    let (client, mut events, event_loop) =
+        network::start(keystore::libp2p_keypair(&node_key).unwrap(), config).unwrap();
+    tokio::spawn(event_loop.run());
+    tokio::spawn(async move { while events.recv().await.is_some() {} });
+    let (submissions, submissions_rx) = mpsc::channel(8);
+    let (external_txs, external) = mpsc::channel(8);
+    let ctx = NodeContext {
+        genesis: Arc::new(genesis.clone()),
+        key: Arc::new(node_key),
+        role: Role::Validator,
+        data_dir,
+        ledger: Arc::new(RwLock::new(ledger)),
+        network: client,
+        submissions,
+        external_txs,
+        events: broadcast::channel(16).0,
+        metrics: Arc::new(Metrics::default()),
+        heldout_dir: None,
+    };
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let http = HttpConfig {
+        blob_bytes_max: BLOB_LIMIT,
+        provide_timeout: Duration::from_secs(1),
+        admit_timeout: Duration::from_secs(5),
+        ..HttpConfig::default()
+    };
+    tokio::spawn(serve_with_config(ctx.clone(), listener, http));
+    Harness {
+        addr,
+        keys,
+        genesis,
+        ctx,
+        external,
+        transfer,
+        _submissions: submissions_rx,
+        _dir: dir,
+    }
+}
+
+/// An answer: status, headers (names lowercase), body.
+struct Answer {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!("{e}: body is not JSON: {}", String::from_utf8_lossy(&self.body))
+        })
+    }
+
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+
+    fn error(&self) -> String {
+        self.json()["error"].as_str().expect("an error body").to_string()
+    }
+}
+
+/// One HTTP/1.1 request on its own connection.
+async fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Answer {
+    let exchange = async {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        let mut head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+            body.len()
+        );
+        for (name, value) in headers {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        head.push_str("\r\n");
+        stream.write_all(head.as_bytes()).await.unwrap();
+        // With `Expect: 100-continue` the body waits for the server's go-ahead, which a server
+        // that refuses the upload never gives; the test sends no body then.
+        if !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("expect")) {
+            stream.write_all(body).await.unwrap();
+        }
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).await.unwrap();
+        raw
+    };
+    let raw = tokio::time::timeout(WAIT, exchange).await.expect("the server answers in time");
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("a complete head");
+    let head = String::from_utf8(raw[..split].to_vec()).unwrap();
+    let mut lines = head.split("\r\n");
+    let status = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
+    let headers: Vec<(String, String)> = lines
+        .map(|l| {
+            let (n, v) = l.split_once(':').unwrap();
+            (n.trim().to_ascii_lowercase(), v.trim().to_string())
+        })
+        .collect();
+    let mut body = raw[split + 4..].to_vec();
+    if headers.iter().any(|(n, v)| n == "transfer-encoding" && v.contains("chunked")) {
+        body = dechunk(&body);
+    }
+    Answer { status, headers, body }
+}
+
+fn dechunk(mut raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let line = raw.windows(2).position(|w| w == b"\r\n").unwrap();
+        let size =
+            usize::from_str_radix(std::str::from_utf8(&raw[..line]).unwrap().trim(), 16).unwrap();
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&raw[line + 2..line + 2 + size]);
+        raw = &raw[line + 4 + size..];
+    }
+}
+
+async fn get(addr: SocketAddr, path: &str) -> Answer {
+    request(addr, "GET", path, &[], b"").await
+}
+
+fn num(v: &Value) -> u64 {
+    v.as_u64().unwrap_or_else(|| panic!("{v} is not a JSON number"))
+}
+
+fn string(v: &Value) -> &str {
+    v.as_str().unwrap_or_else(|| panic!("{v} is not a JSON string"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_status_blocks_txs_and_validators() {
+    let h = start().await;
+    let (tip_hash, root) = h.ctx.read(|l| (l.state().meta().last_block_hash, l.state_root()));
+
+    let status = get(h.addr, "/status").await;
+    assert_eq!(status.status, 200);
+    assert_eq!(status.header("access-control-allow-origin"), Some("*"), "reads are public");
+    let s = status.json();
+    assert_eq!(string(&s["chain_id"]), h.genesis.chain_id);
+    assert_eq!(string(&s["genesis_hash"]), h.genesis.hash().to_hex());
+    assert_eq!(num(&s["height"]), 17);
+    assert_eq!(string(&s["block_hash"]), tip_hash.to_hex());
+    assert_eq!(string(&s["state_root"]), root.to_hex());
+    assert_eq!(string(&s["role"]), "validator");
+    assert_eq!(string(&s["account"]), h.keys.validators[0].account().to_hex());
+    assert_eq!(num(&s["peers"]), 0);
+    assert_eq!(string(&s["peer_id"]), h.ctx.network.local_peer().to_string());
+
+    let blocks = get(h.addr, "/blocks").await.json();
+    let heights: Vec<u64> = blocks.as_array().unwrap().iter().map(|b| num(&b["height"])).collect();
+    assert_eq!(heights, (1..=17).collect::<Vec<_>>(), "by default the newest page");
+    let page = get(h.addr, "/blocks?from=2&limit=3").await.json();
+    let heights: Vec<u64> = page.as_array().unwrap().iter().map(|b| num(&b["height"])).collect();
+    assert_eq!(heights, vec![2, 3, 4]);
+    assert_eq!(num(&page[0]["tx_count"]), 3);
+    assert_eq!(get(h.addr, "/blocks?from=100").await.json(), Value::Array(vec![]));
+    for bad in ["/blocks?limit=0", "/blocks?limit=101", "/blocks?from=x"] {
+        let a = get(h.addr, bad).await;
+        assert_eq!(a.status, 400, "{bad}");
+        assert!(!a.error().is_empty());
+    }
+
+    let block = get(h.addr, "/blocks/2").await;
+    assert_eq!(block.status, 200);
+    let b = block.json();
+    assert_eq!(num(&b["height"]), 2);
+    assert_eq!(string(&b["txs"][0]), h.transfer.to_hex());
+    assert_eq!(b["commit"]["signers"].as_array().unwrap().len(), 2);
+    let stored = h.ctx.read(|l| l.block(Height(2)).unwrap().unwrap());
+    assert_eq!(string(&b["hash"]), stored.hash().to_hex());
+    assert_eq!(string(&b["state_root"]), stored.header.state_root.to_hex());
+    assert_eq!(get(h.addr, "/blocks/999").await.status, 404);
+    assert_eq!(get(h.addr, "/blocks/abc").await.status, 400);
+
+    let tx = get(h.addr, &format!("/txs/{}", h.transfer)).await;
+    assert_eq!(tx.status, 200);
+    let t = tx.json();
+    assert_eq!(string(&t["kind"]), "transfer");
+    assert_eq!((num(&t["height"]), num(&t["index"])), (2, 0));
+    assert_eq!(string(&t["signer"]), h.keys.creator.account().to_hex());
+    assert_eq!(string(&t["body"]["amount"]), TRANSFER.to_string(), "amounts are strings");
+    let missing = get(h.addr, &format!("/txs/{}", Hash([9; 32]))).await;
+    assert_eq!(missing.status, 404);
+    assert!(missing.error().contains("no transaction"));
+    assert_eq!(get(h.addr, "/txs/nothex").await.status, 400);
+
+    let validators = get(h.addr, "/validators").await.json();
+    let list = validators.as_array().unwrap();
+    assert_eq!(list.len(), 2);
+    let v0 = list
+        .iter()
+        .find(|v| v["account"] == h.keys.validators[0].account().to_hex().as_str())
+        .unwrap();
+    assert_eq!(string(&v0["stake"]), "100");
+    assert_eq!(string(&v0["power"]), "100");
+    let votes = v0["last_votes"].as_array().unwrap();
+    assert_eq!(votes.len(), 10, "the last ten commit certificates");
+    assert_eq!(num(&votes[0]["height"]), 17);
+    assert!(votes.iter().all(|v| v["signed"] == true));
+
+    assert_eq!(get(h.addr, "/peers").await.json(), Value::Array(vec![]));
+    // A second node on the chain dials in: it shows in /status and /peers.
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = NetworkConfig::for_chain(
+        &h.genesis.chain_id,
+        h.genesis.hash(),
+        &h.genesis.params,
+        dir.path().join("blobs"),
+    );
+    config.mdns = false;
+    let other = key(1, 1);
+    let (client, mut events, event_loop) =
+        network::start(keystore::libp2p_keypair(&other).unwrap(), config).unwrap();
+    tokio::spawn(event_loop.run());
+    tokio::spawn(async move { while events.recv().await.is_some() {} });
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let address = loop {
+        if let Some(a) = h.ctx.network.listen_addresses().await.unwrap().into_iter().next() {
+            break a;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the node never listened");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    client.dial(address).await.unwrap();
+    while num(&get(h.addr, "/status").await.json()["peers"]) == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "the peer never passed the handshake");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let peers = get(h.addr, "/peers").await.json();
+    assert_eq!(string(&peers[0]["account"]), other.account().to_hex());
+    assert_eq!(string(&peers[0]["peer_id"]), client.local_peer().to_string());
+    let unknown = get(h.addr, "/nothing").await;
+    assert_eq!(unknown.status, 404);
+    assert!(unknown.error().contains("no such route"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_and_accounts_explain_the_finalized_rewards() {
+    let h = start().await;
+    let [winner, rejected] = [h.keys.trainers[0].account(), h.keys.trainers[1].account()];
+
+    let tasks = get(h.addr, "/tasks").await.json();
+    assert_eq!(tasks.as_array().unwrap().len(), 1);
+    assert_eq!(string(&tasks[0]["reward"]), REWARD.to_string());
+    assert_eq!(string(&tasks[0]["phase"]), "finalized");
+    assert_eq!(string(&tasks[0]["champion"]), winner.to_hex());
+
+    let task = get(h.addr, "/tasks/1").await.json();
+    assert_eq!(num(&task["deadlines"]["score"]), 16);
+    assert_eq!(num(&task["windows"]["join"]), 3);
+    assert_eq!(task["submissions"].as_array().unwrap().len(), 2);
+    assert_eq!(task["verdicts"].as_array().unwrap().len(), 2);
+    assert_eq!(task["consensus"].as_array().unwrap().len(), 3);
+    assert_eq!(string(&task["consensus"][0]["subject"]), "baseline");
+    let report = &task["report"];
+    assert_eq!(string(&report["outcome"]), "finalized");
+    assert_eq!(num(&report["baseline_ppm"]), 100_000);
+    assert_eq!(string(&report["champion"]["trainer"]), winner.to_hex());
+    let trainer_pool = REWARD * 7 / 10;
+    let paid = task["payouts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["account"] == winner.to_hex().as_str() && p["role"] == "trainer")
+        .unwrap();
+    assert_eq!(string(&paid["amount"]), trainer_pool.to_string());
+    assert_eq!(get(h.addr, "/tasks/99").await.status, 404);
+    assert_eq!(get(h.addr, "/tasks/x").await.status, 400);
+
+    let account = get(h.addr, &format!("/accounts/{winner}")).await.json();
+    let expected_balance = 1_000_000 - 1 - BOND + TRANSFER + trainer_pool + BOND - 2; // 3 txs' fees
+    assert_eq!(string(&account["balance"]), expected_balance.to_string());
+    assert_eq!(num(&account["nonce"]), 3);
+    assert_eq!(string(&account["stake"]), "0");
+    assert_eq!(num(&account["tasks_total"]), 1);
+    let mine = &account["tasks"][0]["as_trainer"];
+    assert_eq!(string(&mine["payout"]), trainer_pool.to_string());
+    assert_eq!(num(&mine["rank"]), 1);
+    assert_eq!(num(&mine["effective_ppm"]), 600_000);
+    assert_eq!(string(&mine["consensus"]["verdict"]), "scored");
+    let verdicts = mine["validator_verdicts"].as_array().unwrap();
+    assert_eq!(verdicts.len(), 2);
+    let scores: Vec<u64> = verdicts.iter().map(|v| num(&v["verdict"]["score_ppm"])).collect();
+    assert!(scores.contains(&600_000) && scores.contains(&650_000), "{scores:?}");
+    assert_eq!(verdicts.iter().filter(|v| v["agrees"] == false).count(), 1);
+    assert!(string(&mine["explanation"]).contains("beats the baseline"));
+
+    let loser = get(h.addr, &format!("/accounts/{rejected}")).await.json();
+    let theirs = &loser["tasks"][0]["as_trainer"];
+    assert_eq!(string(&theirs["forfeit"]["reason"]), "rejected");
+    assert_eq!(string(&theirs["bond_forfeit"]), BOND.to_string());
+    assert_eq!(string(&theirs["payout"]), "0");
+    assert_eq!(string(&theirs["consensus"]["reason"]), "malformed");
+    assert!(string(&theirs["explanation"]).contains("forfeited"));
+
+    let v1 = h.keys.validators[1].account();
+    let validator = get(h.addr, &format!("/accounts/{v1}")).await.json();
+    assert_eq!(string(&validator["stake"]), "60");
+    assert_eq!(validator["validator"], true);
+    let scored = &validator["tasks"][0]["as_validator"];
+    assert_eq!(num(&scored["agreed_entries"]), 2);
+    assert_eq!(scored["disagreements"].as_array().unwrap().len(), 1);
+    assert_eq!(string(&scored["disagreements"][0]["subject"]), winner.to_hex());
+
+    let creator = get(h.addr, &format!("/accounts/{}", h.keys.creator.account())).await.json();
+    assert_eq!(string(&creator["tasks"][0]["as_creator"]["reward"]), REWARD.to_string());
+
+    assert_eq!(get(h.addr, &format!("/accounts/{}", AccountId([7; 32]))).await.status, 404);
+    assert_eq!(get(h.addr, "/accounts/short").await.status, 400);
+    assert_eq!(get(h.addr, &format!("/accounts/{winner}?limit=0")).await.status, 400);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn post_txs_forwards_admits_and_refuses() {
+    let mut h = start().await;
+    let sender = &h.keys.trainers[0];
+    let tx = SignedTx::sign(
+        sender,
+        Tx {
+            chain_id: h.genesis.chain_id.clone(),
+            nonce: Nonce(3),
+            kind: TxKind::Transfer { to: AccountId([7; 32]), amount: Amount(1) },
+        },
+    );
+    let body = format!("{{\"tx\": \"{}\"}}", hex_of(&tx.encode()));
+    let addr = h.addr;
+    let post = tokio::spawn({
+        let body = body.clone();
+        async move { request(addr, "POST", "/txs", &[], body.as_bytes()).await }
+    });
+    let (forwarded, reply) = h.external.recv().await.expect("the tx reaches external_txs");
+    assert_eq!(forwarded, tx);
+    reply.send(Ok(())).unwrap();
+    let answer = post.await.unwrap();
+    assert_eq!(answer.status, 200, "{}", String::from_utf8_lossy(&answer.body));
+    assert_eq!(string(&answer.json()["hash"]), tx.hash().to_hex());
+    assert_eq!(answer.header("access-control-allow-origin"), None, "no CORS on writes");
+
+    // The node's own page may write.
+    let own = format!("http://{addr}");
+    let post = tokio::spawn({
+        let body = body.clone();
+        async move { request(addr, "POST", "/txs", &[("Origin", &own)], body.as_bytes()).await }
+    });
+    let (_, reply) = h.external.recv().await.unwrap();
+    reply.send(Err("nonce 3 already used".into())).unwrap();
+    let refused = post.await.unwrap();
+    assert_eq!(refused.status, 400);
+    assert!(refused.error().contains("nonce 3 already used"), "{}", refused.error());
+
+    // Another origin may not.
+    let cross =
+        request(addr, "POST", "/txs", &[("Origin", "http://evil.example")], body.as_bytes()).await;
+    assert_eq!(cross.status, 403);
+    assert!(cross.error().contains("cross-origin"));
+
+    let wrong_chain = SignedTx::sign(
+        sender,
+        Tx {
+            chain_id: "other".into(),
+            nonce: Nonce(3),
+            kind: TxKind::JoinTask { task: TaskId(1) },
+        },
+    );
+    let mut forged = tx.clone();
+    forged.tx.nonce = Nonce(4);
+    for (bad, why) in [
+        ("not json".to_string(), "body must be"),
+        ("{\"tx\": \"zz\"}".to_string(), "non-hex"),
+        ("{\"tx\": \"abc\"}".to_string(), "odd"),
+        ("{\"tx\": \"00\"}".to_string(), "does not decode"),
+        (format!("{{\"tx\": \"{}\"}}", hex_of(&wrong_chain.encode())), "is for chain"),
+        (format!("{{\"tx\": \"{}\"}}", hex_of(&forged.encode())), "signature"),
+    ] {
+        let a = request(addr, "POST", "/txs", &[], bad.as_bytes()).await;
+        assert_eq!(a.status, 400, "{bad}");
+        assert!(a.error().contains(why), "{bad}: {}", a.error());
+    }
+    assert!(h.external.try_recv().is_err(), "nothing refused was forwarded");
+}
+
+fn hex_of(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn post_blobs_checks_the_hash_and_stores_atomically() {
+    let h = start().await;
+    let store = h.ctx.network.blob_store().clone();
+    let bytes: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let hash = sha256(&bytes);
+
+    let wrong = Hash([5; 32]);
+    let mismatch = request(h.addr, "POST", &format!("/blobs?sha256={wrong}"), &[], &bytes).await;
+    assert_eq!(mismatch.status, 400);
+    assert!(mismatch.error().contains("hash to"), "{}", mismatch.error());
+    assert!(!store.contains(&wrong));
+    assert_eq!(std::fs::read_dir(store.dir().join("tmp")).unwrap().count(), 0, "no leftovers");
+
+    let stored = request(h.addr, "POST", &format!("/blobs?sha256={hash}"), &[], &bytes).await;
+    assert_eq!(stored.status, 200, "{}", String::from_utf8_lossy(&stored.body));
+    let s = stored.json();
+    assert_eq!(string(&s["sha256"]), hash.to_hex());
+    assert_eq!(string(&s["bytes"]), bytes.len().to_string());
+    assert_eq!(s["already_stored"], false);
+    assert_eq!(std::fs::read(store.path(&hash)).unwrap(), bytes);
+    let again = request(h.addr, "POST", &format!("/blobs?sha256={hash}"), &[], &bytes).await;
+    assert_eq!(again.json()["already_stored"], true);
+
+    let big = vec![0u8; BLOB_LIMIT as usize + 1];
+    let path = format!("/blobs?sha256={}", sha256(&big));
+    let too_big = request(h.addr, "POST", &path, &[("Expect", "100-continue")], &big).await;
+    assert_eq!(too_big.status, 413, "refused before the body is read");
+    assert_eq!(request(h.addr, "POST", "/blobs", &[], &bytes).await.status, 400);
+    assert_eq!(request(h.addr, "POST", "/blobs?sha256=xyz", &[], &bytes).await.status, 400);
+    let cross = request(
+        h.addr,
+        "POST",
+        &format!("/blobs?sha256={hash}"),
+        &[("Origin", "http://127.0.0.1:1")],
+        &bytes,
+    )
+    .await;
+    assert_eq!(cross.status, 403);
+}
+
+/// The value of a sample without labels in Prometheus text.
+fn sample(answer: &Answer, name: &str) -> f64 {
+    let text = std::str::from_utf8(&answer.body).unwrap();
+    let line = text.lines().find(|l| l.split(' ').next() == Some(name)).expect(name);
+    line.rsplit_once(' ').unwrap().1.parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_are_prometheus_text_with_the_height() {
+    let h = start().await;
+    node::runtime::Metrics::add(&h.ctx.metrics.training_ms, 1_500);
+    let committed = ChainEvent::BlockCommitted {
+        height: Height(17),
+        hash: Hash([1; 32]),
+        time_ms: 9_500,
+        txs: 0,
+    };
+    // The server's block-rate tracker subscribes when the server task first runs: send until
+    // it counted an event (bounded).
+    let mut rate = 0.0;
+    for _ in 0..100 {
+        let _ = h.ctx.events.send(committed.clone());
+        rate = sample(&get(h.addr, "/metrics").await, "crucible_blocks_per_second");
+        if rate > 0.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(rate > 0.0, "committed blocks raise the block rate");
+    let answer = get(h.addr, "/metrics").await;
+    assert_eq!(answer.status, 200);
+    assert!(answer.header("content-type").unwrap().starts_with("text/plain; version=0.0.4"));
+    let text = String::from_utf8(answer.body).unwrap();
+    let mut samples = std::collections::BTreeMap::new();
+    for line in text.lines() {
+        if let Some(comment) = line.strip_prefix('#') {
+            let mut words = comment.split_whitespace();
+            assert!(matches!(words.next(), Some("HELP" | "TYPE")), "{line}");
+            continue;
+        }
+        let (name, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("sample {line}"));
+        let value: f64 = value.parse().unwrap_or_else(|_| panic!("value of {line}"));
+        let metric = name.split('{').next().unwrap();
+        assert!(
+            metric.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+            "metric name {metric}"
+        );
+        samples.insert(metric.to_string(), value);
+    }
+    assert_eq!(samples["crucible_height"], 17.0);
+    assert_eq!(samples["crucible_peers"], 0.0);
+    assert_eq!(samples["crucible_training_seconds_total"], 1.5);
+    for name in [
+        "crucible_info",
+        "crucible_mempool_txs",
+        "crucible_blocks_committed_total",
+        "crucible_blocks_per_second",
+        "crucible_network_bytes_in_total",
+        "crucible_network_bytes_out_total",
+        "crucible_scoring_seconds_total",
+    ] {
+        assert!(samples.contains_key(name), "{name} in {text}");
+    }
+}

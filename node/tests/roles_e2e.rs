@@ -1,0 +1,109 @@
+//! The role loops in real `node` processes: a validator with a held-out directory and a trainer
+//! with a recipe take a genesis task from join to finalization. The trainer joins, trains,
+//! commits, reveals after the commit deadline and serves its artifact; the validator fetches it
+//! over the network, scores it, commits and reveals its verdicts.
+
+// Shared with the runtime tests, which use the helpers this test does not.
+#[allow(dead_code)]
+mod runtime_support;
+
+use consensus::crypto::Keypair;
+use consensus::genesis::{GenesisBalance, GenesisTask};
+use consensus::task::Windows;
+use consensus::types::{Amount, Hash};
+use consensus::verdict::{Subject, Verdict};
+use runtime_support::{Chain, NodeProcess, wait_for};
+use trainer::task::{DataKind, LmArchitecture, TaskOptions, new_task};
+
+#[test]
+fn a_genesis_task_is_trained_scored_and_finalized() {
+    let mut chain = Chain::new("roles-e2e", 1);
+    let trainer_seed = [100; 32];
+    let trainer_account = Keypair::from_seed(trainer_seed).account();
+    let creator = Keypair::from_seed(chain.client).account();
+
+    let iris = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../data/iris.csv")).unwrap();
+    let opts = TaskOptions {
+        name: "iris".into(),
+        kind: DataKind::Classification,
+        heldout_fraction: 0.2,
+        label_noise: 0.0,
+        seed: 3,
+        lm: LmArchitecture::default(),
+    };
+    let salt = consensus::commitment::Salt(Hash([9; 32]));
+    let mut task = new_task(&iris, "iris.csv", &opts, salt).unwrap();
+    // 150 ms blocks: room for the trainer to start and sync (join), train (commit), and for
+    // the validator to fetch and score (score commit).
+    task.spec.windows =
+        Windows { join: 100, commit: 40, reveal: 20, score_commit: 20, score_reveal: 20 };
+    chain
+        .genesis
+        .balances
+        .push(GenesisBalance { account: trainer_account, amount: Amount(100_000) });
+    // Validators pay the flat fee for their CommitScores and RevealScores.
+    let validator_account = Keypair::from_seed(chain.validators[0]).account();
+    chain.genesis.balances.push(GenesisBalance { account: validator_account, amount: Amount(100) });
+    chain.genesis.tasks.push(GenesisTask {
+        creator,
+        spec: task.spec.clone(),
+        reward: Amount(10_000),
+    });
+    std::fs::write(&chain.genesis_path, chain.genesis.to_json()).unwrap();
+
+    // The task's creator would upload the training file; here both nodes hold it already.
+    let train_hash = task.spec.dataset.train_sha256;
+    for (name, seed) in [("v0", chain.validators[0]), ("trainer", trainer_seed)] {
+        let blobs = chain.data_dir(name, seed).join("blobs");
+        std::fs::create_dir_all(&blobs).unwrap();
+        std::fs::write(blobs.join(train_hash.to_hex()), &task.train).unwrap();
+    }
+    let heldout = chain.root.path().join("heldout");
+    std::fs::create_dir_all(&heldout).unwrap();
+    std::fs::write(heldout.join("heldout.csv"), &task.heldout).unwrap();
+    std::fs::write(heldout.join("heldout.salt"), salt.0.to_hex()).unwrap();
+    let recipe = chain.root.path().join("recipe.toml");
+    std::fs::write(&recipe, "[model]\nhidden = [8]\n[train]\nepochs = 20\n").unwrap();
+
+    let heldout_arg = vec!["--heldout".to_string(), heldout.display().to_string()];
+    let mut validator =
+        NodeProcess::start(&chain, "v0", "validator", chain.validators[0], &[], &heldout_arg);
+    let recipe_arg = vec!["--recipe".to_string(), recipe.display().to_string()];
+    let mut trainer = NodeProcess::start(
+        &chain,
+        "trainer",
+        "trainer",
+        trainer_seed,
+        std::slice::from_ref(&validator.address),
+        &recipe_arg,
+    );
+
+    // Every wait is bounded; the chain is followed in steps so a slow machine only slows it.
+    let score_deadline: u64 = 100 + 40 + 20 + 20 + 20;
+    for height in (40..=score_deadline + 1).step_by(40).chain([score_deadline + 1]) {
+        let nodes = [&validator, &trainer];
+        wait_for(&format!("height {height}"), &nodes, || {
+            validator.height() >= height && trainer.height() >= height
+        });
+    }
+    validator.stop();
+    trainer.stop();
+    let logs = format!("--- v0:\n{}\n--- trainer:\n{}", validator.tail(), trainer.tail());
+
+    let ledger = validator.ledger(&chain.genesis);
+    let state = ledger.state();
+    let (_, t) = state.tasks.iter().next().expect("the genesis task");
+    let submission = state.submissions.get(&(t.id, trainer_account)).expect("the trainer joined");
+    let reveal = submission.reveal.expect("the trainer revealed");
+    assert!(reveal.revealed_at > t.commit_deadline(), "revealed only after the commit deadline");
+    let verdicts = state.verdicts.get(&(t.id, validator_account)).and_then(|r| r.verdicts.clone());
+    let verdicts = verdicts.unwrap_or_else(|| panic!("the validator revealed no verdicts\n{logs}"));
+    let entry = verdicts.iter().find(|e| e.subject == Subject::Submission(trainer_account));
+    assert!(
+        matches!(entry.map(|e| e.verdict), Some(Verdict::Scored { .. })),
+        "the validator fetched and scored the artifact: {verdicts:?}\n{logs}"
+    );
+    assert!(t.report.is_some(), "the task finalized");
+    assert!(validator.data_dir.join("roles/scorer").join(format!("task-{}.json", t.id.0)).exists());
+    assert!(trainer.data_dir.join("roles/trainer").join(format!("task-{}.json", t.id.0)).exists());
+}

@@ -1,0 +1,511 @@
+//! The role planners over a real ledger: when the scorer scores, commits and reveals, and when
+//! the trainer joins, commits, reveals and serves, including after a restart (records reloaded
+//! from disk).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use consensus::block::Block;
+use consensus::chain::{Ledger, build_block};
+use consensus::commitment::{Salt, model_commitment};
+use consensus::crypto::Keypair;
+use consensus::genesis::{Genesis, GenesisBalance, GenesisValidator, Params};
+use consensus::state::{Phase, State, TxContext};
+use consensus::storage::MemStore;
+use consensus::task::{
+    Dataset, Dtype, Efficiency, Limits, Preprocessing, TaskKind, TaskSpec, Windows,
+};
+use consensus::tx::{SignedTx, Tx, TxKind};
+use consensus::types::{Amount, Hash, Height, TaskId};
+use consensus::verdict::{Subject, Verdict, VerdictEntry, VerdictVector};
+use consensus::vote::{CommitCertificate, SignedVote, Vote, VoteKind};
+use node::roles::persist::RoleStore;
+use node::roles::scorer::{ScoreSecret, ScorerStep, scorer_plan};
+use node::roles::trainer::{
+    Stage, TaskRecord, TrainedModel, TrainerStep, recipe_fits, trainer_plan,
+};
+use trainer::recipe::Recipe;
+
+fn key(tag: u8, i: u8) -> Keypair {
+    let mut seed = [tag; 32];
+    seed[31] = i;
+    Keypair::from_seed(seed)
+}
+
+/// A chain with two validators, three trainers and a task creator; every block is certified by
+/// both validators and committed through the ledger.
+struct Chain {
+    validators: Vec<Keypair>,
+    trainers: Vec<Keypair>,
+    creator: Keypair,
+    chain_id: String,
+    ledger: Ledger,
+    time_ms: u64,
+    last_commit: Option<CommitCertificate>,
+}
+
+impl Chain {
+    fn new() -> Chain {
+        let validators: Vec<_> = (0..2).map(|i| key(1, i)).collect();
+        let trainers: Vec<_> = (0..3).map(|i| key(2, i)).collect();
+        let creator = key(3, 0);
+        let mut balances: Vec<_> = trainers
+            .iter()
+            .chain([&creator])
+            .map(|k| GenesisBalance { account: k.account(), amount: Amount(1_000_000) })
+            .collect();
+        balances.extend(
+            validators.iter().map(|k| GenesisBalance { account: k.account(), amount: Amount(100) }),
+        );
+        let genesis = Genesis {
+            chain_id: "roles-test".into(),
+            genesis_time_ms: 1_000,
+            validators: validators
+                .iter()
+                .enumerate()
+                .map(|(i, k)| GenesisValidator {
+                    account: k.account(),
+                    stake: Amount(100),
+                    name: format!("v{i}"),
+                })
+                .collect(),
+            balances,
+            params: Params::default(),
+            tasks: vec![],
+        };
+        let ledger = Ledger::open(Box::new(MemStore::new()), &genesis).unwrap();
+        Chain {
+            validators,
+            trainers,
+            creator,
+            chain_id: genesis.chain_id,
+            ledger,
+            time_ms: 1_000,
+            last_commit: None,
+        }
+    }
+
+    fn state(&self) -> &State {
+        self.ledger.state()
+    }
+
+    fn height(&self) -> Height {
+        self.ledger.height()
+    }
+
+    /// Commits the next block holding `txs`; panics unless every one executes.
+    fn commit(&mut self, txs: Vec<SignedTx>) {
+        let mut scratch = self.state().clone();
+        for (i, tx) in txs.iter().enumerate() {
+            let ctx = TxContext { height: self.height().next(), index: i as u32 };
+            scratch.check_and_execute_tx(tx, ctx).unwrap_or_else(|e| panic!("{e}"));
+        }
+        self.time_ms += 500;
+        let proposer = self.validators[0].account();
+        let block: Block =
+            build_block(self.state(), txs, self.time_ms, proposer, self.last_commit.clone())
+                .unwrap();
+        let vote = Vote {
+            height: block.height(),
+            round: Default::default(),
+            kind: VoteKind::Precommit,
+            block: Some(block.hash()),
+        };
+        let votes: Vec<_> =
+            self.validators.iter().map(|k| SignedVote::sign(k, &self.chain_id, vote)).collect();
+        let cert = CommitCertificate::from_precommits(&votes).unwrap();
+        self.ledger.commit_block(&block, &cert).unwrap();
+        self.last_commit = Some(cert);
+    }
+
+    /// Signs `kind` by `key` with its next nonce and commits it in a block of its own.
+    fn send(&mut self, key: &Keypair, kind: TxKind) {
+        let nonce = self.state().account(&key.account()).nonce;
+        let tx = SignedTx::sign(key, Tx { chain_id: self.chain_id.clone(), nonce, kind });
+        self.commit(vec![tx]);
+    }
+
+    fn empty_block(&mut self) {
+        self.commit(vec![]);
+    }
+
+    /// Commits empty blocks until the committed height is `height`.
+    fn advance_to(&mut self, height: Height) {
+        while self.height() < height {
+            self.empty_block();
+        }
+    }
+
+    fn create_task(&mut self, spec: TaskSpec) -> TaskId {
+        let creator = key(3, 0);
+        self.send(&creator, TxKind::CreateTask { spec: Box::new(spec), reward: Amount(10_000) });
+        *self.state().tasks.iter().last().unwrap().0
+    }
+
+    fn task(&self, id: TaskId) -> consensus::state::Task {
+        self.state().tasks.get(&id).unwrap().clone()
+    }
+}
+
+fn spec() -> TaskSpec {
+    TaskSpec {
+        name: "roles".into(),
+        kind: TaskKind::Classification { features: 4, classes: 3 },
+        preprocessing: Preprocessing::Standardize { mean: vec![0.0; 4], std: vec![1.0; 4] },
+        dataset: Dataset {
+            name: "toy".into(),
+            train_sha256: Hash([1; 32]),
+            heldout_commitment: Hash([2; 32]),
+        },
+        limits: Limits {
+            max_params: 10_000,
+            max_artifact_bytes: 1 << 20,
+            dtypes: vec![Dtype::F32],
+        },
+        efficiency: Efficiency { reference_params: 1_000, penalty_ppm_per_doubling: 50_000 },
+        bond: Amount(1_000),
+        max_trainers: 2,
+        windows: Windows { join: 4, commit: 4, reveal: 4, score_commit: 4, score_reveal: 4 },
+        base_model: None,
+    }
+}
+
+fn salt(n: u8) -> Salt {
+    Salt(Hash([n; 32]))
+}
+
+/// A trained model of trainer `key` for `task`, as the trainer loop records it.
+fn trained(chain: &Chain, task: TaskId, key: &Keypair, n: u8) -> TrainedModel {
+    let model_hash = Hash([100 + n; 32]);
+    let salt = salt(n);
+    TrainedModel {
+        model_hash,
+        size_bytes: 4_000,
+        params: 500,
+        salt,
+        commitment: model_commitment(&chain.chain_id, task, &key.account(), &model_hash, &salt),
+    }
+}
+
+/// Trainers `who` join and commit `task`, then reveal once the commit deadline has passed.
+fn train_and_reveal(chain: &mut Chain, task: TaskId, who: &[usize]) -> Vec<TrainedModel> {
+    let keys: Vec<Keypair> = who.iter().map(|i| key(2, *i as u8)).collect();
+    let models: Vec<TrainedModel> =
+        keys.iter().zip(1..).map(|(k, n)| trained(chain, task, k, n)).collect();
+    for (key, model) in keys.iter().zip(&models) {
+        chain.send(key, TxKind::JoinTask { task });
+        chain.send(key, TxKind::CommitModel { task, commitment: model.commitment });
+    }
+    chain.advance_to(chain.task(task).commit_deadline());
+    for (key, model) in keys.iter().zip(&models) {
+        chain.send(
+            key,
+            TxKind::RevealModel {
+                task,
+                model_hash: model.model_hash,
+                salt: model.salt,
+                size_bytes: model.size_bytes,
+                params: model.params,
+            },
+        );
+    }
+    models
+}
+
+/// The verdict vector of a task whose layout is the baseline and the given trainers.
+fn vector(state: &State, task: TaskId) -> VerdictVector {
+    let t = state.tasks.get(&task).unwrap();
+    state
+        .verdict_layout(t)
+        .into_iter()
+        .map(|subject| VerdictEntry {
+            subject,
+            verdict: match subject {
+                Subject::Baseline => Verdict::scored(300_000),
+                _ => Verdict::scored(900_000),
+            },
+        })
+        .collect()
+}
+
+#[test]
+fn scorer_scores_only_in_the_score_commit_window() {
+    let mut chain = Chain::new();
+    let task = chain.create_task(spec());
+    train_and_reveal(&mut chain, task, &[0]);
+    let me = chain.validators[0].account();
+    let none = BTreeMap::new();
+    let t = chain.task(task);
+    let mut scored_at = Vec::new();
+    while chain.height() <= t.score_deadline() {
+        let plan = scorer_plan(chain.state(), &me, &none);
+        if plan.contains(&ScorerStep::Score { task }) {
+            scored_at.push(chain.height());
+        }
+        assert!(
+            plan.iter().all(|s| matches!(s, ScorerStep::Score { .. })),
+            "without a persisted secret the scorer never commits or reveals: {plan:?}"
+        );
+        // Not a validator: nothing to do, ever.
+        assert!(scorer_plan(chain.state(), &chain.trainers[1].account(), &none).is_empty());
+        chain.empty_block();
+    }
+    // Committed heights reveal_deadline ..= score_commit_deadline - 1: the next block lies in
+    // the score-commit window.
+    let expected: Vec<Height> =
+        (t.reveal_deadline().0..t.score_commit_deadline().0).map(Height).collect();
+    assert_eq!(scored_at, expected);
+    assert!(expected.iter().all(|h| t.phase(h.next()) == Phase::ScoreCommit));
+}
+
+#[test]
+fn scorer_commits_its_persisted_secret_and_reveals_exactly_it_after_a_restart() {
+    let mut chain = Chain::new();
+    let task = chain.create_task(spec());
+    train_and_reveal(&mut chain, task, &[0, 1]);
+    let validator = key(1, 0);
+    let me = validator.account();
+    chain.advance_to(chain.task(task).reveal_deadline());
+
+    // Scoring produces a vector; the loop persists the secret before it commits.
+    let dir = tempfile::tempdir().unwrap();
+    let store = RoleStore::open_at(dir.path().join("scorer")).unwrap();
+    let verdicts = vector(chain.state(), task);
+    assert_eq!(verdicts.len(), 3, "baseline and two revealed submissions");
+    let secret = ScoreSecret::new(&chain.chain_id, task, &me, verdicts, salt(7));
+    store.save(task, &secret).unwrap();
+
+    // A restart: the secret is reloaded and its commitment submitted, not a new score.
+    let secrets: BTreeMap<TaskId, ScoreSecret> = store.load_all().unwrap();
+    let plan = scorer_plan(chain.state(), &me, &secrets);
+    assert_eq!(plan, vec![ScorerStep::Commit { task, commitment: secret.commitment }]);
+    chain.send(&validator, TxKind::CommitScores { task, commitment: secret.commitment });
+
+    // Committed: nothing to do for the rest of the score-commit window.
+    while chain.height().next() <= chain.task(task).score_commit_deadline() {
+        assert_eq!(scorer_plan(chain.state(), &me, &secrets), vec![]);
+        chain.empty_block();
+    }
+
+    // Score-reveal window, after another restart: the reveal is exactly what was committed,
+    // and the ledger accepts it.
+    let secrets: BTreeMap<TaskId, ScoreSecret> = store.load_all().unwrap();
+    let plan = scorer_plan(chain.state(), &me, &secrets);
+    let [ScorerStep::Reveal { task: t, verdicts, salt: s }] = plan.as_slice() else {
+        panic!("expected one reveal, got {plan:?}");
+    };
+    assert_eq!((*t, verdicts, *s), (task, &secret.verdicts, secret.salt));
+    chain.send(&validator, TxKind::RevealScores { task, verdicts: verdicts.clone(), salt: *s });
+    assert_eq!(
+        chain.state().verdicts.get(&(task, me)).unwrap().verdicts.as_ref(),
+        Some(&secret.verdicts)
+    );
+    assert_eq!(scorer_plan(chain.state(), &me, &secrets), vec![], "revealed once");
+}
+
+#[test]
+fn scorer_does_not_reveal_a_secret_that_does_not_open_its_commitment() {
+    let mut chain = Chain::new();
+    let task = chain.create_task(spec());
+    train_and_reveal(&mut chain, task, &[0]);
+    let validator = key(1, 0);
+    let me = validator.account();
+    chain.advance_to(chain.task(task).reveal_deadline());
+    let verdicts = vector(chain.state(), task);
+    let committed = ScoreSecret::new(&chain.chain_id, task, &me, verdicts.clone(), salt(7));
+    chain.send(&validator, TxKind::CommitScores { task, commitment: committed.commitment });
+    chain.advance_to(chain.task(task).score_commit_deadline());
+    let other = ScoreSecret::new(&chain.chain_id, task, &me, verdicts, salt(8));
+    let secrets = BTreeMap::from([(task, other)]);
+    assert_eq!(scorer_plan(chain.state(), &me, &secrets), vec![]);
+}
+
+fn no_records() -> BTreeMap<TaskId, TaskRecord> {
+    BTreeMap::new()
+}
+
+#[test]
+fn trainer_joins_only_in_the_join_window_of_a_task_it_can_train() {
+    let mut chain = Chain::new();
+    let recipe = Recipe::default();
+    let me = chain.trainers[0].account();
+    let served = BTreeSet::new();
+    let task = chain.create_task(spec());
+    let t = chain.task(task);
+    let mut joins_at = Vec::new();
+    while chain.height() <= t.score_deadline() {
+        let plan = trainer_plan(chain.state(), &me, &recipe, &no_records(), &served);
+        if plan == vec![TrainerStep::Join { task }] {
+            joins_at.push(chain.height());
+        } else {
+            assert_eq!(plan, vec![], "at height {}", chain.height());
+        }
+        // Neither a validator nor the task's creator ever joins.
+        for other in [chain.validators[0].account(), chain.creator.account()] {
+            assert_eq!(
+                trainer_plan(chain.state(), &other, &recipe, &no_records(), &served),
+                vec![]
+            );
+        }
+        chain.empty_block();
+    }
+    // From the block that opened the task until the join deadline's previous height.
+    let expected: Vec<Height> = (t.created_at.0..t.join_deadline().0).map(Height).collect();
+    assert_eq!(joins_at, expected);
+}
+
+#[test]
+fn trainer_skips_full_tasks_and_tasks_its_recipe_cannot_train() {
+    let mut chain = Chain::new();
+    let me = chain.trainers[2].account();
+    let served = BTreeSet::new();
+
+    // Too small a parameter budget for the recipe's model, which does not prune.
+    let mut small = spec();
+    small.limits.max_params = 100;
+    let recipe = Recipe::default();
+    assert!(recipe_fits(&recipe, &small).unwrap_err().contains("parameters"));
+    let small = chain.create_task(small);
+    assert_eq!(trainer_plan(chain.state(), &me, &recipe, &no_records(), &served), vec![]);
+
+    // A task that two others filled.
+    let full = chain.create_task(spec());
+    for i in 0..2 {
+        let key = key(2, i as u8);
+        chain.send(&key, TxKind::JoinTask { task: full });
+    }
+    assert!(chain.height().next() <= chain.task(full).join_deadline());
+    assert_eq!(trainer_plan(chain.state(), &me, &recipe, &no_records(), &served), vec![]);
+
+    // With pruning the small task fits.
+    let pruning: Recipe = Recipe::from_toml("[prune]\nparams = 90\n", "test").unwrap();
+    assert_eq!(
+        trainer_plan(chain.state(), &me, &pruning, &no_records(), &served),
+        vec![TrainerStep::Join { task: small }]
+    );
+}
+
+#[test]
+fn trainer_reveals_only_after_the_commit_deadline_then_serves() {
+    let mut chain = Chain::new();
+    let recipe = Recipe::default();
+    let key = key(2, 0);
+    let me = key.account();
+    let task = chain.create_task(spec());
+    let mut served = BTreeSet::new();
+    chain.send(&key, TxKind::JoinTask { task });
+    let model = trained(&chain, task, &key, 1);
+    let records =
+        BTreeMap::from([(task, TaskRecord { task, stage: Stage::Trained(model.clone()) })]);
+    assert_eq!(
+        trainer_plan(chain.state(), &me, &recipe, &records, &served),
+        vec![TrainerStep::Commit { task, commitment: model.commitment }]
+    );
+    chain.send(&key, TxKind::CommitModel { task, commitment: model.commitment });
+    let t = chain.task(task);
+    while chain.height() < t.commit_deadline() {
+        assert_eq!(
+            trainer_plan(chain.state(), &me, &recipe, &records, &served),
+            vec![],
+            "never reveal while the next block is at most the commit deadline"
+        );
+        chain.empty_block();
+    }
+    let plan = trainer_plan(chain.state(), &me, &recipe, &records, &served);
+    assert_eq!(plan, vec![TrainerStep::Reveal { task, model: model.clone() }]);
+    // The ledger accepts it in the next block.
+    chain.send(
+        &key,
+        TxKind::RevealModel {
+            task,
+            model_hash: model.model_hash,
+            salt: model.salt,
+            size_bytes: model.size_bytes,
+            params: model.params,
+        },
+    );
+    assert_eq!(
+        trainer_plan(chain.state(), &me, &recipe, &records, &served),
+        vec![TrainerStep::Serve { task, model_hash: model.model_hash }]
+    );
+    served.insert(task);
+    assert_eq!(trainer_plan(chain.state(), &me, &recipe, &records, &served), vec![]);
+}
+
+#[test]
+fn trainer_resumes_from_its_persisted_plan_without_joining_again() {
+    let mut chain = Chain::new();
+    let recipe = Recipe::default();
+    let key = key(2, 0);
+    let me = key.account();
+    let served = BTreeSet::new();
+    let first = chain.create_task(spec());
+    let second = chain.create_task(spec());
+    let dir = tempfile::tempdir().unwrap();
+    let store = RoleStore::open_at(dir.path().join("trainer")).unwrap();
+
+    // It decides to join the first task: the plan is persisted, then JoinTask lands.
+    assert_eq!(
+        trainer_plan(chain.state(), &me, &recipe, &no_records(), &served),
+        vec![TrainerStep::Join { task: first }]
+    );
+    store
+        .save(first, &TaskRecord { task: first, stage: Stage::Joining { at: chain.height() } })
+        .unwrap();
+    chain.send(&key, TxKind::JoinTask { task: first });
+
+    // Restart: it trains the joined task; it neither joins it again nor joins another while
+    // this one is untrained.
+    let records: BTreeMap<TaskId, TaskRecord> = store.load_all().unwrap();
+    assert_eq!(
+        trainer_plan(chain.state(), &me, &recipe, &records, &served),
+        vec![TrainerStep::Train { task: first }]
+    );
+
+    // Trained and persisted, then a crash before the commit: after a restart the same
+    // commitment (same salt) is submitted, and now it may join the second task.
+    let model = trained(&chain, first, &key, 1);
+    store.save(first, &TaskRecord { task: first, stage: Stage::Trained(model.clone()) }).unwrap();
+    let records: BTreeMap<TaskId, TaskRecord> = store.load_all().unwrap();
+    assert_eq!(
+        trainer_plan(chain.state(), &me, &recipe, &records, &served),
+        vec![
+            TrainerStep::Commit { task: first, commitment: model.commitment },
+            TrainerStep::Join { task: second },
+        ]
+    );
+    chain.send(&key, TxKind::CommitModel { task: first, commitment: model.commitment });
+
+    // After the commit deadline, a restarted trainer reveals with the persisted salt.
+    chain.advance_to(chain.task(first).commit_deadline());
+    let records: BTreeMap<TaskId, TaskRecord> = store.load_all().unwrap();
+    let plan = trainer_plan(chain.state(), &me, &recipe, &records, &served);
+    assert!(plan.contains(&TrainerStep::Reveal { task: first, model }), "{plan:?}");
+    assert!(!plan.iter().any(|s| matches!(s, TrainerStep::Join { task } if *task == first)));
+}
+
+#[test]
+fn trainer_abandons_a_join_that_missed_the_window() {
+    let mut chain = Chain::new();
+    let recipe = Recipe::default();
+    let me = chain.trainers[0].account();
+    let task = chain.create_task(spec());
+    let records =
+        BTreeMap::from([(task, TaskRecord { task, stage: Stage::Joining { at: chain.height() } })]);
+    let served = BTreeSet::new();
+    // While the window is open, the join is tried again (the loop throttles retries).
+    assert_eq!(
+        trainer_plan(chain.state(), &me, &recipe, &records, &served),
+        vec![TrainerStep::Join { task }]
+    );
+    chain.advance_to(chain.task(task).join_deadline());
+    let plan = trainer_plan(chain.state(), &me, &recipe, &records, &served);
+    assert!(
+        matches!(plan.as_slice(), [TrainerStep::Abandon { task: t, .. }] if *t == task),
+        "{plan:?}"
+    );
+    let abandoned = BTreeMap::from([(
+        task,
+        TaskRecord { task, stage: Stage::Abandoned { reason: "missed".into() } },
+    )]);
+    assert_eq!(trainer_plan(chain.state(), &me, &recipe, &abandoned, &served), vec![]);
+}
