@@ -1,14 +1,133 @@
 //! `testnet`: runs a whole local Crucible network with one command.
 //!
-//! The launcher lands with the testnet issue; until then it says so and fails, rather than
-//! pretending to run a network.
+//! A multi-call binary: started as `node` (its `argv[0]`), it is the node (`node::cli::main`), so
+//! the launcher can start nodes from its own executable; `testnet node ARGS...` runs the node
+//! command line too. Otherwise it parses its options, plans and runs a testnet, and owns the exit
+//! code: 0 on success, 130 when interrupted, 1 on any failure (the whole error chain printed).
 
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use anyhow::Context;
+use clap::{Parser, ValueEnum};
+use testnet::plan::{LABEL_NOISE_DEFAULT, Plan, Settings, TaskSource};
+use testnet::run::{NODE_ARG0, Options, is_node_mode};
+use testnet::{interrupt, run};
+use trainer::task::DataKind;
+
+/// The demo data set: handwritten digits, 8×8 pixels (see data/digits.PROVENANCE.md).
+const DIGITS: &[u8] = include_bytes!("../../data/digits.csv");
+
+/// Runs a local Crucible network: validators and trainers on loopback, one task posted, followed
+/// to finalization; prints the leaderboard and payouts and checks that every node agrees.
+#[derive(Debug, Parser)]
+#[command(name = "testnet", version, about)]
+struct Args {
+    /// Validators to start.
+    #[arg(long, default_value_t = 4)]
+    validators: usize,
+    /// Trainers to start (their recipes cycle through large-plain, small-filtered,
+    /// small-augmented).
+    #[arg(long, default_value_t = 3)]
+    trainers: usize,
+    /// Tasks to run one after another (1 or 2): the second keeps the first's held-out rows under
+    /// a new salt and adds a trainer that fine-tunes the first task's champion.
+    #[arg(long, default_value_t = 1)]
+    rounds: u32,
+    /// Directory for keys, genesis, configs, recipes, task files and logs (must be empty or
+    /// absent; default: a fresh temporary directory, kept and printed).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Seed of every key, port, data split, label noise and recipe: one seed, one run.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Run the task on this data file instead of the digits (CSV of numeric features with an
+    /// integer label last, or UTF-8 text with --kind char-lm).
+    #[arg(long, requires = "kind")]
+    data: Option<PathBuf>,
+    /// What --data holds.
+    #[arg(long, value_enum, requires = "data")]
+    kind: Option<KindArg>,
+    /// Share of public training labels flipped, in [0, 1) (default: 0.3 for the digits, 0 for
+    /// --data).
+    #[arg(long)]
+    label_noise: Option<f64>,
+    /// Keep the nodes running after the report, until Ctrl-C.
+    #[arg(long)]
+    keep_running: bool,
+}
+
+/// What a --data file holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum KindArg {
+    /// CSV rows of numeric features with an integer label last (one header line).
+    Classification,
+    /// UTF-8 text for a character language model.
+    CharLm,
+}
+
+fn settings(args: &Args) -> anyhow::Result<Settings> {
+    let task = match (&args.data, args.kind) {
+        (Some(path), Some(kind)) => TaskSource {
+            name: path
+                .file_name()
+                .map_or_else(|| "data".into(), |n| n.to_string_lossy().into_owned()),
+            bytes: trainer::data::read_bounded(path)
+                .with_context(|| format!("reading --data {}", path.display()))?,
+            kind: match kind {
+                KindArg::Classification => DataKind::Classification,
+                KindArg::CharLm => DataKind::CharLm,
+            },
+            label_noise: args.label_noise.unwrap_or(0.0),
+        },
+        _ => TaskSource {
+            name: "digits.csv".into(),
+            bytes: DIGITS.to_vec(),
+            kind: DataKind::Classification,
+            label_noise: args.label_noise.unwrap_or(LABEL_NOISE_DEFAULT),
+        },
+    };
+    Ok(Settings {
+        validators: args.validators,
+        trainers: args.trainers,
+        seed: args.seed,
+        rounds: args.rounds,
+        task,
+    })
+}
+
+fn launcher() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let plan = Plan::new(settings(&args)?)?;
+    interrupt::install()?;
+    run::run(&plan, &Options { dir: args.dir, keep_running: args.keep_running })
+}
+
 fn main() -> ExitCode {
-    eprintln!(
-        "testnet: the local network launcher is not built yet (it needs the node networking); \
-         run `cargo test --workspace` to exercise what exists"
-    );
-    ExitCode::FAILURE
+    let argv0 = std::env::args_os().next().unwrap_or_default();
+    if is_node_mode(Path::new(&argv0)) {
+        return node::cli::main();
+    }
+    let mut rest = std::env::args_os().skip(1);
+    if rest.next().is_some_and(|a| a == NODE_ARG0) {
+        // `testnet node ARGS...`: become the node, with `node` as argv[0].
+        let err = match std::env::current_exe() {
+            Ok(exe) => std::process::Command::new(exe).arg0(NODE_ARG0).args(rest).exec(),
+            Err(e) => e,
+        };
+        eprintln!("error: running the node: {err}");
+        return ExitCode::FAILURE;
+    }
+    match launcher() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) if err.downcast_ref::<interrupt::Interrupted>().is_some() => {
+            eprintln!("{err}");
+            ExitCode::from(130)
+        }
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
 }

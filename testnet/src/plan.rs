@@ -1,0 +1,653 @@
+//! What a testnet is made of, derived from one seed: keys, genesis, the task, recipes, configs.
+//!
+//! Everything here is pure: the same [`Settings`] and data bytes give the same [`Plan`] (keys,
+//! genesis hash, task files, recipes), and [`Plan::node_config`] renders the same config for the
+//! same ports. Writing files and choosing free ports happen in [`crate::files`].
+
+use std::path::Path;
+
+use anyhow::{Context, bail, ensure};
+use consensus::commitment::{Salt, heldout_commitment};
+use consensus::crypto::Keypair;
+use consensus::genesis::{Genesis, GenesisBalance, GenesisValidator, Params};
+use consensus::hash::tagged_hash;
+use consensus::task::{TaskKind, Windows};
+use consensus::types::{AccountId, Amount};
+use consensus::validators::VALIDATORS_MAX;
+use serde::Serialize;
+use trainer::recipe::{
+    Augment, Base, EarlyStopping, Filter, LmRecipe, ModelRecipe, Recipe, TrainRecipe,
+};
+use trainer::task::{DataKind, LmArchitecture, NewTask, TaskOptions};
+
+/// Most trainers a testnet starts (also the task's and the chain's trainer limit).
+pub const TRAINERS_MAX: usize = 64;
+/// Target time between blocks, in milliseconds: fast, yet several times a loopback round trip
+/// on a loaded 2-core machine.
+pub const BLOCK_INTERVAL_MS: u64 = 250;
+/// Time the commit window leaves trainers to fetch the data, train and commit, in milliseconds,
+/// per kind of task (one digits model trains in about a second on one thread; a label-noise
+/// filter trains five more).
+pub const TRAIN_TIME_MS_CLASSIFICATION: u64 = 8_000;
+/// As [`TRAIN_TIME_MS_CLASSIFICATION`], for the char LM (a small model, 300 steps take about
+/// 10 s on one thread).
+pub const TRAIN_TIME_MS_CHAR_LM: u64 = 30_000;
+/// Time the score-commit window leaves validators to fetch and score every artifact, in ms
+/// (scoring a digits task takes well under a second).
+pub const SCORE_TIME_MS_CLASSIFICATION: u64 = 3_000;
+/// As [`SCORE_TIME_MS_CLASSIFICATION`], for the char LM (every held-out character is predicted
+/// once per model, on one thread: about 3 s for a tenth of Shakespeare on a busy 2-core machine).
+pub const SCORE_TIME_MS_CHAR_LM: u64 = 12_000;
+/// Most rounds: the demo task, then a follow-up that fine-tunes from its champion.
+pub const ROUNDS_MAX: u32 = 2;
+/// Share of the rows held out for the validators (classification).
+pub const HELDOUT_FRACTION: f64 = 0.2;
+/// Share of a text held out for the validators (its tail; char LM): a tenth of a book is plenty
+/// and keeps scoring short.
+pub const HELDOUT_FRACTION_TEXT: f64 = 0.1;
+/// Label noise of the default task's public training part.
+pub const LABEL_NOISE_DEFAULT: f64 = 0.3;
+/// The task's escrow, in base units.
+pub const REWARD: Amount = Amount(1_000_000);
+/// Each validator's stake.
+pub const VALIDATOR_STAKE: Amount = Amount(1_000);
+/// Each node's genesis balance (pays bonds and fees).
+pub const NODE_BALANCE: Amount = Amount(100_000);
+/// The task creator's genesis balance.
+pub const CREATOR_BALANCE: Amount = Amount(10_000_000);
+/// The chain's start time: fixed, so the genesis hash depends on the seed alone
+/// (2026-01-01T00:00:00Z; blocks carry the wall-clock time, always later).
+pub const GENESIS_TIME_MS: u64 = 1_767_225_600_000;
+/// Lowest port of the seed-derived port range.
+pub const PORT_BASE_MIN: u16 = 20_000;
+/// Width of the seed-derived port range (the base falls in `[PORT_BASE_MIN, +PORT_SPAN)`).
+pub const PORT_SPAN: u16 = 30_000;
+
+/// The task a testnet runs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TaskSource {
+    /// The data file's name (the task's name is its stem).
+    pub name: String,
+    /// Its bytes.
+    pub bytes: Vec<u8>,
+    /// Classification or char LM.
+    pub kind: DataKind,
+    /// Share of public training labels flipped (classification only).
+    pub label_noise: f64,
+}
+
+/// What the testnet is asked to build, validated.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Settings {
+    /// Validators, 1 to [`VALIDATORS_MAX`].
+    pub validators: usize,
+    /// Trainers, 1 to [`TRAINERS_MAX`].
+    pub trainers: usize,
+    /// The seed every key, port, split and recipe derives from.
+    pub seed: u64,
+    /// Tasks run one after another, 1 to [`ROUNDS_MAX`]; the second fine-tunes from the first's
+    /// champion.
+    pub rounds: u32,
+    /// The task's data.
+    pub task: TaskSource,
+}
+
+impl Settings {
+    /// Checks the counts and the task options.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        ensure!(
+            (1..=VALIDATORS_MAX).contains(&self.validators),
+            "--validators must be 1 to {VALIDATORS_MAX}, got {}",
+            self.validators
+        );
+        ensure!(
+            (1..=TRAINERS_MAX).contains(&self.trainers),
+            "--trainers must be 1 to {TRAINERS_MAX}, got {}",
+            self.trainers
+        );
+        ensure!(
+            (1..=ROUNDS_MAX).contains(&self.rounds),
+            "--rounds must be 1 to {ROUNDS_MAX}, got {}",
+            self.rounds
+        );
+        ensure!(
+            (0.0..1.0).contains(&self.task.label_noise),
+            "--label-noise must be in [0, 1), got {}",
+            self.task.label_noise
+        );
+        if self.task.kind == DataKind::CharLm && self.task.label_noise > 0.0 {
+            bail!("label noise applies to classification tasks only");
+        }
+        Ok(())
+    }
+}
+
+/// A node's role in the testnet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Votes on blocks and scores submissions.
+    Validator,
+    /// Trains a model with a recipe.
+    Trainer,
+}
+
+impl Role {
+    /// The name the node's `--role` flag takes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Validator => "validator",
+            Role::Trainer => "trainer",
+        }
+    }
+}
+
+/// A trainer's recipe with a short name for the leaderboard.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NamedRecipe {
+    /// What the recipe does, e.g. `small-filtered`.
+    pub label: String,
+    /// The recipe.
+    pub recipe: Recipe,
+}
+
+/// One node of the plan.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NodePlan {
+    /// Its name: `validator-0`, `trainer-2`; also its folder, config and log names.
+    pub name: String,
+    /// Validator or trainer.
+    pub role: Role,
+    /// The seed of its key.
+    pub key_seed: [u8; 32],
+    /// Its recipe (trainers only).
+    pub recipe: Option<NamedRecipe>,
+    /// The round from which it runs (1: from the start; 2: the champion's fine-tuner, started
+    /// once the first task has a champion).
+    pub first_round: u32,
+}
+
+impl NodePlan {
+    /// Its key.
+    pub fn key(&self) -> Keypair {
+        Keypair::from_seed(self.key_seed)
+    }
+
+    /// Its account.
+    pub fn account(&self) -> AccountId {
+        self.key().account()
+    }
+}
+
+/// The two loopback ports of a node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NodePorts {
+    /// libp2p TCP port.
+    pub p2p: u16,
+    /// HTTP API port.
+    pub http: u16,
+}
+
+/// Everything a testnet writes, derived from its settings.
+#[derive(Debug)]
+pub struct Plan {
+    /// The settings it came from.
+    pub settings: Settings,
+    /// Every node: validators first, then trainers.
+    pub nodes: Vec<NodePlan>,
+    /// The seed of the task creator's key.
+    pub creator_seed: [u8; 32],
+    /// The genesis document.
+    pub genesis: Genesis,
+    /// One task per round: spec, public training part, held-out part and salt. Later rounds
+    /// keep the first task's rows and held-out part under a new salt; their base model is set
+    /// when the previous round's champion is known.
+    pub tasks: Vec<NewTask>,
+    /// The task's escrow.
+    pub reward: Amount,
+    /// The first port tried for the nodes' ports.
+    pub port_base: u16,
+}
+
+/// 32 bytes derived from the seed and a label.
+pub fn derive(seed: u64, label: &str) -> [u8; 32] {
+    tagged_hash(b"crucible/testnet/v1", &[&seed.to_le_bytes(), label.as_bytes()]).0
+}
+
+/// A u64 derived from the seed and a label.
+pub fn derive_u64(seed: u64, label: &str) -> u64 {
+    let bytes = derive(seed, label);
+    u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes"))
+}
+
+impl Plan {
+    /// Validates the settings and derives the whole plan from them.
+    pub fn new(settings: Settings) -> anyhow::Result<Plan> {
+        settings.validate()?;
+        let seed = settings.seed;
+        let task = make_task(&settings)?;
+        let mut tasks = vec![task.clone()];
+        for round in 2..=settings.rounds {
+            tasks.push(follow_up(&task, seed, round));
+        }
+        let mut nodes = Vec::with_capacity(settings.validators + settings.trainers);
+        for i in 0..settings.validators {
+            let name = format!("validator-{i}");
+            nodes.push(NodePlan {
+                key_seed: derive(seed, &format!("key/{name}")),
+                name,
+                role: Role::Validator,
+                recipe: None,
+                first_round: 1,
+            });
+        }
+        let features = match task.spec.kind {
+            TaskKind::Classification { features, .. } => features as usize,
+            TaskKind::CharLm { .. } => 0,
+        };
+        for i in 0..settings.trainers {
+            let name = format!("trainer-{i}");
+            let recipe_seed = derive_u64(seed, &format!("recipe/{name}"));
+            nodes.push(NodePlan {
+                key_seed: derive(seed, &format!("key/{name}")),
+                recipe: Some(demo_recipe(settings.task.kind, features, i, recipe_seed)),
+                name,
+                role: Role::Trainer,
+                first_round: 1,
+            });
+        }
+        if settings.rounds > 1 {
+            let name = format!("trainer-{}", settings.trainers);
+            let recipe_seed = derive_u64(seed, &format!("recipe/{name}"));
+            nodes.push(NodePlan {
+                key_seed: derive(seed, &format!("key/{name}")),
+                recipe: Some(finetune_recipe(settings.task.kind, recipe_seed)),
+                name,
+                role: Role::Trainer,
+                first_round: 2,
+            });
+        }
+        let creator_seed = derive(seed, "key/creator");
+        let genesis = make_genesis(&settings, &nodes, &creator_seed);
+        genesis.validate().context("the planned genesis is invalid")?;
+        for task in &tasks {
+            task.spec.validate(settings.validators).context("the planned task spec is invalid")?;
+        }
+        let span = u64::from(PORT_SPAN);
+        let port_base = PORT_BASE_MIN + (derive_u64(seed, "ports") % span) as u16;
+        Ok(Plan { settings, nodes, creator_seed, genesis, tasks, reward: REWARD, port_base })
+    }
+
+    /// The task creator's key.
+    pub fn creator(&self) -> Keypair {
+        Keypair::from_seed(self.creator_seed)
+    }
+
+    /// The validators' plans.
+    pub fn validators(&self) -> impl Iterator<Item = &NodePlan> {
+        self.nodes.iter().filter(|n| n.role == Role::Validator)
+    }
+
+    /// Node `index`'s config file (TOML, the node's config format) for a testnet in `dir` whose
+    /// nodes listen on `ports` (one entry per node, in node order). Every node bootstraps from
+    /// every validator but itself.
+    pub fn node_config(
+        &self,
+        index: usize,
+        dir: &Path,
+        ports: &[NodePorts],
+    ) -> anyhow::Result<String> {
+        assert_eq!(ports.len(), self.nodes.len(), "one port pair per node");
+        let node = &self.nodes[index];
+        let mut bootstrap = Vec::new();
+        for (i, other) in self.nodes.iter().enumerate() {
+            if i != index && other.role == Role::Validator {
+                let peer = node::keystore::peer_id(&other.key())
+                    .with_context(|| format!("peer id of {}", other.name))?;
+                bootstrap.push(format!("/ip4/127.0.0.1/tcp/{}/p2p/{peer}", ports[i].p2p));
+            }
+        }
+        let path = |p: std::path::PathBuf| p.display().to_string();
+        let config = NodeConfig {
+            data_dir: path(dir.join(&node.name)),
+            genesis: path(dir.join("genesis.json")),
+            listen: format!("/ip4/127.0.0.1/tcp/{}", ports[index].p2p),
+            bootstrap,
+            http: format!("127.0.0.1:{}", ports[index].http),
+            recipe: node
+                .recipe
+                .as_ref()
+                .map(|_| path(dir.join(format!("{}.recipe.toml", node.name)))),
+            heldout: (node.role == Role::Validator)
+                .then(|| path(dir.join(&node.name).join("heldout"))),
+            mdns: false,
+        };
+        toml::to_string(&config).context("rendering a node config")
+    }
+}
+
+/// A node's config file, in the node's TOML format.
+#[derive(Serialize)]
+struct NodeConfig {
+    data_dir: String,
+    genesis: String,
+    listen: String,
+    bootstrap: Vec<String>,
+    http: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    recipe: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    heldout: Option<String>,
+    mdns: bool,
+}
+
+/// Round `round`'s task: the same public and held-out rows as `first`, under a new salt (so the
+/// held-out commitment differs), named for its round.
+fn follow_up(first: &NewTask, seed: u64, round: u32) -> NewTask {
+    let salt = Salt(consensus::types::Hash(derive(seed, &format!("task/heldout-salt/{round}"))));
+    let mut task = first.clone();
+    task.salt = salt;
+    task.spec.name = format!("{}-round-{round}", first.spec.name);
+    task.spec.dataset.heldout_commitment = heldout_commitment(&salt, &task.heldout);
+    task
+}
+
+fn make_task(settings: &Settings) -> anyhow::Result<NewTask> {
+    let source = &settings.task;
+    let name = Path::new(&source.name)
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "task".into());
+    let opts = TaskOptions {
+        name,
+        kind: source.kind,
+        heldout_fraction: match source.kind {
+            DataKind::Classification => HELDOUT_FRACTION,
+            DataKind::CharLm => HELDOUT_FRACTION_TEXT,
+        },
+        label_noise: source.label_noise,
+        seed: derive_u64(settings.seed, "task/split"),
+        // Small enough that a few hundred steps train in the commit window on one thread.
+        lm: LmArchitecture { context: 32, d_model: 32, layers: 1, heads: 2 },
+    };
+    let salt = Salt(consensus::types::Hash(derive(settings.seed, "task/heldout-salt/1")));
+    let mut task = trainer::task::new_task(&source.bytes, &source.name, &opts, salt)
+        .with_context(|| format!("making a task from {}", source.name))?;
+    task.spec.windows = windows(settings.validators, source.kind);
+    // The second round adds the champion's fine-tuner.
+    task.spec.max_trainers = (settings.trainers + usize::from(settings.rounds > 1)) as u32;
+    Ok(task)
+}
+
+/// Blocks needed to cover `ms` at the block interval, and always more than the validator count
+/// (so several proposers get a turn in each window).
+fn blocks_for(ms: u64, validators: usize) -> u64 {
+    ms.div_ceil(BLOCK_INTERVAL_MS).max(validators as u64 + 2)
+}
+
+/// The task's windows: short where a transaction or two suffices, long where trainers train and
+/// validators score.
+fn windows(validators: usize, kind: DataKind) -> Windows {
+    let (train_ms, score_ms) = match kind {
+        DataKind::Classification => (TRAIN_TIME_MS_CLASSIFICATION, SCORE_TIME_MS_CLASSIFICATION),
+        DataKind::CharLm => (TRAIN_TIME_MS_CHAR_LM, SCORE_TIME_MS_CHAR_LM),
+    };
+    Windows {
+        join: blocks_for(0, validators),
+        commit: blocks_for(train_ms, validators),
+        reveal: blocks_for(0, validators) + 2,
+        score_commit: blocks_for(score_ms, validators),
+        score_reveal: blocks_for(0, validators) + 2,
+    }
+}
+
+fn make_genesis(settings: &Settings, nodes: &[NodePlan], creator_seed: &[u8; 32]) -> Genesis {
+    let validators = nodes
+        .iter()
+        .filter(|n| n.role == Role::Validator)
+        .map(|n| GenesisValidator {
+            account: n.account(),
+            stake: VALIDATOR_STAKE,
+            name: n.name.clone(),
+        })
+        .collect();
+    let mut balances: Vec<GenesisBalance> = nodes
+        .iter()
+        .map(|n| GenesisBalance { account: n.account(), amount: NODE_BALANCE })
+        .collect();
+    balances.push(GenesisBalance {
+        account: Keypair::from_seed(*creator_seed).account(),
+        amount: CREATOR_BALANCE,
+    });
+    let params = Params {
+        block_interval_ms: BLOCK_INTERVAL_MS,
+        timeout_propose_ms: 1_000,
+        timeout_prevote_ms: 500,
+        timeout_precommit_ms: 500,
+        timeout_delta_ms: 250,
+        max_trainers_per_task: TRAINERS_MAX as u32,
+        ..Params::default()
+    };
+    Genesis {
+        chain_id: format!("testnet-{}", settings.seed),
+        genesis_time_ms: GENESIS_TIME_MS,
+        validators,
+        balances,
+        params,
+        tasks: vec![],
+    }
+}
+
+/// The demo recipe of trainer `index`: the three recipes in turn (more trainers repeat them with
+/// other seeds), each making one data-centric choice visible on the same noisy data.
+fn demo_recipe(kind: DataKind, features: usize, index: usize, seed: u64) -> NamedRecipe {
+    let base = Recipe { seed, ..Recipe::default() };
+    let (label, recipe) = match (kind, index % 3) {
+        // A large model on every (noisy) row: memorizes the flipped labels.
+        (DataKind::Classification, 0) => (
+            "large-plain",
+            Recipe { model: ModelRecipe { hidden: vec![512], dropout: 0.0 }, ..base },
+        ),
+        // A small model that drops rows its cross-validated peers disagree with, and stops
+        // when its validation accuracy stops improving.
+        (DataKind::Classification, 1) => (
+            "small-filtered",
+            Recipe {
+                model: ModelRecipe { hidden: vec![32], dropout: 0.0 },
+                filter: Some(Filter::default()),
+                early_stopping: Some(EarlyStopping::default()),
+                ..base
+            },
+        ),
+        // A small model with noise augmentation (no pixel shifts: on 8×8 digits a one-pixel
+        // shift moves a stroke too far and costs accuracy) and early stopping.
+        (DataKind::Classification, _) => (
+            "small-augmented",
+            Recipe {
+                model: ModelRecipe { hidden: vec![32], dropout: 0.0 },
+                augment: Some(Augment { width: features.max(1), shift: 0, noise: 0.3 }),
+                early_stopping: Some(EarlyStopping::default()),
+                ..base
+            },
+        ),
+        (DataKind::CharLm, 0) => (
+            "lm-short",
+            Recipe { lm: LmRecipe { steps: 150, eval_every: 50, ..LmRecipe::default() }, ..base },
+        ),
+        (DataKind::CharLm, 1) => (
+            "lm-early-stopped",
+            Recipe {
+                lm: LmRecipe { steps: 300, eval_every: 50, ..LmRecipe::default() },
+                early_stopping: Some(EarlyStopping { patience: 2 }),
+                ..base
+            },
+        ),
+        (DataKind::CharLm, _) => (
+            "lm-dropout",
+            Recipe {
+                model: ModelRecipe { dropout: 0.1, ..ModelRecipe::default() },
+                lm: LmRecipe { steps: 300, eval_every: 50, ..LmRecipe::default() },
+                ..base
+            },
+        ),
+    };
+    let label = if index < 3 { label.to_owned() } else { format!("{label}-{}", index / 3 + 1) };
+    NamedRecipe { label, recipe }
+}
+
+/// The second round's extra trainer: fine-tunes the first task's champion (the trainer replaces
+/// `base.path` with the champion's artifact, fetched by hash; for an MLP the champion's hidden
+/// sizes replace `model.hidden`), still filtering label noise.
+fn finetune_recipe(kind: DataKind, seed: u64) -> NamedRecipe {
+    let base = Some(Base { path: "champion.safetensors".into() });
+    let recipe = match kind {
+        DataKind::Classification => Recipe {
+            seed,
+            train: TrainRecipe { epochs: 30, lr: 5e-4, ..TrainRecipe::default() },
+            filter: Some(Filter::default()),
+            early_stopping: Some(EarlyStopping::default()),
+            base,
+            ..Recipe::default()
+        },
+        DataKind::CharLm => Recipe {
+            seed,
+            lm: LmRecipe { steps: 150, eval_every: 50, lr: 1e-3, ..LmRecipe::default() },
+            base,
+            ..Recipe::default()
+        },
+    };
+    NamedRecipe { label: "champion-finetuned".into(), recipe }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn digits() -> Vec<u8> {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../data/digits.csv");
+        std::fs::read(path).expect("data/digits.csv ships with the repo")
+    }
+
+    fn settings(seed: u64) -> Settings {
+        Settings {
+            validators: 4,
+            trainers: 3,
+            seed,
+            rounds: 1,
+            task: TaskSource {
+                name: "digits.csv".into(),
+                bytes: digits(),
+                kind: DataKind::Classification,
+                label_noise: LABEL_NOISE_DEFAULT,
+            },
+        }
+    }
+
+    fn ports(n: usize) -> Vec<NodePorts> {
+        (0..n as u16).map(|i| NodePorts { p2p: 30_000 + 2 * i, http: 30_001 + 2 * i }).collect()
+    }
+
+    #[test]
+    fn a_seed_gives_the_same_plan_and_another_seed_another() {
+        let a = Plan::new(settings(7)).unwrap();
+        let b = Plan::new(settings(7)).unwrap();
+        let c = Plan::new(settings(8)).unwrap();
+        assert_eq!(a.genesis.hash(), b.genesis.hash());
+        assert_eq!(a.nodes, b.nodes);
+        assert_eq!(a.creator().account(), b.creator().account());
+        assert_eq!(a.tasks[0].spec, b.tasks[0].spec);
+        assert_eq!(a.tasks[0].train, b.tasks[0].train);
+        assert_eq!(a.port_base, b.port_base);
+        let dir = Path::new("/tmp/testnet");
+        for i in 0..a.nodes.len() {
+            assert_eq!(
+                a.node_config(i, dir, &ports(7)).unwrap(),
+                b.node_config(i, dir, &ports(7)).unwrap()
+            );
+        }
+        assert_ne!(a.genesis.hash(), c.genesis.hash());
+        assert_ne!(a.nodes[0].account(), c.nodes[0].account());
+        assert_ne!(
+            a.tasks[0].spec.dataset.heldout_commitment,
+            c.tasks[0].spec.dataset.heldout_commitment
+        );
+    }
+
+    #[test]
+    fn the_plan_is_valid_and_funds_every_node() {
+        let plan = Plan::new(settings(1)).unwrap();
+        plan.genesis.validate().unwrap();
+        plan.tasks[0].spec.validate(plan.settings.validators).unwrap();
+        assert_eq!(plan.genesis.validators.len(), 4);
+        assert_eq!(plan.nodes.len(), 7);
+        for node in &plan.nodes {
+            assert!(
+                plan.genesis.balances.iter().any(|b| b.account == node.account()),
+                "{}",
+                node.name
+            );
+            if let Some(r) = &node.recipe {
+                r.recipe.validate().unwrap();
+                let text = toml::to_string(&r.recipe).unwrap();
+                assert_eq!(Recipe::from_toml(&text, "r.toml").unwrap(), r.recipe);
+            }
+        }
+        let labels: Vec<_> =
+            plan.nodes.iter().filter_map(|n| n.recipe.as_ref().map(|r| r.label.as_str())).collect();
+        assert_eq!(labels, ["large-plain", "small-filtered", "small-augmented"]);
+        assert!(plan.tasks[0].flipped > 0, "the default task publishes noisy labels");
+        assert!(plan.reward.0 <= CREATOR_BALANCE.0);
+        assert!((PORT_BASE_MIN..PORT_BASE_MIN + PORT_SPAN).contains(&plan.port_base));
+    }
+
+    #[test]
+    fn configs_bootstrap_from_the_other_validators() {
+        let plan = Plan::new(settings(3)).unwrap();
+        let dir = Path::new("/tmp/tn");
+        let config: toml::Table =
+            toml::from_str(&plan.node_config(0, dir, &ports(7)).unwrap()).unwrap();
+        assert_eq!(config["bootstrap"].as_array().unwrap().len(), 3);
+        assert_eq!(config["http"].as_str(), Some("127.0.0.1:30001"));
+        assert!(config.contains_key("heldout") && !config.contains_key("recipe"));
+        let trainer: toml::Table =
+            toml::from_str(&plan.node_config(4, dir, &ports(7)).unwrap()).unwrap();
+        assert_eq!(trainer["bootstrap"].as_array().unwrap().len(), 4);
+        assert_eq!(trainer["recipe"].as_str(), Some("/tmp/tn/trainer-0.recipe.toml"));
+        assert_eq!(trainer["mdns"].as_bool(), Some(false));
+    }
+
+    #[test]
+    fn a_second_round_keeps_the_heldout_rows_under_a_new_salt() {
+        let mut s = settings(4);
+        s.rounds = 2;
+        let plan = Plan::new(s).unwrap();
+        let [first, second] = &plan.tasks[..] else { panic!("two tasks") };
+        assert_eq!(first.heldout, second.heldout);
+        assert_eq!(first.train, second.train);
+        assert_ne!(first.salt, second.salt);
+        assert_ne!(first.spec.dataset.heldout_commitment, second.spec.dataset.heldout_commitment);
+        let late: Vec<_> = plan.nodes.iter().filter(|n| n.first_round == 2).collect();
+        assert_eq!(late.len(), 1);
+        let recipe = late[0].recipe.as_ref().unwrap();
+        assert_eq!(recipe.label, "champion-finetuned");
+        assert!(recipe.recipe.base.is_some());
+        plan.genesis.validate().unwrap();
+        assert!(plan.genesis.balances.iter().any(|b| b.account == late[0].account()));
+    }
+
+    #[test]
+    fn bad_settings_are_refused() {
+        let mut s = settings(1);
+        s.validators = 0;
+        assert!(Plan::new(s).is_err());
+        let mut s = settings(1);
+        s.trainers = TRAINERS_MAX + 1;
+        assert!(Plan::new(s).is_err());
+        let mut s = settings(1);
+        s.rounds = 3;
+        assert!(Plan::new(s).is_err());
+        let mut s = settings(1);
+        s.task.kind = DataKind::CharLm;
+        assert!(Plan::new(s).is_err(), "label noise on a char LM task");
+    }
+}

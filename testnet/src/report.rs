@@ -1,0 +1,270 @@
+//! The leaderboard and payout tables printed when a task finalizes, and the conservation check.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use consensus::finalize::{
+    DuplicateReason, FinalizationReport, ForfeitReason, Outcome, TrainerReport,
+};
+use consensus::types::{AccountId, Amount};
+use consensus::verdict::Verdict;
+
+/// What the testnet knows about an account: its node name and, for trainers, its recipe.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Label {
+    /// The node's name, e.g. `trainer-1`.
+    pub name: String,
+    /// The trainer's recipe label, e.g. `small-filtered`.
+    pub recipe: Option<String>,
+}
+
+/// Names of the accounts of a testnet.
+pub type Labels = BTreeMap<AccountId, Label>;
+
+fn name(labels: &Labels, account: &AccountId) -> String {
+    labels.get(account).map_or_else(|| account.short(), |l| l.name.clone())
+}
+
+/// A ppm score as a percentage with two decimals, e.g. `94.44%`.
+pub fn percent(ppm: u32) -> String {
+    format!("{}.{:02}%", ppm / 10_000, (ppm % 10_000) / 100)
+}
+
+fn verdict(v: &Option<Verdict>) -> String {
+    match v {
+        None => "-".into(),
+        Some(Verdict::Scored { score_ppm, .. }) => percent(score_ppm.0),
+        Some(Verdict::Unavailable) => "unavailable".into(),
+        Some(Verdict::Rejected { reason }) => format!("rejected: {}", reason.describe()),
+    }
+}
+
+fn note(t: &TrainerReport, labels: &Labels) -> String {
+    if let Some(d) = &t.duplicate {
+        return match d {
+            DuplicateReason::SameHashAs(a) => format!("duplicate of {}", name(labels, a)),
+            DuplicateReason::FlaggedByMajority => "near-duplicate (flagged)".into(),
+        };
+    }
+    match t.forfeit {
+        Some(ForfeitReason::NotRevealed) => "bond forfeited: never revealed".into(),
+        Some(ForfeitReason::Rejected) => "bond forfeited: rejected".into(),
+        Some(ForfeitReason::Unavailable) => "bond forfeited: unavailable".into(),
+        None if t.rank.is_none() && t.consensus.is_some() => "did not beat the baseline".into(),
+        None => String::new(),
+    }
+}
+
+/// The leaderboard and the validators' payouts of a finalized task.
+pub fn leaderboard(
+    task: &str,
+    report: &FinalizationReport,
+    reward: Amount,
+    labels: &Labels,
+) -> String {
+    let mut out = String::new();
+    let outcome = match report.outcome {
+        Outcome::Finalized => "finalized",
+        Outcome::QuorumFailed => {
+            "failed: too little stake revealed scores (escrow and bonds refunded)"
+        }
+    };
+    let _ = writeln!(
+        out,
+        "task {task}: {outcome}; escrow {reward}, baseline {}",
+        percent(report.baseline_ppm)
+    );
+    let mut trainers: Vec<&TrainerReport> = report.trainers.iter().collect();
+    trainers.sort_by_key(|t| (t.rank.is_none(), t.rank, std::cmp::Reverse(t.effective_ppm)));
+    let _ = writeln!(
+        out,
+        "{:<5} {:<12} {:<18} {:>8} {:>10} {:>10} {:>8}  note",
+        "rank", "trainer", "recipe", "params", "consensus", "effective", "payout"
+    );
+    for t in trainers {
+        let label = labels.get(&t.account);
+        let line = format!(
+            "{:<5} {:<12} {:<18} {:>8} {:>10} {:>10} {:>8}  {}",
+            t.rank.map_or_else(|| "-".into(), |r| r.to_string()),
+            name(labels, &t.account),
+            label.and_then(|l| l.recipe.clone()).unwrap_or_else(|| "-".into()),
+            t.params.map_or_else(|| "-".into(), |p| p.to_string()),
+            verdict(&t.consensus),
+            percent(t.effective_ppm),
+            t.payout,
+            note(t, labels),
+        );
+        let _ = writeln!(out, "{}", line.trim_end());
+    }
+    let entries = report.entries.len();
+    let _ = writeln!(
+        out,
+        "{:<12} {:>6} {:>9} {:>8} {:>8}",
+        "validator", "stake", "revealed", "agreed", "payout"
+    );
+    let mut validators: Vec<_> = report.validators.iter().collect();
+    validators.sort_by_key(|v| name(labels, &v.account));
+    for v in validators {
+        let _ = writeln!(
+            out,
+            "{:<12} {:>6} {:>9} {:>8} {:>8}",
+            name(labels, &v.account),
+            v.stake,
+            if v.revealed { "yes" } else { "no" },
+            format!("{}/{entries}", v.agreed_entries),
+            v.payout,
+        );
+    }
+    if let Some(c) = &report.champion {
+        let _ = writeln!(
+            out,
+            "champion: {} ({} params, effective {}), model {}",
+            name(labels, &c.trainer),
+            c.params,
+            percent(c.effective_ppm),
+            c.model_hash.short()
+        );
+    }
+    let _ = writeln!(out, "creator refund {}, burned {}", report.creator_refund, report.burned);
+    out
+}
+
+/// Checks that payouts, refunds and burns add up to the escrow and bonds exactly.
+pub fn check_conservation(report: &FinalizationReport, reward: Amount) -> Result<u128, String> {
+    let bonds: u128 = report
+        .trainers
+        .iter()
+        .map(|t| u128::from(t.bond_refund.0) + u128::from(t.bond_forfeit.0))
+        .sum();
+    let paid: u128 = report
+        .trainers
+        .iter()
+        .map(|t| u128::from(t.payout.0) + u128::from(t.bond_refund.0))
+        .sum::<u128>()
+        + report.validators.iter().map(|v| u128::from(v.payout.0)).sum::<u128>()
+        + u128::from(report.creator_refund.0)
+        + u128::from(report.burned.0);
+    let owed = u128::from(reward.0) + bonds;
+    if paid == owed {
+        Ok(owed)
+    } else {
+        Err(format!("payouts, refunds and burns add up to {paid}, but escrow and bonds are {owed}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use consensus::finalize::{Champion, EntryReport, ValidatorReport};
+    use consensus::types::{Hash, ScorePpm};
+    use consensus::verdict::Subject;
+
+    fn account(b: u8) -> AccountId {
+        AccountId([b; 32])
+    }
+
+    fn trainer(b: u8, score: u32, effective: u32, payout: u64, rank: Option<u32>) -> TrainerReport {
+        TrainerReport {
+            account: account(b),
+            consensus: Some(Verdict::Scored { score_ppm: ScorePpm(score), duplicate_of: None }),
+            params: Some(2_410),
+            penalty_ppm: score - effective,
+            effective_ppm: effective,
+            duplicate: None,
+            forfeit: None,
+            bond_refund: Amount(100),
+            bond_forfeit: Amount(0),
+            payout: Amount(payout),
+            rank,
+        }
+    }
+
+    fn report() -> FinalizationReport {
+        let validator = |b: u8, payout| ValidatorReport {
+            account: account(b),
+            stake: 1_000,
+            revealed: true,
+            agreed_entries: 4,
+            payout: Amount(payout),
+        };
+        FinalizationReport {
+            outcome: Outcome::Finalized,
+            revealed_stake: 2_000,
+            total_stake: 2_000,
+            baseline_ppm: 101_000,
+            entries: vec![
+                EntryReport {
+                    subject: Subject::Baseline,
+                    consensus: Verdict::scored(101_000)
+                };
+                4
+            ],
+            trainers: vec![
+                trainer(1, 777_000, 738_000, 3_000, Some(3)),
+                trainer(2, 944_444, 944_444, 4_000, Some(1)),
+                TrainerReport {
+                    forfeit: Some(ForfeitReason::NotRevealed),
+                    consensus: None,
+                    params: None,
+                    bond_refund: Amount(0),
+                    bond_forfeit: Amount(100),
+                    ..trainer(3, 0, 0, 0, None)
+                },
+            ],
+            validators: vec![validator(10, 1_500), validator(11, 1_500)],
+            creator_refund: Amount(0),
+            burned: Amount(100),
+            champion: Some(Champion {
+                trainer: account(2),
+                model_hash: Hash([9; 32]),
+                params: 2_410,
+                effective_ppm: 944_444,
+            }),
+        }
+    }
+
+    fn labels() -> Labels {
+        let label = |name: &str, recipe: Option<&str>| Label {
+            name: name.into(),
+            recipe: recipe.map(Into::into),
+        };
+        Labels::from([
+            (account(1), label("trainer-0", Some("large-plain"))),
+            (account(2), label("trainer-1", Some("small-filtered"))),
+            (account(3), label("trainer-2", Some("small-augmented"))),
+            (account(10), label("validator-0", None)),
+            (account(11), label("validator-1", None)),
+        ])
+    }
+
+    #[test]
+    fn the_leaderboard_ranks_trainers_and_lists_validators() {
+        let text = leaderboard("1 (digits)", &report(), Amount(10_000), &labels());
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "task 1 (digits): finalized; escrow 10000, baseline 10.10%");
+        assert!(lines[1].starts_with("rank  trainer"), "{}", lines[1]);
+        assert_eq!(
+            lines[2],
+            "1     trainer-1    small-filtered         2410     94.44%     94.44%     4000"
+        );
+        assert!(lines[3].starts_with("3     trainer-0    large-plain"), "{}", lines[3]);
+        assert!(lines[4].ends_with("bond forfeited: never revealed"), "{}", lines[4]);
+        assert_eq!(lines[6], "validator-0    1000       yes      4/4     1500");
+        assert_eq!(lines[8], "champion: trainer-1 (2410 params, effective 94.44%), model 09090909");
+        assert_eq!(lines[9], "creator refund 0, burned 100");
+    }
+
+    #[test]
+    fn conservation_holds_exactly_or_is_reported() {
+        // 3000 + 4000 + 1500 + 1500 paid, 200 bonds back, 100 burned = 10000 escrow + 300 bonds.
+        assert_eq!(check_conservation(&report(), Amount(10_000)), Ok(10_300));
+        assert!(check_conservation(&report(), Amount(10_001)).is_err());
+    }
+
+    #[test]
+    fn percentages_keep_two_decimals() {
+        assert_eq!(percent(0), "0.00%");
+        assert_eq!(percent(1_000_000), "100.00%");
+        assert_eq!(percent(944_444), "94.44%");
+    }
+}
