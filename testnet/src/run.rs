@@ -123,6 +123,7 @@ fn drive(
         "all nodes answer ({:.1} s); waiting for the first block",
         started.elapsed().as_secs_f64()
     );
+    println!("explorer: {}/", layout.urls[0]);
     let lead = &clients[0];
     wait(supervisor, CHAIN_TIMEOUT, "the validators to commit block 1", || {
         Ok(lead.status().ok().filter(|s| s.height >= 1))

@@ -19,6 +19,7 @@
 //!   CORS header is ever sent on a write, so a browser page on another origin cannot write.
 
 mod error;
+mod explorer;
 mod metrics;
 mod read;
 mod tasks;
@@ -136,6 +137,7 @@ fn router(api: Api) -> Router {
         .route("/accounts/{id}", get(tasks::account))
         .route("/blobs", post(write::post_blob))
         .route("/metrics", get(metrics::metrics))
+        .merge(explorer::routes())
         .fallback(|| async { ApiError::not_found("no such route; see docs/api.md") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(

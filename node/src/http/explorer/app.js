@@ -1,0 +1,420 @@
+// Crucible explorer: polls the node's JSON API (docs/api.md) and redraws the page.
+// Plain JavaScript, no build step, no libraries. Every request goes through `api(path)` with a
+// relative path, so the page works from any node and `node/tests/explorer.rs` can check that each
+// path it reads exists.
+"use strict";
+
+const POLL_MS = 1500;
+const RECENT_BLOCKS = 12;
+const RECENT_TASKS = 20;
+const ACCOUNT_TASKS = 20;
+const COLORS = ["#2f6fdb", "#d9480f", "#2b8a3e", "#862e9c", "#c2255c", "#0b7285", "#e67700",
+  "#5c940d", "#364fc7", "#a61e4d"];
+
+// Finalized tasks never change: their details are fetched once.
+const finalizedTasks = new Map();
+// Validator names by account, from /validators.
+let names = new Map();
+let selectedAccount = accountFromHash();
+
+// ---------------------------------------------------------------- helpers
+
+async function api(path) {
+  const response = await fetch(path, { cache: "no-store" });
+  const body = await response.json();
+  if (!response.ok) {
+    throw new Error(body && body.error ? body.error : "HTTP " + response.status);
+  }
+  return body;
+}
+
+function esc(value) {
+  return String(value).replace(/[&<>"']/g, (c) => ({
+    "&": "&amp;", "<": "&lt;", ">": "&gt;", "\"": "&quot;", "'": "&#39;",
+  })[c]);
+}
+
+function short(hex) {
+  return hex ? hex.slice(0, 8) + "…" : "";
+}
+
+function label(account) {
+  return names.get(account) || short(account);
+}
+
+function accountLink(account) {
+  if (!account) return "<span class=\"muted\">—</span>";
+  return "<a class=\"account\" href=\"#account=" + esc(account) + "\" title=\"" + esc(account) +
+    "\">" + esc(label(account)) + "</a>";
+}
+
+function ppm(value) {
+  return value === null || value === undefined ? "—" : (value / 10000).toFixed(2) + " %";
+}
+
+function amount(value) {
+  return value === null || value === undefined ? "—" : esc(value);
+}
+
+function ago(timeMs) {
+  const seconds = Math.max(0, Math.round((Date.now() - timeMs) / 1000));
+  if (seconds < 120) return seconds + " s ago";
+  if (seconds < 7200) return Math.round(seconds / 60) + " min ago";
+  return new Date(timeMs).toISOString().slice(11, 19);
+}
+
+function utc(timeMs) {
+  return new Date(timeMs).toISOString().replace("T", " ").slice(0, 19) + " UTC";
+}
+
+function verdictText(v) {
+  if (!v) return "<span class=\"muted\">—</span>";
+  if (v.verdict === "scored") return ppm(v.score_ppm);
+  if (v.verdict === "rejected") {
+    const why = v.reason_text || v.reason || "";
+    const dup = v.duplicate_of ? " (duplicate of " + short(v.duplicate_of) + ")" : "";
+    return "<span class=\"bad\" title=\"" + esc(why + dup) + "\">rejected: " +
+      esc(v.reason || "") + "</span>";
+  }
+  return "<span class=\"warn\">" + esc(v.verdict) + "</span>";
+}
+
+function table(headers, rows) {
+  const head = headers.map((h) => {
+    const num = h.startsWith("#");
+    return "<th" + (num ? " class=\"num\"" : "") + ">" + esc(num ? h.slice(1) : h) + "</th>";
+  }).join("");
+  const body = rows.map((cells) => "<tr>" + cells.map((c, i) =>
+    "<td" + (headers[i].startsWith("#") ? " class=\"num\"" : "") + ">" + c + "</td>").join("") +
+    "</tr>").join("");
+  return "<table><thead><tr>" + head + "</tr></thead><tbody>" + body + "</tbody></table>";
+}
+
+function setHtml(id, html) {
+  const el = document.getElementById(id);
+  if (el.innerHTML !== html) el.innerHTML = html;
+}
+
+function accountFromHash() {
+  const match = /^#account=([0-9a-f]{64})$/.exec(location.hash);
+  return match ? match[1] : null;
+}
+
+// ---------------------------------------------------------------- sections
+
+function renderStatus(status) {
+  setHtml("status", esc(status.chain_id) + " · height <b id=\"height\">" + status.height +
+    "</b> · " + esc(status.role) + " " + accountLink(status.account) + " · " + status.peers +
+    " peers");
+  setHtml("chain", "<dl class=\"kv\">" +
+    "<dt>chain</dt><dd>" + esc(status.chain_id) + "</dd>" +
+    "<dt>height</dt><dd>" + status.height + "</dd>" +
+    "<dt>tip</dt><dd class=\"mono\">" + esc(status.block_hash) + "</dd>" +
+    "<dt>tip time</dt><dd>" + utc(status.time_ms) + " (" + ago(status.time_ms) + ")</dd>" +
+    "<dt>state root</dt><dd class=\"mono\">" + esc(status.state_root) + "</dd>" +
+    "<dt>genesis</dt><dd class=\"mono\">" + esc(status.genesis_hash) + "</dd>" +
+    "<dt>this node</dt><dd>" + esc(status.role) + " " + accountLink(status.account) +
+    " <span class=\"mono muted\">" + esc(status.peer_id) + "</span></dd>" +
+    "</dl>");
+}
+
+function renderBlocks(blocks) {
+  if (blocks.length === 0) return setHtml("blocks", "<p class=\"muted\">no blocks yet</p>");
+  const rows = blocks.slice().reverse().map((b) => [
+    String(b.height), "<span class=\"mono\">" + esc(short(b.hash)) + "</span>",
+    accountLink(b.proposer), String(b.tx_count), ago(b.time_ms),
+  ]);
+  setHtml("blocks", table(["#height", "hash", "proposer", "#txs", "time"], rows));
+}
+
+function renderValidators(validators) {
+  const rows = validators.map((v) => [
+    accountLink(v.account), amount(v.stake), amount(v.power),
+    v.in_set ? "yes" : "<span class=\"muted\">no</span>",
+    "<span class=\"votes\">" + v.last_votes.map((vote) =>
+      "<span class=\"" + (vote.signed ? "signed" : "") + "\" title=\"height " + vote.height +
+      ", round " + vote.round + (vote.signed ? ": signed" : ": missing") + "\"></span>")
+      .join("") + "</span>",
+  ]);
+  setHtml("validators", table(["validator", "#stake", "#power", "in set", "last votes"], rows));
+}
+
+function renderPeers(peers) {
+  if (peers === null) return setHtml("peers", "<p class=\"muted\">network not answering</p>");
+  if (peers.length === 0) return setHtml("peers", "<p class=\"muted\">no peers</p>");
+  const rows = peers.map((p) => [
+    accountLink(p.account),
+    "<span class=\"mono muted\" title=\"" + esc(p.peer_id) + "\">…" + esc(p.peer_id.slice(-10)) +
+      "</span>",
+    p.score === null ? "—" : p.score.toFixed(3),
+    esc(p.mesh_topics.join(", ")),
+  ]);
+  setHtml("peers", table(["peer", "peer id", "#score", "mesh"], rows));
+}
+
+function deadlinesText(task) {
+  const d = task.deadlines;
+  return ["join", "commit", "reveal", "score_commit", "score"].map((k) =>
+    esc(k) + " " + d[k]).join(" · ");
+}
+
+function leaderboard(task) {
+  const validators = task.verdicts.map((v) => v.validator);
+  const report = task.report;
+  const byTrainer = new Map(report ? report.trainers.map((t) => [t.account, t]) : []);
+  const consensus = new Map(task.consensus.map((c) => [c.subject, c]));
+  const verdictOf = (validator, subject) => {
+    const entry = task.verdicts.find((v) => v.validator === validator);
+    if (!entry) return verdictText(null);
+    if (!entry.verdicts) return "<span class=\"muted\">committed</span>";
+    return verdictText(entry.verdicts.find((x) => x.subject === subject) || null);
+  };
+  const subs = task.submissions.slice();
+  subs.sort((a, b) => {
+    const ra = byTrainer.has(a.trainer) ? byTrainer.get(a.trainer).rank : null;
+    const rb = byTrainer.has(b.trainer) ? byTrainer.get(b.trainer).rank : null;
+    return (ra === null ? 1e9 : ra) - (rb === null ? 1e9 : rb);
+  });
+  const rows = subs.map((s) => {
+    const r = byTrainer.get(s.trainer);
+    let state = s.reveal ? "revealed" : s.commitment ? "committed" : "joined";
+    if (r && r.forfeit) state = "<span class=\"bad\" title=\"" + esc(r.forfeit.text) + "\">" +
+      esc(r.forfeit.reason) + "</span>";
+    const champion = report && report.champion && report.champion.trainer === s.trainer;
+    return [
+      r && r.rank !== null ? String(r.rank) : "—",
+      accountLink(s.trainer) + (champion ? " <span class=\"pill finalized\">champion</span>" : ""),
+      state,
+      s.reveal ? amount(s.reveal.params) : "—",
+    ].concat(validators.map((v) => verdictOf(v, s.trainer))).concat([
+      verdictText(consensus.get(s.trainer)),
+      r ? ppm(r.effective_ppm) : "—",
+      r ? amount(r.payout) : "—",
+    ]);
+  });
+  const headers = ["#rank", "trainer", "state", "#params"]
+    .concat(validators.map((v) => "#" + label(v)))
+    .concat(["#consensus", "#effective", "#payout"]);
+  return rows.length ? table(headers, rows) : "<p class=\"muted\">no trainers joined</p>";
+}
+
+function renderTask(task) {
+  const outcome = task.outcome
+    ? "<span class=\"pill " + esc(task.outcome) + "\">" + esc(task.outcome) +
+      "</span> at height <b class=\"finalized-height\">" + task.score_deadline + "</b>"
+    : "<span class=\"pill\">" + esc(task.phase) + "</span> finalizes at height " +
+      task.score_deadline;
+  let summary = "";
+  if (task.report) {
+    const r = task.report;
+    summary = "<p class=\"muted\">baseline " + ppm(r.baseline_ppm) + " · revealed stake " +
+      esc(r.revealed_stake) + " of " + esc(r.total_stake) + " · creator refund " +
+      esc(r.creator_refund) + " · burned " + esc(r.burned) + "</p>";
+    const vrows = r.validators.map((v) => [accountLink(v.account), amount(v.stake),
+      v.revealed ? "yes" : "<span class=\"bad\">no</span>", String(v.agreed_entries),
+      amount(v.payout)]);
+    summary += table(["validator", "#stake", "revealed", "#agreed", "#payout"], vrows);
+  }
+  return "<div class=\"task\" id=\"task-" + task.id + "\"><h3>task " + task.id + ": " +
+    esc(task.name) + " " + outcome + "</h3><p class=\"muted\">reward " + esc(task.reward) +
+    " · creator " + accountLink(task.creator) + " · " + task.joined + "/" + task.max_trainers +
+    " trainers · deadlines: " + deadlinesText(task) + "</p>" + leaderboard(task) + summary +
+    "</div>";
+}
+
+function renderTasks(tasks) {
+  if (tasks.length === 0) return setHtml("tasks", "<p class=\"muted\">no tasks yet</p>");
+  setHtml("tasks", tasks.slice().reverse().map(renderTask).join(""));
+}
+
+function renderChampion(tasks) {
+  const done = tasks.filter((t) => t.report && t.report.champion);
+  if (done.length === 0) {
+    return setHtml("champion", "<p class=\"muted\">no finalized task with a champion yet</p>");
+  }
+  const task = done[done.length - 1];
+  const c = task.report.champion;
+  setHtml("champion", "<dl class=\"kv\">" +
+    "<dt>task</dt><dd>" + task.id + ": " + esc(task.name) + "</dd>" +
+    "<dt>trainer</dt><dd id=\"champion-trainer\">" + accountLink(c.trainer) +
+    " <span class=\"mono muted\">" + esc(c.trainer) + "</span></dd>" +
+    "<dt>effective score</dt><dd>" + ppm(c.effective_ppm) + "</dd>" +
+    "<dt>params</dt><dd>" + esc(c.params) + "</dd>" +
+    "<dt>model hash</dt><dd class=\"mono\">" + esc(c.model_hash) + "</dd>" +
+    "<dt>finalized at</dt><dd>height " + task.score_deadline + "</dd>" +
+    "</dl>");
+}
+
+// Cumulative payouts per account (trainers and validators) against the finalization height.
+function renderChart(tasks) {
+  const done = tasks.filter((t) => t.outcome).sort((a, b) => a.score_deadline - b.score_deadline);
+  if (done.length === 0) return setHtml("chart", "<p class=\"muted\">no finalized task yet</p>");
+  const totals = new Map();
+  const series = new Map();
+  const firstHeight = done[0].created_at;
+  for (const task of done) {
+    for (const p of task.payouts) {
+      if (p.role === "creator") continue;
+      if (!series.has(p.account)) series.set(p.account, [[firstHeight, 0]]);
+      const total = (totals.get(p.account) || 0) + Number(p.amount);
+      totals.set(p.account, total);
+      series.get(p.account).push([task.score_deadline, total]);
+    }
+  }
+  const lastHeight = done[done.length - 1].score_deadline;
+  const maxY = Math.max(1, ...totals.values());
+  const W = 760, H = 240, L = 60, R = 10, T = 10, B = 30;
+  const x = (h) => L + (lastHeight === firstHeight ? 0.5 : (h - firstHeight) /
+    (lastHeight - firstHeight)) * (W - L - R);
+  const y = (v) => H - B - (v / maxY) * (H - T - B);
+  let svg = "<svg viewBox=\"0 0 " + W + " " + H + "\" width=\"100%\" style=\"max-width:" + W +
+    "px\" role=\"img\" aria-label=\"payouts per account\">";
+  for (let i = 0; i <= 4; i++) {
+    const v = (maxY * i) / 4;
+    svg += "<line x1=\"" + L + "\" x2=\"" + (W - R) + "\" y1=\"" + y(v) + "\" y2=\"" + y(v) +
+      "\" stroke=\"#e3e6eb\"/><text x=\"" + (L - 6) + "\" y=\"" + (y(v) + 4) +
+      "\" text-anchor=\"end\">" + Math.round(v) + "</text>";
+  }
+  svg += "<text x=\"" + L + "\" y=\"" + (H - 8) + "\">height " + firstHeight + "</text>" +
+    "<text x=\"" + (W - R) + "\" y=\"" + (H - 8) + "\" text-anchor=\"end\">height " + lastHeight +
+    "</text>";
+  let legend = "";
+  let i = 0;
+  const accounts = [...series.keys()].sort((a, b) => totals.get(b) - totals.get(a));
+  for (const account of accounts) {
+    const color = COLORS[i++ % COLORS.length];
+    let points = "";
+    let prev = 0;
+    for (const [h, v] of series.get(account)) {
+      points += x(h).toFixed(1) + "," + y(prev).toFixed(1) + " " + x(h).toFixed(1) + "," +
+        y(v).toFixed(1) + " ";
+      prev = v;
+    }
+    svg += "<polyline fill=\"none\" stroke-width=\"2\" stroke=\"" + color + "\" points=\"" +
+      points.trim() + "\"><title>" + esc(label(account)) + ": " + totals.get(account) +
+      "</title></polyline>";
+    legend += "<span><i style=\"background:" + color + "\"></i>" + accountLink(account) + " " +
+      totals.get(account) + "</span>";
+  }
+  svg += "</svg>";
+  setHtml("chart", svg + "<div class=\"legend\">" + legend + "</div>");
+}
+
+function explainTask(t) {
+  let html = "<h3>task " + t.task + ": " + esc(t.name) + " <span class=\"pill " +
+    esc(t.outcome || "") + "\">" + esc(t.outcome || t.phase) + "</span></h3>";
+  if (t.as_creator) {
+    html += "<p class=\"explain\">creator: escrowed " + esc(t.as_creator.reward) + ", refund " +
+      amount(t.as_creator.refund) + "</p>";
+  }
+  if (t.as_trainer) {
+    const a = t.as_trainer;
+    html += "<p class=\"explain\"><b>trainer:</b> " + esc(a.explanation) + "</p>";
+    html += table(["validator", "#stake", "revealed", "verdict", "agrees"],
+      a.validator_verdicts.map((v) => [accountLink(v.validator), amount(v.stake),
+        v.revealed ? "yes" : "no", verdictText(v.verdict),
+        v.agrees ? "<span class=\"good\">yes</span>" : "<span class=\"bad\">no</span>"]));
+    html += "<p class=\"muted\">consensus " + verdictText(a.consensus) + " · penalty " +
+      ppm(a.penalty_ppm) + " · effective " + ppm(a.effective_ppm) + " · rank " +
+      (a.rank === null ? "—" : a.rank) + " · payout " + amount(a.payout) + " · bond refund " +
+      amount(a.bond_refund) + " · bond forfeit " + amount(a.bond_forfeit) + "</p>";
+  }
+  if (t.as_validator) {
+    const a = t.as_validator;
+    html += "<p class=\"explain\"><b>validator:</b> " + esc(a.explanation) + "</p>";
+    if (a.disagreements && a.disagreements.length) {
+      html += table(["subject", "its verdict", "consensus"], a.disagreements.map((d) => [
+        d.subject === "baseline" || d.subject === "base_model" ? esc(d.subject)
+          : accountLink(d.subject), verdictText(d.verdict), verdictText(d.consensus)]));
+    }
+  }
+  return html;
+}
+
+async function refreshAccount() {
+  if (!selectedAccount) {
+    return setHtml("account", "<p class=\"muted\">enter an account id or click an account</p>");
+  }
+  const id = selectedAccount;
+  let html;
+  try {
+    const a = await api("/accounts/" + id + "?limit=" + ACCOUNT_TASKS);
+    html = "<dl class=\"kv\"><dt>account</dt><dd class=\"mono\">" + esc(a.account) +
+      (names.has(a.account) ? " (" + esc(names.get(a.account)) + ")" : "") + "</dd>" +
+      "<dt>balance</dt><dd>" + esc(a.balance) + "</dd><dt>stake</dt><dd>" + esc(a.stake) +
+      "</dd><dt>nonce</dt><dd>" + a.nonce + "</dd><dt>tasks</dt><dd>" + a.tasks_total +
+      "</dd></dl>" + a.tasks.map(explainTask).join("");
+  } catch (e) {
+    html = "<p class=\"error\">" + esc(short(id)) + ": " + esc(e.message) + "</p>";
+  }
+  if (id === selectedAccount) setHtml("account", html);
+}
+
+// ---------------------------------------------------------------- polling
+
+async function taskDetails(summaries) {
+  const recent = summaries.slice(-RECENT_TASKS);
+  return Promise.all(recent.map(async (s) => {
+    if (finalizedTasks.has(s.id)) return finalizedTasks.get(s.id);
+    const task = await api("/tasks/" + s.id);
+    if (task.outcome) finalizedTasks.set(s.id, task);
+    return task;
+  }));
+}
+
+async function refresh() {
+  const [status, blocks, validators, summaries] = await Promise.all([
+    api("/status"), api("/blocks?limit=" + RECENT_BLOCKS), api("/validators"),
+    api("/tasks?limit=200"),
+  ]);
+  // /peers answers 503 while the network is busy; the rest of the page still draws.
+  const peers = await api("/peers").catch(() => null);
+  names = new Map(validators.filter((v) => v.name).map((v) => [v.account, v.name]));
+  const tasks = await taskDetails(summaries);
+  renderStatus(status);
+  renderBlocks(blocks);
+  renderValidators(validators);
+  renderPeers(peers);
+  renderTasks(tasks);
+  renderChampion(tasks);
+  renderChart(tasks);
+  await refreshAccount();
+}
+
+async function loop() {
+  try {
+    await refresh();
+  } catch (e) {
+    setHtml("status", "<span class=\"error\">" + esc(e.message) + "</span>");
+  }
+  setTimeout(loop, POLL_MS);
+}
+
+function select(account) {
+  selectedAccount = account;
+  document.getElementById("account-input").value = account || "";
+  refreshAccount();
+}
+
+document.getElementById("account-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const value = document.getElementById("account-input").value.trim().toLowerCase();
+  if (!/^[0-9a-f]{64}$/.test(value)) {
+    selectedAccount = null;
+    setHtml("account", "<p class=\"error\">an account id is 64 lowercase hex characters</p>");
+    return;
+  }
+  history.replaceState(null, "", "#account=" + value);
+  select(value);
+});
+
+window.addEventListener("hashchange", () => {
+  const account = accountFromHash();
+  if (account) {
+    select(account);
+    document.getElementById("account-section").scrollIntoView({ behavior: "smooth" });
+  }
+});
+
+if (selectedAccount) document.getElementById("account-input").value = selectedAccount;
+loop();
