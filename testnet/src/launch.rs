@@ -9,7 +9,7 @@ use std::fs::{self, File};
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 
 use anyhow::Context;
 
@@ -37,6 +37,10 @@ struct Managed {
     name: String,
     log: PathBuf,
     child: Child,
+    /// The write end of the child's stdin, held open while the supervisor lives: when this
+    /// process dies, even by SIGKILL, the OS closes it, and a node started with
+    /// `--exit-with-stdin` stops.
+    _stdin: Option<ChildStdin>,
 }
 
 /// Owns the child processes; kills them all when dropped.
@@ -77,15 +81,16 @@ impl Supervisor {
         command
             .args(&spec.args)
             .envs(spec.env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
+            .stdin(Stdio::piped())
             .stdout(log)
             .stderr(err)
             .process_group(0);
-        let child = command
+        let mut child = command
             .spawn()
             .with_context(|| format!("starting {} ({})", spec.name, spec.program.display()))?;
         let pid = child.id();
-        self.children.push(Managed { name: spec.name, log: spec.log, child });
+        let stdin = child.stdin.take();
+        self.children.push(Managed { name: spec.name, log: spec.log, child, _stdin: stdin });
         Ok(pid)
     }
 

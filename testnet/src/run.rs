@@ -239,6 +239,8 @@ fn start_nodes(
                 node.role.as_str().into(),
                 "--config".into(),
                 layout.configs[i].display().to_string(),
+                // Stop if the launcher dies without a chance to stop its children.
+                "--exit-with-stdin".into(),
             ],
             // One compute thread per node: all of them share two cores.
             env: vec![("RUST_LOG".into(), log_filter), ("RAYON_NUM_THREADS".into(), "1".into())],

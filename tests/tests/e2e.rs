@@ -215,7 +215,9 @@ impl Net {
     }
 
     /// The node's start command, as the testnet launcher builds it.
-    fn spawn_spec(&self, name: &str, args: Vec<String>, log: &Path) -> Spawn {
+    fn spawn_spec(&self, name: &str, mut args: Vec<String>, log: &Path) -> Spawn {
+        // As the launcher does: a node stops if this test process dies without stopping it.
+        args.push("--exit-with-stdin".into());
         Spawn {
             name: name.into(),
             program: self.exe.clone(),

@@ -49,10 +49,15 @@ pub struct RunArgs {
     /// Turn mDNS discovery off.
     #[arg(long)]
     pub no_mdns: bool,
+    /// Stop when standard input reaches its end: a supervisor that holds the other end of a pipe
+    /// can then die, even by SIGKILL, without leaving this node running.
+    #[arg(long)]
+    pub exit_with_stdin: bool,
 }
 
 /// Runs a node.
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
+    let exit_with_stdin = args.exit_with_stdin;
     if args.role.is_none() && args.config.is_none() {
         anyhow::bail!(
             "nothing to do: run a node with `node --role validator|trainer --data-dir DIR` (or --config FILE), or use a subcommand (see `node --help`)"
@@ -93,12 +98,13 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(run_node(config, recipe))
+    runtime.block_on(run_node(config, recipe, exit_with_stdin))
 }
 
 async fn run_node(
     config: NodeConfig,
     recipe: Option<trainer::recipe::Recipe>,
+    exit_with_stdin: bool,
 ) -> anyhow::Result<()> {
     let http = match config.http {
         Some(addr) => Some(
@@ -131,7 +137,7 @@ async fn run_node(
         }
         _ => tracing::info!("no role loop: a validator scores only with --heldout"),
     }
-    let result = driver.run(shutdown_signal()).await;
+    let result = driver.run(shutdown_signal(exit_with_stdin)).await;
     tasks.shutdown().await;
     drop(ctx);
     result.context("the node stopped")
@@ -145,8 +151,37 @@ async fn named(name: &'static str, task: impl Future<Output = anyhow::Result<()>
     }
 }
 
-/// Completes on Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
+/// Completes when standard input reaches its end (or fails). A plain thread reads it, not a
+/// blocking task: the async runtime would wait for a blocking task at shutdown, and stdin may
+/// never end.
+async fn stdin_closed() {
+    let (closed, on_close) = tokio::sync::oneshot::channel::<()>();
+    let spawned = std::thread::Builder::new().name("stdin-watch".into()).spawn(move || {
+        let mut sink = [0u8; 256];
+        let mut stdin = std::io::stdin().lock();
+        while matches!(std::io::Read::read(&mut stdin, &mut sink), Ok(n) if n > 0) {}
+        let _ = closed.send(());
+    });
+    match spawned {
+        Ok(_) => {
+            let _ = on_close.await;
+        }
+        Err(error) => {
+            tracing::warn!(%error, "cannot watch standard input");
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// Completes on Ctrl-C or SIGTERM, or when standard input ends if `exit_with_stdin`.
+async fn shutdown_signal(exit_with_stdin: bool) {
+    let stdin = async {
+        if exit_with_stdin {
+            stdin_closed().await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
     let ctrl_c = async {
         if let Err(error) = tokio::signal::ctrl_c().await {
             tracing::warn!(%error, "cannot listen for Ctrl-C");
@@ -170,5 +205,6 @@ async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => tracing::info!("Ctrl-C: stopping"),
         () = term => tracing::info!("SIGTERM: stopping"),
+        () = stdin => tracing::info!("standard input closed: stopping"),
     }
 }
