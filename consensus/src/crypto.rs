@@ -17,8 +17,17 @@
 //! equation that batch verification checks holds exactly when the cofactorless one of
 //! `verify_strict` does, so [`verify_batch`] is only a fast path: on any batch failure it verifies
 //! one by one with [`verify`] and reports the first failing index.
+//!
+//! # Signatures verified once
+//!
+//! A transaction is checked when it arrives on gossip, when the mempool admits it, when every
+//! block is re-checked against the mempool, and when its block executes; a precommit is checked
+//! as a vote and again inside the commit certificate. [`verify`] remembers the digest of every
+//! `(signed bytes, signer, signature)` it accepted, so each is verified by curve arithmetic once
+//! per process. A memo only saves time, never changes an answer: only accepted triples are stored,
+//! and a hit needs a sha256 collision to be wrong.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::{Mutex, OnceLock, PoisonError};
 
@@ -212,7 +221,47 @@ impl PublicKey {
     }
 }
 
-/// Verifies one signature with the acceptance rule.
+/// Accepted signatures remembered per generation; two generations are kept, so the memo holds
+/// between one and two generations of the most recent ones (a few MiB at most).
+const VERIFIED_PER_GENERATION: usize = 1 << 16;
+
+/// Digests of accepted `(signed bytes, signer, signature)` triples: the current generation and
+/// the one before it.
+#[derive(Default)]
+struct VerifiedSignatures {
+    current: HashSet<[u8; 32]>,
+    previous: HashSet<[u8; 32]>,
+}
+
+impl VerifiedSignatures {
+    fn contains(&self, digest: &[u8; 32]) -> bool {
+        self.current.contains(digest) || self.previous.contains(digest)
+    }
+
+    fn insert(&mut self, digest: [u8; 32]) {
+        if self.current.len() >= VERIFIED_PER_GENERATION {
+            self.previous = std::mem::take(&mut self.current);
+        }
+        self.current.insert(digest);
+    }
+}
+
+fn verified_signatures() -> &'static Mutex<VerifiedSignatures> {
+    static VERIFIED: OnceLock<Mutex<VerifiedSignatures>> = OnceLock::new();
+    VERIFIED.get_or_init(Mutex::default)
+}
+
+/// The memo's key for a signature over `signed` bytes.
+fn verified_digest(signed: &[u8], signer: &AccountId, signature: &Signature) -> [u8; 32] {
+    crate::hash::tagged_hash(
+        b"crucible/verified-signature/v1",
+        &[signed, signer.as_bytes(), &signature.0],
+    )
+    .0
+}
+
+/// Verifies one signature with the acceptance rule (a triple accepted before is answered from
+/// the memo; see the module docs).
 ///
 /// `R`'s torsion check is implied here: `verify_strict` recomputes `R = [s]B − [k]A` and compares
 /// encodings, and with `A` torsion-free that point lies in the prime-order subgroup. The batch
@@ -224,15 +273,32 @@ pub fn verify(
     message: &[u8],
     signature: &Signature,
 ) -> Result<(), SignatureError> {
+    let signed = signing_bytes(domain, chain_id, message);
+    let digest = verified_digest(&signed, signer, signature);
+    // A poisoned lock only means another thread panicked mid-insert; every stored digest is
+    // still one of an accepted signature.
+    let memo = || verified_signatures().lock().unwrap_or_else(PoisonError::into_inner);
+    if memo().contains(&digest) {
+        return Ok(());
+    }
+    verify_uncached(&signed, signer, signature)?;
+    memo().insert(digest);
+    Ok(())
+}
+
+/// The acceptance rule's arithmetic on the exact signed bytes, without the memo.
+fn verify_uncached(
+    signed: &[u8],
+    signer: &AccountId,
+    signature: &Signature,
+) -> Result<(), SignatureError> {
     let key = PublicKey::from_account(signer)?;
     let s: [u8; 32] = signature.0[32..].try_into().expect("64-byte signature");
     if Option::<Scalar>::from(Scalar::from_canonical_bytes(s)).is_none() {
         return Err(SignatureError::MalformedSignature { reason: "s is not a canonical scalar" });
     }
     let sig = ed25519_dalek::Signature::from_bytes(&signature.0);
-    key.key
-        .verify_strict(&signing_bytes(domain, chain_id, message), &sig)
-        .map_err(|_| SignatureError::Invalid { account: *signer })
+    key.key.verify_strict(signed, &sig).map_err(|_| SignatureError::Invalid { account: *signer })
 }
 
 /// One item for [`verify_batch`].
@@ -407,6 +473,32 @@ mod tests {
         assert!(verify(Domain::Prevote, "other", &a, b"m", &sig).is_err());
         assert!(verify(Domain::Prevote, "c", &a, b"n", &sig).is_err());
         assert!(verify(Domain::Prevote, "c", &key(2).account(), b"m", &sig).is_err());
+    }
+
+    #[test]
+    fn an_accepted_signature_remembered_changes_no_other_answer() {
+        let k = key(3);
+        let a = k.account();
+        let sig = k.sign(Domain::Prevote, "memo", b"m");
+        // Twice: the second pass answers the accepted triple from the memo, and the refused ones
+        // (never remembered) from the arithmetic again.
+        for _ in 0..2 {
+            verify(Domain::Prevote, "memo", &a, b"m", &sig).unwrap();
+            assert!(verify(Domain::Precommit, "memo", &a, b"m", &sig).is_err());
+            assert!(verify(Domain::Prevote, "memo", &a, b"n", &sig).is_err());
+            assert!(verify(Domain::Prevote, "memo", &key(4).account(), b"m", &sig).is_err());
+            let mut flipped = sig;
+            flipped.0[5] ^= 1;
+            assert!(verify(Domain::Prevote, "memo", &a, b"m", &flipped).is_err());
+        }
+        // The memo keeps at most two generations; a digest of the last full one is still held.
+        let mut memo = VerifiedSignatures::default();
+        for i in 0..VERIFIED_PER_GENERATION + 2 {
+            memo.insert(crate::hash::sha256(&i.to_le_bytes()).0);
+        }
+        assert!(memo.contains(&crate::hash::sha256(&0usize.to_le_bytes()).0));
+        assert!(memo.current.len() <= VERIFIED_PER_GENERATION);
+        assert!(memo.previous.len() <= VERIFIED_PER_GENERATION);
     }
 
     #[test]

@@ -528,6 +528,12 @@ async fn reads_status_blocks_txs_and_validators() {
     let peers = get(h.addr, "/peers").await.json();
     assert_eq!(string(&peers[0]["account"]), other.account().to_hex());
     assert_eq!(string(&peers[0]["peer_id"]), client.local_peer().to_string());
+    // The handshake moved bytes both ways, and the node counted them, as the peer did.
+    let metrics = get(h.addr, "/metrics").await;
+    for name in ["crucible_network_bytes_in_total", "crucible_network_bytes_out_total"] {
+        assert!(sample(&metrics, name) > 0.0, "{name} counts the connection's bytes");
+    }
+    assert!(client.traffic().inbound() > 0 && client.traffic().outbound() > 0);
     let unknown = get(h.addr, "/nothing").await;
     assert_eq!(unknown.status, 404);
     assert!(unknown.error().contains("no such route"));

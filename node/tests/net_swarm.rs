@@ -7,6 +7,7 @@
 use std::future::Future;
 use std::time::Duration;
 
+use consensus::bft::Message as ConsensusMessage;
 use consensus::chain::{Ledger, build_block};
 use consensus::crypto::Keypair;
 use consensus::genesis::{Genesis, GenesisBalance, GenesisValidator, Params};
@@ -251,6 +252,33 @@ async fn a_signed_transaction_gossiped_from_one_node_reaches_the_others() {
         .await;
         assert_eq!(got, tx);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consensus_message_sent_again_goes_out_again() {
+    // The engine's rebroadcast sends its own vote again for peers that lost it: the second send
+    // must reach the peer too, not be dropped as already published.
+    let mut b = spawn_node(16, vec![]).await;
+    let mut a = spawn_node(17, vec![b.address.clone()]).await;
+    wait_connected(&mut a, b.peer, "A to connect to B").await;
+    wait_mesh(&a, b.peer, Topic::Consensus).await;
+    let vote = Vote { height: Height(1), round: Round(0), kind: VoteKind::Prevote, block: None };
+    let message = ConsensusMessage::Vote(SignedVote::sign(&validator_key(), CHAIN, vote));
+    let mut ids = Vec::new();
+    for send in ["first", "second"] {
+        a.client.publish_consensus(&message).await.unwrap();
+        let (id, got) =
+            wait_for(&mut b.events, &format!("B to receive the {send} send"), |e| match e {
+                NetworkEvent::GossipReceived { id, message: GossipMessage::Consensus(m) } => {
+                    Some((id.message_id.clone(), m.as_ref().clone()))
+                }
+                _ => None,
+            })
+            .await;
+        assert_eq!(got, message);
+        ids.push(id);
+    }
+    assert_ne!(ids[0], ids[1], "each send is a message of its own");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -45,6 +45,20 @@ pub struct BlockInfo {
     pub state_root: String,
 }
 
+/// An entry of `GET /blocks?from=&limit=`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub struct BlockSummary {
+    /// The block's height.
+    #[serde(deserialize_with = "number")]
+    pub height: u64,
+    /// Its header time, in ms since the Unix epoch.
+    #[serde(deserialize_with = "number")]
+    pub time_ms: u64,
+    /// The transactions it holds.
+    #[serde(deserialize_with = "number")]
+    pub tx_count: u64,
+}
+
 /// A task's deadlines, as heights.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 pub struct Deadlines {
@@ -439,6 +453,11 @@ impl Client {
     /// `GET /blocks/{height}`.
     pub fn block(&self, height: u64) -> anyhow::Result<BlockInfo> {
         self.get(&format!("/blocks/{height}"))
+    }
+
+    /// `GET /blocks?from=&limit=`: up to `limit` (at most 100) block summaries from `from` on.
+    pub fn blocks(&self, from: u64, limit: u32) -> anyhow::Result<Vec<BlockSummary>> {
+        self.get(&format!("/blocks?from={from}&limit={limit}"))
     }
 
     /// `GET /tasks`.

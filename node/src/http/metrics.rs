@@ -131,15 +131,15 @@ pub(super) async fn metrics(State(api): State<Api>) -> ApiResult<impl IntoRespon
         &mut out,
         "crucible_network_bytes_in_total",
         "counter",
-        "Gossip and request bytes received.",
-        load(&m.bytes_in),
+        "Bytes received on every peer connection (TCP payload: Noise and Yamux framing included).",
+        api.ctx.network.traffic().inbound(),
     );
     metric(
         &mut out,
         "crucible_network_bytes_out_total",
         "counter",
-        "Gossip and request bytes sent.",
-        load(&m.bytes_out),
+        "Bytes sent on every peer connection (TCP payload: Noise and Yamux framing included).",
+        api.ctx.network.traffic().outbound(),
     );
     metric(
         &mut out,

@@ -4,6 +4,8 @@
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use consensus::bft::Message as ConsensusMessage;
 use consensus::block::Block;
@@ -16,9 +18,9 @@ use tokio::sync::{mpsc, oneshot};
 use super::blob::{self, BlobFetchError};
 use super::codec::{BlobRequest, BlobResponse, SyncRequest, SyncResponse};
 use super::config::{BlobLimits, NetworkConfig, SyncLimits};
-use super::gossip::{CommittedBlock, Topic, Validation};
+use super::gossip::{CommittedBlock, ConsensusEnvelope, Topic, Validation};
 use super::sync::{self, SyncError, SyncResponder};
-use super::{GossipId, Misbehavior, NetworkError, PeerInfo};
+use super::{GossipId, Misbehavior, NetworkError, PeerInfo, Traffic};
 use crate::blobs::BlobStore;
 
 /// Why a request to a peer failed.
@@ -52,6 +54,10 @@ pub(crate) enum Command {
         topic: Topic,
         data: Vec<u8>,
         reply: oneshot::Sender<Result<(), NetworkError>>,
+    },
+    Gossip {
+        topic: Topic,
+        data: Vec<u8>,
     },
     Validate {
         id: GossipId,
@@ -95,6 +101,10 @@ struct Shared {
     blob: BlobLimits,
     sync: SyncLimits,
     gossip_bytes_max: usize,
+    traffic: Arc<Traffic>,
+    /// The next consensus send number. It starts at the clock's microseconds, so a restarted
+    /// node does not send the bytes of its previous life again (peers would drop them as seen).
+    consensus_sends: AtomicU64,
 }
 
 /// A handle to the network; clone it freely. When every clone is dropped, the event loop ends.
@@ -109,6 +119,7 @@ impl NetworkClient {
         commands: mpsc::Sender<Command>,
         local_peer: PeerId,
         store: BlobStore,
+        traffic: Arc<Traffic>,
         config: &NetworkConfig,
     ) -> NetworkClient {
         let shared = Shared {
@@ -117,6 +128,12 @@ impl NetworkClient {
             blob: config.blob.clone(),
             sync: config.sync.clone(),
             gossip_bytes_max: config.gossip_bytes_max,
+            traffic,
+            consensus_sends: AtomicU64::new(
+                SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX)),
+            ),
         };
         NetworkClient { commands, shared: Arc::new(shared) }
     }
@@ -129,6 +146,11 @@ impl NetworkClient {
     /// The node's blob store.
     pub fn blob_store(&self) -> &BlobStore {
         &self.shared.store
+    }
+
+    /// Bytes sent and received on every connection so far.
+    pub fn traffic(&self) -> &Traffic {
+        &self.shared.traffic
     }
 
     /// The blob limits in force.
@@ -171,17 +193,31 @@ impl NetworkClient {
         self.ask(|reply| Command::Publish { topic, data, reply }).await?
     }
 
-    /// Publishes a signed transaction on the `txs` topic.
+    /// Hands a signed transaction to the swarm to gossip on the `txs` topic, without waiting for
+    /// it: the caller (the driver, admitting thousands of txs a second) never waits on the swarm.
+    /// A tx no peer can take yet (none subscribed) is kept, within a bound, and published when a
+    /// peer subscribes to the topic.
     pub async fn publish_tx(&self, tx: &SignedTx) -> Result<(), NetworkError> {
-        self.publish(Topic::Txs, encode(tx)).await
+        let data = encode(tx);
+        if data.len() > self.shared.gossip_bytes_max {
+            return Err(NetworkError::TooLarge {
+                topic: Topic::Txs,
+                found: data.len(),
+                limit: self.shared.gossip_bytes_max,
+            });
+        }
+        self.send(Command::Gossip { topic: Topic::Txs, data }).await
     }
 
-    /// Publishes a proposal or vote on the `consensus` topic.
+    /// Publishes a proposal or vote on the `consensus` topic, in a [`ConsensusEnvelope`] with a
+    /// new send number, so a message the engine sends again goes out again.
     pub async fn publish_consensus(
         &self,
         message: &ConsensusMessage<Block>,
     ) -> Result<(), NetworkError> {
-        self.publish(Topic::Consensus, encode(message)).await
+        let send = self.shared.consensus_sends.fetch_add(1, Ordering::Relaxed);
+        let envelope = ConsensusEnvelope { send, message: message.clone() };
+        self.publish(Topic::Consensus, encode(&envelope)).await
     }
 
     /// Publishes a committed block on the `blocks` topic. A block over the gossip limit is

@@ -2,7 +2,7 @@
 //! pending requests and queries, and turns what peers send into [`NetworkEvent`]s.
 
 use std::collections::hash_map::Entry;
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Instant;
 
 use consensus::types::{AccountId, Hash};
@@ -27,6 +27,10 @@ use crate::keystore::account_of;
 
 /// Most banned peers remembered; the oldest ban is forgotten first beyond it.
 const BANNED_MAX: usize = 4_096;
+
+/// Most gossip messages kept while no peer is subscribed to their topic; the oldest is dropped
+/// first beyond it.
+const UNSENT_MAX: usize = 4_096;
 
 /// Most provider queries and provide operations pending at once.
 const KAD_PENDING_MAX: usize = 256;
@@ -59,6 +63,8 @@ pub struct EventLoop {
     pending_blob: HashMap<OutboundRequestId, Reply<Result<BlobResponse, RequestError>>>,
     pending_providers: HashMap<kad::QueryId, (HashSet<PeerId>, Reply<HashSet<PeerId>>)>,
     pending_provide: HashMap<kad::QueryId, Reply<Result<(), NetworkError>>>,
+    /// Messages handed over with [`Command::Gossip`] that no peer could take yet.
+    unsent: VecDeque<(Topic, Vec<u8>)>,
 }
 
 impl EventLoop {
@@ -86,6 +92,7 @@ impl EventLoop {
             pending_blob: HashMap::new(),
             pending_providers: HashMap::new(),
             pending_provide: HashMap::new(),
+            unsent: VecDeque::new(),
         }
     }
 
@@ -290,6 +297,7 @@ impl EventLoop {
             }
             gossipsub::Event::Subscribed { peer_id, topic } => {
                 if let Some(topic) = Topic::from_hash(&self.config.chain_id, &topic) {
+                    self.send_unsent(topic);
                     self.emit(NetworkEvent::PeerSubscribed { peer: peer_id, topic });
                 }
             }
@@ -297,6 +305,35 @@ impl EventLoop {
                 tracing::warn!(peer = %peer_id, ?failed_messages, "a peer is too slow to take our gossip");
             }
             _ => {}
+        }
+    }
+
+    /// Publishes without an answer to wait for; keeps what no peer can take yet.
+    fn gossip(&mut self, topic: Topic, data: Vec<u8>) {
+        let ident = topic.ident(&self.config.chain_id);
+        match self.swarm.behaviour_mut().gossipsub.publish(ident, data.clone()) {
+            Ok(_) | Err(gossipsub::PublishError::Duplicate) => {}
+            Err(gossipsub::PublishError::NoPeersSubscribedToTopic) => {
+                if self.unsent.len() >= UNSENT_MAX {
+                    tracing::debug!(%topic, "dropping the oldest message no peer has taken");
+                    self.unsent.pop_front();
+                }
+                self.unsent.push_back((topic, data));
+            }
+            Err(error) => tracing::debug!(%topic, %error, "gossip message not sent"),
+        }
+    }
+
+    /// A peer subscribed to `topic`: publishes the messages kept for it.
+    fn send_unsent(&mut self, topic: Topic) {
+        let (kept, others): (VecDeque<_>, VecDeque<_>) =
+            std::mem::take(&mut self.unsent).into_iter().partition(|(t, _)| *t == topic);
+        self.unsent = others;
+        if !kept.is_empty() {
+            tracing::debug!(%topic, count = kept.len(), "publishing messages kept for a subscriber");
+        }
+        for (topic, data) in kept {
+            self.gossip(topic, data);
         }
     }
 
@@ -480,6 +517,7 @@ impl EventLoop {
                 };
                 let _ = reply.send(result);
             }
+            Command::Gossip { topic, data } => self.gossip(topic, data),
             Command::Validate { id, validation } => {
                 self.report(&id.message_id, &id.source, validation.into());
             }

@@ -111,15 +111,22 @@ impl GossipMessage {
             GossipMessage::Block(_) => Topic::Blocks,
         }
     }
+}
 
-    /// The message's canonical bytes, as published.
-    pub fn encode(&self) -> Vec<u8> {
-        match self {
-            GossipMessage::Tx(tx) => encode(tx.as_ref()),
-            GossipMessage::Consensus(message) => encode(message.as_ref()),
-            GossipMessage::Block(committed) => encode(committed.as_ref()),
-        }
-    }
+/// The `consensus` topic's payload: a proposal or vote, with the sender's send number.
+///
+/// The engine sends its own messages again while a round lasts (its rebroadcast timer), for
+/// peers that lost them. Gossipsub refuses to publish bytes it published before, and drops bytes
+/// it has seen as duplicates, so each send carries a new `send` number, which makes its bytes
+/// and message id new. The number means nothing else: receivers drop it, and relay a message
+/// only if it is news to them (the driver's state check answers `Ignore` for a message it has
+/// seen), so a replayed envelope goes no further than the peers that missed the message.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ConsensusEnvelope {
+    /// The sender's send counter.
+    pub send: u64,
+    /// The proposal or vote.
+    pub message: ConsensusMessage<Block>,
 }
 
 /// The application's answer to a gossip message, which gossipsub acts on.
@@ -202,7 +209,8 @@ pub fn check_stateless(
             Ok(GossipMessage::Tx(Box::new(tx)))
         }
         Topic::Consensus => {
-            let message: ConsensusMessage<Block> = decode("consensus message", data, data.len())?;
+            let envelope: ConsensusEnvelope = decode("consensus message", data, data.len())?;
+            let message = envelope.message;
             match &message {
                 ConsensusMessage::Proposal { proposal, block } => {
                     check_proposal(chain_id, proposal, block)?

@@ -52,10 +52,14 @@ mod event_loop;
 pub mod gossip;
 pub mod handshake;
 pub mod sync;
+mod traffic;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use consensus::types::AccountId;
+use libp2p::core::Transport;
+use libp2p::core::upgrade::Version;
 use libp2p::identity::Keypair;
 use libp2p::{Multiaddr, PeerId, SwarmBuilder, noise, tcp, yamux};
 use tokio::sync::mpsc;
@@ -70,6 +74,7 @@ pub use event_loop::EventLoop;
 pub use gossip::{CommittedBlock, GossipError, GossipMessage, Topic, Validation};
 pub use handshake::HandshakeError;
 pub use sync::SyncError;
+pub use traffic::Traffic;
 
 use crate::blobs::{BlobStore, BlobStoreError};
 
@@ -259,9 +264,21 @@ pub fn start(
     let store = BlobStore::open(&config.blob_dir)?;
     let behaviour = behaviour::Behaviour::new(&key, &config)?;
     let idle = config.idle_connection_timeout;
+    let traffic = Arc::new(Traffic::default());
+    let counted = traffic.clone();
+    // TCP + Noise + Yamux as `SwarmBuilder::with_tcp` builds it, with every connection's bytes
+    // counted below Noise.
     let mut swarm = SwarmBuilder::with_existing_identity(key)
         .with_tokio()
-        .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)
+        .with_other_transport(|key| {
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(
+                tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
+                    .map(move |stream, _| traffic::Counted::new(stream, counted))
+                    .upgrade(Version::V1Lazy)
+                    .authenticate(noise::Config::new(key)?)
+                    .multiplex(yamux::Config::default()),
+            )
+        })
         .map_err(|e| NetworkError::Transport(e.to_string()))?
         .with_behaviour(|_| behaviour)
         .map_err(|e| NetworkError::Transport(e.to_string()))?
@@ -276,7 +293,7 @@ pub fn start(
     let (commands_tx, commands_rx) = mpsc::channel(config.channel_capacity);
     let (events_tx, events_rx) = mpsc::channel(config.channel_capacity);
     let local_peer = *swarm.local_peer_id();
-    let client = NetworkClient::new(commands_tx, local_peer, store.clone(), &config);
+    let client = NetworkClient::new(commands_tx, local_peer, store.clone(), traffic, &config);
     let event_loop = EventLoop::new(swarm, commands_rx, events_tx, store, config);
     Ok((client, events_rx, event_loop))
 }

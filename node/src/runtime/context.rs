@@ -69,10 +69,6 @@ pub struct Metrics {
     pub mempool_txs: AtomicU64,
     /// Blocks committed since start.
     pub blocks_committed: AtomicU64,
-    /// Gossip and request bytes received.
-    pub bytes_in: AtomicU64,
-    /// Gossip and request bytes sent.
-    pub bytes_out: AtomicU64,
     /// Total milliseconds spent training models.
     pub training_ms: AtomicU64,
     /// Total milliseconds spent scoring submissions.

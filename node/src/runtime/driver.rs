@@ -12,7 +12,7 @@
 //!   their own, committed one by one (the ledger verifies each certificate against the validator
 //!   set of its height);
 //! - **local submissions** ([`NodeContext::submit`]) and raw transactions from the HTTP API;
-//! - a periodic tick that retries what could not be sent and catches up when behind.
+//! - a periodic tick that catches up when behind.
 //!
 //! A validator runs a Tendermint [`Engine`] whose write-ahead log lives at `DATA_DIR/wal`; the
 //! engine (re)starts at the height after the last stored block, so a validator killed at any
@@ -24,7 +24,7 @@
 //!
 //! Time enters only as the `now` of a block header this node proposes.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
@@ -34,7 +34,7 @@ use consensus::bft::{Action, Engine, EngineConfig, EngineError, Event, FileWal, 
 use consensus::bft::{Wal, WalError};
 use consensus::block::Block;
 use consensus::chain::{Ledger, LedgerError, build_block};
-use consensus::crypto::Keypair;
+use consensus::crypto::{Keypair, Signature};
 use consensus::genesis::{Genesis, GenesisError, Params};
 use consensus::storage::{SledStore, StoreError};
 use consensus::tx::{SignedTx, Tx, TxKind};
@@ -53,7 +53,7 @@ use crate::mempool::{Mempool, MempoolLimits};
 use crate::network::codec::SyncRequest;
 use crate::network::{
     self, CommittedBlock, GossipId, GossipMessage, Misbehavior, NetworkConfig, NetworkError,
-    NetworkEvent, SyncError, SyncLimits, Topic, Validation,
+    NetworkEvent, SyncError, SyncLimits, Validation,
 };
 
 /// The consensus write-ahead log's file name inside the data dir.
@@ -68,10 +68,10 @@ pub const EXTERNAL_TXS_CAPACITY: usize = 1_024;
 /// Capacity of the chain events broadcast (a slower receiver skips events, never blocks us).
 pub const EVENTS_CAPACITY: usize = 1_024;
 
-/// Most of this node's own transactions kept for a retry when no peer took them yet.
-const UNPUBLISHED_MAX: usize = 1_024;
+/// Most consensus messages of one height remembered as seen (the set starts over beyond it).
+const SEEN_CONSENSUS_MAX: usize = 8_192;
 
-/// How often the driver retries unsent transactions and checks whether it is behind.
+/// How often the driver checks whether it is behind.
 const TICK: Duration = Duration::from_millis(500);
 
 /// Largest genesis file read, in bytes.
@@ -271,7 +271,8 @@ pub async fn start(config: &NodeConfig) -> Result<(NodeContext, Driver), DriverE
         sync_tx,
         sync_rx,
         sync_target: Height(0),
-        unpublished: VecDeque::new(),
+        seen_consensus: HashSet::new(),
+        seen_height: Height(0),
         catching_up: false,
     };
     Ok((ctx, driver))
@@ -304,8 +305,10 @@ pub struct Driver {
     sync_rx: mpsc::Receiver<SyncOutcome>,
     /// The highest height known to be committed somewhere.
     sync_target: Height,
-    /// Own transactions no peer took yet.
-    unpublished: VecDeque<SignedTx>,
+    /// Signatures of the consensus messages of height `seen_height` already given to the engine:
+    /// one heard again (a peer's rebroadcast) is not relayed further.
+    seen_consensus: HashSet<Signature>,
+    seen_height: Height,
     /// Committing blocks from peers: don't gossip them again.
     catching_up: bool,
 }
@@ -628,9 +631,6 @@ impl Driver {
                 self.peers.retain(|p| *p != peer);
                 Metrics::set(&self.ctx.metrics.peers, self.peers.len() as u64);
             }
-            NetworkEvent::PeerSubscribed { topic: Topic::Txs, .. } => {
-                self.retry_unpublished().await
-            }
             NetworkEvent::GossipReceived { id, message } => self.on_gossip(id, message).await?,
             NetworkEvent::SyncRequested { request, responder, .. } => {
                 let response =
@@ -659,7 +659,10 @@ impl Driver {
                 Err(error) => error.validation(),
             },
             GossipMessage::Consensus(message) => {
-                let validation = self.check_consensus(&message);
+                let mut validation = self.check_consensus(&message);
+                if validation == Validation::Accept && self.seen_before(&message) {
+                    validation = Validation::Ignore;
+                }
                 self.note_height(Height(message.height().0.saturating_sub(1)), source);
                 // Answer first: the message is forwarded while the engine works on it.
                 self.validate(id, validation).await;
@@ -715,6 +718,24 @@ impl Driver {
             }
         }
         Validation::Accept
+    }
+
+    /// Whether the engine was given this message of its height before; remembers it if not.
+    /// Messages of later heights are not remembered: the engine may not hold them yet.
+    fn seen_before(&mut self, message: &Message<Block>) -> bool {
+        let next = self.ledger_height().next();
+        if message.height() != next {
+            return false;
+        }
+        if self.seen_height != next || self.seen_consensus.len() >= SEEN_CONSENSUS_MAX {
+            self.seen_consensus.clear();
+            self.seen_height = next;
+        }
+        let signature = match message {
+            Message::Proposal { proposal, .. } => proposal.signature,
+            Message::Vote(vote) => vote.signature,
+        };
+        !self.seen_consensus.insert(signature)
     }
 
     /// Someone committed `height`; catch up at once when two or more blocks behind (one block
@@ -787,7 +808,6 @@ impl Driver {
         if self.sync_target > self.ledger_height() {
             self.maybe_sync(None);
         }
-        self.retry_unpublished().await;
     }
 
     /// Signs `kind` with the node key and its next nonce, admits it and gossips it.
@@ -801,31 +821,14 @@ impl Driver {
         Ok(signed)
     }
 
-    /// Admits a signed transaction to the mempool and gossips it.
+    /// Admits a signed transaction to the mempool and hands it to the network to gossip.
     async fn admit(&mut self, tx: SignedTx) -> Result<(), String> {
         self.mempool.insert(tx.clone()).map_err(|e| e.to_string())?;
         Metrics::set(&self.ctx.metrics.mempool_txs, self.mempool.len() as u64);
         if let Err(error) = self.ctx.network.publish_tx(&tx).await {
-            tracing::debug!(%error, "transaction kept to gossip later");
-            if self.unpublished.len() >= UNPUBLISHED_MAX {
-                self.unpublished.pop_front();
-            }
-            self.unpublished.push_back(tx);
+            tracing::warn!(%error, "an admitted transaction cannot be gossiped");
         }
         Ok(())
-    }
-
-    async fn retry_unpublished(&mut self) {
-        for _ in 0..self.unpublished.len() {
-            let Some(tx) = self.unpublished.pop_front() else { break };
-            if !self.mempool.contains(&tx.hash()) {
-                continue;
-            }
-            if self.ctx.network.publish_tx(&tx).await.is_err() {
-                self.unpublished.push_back(tx);
-                break;
-            }
-        }
     }
 }
 

@@ -1,0 +1,350 @@
+//! Committed transactions per second and block time of a local network of validator processes
+//! under a steady load of signed transfers.
+//!
+//! The network is the testnet's (same genesis parameters: blocks every 250 ms, 4 validators on
+//! loopback), plus `--accounts` funded accounts that send transfers to each other. Every transfer
+//! is signed before the clock starts; then a few client threads per validator post that
+//! validator's share to its `POST /txs` at the offered rate for `--seconds` (each account always
+//! through the same thread, so its nonces arrive in order). The nodes gossip the transactions, and the validators
+//! propose, vote on and commit blocks as usual. Afterwards the bench reads every block from the
+//! first node's API and prints, per offered rate:
+//! - committed txs/s: the load's transactions committed, over the time from the first submission
+//!   to the block that committed the last one;
+//! - the block time (header times) while the load ran: median, 90th percentile and maximum;
+//! - transactions per block and how many submissions the nodes refused.
+//!
+//! This executable is also the node: started with `argv[0]` = `node` it runs `node::cli::main`,
+//! as the `testnet` launcher does. Run with `cargo bench -p testnet --bench tx_throughput`;
+//! `-- --rates 1000,3000 --seconds 20` changes the load.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail, ensure};
+use consensus::crypto::Keypair;
+use consensus::genesis::GenesisBalance;
+use consensus::tx::{SignedTx, Tx, TxKind};
+use consensus::types::{Amount, Nonce};
+use testnet::client::{BlockSummary, Client};
+use testnet::files;
+use testnet::launch::{Spawn, Supervisor};
+use testnet::plan::{LABEL_NOISE_DEFAULT, Plan, Role, Settings, TaskSource, derive};
+use testnet::run::{NODE_ARG0, is_node_mode};
+use trainer::task::DataKind;
+
+/// The demo data set (the plan needs a task, which this bench never posts).
+const DIGITS: &[u8] = include_bytes!("../../data/digits.csv");
+
+/// Validators, as in the default testnet.
+const VALIDATORS: usize = 4;
+/// Balance of each load account.
+const LOAD_BALANCE: Amount = Amount(1_000_000_000);
+/// Longest wait for the nodes to start and commit block 1.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// Longest wait, after the load stops, for its last transactions to commit.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
+/// Client threads posting to each node (each waits for its node's answer before its next post).
+const SENDERS_PER_NODE: usize = 4;
+/// Blocks read per `GET /blocks` page.
+const PAGE: u32 = 100;
+
+/// The load: offered rates, how long each runs, how many accounts send.
+struct Load {
+    rates: Vec<u32>,
+    seconds: u32,
+    accounts: usize,
+}
+
+fn parse_args() -> anyhow::Result<Load> {
+    let mut load = Load { rates: vec![1_000, 2_500], seconds: 15, accounts: 1_000 };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut value = || args.next().with_context(|| format!("{arg} needs a value"));
+        match arg.as_str() {
+            "--rates" => {
+                load.rates = value()?
+                    .split(',')
+                    .map(|r| r.trim().parse().context("--rates takes numbers, e.g. 1000,3000"))
+                    .collect::<anyhow::Result<_>>()?;
+            }
+            "--seconds" => load.seconds = value()?.parse().context("--seconds takes a number")?,
+            "--accounts" => {
+                load.accounts = value()?.parse().context("--accounts takes a number")?
+            }
+            // `cargo bench` passes `--bench`; libtest-style flags mean nothing here.
+            _ => {}
+        }
+    }
+    ensure!(!load.rates.is_empty() && load.rates.iter().all(|&r| r > 0), "rates must be positive");
+    ensure!(load.seconds > 0 && load.accounts >= VALIDATORS, "seconds and accounts too small");
+    Ok(load)
+}
+
+fn main() -> ExitCode {
+    let argv0 = std::env::args_os().next().unwrap_or_default();
+    if is_node_mode(Path::new(&argv0)) {
+        return node::cli::main();
+    }
+    match parse_args().and_then(|load| run(&load)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The load accounts' keys.
+fn load_keys(count: usize) -> Vec<Keypair> {
+    (0..count).map(|i| Keypair::from_seed(derive(0, &format!("bench/load/{i}")))).collect()
+}
+
+fn run(load: &Load) -> anyhow::Result<()> {
+    let tmp = tempfile::Builder::new().prefix("crucible-tx-bench-").tempdir()?;
+    let dir = tmp.path().join("net");
+    let mut plan = Plan::new(Settings {
+        validators: VALIDATORS,
+        trainers: 1,
+        seed: 1,
+        rounds: 1,
+        task: TaskSource {
+            name: "digits.csv".into(),
+            bytes: DIGITS.to_vec(),
+            kind: DataKind::Classification,
+            label_noise: LABEL_NOISE_DEFAULT,
+        },
+    })?;
+    let keys = load_keys(load.accounts);
+    plan.genesis
+        .balances
+        .extend(keys.iter().map(|k| GenesisBalance { account: k.account(), amount: LOAD_BALANCE }));
+    plan.genesis.validate().context("the bench's genesis is invalid")?;
+    let ports = files::free_ports(plan.port_base, plan.nodes.len())?;
+    let layout = files::write(&plan, &dir, &ports)?;
+    let exe = std::env::current_exe().context("finding the bench executable")?;
+
+    // The validators only: the plan's trainer has no task to train for.
+    let mut supervisor = Supervisor::new();
+    let mut clients = Vec::new();
+    for (i, node) in plan.nodes.iter().enumerate().filter(|(_, n)| n.role == Role::Validator) {
+        supervisor.spawn(Spawn {
+            name: node.name.clone(),
+            program: exe.clone(),
+            arg0: Some(NODE_ARG0.into()),
+            args: vec![
+                "--role".into(),
+                "validator".into(),
+                "--config".into(),
+                layout.configs[i].display().to_string(),
+                "--exit-with-stdin".into(),
+            ],
+            env: vec![("RUST_LOG".into(), "warn".into()), ("RAYON_NUM_THREADS".into(), "1".into())],
+            log: layout.logs[i].clone(),
+        })?;
+        clients.push(Client::new(&layout.urls[i]));
+    }
+    let started = Instant::now();
+    for client in &clients {
+        loop {
+            if let Some(exited) = supervisor.exited()? {
+                bail!("{} exited ({}); see {}", exited.name, exited.status, exited.log.display());
+            }
+            if client.status().is_ok_and(|s| s.height >= 1) {
+                break;
+            }
+            ensure!(started.elapsed() < START_TIMEOUT, "{} did not reach height 1", client.base());
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    println!(
+        "{VALIDATORS} validators on loopback, blocks every {} ms, {} load accounts, {} s per rate",
+        plan.genesis.params.block_interval_ms, load.accounts, load.seconds
+    );
+    println!(
+        "{:>8} {:>10} {:>9} {:>9} {:>14} {:>11} {:>9} {:>9} {:>9} {:>9}",
+        "offered",
+        "submitted",
+        "sent/s",
+        "refused",
+        "committed tx/s",
+        "tx/block",
+        "blocks",
+        "median",
+        "p90",
+        "max"
+    );
+    let mut next_nonce = 0u64;
+    for &rate in &load.rates {
+        let txs = sign_load(&plan.genesis.chain_id, &keys, rate, load.seconds, next_nonce);
+        next_nonce += (txs.len() as u64).div_ceil(keys.len() as u64);
+        let figures = measure(&clients, txs, rate, &mut supervisor)?;
+        println!(
+            "{:>8} {:>10} {:>9.0} {:>9} {:>14.0} {:>11.0} {:>9} {:>6} ms {:>6} ms {:>6} ms",
+            rate,
+            figures.submitted,
+            figures.sent_per_s,
+            figures.refused,
+            figures.committed_per_s,
+            figures.txs_per_block,
+            figures.block_times.len(),
+            percentile(&figures.block_times, 50),
+            percentile(&figures.block_times, 90),
+            percentile(&figures.block_times, 100),
+        );
+        if let Some(error) = figures.first_refusal {
+            println!("         first refusal: {error}");
+        }
+    }
+    supervisor.stop_all();
+    Ok(())
+}
+
+/// Transfers at `rate` for `seconds`, in submission order: transaction `i` is sent by account
+/// `i % accounts` with nonce `first_nonce + i / accounts`.
+fn sign_load(
+    chain_id: &str,
+    keys: &[Keypair],
+    rate: u32,
+    seconds: u32,
+    first_nonce: u64,
+) -> Vec<SignedTx> {
+    let count = rate as usize * seconds as usize;
+    (0..count)
+        .map(|i| {
+            let from = &keys[i % keys.len()];
+            let to = keys[(i + 1) % keys.len()].account();
+            let tx = Tx {
+                chain_id: chain_id.into(),
+                nonce: Nonce(first_nonce + (i / keys.len()) as u64),
+                kind: TxKind::Transfer { to, amount: Amount(1) },
+            };
+            SignedTx::sign(from, tx)
+        })
+        .collect()
+}
+
+/// What one offered rate achieved.
+struct Figures {
+    submitted: usize,
+    /// Submissions per second actually achieved by the senders.
+    sent_per_s: f64,
+    refused: usize,
+    first_refusal: Option<String>,
+    committed_per_s: f64,
+    txs_per_block: f64,
+    /// Header-time gaps between consecutive blocks committed while the load ran, in ms, sorted.
+    block_times: Vec<u64>,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Posts `txs` at `rate` (each account's to one node, in nonce order), waits for them to commit,
+/// and reads the blocks.
+fn measure(
+    clients: &[Client],
+    txs: Vec<SignedTx>,
+    rate: u32,
+    supervisor: &mut Supervisor,
+) -> anyhow::Result<Figures> {
+    let total = txs.len();
+    let first_height = clients[0].status()?.height + 1;
+    // Transaction i goes to a sender of its account's node (each account always to the same
+    // sender, so its nonces arrive in order); its send time is i / rate after the start.
+    let senders = clients.len() * SENDERS_PER_NODE;
+    let mut shares: Vec<Vec<(usize, SignedTx)>> = vec![Vec::new(); senders];
+    let accounts = txs.iter().take_while(|t| t.tx.nonce == txs[0].tx.nonce).count();
+    for (i, tx) in txs.into_iter().enumerate() {
+        shares[(i % accounts) % senders].push((i, tx));
+    }
+    let start = Instant::now();
+    let start_ms = now_ms();
+    let results: Vec<(usize, usize, Option<String>)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = shares
+            .into_iter()
+            .enumerate()
+            .map(|(sender, share)| (share, &clients[sender % clients.len()]))
+            .map(|(share, client)| {
+                scope.spawn(move || {
+                    let (mut sent, mut refused, mut first) = (0, 0, None);
+                    for (i, tx) in share {
+                        let due = start + Duration::from_secs_f64(i as f64 / f64::from(rate));
+                        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                            std::thread::sleep(wait);
+                        }
+                        sent += 1;
+                        if let Err(error) = client.post_tx(&tx) {
+                            refused += 1;
+                            first.get_or_insert_with(|| format!("{error:#}"));
+                        }
+                    }
+                    (sent, refused, first)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("a client thread panicked")).collect()
+    });
+    let load_end_ms = now_ms();
+    let sent_per_s = total as f64 / start.elapsed().as_secs_f64();
+    let submitted: usize = results.iter().map(|r| r.0).sum();
+    let refused: usize = results.iter().map(|r| r.1).sum();
+    let first_refusal = results.into_iter().find_map(|r| r.2);
+    ensure!(submitted == total, "submitted {submitted} of {total}");
+    let accepted = (submitted - refused) as u64;
+
+    // Wait until the accepted transactions have all committed (or stop waiting for the rest).
+    let drain_end = Instant::now() + DRAIN_TIMEOUT;
+    let blocks = loop {
+        if let Some(exited) = supervisor.exited()? {
+            bail!("{} exited ({}); see {}", exited.name, exited.status, exited.log.display());
+        }
+        let blocks = read_blocks(&clients[0], first_height)?;
+        let committed: u64 = blocks.iter().map(|b| b.tx_count).sum();
+        if committed >= accepted || Instant::now() >= drain_end {
+            break blocks;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    let committed: u64 = blocks.iter().map(|b| b.tx_count).sum();
+    let last = blocks.iter().rev().find(|b| b.tx_count > 0);
+    let span_ms = last.map_or(1, |b| b.time_ms.saturating_sub(start_ms).max(1));
+    let during: Vec<&BlockSummary> =
+        blocks.iter().filter(|b| b.time_ms >= start_ms && b.time_ms <= load_end_ms).collect();
+    let mut block_times: Vec<u64> =
+        during.windows(2).map(|w| w[1].time_ms.saturating_sub(w[0].time_ms)).collect();
+    block_times.sort_unstable();
+    let with_txs = blocks.iter().filter(|b| b.tx_count > 0).count().max(1);
+    Ok(Figures {
+        submitted,
+        sent_per_s,
+        refused,
+        first_refusal,
+        committed_per_s: committed as f64 * 1000.0 / span_ms as f64,
+        txs_per_block: committed as f64 / with_txs as f64,
+        block_times,
+    })
+}
+
+/// Every block from `from` to the node's tip.
+fn read_blocks(client: &Client, from: u64) -> anyhow::Result<Vec<BlockSummary>> {
+    let mut blocks = Vec::new();
+    loop {
+        let next = blocks.last().map_or(from, |b: &BlockSummary| b.height + 1);
+        let page = client.blocks(next, PAGE)?;
+        let full = page.len() == PAGE as usize;
+        blocks.extend(page);
+        if !full {
+            return Ok(blocks);
+        }
+    }
+}
+
+/// The `p`th percentile of sorted `values` (0 when empty).
+fn percentile(values: &[u64], p: usize) -> u64 {
+    if values.is_empty() {
+        return 0;
+    }
+    values[((values.len() - 1) * p).div_ceil(100)]
+}
