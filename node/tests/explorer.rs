@@ -1,6 +1,6 @@
 //! The explorer page. `GET /` serves the HTML, which loads `app.js` and `style.css` (served with
-//! their content types), and every API path the script fetches is a route of the server; then a
-//! headless Chromium renders the page and it shows the winning trainer and the finalized height.
+//! their content types), and every API path the script fetches is a route of the server. (The
+//! browser test, headless Chromium on a live network, is `tests/tests/explorer.rs`.)
 //!
 //! The server setup is copied from `node/tests/http_api.rs`: a real ledger with a finalized task,
 //! a real network on loopback, the server on a free port, and a minimal HTTP/1.1 client over a
@@ -8,8 +8,6 @@
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -169,8 +167,8 @@ impl Chain {
 /// The chain: task 1 created at height 1, both trainers join and commit; trainer 0's model is
 /// scored 600000 ppm by validator 0 and 650000 by validator 1 (who disagrees with the
 /// consensus), trainer 1's is rejected as malformed; the task finalizes at height 16; the tip is
-/// 17. Returns the ledger and the hash of a transfer in block 2.
-fn build_chain(k: &Keys, genesis: &Genesis) -> (Ledger, Hash) {
+/// 17; block 2 also holds a transfer.
+fn build_chain(k: &Keys, genesis: &Genesis) -> Ledger {
     let ledger = Ledger::open(Box::new(MemStore::new()), genesis).unwrap();
     let mut c = Chain {
         ledger,
@@ -187,7 +185,6 @@ fn build_chain(k: &Keys, genesis: &Genesis) -> (Ledger, Hash) {
         &k.creator,
         TxKind::Transfer { to: k.trainers[0].account(), amount: Amount(TRANSFER) },
     );
-    let transfer_hash = transfer.hash();
     let joins: Vec<SignedTx> =
         k.trainers.iter().map(|t| c.sign(t, TxKind::JoinTask { task })).collect();
     c.commit([transfer].into_iter().chain(joins).collect());
@@ -269,7 +266,7 @@ fn build_chain(k: &Keys, genesis: &Genesis) -> (Ledger, Hash) {
     c.advance_to(18);
     assert_eq!(c.ledger.height(), Height(17));
     assert!(c.ledger.state().tasks.get(&task).unwrap().report.is_some(), "task 1 finalized");
-    (c.ledger, transfer_hash)
+    c.ledger
 }
 
 /// The running server; the fields keep its parts alive.
@@ -283,7 +280,7 @@ struct Harness {
 async fn start() -> Harness {
     let keys = keys();
     let genesis = genesis(&keys);
-    let (ledger, _transfer) = build_chain(&keys, &genesis);
+    let ledger = build_chain(&keys, &genesis);
     let dir = tempfile::tempdir().unwrap();
     let data_dir = DataDir::new(dir.path());
     let mut config = NetworkConfig::for_chain(
@@ -459,99 +456,4 @@ async fn every_api_path_the_script_fetches_is_a_route() {
             answer.json();
         }
     }
-}
-
-/// The headless browser: `$CHROMIUM`, or Debian's `chromium` (`.ci/run` installs it).
-fn chromium() -> PathBuf {
-    let path = PathBuf::from(std::env::var("CHROMIUM").unwrap_or("/usr/bin/chromium".into()));
-    assert!(
-        path.exists(),
-        "the explorer's browser test needs headless Chromium at {} (apt-get install chromium, as \
-         .ci/run does, or set CHROMIUM)",
-        path.display()
-    );
-    path
-}
-
-/// Runs headless Chromium on `url` with `args` (a fresh profile in `scratch`) and returns its
-/// stdout and stderr. Virtual time lets the page's first fetches and redraw finish before it
-/// dumps or shoots the page; the process is killed if it outlives [`WAIT`].
-fn run_chromium(scratch: &Path, args: &[&str], url: &str) -> (String, String) {
-    let out = scratch.join("stdout");
-    let err = scratch.join("stderr");
-    let profile = tempfile::tempdir_in(scratch).unwrap();
-    let mut child = Command::new(chromium())
-        .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
-        .args(["--disable-component-update", "--disable-sync", "--no-first-run"])
-        .args(["--enable-logging=stderr", "--v=0", "--virtual-time-budget=5000"])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        .args(args)
-        .arg(url)
-        .stdout(std::fs::File::create(&out).unwrap())
-        .stderr(std::fs::File::create(&err).unwrap())
-        .spawn()
-        .expect("chromium starts");
-    let started = std::time::Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if started.elapsed() > WAIT {
-            child.kill().unwrap();
-            panic!("chromium did not finish within {WAIT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let stderr = std::fs::read_to_string(&err).unwrap();
-    assert!(status.success(), "chromium failed ({status}): {stderr}");
-    (std::fs::read_to_string(&out).unwrap(), stderr)
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs Debian's chromium: .ci/run installs it and runs this test with --ignored"]
-async fn chromium_shows_the_winner_and_the_finalized_height() {
-    chromium();
-    let h = start().await;
-    let task = get(h.addr, "/tasks/1").await.json();
-    let winner = task["champion"].as_str().expect("task 1 has a champion").to_string();
-    let height = task["score_deadline"].as_u64().expect("a finalization height");
-    let url = format!("http://{}/", h.addr);
-    let scratch = tempfile::tempdir().unwrap();
-    let (dom, log) = tokio::task::spawn_blocking({
-        let (scratch, url) = (scratch.path().to_path_buf(), url.clone());
-        move || run_chromium(&scratch, &["--dump-dom"], &url)
-    })
-    .await
-    .unwrap();
-
-    // The task is finalized at its height, and its leaderboard ranks the winner first.
-    assert!(
-        dom.contains(&format!("<b class=\"finalized-height\">{height}</b>")),
-        "the page shows no finalized height {height}: {dom}"
-    );
-    let first =
-        format!("<td class=\"num\">1</td><td><a class=\"account\" href=\"#account={winner}\"");
-    assert!(dom.contains(&first), "the leaderboard does not rank {winner} first: {dom}");
-    assert!(dom.contains(&format!(
-        "<dd id=\"champion-trainer\"><a class=\"account\" href=\"#account={winner}\""
-    )));
-    // The script logs nothing: every console message (an error, a failed load) is a failure.
-    let console: Vec<&str> = log.lines().filter(|l| l.contains(":CONSOLE")).collect();
-    assert!(console.is_empty(), "the page wrote to the console: {console:#?}");
-
-    let artifacts = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/artifacts");
-    std::fs::create_dir_all(&artifacts).unwrap();
-    let shot = artifacts.join("explorer.png");
-    let _ = std::fs::remove_file(&shot);
-    let arg = format!("--screenshot={}", shot.display());
-    tokio::task::spawn_blocking({
-        let scratch = scratch.path().to_path_buf();
-        move || {
-            run_chromium(&scratch, &["--hide-scrollbars", "--window-size=1400,1800", &arg], &url)
-        }
-    })
-    .await
-    .unwrap();
-    let png = std::fs::read(&shot).expect("chromium saved the screenshot");
-    assert!(png.starts_with(b"\x89PNG"), "{} is not a PNG", shot.display());
 }

@@ -1,12 +1,11 @@
 //! End-to-end tests: whole local networks of node processes on loopback, driven over their HTTP
-//! APIs with the `testnet` library (plan, files, supervisor, client).
+//! APIs with the `testnet` library (plan, files, supervisor, client) through this package's
+//! [`Net`].
 //!
-//! A test in one package cannot find another package's binary, so this test executable is its
-//! own node: started with `argv[0]` = `node` it runs `node::cli::main`, exactly as the `testnet`
-//! launcher does with its own executable. That needs our own `main`, so this target has no libtest
-//! harness (`harness = false` in `Cargo.toml`); `main` runs the scenarios one after another, so
-//! two networks never share the two cores. `cargo test -p crucible-tests --test e2e [FILTER]`
-//! runs the scenarios whose names contain a filter; `--list` lists them.
+//! This test executable is also the nodes' (see [`crucible_tests::suite`]: no libtest harness,
+//! `harness = false` in `Cargo.toml`); its scenarios run one after another, so two networks never
+//! share the two cores. `cargo test -p crucible-tests --test e2e [FILTER]` runs the scenarios
+//! whose names contain a filter; `--list` lists them.
 //!
 //! The scenarios (issue 7's list): (a)+(e)+(f) a full round with 4 validators and 3 trainers
 //! finalizes, conserves escrow and bonds, and every node agrees after it; a node started
@@ -20,555 +19,49 @@
 //! node's log; a failed scenario keeps its directory (keys, configs, logs, data dirs) and prints
 //! where it is.
 
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode};
-use std::time::{Duration, Instant};
+use std::process::ExitCode;
 
 use anyhow::{Context, bail, ensure};
 use consensus::commitment::{Salt, model_commitment, scores_commitment};
-use consensus::crypto::Keypair;
-use consensus::finalize::{FinalizationReport, Outcome};
-use consensus::tx::{SignedTx, Tx, TxKind};
-use consensus::types::{Hash, Nonce, TaskId};
+use consensus::tx::TxKind;
+use consensus::types::{Hash, TaskId};
 use consensus::verdict::{Verdict, VerdictEntry, VerdictVector, expected_layout};
-use testnet::client::{BlockInfo, Client, Stage};
-use testnet::files::{self, Layout};
-use testnet::launch::{self, Spawn, Supervisor};
-use testnet::plan::{LABEL_NOISE_DEFAULT, NodePorts, Plan, Role, Settings, TaskSource};
-use testnet::report;
-use testnet::run::{LOG_FILTER, NODE_ARG0, is_node_mode};
-use trainer::task::DataKind;
-
-/// The demo data set the testnet runs by default.
-const DIGITS: &[u8] = include_bytes!("../../data/digits.csv");
-
-/// Longest wait for a node's API to answer after it starts.
-const READY_TIMEOUT: Duration = Duration::from_secs(120);
-/// Longest wait for a chain event that takes a few blocks (the first block, a posted task, a
-/// node reaching a height, a restarted node catching up).
-const CHAIN_TIMEOUT: Duration = Duration::from_secs(120);
-/// Longest wait for a posted task to finalize (about 70 blocks of 250 ms, training and scoring
-/// on a loaded two-core machine).
-const FINALIZE_TIMEOUT: Duration = Duration::from_secs(300);
-/// Time between polls of the nodes' APIs.
-const POLL: Duration = Duration::from_millis(300);
-/// Log lines of each node shown when a scenario fails.
-const LOG_LINES: usize = 15;
-
-/// One end-to-end scenario.
-struct Scenario {
-    name: &'static str,
-    run: fn(&Path) -> anyhow::Result<()>,
-}
+use crucible_tests::net::{CHAIN_TIMEOUT, Net, READY_TIMEOUT, check_report, with_logs};
+use crucible_tests::suite::{self, Scenario};
+use testnet::client::Stage;
+use testnet::plan::Role;
 
 const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "full_round_finalizes_agrees_then_a_late_node_syncs_and_every_ledger_verifies",
         run: full_round,
+        ignore: None,
     },
     Scenario {
         name: "validator_killed_mid_round_restarts_catches_up_and_the_round_finalizes",
         run: validator_restart,
+        ignore: None,
     },
     Scenario {
         name: "trainer_revealing_another_model_than_it_committed_forfeits_its_bond",
         run: mismatched_reveal,
+        ignore: None,
     },
     Scenario {
         name: "trainer_submitting_a_copy_of_another_model_earns_nothing",
         run: copied_model,
+        ignore: None,
     },
     Scenario {
         name: "inflating_and_constant_validators_earn_less_and_change_no_verdict",
         run: dishonest_validators,
+        ignore: None,
     },
 ];
 
 fn main() -> ExitCode {
-    let argv0 = std::env::args_os().next().unwrap_or_default();
-    if is_node_mode(Path::new(&argv0)) {
-        return node::cli::main();
-    }
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let selected = select(&args);
-    if args.iter().any(|a| a == "--list") {
-        for scenario in &selected {
-            println!("{}: test", scenario.name);
-        }
-        return ExitCode::SUCCESS;
-    }
-    println!("\nrunning {} tests", selected.len());
-    let mut failed = Vec::new();
-    for scenario in &selected {
-        println!("test {} ...", scenario.name);
-        let started = Instant::now();
-        let result = tempfile::Builder::new()
-            .prefix("crucible-e2e-")
-            .tempdir()
-            .context("creating a temporary directory")
-            .and_then(|tmp| {
-                let result = (scenario.run)(&tmp.path().join("net"));
-                if result.is_err() {
-                    let kept = tmp.keep();
-                    eprintln!("files and logs kept in {}", kept.display());
-                }
-                result
-            });
-        let secs = started.elapsed().as_secs_f64();
-        match result {
-            Ok(()) => println!("test {} ... ok ({secs:.1} s)", scenario.name),
-            Err(err) => {
-                eprintln!("error: {err:#}");
-                println!("test {} ... FAILED ({secs:.1} s)", scenario.name);
-                failed.push(scenario.name);
-            }
-        }
-    }
-    let passed = selected.len() - failed.len();
-    if failed.is_empty() {
-        println!("\ntest result: ok. {passed} passed; 0 failed\n");
-        ExitCode::SUCCESS
-    } else {
-        println!("\nfailures:\n    {}", failed.join("\n    "));
-        println!("\ntest result: FAILED. {passed} passed; {} failed\n", failed.len());
-        ExitCode::FAILURE
-    }
-}
-
-/// The scenarios that libtest-style arguments select: names containing a positional filter (or
-/// equal to it with `--exact`), none with `--ignored` (no scenario is ignored), all without
-/// filters. Other flags are accepted and ignored.
-fn select(args: &[String]) -> Vec<&'static Scenario> {
-    const WITH_VALUE: &[&str] =
-        &["--test-threads", "--format", "--color", "--logfile", "--skip", "-Z", "--shuffle-seed"];
-    let mut filters = Vec::new();
-    let mut skips = Vec::new();
-    let mut iter = args.iter();
-    while let Some(arg) = iter.next() {
-        if arg == "--skip" {
-            skips.extend(iter.next().cloned());
-        } else if WITH_VALUE.contains(&arg.as_str()) {
-            iter.next();
-        } else if !arg.starts_with('-') {
-            filters.push(arg.clone());
-        }
-    }
-    if args.iter().any(|a| a == "--ignored") {
-        return Vec::new();
-    }
-    let exact = args.iter().any(|a| a == "--exact");
-    let matches = |name: &str, pattern: &String| {
-        if exact { name == pattern } else { name.contains(pattern.as_str()) }
-    };
-    SCENARIOS
-        .iter()
-        .filter(|s| filters.is_empty() || filters.iter().any(|f| matches(s.name, f)))
-        .filter(|s| !skips.iter().any(|f| matches(s.name, f)))
-        .collect()
-}
-
-/// A running network: the plan's nodes (each under its own supervisor, so one can be killed and
-/// restarted) plus any extra nodes started later.
-struct Net {
-    plan: Plan,
-    layout: Layout,
-    ports: Vec<NodePorts>,
-    exe: PathBuf,
-    clients: Vec<Client>,
-    /// One supervisor per plan node (`None` while it is stopped).
-    running: Vec<Option<Supervisor>>,
-    /// Nodes started after the plan's: name, data dir, log, client and supervisor.
-    extra: Vec<Extra>,
-}
-
-struct Extra {
-    name: String,
-    data_dir: PathBuf,
-    log: PathBuf,
-    client: Client,
-    supervisor: Option<Supervisor>,
-}
-
-impl Net {
-    /// Plans the default testnet (the digits task with label noise) for `validators` and
-    /// `trainers` and writes its files into `dir`; starts nothing.
-    fn plan(dir: &Path, validators: usize, trainers: usize, seed: u64) -> anyhow::Result<Net> {
-        let plan = Plan::new(Settings {
-            validators,
-            trainers,
-            seed,
-            rounds: 1,
-            task: TaskSource {
-                name: "digits.csv".into(),
-                bytes: DIGITS.to_vec(),
-                kind: DataKind::Classification,
-                label_noise: LABEL_NOISE_DEFAULT,
-            },
-        })?;
-        let ports = files::free_ports(plan.port_base, plan.nodes.len())?;
-        let layout = files::write(&plan, dir, &ports)?;
-        let clients = layout.urls.iter().map(|u| Client::new(u)).collect();
-        let running = plan.nodes.iter().map(|_| None).collect();
-        let exe = std::env::current_exe().context("finding the test executable")?;
-        Ok(Net { plan, layout, ports, exe, clients, running, extra: Vec::new() })
-    }
-
-    /// The node's start command, as the testnet launcher builds it.
-    fn spawn_spec(&self, name: &str, mut args: Vec<String>, log: &Path) -> Spawn {
-        // As the launcher does: a node stops if this test process dies without stopping it.
-        args.push("--exit-with-stdin".into());
-        Spawn {
-            name: name.into(),
-            program: self.exe.clone(),
-            arg0: Some(NODE_ARG0.into()),
-            args,
-            env: vec![
-                ("RUST_LOG".into(), LOG_FILTER.into()),
-                ("RAYON_NUM_THREADS".into(), "1".into()),
-            ],
-            log: log.to_path_buf(),
-        }
-    }
-
-    /// Starts plan node `i` (again, after a kill: its log is appended to).
-    fn start(&mut self, i: usize) -> anyhow::Result<()> {
-        ensure!(self.running[i].is_none(), "{} is already running", self.plan.nodes[i].name);
-        let node = &self.plan.nodes[i];
-        let args = vec![
-            "--role".into(),
-            node.role.as_str().into(),
-            "--config".into(),
-            self.layout.configs[i].display().to_string(),
-        ];
-        let spec = self.spawn_spec(&node.name, args, &self.layout.logs[i]);
-        let mut supervisor = Supervisor::new();
-        supervisor.spawn(spec)?;
-        self.running[i] = Some(supervisor);
-        Ok(())
-    }
-
-    /// Kills plan node `i` (SIGKILL, no clean shutdown) and reaps it.
-    fn kill(&mut self, i: usize) {
-        if let Some(mut supervisor) = self.running[i].take() {
-            supervisor.stop_all();
-        }
-    }
-
-    /// Starts every plan node and waits until each answers with the planned genesis and the
-    /// validators have committed block 1.
-    fn start_all(&mut self) -> anyhow::Result<()> {
-        self.start_all_but(&[])
-    }
-
-    /// As [`Net::start_all`], but leaves the plan nodes in `skip` stopped.
-    fn start_all_but(&mut self, skip: &[usize]) -> anyhow::Result<()> {
-        let starting: Vec<usize> =
-            (0..self.plan.nodes.len()).filter(|i| !skip.contains(i)).collect();
-        for &i in &starting {
-            self.start(i)?;
-        }
-        for &i in &starting {
-            self.wait_ready(i)?;
-        }
-        self.wait_height(0, 1)?;
-        Ok(())
-    }
-
-    /// Waits until plan node `i` answers `GET /status` with the planned genesis.
-    fn wait_ready(&mut self, i: usize) -> anyhow::Result<()> {
-        let client = self.clients[i].clone();
-        let name = self.plan.nodes[i].name.clone();
-        let status = self.wait(READY_TIMEOUT, &format!("{name} to answer GET /status"), || {
-            client.status().ok()
-        })?;
-        let genesis = self.plan.genesis.hash().to_hex();
-        ensure!(
-            status.genesis_hash == genesis,
-            "{name} runs genesis {} but the plan's is {genesis}",
-            status.genesis_hash
-        );
-        Ok(())
-    }
-
-    /// Waits until plan node `i` has committed `height`.
-    fn wait_height(&mut self, i: usize, height: u64) -> anyhow::Result<u64> {
-        let client = self.clients[i].clone();
-        let name = self.plan.nodes[i].name.clone();
-        self.wait(CHAIN_TIMEOUT, &format!("{name} to reach height {height}"), || {
-            client.status().ok().map(|s| s.height).filter(|&h| h >= height)
-        })
-    }
-
-    /// Polls `probe` until it gives a value, for at most `timeout`; fails at once if a running
-    /// node has exited. A failure names what it waited for.
-    fn wait<T>(
-        &mut self,
-        timeout: Duration,
-        what: &str,
-        mut probe: impl FnMut() -> Option<T>,
-    ) -> anyhow::Result<T> {
-        let end = Instant::now() + timeout;
-        loop {
-            self.alive()?;
-            if let Some(value) = probe() {
-                return Ok(value);
-            }
-            if Instant::now() >= end {
-                bail!("timed out after {} s waiting for {what}", timeout.as_secs());
-            }
-            std::thread::sleep(POLL);
-        }
-    }
-
-    /// Fails if a node that should be running has exited.
-    fn alive(&mut self) -> anyhow::Result<()> {
-        let supervisors = self
-            .running
-            .iter_mut()
-            .flatten()
-            .chain(self.extra.iter_mut().filter_map(|e| e.supervisor.as_mut()));
-        for supervisor in supervisors {
-            if let Some(exited) = supervisor.exited()? {
-                bail!("{} exited ({}); see {}", exited.name, exited.status, exited.log.display());
-            }
-        }
-        Ok(())
-    }
-
-    /// The last lines of every node's log, and its warnings and errors.
-    fn logs(&self) -> String {
-        let mut out = String::new();
-        let plan_logs = self.plan.nodes.iter().map(|n| n.name.as_str()).zip(&self.layout.logs);
-        let extra_logs = self.extra.iter().map(|e| (e.name.as_str(), &e.log));
-        for (name, log) in plan_logs.chain(extra_logs).filter(|(_, log)| log.exists()) {
-            out.push_str(&format!("\n--- {name} ({}): warnings and errors\n", log.display()));
-            for line in launch::problems(log, LOG_LINES) {
-                out.push_str(&line);
-                out.push('\n');
-            }
-            out.push_str(&format!("--- {name}: last lines\n{}\n", launch::tail(log, LOG_LINES)));
-        }
-        out
-    }
-
-    /// Uploads the task's public training file to every validator, posts `CreateTask` signed by
-    /// the creator, and returns the task's id once it is on the chain.
-    fn post_task(&mut self) -> anyhow::Result<u64> {
-        let task = &self.plan.tasks[0];
-        for (node, client) in self.plan.validators().zip(&self.clients) {
-            client
-                .post_blob(&task.train)
-                .with_context(|| format!("uploading the training file to {}", node.name))?;
-        }
-        let creator = self.plan.creator();
-        let lead = self.clients[0].clone();
-        let known: Vec<u64> = lead.tasks()?.into_iter().map(|t| t.id).collect();
-        let tx = SignedTx::sign(
-            &creator,
-            Tx {
-                chain_id: self.plan.genesis.chain_id.clone(),
-                nonce: Nonce(lead.nonce(&creator.account())?),
-                kind: TxKind::CreateTask {
-                    spec: Box::new(task.spec.clone()),
-                    reward: self.plan.reward,
-                },
-            },
-        );
-        lead.post_tx(&tx)?;
-        let creator = creator.account();
-        self.wait(CHAIN_TIMEOUT, "the posted task to appear in GET /tasks", || {
-            lead.tasks().ok().and_then(|tasks| {
-                tasks
-                    .into_iter()
-                    .find(|t| t.creator == creator && !known.contains(&t.id))
-                    .map(|t| t.id)
-            })
-        })
-    }
-
-    /// Waits until the task has a finalization report on the lead validator; returns it with the
-    /// task's last deadline (the height that finalized it).
-    /// Signs `kind` with `key` at its next nonce and posts it to the lead validator; returns the
-    /// node's answer (an error if it refused the transaction).
-    fn send(&self, key: &Keypair, kind: TxKind) -> anyhow::Result<String> {
-        let lead = &self.clients[0];
-        let nonce = Nonce(lead.nonce(&key.account())?);
-        let tx =
-            SignedTx::sign(key, Tx { chain_id: self.plan.genesis.chain_id.clone(), nonce, kind });
-        lead.post_tx(&tx)
-    }
-
-    fn finalized(&mut self, task_id: u64) -> anyhow::Result<(FinalizationReport, u64)> {
-        let lead = self.clients[0].clone();
-        self.wait(FINALIZE_TIMEOUT, &format!("task {task_id} to finalize"), || {
-            lead.task(task_id).ok().and_then(|v| v.report.map(|r| (r, v.deadlines.score)))
-        })
-    }
-
-    /// Waits until every running plan node has the block at `height` and checks that all have
-    /// the same block hash and state root there; returns that block.
-    fn agreement(&mut self, height: u64) -> anyhow::Result<BlockInfo> {
-        let mut blocks: Vec<(String, BlockInfo)> = Vec::new();
-        let running: Vec<usize> =
-            (0..self.plan.nodes.len()).filter(|&i| self.running[i].is_some()).collect();
-        for i in running {
-            let name = self.plan.nodes[i].name.clone();
-            let block = self.block_at(&name, &self.clients[i].clone(), height)?;
-            blocks.push((name, block));
-        }
-        let (first_name, first) = &blocks[0];
-        for (name, block) in &blocks[1..] {
-            ensure!(
-                block.hash == first.hash && block.state_root == first.state_root,
-                "{name} disagrees with {first_name} at height {height}: block {} state root {} \
-                 vs block {} state root {}",
-                block.hash,
-                block.state_root,
-                first.hash,
-                first.state_root
-            );
-        }
-        Ok(first.clone())
-    }
-
-    /// Waits until `client`'s node has the block at `height` and returns it.
-    fn block_at(&mut self, name: &str, client: &Client, height: u64) -> anyhow::Result<BlockInfo> {
-        self.wait(CHAIN_TIMEOUT, &format!("{name} to have the block at height {height}"), || {
-            client
-                .status()
-                .ok()
-                .filter(|s| s.height >= height)
-                .and_then(|_| client.block(height).ok())
-        })
-    }
-
-    /// Starts a node that is not in the genesis (a fresh key and data dir; a trainer with no
-    /// open task, so it only follows the chain), bootstrapping from every validator; returns
-    /// its index in `extra`.
-    fn start_extra(&mut self, name: &str, seed: u64) -> anyhow::Result<usize> {
-        let dir = &self.layout.dir;
-        let data_dir = dir.join(name);
-        let key = Keypair::from_seed(testnet::plan::derive(seed, &format!("key/{name}")));
-        node::keystore::save(&data_dir, &key)?;
-        let ports = files::free_ports(self.plan.port_base, 1)?[0];
-        let mut args: Vec<String> = vec![
-            "--role".into(),
-            Role::Trainer.as_str().into(),
-            "--data-dir".into(),
-            data_dir.display().to_string(),
-            "--genesis".into(),
-            dir.join("genesis.json").display().to_string(),
-            "--listen".into(),
-            format!("/ip4/127.0.0.1/tcp/{}", ports.p2p),
-            "--http".into(),
-            format!("127.0.0.1:{}", ports.http),
-            "--no-mdns".into(),
-        ];
-        for (node, port) in self.plan.nodes.iter().zip(&self.ports) {
-            if node.role == Role::Validator {
-                let peer = node::keystore::peer_id(&node.key())?;
-                args.push("--bootstrap".into());
-                args.push(format!("/ip4/127.0.0.1/tcp/{}/p2p/{peer}", port.p2p));
-            }
-        }
-        let log = dir.join(format!("{name}.log"));
-        let mut supervisor = Supervisor::new();
-        supervisor.spawn(self.spawn_spec(name, args, &log))?;
-        self.extra.push(Extra {
-            name: name.into(),
-            data_dir,
-            log,
-            client: Client::new(&format!("http://127.0.0.1:{}", ports.http)),
-            supervisor: Some(supervisor),
-        });
-        Ok(self.extra.len() - 1)
-    }
-
-    /// Stops every node (SIGKILL, as a crash would).
-    fn stop_all(&mut self) {
-        for i in 0..self.running.len() {
-            self.kill(i);
-        }
-        for extra in &mut self.extra {
-            if let Some(mut supervisor) = extra.supervisor.take() {
-                supervisor.stop_all();
-            }
-        }
-    }
-
-    /// Every node's data dir, plan nodes first.
-    fn data_dirs(&self) -> Vec<(String, PathBuf)> {
-        let plan = self.plan.nodes.iter().map(|n| (n.name.clone(), self.layout.dir.join(&n.name)));
-        plan.chain(self.extra.iter().map(|e| (e.name.clone(), e.data_dir.clone()))).collect()
-    }
-
-    /// Runs `node ledger verify --data-dir DIR` (this executable as the node's command line) on
-    /// every node's data dir; the nodes must be stopped. Returns each node's replayed block count.
-    fn verify_ledgers(&self) -> anyhow::Result<Vec<(String, String)>> {
-        let mut verified = Vec::new();
-        for (name, data_dir) in self.data_dirs() {
-            let output = Command::new(&self.exe)
-                .arg0(NODE_ARG0)
-                .args(["ledger", "verify", "--data-dir"])
-                .arg(&data_dir)
-                .output()
-                .with_context(|| format!("running node ledger verify for {name}"))?;
-            let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-            ensure!(
-                output.status.success() && stdout.starts_with("ok: "),
-                "node ledger verify --data-dir {} failed for {name} ({}):\n{stdout}{}",
-                data_dir.display(),
-                output.status,
-                String::from_utf8_lossy(&output.stderr)
-            );
-            verified.push((name, stdout.trim().to_owned()));
-        }
-        Ok(verified)
-    }
-}
-
-impl Drop for Net {
-    fn drop(&mut self) {
-        self.stop_all();
-    }
-}
-
-/// Runs `body` on a planned network; on failure, prints the error and then every node's log
-/// tail (the nodes still run, so the logs show where each one stood).
-fn with_logs<T>(
-    net: &mut Net,
-    body: impl FnOnce(&mut Net) -> anyhow::Result<T>,
-) -> anyhow::Result<T> {
-    body(net).inspect_err(|err| {
-        eprintln!("error: {err:#}\nnode logs:{}", net.logs());
-    })
-}
-
-/// Checks a finalization report: the task finalized (not a quorum failure), every trainer
-/// joined, and payouts, refunds and burns add up to the escrow plus the trainers' bonds exactly.
-fn check_report(net: &Net, report: &FinalizationReport) -> anyhow::Result<()> {
-    ensure!(
-        report.outcome == Outcome::Finalized,
-        "the task ended {:?}: validators holding {} of {} stake revealed scores",
-        report.outcome,
-        report.revealed_stake,
-        report.total_stake
-    );
-    let trainers = net.plan.nodes.iter().filter(|n| n.role == Role::Trainer).count();
-    ensure!(
-        report.trainers.len() == trainers,
-        "{} of {trainers} trainers joined the task",
-        report.trainers.len()
-    );
-    let bonds: u128 = report
-        .trainers
-        .iter()
-        .map(|t| u128::from(t.bond_refund.0) + u128::from(t.bond_forfeit.0))
-        .sum();
-    let total = report::check_conservation(report, net.plan.reward).map_err(anyhow::Error::msg)?;
-    ensure!(total == u128::from(net.plan.reward.0) + bonds, "conserved total {total}");
-    Ok(())
+    suite::main(SCENARIOS, "crucible-e2e-")
 }
 
 /// (a), (e), (f): a full round with 4 validators and 3 trainers finalizes, conserves the escrow
