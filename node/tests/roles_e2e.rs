@@ -1,7 +1,9 @@
 //! The role loops in real `node` processes: a validator with a held-out directory and a trainer
 //! with a recipe take a genesis task from join to finalization. The trainer joins, trains,
 //! commits, reveals after the commit deadline and serves its artifact; the validator fetches it
-//! over the network, scores it, commits and reveals its verdicts.
+//! over the network, scores it, commits and reveals its verdicts. A third peer that knows the
+//! artifact's hash (read from the trainer's records) asks the trainer for it over the `blob`
+//! protocol: before the commit deadline the trainer does not serve it, after the reveal it does.
 
 // Shared with the runtime tests, which use the helpers this test does not.
 #[allow(dead_code)]
@@ -10,8 +12,11 @@ mod runtime_support;
 use consensus::crypto::Keypair;
 use consensus::genesis::{GenesisBalance, GenesisTask};
 use consensus::task::Windows;
-use consensus::types::{Amount, Hash};
+use consensus::types::{Amount, Hash, ModelHash};
 use consensus::verdict::{Subject, Verdict};
+use node::keystore;
+use node::network::{self, BlobFetchError, NetworkClient, NetworkConfig, NetworkEvent};
+use node::roles::trainer::{Stage, TaskRecord};
 use runtime_support::{Chain, NodeProcess, wait_for};
 use trainer::task::{DataKind, LmArchitecture, TaskOptions, new_task};
 
@@ -78,6 +83,34 @@ fn a_genesis_task_is_trained_scored_and_finalized() {
         &recipe_arg,
     );
 
+    // A peer of the chain that asks the trainer for its artifact by hash.
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build();
+    let runtime = runtime.unwrap();
+    let probe_dir = tempfile::tempdir().unwrap();
+    let probe = runtime.block_on(probe(&chain, probe_dir.path(), &trainer.address));
+    let trainer_peer = keystore::peer_id(&Keypair::from_seed(trainer_seed)).unwrap();
+    let commit_deadline: u64 = 100 + 40;
+    let record = trainer.data_dir.join("roles/trainer/task-1.json");
+    let mut model_hash = None;
+    wait_for("the trainer to train and record its model", &[&validator, &trainer], || {
+        model_hash = trained_model(&record);
+        model_hash.is_some()
+    });
+    let model_hash = model_hash.unwrap();
+    let before = trainer.height();
+    let early = runtime.block_on(probe.fetch_blob_from(trainer_peer, model_hash, 1 << 20));
+    let after = trainer.height();
+    assert!(
+        after < commit_deadline,
+        "asked between heights {before} and {after}: not before the commit deadline \
+         {commit_deadline}; the machine is too slow for this test's windows"
+    );
+    assert!(
+        matches!(early, Err(BlobFetchError::NotFound { .. })),
+        "before its commit deadline the trainer must not serve its artifact: {early:?}"
+    );
+
     // Every wait is bounded; the chain is followed in steps so a slow machine only slows it.
     let score_deadline: u64 = 100 + 40 + 20 + 20 + 20;
     for height in (40..=score_deadline + 1).step_by(40).chain([score_deadline + 1]) {
@@ -86,6 +119,10 @@ fn a_genesis_task_is_trained_scored_and_finalized() {
             validator.height() >= height && trainer.height() >= height
         });
     }
+    let late = runtime.block_on(probe.fetch_blob_from(trainer_peer, model_hash, 1 << 20));
+    let path = late.expect("after its reveal the trainer serves its artifact");
+    assert_eq!(consensus::hash::sha256(&std::fs::read(path).unwrap()), model_hash);
+    drop(probe);
     validator.stop();
     trainer.stop();
     let logs = format!("--- v0:\n{}\n--- trainer:\n{}", validator.tail(), trainer.tail());
@@ -106,4 +143,35 @@ fn a_genesis_task_is_trained_scored_and_finalized() {
     assert!(t.report.is_some(), "the task finalized");
     assert!(validator.data_dir.join("roles/scorer").join(format!("task-{}.json", t.id.0)).exists());
     assert!(trainer.data_dir.join("roles/trainer").join(format!("task-{}.json", t.id.0)).exists());
+}
+
+/// The model hash in the trainer's record of a task, once it trained.
+fn trained_model(record: &std::path::Path) -> Option<ModelHash> {
+    let bytes = std::fs::read(record).ok()?;
+    match serde_json::from_slice::<TaskRecord>(&bytes).ok()?.stage {
+        Stage::Trained(model) => Some(model.model_hash),
+        _ => None,
+    }
+}
+
+/// Starts an in-process peer of `chain` (blob store in `dir`) connected to `address`.
+async fn probe(chain: &Chain, dir: &std::path::Path, address: &str) -> NetworkClient {
+    let genesis = &chain.genesis;
+    let mut config =
+        NetworkConfig::for_chain(&genesis.chain_id, genesis.hash(), &genesis.params, dir.into());
+    config.mdns = false;
+    config.bootstrap = vec![address.parse().unwrap()];
+    let key = keystore::libp2p_keypair(&Keypair::from_seed([77; 32])).unwrap();
+    let (client, mut events, event_loop) = network::start(key, config).unwrap();
+    tokio::spawn(event_loop.run());
+    let connected = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        while let Some(event) = events.recv().await {
+            if matches!(event, NetworkEvent::PeerConnected { .. }) {
+                return;
+            }
+        }
+    });
+    connected.await.expect("the probe connects to the trainer");
+    tokio::spawn(async move { while events.recv().await.is_some() {} });
+    client
 }

@@ -277,7 +277,13 @@ fn copied_model(dir: &Path) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("{name}'s model hash: {e:?}"))?;
         let size_bytes = trained["size_bytes"].as_u64().context("no size_bytes")?;
         let params = trained["params"].as_u64().context("no params")?;
-        let blob = data_dir.join("blobs").join(model_hash.to_hex());
+        // Before its reveal the artifact is in the trainer's withheld store, which no peer can
+        // fetch from; the copier reads it from the trainer's disk.
+        let blob = data_dir
+            .join(node::roles::persist::ROLES_DIR)
+            .join(node::roles::trainer::TRAINER_DIR)
+            .join(node::roles::trainer::WITHHELD_DIR)
+            .join(model_hash.to_hex());
         let mut artifact =
             std::fs::read(&blob).with_context(|| format!("reading {}", blob.display()))?;
         ensure!(artifact.len() as u64 == size_bytes, "{} has the wrong size", blob.display());

@@ -10,12 +10,15 @@
 //! - **Train** once the join is on the ledger: fetch the public training file by hash (and, when
 //!   the task has a base model and the recipe fine-tunes, the base model), train with the recipe
 //!   on a blocking thread (one compute thread, seeded by the recipe), write the artifact into the
-//!   blob store, draw a salt and **persist salt and model hash** ([`Stage::Trained`]) before it
-//!   submits `CommitModel`, at once. Training that ends after the commit deadline is logged and
+//!   **withheld** store (`DATA_DIR/roles/trainer/withheld`, which the network does not serve),
+//!   draw a salt and **persist salt and model hash** ([`Stage::Trained`]) before it submits
+//!   `CommitModel`, at once. Training that ends after the commit deadline is logged and
 //!   the task skipped ([`Stage::Abandoned`]); so is a recipe that fails on the task's data.
 //! - **Reveal**: only once the commit deadline is committed (the next block is in the reveal
-//!   window), `RevealModel` from the persisted record, and then **serve** the artifact
-//!   (`provide_blob`), also again after a restart.
+//!   window), **release** the artifact into the blob store (from then on any peer may fetch it),
+//!   submit `RevealModel` from the persisted record, and **serve** it (`provide_blob`), also again
+//!   after a restart. Before the commit deadline no peer can fetch our model, even one that knew
+//!   its hash.
 //!
 //! A restart reloads the records: a joined task is not joined again, a trained one is committed
 //! and revealed with the same salt.
@@ -43,6 +46,9 @@ use crate::runtime::{Metrics, NodeContext};
 /// The folder under `DATA_DIR/roles/` that holds the trainer's records.
 pub const TRAINER_DIR: &str = "trainer";
 
+/// The folder under the trainer's records that holds artifacts not yet revealed.
+pub const WITHHELD_DIR: &str = "withheld";
+
 /// Deadline for fetching the training file or the base model (a try; the loop tries again
 /// every [`super::RETRY_BLOCKS`] while the commit window is open).
 pub const DATA_FETCH_TIMEOUT: Duration = Duration::from_secs(60);
@@ -56,7 +62,7 @@ const TXS_PER_TASK: u64 = 3;
 /// A trained model and the salt of its commitment.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TrainedModel {
-    /// sha256 of the artifact (it is in the blob store under this name).
+    /// sha256 of the artifact (its name in the withheld store, and in the blob store once revealed).
     pub model_hash: ModelHash,
     /// The artifact's size in bytes.
     pub size_bytes: u64,
@@ -402,6 +408,8 @@ struct Trainer {
     me: AccountId,
     recipe: Recipe,
     store: RoleStore,
+    /// Our artifacts until their reveal: a blob store the network does not serve.
+    withheld: BlobStore,
     records: BTreeMap<TaskId, TaskRecord>,
     served: BTreeSet<TaskId>,
     attempts: Attempts,
@@ -414,6 +422,7 @@ pub async fn run(ctx: NodeContext, recipe: Recipe) -> anyhow::Result<()> {
     recipe.validate()?;
     let mut events = ctx.events.subscribe();
     let store = RoleStore::open(&ctx.data_dir, TRAINER_DIR)?;
+    let withheld = BlobStore::open(&store.dir().join(WITHHELD_DIR))?;
     let records = {
         let store = store.clone();
         tokio::task::spawn_blocking(move || store.load_all::<TaskRecord>()).await??
@@ -425,6 +434,7 @@ pub async fn run(ctx: NodeContext, recipe: Recipe) -> anyhow::Result<()> {
         me,
         recipe,
         store,
+        withheld,
         records,
         served: BTreeSet::new(),
         attempts: Attempts::default(),
@@ -495,7 +505,12 @@ impl Trainer {
                         task = %task, %height,
                         "joined: fetching the training data and training"
                     );
-                    let job = fetch_and_train(self.ctx.clone(), self.recipe.clone(), task);
+                    let job = fetch_and_train(
+                        self.ctx.clone(),
+                        self.recipe.clone(),
+                        self.withheld.clone(),
+                        task,
+                    );
                     self.training = Some(Background::spawn(task, job));
                 }
                 TrainerStep::Commit { task, commitment } => {
@@ -517,12 +532,19 @@ impl Trainer {
                         size_bytes: model.size_bytes,
                         params: model.params,
                     };
+                    if !self.release(task, model.model_hash).await {
+                        continue;
+                    }
                     if submit(&self.ctx, task, kind).await? {
                         self.attempts.tried(task, "serve", height);
                         self.serve(task, model.model_hash).await;
                     }
                 }
-                TrainerStep::Serve { task, model_hash } => self.serve(task, model_hash).await,
+                TrainerStep::Serve { task, model_hash } => {
+                    if self.release(task, model_hash).await {
+                        self.serve(task, model_hash).await;
+                    }
+                }
                 TrainerStep::Abandon { task, reason } => {
                     tracing::warn!(task = %task, %height, %reason, "skipping the task");
                     self.persist(task, Stage::Abandoned { reason }).await;
@@ -548,6 +570,38 @@ impl Trainer {
             }
             Err(error) => {
                 tracing::error!(task = %task, %error, "persisting the task's record failed");
+                false
+            }
+        }
+    }
+
+    /// Copies our artifact from the withheld store into the blob store the network serves (once
+    /// is enough; a restart finds it there). Only ever called after the commit deadline.
+    async fn release(&self, task: TaskId, model_hash: ModelHash) -> bool {
+        let (withheld, public) = (self.withheld.clone(), self.ctx.network.blob_store().clone());
+        let limit = self
+            .ctx
+            .read(|l| l.state().tasks.get(&task).map_or(0, |t| t.spec.limits.max_artifact_bytes));
+        let released = tokio::task::spawn_blocking(move || {
+            if public.contains(&model_hash) {
+                return Ok(());
+            }
+            let bytes = withheld.get(&model_hash, limit)?.ok_or_else(|| BlobStoreError::Io {
+                action: "finding our withheld artifact",
+                path: withheld.path(&model_hash),
+                source: std::io::ErrorKind::NotFound.into(),
+            })?;
+            public.put(&bytes).map(|_| ())
+        })
+        .await;
+        match released {
+            Ok(Ok(())) => true,
+            Ok(Err(error)) => {
+                tracing::error!(task = %task, model = %model_hash, %error, "cannot release our artifact");
+                false
+            }
+            Err(error) => {
+                tracing::error!(task = %task, model = %model_hash, %error, "releasing our artifact failed");
                 false
             }
         }
@@ -645,6 +699,7 @@ impl Trainer {
 async fn fetch_and_train(
     ctx: NodeContext,
     mut recipe: Recipe,
+    withheld: BlobStore,
     task: TaskId,
 ) -> Result<Artifact, TrainTaskError> {
     let spec = ctx
@@ -664,10 +719,9 @@ async fn fetch_and_train(
         tracing::info!(task = %task, base = %base.model_hash, "fine-tuning from the task's base model");
         recipe_base.path = ctx.network.blob_store().path(&base.model_hash);
     }
-    let store = ctx.network.blob_store().clone();
     let started = std::time::Instant::now();
     let artifact =
-        tokio::task::spawn_blocking(move || train_artifact(task, &spec, &data, &recipe, &store))
+        tokio::task::spawn_blocking(move || train_artifact(task, &spec, &data, &recipe, &withheld))
             .await
             .map_err(joined("training"))?;
     Metrics::add(&ctx.metrics.training_ms, started.elapsed().as_millis() as u64);
