@@ -308,6 +308,7 @@ async fn start() -> Harness {
         external_txs,
         events: broadcast::channel(16).0,
         metrics: Arc::new(Metrics::default()),
+        live_votes: Arc::default(),
         heldout_dir: None,
     };
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

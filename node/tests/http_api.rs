@@ -308,6 +308,7 @@ async fn start() -> Harness {
         external_txs,
         events: broadcast::channel(16).0,
         metrics: Arc::new(Metrics::default()),
+        live_votes: Arc::default(),
         heldout_dir: None,
     };
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -483,6 +484,11 @@ async fn reads_status_blocks_txs_and_validators() {
     assert!(missing.error().contains("no transaction"));
     assert_eq!(get(h.addr, "/txs/nothex").await.status, 400);
 
+    // The latest vote heard from v0 in the height in progress; an older one does not replace it.
+    let vote = |round, kind| Vote { height: Height(18), round: Round(round), kind, block: None };
+    let v0_account = h.keys.validators[0].account();
+    h.ctx.live_votes.record(v0_account, vote(1, VoteKind::Prevote));
+    h.ctx.live_votes.record(v0_account, vote(0, VoteKind::Precommit));
     let validators = get(h.addr, "/validators").await.json();
     let list = validators.as_array().unwrap();
     assert_eq!(list.len(), 2);
@@ -496,6 +502,11 @@ async fn reads_status_blocks_txs_and_validators() {
     assert_eq!(votes.len(), 10, "the last ten commit certificates");
     assert_eq!(num(&votes[0]["height"]), 17);
     assert!(votes.iter().all(|v| v["signed"] == true));
+    let live = &v0["live_vote"];
+    assert_eq!((num(&live["height"]), num(&live["round"])), (18, 1), "{live}");
+    assert_eq!(live["kind"], "prevote");
+    assert_eq!(live["block"], Value::Null);
+    assert!(list.iter().any(|v| v["live_vote"].is_null()), "v1 was not heard");
 
     assert_eq!(get(h.addr, "/peers").await.json(), Value::Array(vec![]));
     // A second node on the chain dials in: it shows in /status and /peers.

@@ -6,6 +6,7 @@ use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use consensus::types::{AccountId, Hash, Height};
+use consensus::vote::Vote;
 use serde::{Deserialize, Serialize};
 
 use super::views::{self, BlockDetail, BlockSummary, TxView};
@@ -118,11 +119,14 @@ pub struct ValidatorView {
     power: String,
     in_set: bool,
     last_votes: Vec<LastVote>,
+    /// The latest prevote or precommit this node heard from the validator, if any.
+    live_vote: Option<Vote>,
 }
 
 pub(super) async fn validators(State(api): State<Api>) -> ApiResult<Json<Vec<ValidatorView>>> {
+    let live = api.ctx.live_votes.clone();
     let list = api
-        .read(|l| {
+        .read(move |l| {
             let state = l.state();
             let tip = state.height();
             let set = state.validator_set(tip.next());
@@ -150,6 +154,7 @@ pub(super) async fn validators(State(api): State<Api>) -> ApiResult<Json<Vec<Val
                             signed: c.signatures.iter().any(|s| s.validator == *account),
                         })
                         .collect(),
+                    live_vote: live.latest(account),
                 })
                 .collect())
         })

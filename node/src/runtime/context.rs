@@ -6,15 +6,17 @@
 //! with the node key, next nonce, into the mempool and out on gossip) and the
 //! [`NetworkClient`] (blobs). Every channel here is bounded.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use consensus::chain::Ledger;
 use consensus::crypto::Keypair;
 use consensus::genesis::Genesis;
 use consensus::tx::{SignedTx, TxKind};
-use consensus::types::{Hash, Height};
+use consensus::types::{AccountId, Hash, Height};
+use consensus::vote::Vote;
 use serde::Serialize;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
@@ -87,6 +89,29 @@ impl Metrics {
     }
 }
 
+/// The latest prevote or precommit this node has heard from each validator (its own included),
+/// for `/validators`: the votes in flight, beside the ones commit certificates record.
+#[derive(Debug, Default)]
+pub struct LiveVotes(Mutex<HashMap<AccountId, Vote>>);
+
+impl LiveVotes {
+    /// Keeps `vote` as `validator`'s latest, unless a later one (height, round, then precommit
+    /// after prevote) is already kept.
+    pub fn record(&self, validator: AccountId, vote: Vote) {
+        let key = |v: &Vote| (v.height, v.round, v.kind);
+        let mut votes = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let latest = votes.entry(validator).or_insert(vote);
+        if key(&vote) > key(latest) {
+            *latest = vote;
+        }
+    }
+
+    /// `validator`'s latest vote heard, if any.
+    pub fn latest(&self, validator: &AccountId) -> Option<Vote> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).get(validator).copied()
+    }
+}
+
 /// Everything a runtime task of a node needs. Cheap to clone.
 #[derive(Clone)]
 pub struct NodeContext {
@@ -110,6 +135,8 @@ pub struct NodeContext {
     pub events: broadcast::Sender<ChainEvent>,
     /// Figures for `/metrics`.
     pub metrics: Arc<Metrics>,
+    /// The validators' latest votes heard.
+    pub live_votes: Arc<LiveVotes>,
     /// Where a validator finds held-out files (`--heldout DIR`), if set.
     pub heldout_dir: Option<PathBuf>,
 }

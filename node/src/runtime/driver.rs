@@ -252,6 +252,7 @@ pub async fn start(config: &NodeConfig) -> Result<(NodeContext, Driver), DriverE
         external_txs: external_tx,
         events,
         metrics: Arc::new(Metrics::default()),
+        live_votes: Arc::default(),
         heldout_dir: config.heldout.clone(),
     };
     let (sync_tx, sync_rx) = mpsc::channel(1);
@@ -419,6 +420,9 @@ impl Driver {
     ) -> Result<Option<Event<Block>>, DriverError> {
         match action {
             Action::Broadcast(message) => {
+                if let Message::Vote(vote) = &message {
+                    self.ctx.live_votes.record(vote.validator, vote.vote);
+                }
                 if let Err(error) = self.ctx.network.publish_consensus(&message).await {
                     tracing::debug!(%error, "consensus message not sent");
                 }
@@ -662,6 +666,11 @@ impl Driver {
                 let mut validation = self.check_consensus(&message);
                 if validation == Validation::Accept && self.seen_before(&message) {
                     validation = Validation::Ignore;
+                }
+                if let (Validation::Accept, Message::Vote(vote)) = (validation, message.as_ref())
+                    && vote.vote.height == self.ledger_height().next()
+                {
+                    self.ctx.live_votes.record(vote.validator, vote.vote);
                 }
                 self.note_height(Height(message.height().0.saturating_sub(1)), source);
                 // Answer first: the message is forwarded while the engine works on it.

@@ -6,5 +6,7 @@ pub mod context;
 pub mod driver;
 
 pub use config::{ConfigFile, Flags, NodeConfig};
-pub use context::{ChainEvent, Metrics, NodeContext, Role, SharedLedger, Submission, SubmitError};
+pub use context::{
+    ChainEvent, LiveVotes, Metrics, NodeContext, Role, SharedLedger, Submission, SubmitError,
+};
 pub use driver::{Driver, DriverError, start};

@@ -135,8 +135,18 @@ function renderValidators(validators) {
       "<span class=\"" + (vote.signed ? "signed" : "") + "\" title=\"height " + vote.height +
       ", round " + vote.round + (vote.signed ? ": signed" : ": missing") + "\"></span>")
       .join("") + "</span>",
+    liveVote(v.live_vote),
   ]);
-  setHtml("validators", table(["validator", "#stake", "#power", "in set", "last votes"], rows));
+  setHtml("validators",
+    table(["validator", "#stake", "#power", "in set", "last votes", "voting now"], rows));
+}
+
+function liveVote(vote) {
+  if (vote === null) return "<span class=\"muted\">—</span>";
+  const target = vote.block === null ? "nil" : "<span class=\"mono\">" + esc(short(vote.block)) +
+    "</span>";
+  return esc(vote.kind) + " " + target + " <span class=\"muted\">at " + vote.height + "/" +
+    vote.round + "</span>";
 }
 
 function renderPeers(peers) {
