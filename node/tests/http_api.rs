@@ -1,6 +1,10 @@
 //! The HTTP JSON API end to end: a real ledger with a finalized task, a real network on
-//! loopback, the server on a free port, and a minimal HTTP/1.1 client over a TCP stream.
+//! loopback, the server on a free port, and a minimal HTTP/1.1 client over a TCP stream. Also
+//! the explorer page: `GET /` serves the HTML, which loads `app.js` and `style.css` (served with
+//! their content types), and every API path the script fetches is a route of the server (the
+//! page in a browser on a live network is `tests/tests/explorer.rs`).
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -36,6 +40,8 @@ const BOND: u64 = 1_000;
 const TRANSFER: u64 = 5;
 /// The blob limit the test server runs with.
 const BLOB_LIMIT: u64 = 1 << 20;
+/// What the router's fallback says for a path that is no route.
+const NO_ROUTE: &str = "no such route";
 
 fn key(tag: u8, i: u8) -> Keypair {
     let mut seed = [tag; 32];
@@ -353,6 +359,10 @@ impl Answer {
     fn error(&self) -> String {
         self.json()["error"].as_str().expect("an error body").to_string()
     }
+
+    fn text(&self) -> String {
+        String::from_utf8(self.body.clone()).expect("a UTF-8 body")
+    }
 }
 
 /// One HTTP/1.1 request on its own connection.
@@ -547,7 +557,7 @@ async fn reads_status_blocks_txs_and_validators() {
     assert!(client.traffic().inbound() > 0 && client.traffic().outbound() > 0);
     let unknown = get(h.addr, "/nothing").await;
     assert_eq!(unknown.status, 404);
-    assert!(unknown.error().contains("no such route"));
+    assert!(unknown.error().contains(NO_ROUTE));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -802,5 +812,83 @@ async fn metrics_are_prometheus_text_with_the_height() {
         "crucible_scoring_seconds_total",
     ] {
         assert!(samples.contains_key(name), "{name} in {text}");
+    }
+}
+
+/// The path of every `api("…"` call in the script, from its string literal without the query
+/// (the script appends the query's values): a whole path or, when the script appends an id, a
+/// prefix ending in `/`.
+fn api_paths(script: &str) -> BTreeSet<String> {
+    let mut paths = BTreeSet::new();
+    let mut rest = script;
+    while let Some(at) = rest.find("api(\"") {
+        rest = &rest[at + "api(\"".len()..];
+        let end = rest.find('"').expect("a closed string literal");
+        let path = rest[..end].split('?').next().unwrap_or_default();
+        if path.starts_with('/') {
+            paths.insert(path.to_string());
+        }
+    }
+    paths
+}
+
+/// An id that does not exist, for a path prefix the script completes with an id.
+fn missing_id(prefix: &str) -> String {
+    match prefix {
+        "/tasks/" | "/blocks/" => "999999".into(),
+        "/accounts/" | "/txs/" => "ab".repeat(32),
+        other => panic!("app.js fetches {other}<id>: add a missing id for it to this test"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_and_its_assets_are_served() {
+    let h = start().await;
+    let page = get(h.addr, "/").await;
+    assert_eq!(page.status, 200);
+    assert_eq!(page.header("content-type"), Some("text/html; charset=utf-8"));
+    let html = page.text();
+    assert!(html.starts_with("<!doctype html>"), "{html}");
+    assert!(html.contains("<script src=\"app.js\"></script>"), "{html}");
+    assert!(html.contains("<link rel=\"stylesheet\" href=\"style.css\">"), "{html}");
+
+    let script = get(h.addr, "/app.js").await;
+    assert_eq!(script.status, 200);
+    assert_eq!(script.header("content-type"), Some("text/javascript; charset=utf-8"));
+    assert!(script.text().contains("function refresh()"));
+
+    let style = get(h.addr, "/style.css").await;
+    assert_eq!(style.status, 200);
+    assert_eq!(style.header("content-type"), Some("text/css; charset=utf-8"));
+    assert!(style.text().contains("body {"));
+
+    // The API's fallback is untouched: an unknown path is still a JSON 404.
+    let missing = get(h.addr, "/no-such-page.html").await;
+    assert_eq!(missing.status, 404);
+    assert!(missing.json()["error"].as_str().unwrap().contains(NO_ROUTE));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_api_path_the_script_fetches_is_a_route() {
+    let h = start().await;
+    let script = get(h.addr, "/app.js").await.text();
+    let paths = api_paths(&script);
+    for expected in ["/status", "/validators", "/peers", "/tasks/", "/accounts/"] {
+        assert!(paths.contains(expected), "app.js should fetch {expected}; it fetches {paths:?}");
+    }
+    for path in &paths {
+        if path.ends_with('/') {
+            // A prefix completed with an id: an id that does not exist is a JSON 404 from the
+            // route's handler, not the fallback's "no such route".
+            let url = format!("{path}{}", missing_id(path));
+            let answer = get(h.addr, &url).await;
+            assert_eq!(answer.status, 404, "GET {url}: {}", answer.text());
+            let error = answer.json()["error"].as_str().expect("an error message").to_string();
+            assert!(!error.contains(NO_ROUTE), "GET {url} is not a route: {error}");
+        } else {
+            let answer = get(h.addr, path).await;
+            assert_eq!(answer.status, 200, "GET {path}: {}", answer.text());
+            answer.json();
+        }
     }
 }

@@ -1,6 +1,6 @@
 // Crucible explorer: polls the node's JSON API (docs/api.md) and redraws the page.
 // Plain JavaScript, no build step, no libraries. Every request goes through `api(path)` with a
-// relative path, so the page works from any node and `node/tests/explorer.rs` can check that each
+// relative path, so the page works from any node and `node/tests/http_api.rs` can check that each
 // path it reads exists.
 "use strict";
 
