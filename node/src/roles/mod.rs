@@ -60,6 +60,48 @@ fn now_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
+/// What a role loop does; [`drive`] runs it.
+trait RoleLoop {
+    /// What the role's background job (training, scoring) returns.
+    type Output: Send + 'static;
+
+    /// The slot of the one background job the role runs at a time.
+    fn job(&mut self) -> &mut Option<Background<Self::Output>>;
+
+    /// Plans from the ledger and carries the plan out.
+    fn tick(&mut self) -> impl Future<Output = Result<(), Stopped>> + Send;
+
+    /// The background job of `task` ended after `elapsed`.
+    fn job_ended(
+        &mut self,
+        task: TaskId,
+        elapsed: Duration,
+        result: Result<Self::Output, tokio::task::JoinError>,
+    ) -> impl Future<Output = Result<(), Stopped>> + Send;
+}
+
+/// Acts on the ledger now and after every committed block, and on each finished background job,
+/// until the chain events end (the node is shutting down).
+async fn drive<R: RoleLoop>(
+    role: &mut R,
+    events: &mut broadcast::Receiver<ChainEvent>,
+) -> Result<(), Stopped> {
+    role.tick().await?;
+    loop {
+        tokio::select! {
+            (task, elapsed, result) = finished(role.job()) => {
+                role.job_ended(task, elapsed, result).await?;
+            }
+            more = next_block(events) => {
+                if !more {
+                    return Err(Stopped);
+                }
+                role.tick().await?;
+            }
+        }
+    }
+}
+
 /// Pause between two tries of a blob fetch inside its deadline (providers may not be known yet).
 const FETCH_RETRY_PAUSE: Duration = Duration::from_millis(250);
 

@@ -33,7 +33,7 @@ use validator::score::{ScoreError, Submission, TaskInputs, score_task};
 
 use super::persist::{PersistError, RoleStore};
 use super::{
-    Attempts, Background, FetchError, Stopped, fetch_bytes, finished, lagging, next_block, now_ms,
+    Attempts, Background, FetchError, RoleLoop, Stopped, drive, fetch_bytes, lagging, now_ms,
     on_one_thread, submit,
 };
 use crate::runtime::{Metrics, NodeContext};
@@ -305,37 +305,36 @@ pub async fn run(ctx: NodeContext) -> anyhow::Result<()> {
         unscorable: BTreeSet::new(),
         scoring: None,
     };
-    if scorer.drive(&mut events).await.is_err() {
+    if drive(&mut scorer, &mut events).await.is_err() {
         tracing::info!("scorer stopped: the node is shutting down");
     }
     Ok(())
 }
 
-impl Scorer {
-    /// Acts on the ledger now and after every committed block, and on each finished scoring
-    /// job, until the chain events end.
-    async fn drive(
-        &mut self,
-        events: &mut tokio::sync::broadcast::Receiver<crate::runtime::ChainEvent>,
-    ) -> Result<(), Stopped> {
-        self.tick().await?;
-        loop {
-            tokio::select! {
-                (task, elapsed, result) = finished(&mut self.scoring) => {
-                    self.scored(task, elapsed, result).await?;
-                }
-                more = next_block(events) => {
-                    if !more {
-                        return Err(Stopped);
-                    }
-                    self.tick().await?;
-                }
-            }
-        }
+impl RoleLoop for Scorer {
+    type Output = Scored;
+
+    fn job(&mut self) -> &mut Option<Background<Scored>> {
+        &mut self.scoring
     }
 
-    /// Plans from the ledger and carries the plan out.
     async fn tick(&mut self) -> Result<(), Stopped> {
+        self.plan_and_act().await
+    }
+
+    async fn job_ended(
+        &mut self,
+        task: TaskId,
+        elapsed: Duration,
+        result: Result<Scored, tokio::task::JoinError>,
+    ) -> Result<(), Stopped> {
+        self.scored(task, elapsed, result).await
+    }
+}
+
+impl Scorer {
+    /// Plans from the ledger and carries the plan out.
+    async fn plan_and_act(&mut self) -> Result<(), Stopped> {
         let now = now_ms();
         let (height, lag, steps) = self.ctx.read(|l| {
             let lag = lagging(l.state(), now);

@@ -37,7 +37,7 @@ use trainer::train::{self, Event, TrainData, TrainError};
 
 use super::persist::{PersistError, RoleStore};
 use super::{
-    Attempts, Background, FetchError, Stopped, fetch_bytes, finished, lagging, next_block, now_ms,
+    Attempts, Background, FetchError, RoleLoop, Stopped, drive, fetch_bytes, lagging, now_ms,
     on_one_thread, submit,
 };
 use crate::blobs::{BlobStore, BlobStoreError};
@@ -440,37 +440,36 @@ pub async fn run(ctx: NodeContext, recipe: Recipe) -> anyhow::Result<()> {
         attempts: Attempts::default(),
         training: None,
     };
-    if trainer.drive(&mut events).await.is_err() {
+    if drive(&mut trainer, &mut events).await.is_err() {
         tracing::info!("trainer stopped: the node is shutting down");
     }
     Ok(())
 }
 
-impl Trainer {
-    /// Acts on the ledger now and after every committed block, and on each finished training
-    /// run, until the chain events end.
-    async fn drive(
-        &mut self,
-        events: &mut tokio::sync::broadcast::Receiver<crate::runtime::ChainEvent>,
-    ) -> Result<(), Stopped> {
-        self.tick().await?;
-        loop {
-            tokio::select! {
-                (task, elapsed, result) = finished(&mut self.training) => {
-                    self.trained(task, elapsed, result).await?;
-                }
-                more = next_block(events) => {
-                    if !more {
-                        return Err(Stopped);
-                    }
-                    self.tick().await?;
-                }
-            }
-        }
+impl RoleLoop for Trainer {
+    type Output = Result<Artifact, TrainTaskError>;
+
+    fn job(&mut self) -> &mut Option<Background<Result<Artifact, TrainTaskError>>> {
+        &mut self.training
     }
 
-    /// Plans from the ledger and carries the plan out.
     async fn tick(&mut self) -> Result<(), Stopped> {
+        self.plan_and_act().await
+    }
+
+    async fn job_ended(
+        &mut self,
+        task: TaskId,
+        elapsed: Duration,
+        result: Result<Result<Artifact, TrainTaskError>, tokio::task::JoinError>,
+    ) -> Result<(), Stopped> {
+        self.trained(task, elapsed, result).await
+    }
+}
+
+impl Trainer {
+    /// Plans from the ledger and carries the plan out.
+    async fn plan_and_act(&mut self) -> Result<(), Stopped> {
         let now = now_ms();
         let (height, lag, steps) = self.ctx.read(|l| {
             let lag = lagging(l.state(), now);
