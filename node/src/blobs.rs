@@ -4,12 +4,15 @@
 //! A blob lives at `DIR/<sha256 hex>`. It only ever appears there whole and verified: a writer
 //! streams bytes into `DIR/tmp/<hex>.<n>.part` while hashing them, and on [`BlobWriter::finish`]
 //! compares the digest with the expected hash, syncs the file and renames it into place (a rename
-//! within one directory tree is atomic). A mismatch deletes the temporary file and names the hash
-//! that arrived, so a half-written or forged blob is never served.
+//! within one directory tree is atomic). A large blob is also synced in the background every few
+//! MiB while it is written, so the disk works while the bytes arrive and the last sync is short. A
+//! mismatch deletes the temporary file and names the hash that arrived, so a half-written or
+//! forged blob is never served.
 
 use std::fs::{self, File};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use consensus::types::Hash;
@@ -21,6 +24,48 @@ pub const BLOBS_DIR: &str = "blobs";
 /// Largest blob the store accepts, in bytes (a model artifact or a training file); callers pass a
 /// smaller limit when they know the expected size.
 pub const BLOB_BYTES_LIMIT: u64 = 4 << 30;
+
+/// Bytes a writer writes between two background syncs: the disk takes a large blob while it
+/// arrives, so the sync in [`BlobWriter::finish`] has at most about this much left to write.
+const SYNC_STEP_BYTES: u64 = 8 << 20;
+
+/// Most bytes of chunk buffers kept for reuse (see [`chunk_buffer`]).
+const SPARE_CHUNK_BYTES_MAX: usize = 32 << 20;
+
+/// Chunk buffers given back with [`recycle_chunk`], and their total capacity in bytes.
+static SPARE_CHUNKS: Mutex<(Vec<Vec<u8>>, usize)> = Mutex::new((Vec::new(), 0));
+
+/// A buffer of `len` bytes for a blob chunk, the last one given back to [`recycle_chunk`] when it
+/// is large enough: a transfer cycles through a few warm buffers instead of faulting in and zeroing
+/// fresh memory for every chunk. Its bytes are stale (only bytes past its old length are zeroed):
+/// the caller overwrites all of them.
+pub(crate) fn chunk_buffer(len: usize) -> Vec<u8> {
+    let spare = {
+        let mut spare = SPARE_CHUNKS.lock().unwrap_or_else(|e| e.into_inner());
+        let found = spare.0.pop_if(|buffer| buffer.capacity() >= len);
+        if let Some(buffer) = &found {
+            spare.1 -= buffer.capacity();
+        }
+        found
+    };
+    match spare {
+        Some(mut buffer) => {
+            buffer.resize(len, 0);
+            buffer
+        }
+        None => vec![0; len],
+    }
+}
+
+/// Keeps a chunk buffer for [`chunk_buffer`], while the kept buffers stay under
+/// [`SPARE_CHUNK_BYTES_MAX`] bytes.
+pub(crate) fn recycle_chunk(buffer: Vec<u8>) {
+    let mut spare = SPARE_CHUNKS.lock().unwrap_or_else(|e| e.into_inner());
+    if spare.1 + buffer.capacity() <= SPARE_CHUNK_BYTES_MAX {
+        spare.1 += buffer.capacity();
+        spare.0.push(buffer);
+    }
+}
 
 /// Distinguishes temporary files of concurrent writers in one process.
 static NEXT_TEMP: AtomicU64 = AtomicU64::new(0);
@@ -176,7 +221,7 @@ impl BlobStore {
             size_bytes,
         })?;
         file.seek(SeekFrom::Start(offset)).map_err(io("seeking in", &path))?;
-        let mut bytes = vec![0u8; take_usize];
+        let mut bytes = chunk_buffer(take_usize);
         file.read_exact(&mut bytes).map_err(io("reading", &path))?;
         Ok(Some((size_bytes, bytes)))
     }
@@ -207,6 +252,8 @@ impl BlobStore {
             expected,
             size_bytes,
             written: 0,
+            synced_at: 0,
+            syncer: None,
             hasher: Sha256::new(),
         })
     }
@@ -222,7 +269,48 @@ pub struct BlobWriter {
     expected: Hash,
     size_bytes: u64,
     written: u64,
+    /// `written` when a background sync was last asked for.
+    synced_at: u64,
+    /// Syncs the file in the background once the blob passes [`SYNC_STEP_BYTES`].
+    syncer: Option<Syncer>,
     hasher: Sha256,
+}
+
+/// Syncs a writer's file on its own thread, while the writer goes on writing.
+#[derive(Debug)]
+struct Syncer {
+    /// Asks for one more sync; a full queue means one is already due.
+    due: std::sync::mpsc::SyncSender<()>,
+    /// Ends when `due` is dropped, with the first sync error if any.
+    thread: std::thread::JoinHandle<std::io::Result<()>>,
+}
+
+impl Syncer {
+    /// Starts syncing a second handle of `file`; `None` when the thread cannot start (the
+    /// writer then syncs everything in [`BlobWriter::finish`]).
+    fn start(file: &File) -> Option<Syncer> {
+        let file = file.try_clone().ok()?;
+        let (due, asked) = std::sync::mpsc::sync_channel::<()>(1);
+        let thread = std::thread::Builder::new()
+            .name("blob-sync".into())
+            .spawn(move || {
+                while asked.recv().is_ok() {
+                    file.sync_data()?;
+                }
+                Ok(())
+            })
+            .ok()?;
+        Some(Syncer { due, thread })
+    }
+
+    /// Stops the thread after its current sync and returns that sync's error, if any: the
+    /// handles share one open file, so an error it saw may not be reported again to the writer.
+    fn stop(self) -> std::io::Result<()> {
+        drop(self.due);
+        self.thread
+            .join()
+            .unwrap_or_else(|_| Err(std::io::Error::other("the blob syncer panicked")))
+    }
 }
 
 impl BlobWriter {
@@ -240,6 +328,17 @@ impl BlobWriter {
         file.write_all(bytes).map_err(io("writing", &self.temp))?;
         self.hasher.update(bytes);
         self.written = found;
+        if self.written - self.synced_at >= SYNC_STEP_BYTES {
+            self.synced_at = self.written;
+            if self.syncer.is_none() {
+                self.syncer = Syncer::start(file);
+            }
+            if let Some(syncer) = &self.syncer {
+                // Full: a sync is already due and will take these bytes too. Disconnected: the
+                // thread stopped on an error, which `finish` reports.
+                let _ = syncer.due.try_send(());
+            }
+        }
         Ok(())
     }
 
@@ -261,6 +360,9 @@ impl BlobWriter {
         let found = Hash(std::mem::take(&mut self.hasher).finalize().into());
         if found != self.expected {
             return Err(BlobStoreError::HashMismatch { expected: self.expected, found });
+        }
+        if let Some(syncer) = self.syncer.take() {
+            syncer.stop().map_err(io("syncing", &self.temp))?;
         }
         let file = self.file.take().expect("a writer's file is open until finish");
         file.sync_data().map_err(io("syncing", &self.temp))?;
@@ -298,6 +400,38 @@ mod tests {
         assert!(matches!(store.read_range(&hash, 10_000, 1), Err(BlobStoreError::BadRange { .. })));
         assert!(matches!(store.get(&hash, 10), Err(BlobStoreError::TooLarge { .. })));
         assert!(store.get(&Hash([1; 32]), 10).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_large_blob_is_synced_in_the_background_and_stored_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path()).unwrap();
+        let bytes: Vec<u8> = (0..(3 * SYNC_STEP_BYTES as u32 + 12_345)).map(|i| i as u8).collect();
+        let hash = Hash(Sha256::digest(&bytes).into());
+        let mut writer = store.writer(hash, bytes.len() as u64, BLOB_BYTES_LIMIT).unwrap();
+        for piece in bytes.chunks(1 << 20) {
+            writer.write(piece).unwrap();
+        }
+        assert!(writer.syncer.is_some(), "a blob past the sync step syncs in the background");
+        let path = writer.finish().unwrap();
+        assert_eq!(fs::read(path).unwrap(), bytes);
+
+        // Dropped halfway, with its syncer running, a writer leaves nothing behind.
+        let mut writer = store.writer(Hash([9; 32]), bytes.len() as u64, BLOB_BYTES_LIMIT).unwrap();
+        writer.write(&bytes[..2 * SYNC_STEP_BYTES as usize]).unwrap();
+        drop(writer);
+        assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn chunk_buffers_have_the_asked_length_whatever_was_given_back() {
+        recycle_chunk(vec![1; 100]);
+        assert_eq!(chunk_buffer(10).len(), 10);
+        recycle_chunk(vec![2; 10]);
+        assert_eq!(chunk_buffer(1_000).len(), 1_000, "too small a spare is not used");
+        let spare = SPARE_CHUNKS.lock().unwrap();
+        assert!(spare.1 <= SPARE_CHUNK_BYTES_MAX);
+        assert_eq!(spare.1, spare.0.iter().map(Vec::capacity).sum::<usize>());
     }
 
     #[test]

@@ -1,17 +1,21 @@
 //! The `blob` protocol: content-addressed files fetched in chunks and stored only when whole and
 //! matching.
 //!
-//! A fetch asks the provider for the first chunk, whose answer carries the blob's size; a size
-//! over the caller's limit ends the fetch before anything is written. The remaining chunks are
-//! requested with [`super::BlobLimits::chunks_in_flight`] requests in flight (each on its own
-//! Yamux stream, so the connection's window stays full). Chunks are written in order, on a
-//! blocking thread that hashes as it writes, so neither the swarm nor the caller's task stalls on
-//! sha256 or the disk. At the end the whole-blob sha256 is compared with the hash asked for: on a
-//! match the temporary file is renamed into the store, on a mismatch it is deleted, the provider
-//! is penalized ([`super::Misbehavior::BadBlob`]) and the fetch fails with
+//! A fetch asks at once for the first [`super::BlobLimits::chunks_in_flight`] chunks that a blob
+//! of the caller's largest size would have, each on its own Yamux stream so the connection's
+//! window fills from the start. The first answer carries the blob's size; a size over the caller's
+//! limit ends the fetch before anything is written. Ranges asked for past the real end must be
+//! refused (`BadRange`) and are skipped; data for them, or a refusal inside the blob, is a protocol
+//! breach. Further chunks are requested as the write position advances, so the chunks asked for
+//! but not yet handed to the writer never span more than `chunks_in_flight` chunks. Chunks are
+//! written in order, on a blocking thread that hashes as it writes (the store syncs a large blob
+//! in the background as it grows), so neither the swarm nor the caller's task stalls on sha256 or
+//! the disk. At the end the whole-blob sha256 is compared with the hash asked for: on a match the
+//! temporary file is renamed into the store, on a mismatch it is deleted, the provider is
+//! penalized ([`super::Misbehavior::BadBlob`]) and the fetch fails with
 //! [`BlobFetchError::HashMismatch`]. Memory stays bounded: at most `chunks_in_flight` chunks in
-//! flight plus as many waiting for the writer.
-
+//! flight or waiting for their turn, plus as many queued for the writer; written chunks' buffers
+//! go back to the blob store's small pool of chunk buffers for the next answers.
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -24,7 +28,7 @@ use tokio::sync::mpsc;
 use super::client::{NetworkClient, RequestError};
 use super::codec::{BlobRequest, BlobResponse};
 use super::{BUSY_RETRY_DELAY, Misbehavior, NetworkError};
-use crate::blobs::{BlobStore, BlobStoreError};
+use crate::blobs::{BlobStore, BlobStoreError, recycle_chunk};
 
 /// Times a fetch retries a provider that answered `Busy` before giving up on it.
 const BUSY_RETRIES_MAX: u32 = 10;
@@ -172,16 +176,47 @@ async fn fetch_inner(
 ) -> Result<PathBuf, BlobFetchError> {
     let limits = client.blob_limits();
     let chunk_bytes = u64::from(limits.chunk_bytes);
-    let first = BlobRequest { hash, offset: 0, length: limits.chunk_bytes };
-    let (_, response) = chunk(client, peer, first).await?;
-    let size_bytes = match &response {
-        BlobResponse::Chunk { size_bytes, .. } => *size_bytes,
-        _ => 0,
+    // Requested chunks not yet handed to the writer stay within this many bytes past the write
+    // position, whatever order the answers come in.
+    let window = chunk_bytes * limits.chunks_in_flight as u64;
+    let request =
+        |offset| chunk(client, peer, BlobRequest { hash, offset, length: limits.chunk_bytes });
+    let mut in_flight = FuturesUnordered::new();
+    let mut next_request = 0;
+
+    // Until the first answer tells the blob's size, the chunks a blob of the caller's largest size
+    // would have are asked for, so the pipeline fills at once; ranges past the real end are then
+    // refused by the provider and skipped.
+    let mut early = Vec::new();
+    let size_bytes = loop {
+        while (next_request == 0 || next_request < size_bytes_max) && next_request < window {
+            in_flight.push(request(next_request));
+            next_request += chunk_bytes;
+        }
+        let (offset, response) =
+            in_flight.next().await.expect("a chunk is in flight until the size is known")?;
+        match response {
+            BlobResponse::Chunk { size_bytes, .. } => {
+                if size_bytes > size_bytes_max {
+                    return Err(BlobFetchError::TooLarge {
+                        hash,
+                        size_bytes,
+                        limit: size_bytes_max,
+                    });
+                }
+                early.push((offset, response));
+                break size_bytes;
+            }
+            // Judged once the size is known: refusing a range past the end is right.
+            BlobResponse::BadRange if offset > 0 => early.push((offset, response)),
+            BlobResponse::BadRange => {
+                let reason = "refused the start of the blob".into();
+                return Err(BlobFetchError::BadResponse { peer, reason });
+            }
+            BlobResponse::NotFound => return Err(BlobFetchError::NotFound { peer, hash }),
+            BlobResponse::Busy => return Err(BlobFetchError::Busy { peer }),
+        }
     };
-    if size_bytes > size_bytes_max {
-        return Err(BlobFetchError::TooLarge { hash, size_bytes, limit: size_bytes_max });
-    }
-    let data = chunk_data(peer, hash, response, size_bytes, size_bytes.min(chunk_bytes))?;
     tracing::debug!(%peer, %hash, size_bytes, "fetching a blob");
 
     let store = client.blob_store().clone();
@@ -189,7 +224,6 @@ async fn fetch_inner(
     let writer =
         tokio::task::spawn_blocking(move || write_blob(&store, hash, size_bytes, chunks_rx));
     let transfer = async {
-        let mut written = data.len() as u64;
         let writer_gone = || {
             BlobFetchError::Store(BlobStoreError::Io {
                 action: "writing",
@@ -197,33 +231,49 @@ async fn fetch_inner(
                 source: std::io::Error::other("the blob writer stopped"),
             })
         };
-        chunks_tx.send(data).await.map_err(|_| writer_gone())?;
-        let mut next_request = written;
-        let mut waiting: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
-        let mut in_flight = FuturesUnordered::new();
-        while written < size_bytes {
-            while next_request < size_bytes && in_flight.len() < limits.chunks_in_flight {
-                let length = (size_bytes - next_request).min(chunk_bytes);
-                let request = BlobRequest {
-                    hash,
-                    offset: next_request,
-                    length: u32::try_from(length).expect("bounded by the chunk size"),
+        // Checks an answer against the size; `None` for a refused range past the end.
+        let accept = |offset: u64, response| {
+            if offset >= size_bytes && offset > 0 {
+                return match response {
+                    BlobResponse::BadRange => Ok(None),
+                    _ => Err(BlobFetchError::BadResponse {
+                        peer,
+                        reason: format!("answered offset {offset} of a blob of {size_bytes} bytes"),
+                    }),
                 };
-                in_flight.push(chunk(client, peer, request));
-                next_request += length;
             }
-            let (offset, response) =
-                in_flight.next().await.expect("a chunk is in flight while bytes are missing")?;
             let expected_len = (size_bytes - offset).min(chunk_bytes);
-            waiting.insert(offset, chunk_data(peer, hash, response, size_bytes, expected_len)?);
+            chunk_data(peer, hash, response, size_bytes, expected_len).map(Some)
+        };
+        let mut waiting: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
+        for (offset, response) in early {
+            if let Some(data) = accept(offset, response)? {
+                waiting.insert(offset, data);
+            }
+        }
+        let mut written = 0;
+        loop {
             while let Some(data) = waiting.remove(&written) {
                 written += data.len() as u64;
                 chunks_tx.send(data).await.map_err(|_| writer_gone())?;
             }
+            if written >= size_bytes {
+                // Requests still in flight ask past the end; dropping them drops their answers.
+                return Ok::<(), BlobFetchError>(());
+            }
+            while next_request < size_bytes && next_request < written + window {
+                in_flight.push(request(next_request));
+                next_request += chunk_bytes;
+            }
+            let (offset, response) =
+                in_flight.next().await.expect("a chunk is in flight while bytes are missing")?;
+            if let Some(data) = accept(offset, response)? {
+                waiting.insert(offset, data);
+            }
         }
-        Ok::<(), BlobFetchError>(())
     };
     let transferred = transfer.await;
+    drop(in_flight);
     drop(chunks_tx);
     let stored = writer.await.map_err(|e| {
         BlobFetchError::Store(BlobStoreError::Io {
@@ -257,6 +307,7 @@ fn write_blob(
     let mut writer = store.writer(hash, size_bytes, size_bytes)?;
     while let Some(chunk) = chunks.blocking_recv() {
         writer.write(&chunk)?;
+        recycle_chunk(chunk);
     }
     // A transfer cut short leaves the writer short of bytes: finish names the size mismatch and
     // deletes the temporary file.

@@ -4,7 +4,8 @@
 //! against the protocol's limit before a byte of the body is read or a buffer allocated, and
 //! bodies decode with [`consensus::encoding::decode`], which rejects trailing bytes. A blob chunk
 //! response is laid out by hand (tag, blob size, raw bytes) so a chunk is read straight into its
-//! buffer without a second copy.
+//! buffer (a reused one, see [`crate::blobs`]) without a second copy, and written with its header
+//! in one write and its bytes in another.
 
 use std::io;
 
@@ -16,6 +17,7 @@ use libp2p::request_response::Codec;
 use serde::{Deserialize, Serialize};
 
 use super::gossip::CommittedBlock;
+use crate::blobs::{chunk_buffer, recycle_chunk};
 
 /// Largest sync or blob request frame, in bytes (a request is a few ids and numbers).
 pub const REQUEST_BYTES_MAX: usize = 1 << 10;
@@ -97,12 +99,20 @@ async fn read_frame<T: AsyncRead + Unpin>(io: &mut T, limit: usize) -> io::Resul
     Ok(body)
 }
 
-async fn write_frame<T: AsyncWrite + Unpin>(io: &mut T, parts: &[&[u8]]) -> io::Result<()> {
-    let len: usize = parts.iter().map(|p| p.len()).sum();
-    let len = u32::try_from(len).map_err(|_| invalid("frame over 4 GiB"))?;
-    io.write_all(&len.to_be_bytes()).await?;
-    for part in parts {
-        io.write_all(part).await?;
+/// Writes a frame whose body is `head` then `tail`. The length and `head` go out in one write
+/// (each write becomes at least one Yamux frame), `tail` without being copied first.
+async fn write_frame<T: AsyncWrite + Unpin>(
+    io: &mut T,
+    head: &[u8],
+    tail: &[u8],
+) -> io::Result<()> {
+    let len = u32::try_from(head.len() + tail.len()).map_err(|_| invalid("frame over 4 GiB"))?;
+    let mut first = Vec::with_capacity(4 + head.len());
+    first.extend_from_slice(&len.to_be_bytes());
+    first.extend_from_slice(head);
+    io.write_all(&first).await?;
+    if !tail.is_empty() {
+        io.write_all(tail).await?;
     }
     // The request-response handler flushes and closes the stream after this.
     Ok(())
@@ -145,7 +155,7 @@ impl Codec for SyncCodec {
     where
         T: AsyncWrite + Unpin + Send,
     {
-        write_frame(io, &[&encode(&request)]).await
+        write_frame(io, &encode(&request), &[]).await
     }
 
     async fn write_response<T>(
@@ -165,7 +175,7 @@ impl Codec for SyncCodec {
                 self.response_bytes_max
             )));
         }
-        write_frame(io, &[&body]).await
+        write_frame(io, &[], &body).await
     }
 }
 
@@ -208,7 +218,7 @@ impl Codec for BlobCodec {
                 }
                 let mut size = [0u8; 8];
                 io.read_exact(&mut size).await?;
-                let mut data = vec![0u8; len - CHUNK_HEADER_BYTES];
+                let mut data = chunk_buffer(len - CHUNK_HEADER_BYTES);
                 io.read_exact(&mut data).await?;
                 Ok(BlobResponse::Chunk { size_bytes: u64::from_be_bytes(size), data })
             }
@@ -228,7 +238,7 @@ impl Codec for BlobCodec {
     where
         T: AsyncWrite + Unpin + Send,
     {
-        write_frame(io, &[&encode(&request)]).await
+        write_frame(io, &encode(&request), &[]).await
     }
 
     async fn write_response<T>(
@@ -245,11 +255,15 @@ impl Codec for BlobCodec {
                 if data.len() > self.chunk_bytes_max {
                     return Err(invalid("blob chunk over the limit"));
                 }
-                write_frame(io, &[&[TAG_CHUNK], &size_bytes.to_be_bytes(), &data]).await
+                let mut head = [TAG_CHUNK; CHUNK_HEADER_BYTES];
+                head[1..].copy_from_slice(&size_bytes.to_be_bytes());
+                write_frame(io, &head, &data).await?;
+                recycle_chunk(data);
+                Ok(())
             }
-            BlobResponse::NotFound => write_frame(io, &[&[TAG_NOT_FOUND]]).await,
-            BlobResponse::BadRange => write_frame(io, &[&[TAG_BAD_RANGE]]).await,
-            BlobResponse::Busy => write_frame(io, &[&[TAG_BUSY]]).await,
+            BlobResponse::NotFound => write_frame(io, &[TAG_NOT_FOUND], &[]).await,
+            BlobResponse::BadRange => write_frame(io, &[TAG_BAD_RANGE], &[]).await,
+            BlobResponse::Busy => write_frame(io, &[TAG_BUSY], &[]).await,
         }
     }
 }
