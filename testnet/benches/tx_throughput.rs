@@ -174,11 +174,10 @@ fn run(load: &Load) -> anyhow::Result<()> {
         "p90",
         "max"
     );
-    let mut next_nonce = 0u64;
+    let mut nonces = vec![0u64; keys.len()];
     for &rate in &load.rates {
-        let txs = sign_load(&plan.genesis.chain_id, &keys, rate, load.seconds, next_nonce);
-        next_nonce += (txs.len() as u64).div_ceil(keys.len() as u64);
-        let figures = measure(&clients, txs, rate, &mut supervisor)?;
+        let txs = sign_load(&plan.genesis.chain_id, &keys, rate, load.seconds, &mut nonces);
+        let figures = measure(&clients, txs, keys.len(), rate, &mut supervisor)?;
         println!(
             "{:>8} {:>10} {:>9.0} {:>9} {:>14.0} {:>11.0} {:>9} {:>6} ms {:>6} ms {:>6} ms",
             rate,
@@ -201,25 +200,26 @@ fn run(load: &Load) -> anyhow::Result<()> {
 }
 
 /// Transfers at `rate` for `seconds`, in submission order: transaction `i` is sent by account
-/// `i % accounts` with nonce `first_nonce + i / accounts`.
+/// `i % accounts` with that account's next nonce in `nonces` (which it advances).
 fn sign_load(
     chain_id: &str,
     keys: &[Keypair],
     rate: u32,
     seconds: u32,
-    first_nonce: u64,
+    nonces: &mut [u64],
 ) -> Vec<SignedTx> {
     let count = rate as usize * seconds as usize;
     (0..count)
         .map(|i| {
-            let from = &keys[i % keys.len()];
+            let sender = i % keys.len();
             let to = keys[(i + 1) % keys.len()].account();
             let tx = Tx {
                 chain_id: chain_id.into(),
-                nonce: Nonce(first_nonce + (i / keys.len()) as u64),
+                nonce: Nonce(nonces[sender]),
                 kind: TxKind::Transfer { to, amount: Amount(1) },
             };
-            SignedTx::sign(from, tx)
+            nonces[sender] += 1;
+            SignedTx::sign(&keys[sender], tx)
         })
         .collect()
 }
@@ -241,11 +241,12 @@ fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
-/// Posts `txs` at `rate` (each account's to one node, in nonce order), waits for them to commit,
-/// and reads the blocks.
+/// Posts `txs` (transaction `i` from load account `i % accounts`) at `rate`, each account's to
+/// one node in nonce order, waits for them to commit, and reads the blocks.
 fn measure(
     clients: &[Client],
     txs: Vec<SignedTx>,
+    accounts: usize,
     rate: u32,
     supervisor: &mut Supervisor,
 ) -> anyhow::Result<Figures> {
@@ -255,7 +256,6 @@ fn measure(
     // sender, so its nonces arrive in order); its send time is i / rate after the start.
     let senders = clients.len() * SENDERS_PER_NODE;
     let mut shares: Vec<Vec<(usize, SignedTx)>> = vec![Vec::new(); senders];
-    let accounts = txs.iter().take_while(|t| t.tx.nonce == txs[0].tx.nonce).count();
     for (i, tx) in txs.into_iter().enumerate() {
         shares[(i % accounts) % senders].push((i, tx));
     }
