@@ -134,19 +134,19 @@ function renderValidators(validators) {
     "<span class=\"votes\">" + v.last_votes.map((vote) =>
       "<span class=\"" + (vote.signed ? "signed" : "") + "\" title=\"height " + vote.height +
       ", round " + vote.round + (vote.signed ? ": signed" : ": missing") + "\"></span>")
-      .join("") + "</span>",
-    liveVote(v.live_vote),
+      .join("") + "</span>" + liveVote(v.live_vote),
   ]);
-  setHtml("validators",
-    table(["validator", "#stake", "#power", "in set", "last votes", "voting now"], rows));
+  setHtml("validators", table(["validator", "#stake", "#power", "in set", "last votes"], rows));
 }
 
+// The validator's latest vote heard for the height in progress, under its certified votes.
 function liveVote(vote) {
-  if (vote === null) return "<span class=\"muted\">—</span>";
-  const target = vote.block === null ? "nil" : "<span class=\"mono\">" + esc(short(vote.block)) +
-    "</span>";
-  return esc(vote.kind) + " " + target + " <span class=\"muted\">at " + vote.height + "/" +
-    vote.round + "</span>";
+  if (vote === null) return "";
+  const target = vote.block === null ? "nil" : "block " + vote.block;
+  const title = vote.kind + " for " + target + " at height " + vote.height + ", round " +
+    vote.round;
+  return "<br><small class=\"muted\" title=\"" + esc(title) + "\">now: " + esc(vote.kind) +
+    " " + vote.height + "/" + vote.round + (vote.block === null ? " nil" : "") + "</small>";
 }
 
 function renderPeers(peers) {
