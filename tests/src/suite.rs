@@ -47,7 +47,8 @@ pub fn main(scenarios: &'static [Scenario], tmp_prefix: &str) -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let run_ignored = args.iter().any(|a| a == "--ignored" || a == "--include-ignored");
-    println!("\nrunning {} tests", selected.len());
+    let plural = if selected.len() == 1 { "" } else { "s" };
+    println!("\nrunning {} test{plural}", selected.len());
     let mut failed = Vec::new();
     let mut ignored = 0;
     for scenario in &selected {
