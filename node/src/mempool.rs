@@ -148,11 +148,6 @@ impl Mempool {
         self.bytes
     }
 
-    /// Whether the tx is pending.
-    pub fn contains(&self, hash: &Hash) -> bool {
-        self.by_hash.contains_key(hash)
-    }
-
     /// The next nonce of `account` after its pending txs.
     pub fn next_nonce(&self, account: &AccountId) -> Nonce {
         self.scratch.account(account).nonce

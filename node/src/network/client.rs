@@ -181,15 +181,18 @@ impl NetworkClient {
         self.ask(|reply| Command::ListenAddresses { reply }).await
     }
 
+    /// Refuses gossip bytes over the chain's gossip limit.
+    fn within_limit(&self, topic: Topic, data: &[u8]) -> Result<(), NetworkError> {
+        let limit = self.shared.gossip_bytes_max;
+        if data.len() > limit {
+            return Err(NetworkError::TooLarge { topic, found: data.len(), limit });
+        }
+        Ok(())
+    }
+
     /// Publishes encoded bytes on a topic; refuses more than the chain's gossip limit.
     pub async fn publish(&self, topic: Topic, data: Vec<u8>) -> Result<(), NetworkError> {
-        if data.len() > self.shared.gossip_bytes_max {
-            return Err(NetworkError::TooLarge {
-                topic,
-                found: data.len(),
-                limit: self.shared.gossip_bytes_max,
-            });
-        }
+        self.within_limit(topic, &data)?;
         self.ask(|reply| Command::Publish { topic, data, reply }).await?
     }
 
@@ -199,13 +202,7 @@ impl NetworkClient {
     /// peer subscribes to the topic.
     pub async fn publish_tx(&self, tx: &SignedTx) -> Result<(), NetworkError> {
         let data = encode(tx);
-        if data.len() > self.shared.gossip_bytes_max {
-            return Err(NetworkError::TooLarge {
-                topic: Topic::Txs,
-                found: data.len(),
-                limit: self.shared.gossip_bytes_max,
-            });
-        }
+        self.within_limit(Topic::Txs, &data)?;
         self.send(Command::Gossip { topic: Topic::Txs, data }).await
     }
 

@@ -295,10 +295,9 @@ impl EventLoop {
                     }
                 }
             }
-            gossipsub::Event::Subscribed { peer_id, topic } => {
+            gossipsub::Event::Subscribed { topic, .. } => {
                 if let Some(topic) = Topic::from_hash(&self.config.chain_id, &topic) {
                     self.send_unsent(topic);
-                    self.emit(NetworkEvent::PeerSubscribed { peer: peer_id, topic });
                 }
             }
             gossipsub::Event::SlowPeer { peer_id, failed_messages } => {

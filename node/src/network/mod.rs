@@ -146,13 +146,6 @@ pub enum NetworkEvent {
         /// The peer.
         peer: PeerId,
     },
-    /// A peer subscribed to one of this chain's topics (publishing on it now reaches the peer).
-    PeerSubscribed {
-        /// The peer.
-        peer: PeerId,
-        /// The topic.
-        topic: Topic,
-    },
     /// A peer failed the chain handshake and was disconnected and banned.
     PeerRefused {
         /// The peer.

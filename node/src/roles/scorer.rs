@@ -318,23 +318,8 @@ impl RoleLoop for Scorer {
         &mut self.scoring
     }
 
-    async fn tick(&mut self) -> Result<(), Stopped> {
-        self.plan_and_act().await
-    }
-
-    async fn job_ended(
-        &mut self,
-        task: TaskId,
-        elapsed: Duration,
-        result: Result<Scored, tokio::task::JoinError>,
-    ) -> Result<(), Stopped> {
-        self.scored(task, elapsed, result).await
-    }
-}
-
-impl Scorer {
     /// Plans from the ledger and carries the plan out.
-    async fn plan_and_act(&mut self) -> Result<(), Stopped> {
+    async fn tick(&mut self) -> Result<(), Stopped> {
         let now = now_ms();
         let (height, lag, steps) = self.ctx.read(|l| {
             let lag = lagging(l.state(), now);
@@ -385,7 +370,7 @@ impl Scorer {
     }
 
     /// A scoring job ended: commits its (already persisted) secret.
-    async fn scored(
+    async fn job_ended(
         &mut self,
         task: TaskId,
         elapsed: Duration,

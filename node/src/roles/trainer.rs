@@ -453,23 +453,8 @@ impl RoleLoop for Trainer {
         &mut self.training
     }
 
-    async fn tick(&mut self) -> Result<(), Stopped> {
-        self.plan_and_act().await
-    }
-
-    async fn job_ended(
-        &mut self,
-        task: TaskId,
-        elapsed: Duration,
-        result: Result<Result<Artifact, TrainTaskError>, tokio::task::JoinError>,
-    ) -> Result<(), Stopped> {
-        self.trained(task, elapsed, result).await
-    }
-}
-
-impl Trainer {
     /// Plans from the ledger and carries the plan out.
-    async fn plan_and_act(&mut self) -> Result<(), Stopped> {
+    async fn tick(&mut self) -> Result<(), Stopped> {
         let now = now_ms();
         let (height, lag, steps) = self.ctx.read(|l| {
             let lag = lagging(l.state(), now);
@@ -553,6 +538,76 @@ impl Trainer {
         Ok(())
     }
 
+    /// A training run ended: persists the model with a fresh salt and commits it, or skips the
+    /// task when training failed or ended after the commit deadline.
+    async fn job_ended(
+        &mut self,
+        task: TaskId,
+        elapsed: Duration,
+        result: Result<Result<Artifact, TrainTaskError>, tokio::task::JoinError>,
+    ) -> Result<(), Stopped> {
+        let outcome = result.unwrap_or_else(|e| {
+            Err(TrainTaskError::Join { what: "training", message: e.to_string() })
+        });
+        let artifact = match outcome {
+            Ok(artifact) => artifact,
+            Err(error @ (TrainTaskError::Train(_) | TrainTaskError::UnknownTask(_))) => {
+                tracing::warn!(task = %task, %error, "training failed; skipping the task");
+                self.persist(task, Stage::Abandoned { reason: error.to_string() }).await;
+                return Ok(());
+            }
+            Err(error) => {
+                tracing::warn!(
+                    task = %task, %error,
+                    "could not train now; trying again in {} blocks if the window is open",
+                    super::RETRY_BLOCKS
+                );
+                return Ok(());
+            }
+        };
+        let (now, deadline, chain_id) = self.ctx.read(|l| {
+            let deadline = l.state().tasks.get(&task).map(|t| t.commit_deadline());
+            (l.height(), deadline, l.state().chain_id().to_owned())
+        });
+        let Some(deadline) = deadline.filter(|d| now.next() <= *d) else {
+            let reason = format!(
+                "training took {:.1} s and ended at height {now}, after the commit deadline",
+                elapsed.as_secs_f64()
+            );
+            tracing::warn!(task = %task, %reason, "too late to commit; skipping the task");
+            self.persist(task, Stage::Abandoned { reason }).await;
+            return Ok(());
+        };
+        let salt = match Salt::random() {
+            Ok(salt) => salt,
+            Err(error) => {
+                tracing::error!(task = %task, %error, "no salt from the OS random source");
+                return Ok(());
+            }
+        };
+        let commitment = model_commitment(&chain_id, task, &self.me, &artifact.model_hash, &salt);
+        let model = TrainedModel {
+            model_hash: artifact.model_hash,
+            size_bytes: artifact.size_bytes,
+            params: artifact.params,
+            salt,
+            commitment,
+        };
+        tracing::info!(
+            task = %task, height = %now, commit_deadline = %deadline,
+            model = %model.model_hash, params = model.params, bytes = model.size_bytes,
+            elapsed_ms = elapsed.as_millis() as u64,
+            "trained; persisting the salt and committing"
+        );
+        if self.persist(task, Stage::Trained(model)).await {
+            self.attempts.tried(task, "commit_model", now);
+            submit(&self.ctx, task, TxKind::CommitModel { task, commitment }).await?;
+        }
+        Ok(())
+    }
+}
+
+impl Trainer {
     /// Persists `task`'s stage (on a blocking thread) and keeps it in memory; logs a failure.
     async fn persist(&mut self, task: TaskId, stage: Stage) -> bool {
         let record = TaskRecord { task, stage };
@@ -622,74 +677,6 @@ impl Trainer {
                 "publishing the provider record timed out; trying again"
             ),
         }
-    }
-
-    /// A training run ended: persists the model with a fresh salt and commits it, or skips the
-    /// task when training failed or ended after the commit deadline.
-    async fn trained(
-        &mut self,
-        task: TaskId,
-        elapsed: Duration,
-        result: Result<Result<Artifact, TrainTaskError>, tokio::task::JoinError>,
-    ) -> Result<(), Stopped> {
-        let outcome = result.unwrap_or_else(|e| {
-            Err(TrainTaskError::Join { what: "training", message: e.to_string() })
-        });
-        let artifact = match outcome {
-            Ok(artifact) => artifact,
-            Err(error @ (TrainTaskError::Train(_) | TrainTaskError::UnknownTask(_))) => {
-                tracing::warn!(task = %task, %error, "training failed; skipping the task");
-                self.persist(task, Stage::Abandoned { reason: error.to_string() }).await;
-                return Ok(());
-            }
-            Err(error) => {
-                tracing::warn!(
-                    task = %task, %error,
-                    "could not train now; trying again in {} blocks if the window is open",
-                    super::RETRY_BLOCKS
-                );
-                return Ok(());
-            }
-        };
-        let (now, deadline, chain_id) = self.ctx.read(|l| {
-            let deadline = l.state().tasks.get(&task).map(|t| t.commit_deadline());
-            (l.height(), deadline, l.state().chain_id().to_owned())
-        });
-        let Some(deadline) = deadline.filter(|d| now.next() <= *d) else {
-            let reason = format!(
-                "training took {:.1} s and ended at height {now}, after the commit deadline",
-                elapsed.as_secs_f64()
-            );
-            tracing::warn!(task = %task, %reason, "too late to commit; skipping the task");
-            self.persist(task, Stage::Abandoned { reason }).await;
-            return Ok(());
-        };
-        let salt = match Salt::random() {
-            Ok(salt) => salt,
-            Err(error) => {
-                tracing::error!(task = %task, %error, "no salt from the OS random source");
-                return Ok(());
-            }
-        };
-        let commitment = model_commitment(&chain_id, task, &self.me, &artifact.model_hash, &salt);
-        let model = TrainedModel {
-            model_hash: artifact.model_hash,
-            size_bytes: artifact.size_bytes,
-            params: artifact.params,
-            salt,
-            commitment,
-        };
-        tracing::info!(
-            task = %task, height = %now, commit_deadline = %deadline,
-            model = %model.model_hash, params = model.params, bytes = model.size_bytes,
-            elapsed_ms = elapsed.as_millis() as u64,
-            "trained; persisting the salt and committing"
-        );
-        if self.persist(task, Stage::Trained(model)).await {
-            self.attempts.tried(task, "commit_model", now);
-            submit(&self.ctx, task, TxKind::CommitModel { task, commitment }).await?;
-        }
-        Ok(())
     }
 }
 

@@ -643,8 +643,7 @@ impl Driver {
                     tracing::debug!(%error, "sync answer not sent");
                 }
             }
-            NetworkEvent::PeerSubscribed { .. }
-            | NetworkEvent::PeerDiscovered { .. }
+            NetworkEvent::PeerDiscovered { .. }
             | NetworkEvent::PeerRefused { .. }
             | NetworkEvent::PeerPenalized { .. }
             | NetworkEvent::GossipRejected { .. } => {}
@@ -663,14 +662,14 @@ impl Driver {
                 Err(error) => error.validation(),
             },
             GossipMessage::Consensus(message) => {
-                let mut validation = self.check_consensus(&message);
-                if validation == Validation::Accept && self.seen_before(&message) {
-                    validation = Validation::Ignore;
-                }
-                if let (Validation::Accept, Message::Vote(vote)) = (validation, message.as_ref())
-                    && vote.vote.height == self.ledger_height().next()
-                {
-                    self.ctx.live_votes.record(vote.validator, vote.vote);
+                let next = self.ledger_height().next();
+                let mut validation = self.check_consensus(&message, next);
+                if validation == Validation::Accept && message.height() == next {
+                    if self.seen_before(&message, next) {
+                        validation = Validation::Ignore;
+                    } else if let Message::Vote(vote) = message.as_ref() {
+                        self.ctx.live_votes.record(vote.validator, vote.vote);
+                    }
                 }
                 self.note_height(Height(message.height().0.saturating_sub(1)), source);
                 // Answer first: the message is forwarded while the engine works on it.
@@ -711,9 +710,9 @@ impl Driver {
         }
     }
 
-    /// The state check of a consensus message (its signature was checked by gossip).
-    fn check_consensus(&self, message: &Message<Block>) -> Validation {
-        let next = self.ledger_height().next();
+    /// The state check of a consensus message (its signature was checked by gossip), with the
+    /// ledger at `next - 1`.
+    fn check_consensus(&self, message: &Message<Block>, next: Height) -> Validation {
         let height = message.height();
         if height < next {
             return Validation::Ignore;
@@ -729,13 +728,10 @@ impl Driver {
         Validation::Accept
     }
 
-    /// Whether the engine was given this message of its height before; remembers it if not.
-    /// Messages of later heights are not remembered: the engine may not hold them yet.
-    fn seen_before(&mut self, message: &Message<Block>) -> bool {
-        let next = self.ledger_height().next();
-        if message.height() != next {
-            return false;
-        }
+    /// Whether the engine was given this message of height `next` (the one in progress) before;
+    /// remembers it if not. Messages of later heights are not remembered: the engine may not hold
+    /// them yet.
+    fn seen_before(&mut self, message: &Message<Block>, next: Height) -> bool {
         if self.seen_height != next || self.seen_consensus.len() >= SEEN_CONSENSUS_MAX {
             self.seen_consensus.clear();
             self.seen_height = next;
