@@ -10,13 +10,14 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use consensus::bft::sim::SimBlock;
-use consensus::bft::{Action, Engine, EngineConfig, Event, MemoryWal, Timeout, Value};
+use consensus::bft::sim::{App, CHAIN_ID, Link};
+use consensus::bft::{Action, Engine, EngineConfig, Event, MemoryWal, Timeout};
+use consensus::block::Block;
 use consensus::crypto::Keypair;
-use consensus::types::Height;
+use consensus::types::{AccountId, Height};
 use consensus::validators::{ValidatorInfo, ValidatorSet};
 
-type BenchEngine = Engine<SimBlock, MemoryWal<SimBlock>>;
+type BenchEngine = Engine<Block, MemoryWal<Block>>;
 
 fn thread_cpu_time() -> Option<Duration> {
     let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
@@ -26,8 +27,11 @@ fn thread_cpu_time() -> Option<Duration> {
 
 struct Cluster {
     engines: Vec<BenchEngine>,
+    accounts: Vec<AccountId>,
+    app: App,
+    chains: Vec<Vec<Link>>,
     validators: ValidatorSet,
-    inbox: VecDeque<(usize, Event<SimBlock>)>,
+    inbox: VecDeque<(usize, Event<Block>)>,
     timers: BTreeMap<(u64, u64), (usize, Timeout)>,
     now_ms: u64,
     seq: u64,
@@ -48,12 +52,16 @@ impl Cluster {
                 })
                 .collect(),
         );
+        let accounts = keys.iter().map(Keypair::account).collect();
         let engines = keys
             .into_iter()
-            .map(|k| Engine::new(EngineConfig::default(), "bench", k, MemoryWal::default()))
+            .map(|k| Engine::new(EngineConfig::default(), CHAIN_ID, k, MemoryWal::default()))
             .collect();
         Cluster {
             engines,
+            accounts,
+            app: App::new(validators.clone()),
+            chains: vec![Vec::new(); 4],
             validators,
             inbox: VecDeque::new(),
             timers: BTreeMap::new(),
@@ -64,7 +72,7 @@ impl Cluster {
         }
     }
 
-    fn perform(&mut self, i: usize, actions: Vec<Action<SimBlock>>) {
+    fn perform(&mut self, i: usize, actions: Vec<Action<Block>>) {
         for action in actions {
             match action {
                 Action::Broadcast(m) => {
@@ -78,29 +86,25 @@ impl Cluster {
                 }
                 Action::BuildBlock { height, round } => {
                     self.nonce += 1;
-                    let block = SimBlock {
-                        height,
-                        round,
-                        proposer: i as u16,
-                        nonce: self.nonce,
-                        valid: true,
-                    };
+                    let block =
+                        self.app.build(&self.chains[i], self.accounts[i], self.nonce, false);
                     self.inbox.push_front((i, Event::BlockBuilt { height, round, block }));
                 }
                 Action::ValidateBlock { height, block } => {
-                    let valid = block.valid && block.height == height;
+                    let valid = block.header.height == height;
                     self.inbox.push_front((
                         i,
-                        Event::BlockValidated { height, block: block.id(), valid },
+                        Event::BlockValidated { height, block: block.hash(), valid },
                     ));
                 }
-                Action::Commit { block, .. } => {
-                    self.committed[i] = block.height.0;
+                Action::Commit { block, certificate } => {
+                    let height = block.header.height;
+                    self.committed[i] = height.0;
+                    let before = self.chains[i].last().map_or(App::genesis_root(), |l| l.root);
+                    let root = App::root_after(before, &block);
+                    self.chains[i].push(Link { block, certificate, root });
                     let next_validators = self.validators.clone();
-                    self.inbox.push_front((
-                        i,
-                        Event::BlockApplied { height: block.height, next_validators },
-                    ));
+                    self.inbox.push_front((i, Event::BlockApplied { height, next_validators }));
                 }
                 Action::RequestCommit { .. } | Action::EvidenceFound { .. } => {}
             }

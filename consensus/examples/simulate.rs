@@ -5,18 +5,35 @@
 //! cargo run --release -p consensus --example simulate -- --mix chaos --seed 17   # replay one
 //! ```
 //!
-//! Options: `--seeds N` (seeds 0..N, cycling through every fault mix), `--seed S` (one seed),
-//! `--mix NAME` (only this mix), `--mutant NAME` (no-locking, forget-lock, quorum-floor,
-//! ignore-valid-round), `--no-wal` (restart crashed validators with an empty log), `--heights H`
-//! (heights per run, default 20), `--threads T`. The last line is
+//! Run with `--help` for the options. The last line is
 //! `seeds: N, violations: V, heights committed: H`; the exit code is 1 when V > 0.
 
 use std::process::ExitCode;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
 
 use consensus::bft::Mutant;
-use consensus::bft::sim::{FaultMix, MIXES, SimConfig, SimOutcome, run};
+use consensus::bft::sim::{FaultMix, MIXES, SimConfig, SimOutcome, mutant_named, run};
+
+const USAGE: &str = "\
+Runs the deterministic consensus simulator over many seeds and fault mixes.
+
+Usage: simulate [OPTIONS]
+
+Options:
+  --seeds N              seeds 0..N, cycling through every fault mix (default 2000)
+  --seed S               one seed
+  --mix NAME             only this mix (calm, lossy, partition, crash, byzantine, lagging, chaos,
+                         split, amnesia, swap, flood, disk, mayhem)
+  --validators MIN..MAX  validators per run, drawn from this range (default 4..10)
+  --mutant NAME          break the honest engines on purpose: no-locking, forget-lock,
+                         quorum-floor, ignore-valid-round, no-body-check, trust-any-height,
+                         unbounded-future, any-proposer, trust-valid-round, ignore-wal-corruption
+  --no-wal               restart crashed validators with an empty log
+  --heights H            heights every honest validator commits per run (default 20)
+  --threads T            worker threads (default: every core)
+  -h, --help             print this help";
 
 struct Args {
     seeds: Vec<u64>,
@@ -24,16 +41,35 @@ struct Args {
     mutant: Option<Mutant>,
     wal_enabled: bool,
     heights: u64,
+    validators: Option<(usize, usize)>,
     threads: usize,
 }
 
-fn parse() -> Result<Args, String> {
+/// What the command line asks for: a run, or the help text.
+enum Command {
+    Run(Args),
+    Help,
+}
+
+fn range(flag: &str, v: &str) -> Result<(usize, usize), String> {
+    let bad = || format!("{flag} {v}: expected MIN..MAX with 1 <= MIN <= MAX, e.g. 4..50");
+    let (min, max) = v.split_once("..").ok_or_else(bad)?;
+    let (min, max): (usize, usize) =
+        (min.parse().map_err(|_| bad())?, max.parse().map_err(|_| bad())?);
+    if min == 0 || min > max {
+        return Err(bad());
+    }
+    Ok((min, max))
+}
+
+fn parse() -> Result<Command, String> {
     let mut args = Args {
         seeds: (0..2000).collect(),
         mix: None,
         mutant: None,
         wal_enabled: true,
         heights: 20,
+        validators: None,
         threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
     let mut it = std::env::args().skip(1);
@@ -49,41 +85,44 @@ fn parse() -> Result<Args, String> {
             }
             "--mutant" => {
                 let name = value()?;
-                args.mutant = Some(match name.as_str() {
-                    "no-locking" => Mutant::NoLocking,
-                    "forget-lock" => Mutant::ForgetLockOnRestart,
-                    "quorum-floor" => Mutant::QuorumFloor,
-                    "ignore-valid-round" => Mutant::IgnoreValidRound,
-                    _ => return Err(format!("unknown mutant {name}")),
-                });
+                args.mutant = Some(mutant_named(&name).ok_or(format!("unknown mutant {name}"))?);
             }
+            "--validators" => args.validators = Some(range(&flag, &value()?)?),
             "--no-wal" => args.wal_enabled = false,
             "--heights" => args.heights = number(value()?)?,
             "--threads" => args.threads = number(value()?)?.max(1) as usize,
-            _ => return Err(format!("unknown option {flag}")),
+            "-h" | "--help" => return Ok(Command::Help),
+            _ => return Err(format!("unknown option {flag} (see --help)")),
         }
     }
-    Ok(args)
+    Ok(Command::Run(args))
 }
 
 fn main() -> ExitCode {
     let args = match parse() {
-        Ok(a) => a,
+        Ok(Command::Run(a)) => a,
+        Ok(Command::Help) => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(2);
         }
     };
+    let started = Instant::now();
     let configs: Vec<SimConfig> = args
         .seeds
         .iter()
         .map(|&seed| {
             let mix = args.mix.unwrap_or(&MIXES[(seed % MIXES.len() as u64) as usize]);
+            let defaults = SimConfig::new(seed, mix);
             SimConfig {
                 mutant: args.mutant,
                 wal_enabled: args.wal_enabled,
                 heights_target: args.heights,
-                ..SimConfig::new(seed, mix)
+                validators: args.validators.unwrap_or(defaults.validators),
+                ..defaults
             }
         })
         .collect();
@@ -121,10 +160,14 @@ fn main() -> ExitCode {
         let min = of_mix.iter().map(|o| o.heights).min().unwrap_or(0);
         let synced: u64 = of_mix.iter().map(|o| o.synced).sum();
         let evidence: u64 = of_mix.iter().map(|o| o.evidence).sum();
+        let attacks: u64 = of_mix.iter().map(|o| o.attacks).sum();
+        let refused: u64 = of_mix.iter().map(|o| o.refused_wals).sum();
+        let peak_kib = of_mix.iter().map(|o| o.peak_peer_bytes).max().unwrap_or(0) / 1024;
         let sim_s: u64 = of_mix.iter().map(|o| o.time_ms).sum::<u64>() / 1000;
         println!(
-            "mix {:<10} seeds {:>5}  violations {:>3}  heights {:>7} (min {:>3} per seed)  \
-             synced {:>5}  evidence {:>5}  simulated {:>6} s",
+            "mix {:<9} seeds {:>5}  violations {:>3}  heights {:>7} (min {:>3})  synced {:>5}  \
+             evidence {:>5}  attacks {:>8}  refused WALs {:>4}  peak peer memory {:>5} KiB  \
+             simulated {:>6} s",
             mix.name,
             of_mix.len(),
             failed,
@@ -132,6 +175,9 @@ fn main() -> ExitCode {
             min,
             synced,
             evidence,
+            attacks,
+            refused,
+            peak_kib,
             sim_s
         );
     }
@@ -139,6 +185,14 @@ fn main() -> ExitCode {
         let o = &outcomes[0];
         println!("validators {}, steps {}, simulated {} ms", o.validators, o.steps, o.time_ms);
     }
+    let validators = outcomes.iter().map(|o| o.validators);
+    println!(
+        "validators per run: {}..{}; wall time {:.1} s on {} threads",
+        validators.clone().min().unwrap_or(0),
+        validators.max().unwrap_or(0),
+        started.elapsed().as_secs_f64(),
+        args.threads
+    );
     let violations = outcomes.iter().filter(|o| o.violation.is_some()).count();
     let heights: u64 = outcomes.iter().map(|o| o.heights).sum();
     println!("seeds: {}, violations: {violations}, heights committed: {heights}", outcomes.len());

@@ -6,6 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::bft::BodyMismatch;
 use crate::encoding::encode;
 use crate::hash::{TaggedHasher, tagged_hash, tags};
 use crate::tx::SignedTx;
@@ -65,10 +66,65 @@ impl Block {
     }
 }
 
-/// A block is what the BFT engine agrees on; its id is its hash.
+impl Block {
+    /// Checks that the body is the one the header commits to: the transactions hash to
+    /// `tx_root`, and the last commit hashes to `last_commit_hash` and commits the previous block
+    /// (none, and an all-zero hash, at height 1).
+    ///
+    /// A block's id is its header's hash, so two bodies can travel under one id; this check is
+    /// what makes an id name exactly one block. It needs no state, so every door a block comes in
+    /// by (gossiped proposal, gossiped committed block, sync reply, write-ahead log) runs it
+    /// before the consensus engine or the ledger sees the block.
+    pub fn check_body(&self) -> Result<(), BodyMismatch> {
+        let header = &self.header;
+        let mismatch = |what: String| Err(BodyMismatch(what));
+        let root = tx_root(&self.txs);
+        if root != header.tx_root {
+            return mismatch(format!(
+                "its {} transactions hash to {root}, the header says {}",
+                self.txs.len(),
+                header.tx_root
+            ));
+        }
+        match (&self.last_commit, header.height) {
+            (_, Height(0)) => mismatch("height 0 holds no block".into()),
+            (None, Height(1)) if header.last_commit_hash == Hash::default() => Ok(()),
+            (None, Height(1)) => mismatch("the first block's last commit hash is not zero".into()),
+            (Some(_), Height(1)) => mismatch("the first block carries a last commit".into()),
+            (None, _) => mismatch("the last commit is missing".into()),
+            (Some(cert), height) => {
+                if cert.hash() != header.last_commit_hash {
+                    return mismatch(format!(
+                        "its last commit hashes to {}, the header says {}",
+                        cert.hash(),
+                        header.last_commit_hash
+                    ));
+                }
+                if cert.height.next() != height || cert.block != header.prev_hash {
+                    return mismatch(format!(
+                        "its last commit commits block {} at height {}, not the previous block {} \
+                         at height {}",
+                        cert.block,
+                        cert.height,
+                        header.prev_hash,
+                        height.0 - 1
+                    ));
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// A block is what the BFT engine agrees on; its id is its header's hash, and its body must
+/// match the header ([`Block::check_body`]).
 impl crate::bft::Value for Block {
     fn id(&self) -> Hash {
         self.hash()
+    }
+
+    fn check_body(&self) -> Result<(), BodyMismatch> {
+        Block::check_body(self)
     }
 }
 

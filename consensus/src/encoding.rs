@@ -46,6 +46,12 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
     postcard::to_stdvec(value).expect("ledger types always encode with postcard")
 }
 
+/// The length of [`encode`]'s output, counted without building it.
+pub fn encoded_len<T: Serialize + ?Sized>(value: &T) -> usize {
+    postcard::experimental::serialized_size(value)
+        .expect("ledger types always encode with postcard")
+}
+
 /// Decodes a value of type `T` from at most `limit` bytes, rejecting trailing bytes.
 pub fn decode<T: DeserializeOwned>(
     what: &'static str,

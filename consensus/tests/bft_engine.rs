@@ -3,13 +3,13 @@
 
 use std::collections::VecDeque;
 
-use consensus::bft::sim::SimBlock;
 use consensus::bft::{
     Action, Engine, EngineConfig, Event, FileWal, MemoryWal, Message, Proposal, SignedProposal,
     Step, TimeoutKind, Value, Wal, WalEntry,
 };
+use consensus::block::{Block, Header, tx_root};
 use consensus::crypto::Keypair;
-use consensus::types::{Height, Round};
+use consensus::types::{AccountId, Hash, Height, Round};
 use consensus::validators::{ValidatorInfo, ValidatorSet};
 use consensus::vote::{CommitCertificate, SignedVote, Vote, VoteKind};
 
@@ -28,22 +28,39 @@ fn set(keys: &[Keypair], powers: &[u64]) -> ValidatorSet {
     )
 }
 
-fn block(height: u64, round: u32, nonce: u64) -> SimBlock {
-    SimBlock { height: Height(height), round: Round(round), proposer: 0, nonce, valid: true }
+/// A block of `height` with an empty body (and, above height 1, an unsigned last commit, which
+/// the body check does not verify); `round` and `nonce` make its header (and id) differ.
+fn block(height: u64, round: u32, nonce: u64) -> Block {
+    let prev_hash = Hash([1; 32]);
+    let last_commit = (height > 1).then(|| CommitCertificate {
+        height: Height(height - 1),
+        round: Round(0),
+        block: prev_hash,
+        signatures: Vec::new(),
+    });
+    Block {
+        header: Header {
+            chain_id: CHAIN.into(),
+            height: Height(height),
+            time_ms: u64::from(round) * 1_000 + nonce,
+            prev_hash,
+            tx_root: tx_root(&[]),
+            state_root: Hash([2; 32]),
+            validators_hash: Hash([3; 32]),
+            last_commit_hash: last_commit.as_ref().map(CommitCertificate::hash).unwrap_or_default(),
+            proposer: AccountId([4; 32]),
+        },
+        txs: Vec::new(),
+        last_commit,
+    }
 }
 
-fn engine(key: &Keypair) -> Engine<SimBlock, MemoryWal<SimBlock>> {
+fn engine(key: &Keypair) -> Engine<Block, MemoryWal<Block>> {
     let key = Keypair::from_seed(key.secret_bytes());
     Engine::new(EngineConfig::default(), CHAIN, key, MemoryWal::default())
 }
 
-fn proposal(
-    key: &Keypair,
-    height: u64,
-    round: u32,
-    b: &SimBlock,
-    vr: Option<u32>,
-) -> Event<SimBlock> {
+fn proposal(key: &Keypair, height: u64, round: u32, b: &Block, vr: Option<u32>) -> Event<Block> {
     let p = Proposal {
         height: Height(height),
         round: Round(round),
@@ -56,33 +73,26 @@ fn proposal(
     })
 }
 
-fn vote(
-    key: &Keypair,
-    height: u64,
-    round: u32,
-    kind: VoteKind,
-    b: Option<&SimBlock>,
-) -> SignedVote {
+fn vote(key: &Keypair, height: u64, round: u32, kind: VoteKind, b: Option<&Block>) -> SignedVote {
     let v = Vote { height: Height(height), round: Round(round), kind, block: b.map(Value::id) };
     SignedVote::sign(key, CHAIN, v)
 }
 
-fn received(v: SignedVote) -> Event<SimBlock> {
+fn received(v: SignedVote) -> Event<Block> {
     Event::MessageReceived(Message::Vote(v))
 }
 
 /// Answers the engine's requests to validate blocks (all valid) and returns the other actions.
 fn settle(
-    e: &mut Engine<SimBlock, MemoryWal<SimBlock>>,
-    actions: Vec<Action<SimBlock>>,
-) -> Vec<Action<SimBlock>> {
-    let mut todo: VecDeque<Action<SimBlock>> = actions.into();
+    e: &mut Engine<Block, MemoryWal<Block>>,
+    actions: Vec<Action<Block>>,
+) -> Vec<Action<Block>> {
+    let mut todo: VecDeque<Action<Block>> = actions.into();
     let mut rest = Vec::new();
     while let Some(a) = todo.pop_front() {
         match a {
             Action::ValidateBlock { height, block } => todo.extend(
-                e.handle(Event::BlockValidated { height, block: block.id(), valid: block.valid })
-                    .unwrap(),
+                e.handle(Event::BlockValidated { height, block: block.id(), valid: true }).unwrap(),
             ),
             other => rest.push(other),
         }
@@ -91,25 +101,22 @@ fn settle(
 }
 
 /// Handles an event and settles its validations.
-fn go(
-    e: &mut Engine<SimBlock, MemoryWal<SimBlock>>,
-    event: Event<SimBlock>,
-) -> Vec<Action<SimBlock>> {
+fn go(e: &mut Engine<Block, MemoryWal<Block>>, event: Event<Block>) -> Vec<Action<Block>> {
     let actions = e.handle(event).unwrap();
     settle(e, actions)
 }
 
 /// Starts at a height and settles its validations.
 fn boot(
-    e: &mut Engine<SimBlock, MemoryWal<SimBlock>>,
+    e: &mut Engine<Block, MemoryWal<Block>>,
     height: Height,
     validators: ValidatorSet,
-) -> Vec<Action<SimBlock>> {
+) -> Vec<Action<Block>> {
     let actions = e.start(height, validators).unwrap();
     settle(e, actions)
 }
 
-fn own_votes(actions: &[Action<SimBlock>], kind: VoteKind) -> Vec<SignedVote> {
+fn own_votes(actions: &[Action<Block>], kind: VoteKind) -> Vec<SignedVote> {
     actions
         .iter()
         .filter_map(|a| match a {
@@ -204,9 +211,17 @@ fn a_lagging_validator_catches_up_from_a_certificate() {
     let vs = set(&ks, &[5, 6, 7, 8]);
     let mut e = engine(&ks[0]);
     boot(&mut e, Height(1), vs.clone());
-    // A vote from height 3 tells it the chain moved on.
+    // Votes from height 3 tell it the chain moved on, once they come from more than a third of
+    // the power: 7 of 26 is not enough, 15 of 26 is.
     let acts = go(&mut e, received(vote(&ks[2], 3, 0, VoteKind::Prevote, None)));
-    assert!(acts.iter().any(|a| matches!(a, Action::RequestCommit { height: Height(1) })));
+    assert!(!acts.iter().any(|a| matches!(a, Action::RequestCommit { .. })));
+    assert_eq!(e.height_shown(), Height(1));
+    let acts = go(&mut e, received(vote(&ks[3], 3, 0, VoteKind::Prevote, None)));
+    assert!(
+        acts.iter()
+            .any(|a| matches!(a, Action::RequestCommit { height: Height(1), vouched: true }))
+    );
+    assert_eq!(e.height_shown(), Height(3));
     let b = block(1, 0, 9);
     let precommits: Vec<SignedVote> =
         ks[1..].iter().map(|k| vote(k, 1, 0, VoteKind::Precommit, Some(&b))).collect();
@@ -236,16 +251,16 @@ fn messages_are_checked_before_the_engine_sees_them() {
     let ks = keys(2);
     let b = block(1, 0, 1);
     let p = Proposal { height: Height(1), round: Round(0), block: b.id(), valid_round: None };
-    let good: Message<SimBlock> =
+    let good: Message<Block> =
         Message::Proposal { proposal: SignedProposal::sign(&ks[0], CHAIN, p), block: b.clone() };
     good.verify(CHAIN).unwrap();
     assert!(good.verify("other-chain").is_err());
-    let swapped: Message<SimBlock> = Message::Proposal {
+    let swapped: Message<Block> = Message::Proposal {
         proposal: SignedProposal::sign(&ks[0], CHAIN, p),
         block: block(1, 0, 2),
     };
     assert!(swapped.verify(CHAIN).is_err());
-    let v: Message<SimBlock> = Message::Vote(vote(&ks[1], 1, 0, VoteKind::Precommit, Some(&b)));
+    let v: Message<Block> = Message::Vote(vote(&ks[1], 1, 0, VoteKind::Precommit, Some(&b)));
     v.verify(CHAIN).unwrap();
 }
 
@@ -254,13 +269,13 @@ fn the_file_wal_survives_reopening_and_drops_a_torn_record() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("consensus.wal");
     let ks = keys(1);
-    let entries: Vec<WalEntry<SimBlock>> = vec![
+    let entries: Vec<WalEntry<Block>> = vec![
         WalEntry::Voted(vote(&ks[0], 1, 0, VoteKind::Prevote, None)),
         WalEntry::Locked { height: Height(2), round: Round(3), block: block(2, 3, 1) },
         WalEntry::Voted(vote(&ks[0], 2, 3, VoteKind::Precommit, Some(&block(2, 3, 1)))),
     ];
     {
-        let mut wal = FileWal::<SimBlock>::open(&path).unwrap();
+        let mut wal = FileWal::<Block>::open(&path).unwrap();
         for entry in &entries {
             wal.append(entry).unwrap();
         }
@@ -270,9 +285,9 @@ fn the_file_wal_survives_reopening_and_drops_a_torn_record() {
     {
         use std::io::Write;
         let mut f = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
-        f.write_all(&[200, 0, 0, 0, 1, 2]).unwrap();
+        f.write_all(&[200, 0, 0, 0, 1, 2, 3, 4, 5]).unwrap();
     }
-    let mut wal = FileWal::<SimBlock>::open(&path).unwrap();
+    let mut wal = FileWal::<Block>::open(&path).unwrap();
     assert_eq!(wal.entries().unwrap(), entries);
     assert_eq!(std::fs::metadata(&path).unwrap().len(), len, "the torn record is cut off");
     wal.start_height(Height(2)).unwrap();
@@ -280,7 +295,7 @@ fn the_file_wal_survives_reopening_and_drops_a_torn_record() {
     let extra = WalEntry::Voted(vote(&ks[0], 2, 4, VoteKind::Prevote, None));
     wal.append(&extra).unwrap();
     drop(wal);
-    let wal = FileWal::<SimBlock>::open(&path).unwrap();
+    let wal = FileWal::<Block>::open(&path).unwrap();
     assert_eq!(wal.entries().unwrap(), [&entries[1..], &[extra]].concat());
 }
 

@@ -94,6 +94,26 @@ fn amnesia() {
 }
 
 #[test]
+fn swap() {
+    check_mix("swap");
+}
+
+#[test]
+fn flood() {
+    check_mix("flood");
+}
+
+#[test]
+fn disk() {
+    check_mix("disk");
+}
+
+#[test]
+fn mayhem() {
+    check_mix("mayhem");
+}
+
+#[test]
 fn every_mix_is_tested() {
     let tested = [
         "calm",
@@ -105,6 +125,10 @@ fn every_mix_is_tested() {
         "chaos",
         "split",
         "amnesia",
+        "swap",
+        "flood",
+        "disk",
+        "mayhem",
     ];
     assert_eq!(MIXES.iter().map(|m| m.name).collect::<Vec<_>>(), tested);
 }
@@ -137,20 +161,24 @@ fn assert_caught(mutant: Mutant, mix_name: &str, seeds_max: u64, kind: Option<Vi
 
 #[test]
 fn mutant_without_locking_is_caught() {
-    assert_caught(Mutant::NoLocking, "split", 150, Some(ViolationKind::ConflictingCommits));
+    // The lock check sees the first prevote against a lock, before any block is committed.
+    assert_caught(Mutant::NoLocking, "split", 150, Some(ViolationKind::LockViolated));
 }
 
 #[test]
 fn mutant_forgetting_the_lock_on_restart_is_caught() {
-    let conflict = Some(ViolationKind::ConflictingCommits);
-    assert_caught(Mutant::ForgetLockOnRestart, "amnesia", 150, conflict);
+    // The lock is read from the validator's own signed precommits, which a restart cannot
+    // forget.
+    let violated = Some(ViolationKind::LockViolated);
+    assert_caught(Mutant::ForgetLockOnRestart, "amnesia", 150, violated);
 }
 
 #[test]
 fn mutant_with_floor_quorum_is_caught() {
     // Certificates of a floor "quorum" are also refused by validators that catch up, which
-    // stalls them (a liveness violation, found first); the safety violation comes a few seeds on.
-    assert_caught(Mutant::QuorumFloor, "amnesia", 150, Some(ViolationKind::ConflictingCommits));
+    // stalls them (a liveness violation, found first); a safety violation comes a few seeds on:
+    // two blocks with a floor "quorum" of prevotes each, one against a validator's lock.
+    assert_caught(Mutant::QuorumFloor, "amnesia", 150, Some(ViolationKind::LockViolated));
 }
 
 #[test]
@@ -176,4 +204,49 @@ fn without_the_wal_a_restart_double_signs_and_with_it_never() {
         .collect();
     let with_wal = violations(double_signing.iter().map(|&seed| SimConfig::new(seed, m)));
     assert!(with_wal.is_empty(), "the same seeds with the WAL broke an invariant");
+}
+
+#[test]
+fn mutant_without_the_body_check_decides_swapped_bodies() {
+    // A proposer that sends a validated block's header with a junk body (or a relay that swaps
+    // an honest proposal's body) makes the old engine lock on and decide the junk.
+    assert_caught(Mutant::NoBodyCheck, "swap", 50, Some(ViolationKind::InvalidCommit));
+}
+
+#[test]
+fn mutant_trusting_any_height_syncs_for_a_flooder() {
+    // One validator's far-future vote made the old engine skip the block interval and ask for
+    // commits nobody has.
+    assert_caught(Mutant::TrustAnyHeight, "flood", 50, Some(ViolationKind::UntrustedSync));
+}
+
+#[test]
+fn mutant_with_an_unbounded_next_height_buffer_outgrows_its_bound() {
+    assert_caught(Mutant::UnboundedFuture, "flood", 50, Some(ViolationKind::MemoryBound));
+}
+
+#[test]
+fn mutant_taking_proposals_from_anyone_prevotes_a_forgery() {
+    assert_caught(Mutant::AnyProposer, "flood", 50, Some(ViolationKind::ForeignPrevote));
+}
+
+#[test]
+fn mutant_trusting_a_forged_valid_round_prevotes_against_its_lock() {
+    assert_caught(Mutant::TrustValidRound, "flood", 50, Some(ViolationKind::LockViolated));
+}
+
+#[test]
+fn mutant_reading_past_wal_corruption_is_caught() {
+    assert_caught(Mutant::IgnoreWalCorruption, "disk", 50, Some(ViolationKind::CorruptWalOpened));
+}
+
+#[test]
+fn fifty_validators_run_clean() {
+    let m = mix("swap");
+    let configs = (0..1).map(|seed| SimConfig {
+        validators: (50, 50),
+        heights_target: 3,
+        ..SimConfig::new(seed, m)
+    });
+    assert!(violations(configs).is_empty());
 }

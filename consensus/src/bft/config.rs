@@ -26,16 +26,25 @@ pub struct EngineConfig {
     /// The wait after a commit before the next height's first round (Tendermint's
     /// `timeout_commit`): a block comes about every interval, with or without transactions.
     pub block_interval_ms: u64,
+    /// The largest encoded value (block) a peer may hand the engine, in bytes: larger proposals
+    /// are dropped, and every buffer of peer messages is sized from it (the node sets it to the
+    /// chain's gossip limit, which no honest block exceeds).
+    pub value_bytes_max: u64,
 }
+
+/// Smallest `value_bytes_max`: room for a header and a commit certificate.
+pub const VALUE_BYTES_MIN: u64 = 16 << 10;
 
 /// A configuration that cannot run.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("engine timeout {name} is {value_ms} ms; it must be at least 1 ms")]
+#[error("engine setting {name} is {value}; it must be at least {min}")]
 pub struct ConfigError {
     /// The offending field.
     pub name: &'static str,
     /// Its value.
-    pub value_ms: u64,
+    pub value: u64,
+    /// The least it may be.
+    pub min: u64,
 }
 
 impl Default for EngineConfig {
@@ -46,23 +55,31 @@ impl Default for EngineConfig {
             timeout_precommit_ms: 1_000,
             timeout_delta_ms: 500,
             block_interval_ms: 1_000,
+            value_bytes_max: 4 << 20,
         }
     }
 }
 
 impl EngineConfig {
-    /// Checks that every round timeout is positive (a zero timeout would spin rounds).
+    /// Checks that every round timeout is positive (a zero timeout would spin rounds) and that
+    /// a value can hold a header and a certificate.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        for (name, value_ms) in [
-            ("timeout_propose_ms", self.timeout_propose_ms),
-            ("timeout_prevote_ms", self.timeout_prevote_ms),
-            ("timeout_precommit_ms", self.timeout_precommit_ms),
+        for (name, value, min) in [
+            ("timeout_propose_ms", self.timeout_propose_ms, 1),
+            ("timeout_prevote_ms", self.timeout_prevote_ms, 1),
+            ("timeout_precommit_ms", self.timeout_precommit_ms, 1),
+            ("value_bytes_max", self.value_bytes_max, VALUE_BYTES_MIN),
         ] {
-            if value_ms == 0 {
-                return Err(ConfigError { name, value_ms });
+            if value < min {
+                return Err(ConfigError { name, value, min });
             }
         }
         Ok(())
+    }
+
+    /// `value_bytes_max` as a size in memory.
+    pub fn value_bytes(&self) -> usize {
+        usize::try_from(self.value_bytes_max).unwrap_or(usize::MAX)
     }
 
     /// The duration of a timer in a round, in milliseconds.

@@ -8,26 +8,44 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::crypto::Keypair;
+use crate::encoding::encoded_len;
 use crate::types::{AccountId, Hash, Height, Round};
 use crate::validators::{ValidatorSet, is_one_third, is_quorum};
+
+use super::shown::HeightsShown;
 use crate::vote::{CertificateError, CommitCertificate, SignedVote, Vote, VoteKind};
 
 use super::config::EngineConfig;
 use super::proposer::{proposer_with_stride, stride};
 use super::types::{Message, Proposal, SignedProposal, Step, Timeout, TimeoutKind, Value};
-use super::votes::{Added, HeightVotes};
+use super::votes::{Added, HeightVotes, VOTES_PER_VALIDATOR_MAX};
 use super::wal::{Wal, WalEntry, WalError};
 
 /// Rounds ahead of the current one whose messages are kept; messages of later rounds only count
 /// towards the round-skip rule (a validator's highest round), so a Byzantine validator cannot
-/// make the engine store votes for a million rounds.
+/// make the engine store votes for a million rounds. Messages of the next height are kept for
+/// its rounds `0..=ROUNDS_AHEAD_MAX`.
 pub const ROUNDS_AHEAD_MAX: u32 = 8;
+
+/// Rounds before the current one whose proposals (and the bodies only they name) are kept.
+/// Older proposals matter only for deciding (Algorithm 1, line 49), which the engine does from
+/// any body it holds under the decided id; a validator that no longer holds it catches up from
+/// the commit certificate, as a lagging one does.
+pub const PAST_ROUNDS_KEPT: u32 = 2;
+
+/// Rebroadcasts at one height without a decision after which each further rebroadcast also asks
+/// a peer for the height's commit. Validators that decided alone (their quorum of precommits
+/// reached no one else) move on, fewer than a third of the power ahead vouches for nothing, and
+/// those left behind may lack the power to even time out of their round: so they probe, at the
+/// rebroadcast pace, which no peer's message can speed up.
+pub const STALLED_REBROADCASTS: u32 = 2;
 
 /// Most proposals kept per round (a Byzantine proposer may send several different ones).
 pub const PROPOSALS_PER_ROUND_MAX: usize = 4;
 
-/// Most messages for the next height kept while the current one finishes.
-pub const FUTURE_MESSAGES_MAX: usize = 4_096;
+/// The size counted for one vote held in memory, in bytes: its encoding (under 160 bytes) plus
+/// bookkeeping.
+pub const VOTE_BYTES: usize = 256;
 
 /// An input to the engine.
 #[derive(Clone, Debug)]
@@ -102,11 +120,15 @@ pub enum Action<V> {
         /// The quorum of precommits that commits it (what syncing peers verify).
         certificate: CommitCertificate,
     },
-    /// Peers are at a later height: fetch this height's block and certificate and answer with
-    /// [`Event::CommitReceived`].
+    /// Fetch this height's block and certificate from a peer and answer with
+    /// [`Event::CommitReceived`]: validators holding more than a third of the power are at a
+    /// later height (`vouched`), or the height has gone without a decision for [`STALLED_REBROADCASTS`] rebroadcasts and a peer that decided alone may hold
+    /// the commit (a probe, once per rebroadcast, that no message can trigger).
     RequestCommit {
         /// The height this validator is missing.
         height: Height,
+        /// Whether more than a third of the power showed a later height (else a probe).
+        vouched: bool,
     },
     /// A validator signed two different votes for one height, round and kind: the pair is the
     /// ledger's `Evidence` transaction.
@@ -142,6 +164,22 @@ pub enum Mutant {
     QuorumFloor,
     /// Propose a fresh block even when holding a valid value.
     IgnoreValidRound,
+    /// Take a block's body without checking it against its header, and let a later body replace
+    /// the one validated under an id (the engine before the block-body rule).
+    NoBodyCheck,
+    /// Trust the height of any one validator's message as the chain's height (skip the block
+    /// interval, ask peers for commits).
+    TrustAnyHeight,
+    /// Buffer next-height messages without deduplication or a byte bound (count bound only).
+    UnboundedFuture,
+    /// Accept a proposal from any validator, for any round.
+    AnyProposer,
+    /// Prevote for a re-proposal without seeing the quorum of prevotes of its valid round.
+    TrustValidRound,
+    /// Not the engine's: the simulator opens this validator's file log with
+    /// [`super::FileWal::open_ignoring_corruption`], which drops a corrupted record and every
+    /// record after it.
+    IgnoreWalCorruption,
 }
 
 /// Where the engine is within its height.
@@ -176,6 +214,89 @@ enum Verdict {
     Invalid,
 }
 
+/// The one body the engine holds under a block id, with its size and the application's verdict
+/// on it.
+#[derive(Clone, Debug)]
+struct Body<V> {
+    value: V,
+    bytes: usize,
+    verdict: Verdict,
+}
+
+/// A kind of consensus message, for deduplicating the next height's messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Kind {
+    Proposal,
+    Prevote,
+    Precommit,
+}
+
+impl<V> Message<V> {
+    fn kind(&self) -> Kind {
+        match self {
+            Message::Proposal { .. } => Kind::Proposal,
+            Message::Vote(v) if v.vote.kind == VoteKind::Prevote => Kind::Prevote,
+            Message::Vote(_) => Kind::Precommit,
+        }
+    }
+}
+
+/// Where a next-height message is held: (round, kind, signer, arrival number).
+type FutureKey = (Round, Kind, AccountId, u64);
+
+/// The next height's messages, held until the current height is applied: at most one per
+/// (round, kind, signer) for rounds `0..=ROUNDS_AHEAD_MAX`, within a byte budget that keeps
+/// the lowest rounds (round 0's proposal matters most).
+#[derive(Clone, Debug)]
+struct FutureMessages<V> {
+    /// By (round, kind, signer, arrival), with each message's size; the arrival number is 0
+    /// except in the [`Mutant::UnboundedFuture`] engine, which keeps duplicates.
+    held: BTreeMap<FutureKey, (Message<V>, usize)>,
+    bytes: usize,
+    #[cfg(feature = "sim")]
+    arrivals: u64,
+}
+
+impl<V> Default for FutureMessages<V> {
+    fn default() -> Self {
+        FutureMessages {
+            held: BTreeMap::new(),
+            bytes: 0,
+            #[cfg(feature = "sim")]
+            arrivals: 0,
+        }
+    }
+}
+
+/// Most next-height messages the [`Mutant::UnboundedFuture`] engine keeps (the old count bound).
+#[cfg(feature = "sim")]
+const FUTURE_MESSAGES_MUTANT_MAX: usize = 4_096;
+
+/// What an engine holds of its peers' messages, in bytes as counted against
+/// [`Engine::peer_bytes_bound`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PeerMemory {
+    /// Block bodies held (proposals of kept rounds, the lock and the valid value).
+    pub bodies: usize,
+    /// Their encoded bytes.
+    pub body_bytes: usize,
+    /// Votes held, of every kept round.
+    pub votes: usize,
+    /// Next-height messages held.
+    pub future: usize,
+    /// Their encoded bytes.
+    pub future_bytes: usize,
+}
+
+impl PeerMemory {
+    /// The total counted: bodies, votes at [`VOTE_BYTES`] each, and next-height messages.
+    pub fn bytes(&self) -> usize {
+        self.body_bytes
+            .saturating_add(self.votes.saturating_mul(VOTE_BYTES))
+            .saturating_add(self.future_bytes)
+    }
+}
+
 /// The Tendermint engine of one validator (or of a non-voting follower, when its key is not in
 /// the set).
 pub struct Engine<V: Value, W: Wal<V>> {
@@ -190,11 +311,14 @@ pub struct Engine<V: Value, W: Wal<V>> {
     stride: u64,
     round: Round,
     step: Step,
-    locked: Option<(Round, V)>,
-    valid: Option<(Round, V)>,
-    proposals: BTreeMap<Round, Vec<(SignedProposal, V)>>,
-    proposed_blocks: BTreeSet<Hash>,
-    verdicts: BTreeMap<Hash, Verdict>,
+    /// The lock's round and block id (its body is held in `blocks`).
+    locked: Option<(Round, Hash)>,
+    /// The valid value's round and block id (its body is held in `blocks`).
+    valid: Option<(Round, Hash)>,
+    /// The kept proposals of each round; their bodies are in `blocks`.
+    proposals: BTreeMap<Round, Vec<SignedProposal>>,
+    /// One body per block id: the first that matched its header, the one validated.
+    blocks: BTreeMap<Hash, Body<V>>,
     votes: HeightVotes,
     highest_round: BTreeMap<AccountId, Round>,
     own_votes: BTreeMap<(Round, VoteKind), SignedVote>,
@@ -202,8 +326,13 @@ pub struct Engine<V: Value, W: Wal<V>> {
     build_requested: Option<Round>,
     fired: BTreeSet<(Round, Once)>,
     reported: BTreeSet<(AccountId, Round, VoteKind)>,
-    future: Vec<Message<V>>,
-    highest_height_seen: Height,
+    future: FutureMessages<V>,
+    /// The highest height each validator of the set has signed a message for.
+    heights_shown: HeightsShown,
+    /// The height shown by more than a third of the power when commits were last requested.
+    requested_for: Height,
+    /// Rebroadcast timers fired at this height.
+    rebroadcasts: u32,
     decided_from_certificate: bool,
     #[cfg(feature = "sim")]
     mutants: BTreeSet<Mutant>,
@@ -229,8 +358,7 @@ impl<V: Value, W: Wal<V>> Engine<V, W> {
             locked: None,
             valid: None,
             proposals: BTreeMap::new(),
-            proposed_blocks: BTreeSet::new(),
-            verdicts: BTreeMap::new(),
+            blocks: BTreeMap::new(),
             votes: HeightVotes::default(),
             highest_round: BTreeMap::new(),
             own_votes: BTreeMap::new(),
@@ -238,8 +366,10 @@ impl<V: Value, W: Wal<V>> Engine<V, W> {
             build_requested: None,
             fired: BTreeSet::new(),
             reported: BTreeSet::new(),
-            future: Vec::new(),
-            highest_height_seen: Height(0),
+            future: FutureMessages::default(),
+            heights_shown: HeightsShown::default(),
+            requested_for: Height(0),
+            rebroadcasts: 0,
             decided_from_certificate: false,
             #[cfg(feature = "sim")]
             mutants: BTreeSet::new(),
@@ -275,17 +405,66 @@ impl<V: Value, W: Wal<V>> Engine<V, W> {
 
     /// The lock: the round and block this validator precommitted last, if any.
     pub fn locked(&self) -> Option<(Round, &V)> {
-        self.locked.as_ref().map(|(r, v)| (*r, v))
+        self.locked.and_then(|(r, id)| self.blocks.get(&id).map(|b| (r, &b.value)))
     }
 
     /// The valid value: the latest block seen with a quorum of prevotes, and its round.
     pub fn valid_value(&self) -> Option<(Round, &V)> {
-        self.valid.as_ref().map(|(r, v)| (*r, v))
+        self.valid.and_then(|(r, id)| self.blocks.get(&id).map(|b| (r, &b.value)))
     }
 
     /// The validator set of the current height.
     pub fn validators(&self) -> &ValidatorSet {
         &self.validators
+    }
+
+    /// The height that validators holding more than a third of the power have signed messages
+    /// for (at least one of them honest, so every earlier height is committed), or the current
+    /// height if no later one has that backing. Only this height skips the block interval or
+    /// asks peers for commits: one validator's far-future message changes nothing.
+    pub fn height_shown(&self) -> Height {
+        #[cfg(feature = "sim")]
+        if self.mutant(Mutant::TrustAnyHeight) {
+            return self.heights_shown.highest().map_or(self.height, |h| h.max(self.height));
+        }
+        self.heights_shown.vouched(&self.validators, self.height)
+    }
+
+    /// What the engine holds of its peers' messages.
+    pub fn peer_memory(&self) -> PeerMemory {
+        PeerMemory {
+            bodies: self.blocks.len(),
+            body_bytes: self.blocks.values().map(|b| b.bytes).sum(),
+            votes: self.votes.len(),
+            future: self.future.held.len(),
+            future_bytes: self.future.bytes,
+        }
+    }
+
+    /// The bound on [`Engine::peer_memory`]'s bytes at the current round, given the validator
+    /// count `n` and the largest value `B` (`value_bytes_max`):
+    ///
+    /// - bodies: `(PAST_ROUNDS_KEPT + 1 + ROUNDS_AHEAD_MAX) × PROPOSALS_PER_ROUND_MAX + 2`
+    ///   (kept rounds' proposals, the lock, the valid value), one per block id, each at most `B`;
+    /// - votes: `(round + 1 + ROUNDS_AHEAD_MAX) × 2 × n × VOTES_PER_VALIDATOR_MAX` at
+    ///   [`VOTE_BYTES`] each (votes of earlier rounds stay: they prove valid rounds);
+    /// - next-height messages: [`Engine::future_bytes_max`].
+    pub fn peer_bytes_bound(&self) -> usize {
+        let rounds_kept = (PAST_ROUNDS_KEPT + 1 + ROUNDS_AHEAD_MAX) as usize;
+        let bodies = rounds_kept * PROPOSALS_PER_ROUND_MAX + 2;
+        let vote_rounds = self.round.0 as usize + 1 + ROUNDS_AHEAD_MAX as usize;
+        let votes = vote_rounds * 2 * self.validators.len() * VOTES_PER_VALIDATOR_MAX;
+        bodies
+            .saturating_mul(self.config.value_bytes())
+            .saturating_add(votes.saturating_mul(VOTE_BYTES))
+            .saturating_add(self.future_bytes_max())
+    }
+
+    /// The byte budget of the next height's messages: two largest values (round 0's proposal and
+    /// one more) and every validator's two votes in each kept round.
+    pub fn future_bytes_max(&self) -> usize {
+        let votes = (ROUNDS_AHEAD_MAX as usize + 1) * 2 * self.validators.len() * VOTE_BYTES;
+        self.config.value_bytes().saturating_mul(2).saturating_add(votes)
     }
 
     /// The write-ahead log.
@@ -332,9 +511,11 @@ impl<V: Value, W: Wal<V>> Engine<V, W> {
                 self.on_block_built(height, round, block, &mut out)?
             }
             Event::BlockValidated { height, block, valid } => {
-                if height == self.height && self.verdicts.get(&block) == Some(&Verdict::Pending) {
-                    let verdict = if valid { Verdict::Valid } else { Verdict::Invalid };
-                    self.verdicts.insert(block, verdict);
+                if height == self.height
+                    && let Some(body) = self.blocks.get_mut(&block)
+                    && body.verdict == Verdict::Pending
+                {
+                    body.verdict = if valid { Verdict::Valid } else { Verdict::Invalid };
                 }
             }
             Event::TimeoutFired(timeout) => self.on_timeout(timeout, &mut out)?,
@@ -344,8 +525,11 @@ impl<V: Value, W: Wal<V>> Engine<V, W> {
             Event::BlockApplied { height, next_validators } => {
                 if self.phase == Phase::Decided && height == self.height {
                     self.wal.start_height(height.next())?;
+                    // Behind when a certificate decided, or when more than a third of the power
+                    // is past the next height too (an honest validator there means it is
+                    // committed).
                     let skip_wait =
-                        self.decided_from_certificate || self.highest_height_seen > height.next();
+                        self.decided_from_certificate || self.height_shown() > height.next();
                     self.enter_height(height.next(), next_validators);
                     if skip_wait {
                         // Catching up: the chain is ahead, waiting the interval only lags more.
@@ -354,7 +538,8 @@ impl<V: Value, W: Wal<V>> Engine<V, W> {
                         self.phase = Phase::NewHeight;
                         self.schedule(TimeoutKind::Commit, &mut out);
                     }
-                    for message in std::mem::take(&mut self.future) {
+                    let future = std::mem::take(&mut self.future);
+                    for (message, _) in future.held.into_values() {
                         self.on_message(message, &mut out);
                     }
                 }
@@ -376,8 +561,7 @@ impl<V: Value, W: Wal<V>> Engine<V, W> {
         self.locked = None;
         self.valid = None;
         self.proposals.clear();
-        self.proposed_blocks.clear();
-        self.verdicts.clear();
+        self.blocks.clear();
         self.votes = HeightVotes::default();
         self.highest_round.clear();
         self.own_votes.clear();
@@ -385,8 +569,9 @@ impl<V: Value, W: Wal<V>> Engine<V, W> {
         self.build_requested = None;
         self.fired.clear();
         self.reported.clear();
+        self.rebroadcasts = 0;
         self.decided_from_certificate = false;
-        self.highest_height_seen = self.highest_height_seen.max(height);
+        self.heights_shown.forget(&self.validators, height);
     }
 
     fn proposer(&self, round: Round) -> Option<AccountId> {
@@ -420,11 +605,14 @@ impl<V: Value, W: Wal<V>> Engine<V, W> {
         self.phase = Phase::Rounds;
         self.round = round;
         self.step = Step::Propose;
+        self.forget_old_proposals();
         if self.proposer(round) == Some(self.account) {
             if self.own_proposals.contains_key(&round) {
                 self.send_own_proposal(out);
-            } else if let Some((valid_round, block)) =
-                self.valid.clone().filter(|_| !self.ignores_valid_round())
+            } else if let Some((valid_round, block)) = self
+                .valid
+                .filter(|_| !self.ignores_valid_round())
+                .and_then(|(r, id)| self.blocks.get(&id).map(|b| (r, b.value.clone())))
             {
                 self.propose(block, Some(valid_round), out)?;
             } else {
@@ -437,9 +625,60 @@ impl<V: Value, W: Wal<V>> Engine<V, W> {
         Ok(())
     }
 
+    /// Drops the proposals of rounds more than [`PAST_ROUNDS_KEPT`] behind, and the bodies
+    /// neither a kept proposal, the lock nor the valid value names. (The lock's body stays held:
+    /// a quorum of precommits for it from an old round, arriving late, still decides it.)
+    fn forget_old_proposals(&mut self) {
+        let Some(oldest) = self.round.0.checked_sub(PAST_ROUNDS_KEPT) else { return };
+        self.proposals = self.proposals.split_off(&Round(oldest));
+        let mut named: BTreeSet<Hash> =
+            self.proposals.values().flatten().map(|p| p.proposal.block).collect();
+        named.extend(self.locked.iter().chain(&self.valid).map(|(_, id)| *id));
+        self.blocks.retain(|id, _| named.contains(id));
+    }
+
+    /// Holds `block` under its id unless a body is held there already, which stays: it is the
+    /// one validated. Returns whether the body is new (and so needs validating).
+    fn hold(&mut self, id: Hash, block: V, verdict: Verdict) -> bool {
+        #[cfg(feature = "sim")]
+        if self.mutant(Mutant::NoBodyCheck)
+            && let Some(body) = self.blocks.get_mut(&id)
+        {
+            // The old engine: a proposal's own body is what it locks on and decides, while the
+            // verdict stays the one given for the first body under the id.
+            body.bytes = encoded_len(&block);
+            body.value = block;
+            return false;
+        }
+        match self.blocks.entry(id) {
+            std::collections::btree_map::Entry::Occupied(_) => false,
+            std::collections::btree_map::Entry::Vacant(slot) => {
+                slot.insert(Body { bytes: encoded_len(&block), value: block, verdict });
+                true
+            }
+        }
+    }
+
+    /// Whether a peer's block may be held: its body matches its id, and it is within size.
+    fn acceptable(&self, block: &V) -> bool {
+        #[cfg(feature = "sim")]
+        if self.mutant(Mutant::NoBodyCheck) {
+            return true;
+        }
+        block.check_body().is_ok() && encoded_len(block) <= self.config.value_bytes()
+    }
+
     fn ignores_valid_round(&self) -> bool {
         #[cfg(feature = "sim")]
         if self.mutant(Mutant::IgnoreValidRound) {
+            return true;
+        }
+        false
+    }
+
+    fn trusts_valid_round(&self) -> bool {
+        #[cfg(feature = "sim")]
+        if self.mutant(Mutant::TrustValidRound) {
             return true;
         }
         false
@@ -469,9 +708,8 @@ impl<V: Value, W: Wal<V>> Engine<V, W> {
         let signed = SignedProposal::sign(&self.key, &self.chain_id, proposal);
         self.wal.append(&WalEntry::Proposed { proposal: signed, block: block.clone() })?;
         self.own_proposals.insert(round, (signed, block.clone()));
-        self.verdicts.insert(block.id(), Verdict::Valid);
-        self.proposed_blocks.insert(signed.proposal.block);
-        self.proposals.entry(round).or_default().push((signed, block));
+        self.proposals.entry(round).or_default().push(signed);
+        self.hold(signed.proposal.block, block, Verdict::Valid);
         self.send_own_proposal(out);
         Ok(())
     }
@@ -554,9 +792,8 @@ impl<V: Value, W: Wal<V>> Engine<V, W> {
                 WalEntry::Proposed { proposal, block } => {
                     let r = proposal.proposal.round;
                     round = round.max(r);
-                    self.verdicts.insert(block.id(), Verdict::Valid);
-                    self.proposed_blocks.insert(block.id());
-                    self.proposals.entry(r).or_default().push((proposal, block.clone()));
+                    self.proposals.entry(r).or_default().push(proposal);
+                    self.hold(block.id(), block.clone(), Verdict::Valid);
                     self.own_proposals.insert(r, (proposal, block));
                 }
                 WalEntry::Voted(vote) => {
@@ -565,9 +802,10 @@ impl<V: Value, W: Wal<V>> Engine<V, W> {
                 }
                 WalEntry::Locked { round: r, block, .. } => {
                     round = round.max(r);
-                    if !self.forgets_lock() && self.locked.as_ref().is_none_or(|(l, _)| *l <= r) {
-                        self.verdicts.insert(block.id(), Verdict::Valid);
-                        self.locked = Some((r, block));
+                    if !self.forgets_lock() && self.locked.is_none_or(|(l, _)| l <= r) {
+                        let id = block.id();
+                        self.hold(id, block, Verdict::Valid);
+                        self.locked = Some((r, id));
                     }
                 }
                 WalEntry::ValidValue { round: r, block, proof, .. } => {
@@ -579,9 +817,10 @@ impl<V: Value, W: Wal<V>> Engine<V, W> {
                             self.votes.add(vote, power);
                         }
                     }
-                    if self.valid.as_ref().is_none_or(|(l, _)| *l <= r) {
-                        self.verdicts.insert(block.id(), Verdict::Valid);
-                        self.valid = Some((r, block));
+                    if self.valid.is_none_or(|(l, _)| l <= r) {
+                        let id = block.id();
+                        self.hold(id, block, Verdict::Valid);
+                        self.valid = Some((r, id));
                     }
                 }
             }
@@ -595,11 +834,12 @@ impl<V: Value, W: Wal<V>> Engine<V, W> {
         }
         self.round = round;
         self.step = if precommitted { Step::Precommit } else { Step::Prevote };
+        // The proposal first: peers judge the votes for it once they hold it.
+        self.send_own_proposal(out);
         for vote in self.own_votes.range((round, VoteKind::Prevote)..=(round, VoteKind::Precommit))
         {
             out.push(Action::Broadcast(Message::Vote(*vote.1)));
         }
-        self.send_own_proposal(out);
         // The timers that were running died with the process: arm the step's own timer, so a
         // restarted validator moves on even if its peers' messages never come.
         let timer = if precommitted { TimeoutKind::Precommit } else { TimeoutKind::Prevote };
@@ -623,22 +863,19 @@ impl<V: Value, W: Wal<V>> Engine<V, W> {
         if height < self.height {
             return;
         }
+        let signer = message.signer();
         if height > self.height {
-            if !self.validators.contains(&message.signer()) {
+            // Later heights are heard only from this height's validators (the set of the next
+            // height is this one's but for slashes, which take effect two heights later).
+            if !self.validators.contains(&signer) {
                 return;
             }
-            if height > self.highest_height_seen {
-                self.highest_height_seen = height;
-                if self.phase == Phase::Rounds {
-                    out.push(Action::RequestCommit { height: self.height });
-                }
-            }
-            if height == self.height.next() && self.future.len() < FUTURE_MESSAGES_MAX {
-                self.future.push(message);
+            self.note_height_shown(signer, height, out);
+            if height == self.height.next() {
+                self.hold_future(message);
             }
             return;
         }
-        let signer = message.signer();
         let Some(power) = self.validators.power_of(&signer) else {
             return;
         };
@@ -651,24 +888,20 @@ impl<V: Value, W: Wal<V>> Engine<V, W> {
         match message {
             Message::Proposal { proposal, block } => {
                 let p = proposal.proposal;
-                if self.proposer(p.round) != Some(signer)
+                if !self.may_propose(signer, self.height, p.round)
                     || block.id() != p.block
                     || p.valid_round.is_some_and(|vr| vr >= p.round)
+                    || p.round.0.saturating_add(PAST_ROUNDS_KEPT) < self.round.0
+                    || !self.acceptable(&block)
                 {
                     return;
                 }
                 let kept = self.proposals.entry(p.round).or_default();
-                if kept.len() >= PROPOSALS_PER_ROUND_MAX
-                    || kept.iter().any(|(s, _)| s.proposal == p)
-                {
+                if kept.len() >= PROPOSALS_PER_ROUND_MAX || kept.iter().any(|s| s.proposal == p) {
                     return;
                 }
-                kept.push((proposal, block.clone()));
-                self.proposed_blocks.insert(p.block);
-                if let std::collections::btree_map::Entry::Vacant(slot) =
-                    self.verdicts.entry(p.block)
-                {
-                    slot.insert(Verdict::Pending);
+                kept.push(proposal);
+                if self.hold(p.block, block.clone(), Verdict::Pending) {
                     out.push(Action::ValidateBlock { height: self.height, block });
                 }
             }
@@ -684,7 +917,7 @@ impl<V: Value, W: Wal<V>> Engine<V, W> {
                     // An equivocator's further votes count only for values that can matter: nil
                     // and proposed blocks. Votes for unknown hashes would only fill its slots.
                     (Some(first), Some(block))
-                        if first.vote != v && !self.proposed_blocks.contains(&block) =>
+                        if first.vote != v && !self.blocks.contains_key(&block) =>
                     {
                         Added::Conflict(Box::new(first))
                     }
@@ -698,6 +931,74 @@ impl<V: Value, W: Wal<V>> Engine<V, W> {
                 }
             }
         }
+    }
+
+    /// Whether `signer` proposes at `(height, round)` (with this height's set; the next height's
+    /// differs only after a slash, and a proposal dropped for that is sent again).
+    fn may_propose(&self, signer: AccountId, height: Height, round: Round) -> bool {
+        #[cfg(feature = "sim")]
+        if self.mutant(Mutant::AnyProposer) {
+            return true;
+        }
+        proposer_with_stride(&self.validators, self.stride, height, round).map(|v| v.account)
+            == Some(signer)
+    }
+
+    /// A validator signed a message for a later height: once more than a third of the power is
+    /// past this height, ask peers for the commit.
+    fn note_height_shown(&mut self, signer: AccountId, height: Height, out: &mut Vec<Action<V>>) {
+        self.heights_shown.note(signer, height);
+        let chain = self.height_shown();
+        if chain > self.height && chain > self.requested_for && self.phase == Phase::Rounds {
+            self.requested_for = chain;
+            out.push(Action::RequestCommit { height: self.height, vouched: true });
+        }
+    }
+
+    /// Keeps a message of the next height for when this one is applied: one per round, kind
+    /// and signer, proposals only from the round's proposer and with a matching body, within
+    /// [`Engine::future_bytes_max`] (the lowest rounds first).
+    fn hold_future(&mut self, message: Message<V>) {
+        let round = message.round();
+        let bytes = encoded_len(&message);
+        #[cfg(feature = "sim")]
+        if self.mutant(Mutant::UnboundedFuture) {
+            // The old buffer: any message of a validator, up to a count, whatever its size.
+            if self.future.held.len() < FUTURE_MESSAGES_MUTANT_MAX {
+                self.future.arrivals += 1;
+                let key = (round, message.kind(), message.signer(), self.future.arrivals);
+                self.future.bytes += bytes;
+                self.future.held.insert(key, (message, bytes));
+            }
+            return;
+        }
+        if round.0 > ROUNDS_AHEAD_MAX {
+            return;
+        }
+        if let Message::Proposal { proposal, block } = &message {
+            let p = proposal.proposal;
+            if !self.may_propose(message.signer(), p.height, p.round)
+                || block.id() != p.block
+                || !self.acceptable(block)
+            {
+                return;
+            }
+        }
+        let key = (round, message.kind(), message.signer(), 0);
+        if self.future.held.contains_key(&key) {
+            return;
+        }
+        let budget = self.future_bytes_max();
+        while self.future.bytes + bytes > budget {
+            match self.future.held.last_entry() {
+                Some(last) if *last.key() > key => {
+                    self.future.bytes -= last.remove().1;
+                }
+                _ => return,
+            }
+        }
+        self.future.bytes += bytes;
+        self.future.held.insert(key, (message, bytes));
     }
 
     fn on_block_built(
@@ -747,8 +1048,10 @@ impl<V: Value, W: Wal<V>> Engine<V, W> {
             }
             TimeoutKind::Rebroadcast => {
                 self.rebroadcast(out);
-                if self.highest_height_seen > self.height {
-                    out.push(Action::RequestCommit { height: self.height });
+                let vouched = self.height_shown() > self.height;
+                self.rebroadcasts = self.rebroadcasts.saturating_add(1);
+                if vouched || self.rebroadcasts > STALLED_REBROADCASTS {
+                    out.push(Action::RequestCommit { height: self.height, vouched });
                 }
                 self.schedule(TimeoutKind::Rebroadcast, out);
             }
@@ -775,7 +1078,10 @@ impl<V: Value, W: Wal<V>> Engine<V, W> {
         certificate: CommitCertificate,
         out: &mut Vec<Action<V>>,
     ) {
-        if self.phase != Phase::Rounds || certificate.height != self.height {
+        if self.phase != Phase::Rounds
+            || certificate.height != self.height
+            || !self.acceptable(&block)
+        {
             return;
         }
         let checked: Result<(), CertificateError> =
@@ -800,7 +1106,7 @@ impl<V: Value, W: Wal<V>> Engine<V, W> {
     }
 
     fn verdict(&self, block: &Hash) -> Verdict {
-        self.verdicts.get(block).copied().unwrap_or(Verdict::Pending)
+        self.blocks.get(block).map_or(Verdict::Pending, |b| b.verdict)
     }
 
     /// Fires the first rule whose condition holds; `true` if one changed the state.
@@ -808,21 +1114,17 @@ impl<V: Value, W: Wal<V>> Engine<V, W> {
         let h = self.height;
         let r = self.round;
 
-        // Line 49: a proposal of any round with a quorum of precommits for it: decide.
-        let mut decision = None;
-        for (round, kept) in &self.proposals {
-            for (proposal, block) in kept {
-                let id = proposal.proposal.block;
-                let power = self.votes.power_for(*round, VoteKind::Precommit, Some(id));
-                if self.quorum(power) && self.verdict(&id) == Verdict::Valid {
-                    decision = Some((*round, block.clone()));
-                    break;
-                }
-            }
-            if decision.is_some() {
-                break;
-            }
-        }
+        // Line 49: a quorum of precommits in any round for a valid block we hold: decide. (The
+        // algorithm asks for the round's proposal only to hold the block; a held body matched
+        // its id, so it is that block whichever proposal brought it.)
+        let decision = self.votes.rounds().find_map(|round| {
+            let (id, body) = self.blocks.iter().find(|(id, body)| {
+                body.verdict == Verdict::Valid
+                    && self.quorum(self.votes.power_for(round, VoteKind::Precommit, Some(**id)))
+            })?;
+            debug_assert_eq!(body.value.id(), *id);
+            Some((round, body.value.clone()))
+        });
         if let Some((round, block)) = decision {
             let id = block.id();
             let votes = self.votes.round(round).expect("a quorum was counted in this round");
@@ -842,15 +1144,15 @@ impl<V: Value, W: Wal<V>> Engine<V, W> {
 
         // Lines 22 and 28: the round's proposal, while in the propose step.
         if self.step == Step::Propose
-            && let Some((proposal, _)) = self.proposals.get(&r).and_then(|k| k.first())
+            && let Some(proposal) = self.proposals.get(&r).and_then(|k| k.first())
         {
             let p = proposal.proposal;
             let id = p.block;
             let locked_ok = |bar: Option<Round>| {
                 self.ignores_lock()
-                    || match &self.locked {
+                    || match self.locked {
                         None => true,
-                        Some((lr, lv)) => lv.id() == id || bar.is_some_and(|vr| *lr <= vr),
+                        Some((lr, locked)) => locked == id || bar.is_some_and(|vr| lr <= vr),
                     }
             };
             let verdict = self.verdict(&id);
@@ -862,7 +1164,12 @@ impl<V: Value, W: Wal<V>> Engine<V, W> {
                 }
                 Some(vr)
                     if verdict != Verdict::Pending
-                        && self.quorum(self.votes.power_for(vr, VoteKind::Prevote, Some(id))) =>
+                        && (self.trusts_valid_round()
+                            || self.quorum(self.votes.power_for(
+                                vr,
+                                VoteKind::Prevote,
+                                Some(id),
+                            ))) =>
                 {
                     let yes = verdict == Verdict::Valid && locked_ok(Some(vr));
                     self.prevote(yes.then_some(id), out)?;
@@ -884,23 +1191,19 @@ impl<V: Value, W: Wal<V>> Engine<V, W> {
         // remember it as the valid value.
         if self.step >= Step::Prevote && !self.fired.contains(&(r, Once::LockOrValid)) {
             let found = self.proposals.get(&r).and_then(|kept| {
-                kept.iter().find(|(p, _)| {
+                kept.iter().find_map(|p| {
                     let id = p.proposal.block;
-                    self.verdict(&id) == Verdict::Valid
-                        && self.quorum(self.votes.power_for(r, VoteKind::Prevote, Some(id)))
+                    let body = self.blocks.get(&id)?;
+                    (body.verdict == Verdict::Valid
+                        && self.quorum(self.votes.power_for(r, VoteKind::Prevote, Some(id))))
+                    .then(|| body.value.clone())
                 })
             });
-            if let Some((_, block)) = found.cloned() {
+            if let Some(block) = found {
                 self.fired.insert((r, Once::LockOrValid));
-                if self.step == Step::Prevote {
-                    self.wal.append(&WalEntry::Locked {
-                        height: h,
-                        round: r,
-                        block: block.clone(),
-                    })?;
-                    self.locked = Some((r, block.clone()));
-                    self.precommit(Some(block.id()), out)?;
-                }
+                // The valid value (with its proof) is logged before the lock: a crash between
+                // the two records must never leave a lock without a valid value of its round,
+                // or the restarted validator would hold a lock it can never propose again.
                 let proof: Vec<SignedVote> = self
                     .votes
                     .round(r)
@@ -912,7 +1215,16 @@ impl<V: Value, W: Wal<V>> Engine<V, W> {
                     block: block.clone(),
                     proof,
                 })?;
-                self.valid = Some((r, block));
+                self.valid = Some((r, block.id()));
+                if self.step == Step::Prevote {
+                    self.wal.append(&WalEntry::Locked {
+                        height: h,
+                        round: r,
+                        block: block.clone(),
+                    })?;
+                    self.locked = Some((r, block.id()));
+                    self.precommit(Some(block.id()), out)?;
+                }
                 return Ok(true);
             }
         }

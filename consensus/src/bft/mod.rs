@@ -6,6 +6,7 @@
 pub mod config;
 pub mod engine;
 pub mod proposer;
+pub mod shown;
 #[cfg(feature = "sim")]
 pub mod sim;
 pub mod types;
@@ -15,6 +16,10 @@ pub mod wal;
 pub use config::EngineConfig;
 #[cfg(feature = "sim")]
 pub use engine::Mutant;
-pub use engine::{Action, Engine, EngineError, Event};
-pub use types::{Message, Proposal, SignedProposal, Step, Timeout, TimeoutKind, Value};
+pub use engine::{Action, Engine, EngineError, Event, PeerMemory};
+pub use shown::HeightsShown;
+pub use types::{
+    BodyMismatch, Message, MessageError, Proposal, SignedProposal, Step, Timeout, TimeoutKind,
+    Value,
+};
 pub use wal::{FileWal, MemoryWal, Wal, WalEntry, WalError};

@@ -12,13 +12,25 @@ use crate::vote::SignedVote;
 
 /// What the validators agree on: the application's block.
 ///
-/// The engine only needs a value's id (the block hash that votes name); the application decides
-/// what a value holds and whether it is valid ([`super::Action::ValidateBlock`]). Values are
-/// serializable because proposals carry them and the write-ahead log stores them.
+/// The engine needs a value's id (the block hash that votes name) and a stateless check that
+/// the value's body is the one its id commits to; the application decides whether a value is
+/// valid on its state ([`super::Action::ValidateBlock`]). Values are serializable because
+/// proposals carry them and the write-ahead log stores them.
 pub trait Value: Clone + fmt::Debug + Serialize + DeserializeOwned {
-    /// The value's hash: what proposals, votes and commit certificates name.
+    /// The value's hash: what proposals, votes and commit certificates name. It may cover only
+    /// part of the value (a block's id is its header's hash).
     fn id(&self) -> Hash;
+
+    /// Checks that the parts of the value its id does not hash directly are the ones it commits
+    /// to (a block's transactions and last commit, against its header). The engine refuses a
+    /// value that fails, wherever it comes from, so one id always names one value.
+    fn check_body(&self) -> Result<(), BodyMismatch>;
 }
+
+/// Why a value's body is not the one its id commits to.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("block body does not match its header: {0}")]
+pub struct BodyMismatch(pub String);
 
 /// A proposal's content: a block for a height and round, with the round in which the proposer
 /// saw a quorum of prevotes for it (Tendermint's `validRound`), if any.
@@ -97,8 +109,9 @@ impl<V: Value> Message<V> {
         }
     }
 
-    /// Checks the signature, and that a proposal's block is the one it names. Gossip validation
-    /// calls this once per message before handing it to the engine, which trusts it.
+    /// Checks the signature, that a proposal's block is the one it names, and that the block's
+    /// body matches its id. Gossip validation calls this once per message before handing it to
+    /// the engine, which checks the block again (cheaply) but trusts the signature.
     pub fn verify(&self, chain_id: &str) -> Result<(), MessageError> {
         match self {
             Message::Proposal { proposal, block } => {
@@ -108,6 +121,7 @@ impl<V: Value> Message<V> {
                         carried: block.id(),
                     });
                 }
+                block.check_body().map_err(MessageError::Body)?;
                 proposal.verify(chain_id).map_err(MessageError::Signature)
             }
             Message::Vote(v) => v.verify(chain_id).map_err(MessageError::Signature),
@@ -129,6 +143,9 @@ pub enum MessageError {
         /// The id of the carried block.
         carried: Hash,
     },
+    /// A proposal's block carries another body than its header commits to.
+    #[error(transparent)]
+    Body(BodyMismatch),
 }
 
 /// The step of a round (Algorithm 1's `step_p`).

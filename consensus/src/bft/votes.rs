@@ -78,6 +78,16 @@ impl VoteSet {
     pub fn votes_for(&self, block: Option<Hash>) -> impl Iterator<Item = &SignedVote> {
         self.votes.values().flatten().filter(move |v| v.vote.block == block)
     }
+
+    /// How many votes are held (an equivocator's count each).
+    pub fn len(&self) -> usize {
+        self.votes.values().map(Vec::len).sum()
+    }
+
+    /// Whether no vote is held.
+    pub fn is_empty(&self) -> bool {
+        self.votes.is_empty()
+    }
 }
 
 /// The prevotes and precommits of one round.
@@ -132,6 +142,21 @@ impl HeightVotes {
     /// The votes of a round, if any arrived.
     pub fn round(&self, round: Round) -> Option<&RoundVotes> {
         self.rounds.get(&round)
+    }
+
+    /// The rounds with votes, in order.
+    pub fn rounds(&self) -> impl Iterator<Item = Round> + '_ {
+        self.rounds.keys().copied()
+    }
+
+    /// How many votes are held, of every round and kind.
+    pub fn len(&self) -> usize {
+        self.rounds.values().map(|r| r.prevotes.len() + r.precommits.len()).sum()
+    }
+
+    /// Whether no vote is held.
+    pub fn is_empty(&self) -> bool {
+        self.rounds.is_empty()
     }
 
     /// The power of the votes of `kind` for `block` in `round`.

@@ -14,14 +14,16 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::encoding::{decode, encode};
-use crate::hash::sha256;
+use crate::hash::{sha256, tagged_hash};
 use crate::types::{Height, Round};
 use crate::vote::SignedVote;
 
 use super::types::{SignedProposal, Value};
 
-/// Largest WAL record accepted when reading the log back, in bytes (a proposal carries a block).
-pub const WAL_RECORD_BYTES_MAX: usize = 64 << 20;
+/// Largest WAL record, in bytes, written or read back: a proposal carries a block (at most
+/// [`crate::genesis::BLOCK_BYTES_LIMIT`] of transactions), and a valid value a quorum of
+/// prevotes besides, which the extra mebibyte holds.
+pub const WAL_RECORD_BYTES_MAX: usize = crate::genesis::BLOCK_BYTES_LIMIT as usize + (1 << 20);
 
 /// One record of the log.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -82,15 +84,30 @@ pub enum WalError {
         /// The error.
         source: std::io::Error,
     },
-    /// A complete record (checksum intact) does not decode: the file is not ours.
-    #[error("WAL {path}: record at byte {offset} does not decode: {reason}")]
+    /// A record is damaged and complete records follow it, or a complete record does not decode:
+    /// the file was corrupted after it was written (only the last record can be torn by a
+    /// crash). The validator must not sign until an operator restores the file: dropping the
+    /// later records could forget a lock.
+    #[error(
+        "WAL {path}: record at byte {offset} is corrupt ({reason}); refusing to start, since \
+         dropping it or the records after it could forget a lock: restore the file, or move it \
+         away only if this validator has not signed at its height"
+    )]
     Corrupt {
         /// The log file.
         path: PathBuf,
         /// Where the record starts.
         offset: u64,
-        /// The decoder's message.
+        /// What is wrong.
         reason: String,
+    },
+    /// A record over [`WAL_RECORD_BYTES_MAX`] was appended: it could not be read back.
+    #[error("WAL {path}: a record of {bytes} bytes is over the limit of {WAL_RECORD_BYTES_MAX}")]
+    TooLarge {
+        /// The log file.
+        path: PathBuf,
+        /// The record's size.
+        bytes: usize,
     },
 }
 
@@ -134,14 +151,55 @@ impl<V: Value> Wal<V> for MemoryWal<V> {
     }
 }
 
-/// Bytes before each record: its length (u32 little-endian) and the first 4 bytes of its sha256.
-const RECORD_HEADER_BYTES: usize = 8;
+/// Bytes before each record: its length (u32 little-endian), the first 4 bytes of the length's
+/// tagged sha256, and the first 4 bytes of the record's sha256.
+const RECORD_HEADER_BYTES: usize = 12;
 
-/// A log in one file: each record is `len (u32 LE) || sha256(bytes)[..4] || bytes`, appended and
-/// flushed with `fsync` before [`Wal::append`] returns.
+/// Domain tag of the length check.
+const LENGTH_TAG: &[u8] = b"crucible/wal-length/v1";
+
+fn length_check(len: u32) -> [u8; 4] {
+    let digest = tagged_hash(LENGTH_TAG, &[&len.to_le_bytes()]);
+    digest.0[..4].try_into().expect("4 bytes")
+}
+
+/// The framed bytes of one record.
+fn frame(body: &[u8]) -> Vec<u8> {
+    let len = u32::try_from(body.len()).expect("records are bounded far below 4 GiB");
+    let mut record = Vec::with_capacity(RECORD_HEADER_BYTES + body.len());
+    record.extend_from_slice(&len.to_le_bytes());
+    record.extend_from_slice(&length_check(len));
+    record.extend_from_slice(&sha256(body).0[..4]);
+    record.extend_from_slice(body);
+    record
+}
+
+/// The body of the record framed at `offset`, or why there is none.
+fn unframe(bytes: &[u8], offset: usize) -> Result<&[u8], &'static str> {
+    let header = bytes.get(offset..offset + RECORD_HEADER_BYTES).ok_or("header cut short")?;
+    let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes"));
+    if header[4..8] != length_check(len) {
+        return Err("length check fails");
+    }
+    let len = len as usize;
+    if len > WAL_RECORD_BYTES_MAX {
+        return Err("length over the record limit");
+    }
+    let start = offset + RECORD_HEADER_BYTES;
+    let body = bytes.get(start..start + len).ok_or("body cut short")?;
+    if sha256(body).0[..4] != header[8..12] {
+        return Err("checksum fails");
+    }
+    Ok(body)
+}
+
+/// A log in one file: each record is `len (u32 LE) || check(len) || sha256(bytes)[..4] ||
+/// bytes`, appended and flushed with `fsync` before [`Wal::append`] returns.
 ///
-/// A crash can leave a torn last record; it never reached the network (the send waits for the
-/// flush), so opening the file drops it and truncates the file back to the last whole record.
+/// A crash can tear only the last record; it never reached the network (the send waits for the
+/// flush), so opening the file drops it and truncates the file back to the last whole record. A
+/// damaged record with whole records after it is corruption, not a tear: opening refuses with
+/// the file and offset ([`WalError::Corrupt`]) rather than forget what the later records hold.
 #[derive(Debug)]
 pub struct FileWal<V> {
     path: PathBuf,
@@ -153,7 +211,18 @@ pub struct FileWal<V> {
 impl<V: Value> FileWal<V> {
     /// Opens (or creates) the log at `path` and reads its whole records.
     pub fn open(path: impl AsRef<Path>) -> Result<FileWal<V>, WalError> {
-        let path = path.as_ref().to_path_buf();
+        Self::open_with(path.as_ref(), false)
+    }
+
+    /// The simulator's mutant: opens treating any damaged record as a torn tail, dropping every
+    /// record after it (the log before the corruption rule).
+    #[cfg(feature = "sim")]
+    pub fn open_ignoring_corruption(path: impl AsRef<Path>) -> Result<FileWal<V>, WalError> {
+        Self::open_with(path.as_ref(), true)
+    }
+
+    fn open_with(path: &Path, lenient: bool) -> Result<FileWal<V>, WalError> {
+        let path = path.to_path_buf();
         let io = |action| {
             let path = path.clone();
             move |source| WalError::Io { path, action, source }
@@ -169,16 +238,20 @@ impl<V: Value> FileWal<V> {
         file.read_to_end(&mut bytes).map_err(io("read"))?;
         let mut entries = Vec::new();
         let mut offset = 0usize;
-        while let Some(header) = bytes.get(offset..offset + RECORD_HEADER_BYTES) {
-            let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes")) as usize;
-            let Some(body) =
-                bytes.get(offset + RECORD_HEADER_BYTES..offset + RECORD_HEADER_BYTES + len)
-            else {
-                break;
+        while offset < bytes.len() {
+            let body = match unframe(&bytes, offset) {
+                Ok(body) => body,
+                Err(reason) => {
+                    if !lenient && Self::whole_record_after(&bytes, offset) {
+                        return Err(WalError::Corrupt {
+                            path,
+                            offset: offset as u64,
+                            reason: reason.into(),
+                        });
+                    }
+                    break;
+                }
             };
-            if sha256(body).0[..4] != header[4..] {
-                break;
-            }
             let entry = decode("WAL record", body, WAL_RECORD_BYTES_MAX).map_err(|e| {
                 WalError::Corrupt {
                     path: path.clone(),
@@ -187,7 +260,7 @@ impl<V: Value> FileWal<V> {
                 }
             })?;
             entries.push(entry);
-            offset += RECORD_HEADER_BYTES + len;
+            offset += RECORD_HEADER_BYTES + body.len();
         }
         if offset < bytes.len() {
             file.set_len(offset as u64).map_err(io("truncate a torn record"))?;
@@ -195,6 +268,13 @@ impl<V: Value> FileWal<V> {
         }
         file.seek(SeekFrom::End(0)).map_err(io("seek"))?;
         Ok(FileWal { path, file, entries, _value: PhantomData })
+    }
+
+    /// Whether a whole, intact record starts anywhere after the damaged one at `damaged`: then
+    /// the damage is not a torn tail. (A tear is the end of the last append; the length check
+    /// makes a false match in its leftover bytes a one-in-four-billion event per position.)
+    fn whole_record_after(bytes: &[u8], damaged: usize) -> bool {
+        (damaged + 1..bytes.len()).any(|offset| unframe(bytes, offset).is_ok())
     }
 
     fn io(&self, action: &'static str) -> impl FnOnce(std::io::Error) -> WalError + use<V> {
@@ -206,12 +286,10 @@ impl<V: Value> FileWal<V> {
 impl<V: Value> Wal<V> for FileWal<V> {
     fn append(&mut self, entry: &WalEntry<V>) -> Result<(), WalError> {
         let body = encode(entry);
-        let len = u32::try_from(body.len()).expect("a WAL record is far below 4 GiB");
-        let mut record = Vec::with_capacity(RECORD_HEADER_BYTES + body.len());
-        record.extend_from_slice(&len.to_le_bytes());
-        record.extend_from_slice(&sha256(&body).0[..4]);
-        record.extend_from_slice(&body);
-        self.file.write_all(&record).map_err(self.io("append"))?;
+        if body.len() > WAL_RECORD_BYTES_MAX {
+            return Err(WalError::TooLarge { path: self.path.clone(), bytes: body.len() });
+        }
+        self.file.write_all(&frame(&body)).map_err(self.io("append"))?;
         self.file.sync_data().map_err(self.io("fsync"))?;
         self.entries.push(entry.clone());
         Ok(())
@@ -228,11 +306,7 @@ impl<V: Value> Wal<V> for FileWal<V> {
         let tmp = self.path.with_extension("tmp");
         let mut file = File::create(&tmp).map_err(self.io("create temporary"))?;
         for entry in &self.entries {
-            let body = encode(entry);
-            let len = u32::try_from(body.len()).expect("a WAL record is far below 4 GiB");
-            file.write_all(&len.to_le_bytes()).map_err(self.io("write temporary"))?;
-            file.write_all(&sha256(&body).0[..4]).map_err(self.io("write temporary"))?;
-            file.write_all(&body).map_err(self.io("write temporary"))?;
+            file.write_all(&frame(&encode(entry))).map_err(self.io("write temporary"))?;
         }
         file.sync_all().map_err(self.io("fsync temporary"))?;
         std::fs::rename(&tmp, &self.path).map_err(self.io("rename temporary"))?;

@@ -250,6 +250,9 @@ fn check_proposal(
             proposal.proposal.height, block.header.height
         )));
     }
+    // The body is checked at the door: a relay that swaps the body under an honest proposal's
+    // signed header is refused (and scored down) here, before the copy could be marked seen.
+    block.check_body().map_err(|e| GossipError::Inconsistent(e.to_string()))?;
     proposal.verify(chain_id)?;
     if block.header.chain_id != chain_id {
         return Err(GossipError::WrongChain {
@@ -260,8 +263,9 @@ fn check_proposal(
     Ok(())
 }
 
-/// Every precommit signature of the certificate valid for its block, and the certificate naming
-/// that block. Whether the signers are a quorum of the height's validators is the state check.
+/// Every precommit signature of the certificate valid for its block, the certificate naming that
+/// block, and the block's body the one its header commits to. Whether the signers are a quorum
+/// of the height's validators is the state check.
 fn check_certificate_signatures(
     chain_id: &str,
     committed: &CommittedBlock,
@@ -273,6 +277,7 @@ fn check_certificate_signatures(
             cert.height, cert.block
         )));
     }
+    committed.block.check_body().map_err(|e| GossipError::Inconsistent(e.to_string()))?;
     if cert.signatures.is_empty() || cert.signatures.len() > VALIDATORS_MAX {
         return Err(GossipError::Inconsistent(format!(
             "certificate has {} signatures; 1..={VALIDATORS_MAX} expected",

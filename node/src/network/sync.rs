@@ -73,7 +73,8 @@ pub fn serve(ledger: &Ledger, request: &SyncRequest, limits: &SyncLimits) -> Syn
 }
 
 /// Checks that `response` answers `request`: at most the count asked, consecutive heights from
-/// the one asked (height 0 is genesis and never sent), each certificate for its block.
+/// the one asked (height 0 is genesis and never sent), each certificate for its block, and each
+/// block's body the one its header commits to.
 pub fn check_response(
     request: &SyncRequest,
     response: SyncResponse,
@@ -98,6 +99,9 @@ pub fn check_response(
         let cert = &committed.commit;
         if cert.height != expected || cert.block != committed.block.hash() {
             return bad(format!("the certificate at height {expected} is for another block"));
+        }
+        if let Err(mismatch) = committed.block.check_body() {
+            return bad(format!("the block at height {expected}: {mismatch}"));
         }
     }
     Ok(blocks)

@@ -45,12 +45,14 @@ use libp2p::PeerId;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::time::Instant;
 
+use super::catchup::CatchUp;
 use super::config::NodeConfig;
 use super::context::{ChainEvent, Metrics, NodeContext, Role, Submission};
 use crate::datadir::DataDir;
 use crate::keystore::{self, KeystoreError};
 use crate::mempool::{Mempool, MempoolLimits};
 use crate::network::codec::SyncRequest;
+use crate::network::config::GOSSIP_ENVELOPE_BYTES;
 use crate::network::{
     self, CommittedBlock, GossipId, GossipMessage, Misbehavior, NetworkConfig, NetworkError,
     NetworkEvent, SyncError, SyncLimits, Validation,
@@ -190,7 +192,8 @@ pub fn load_genesis(
     }
 }
 
-/// The engine's timing, from the chain's parameters (the same on every validator).
+/// The engine's timing and value bound, from the chain's parameters (the same on every
+/// validator): a value is at most one gossip message, the block limit and its envelope.
 pub fn engine_config(params: &Params) -> EngineConfig {
     EngineConfig {
         timeout_propose_ms: params.timeout_propose_ms,
@@ -198,6 +201,7 @@ pub fn engine_config(params: &Params) -> EngineConfig {
         timeout_precommit_ms: params.timeout_precommit_ms,
         timeout_delta_ms: params.timeout_delta_ms,
         block_interval_ms: params.block_interval_ms,
+        value_bytes_max: params.max_block_bytes.saturating_add(GOSSIP_ENVELOPE_BYTES as u64),
     }
 }
 
@@ -271,7 +275,7 @@ pub async fn start(config: &NodeConfig) -> Result<(NodeContext, Driver), DriverE
         sync_in_flight: false,
         sync_tx,
         sync_rx,
-        sync_target: Height(0),
+        catch_up: CatchUp::default(),
         seen_consensus: HashSet::new(),
         seen_height: Height(0),
         catching_up: false,
@@ -304,8 +308,8 @@ pub struct Driver {
     sync_in_flight: bool,
     sync_tx: mpsc::Sender<SyncOutcome>,
     sync_rx: mpsc::Receiver<SyncOutcome>,
-    /// The highest height known to be committed somewhere.
-    sync_target: Height,
+    /// How far behind the ledger is, as far as evidence it can weigh shows.
+    catch_up: CatchUp,
     /// Signatures of the consensus messages of height `seen_height` already given to the engine:
     /// one heard again (a peer's rebroadcast) is not relayed further.
     seen_consensus: HashSet<Signature>,
@@ -450,15 +454,24 @@ impl Driver {
             }
             Action::Commit { block, certificate } => {
                 let height = block.height();
-                if self.commit(block, certificate)? {
-                    let next_validators = self.validators_at(height.next())?;
-                    Ok(Some(Event::BlockApplied { height, next_validators }))
-                } else {
-                    Ok(None)
+                match self.commit(block, certificate) {
+                    Ok(true) => {
+                        let next_validators = self.validators_at(height.next())?;
+                        Ok(Some(Event::BlockApplied { height, next_validators }))
+                    }
+                    Ok(false) => Ok(None),
+                    Err(DriverError::Ledger(error @ LedgerError::Block(_))) => {
+                        self.halt(height, &error);
+                        Ok(None)
+                    }
+                    Err(error) => Err(error),
                 }
             }
-            Action::RequestCommit { height } => {
-                self.sync_target = self.sync_target.max(height);
+            Action::RequestCommit { height, vouched } => {
+                if vouched {
+                    // More than a third of the power is past `height`: it is committed.
+                    self.catch_up.committed(height);
+                }
                 self.maybe_sync(None);
                 Ok(None)
             }
@@ -470,6 +483,23 @@ impl Driver {
                 Ok(None)
             }
         }
+    }
+
+    /// Consensus decided a block at `height` that this ledger refuses. Honest validators never
+    /// do (a block's body is checked against its header wherever it enters, and each is validated
+    /// before any vote for it), so this means more than a third of the stake is faulty or the
+    /// ledger is not deterministic. The engine stops at this height: restarting would decide the
+    /// same block again, so the node stays up, serving what it has, and says why once, loudly.
+    fn halt(&mut self, height: Height, error: &LedgerError) {
+        tracing::error!(
+            %height,
+            %error,
+            "consensus decided a block this ledger refuses; this validator stops voting at this \
+             height. Either more than a third of the stake is faulty or ledgers disagree: compare \
+             `node ledger verify` across nodes before restarting"
+        );
+        self.engine = None;
+        self.timers.clear();
     }
 
     /// Builds the block this node proposes at `height` from the mempool.
@@ -515,6 +545,9 @@ impl Driver {
                 return Ok(false);
             }
             ledger.commit_block(block, cert)?;
+        }
+        if let Ok(set) = self.validators_at(height.next()) {
+            self.catch_up.advance(height, &set);
         }
         let root = self.ctx.read(|l| {
             self.mempool.block_committed(l.state(), &block.txs);
@@ -663,7 +696,9 @@ impl Driver {
             },
             GossipMessage::Consensus(message) => {
                 let next = self.ledger_height().next();
-                let mut validation = self.check_consensus(&message, next);
+                let set = self.validators_at(next)?;
+                let mut validation =
+                    self.catch_up.admit(message.signer(), message.height(), next, &set);
                 if validation == Validation::Accept && message.height() == next {
                     if self.seen_before(&message, next) {
                         validation = Validation::Ignore;
@@ -671,21 +706,27 @@ impl Driver {
                         self.ctx.live_votes.record(vote.validator, vote.vote);
                     }
                 }
-                self.note_height(Height(message.height().0.saturating_sub(1)), source);
                 // Answer first: the message is forwarded while the engine works on it.
                 self.validate(id, validation).await;
-                if validation == Validation::Accept {
+                self.sync_if_behind(Some(source));
+                // Far-future messages of validators are not relayed, but the engine counts them
+                // towards the height more than a third of the power has shown.
+                let far = validation == Validation::Ignore && message.height() > next.next();
+                if validation == Validation::Accept || far {
                     self.feed(Event::MessageReceived(*message)).await?;
                 }
                 return Ok(());
             }
             GossipMessage::Block(committed) => {
                 let height = committed.height();
-                self.note_height(height, source);
                 if height <= self.ledger_height() {
                     Validation::Ignore
                 } else if height > self.ledger_height().next() {
-                    // Cannot check it yet; sync fetches the blocks before it.
+                    // Cannot check it in full yet; if more than a third of the power signed its
+                    // certificate, sync fetches the blocks before it.
+                    let set = self.validators_at(self.ledger_height().next())?;
+                    self.catch_up.certificate(&committed.commit, &set);
+                    self.sync_if_behind(Some(source));
                     Validation::Ignore
                 } else {
                     match self.catch_up(*committed).await {
@@ -710,24 +751,6 @@ impl Driver {
         }
     }
 
-    /// The state check of a consensus message (its signature was checked by gossip), with the
-    /// ledger at `next - 1`.
-    fn check_consensus(&self, message: &Message<Block>, next: Height) -> Validation {
-        let height = message.height();
-        if height < next {
-            return Validation::Ignore;
-        }
-        if height == next {
-            let known = self.ctx.read(|l| {
-                l.state().validator_set(height).map(|set| set.contains(&message.signer()))
-            });
-            if known == Some(false) {
-                return Validation::Reject;
-            }
-        }
-        Validation::Accept
-    }
-
     /// Whether the engine was given this message of height `next` (the one in progress) before;
     /// remembers it if not. Messages of later heights are not remembered: the engine may not hold
     /// them yet.
@@ -743,12 +766,20 @@ impl Driver {
         !self.seen_consensus.insert(signature)
     }
 
-    /// Someone committed `height`; catch up at once when two or more blocks behind (one block
-    /// behind is the usual gossip lag, which the tick catches if it persists).
-    fn note_height(&mut self, height: Height, source: PeerId) {
-        self.sync_target = self.sync_target.max(height);
-        if height.0 >= self.ledger_height().0.saturating_add(2) {
-            self.maybe_sync(Some(source));
+    /// The highest height known to be committed ([`CatchUp::target`]).
+    fn sync_target(&self) -> Height {
+        let ledger = self.ledger_height();
+        match self.validators_at(ledger.next()) {
+            Ok(set) => self.catch_up.target(ledger, &set),
+            Err(_) => ledger,
+        }
+    }
+
+    /// Catches up at once when two or more blocks behind (one block behind is the usual gossip
+    /// lag, which the tick catches if it persists), preferring the peer that showed it.
+    fn sync_if_behind(&mut self, prefer: Option<PeerId>) {
+        if self.sync_target().0 >= self.ledger_height().0.saturating_add(2) {
+            self.maybe_sync(prefer);
         }
     }
 
@@ -788,7 +819,6 @@ impl Driver {
         let mut applied = 0usize;
         for committed in blocks {
             let height = committed.height();
-            self.sync_target = self.sync_target.max(height);
             match self.catch_up(committed).await {
                 Ok(true) => applied += 1,
                 Ok(false) => {}
@@ -803,14 +833,14 @@ impl Driver {
         if applied > 0 {
             tracing::info!(peer = %outcome.peer, applied, height = %self.ledger_height(), "caught up by sync");
         }
-        if applied > 0 && (full || self.sync_target > self.ledger_height()) {
+        if applied > 0 && (full || self.sync_target() > self.ledger_height()) {
             self.maybe_sync(Some(outcome.peer));
         }
         Ok(())
     }
 
     async fn on_tick(&mut self) {
-        if self.sync_target > self.ledger_height() {
+        if self.sync_target() > self.ledger_height() {
             self.maybe_sync(None);
         }
     }

@@ -1,6 +1,7 @@
 //! A running node: the consensus driver, the role loops and the HTTP API, sharing one
 //! [`context::NodeContext`].
 
+pub mod catchup;
 pub mod config;
 pub mod context;
 pub mod driver;

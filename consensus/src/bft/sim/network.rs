@@ -4,11 +4,11 @@
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 
+use crate::block::Block;
 use crate::types::Height;
 use crate::vote::CommitCertificate;
 
 use super::super::types::{Message, Timeout};
-use super::SimBlock;
 
 /// Something that happens at a simulated time.
 #[derive(Clone, Debug)]
@@ -18,7 +18,7 @@ pub enum Item {
         /// The receiver.
         to: usize,
         /// The message.
-        message: Message<SimBlock>,
+        message: Message<Block>,
     },
     /// A validator's timer fires (unless the validator restarted since: `epoch` differs).
     Timer {
@@ -34,7 +34,7 @@ pub enum Item {
         /// The receiver.
         to: usize,
         /// The block.
-        block: SimBlock,
+        block: Block,
         /// Its certificate.
         certificate: CommitCertificate,
     },
