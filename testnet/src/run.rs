@@ -149,8 +149,8 @@ fn drive(
                 break;
             };
             println!(
-                "\nround {round}: the same held-out rows under a new salt; the base model is \
-                 champion {}",
+                "\nround {round}: fresh held-out rows (split up front) under a new salt; the base \
+                 model is champion {}",
                 base.model_hash.short()
             );
             spec.base_model = Some(base);
