@@ -557,7 +557,8 @@ impl Plan {
             Plan::Transfer { amount, .. } => *amount,
             Plan::CreateTask { reward, .. } => *reward,
             Plan::Join { bond, entry_fee, .. } => {
-                Amount(bond.0.checked_add(entry_fee.0).unwrap_or(u64::MAX))
+                // Saturating: a cost over any balance is refused as insufficient.
+                Amount(bond.0.saturating_add(entry_fee.0))
             }
             _ => Amount::ZERO,
         }
