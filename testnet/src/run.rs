@@ -177,6 +177,15 @@ fn drive(
                 &labels
             )
         );
+        let joined = view.submissions.len() as u64;
+        println!(
+            "entry fees: {joined} trainers joined at {} each, {} burned on joining (filling all \
+             {} slots would cost {}, at least the prize)",
+            spec.entry_fee,
+            joined * spec.entry_fee.0,
+            spec.max_trainers,
+            u64::from(spec.max_trainers) * spec.entry_fee.0
+        );
         let total = report::check_conservation(report, plan.reward).map_err(anyhow::Error::msg)?;
         println!("conservation: payouts + refunds + burns = escrow + bonds = {total}");
         if report.outcome == Outcome::QuorumFailed {
