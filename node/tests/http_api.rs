@@ -579,6 +579,9 @@ async fn tasks_and_accounts_explain_the_finalized_rewards() {
     let task = get(h.addr, "/tasks/1").await.json();
     assert_eq!(num(&task["deadlines"]["score"]), 16);
     assert_eq!(num(&task["windows"]["join"]), 3);
+    assert_eq!(task["stakes"].as_array().unwrap().len(), 2, "the snapshot of both validators");
+    assert_eq!(task["references"].as_array().unwrap().len(), 0, "no earlier champion");
+    assert_eq!(string(&task["spec"]["entry_fee"]), ENTRY_FEE.to_string());
     assert_eq!(task["submissions"].as_array().unwrap().len(), 2);
     assert_eq!(task["verdicts"].as_array().unwrap().len(), 2);
     assert_eq!(task["consensus"].as_array().unwrap().len(), 3);

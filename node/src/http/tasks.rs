@@ -12,8 +12,8 @@ use serde::{Deserialize, Serialize};
 
 use super::read::{Page, query};
 use super::views::{
-    self, ForfeitView, ReportView, RevealView, ScoreRecordView, SubmissionView, TaskDetail,
-    TaskSummary, VerdictView, amount, big,
+    self, ForfeitView, ReferenceView, ReportView, RevealView, ScoreRecordView, StakeView,
+    SubmissionView, TaskDetail, TaskSummary, VerdictView, amount, big,
 };
 use super::{Api, ApiError, ApiResult};
 
@@ -76,6 +76,12 @@ pub(super) async fn task(
                 windows: t.spec.windows,
                 deadlines: t.into(),
                 spec: (&t.spec).into(),
+                stakes: t
+                    .stakes
+                    .iter()
+                    .map(|(v, s)| StakeView { validator: *v, stake: big(*s) })
+                    .collect(),
+                references: ReferenceView::of(t),
                 submissions: state
                     .submissions
                     .range(task_range(id))

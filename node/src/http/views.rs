@@ -543,6 +543,11 @@ pub struct TaskDetail {
     pub deadlines: DeadlinesView,
     /// The spec.
     pub spec: SpecView,
+    /// The validators' stakes when the task opened: who scores it and with what weight.
+    pub stakes: Vec<StakeView>,
+    /// The models the submissions must beat besides the trivial baseline: the base model and
+    /// the earlier champions on the same training file, each with its recorded score.
+    pub references: Vec<ReferenceView>,
     /// Every joined trainer's submission, by account.
     pub submissions: Vec<SubmissionView>,
     /// Every validator's scoring record, by account.
@@ -553,6 +558,45 @@ pub struct TaskDetail {
     pub payouts: Vec<PayoutView>,
     /// The stored finalization report, once finalized.
     pub report: Option<ReportView>,
+}
+
+/// One validator's stake in a task's snapshot.
+#[derive(Clone, Debug, Serialize)]
+pub struct StakeView {
+    /// The validator.
+    pub validator: AccountId,
+    /// Its stake when the task opened.
+    pub stake: String,
+}
+
+/// A model that existed before the task opened and is part of its baseline.
+#[derive(Clone, Debug, Serialize)]
+pub struct ReferenceView {
+    /// Its verdict-vector subject: `base_model` or `champion:<model hash>`.
+    pub subject: String,
+    /// sha256 of its artifact.
+    pub model_hash: Hash,
+    /// Its non-zero parameter count.
+    pub params: String,
+    /// Its effective score when it became champion, in ppm (the floor if it cannot be scored).
+    pub recorded_ppm: u32,
+}
+
+impl ReferenceView {
+    /// The task's base model and earlier champions, in verdict-vector order.
+    pub fn of(task: &Task) -> Vec<ReferenceView> {
+        let view = |s: Subject, r: &consensus::state::ReferenceModel| ReferenceView {
+            subject: subject(&s),
+            model_hash: r.model_hash,
+            params: big(r.params),
+            recorded_ppm: r.recorded_ppm,
+        };
+        task.base
+            .iter()
+            .map(|b| view(Subject::BaseModel, b))
+            .chain(task.champions.iter().map(|c| view(Subject::Champion(c.model_hash), c)))
+            .collect()
+    }
 }
 
 /// A transaction's body, by kind, with amounts as strings.

@@ -228,6 +228,11 @@ function renderTask(task) {
       amount(v.payout)]);
     summary += table(["validator", "#stake", "revealed", "#agreed", "#payout"], vrows);
   }
+  if (task.references && task.references.length) {
+    summary += "<p class=\"muted\">existing models in the baseline: " + task.references.map((r) =>
+      esc(r.subject.startsWith("champion:") ? "earlier champion" : "base model") + " " +
+      esc(short(r.model_hash)) + " (recorded " + ppm(r.recorded_ppm) + ")").join(", ") + "</p>";
+  }
   return "<div class=\"task\" id=\"task-" + task.id + "\"><h3>task " + task.id + ": " +
     esc(task.name) + " " + outcome + "</h3><p class=\"muted\">reward " + esc(task.reward) +
     " · creator " + accountLink(task.creator) + " · " + task.joined + "/" + task.max_trainers +
