@@ -38,7 +38,11 @@ fn predictions_match_numpy_sample_by_sample() {
 
     // The scored accuracy is numpy's, and deliberately imperfect.
     let correct = numpy.iter().zip(&table.labels).filter(|(p, l)| p == l).count();
-    let revealed = Revealed { model_hash: sha256(&bytes), params: artifact.params };
+    let revealed = Revealed {
+        model_hash: sha256(&bytes),
+        params: artifact.params,
+        size_bytes: Some(bytes.len() as u64),
+    };
     let heldout = EvalData::Table(table.clone());
     let Judgement::Scored { evaluation, .. } =
         judge(&bytes, &spec, Some(&revealed), &heldout).unwrap()
@@ -70,4 +74,53 @@ fn the_majority_baseline_is_below_the_model() {
     let verdict = judge(&bytes, &spec, None, &common::wine_heldout(&spec)).unwrap().verdict();
     let Verdict::Scored { score_ppm, .. } = verdict else { panic!("scored") };
     assert!(score_ppm > baseline.score_ppm);
+}
+
+#[test]
+fn a_heldout_file_of_another_size_than_the_spec_says_is_refused() {
+    let mut spec = common::wine_spec();
+    spec.dataset.heldout_examples += 1;
+    let err = validator::eval::prepare_heldout(&spec, &common::read("heldout.csv"), "heldout.csv")
+        .unwrap_err();
+    assert!(
+        matches!(err, validator::eval::EvalError::HeldoutSize { expected: 54, found: 53, .. }),
+        "{err}"
+    );
+}
+
+/// An earlier champion recorded by the task is scored like any model, by its recorded hash and
+/// parameter count, and laid out after the baseline; one no peer served is `Unavailable`.
+#[test]
+fn earlier_champions_are_scored_as_part_of_the_baseline() {
+    use consensus::verdict::Subject;
+    use validator::score::{Reference, TaskInputs, score_task};
+
+    let spec = common::wine_spec();
+    let (train, heldout) = (common::wine_train(&spec), common::wine_heldout(&spec));
+    let bytes = common::wine_model();
+    let params = check_artifact(&bytes, &spec, None).unwrap().params;
+    let champion = Reference { model_hash: sha256(&bytes), params, artifact: Some(&bytes) };
+    let gone = consensus::types::Hash([0xcc; 32]);
+    let missing = Reference { model_hash: gone, params, artifact: None };
+    let liar = Reference { params: params + 1, ..champion };
+    let inputs = TaskInputs {
+        spec: &spec,
+        train: &train,
+        heldout: &heldout,
+        base_model: None,
+        champions: &[champion, missing],
+        submissions: &[],
+    };
+    let vector = score_task(&inputs).unwrap();
+    let subjects: Vec<Subject> = vector.iter().map(|e| e.subject).collect();
+    assert_eq!(
+        subjects,
+        [Subject::Baseline, Subject::Champion(champion.model_hash), Subject::Champion(gone)]
+    );
+    let alone = judge(&bytes, &spec, None, &heldout).unwrap().verdict();
+    assert_eq!(vector[1].verdict, alone);
+    assert_eq!(vector[2].verdict, Verdict::Unavailable);
+    // A recorded count that differs from the artifact's is a rejection, as for a submission.
+    let vector = score_task(&TaskInputs { champions: &[liar], ..inputs }).unwrap();
+    assert!(matches!(vector[1].verdict, Verdict::Rejected { .. }), "{:?}", vector[1].verdict);
 }
