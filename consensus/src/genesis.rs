@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::crypto::PublicKey;
 use crate::encoding::encode;
 use crate::hash::{tagged_hash, tags};
-use crate::task::TaskSpec;
+use crate::task::{SpecError, TaskSpec};
 use crate::types::{AccountId, Amount, Hash};
 use crate::validators::{VALIDATORS_MAX, ValidatorInfo, ValidatorSet};
 
@@ -28,6 +28,17 @@ pub const GENESIS_TASKS_MAX: usize = 64;
 pub const TX_BYTES_LIMIT: u64 = 8 << 20;
 /// Largest `max_block_bytes` a chain may set.
 pub const BLOCK_BYTES_LIMIT: u64 = 64 << 20;
+/// Largest `max_artifact_bytes` a chain may set (what a validator downloads and checks per model).
+pub const ARTIFACT_BYTES_LIMIT: u64 = 1 << 30;
+/// `max_artifact_bytes` of a genesis that names none.
+pub const ARTIFACT_BYTES_DEFAULT: u64 = 64 << 20;
+/// Latest `genesis_time_ms`: the last millisecond of year 9999. Block times only grow from it, so
+/// a later start would bring them near `u64::MAX`, where the next block's time overflows.
+pub const GENESIS_TIME_MS_MAX: u64 = 253_402_300_799_999;
+/// Largest `max_block_txs` a chain may set.
+pub const BLOCK_TXS_LIMIT: u32 = 1_000_000;
+/// Largest `mempool_txs_per_account` a chain may set.
+pub const MEMPOOL_TXS_PER_ACCOUNT_LIMIT: u32 = 100_000;
 
 /// Chain parameters, fixed at genesis.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,6 +74,32 @@ pub struct Params {
     pub duplicate_distance_ppm: u32,
     /// Most trainers any task may admit (a task's `max_trainers` may not exceed it).
     pub max_trainers_per_task: u32,
+    /// Largest model artifact any task may accept, in bytes (a task's
+    /// `limits.max_artifact_bytes` may not exceed it; at most [`ARTIFACT_BYTES_LIMIT`]).
+    #[serde(default = "artifact_bytes_default")]
+    pub max_artifact_bytes: u64,
+}
+
+fn artifact_bytes_default() -> u64 {
+    ARTIFACT_BYTES_DEFAULT
+}
+
+impl Params {
+    /// Refuses a task whose artifacts could be larger than this chain's `max_artifact_bytes`:
+    /// every validator downloads and checks each revealed artifact, so a creator may not raise
+    /// that cost past the network's.
+    pub fn check_artifact_cap(&self, spec: &TaskSpec) -> Result<(), SpecError> {
+        if spec.limits.max_artifact_bytes > self.max_artifact_bytes {
+            return Err(SpecError::Invalid {
+                field: "limits.max_artifact_bytes",
+                reason: format!(
+                    "{} is over this chain's max_artifact_bytes of {}",
+                    spec.limits.max_artifact_bytes, self.max_artifact_bytes
+                ),
+            });
+        }
+        Ok(())
+    }
 }
 
 impl Default for Params {
@@ -84,6 +121,7 @@ impl Default for Params {
             agreement_tolerance_ppm: 1_000,
             duplicate_distance_ppm: 10_000,
             max_trainers_per_task: 64,
+            max_artifact_bytes: ARTIFACT_BYTES_DEFAULT,
         }
     }
 }
@@ -271,6 +309,7 @@ impl Genesis {
             ));
         }
         self.validate_params()?;
+        self.validate_bounds(total)?;
         if self.tasks.len() > GENESIS_TASKS_MAX {
             return Err(invalid("tasks", format!("at most {GENESIS_TASKS_MAX} tasks")));
         }
@@ -285,6 +324,15 @@ impl Genesis {
                     format!(
                         "at most params.max_trainers_per_task = {}",
                         self.params.max_trainers_per_task
+                    ),
+                ));
+            }
+            if t.spec.limits.max_artifact_bytes > self.params.max_artifact_bytes {
+                return Err(invalid(
+                    format!("tasks[{i}].spec.limits.max_artifact_bytes"),
+                    format!(
+                        "at most params.max_artifact_bytes = {}",
+                        self.params.max_artifact_bytes
                     ),
                 ));
             }
@@ -356,6 +404,55 @@ impl Genesis {
         }
         Ok(())
     }
+
+    /// Refuses values that pass the field checks above but would overflow or halt the chain
+    /// later: a start time whose block times overflow, a fee nobody can pay, limits no node can
+    /// hold in memory. `supply` is the genesis stakes and balances together.
+    fn validate_bounds(&self, supply: u128) -> Result<(), GenesisError> {
+        let p = &self.params;
+        if self.genesis_time_ms > GENESIS_TIME_MS_MAX {
+            return Err(invalid(
+                "genesis_time_ms",
+                format!(
+                    "{} is after year 9999 (at most {GENESIS_TIME_MS_MAX}): block times would \
+                     overflow",
+                    self.genesis_time_ms
+                ),
+            ));
+        }
+        if u128::from(p.tx_fee.0) > supply {
+            return Err(invalid(
+                "params.tx_fee",
+                format!(
+                    "{} is more than every stake and balance together ({supply}): no account \
+                     could ever pay it",
+                    p.tx_fee.0
+                ),
+            ));
+        }
+        if p.max_block_txs > BLOCK_TXS_LIMIT {
+            return Err(invalid(
+                "params.max_block_txs",
+                format!("{} is over the limit of {BLOCK_TXS_LIMIT}", p.max_block_txs),
+            ));
+        }
+        if p.mempool_txs_per_account > MEMPOOL_TXS_PER_ACCOUNT_LIMIT {
+            return Err(invalid(
+                "params.mempool_txs_per_account",
+                format!(
+                    "{} is over the limit of {MEMPOOL_TXS_PER_ACCOUNT_LIMIT}",
+                    p.mempool_txs_per_account
+                ),
+            ));
+        }
+        if p.max_artifact_bytes == 0 || p.max_artifact_bytes > ARTIFACT_BYTES_LIMIT {
+            return Err(invalid(
+                "params.max_artifact_bytes",
+                format!("{} must be 1 to {ARTIFACT_BYTES_LIMIT}", p.max_artifact_bytes),
+            ));
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -409,6 +506,20 @@ pub(crate) mod tests {
             (Box::new(|g| g.params.block_interval_ms = 0), "params.block_interval_ms"),
             (Box::new(|g| g.params.trainer_share_ppm = 1_000_001), "params.trainer_share_ppm"),
             (Box::new(|g| g.params.max_block_bytes = 10), "params.max_block_bytes"),
+            // Values that passed before and then halted a chain (issue 19).
+            (Box::new(|g| g.genesis_time_ms = u64::MAX - 1), "genesis_time_ms"),
+            (Box::new(|g| g.genesis_time_ms = GENESIS_TIME_MS_MAX + 1), "genesis_time_ms"),
+            (Box::new(|g| g.params.tx_fee = Amount(u64::MAX)), "params.tx_fee"),
+            (Box::new(|g| g.params.tx_fee = Amount(11)), "params.tx_fee"),
+            (Box::new(|g| g.params.max_block_txs = u32::MAX), "params.max_block_txs"),
+            (
+                Box::new(|g| g.params.mempool_txs_per_account = u32::MAX),
+                "params.mempool_txs_per_account",
+            ),
+            (Box::new(|g| g.params.max_artifact_bytes = 0), "params.max_artifact_bytes"),
+            (Box::new(|g| g.params.max_artifact_bytes = 4 << 30), "params.max_artifact_bytes"),
+            (Box::new(|g| g.params.timeout_delta_ms = u64::MAX), "params.timeout_delta_ms"),
+            (Box::new(|g| g.validators[0].stake = Amount(u64::MAX)), "balances"),
         ];
         for (mutate, field) in cases {
             let mut bad = g.clone();
@@ -419,6 +530,30 @@ pub(crate) mod tests {
                 "expected an error on {field}, got {err}"
             );
         }
+    }
+
+    #[test]
+    fn the_latest_start_time_and_a_payable_fee_pass() {
+        let v = Keypair::from_seed([1; 32]);
+        let mut g = genesis(&[(&v, 10)], &[]);
+        g.genesis_time_ms = GENESIS_TIME_MS_MAX;
+        g.params.tx_fee = Amount(10);
+        g.params.max_artifact_bytes = ARTIFACT_BYTES_LIMIT;
+        Genesis::from_json(&g.to_json()).unwrap();
+    }
+
+    #[test]
+    fn a_genesis_without_an_artifact_cap_gets_the_default() {
+        let v = Keypair::from_seed([1; 32]);
+        let g = genesis(&[(&v, 10)], &[]);
+        let json = g
+            .to_json()
+            .replace(&format!(",\n    \"max_artifact_bytes\": {ARTIFACT_BYTES_DEFAULT}"), "");
+        assert!(!json.contains("max_artifact_bytes"), "{json}");
+        assert_eq!(
+            Genesis::from_json(&json).unwrap().params.max_artifact_bytes,
+            ARTIFACT_BYTES_DEFAULT
+        );
     }
 
     #[test]

@@ -809,6 +809,7 @@ impl State {
                     }
                     .into());
                 }
+                self.meta.params.check_artifact_cap(spec)?;
                 if let Some(base) = &spec.base_model {
                     let known = self
                         .champions
