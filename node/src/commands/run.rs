@@ -126,7 +126,9 @@ async fn run_node(
     if let Some(listener) = http {
         tracing::info!("http api on http://{}", listener.local_addr()?);
         let ctx = ctx.clone();
-        tasks.spawn(named("http api", crate::http::serve(ctx, listener)));
+        let mut http = crate::http::HttpConfig::default();
+        http.write_hosts.extend(config.http_write_hosts.iter().cloned());
+        tasks.spawn(named("http api", crate::http::serve_with_config(ctx, listener, http)));
     }
     match (ctx.role, recipe) {
         (Role::Trainer, Some(recipe)) => {
