@@ -54,6 +54,8 @@ pub struct Net {
     pub clients: Vec<Client>,
     /// One supervisor per plan node (`None` while it is stopped).
     running: Vec<Option<Supervisor>>,
+    /// Each running plan node's process id.
+    pids: Vec<Option<u32>>,
     /// Nodes started after the plan's.
     pub extra: Vec<Extra>,
 }
@@ -92,8 +94,9 @@ impl Net {
         let layout = files::write(&plan, dir, &ports)?;
         let clients = layout.urls.iter().map(|u| Client::new(u)).collect();
         let running = plan.nodes.iter().map(|_| None).collect();
+        let pids = plan.nodes.iter().map(|_| None).collect();
         let exe = std::env::current_exe().context("finding the test executable")?;
-        Ok(Net { plan, layout, ports, exe, clients, running, extra: Vec::new() })
+        Ok(Net { plan, layout, ports, exe, clients, running, pids, extra: Vec::new() })
     }
 
     /// The node's start command, as the testnet launcher builds it.
@@ -125,13 +128,37 @@ impl Net {
         ];
         let spec = self.spawn_spec(&node.name, args, &self.layout.logs[i]);
         let mut supervisor = Supervisor::new();
-        supervisor.spawn(spec)?;
+        self.pids[i] = Some(supervisor.spawn(spec)?);
         self.running[i] = Some(supervisor);
         Ok(())
     }
 
+    /// The process id of plan node `i`, while it runs.
+    pub fn pid(&self, i: usize) -> Option<u32> {
+        self.pids[i]
+    }
+
+    /// Plan node `i`'s libp2p address, with its `/p2p/` suffix.
+    pub fn p2p_addr(&self, i: usize) -> anyhow::Result<String> {
+        let peer = node::keystore::peer_id(&self.plan.nodes[i].key())?;
+        Ok(format!("/ip4/127.0.0.1/tcp/{}/p2p/{peer}", self.ports[i].p2p))
+    }
+
+    /// Plan node `i`'s HTTP API address.
+    pub fn http_addr(&self, i: usize) -> std::net::SocketAddr {
+        std::net::SocketAddr::from(([127, 0, 0, 1], self.ports[i].http))
+    }
+
+    /// The executable the nodes run (this test executable, started with `argv[0]` = `node`).
+    pub fn node_command(&self) -> Command {
+        let mut command = Command::new(&self.exe);
+        command.arg0(NODE_ARG0);
+        command
+    }
+
     /// Kills plan node `i` (SIGKILL, no clean shutdown) and reaps it.
     pub fn kill(&mut self, i: usize) {
+        self.pids[i] = None;
         if let Some(mut supervisor) = self.running[i].take() {
             supervisor.stop_all();
         }
@@ -395,8 +422,8 @@ impl Net {
     pub fn verify_ledgers(&self) -> anyhow::Result<Vec<(String, String)>> {
         let mut verified = Vec::new();
         for (name, data_dir) in self.data_dirs() {
-            let output = Command::new(&self.exe)
-                .arg0(NODE_ARG0)
+            let output = self
+                .node_command()
                 .args(["ledger", "verify", "--data-dir"])
                 .arg(&data_dir)
                 .output()

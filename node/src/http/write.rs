@@ -99,11 +99,16 @@ pub(super) async fn post_tx(State(api): State<Api>, body: Body) -> ApiResult<Jso
     let params = &api.ctx.genesis.params;
     let max_tx = usize::try_from(params.max_tx_bytes).unwrap_or(usize::MAX);
     let limit = max_tx.saturating_mul(2).saturating_add(TX_BODY_ENVELOPE_BYTES);
-    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("body over {limit} bytes (a transaction is at most {max_tx} bytes)"),
-        )
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let e = e.into_inner();
+        if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("body over {limit} bytes (a transaction is at most {max_tx} bytes)"),
+            )
+        } else {
+            ApiError::bad_request(format!("reading the body failed: {e}"))
+        }
     })?;
     let body: TxBody = serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::bad_request(format!("body must be {{\"tx\": \"<hex>\"}}: {e}")))?;
