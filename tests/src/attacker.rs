@@ -275,6 +275,14 @@ pub fn gossip_swarm(
     let config = gossipsub::ConfigBuilder::default()
         .max_transmit_size(transmit_bytes_max)
         .validation_mode(ValidationMode::Anonymous)
+        // Anonymous messages have no author or sequence number: ids from the content, so two
+        // different messages are never taken for one.
+        .message_id_fn(|m: &gossipsub::Message| {
+            use std::hash::{Hash, Hasher};
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            m.data.hash(&mut hasher);
+            gossipsub::MessageId::from(hasher.finish().to_be_bytes().to_vec())
+        })
         .build()?;
     let mut behaviour = gossipsub::Behaviour::new(MessageAuthenticity::Anonymous, config)
         .map_err(anyhow::Error::msg)?;
@@ -284,40 +292,56 @@ pub fn gossip_swarm(
     swarm(behaviour)
 }
 
+/// What [`publish_for`] saw.
+#[derive(Debug, Default)]
+pub struct Published {
+    /// Messages that went out.
+    pub sent: usize,
+    /// Whether the node closed the connection after one went out (it disconnects and bans a
+    /// peer whose score drops under the graylist threshold).
+    pub disconnected: bool,
+    /// The last reason gossipsub gave for not sending, if any.
+    pub last_error: Option<String>,
+}
+
 /// Connects `swarm` to `target`, then publishes each of `messages` on `topic` (retrying while
-/// gossipsub has no subscribed peer yet) for at most `duration`; returns how many went out and
-/// whether the node closed the connection (it disconnects and bans a peer whose score drops
-/// under the graylist threshold).
+/// gossipsub has no subscribed peer yet) for at most `duration`, or until the node disconnects.
 pub async fn publish_for(
     swarm: &mut Swarm<GossipBehaviour>,
     target: &Multiaddr,
     topic: IdentTopic,
     messages: Vec<Vec<u8>>,
     duration: Duration,
-) -> anyhow::Result<(usize, bool)> {
+) -> anyhow::Result<Published> {
     swarm.dial(target.clone())?;
     let end = tokio::time::Instant::now() + duration;
     let mut queue = messages.into_iter().peekable();
-    let mut sent = 0;
+    let mut published = Published::default();
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     loop {
         tokio::select! {
-            event = swarm.select_next_some() => {
-                if let SwarmEvent::ConnectionClosed { num_established: 0, .. } = event
-                    && sent > 0
-                {
-                    return Ok((sent, true));
+            event = swarm.select_next_some() => match event {
+                SwarmEvent::ConnectionClosed { num_established: 0, .. } if published.sent > 0 => {
+                    published.disconnected = true;
+                    return Ok(published);
                 }
-            }
+                SwarmEvent::OutgoingConnectionError { error, .. } => {
+                    published.last_error = Some(format!("dial: {error}"));
+                }
+                _ => {}
+            },
             _ = tick.tick() => {
-                if let Some(message) = queue.peek()
-                    && swarm.behaviour_mut().publish(topic.clone(), message.clone()).is_ok()
-                {
-                    queue.next();
-                    sent += 1;
+                if let Some(message) = queue.peek() {
+                    match swarm.behaviour_mut().publish(topic.clone(), message.clone()) {
+                        Ok(_) => {
+                            queue.next();
+                            published.sent += 1;
+                        }
+                        Err(e) => published.last_error = Some(e.to_string()),
+                    }
                 }
             }
-            _ = tokio::time::sleep_until(end) => return Ok((sent, false)),
+            _ = tokio::time::sleep_until(end) => return Ok(published),
         }
     }
 }

@@ -133,6 +133,18 @@ impl Net {
         Ok(())
     }
 
+    /// Whether plan node `i` has exited since it was started, and how (it then counts as
+    /// stopped: [`Net::start`] may start it again).
+    pub fn exited(&mut self, i: usize) -> anyhow::Result<Option<launch::Exited>> {
+        let Some(supervisor) = self.running[i].as_mut() else { return Ok(None) };
+        let exited = supervisor.exited()?;
+        if exited.is_some() {
+            self.running[i] = None;
+            self.pids[i] = None;
+        }
+        Ok(exited)
+    }
+
     /// The process id of plan node `i`, while it runs.
     pub fn pid(&self, i: usize) -> Option<u32> {
         self.pids[i]
@@ -422,23 +434,30 @@ impl Net {
     pub fn verify_ledgers(&self) -> anyhow::Result<Vec<(String, String)>> {
         let mut verified = Vec::new();
         for (name, data_dir) in self.data_dirs() {
-            let output = self
-                .node_command()
-                .args(["ledger", "verify", "--data-dir"])
-                .arg(&data_dir)
-                .output()
-                .with_context(|| format!("running node ledger verify for {name}"))?;
-            let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-            ensure!(
-                output.status.success() && stdout.starts_with("ok: "),
-                "node ledger verify --data-dir {} failed for {name} ({}):\n{stdout}{}",
-                data_dir.display(),
-                output.status,
-                String::from_utf8_lossy(&output.stderr)
-            );
-            verified.push((name, stdout.trim().to_owned()));
+            let report = self.verify_ledger(&name, &data_dir)?;
+            verified.push((name, report));
         }
         Ok(verified)
+    }
+
+    /// Runs `node ledger verify --data-dir DATA_DIR` for the stopped node `name`; returns its
+    /// report line.
+    pub fn verify_ledger(&self, name: &str, data_dir: &Path) -> anyhow::Result<String> {
+        let output = self
+            .node_command()
+            .args(["ledger", "verify", "--data-dir"])
+            .arg(data_dir)
+            .output()
+            .with_context(|| format!("running node ledger verify for {name}"))?;
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        ensure!(
+            output.status.success() && stdout.starts_with("ok: "),
+            "node ledger verify --data-dir {} failed for {name} ({}):\n{stdout}{}",
+            data_dir.display(),
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+        Ok(stdout.trim().to_owned())
     }
 }
 
