@@ -1,8 +1,9 @@
 //! Connection slots: per-IP, per-subnet and total limits, reserved slots for the genesis
 //! validators, and eviction of idle slot-fillers.
 //!
-//! libp2p's `connection_limits` counts connections per peer and in total, but a PeerId costs
-//! nothing: one host with many identities could fill every slot. [`Slots`] (plain logic, time
+//! libp2p's `connection_limits` counts connections per peer (the node uses it for that and for
+//! handshakes in progress), but a PeerId costs nothing: one host with many identities could fill
+//! every slot. [`Slots`] (plain logic, time
 //! passed in) therefore also counts by remote IP and by subnet (/24 for IPv4, /48 for IPv6), and
 //! [`SlotGuard`] applies it as a [`NetworkBehaviour`]:
 //!
@@ -13,6 +14,7 @@
 //!   one that has sent nothing useful (a gossip message that passed the stateless checks, an
 //!   answer to our request) for [`ConnectionLimits::idle_grace`]. That peer's connection is
 //!   closed and the newcomer takes its slot, so slot-fillers make room for honest peers;
+//! - a connection we dialed counts only in the total (and may likewise take an idle peer's slot);
 //! - handshakes still in progress are limited per IP before the peer is known.
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -239,7 +241,7 @@ impl Slots {
     }
 
     /// Connections holding slots (reserved peers' included).
-    pub fn len(&self) -> usize {
+    pub fn held(&self) -> usize {
         self.slots.len() - self.evicted.len()
     }
 }
@@ -261,33 +263,12 @@ impl SlotGuard {
         self.slots.mark_useful(peer, Instant::now());
     }
 
-    fn denied(refused: Refused) -> ConnectionDenied {
-        ConnectionDenied::new(refused)
-    }
-}
-
-impl NetworkBehaviour for SlotGuard {
-    type ConnectionHandler = dummy::ConnectionHandler;
-    type ToSwarm = std::convert::Infallible;
-
-    fn handle_pending_inbound_connection(
+    /// Admits an established connection of `peer`, closing an idle one if it needs the room.
+    fn take_slot(
         &mut self,
-        id: ConnectionId,
-        _local: &Multiaddr,
-        remote: &Multiaddr,
-    ) -> Result<(), ConnectionDenied> {
-        self.slots.admit_pending(id, ip_of(remote)).map_err(Self::denied)
-    }
-
-    fn handle_established_inbound_connection(
-        &mut self,
-        id: ConnectionId,
         peer: PeerId,
-        _local: &Multiaddr,
-        remote: &Multiaddr,
-    ) -> Result<THandler<Self>, ConnectionDenied> {
-        self.slots.pending_ended(id);
-        let ip = ip_of(remote);
+        ip: Option<IpAddr>,
+    ) -> Result<dummy::ConnectionHandler, ConnectionDenied> {
         match self.slots.admit(&peer, ip, Instant::now()) {
             Ok(victim) => {
                 if let Some((victim_peer, victim_id)) = victim {
@@ -301,10 +282,35 @@ impl NetworkBehaviour for SlotGuard {
                 Ok(dummy::ConnectionHandler)
             }
             Err(refused) => {
-                tracing::debug!(%peer, ?ip, %refused, "refusing an inbound connection");
-                Err(Self::denied(refused))
+                tracing::debug!(%peer, ?ip, %refused, "refusing a connection");
+                Err(ConnectionDenied::new(refused))
             }
         }
+    }
+}
+
+impl NetworkBehaviour for SlotGuard {
+    type ConnectionHandler = dummy::ConnectionHandler;
+    type ToSwarm = std::convert::Infallible;
+
+    fn handle_pending_inbound_connection(
+        &mut self,
+        id: ConnectionId,
+        _local: &Multiaddr,
+        remote: &Multiaddr,
+    ) -> Result<(), ConnectionDenied> {
+        self.slots.admit_pending(id, ip_of(remote)).map_err(ConnectionDenied::new)
+    }
+
+    fn handle_established_inbound_connection(
+        &mut self,
+        id: ConnectionId,
+        peer: PeerId,
+        _local: &Multiaddr,
+        remote: &Multiaddr,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        self.slots.pending_ended(id);
+        self.take_slot(peer, ip_of(remote))
     }
 
     fn handle_established_outbound_connection(
@@ -315,14 +321,8 @@ impl NetworkBehaviour for SlotGuard {
         _role: Endpoint,
         _port_use: PortUse,
     ) -> Result<THandler<Self>, ConnectionDenied> {
-        match self.slots.admit(&peer, None, Instant::now()) {
-            // An outbound connection is ours: it is never let in by evicting another.
-            Ok(None) => Ok(dummy::ConnectionHandler),
-            Ok(Some(_)) | Err(_) => Err(Self::denied(Refused {
-                scope: Scope::Total,
-                limit: self.slots.limits.established_total_max,
-            })),
-        }
+        // A peer we dialed (a blob provider, say) counts only in the total.
+        self.take_slot(peer, None)
     }
 
     fn on_swarm_event(&mut self, event: FromSwarm) {
@@ -431,7 +431,7 @@ mod tests {
         assert_eq!(slots.admit(&validator, ip("10.0.0.1"), t0), Ok(None));
         slots.opened(ConnectionId::new_unchecked(rand_id()), validator, ip("10.0.0.1"), t0);
         assert_eq!(open(&mut slots, ip("10.0.2.1"), t0).unwrap_err().scope, Scope::Total);
-        assert_eq!(slots.len(), 5);
+        assert_eq!(slots.held(), 5);
     }
 
     #[test]
@@ -459,7 +459,7 @@ mod tests {
             Scope::PerIp
         );
         slots.closed(idle_conn, idle);
-        assert_eq!(slots.len(), 2);
+        assert_eq!(slots.held(), 2);
     }
 
     #[test]
