@@ -12,7 +12,7 @@ use consensus::crypto::Keypair;
 use consensus::genesis::{Genesis, GenesisBalance, GenesisValidator, Params};
 use consensus::state::{State, TxContext};
 use consensus::tx::{SignedTx, Tx, TxKind, verify_txs};
-use consensus::types::{Amount, Height, Nonce};
+use consensus::types::{AccountId, Amount, Height, Nonce};
 
 const ACCOUNTS: usize = 100;
 const TXS: usize = 4_000;
@@ -64,7 +64,7 @@ fn transfers(keys: &[Keypair], amount: u64) -> Vec<SignedTx> {
 }
 
 fn ctx(i: usize) -> TxContext {
-    TxContext { height: Height(1), index: i as u32 }
+    TxContext { height: Height(1), index: i as u32, proposer: AccountId::default() }
 }
 
 fn single(state: &State, txs: &[SignedTx]) -> f64 {

@@ -259,8 +259,11 @@ pub fn execute_block(state: &State, block: &Block) -> Result<State, BlockError> 
 
     let mut next = state.clone();
     for (index, tx) in block.txs.iter().enumerate() {
-        let ctx =
-            TxContext { height, index: u32::try_from(index).expect("bounded by max_block_txs") };
+        let ctx = TxContext {
+            height,
+            index: u32::try_from(index).expect("bounded by max_block_txs"),
+            proposer: header.proposer,
+        };
         next.execute_tx(tx, ctx).map_err(|error| BlockError::InvalidTx {
             index,
             hash: tx.hash(),
@@ -299,6 +302,7 @@ pub fn build_block(
         let ctx = TxContext {
             height,
             index: u32::try_from(included.len()).expect("bounded by max_block_txs"),
+            proposer,
         };
         if scratch.check_and_execute_tx(&tx, ctx).is_ok() {
             bytes += len;

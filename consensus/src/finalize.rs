@@ -8,11 +8,11 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::fixed::{Q16_ONE, log2_q16};
-use crate::task::{BaseModel, Efficiency};
+use crate::fixed::{Q16_ONE, log2_q16, mul_div};
+use crate::task::Efficiency;
 use crate::types::{AccountId, Amount, Height, ModelHash, ScorePpm};
-use crate::validators::{is_majority, is_quorum};
-use crate::verdict::{Subject, Verdict, VerdictEntry, expected_layout};
+use crate::validators::is_quorum;
+use crate::verdict::{Subject, Verdict, VerdictEntry};
 
 /// A joined trainer, as finalization sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -41,11 +41,24 @@ pub struct RevealInput {
 pub struct ValidatorInput<'a> {
     /// The validator.
     pub account: AccountId,
-    /// Its stake now (after any slashing).
+    /// Its stake as snapshotted when the task opened (a later slash does not change it).
     pub stake: u64,
     /// Its revealed verdict vector, already checked against the layout; `None` if it did not
     /// reveal.
     pub verdicts: Option<&'a [VerdictEntry]>,
+}
+
+/// A model that already exists and that submissions must beat: the base model or an earlier
+/// champion on the same public training file, recorded when the task opened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReferenceInput {
+    /// Its entry in the verdict vector ([`Subject::BaseModel`] or [`Subject::Champion`]).
+    pub subject: Subject,
+    /// Its non-zero parameter count, as recorded when it became champion.
+    pub params: u64,
+    /// Its effective score when it became champion, in ppm: the floor when validators cannot
+    /// score it now.
+    pub recorded_ppm: u32,
 }
 
 /// Everything finalization reads.
@@ -55,16 +68,18 @@ pub struct FinalizeInput<'a> {
     pub escrow: Amount,
     /// The task's efficiency rule.
     pub efficiency: &'a Efficiency,
-    /// The task's base model, if any.
-    pub base_model: Option<&'a BaseModel>,
+    /// The models that already exist, in verdict-vector order (base model first).
+    pub references: &'a [ReferenceInput],
     /// Every joined trainer.
     pub trainers: &'a [TrainerInput],
-    /// Every validator of the current set.
+    /// Every validator of the task's stake snapshot.
     pub validators: &'a [ValidatorInput<'a>],
     /// Share of the escrow for trainers, in ppm.
     pub trainer_share_ppm: u32,
     /// Agreement tolerance for scores, in ppm.
     pub agreement_tolerance_ppm: u32,
+    /// How far the champion must beat the baseline, in ppm (strictly more than this).
+    pub min_improvement_ppm: u32,
 }
 
 /// How a task ended.
@@ -73,18 +88,9 @@ pub struct FinalizeInput<'a> {
 pub enum Outcome {
     /// Validators with more than 2/3 of the stake revealed; rewards were paid.
     Finalized,
-    /// Too little stake revealed: escrow back to the creator, bonds back to the trainers.
+    /// Too little stake revealed: bonds back to the trainers; the escrow burns once any model
+    /// was revealed (the creator already has the models), and returns to the creator otherwise.
     QuorumFailed,
-}
-
-/// Why a trainer's submission earns nothing although it was scored.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DuplicateReason {
-    /// Same model hash as this earlier-committed trainer's.
-    SameHashAs(AccountId),
-    /// Validators with more than half the revealed stake flagged it `duplicate_of` an earlier one.
-    FlaggedByMajority,
 }
 
 /// Why a trainer lost its bond.
@@ -104,7 +110,7 @@ pub enum ForfeitReason {
 pub struct EntryReport {
     /// What the entry is about.
     pub subject: Subject,
-    /// The lower stake-weighted median verdict (duplicate flags cleared; see the trainer report).
+    /// The lower stake-weighted median verdict.
     pub consensus: Verdict,
 }
 
@@ -121,17 +127,16 @@ pub struct TrainerReport {
     pub penalty_ppm: u32,
     /// `max(0, consensus score − penalty)`, in ppm.
     pub effective_ppm: u32,
-    /// Why it earns nothing though scored, if it is a duplicate.
-    pub duplicate: Option<DuplicateReason>,
     /// Why it lost its bond, if it did.
     pub forfeit: Option<ForfeitReason>,
     /// Bond returned.
     pub bond_refund: Amount,
     /// Bond burned.
     pub bond_forfeit: Amount,
-    /// Reward paid.
+    /// Reward paid: the whole trainer share for the champion, nothing for anyone else.
     pub payout: Amount,
-    /// 1-based rank by effective score among eligible submissions that beat the baseline.
+    /// 1-based rank among the submissions that beat the baseline by more than the task's
+    /// `min_improvement_ppm` (rank 1 is the champion).
     pub rank: Option<u32>,
 }
 
@@ -140,7 +145,7 @@ pub struct TrainerReport {
 pub struct ValidatorReport {
     /// The validator.
     pub account: AccountId,
-    /// Its stake at finalization.
+    /// Its stake in the task's snapshot.
     pub stake: u64,
     /// Whether it revealed a verdict vector.
     pub revealed: bool,
@@ -150,7 +155,7 @@ pub struct ValidatorReport {
     pub payout: Amount,
 }
 
-/// The task's champion: the best effective score above the baseline.
+/// The task's champion: the best effective score above the bar.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Champion {
     /// Its trainer.
@@ -168,23 +173,25 @@ pub struct Champion {
 pub struct FinalizationReport {
     /// How the task ended.
     pub outcome: Outcome,
-    /// Stake of the validators that revealed.
+    /// Snapshot stake of the validators that revealed.
     pub revealed_stake: u64,
-    /// Stake of every validator.
+    /// Stake of every validator of the snapshot.
     pub total_stake: u64,
-    /// The score to beat, in ppm.
+    /// The score to beat, in ppm: the best of the trivial baseline and the existing models.
     pub baseline_ppm: u32,
+    /// The champion must score more than `baseline_ppm` plus this, in ppm.
+    pub min_improvement_ppm: u32,
     /// The consensus on each entry, in layout order (empty on quorum failure).
     pub entries: Vec<EntryReport>,
     /// Every joined trainer, by account.
     pub trainers: Vec<TrainerReport>,
     /// Every validator, by account.
     pub validators: Vec<ValidatorReport>,
-    /// Returned to the task's creator.
+    /// Returned to the task's creator: never anything once a model was revealed.
     pub creator_refund: Amount,
     /// Burned: forfeited bonds, unearned shares and integer remainders.
     pub burned: Amount,
-    /// The champion, if any submission beat the baseline.
+    /// The champion, if a submission beat the bar.
     pub champion: Option<Champion>,
 }
 
@@ -203,25 +210,24 @@ pub fn effective_score(efficiency: &Efficiency, score: ScorePpm, params: u64) ->
 }
 
 /// The lower stake-weighted median of `(verdict, stake)` pairs: the smallest verdict `v` (by
-/// [`Verdict::rank`], then reject reason) such that the stake reporting at most `v` exceeds half of
-/// the total stake given. Duplicate flags are cleared. `None` when no stake is given.
+/// [`Verdict::rank`], then reject reason) such that the stake reporting at most `v` is at least
+/// half of the total stake given (`2 × stake(≤ v) ≥ R`), so an exact half can never push a
+/// verdict up. `None` when no stake is given.
 pub fn lower_weighted_median(mut votes: Vec<(Verdict, u64)>) -> Option<Verdict> {
     let key = |v: &Verdict| match v {
         Verdict::Rejected { reason } => (v.rank(), Some(*reason)),
         _ => (v.rank(), None),
     };
     votes.sort_by_key(|(v, _)| key(v));
-    let total: u64 = votes.iter().map(|(_, s)| *s).sum();
-    let mut below = 0u64;
+    let total: u128 = votes.iter().map(|(_, s)| u128::from(*s)).sum();
+    if total == 0 {
+        return None;
+    }
+    let mut below = 0u128;
     for (verdict, stake) in votes {
-        below += stake;
-        if is_majority(below, total) {
-            return Some(match verdict {
-                Verdict::Scored { score_ppm, .. } => {
-                    Verdict::Scored { score_ppm, duplicate_of: None }
-                }
-                other => other,
-            });
+        below += u128::from(stake);
+        if 2 * below >= total {
+            return Some(verdict);
         }
     }
     None
@@ -240,61 +246,64 @@ pub fn agrees(verdict: &Verdict, consensus: &Verdict, tolerance_ppm: u32) -> boo
     }
 }
 
-fn share(amount: u128, numerator: u128, denominator: u128) -> u128 {
-    (amount * numerator).checked_div(denominator).unwrap_or(0)
-}
-
 fn to_amount(x: u128) -> Amount {
     Amount(u64::try_from(x).expect("payouts never exceed the escrow and bonds, which fit in u64"))
 }
 
 /// Finalizes a task at its score deadline.
 ///
-/// With `S` the total stake of the validator set and `R` the stake of the validators that revealed
-/// a verdict vector:
+/// With `S` the total snapshot stake (stakes are snapshotted when the task opens, so a later
+/// slash changes nothing here) and `R` the snapshot stake of the validators that revealed a
+/// verdict vector:
 ///
-/// 1. **Quorum**: unless `3R > 2S`, the task fails: the escrow returns to the creator and every
-///    bond to its trainer.
+/// 1. **Quorum**: unless `3R > 2S`, the task fails: every bond returns to its trainer, and the
+///    escrow **burns** if any model was revealed (the creator already has the models, so nobody
+///    may gain from withholding scores); with no model revealed it returns to the creator. This
+///    holds while Byzantine stake is below 1/3, as for consensus; a coalition at or above 1/3 can
+///    hold a task hostage by threatening to withhold (it gains nothing by doing so).
 /// 2. **Consensus verdict** of each entry: the lower stake-weighted median of the revealed
-///    verdicts ([`lower_weighted_median`]: the smallest `v` with `2 × stake(verdict ≤ v) > R`,
+///    verdicts ([`lower_weighted_median`]: the smallest `v` with `2 × stake(verdict ≤ v) ≥ R`,
 ///    ordering `Rejected < Unavailable < Scored(0) < … < Scored(1e6)`). A submission whose
 ///    consensus verdict is Rejected or Unavailable, and a joined trainer that never revealed,
-///    forfeits its bond (burned); other bonds return. The **baseline** is the consensus score of
-///    the trivial-baseline entry or, when the task has a base model, the larger of that and the
-///    base model's effective score (0 if the base model is not scored).
+///    forfeits its bond (burned); other bonds return. The **baseline** is the largest of the
+///    trivial entry's consensus score and the effective score of every reference model (the
+///    base model and earlier champions on the same training file), where a reference whose
+///    consensus is not Scored counts with its recorded score.
 /// 3. **Efficiency**: `penalty = penalty_ppm_per_doubling × max(0, log2(params) −
 ///    log2(reference_params))` with `log2` in Q16 fixed point ([`log2_q16`]), and `effective =
 ///    max(0, consensus_score − penalty)`.
-/// 4. **Duplicates**: a submission whose model hash equals that of an earlier commit (block
-///    height, then position in the block), or that validators holding more than `R/2` flag
-///    `duplicate_of` an earlier submission, earns nothing (its bond still returns).
-/// 5. **Trainers** share `T = escrow × trainer_share_ppm / 1e6` in proportion to `gain =
-///    max(0, effective − baseline)` of the non-duplicate submissions: `T × gain_i / Σ gain`. If
-///    `Σ gain = 0`, `T` returns to the creator.
-/// 6. **Validators** share `V = escrow − T`: validator `i` earns `V × stake_i × agreed_i / (S ×
-///    entries)`, where `agreed_i` counts the entries on which its verdict agrees with the consensus
-///    ([`agrees`]: same kind and, for scores, within `agreement_tolerance_ppm`). A validator that
-///    did not reveal earns nothing. Dividing by `S`, not `R`, means censoring another validator's
-///    reveal earns nothing.
-/// 7. **Conservation**: payouts + refunds + burns = escrow + bonds exactly; what is not paid
-///    (unearned validator shares, integer remainders, forfeited bonds) burns. The highest
-///    effective score above the baseline among non-duplicates (earliest commit on a tie) is the
-///    **champion**.
+/// 4. **Champion, winner takes all**: among the Scored submissions, the highest effective score;
+///    on an exact tie fewer parameters, then the earliest commit (height, then position). It must
+///    score more than `baseline + min_improvement_ppm`. The champion is paid the whole trainer
+///    share `T = escrow × trainer_share_ppm / 1e6`. Without a champion, `T` **burns** if any
+///    model was revealed, and returns to the creator otherwise. No margin between submissions
+///    and no duplicate detection: a copy or a second account's variant cannot beat the original
+///    and the best model alone takes everything, so splitting earns nothing.
+/// 5. **Validators** share `V = escrow − T`: validator `i` earns `V × stake_i × agreed_i / (S ×
+///    entries)` (exact, 256-bit intermediate: [`mul_div`]), where `agreed_i` counts the entries
+///    on which its verdict agrees with the consensus ([`agrees`]). A validator that did not
+///    reveal earns nothing. Dividing by `S`, not `R`, means censoring another validator's reveal
+///    earns nothing.
+/// 6. **Conservation**: payouts + refunds + burns = escrow + bonds exactly; what is not paid
+///    (unearned validator shares, integer remainders, forfeited bonds) burns.
 pub fn finalize(input: &FinalizeInput<'_>) -> FinalizationReport {
     let escrow = u128::from(input.escrow.0);
     let bonds: u128 = input.trainers.iter().map(|t| u128::from(t.bond.0)).sum();
-    let total_stake: u64 = input.validators.iter().map(|v| v.stake).sum();
-    let revealed_stake: u64 =
-        input.validators.iter().filter(|v| v.verdicts.is_some()).map(|v| v.stake).sum();
+    let total_stake = stake_sum(input.validators.iter());
+    let revealed_stake = stake_sum(input.validators.iter().filter(|v| v.verdicts.is_some()));
     let mut trainers: Vec<&TrainerInput> = input.trainers.iter().collect();
     trainers.sort_by_key(|t| t.account);
+    let any_revealed = trainers.iter().any(|t| t.reveal.is_some());
 
     if !is_quorum(revealed_stake, total_stake) {
+        let (creator_refund, burned) =
+            if any_revealed { (Amount::ZERO, input.escrow) } else { (input.escrow, Amount::ZERO) };
         let report = FinalizationReport {
             outcome: Outcome::QuorumFailed,
             revealed_stake,
             total_stake,
             baseline_ppm: 0,
+            min_improvement_ppm: input.min_improvement_ppm,
             entries: vec![],
             trainers: trainers
                 .iter()
@@ -304,7 +313,6 @@ pub fn finalize(input: &FinalizeInput<'_>) -> FinalizationReport {
                     params: t.reveal.map(|r| r.params),
                     penalty_ppm: 0,
                     effective_ppm: 0,
-                    duplicate: None,
                     forfeit: None,
                     bond_refund: t.bond,
                     bond_forfeit: Amount::ZERO,
@@ -313,18 +321,21 @@ pub fn finalize(input: &FinalizeInput<'_>) -> FinalizationReport {
                 })
                 .collect(),
             validators: validator_reports(input, &[], 0),
-            creator_refund: input.escrow,
-            burned: Amount::ZERO,
+            creator_refund,
+            burned,
             champion: None,
         };
         check_conservation(&report, escrow + bonds);
         return report;
     }
 
-    // 2. Consensus verdict per entry of the layout.
-    let revealed: Vec<&TrainerInput> =
-        trainers.iter().copied().filter(|t| t.reveal.is_some()).collect();
-    let layout = expected_layout(input.base_model.is_some(), revealed.iter().map(|t| t.account));
+    // 2. Consensus verdict per entry of the layout: baseline, references, revealed trainers.
+    let layout: Vec<Subject> = std::iter::once(Subject::Baseline)
+        .chain(input.references.iter().map(|r| r.subject))
+        .chain(
+            trainers.iter().filter(|t| t.reveal.is_some()).map(|t| Subject::Submission(t.account)),
+        )
+        .collect();
     let entries: Vec<EntryReport> = layout
         .iter()
         .enumerate()
@@ -338,19 +349,21 @@ pub fn finalize(input: &FinalizeInput<'_>) -> FinalizationReport {
             EntryReport { subject: *subject, consensus }
         })
         .collect();
-    let entry_of = |subject: Subject| -> Option<(usize, &EntryReport)> {
-        entries.iter().enumerate().find(|(_, e)| e.subject == subject)
+    let consensus_of = |subject: Subject| -> Option<Verdict> {
+        entries.iter().find(|e| e.subject == subject).map(|e| e.consensus)
     };
 
     let trivial = entries[0].consensus.score().map_or(0, |s| s.0);
-    let base_effective = input.base_model.map_or(0, |base| {
-        entry_of(Subject::BaseModel)
-            .and_then(|(_, e)| e.consensus.score())
-            .map_or(0, |s| effective_score(input.efficiency, s, base.params))
-    });
-    let baseline = trivial.max(base_effective);
+    let baseline = input
+        .references
+        .iter()
+        .map(|r| match consensus_of(r.subject).and_then(|v| v.score()) {
+            Some(score) => effective_score(input.efficiency, score, r.params),
+            None => r.recorded_ppm,
+        })
+        .fold(trivial, u32::max);
 
-    // 3–4. Effective scores and duplicates.
+    // 3. Effective scores and forfeits.
     let mut reports: Vec<TrainerReport> = Vec::with_capacity(trainers.len());
     for t in &trainers {
         let mut report = TrainerReport {
@@ -359,21 +372,19 @@ pub fn finalize(input: &FinalizeInput<'_>) -> FinalizationReport {
             params: t.reveal.map(|r| r.params),
             penalty_ppm: 0,
             effective_ppm: 0,
-            duplicate: None,
             forfeit: None,
             bond_refund: Amount::ZERO,
             bond_forfeit: Amount::ZERO,
             payout: Amount::ZERO,
             rank: None,
         };
-        match (t.reveal, entry_of(Subject::Submission(t.account))) {
-            (Some(reveal), Some((j, entry))) => {
-                report.consensus = Some(entry.consensus);
-                match entry.consensus {
-                    Verdict::Scored { score_ppm, .. } => {
+        match (t.reveal, consensus_of(Subject::Submission(t.account))) {
+            (Some(reveal), Some(consensus)) => {
+                report.consensus = Some(consensus);
+                match consensus {
+                    Verdict::Scored { score_ppm } => {
                         report.penalty_ppm = efficiency_penalty(input.efficiency, reveal.params);
                         report.effective_ppm = score_ppm.0.saturating_sub(report.penalty_ppm);
-                        report.duplicate = duplicate_reason(input, &revealed, t, j);
                     }
                     Verdict::Rejected { .. } => report.forfeit = Some(ForfeitReason::Rejected),
                     Verdict::Unavailable => report.forfeit = Some(ForfeitReason::Unavailable),
@@ -389,39 +400,25 @@ pub fn finalize(input: &FinalizeInput<'_>) -> FinalizationReport {
         reports.push(report);
     }
 
-    // 5. Trainer payouts.
-    let trainer_pool = escrow * u128::from(input.trainer_share_ppm) / 1_000_000;
-    let gain = |r: &TrainerReport| -> u128 {
-        if r.forfeit.is_some() || r.duplicate.is_some() {
-            0
-        } else {
-            u128::from(r.effective_ppm.saturating_sub(baseline))
-        }
-    };
-    let total_gain: u128 = reports.iter().map(gain).sum();
-    let mut creator_refund = 0u128;
-    let mut paid_trainers = 0u128;
-    if total_gain == 0 {
-        creator_refund = trainer_pool;
-    } else {
-        for r in &mut reports {
-            let pay = share(trainer_pool, gain(r), total_gain);
-            r.payout = to_amount(pay);
-            paid_trainers += pay;
-        }
-    }
-    let mut ranked: Vec<(u32, (Height, u32), usize)> = reports
+    // 4. The champion takes the whole trainer share.
+    let trainer_pool = escrow * u128::from(input.trainer_share_ppm.min(1_000_000)) / 1_000_000;
+    let bar = u64::from(baseline) + u64::from(input.min_improvement_ppm);
+    let mut ranked: Vec<(u32, u64, (Height, u32), usize)> = reports
         .iter()
         .enumerate()
-        .filter(|(_, r)| gain(r) > 0)
-        .map(|(i, r)| (r.effective_ppm, trainers[i].committed_at.unwrap_or_default(), i))
+        .filter(|(_, r)| r.forfeit.is_none() && u64::from(r.effective_ppm) > bar)
+        .map(|(i, r)| {
+            let params = r.params.unwrap_or(u64::MAX);
+            (r.effective_ppm, params, trainers[i].committed_at.unwrap_or_default(), i)
+        })
         .collect();
-    ranked.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
-    for (rank, (_, _, i)) in ranked.iter().enumerate() {
+    ranked.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
+    for (rank, (_, _, _, i)) in ranked.iter().enumerate() {
         reports[*i].rank = Some(u32::try_from(rank + 1).unwrap_or(u32::MAX));
     }
-    let champion = ranked.first().map(|(effective, _, i)| {
+    let champion = ranked.first().map(|(effective, _, _, i)| {
         let reveal = trainers[*i].reveal.expect("ranked trainers revealed");
+        reports[*i].payout = to_amount(trainer_pool);
         Champion {
             trainer: trainers[*i].account,
             model_hash: reveal.model_hash,
@@ -429,8 +426,13 @@ pub fn finalize(input: &FinalizeInput<'_>) -> FinalizationReport {
             effective_ppm: *effective,
         }
     });
+    let (paid_trainers, creator_refund) = match (&champion, any_revealed) {
+        (Some(_), _) => (trainer_pool, 0),
+        (None, true) => (0, 0),
+        (None, false) => (0, trainer_pool),
+    };
 
-    // 6. Validator payouts.
+    // 5. Validator payouts.
     let validator_pool = escrow - trainer_pool;
     let validators = validator_reports(input, &entries, validator_pool);
     let paid_validators: u128 = validators.iter().map(|v| u128::from(v.payout.0)).sum();
@@ -442,6 +444,7 @@ pub fn finalize(input: &FinalizeInput<'_>) -> FinalizationReport {
         revealed_stake,
         total_stake,
         baseline_ppm: baseline,
+        min_improvement_ppm: input.min_improvement_ppm,
         entries,
         trainers: reports,
         validators,
@@ -453,34 +456,9 @@ pub fn finalize(input: &FinalizeInput<'_>) -> FinalizationReport {
     report
 }
 
-/// Step 4 for trainer `t`, whose entry is at index `j`.
-fn duplicate_reason(
-    input: &FinalizeInput<'_>,
-    revealed: &[&TrainerInput],
-    t: &TrainerInput,
-    j: usize,
-) -> Option<DuplicateReason> {
-    let reveal = t.reveal?;
-    let mine = t.committed_at.unwrap_or_default();
-    let earlier_same_hash = revealed
-        .iter()
-        .filter(|o| o.account != t.account)
-        .filter(|o| o.reveal.map(|r| r.model_hash) == Some(reveal.model_hash))
-        .filter(|o| o.committed_at.unwrap_or_default() < mine)
-        .min_by_key(|o| o.committed_at);
-    if let Some(original) = earlier_same_hash {
-        return Some(DuplicateReason::SameHashAs(original.account));
-    }
-    let revealed_stake: u64 =
-        input.validators.iter().filter(|v| v.verdicts.is_some()).map(|v| v.stake).sum();
-    let flagged: u64 = input
-        .validators
-        .iter()
-        .filter_map(|v| v.verdicts.map(|vec| (vec[j].verdict, v.stake)))
-        .filter(|(verdict, _)| matches!(verdict, Verdict::Scored { duplicate_of: Some(_), .. }))
-        .map(|(_, stake)| stake)
-        .sum();
-    is_majority(flagged, revealed_stake).then_some(DuplicateReason::FlaggedByMajority)
+fn stake_sum<'a>(validators: impl Iterator<Item = &'a ValidatorInput<'a>>) -> u64 {
+    let sum: u128 = validators.map(|v| u128::from(v.stake)).sum();
+    u64::try_from(sum).expect("genesis bounds the total stake far below u64::MAX")
 }
 
 /// Step 6: agreement and payouts of every validator.
@@ -502,7 +480,9 @@ fn validator_reports(
                 .count()
         });
         let agreed = u32::try_from(agreed).unwrap_or(u32::MAX);
-        let payout = share(pool, u128::from(v.stake) * u128::from(agreed), total_stake * n);
+        let weight = u128::from(v.stake) * u128::from(agreed);
+        let payout =
+            if n == 0 || total_stake == 0 { 0 } else { mul_div(pool, weight, total_stake * n) };
         by_account.insert(
             v.account,
             ValidatorReport {

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::crypto::PublicKey;
 use crate::encoding::encode;
 use crate::hash::{tagged_hash, tags};
-use crate::task::{SpecError, TaskSpec};
+use crate::task::{SpecError, TaskSpec, trainer_share};
 use crate::types::{AccountId, Amount, Hash};
 use crate::validators::{VALIDATORS_MAX, ValidatorInfo, ValidatorSet};
 
@@ -62,7 +62,7 @@ pub struct Params {
     pub max_block_txs: u32,
     /// Most pending transactions per account in a mempool.
     pub mempool_txs_per_account: u32,
-    /// Flat fee every transaction pays, burned.
+    /// Flat fee every transaction pays, burned; positive.
     pub tx_fee: Amount,
     /// Share of a task's escrow paid to trainers, in ppm; validators share the rest.
     pub trainer_share_ppm: u32,
@@ -70,10 +70,14 @@ pub struct Params {
     pub slash_fraction_ppm: u32,
     /// How far a validator's score may be from the consensus score and still agree, in ppm.
     pub agreement_tolerance_ppm: u32,
-    /// Relative L2 distance below which a later submission is a duplicate of an earlier one, ppm.
-    pub duplicate_distance_ppm: u32,
     /// Most trainers any task may admit (a task's `max_trainers` may not exceed it).
     pub max_trainers_per_task: u32,
+    /// Evidence of an equivocation more than this many heights old is refused.
+    pub evidence_max_age: u64,
+    /// Largest `min_improvement_ppm` a task may ask of its champion, in ppm.
+    pub min_improvement_ppm_max: u32,
+    /// Smallest held-out set a task may use, in examples (rows, or characters for text).
+    pub heldout_examples_min: u64,
     /// Largest model artifact any task may accept, in bytes (a task's
     /// `limits.max_artifact_bytes` may not exceed it; at most [`ARTIFACT_BYTES_LIMIT`]).
     #[serde(default = "artifact_bytes_default")]
@@ -85,18 +89,61 @@ fn artifact_bytes_default() -> u64 {
 }
 
 impl Params {
-    /// Refuses a task whose artifacts could be larger than this chain's `max_artifact_bytes`:
-    /// every validator downloads and checks each revealed artifact, so a creator may not raise
-    /// that cost past the network's.
-    pub fn check_artifact_cap(&self, spec: &TaskSpec) -> Result<(), SpecError> {
+    /// Checks what a task must satisfy on this chain, beyond [`TaskSpec::validate`]: at most
+    /// `max_trainers_per_task` slots, artifacts of at most `max_artifact_bytes`, `min_improvement_ppm` within its maximum, a held-out set
+    /// of at least `heldout_examples_min`, a positive `reward`, and entry fees that make filling
+    /// every slot cost at least the prize (`max_trainers × entry_fee ≥ trainer share`).
+    pub fn check_task(&self, spec: &TaskSpec, reward: Amount) -> Result<(), SpecError> {
+        let bad = |field: &'static str, reason: String| SpecError::Invalid { field, reason };
+        if spec.max_trainers > self.max_trainers_per_task {
+            return Err(bad(
+                "max_trainers",
+                format!("at most params.max_trainers_per_task = {}", self.max_trainers_per_task),
+            ));
+        }
+        // Every validator downloads and checks each revealed artifact: a creator may not raise
+        // that cost past the network's.
         if spec.limits.max_artifact_bytes > self.max_artifact_bytes {
-            return Err(SpecError::Invalid {
-                field: "limits.max_artifact_bytes",
-                reason: format!(
+            return Err(bad(
+                "limits.max_artifact_bytes",
+                format!(
                     "{} is over this chain's max_artifact_bytes of {}",
                     spec.limits.max_artifact_bytes, self.max_artifact_bytes
                 ),
-            });
+            ));
+        }
+        if spec.min_improvement_ppm > self.min_improvement_ppm_max {
+            return Err(bad(
+                "min_improvement_ppm",
+                format!(
+                    "at most params.min_improvement_ppm_max = {}",
+                    self.min_improvement_ppm_max
+                ),
+            ));
+        }
+        if spec.dataset.heldout_examples < self.heldout_examples_min {
+            return Err(bad(
+                "dataset.heldout_examples",
+                format!(
+                    "{} held-out examples; at least params.heldout_examples_min = {}",
+                    spec.dataset.heldout_examples, self.heldout_examples_min
+                ),
+            ));
+        }
+        if reward.0 == 0 {
+            return Err(bad("reward", "must be positive".into()));
+        }
+        let prize = trainer_share(reward, self.trainer_share_ppm);
+        let slots_cost = u128::from(spec.max_trainers) * u128::from(spec.entry_fee.0);
+        if slots_cost < u128::from(prize.0) {
+            return Err(bad(
+                "entry_fee",
+                format!(
+                    "max_trainers × entry_fee = {slots_cost} is below the trainer share {prize}: \
+                     filling every slot must cost at least the prize (entry_fee at least {})",
+                    spec.entry_fee_min(reward, self.trainer_share_ppm)
+                ),
+            ));
         }
         Ok(())
     }
@@ -119,8 +166,10 @@ impl Default for Params {
             trainer_share_ppm: 700_000,
             slash_fraction_ppm: 100_000,
             agreement_tolerance_ppm: 1_000,
-            duplicate_distance_ppm: 10_000,
             max_trainers_per_task: 64,
+            evidence_max_age: 10_000,
+            min_improvement_ppm_max: 100_000,
+            heldout_examples_min: 100,
             max_artifact_bytes: ARTIFACT_BYTES_DEFAULT,
         }
     }
@@ -318,24 +367,11 @@ impl Genesis {
             t.spec
                 .validate(self.validators.len())
                 .map_err(|e| invalid(format!("tasks[{i}].spec"), e.to_string()))?;
-            if t.spec.max_trainers > self.params.max_trainers_per_task {
-                return Err(invalid(
-                    format!("tasks[{i}].spec.max_trainers"),
-                    format!(
-                        "at most params.max_trainers_per_task = {}",
-                        self.params.max_trainers_per_task
-                    ),
-                ));
-            }
-            if t.spec.limits.max_artifact_bytes > self.params.max_artifact_bytes {
-                return Err(invalid(
-                    format!("tasks[{i}].spec.limits.max_artifact_bytes"),
-                    format!(
-                        "at most params.max_artifact_bytes = {}",
-                        self.params.max_artifact_bytes
-                    ),
-                ));
-            }
+            self.params.check_task(&t.spec, t.reward).map_err(|e| match e {
+                SpecError::Invalid { field, reason } => {
+                    invalid(format!("tasks[{i}].{field}"), reason)
+                }
+            })?;
             if t.spec.base_model.is_some() {
                 return Err(invalid(
                     format!("tasks[{i}].spec.base_model"),
@@ -393,7 +429,7 @@ impl Genesis {
             ("params.trainer_share_ppm", p.trainer_share_ppm),
             ("params.slash_fraction_ppm", p.slash_fraction_ppm),
             ("params.agreement_tolerance_ppm", p.agreement_tolerance_ppm),
-            ("params.duplicate_distance_ppm", p.duplicate_distance_ppm),
+            ("params.min_improvement_ppm_max", p.min_improvement_ppm_max),
         ] {
             if ppm > 1_000_000 {
                 return Err(invalid(field, "must be at most 1000000 ppm"));
@@ -401,6 +437,15 @@ impl Genesis {
         }
         if p.max_trainers_per_task == 0 || p.max_trainers_per_task > 1_024 {
             return Err(invalid("params.max_trainers_per_task", "must be 1 to 1024"));
+        }
+        if p.tx_fee.0 == 0 {
+            return Err(invalid("params.tx_fee", "must be positive"));
+        }
+        if p.evidence_max_age == 0 {
+            return Err(invalid("params.evidence_max_age", "must be positive"));
+        }
+        if p.heldout_examples_min == 0 {
+            return Err(invalid("params.heldout_examples_min", "must be positive"));
         }
         Ok(())
     }
@@ -506,6 +551,13 @@ pub(crate) mod tests {
             (Box::new(|g| g.params.block_interval_ms = 0), "params.block_interval_ms"),
             (Box::new(|g| g.params.trainer_share_ppm = 1_000_001), "params.trainer_share_ppm"),
             (Box::new(|g| g.params.max_block_bytes = 10), "params.max_block_bytes"),
+            (Box::new(|g| g.params.tx_fee = Amount(0)), "params.tx_fee"),
+            (Box::new(|g| g.params.evidence_max_age = 0), "params.evidence_max_age"),
+            (Box::new(|g| g.params.heldout_examples_min = 0), "params.heldout_examples_min"),
+            (
+                Box::new(|g| g.params.min_improvement_ppm_max = 1_000_001),
+                "params.min_improvement_ppm_max",
+            ),
             // Values that passed before and then halted a chain (issue 19).
             (Box::new(|g| g.genesis_time_ms = u64::MAX - 1), "genesis_time_ms"),
             (Box::new(|g| g.genesis_time_ms = GENESIS_TIME_MS_MAX + 1), "genesis_time_ms"),

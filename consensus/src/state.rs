@@ -17,7 +17,8 @@ use crate::commitment::{model_commitment, scores_commitment};
 use crate::crypto::SignatureError;
 use crate::encoding::{DecodeError, decode, encode};
 use crate::finalize::{
-    FinalizationReport, FinalizeInput, RevealInput, TrainerInput, ValidatorInput, finalize,
+    FinalizationReport, FinalizeInput, ReferenceInput, RevealInput, TrainerInput, ValidatorInput,
+    finalize,
 };
 use crate::genesis::{Genesis, Params};
 use crate::hash::{TaggedHasher, tags};
@@ -31,6 +32,15 @@ use crate::vote::VoteKind;
 
 /// Largest value decoded from the store, in bytes (a task with its report is the largest).
 const STORED_VALUE_BYTES_MAX: usize = 64 << 20;
+
+/// Most earlier champions on the same public training file that a task records as reference
+/// models (the latest ones): each is a verdict-vector entry every validator scores.
+pub const CHAMPION_REFERENCES_MAX: usize = 4;
+
+/// The proposer that includes Evidence earns `slash / EVIDENCE_PROPOSER_DIVISOR` (the rest
+/// burns). A share for whoever reports would let a validator recoup its own slash through a
+/// second account; the proposer is a validator the slashed one cannot choose.
+pub const EVIDENCE_PROPOSER_DIVISOR: u64 = 16;
 
 /// An account.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,8 +75,28 @@ pub struct Task {
     pub created_at: Height,
     /// How many trainers joined.
     pub joined: u32,
+    /// The validators' stakes when the task opened: who scores it, and with what weight, for
+    /// its whole life (a later slash does not change a task's verdicts or payouts).
+    pub stakes: BTreeMap<AccountId, u64>,
+    /// The base model, if the spec names one, with its recorded score.
+    pub base: Option<ReferenceModel>,
+    /// The latest earlier champions on the same public training file (at most
+    /// [`CHAMPION_REFERENCES_MAX`], the base model excluded), oldest first.
+    pub champions: Vec<ReferenceModel>,
     /// The finalization report, once the score deadline has passed.
     pub report: Option<FinalizationReport>,
+}
+
+/// A model that exists before a task opens and that its submissions must beat.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReferenceModel {
+    /// sha256 of its artifact.
+    pub model_hash: ModelHash,
+    /// Its non-zero parameter count.
+    pub params: u64,
+    /// Its effective score when it became champion, in ppm: the floor while validators cannot
+    /// score it.
+    pub recorded_ppm: u32,
 }
 
 /// Where a task stands at a height.
@@ -175,11 +205,14 @@ pub struct CommitmentOwner {
     pub account: AccountId,
 }
 
-/// A task's champion, indexed by model hash so later tasks can fine-tune from it.
+/// A task's champion, indexed by model hash so later tasks can fine-tune from it and count it
+/// in their baseline.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChampionRecord {
     /// The task it won.
     pub task: TaskId,
+    /// sha256 of that task's public training file.
+    pub train_sha256: Hash,
     /// Its trainer.
     pub trainer: AccountId,
     /// Its non-zero parameter count.
@@ -467,9 +500,14 @@ pub enum TxError {
     /// A task's base model is not a champion on the ledger.
     #[error("base model {0} is not a champion on the ledger (or its params differ)")]
     UnknownBaseModel(ModelHash),
-    /// A zero reward.
-    #[error("a task's reward must be positive")]
-    ZeroReward,
+    /// The evidence is older than the chain accepts.
+    #[error("evidence for height {height} is older than {max_age} heights")]
+    EvidenceTooOld {
+        /// The height of the votes.
+        height: Height,
+        /// The chain's `evidence_max_age`.
+        max_age: u64,
+    },
     /// The evidence is not two conflicting votes with valid signatures.
     #[error("evidence is invalid: {0}")]
     InvalidEvidence(&'static str),
@@ -488,20 +526,23 @@ pub enum TxError {
     Overflow,
 }
 
-/// Where a transaction executes: its block's height and its position in the block.
+/// Where a transaction executes: its block's height, its position in the block and the
+/// block's proposer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TxContext {
     /// The block's height.
     pub height: Height,
     /// The tx's position in the block.
     pub index: u32,
+    /// The block's proposer (earns a share of a slash its block includes).
+    pub proposer: AccountId,
 }
 
 /// A transaction's checked effect, computed before anything changes.
 enum Plan {
     Transfer { to: AccountId, amount: Amount },
     CreateTask { spec: Box<TaskSpec>, reward: Amount },
-    Join { task: TaskId, bond: Amount },
+    Join { task: TaskId, bond: Amount, entry_fee: Amount },
     CommitModel { task: TaskId, commitment: Hash },
     RevealModel { task: TaskId, reveal: Reveal },
     CommitScores { task: TaskId, commitment: Hash },
@@ -515,7 +556,10 @@ impl Plan {
         match self {
             Plan::Transfer { amount, .. } => *amount,
             Plan::CreateTask { reward, .. } => *reward,
-            Plan::Join { bond, .. } => *bond,
+            Plan::Join { bond, entry_fee, .. } => {
+                // Saturating: a cost over any balance is refused as insufficient.
+                Amount(bond.0.saturating_add(entry_fee.0))
+            }
             _ => Amount::ZERO,
         }
     }
@@ -713,9 +757,47 @@ impl State {
         let id = TaskId(self.meta.next_task_id);
         self.meta.next_task_id += 1;
         self.meta_dirty = true;
+        let stakes = self
+            .validators
+            .iter()
+            .filter(|(_, v)| v.stake.0 > 0)
+            .map(|(a, v)| (*a, v.stake.0))
+            .collect();
+        let reference = |hash: &ModelHash, c: &ChampionRecord| ReferenceModel {
+            model_hash: *hash,
+            params: c.params,
+            recorded_ppm: c.effective_ppm,
+        };
+        let base = spec
+            .base_model
+            .as_ref()
+            .and_then(|b| self.champions.get(&b.model_hash).map(|c| reference(&b.model_hash, c)));
+        let mut earlier: Vec<(TaskId, ReferenceModel)> = self
+            .champions
+            .iter()
+            .filter(|(hash, c)| {
+                c.train_sha256 == spec.dataset.train_sha256
+                    && spec.base_model.as_ref().is_none_or(|b| b.model_hash != **hash)
+            })
+            .map(|(hash, c)| (c.task, reference(hash, c)))
+            .collect();
+        earlier.sort_by_key(|(task, _)| *task);
+        let skip = earlier.len().saturating_sub(CHAMPION_REFERENCES_MAX);
+        let champions = earlier.into_iter().skip(skip).map(|(_, r)| r).collect();
         self.tasks.insert(
             id,
-            Task { id, creator, spec, reward, created_at: height, joined: 0, report: None },
+            Task {
+                id,
+                creator,
+                spec,
+                reward,
+                created_at: height,
+                joined: 0,
+                stakes,
+                base,
+                champions,
+                report: None,
+            },
         );
         id
     }
@@ -799,17 +881,7 @@ impl State {
             TxKind::Transfer { to, amount } => Ok(Plan::Transfer { to: *to, amount: *amount }),
             TxKind::CreateTask { spec, reward } => {
                 spec.validate(self.validators.iter().filter(|(_, v)| v.stake.0 > 0).count())?;
-                if spec.max_trainers > self.meta.params.max_trainers_per_task {
-                    return Err(SpecError::Invalid {
-                        field: "max_trainers",
-                        reason: format!(
-                            "at most {} on this chain",
-                            self.meta.params.max_trainers_per_task
-                        ),
-                    }
-                    .into());
-                }
-                self.meta.params.check_artifact_cap(spec)?;
+                self.meta.params.check_task(spec, *reward)?;
                 if let Some(base) = &spec.base_model {
                     let known = self
                         .champions
@@ -818,9 +890,6 @@ impl State {
                     if !known {
                         return Err(TxError::UnknownBaseModel(base.model_hash));
                     }
-                }
-                if reward.0 == 0 {
-                    return Err(TxError::ZeroReward);
                 }
                 Ok(Plan::CreateTask { spec: spec.clone(), reward: *reward })
             }
@@ -839,7 +908,7 @@ impl State {
                 if t.joined >= t.spec.max_trainers {
                     return Err(TxError::TaskFull { task: *task, max: t.spec.max_trainers });
                 }
-                Ok(Plan::Join { task: *task, bond: t.spec.bond })
+                Ok(Plan::Join { task: *task, bond: t.spec.bond, entry_fee: t.spec.entry_fee })
             }
             TxKind::CommitModel { task, commitment } => {
                 let t = self.task(*task)?;
@@ -893,7 +962,7 @@ impl State {
             }
             TxKind::CommitScores { task, commitment } => {
                 let t = self.task(*task)?;
-                if !self.is_validator(signer) {
+                if !t.stakes.contains_key(signer) {
                     return Err(TxError::NotValidator(*signer));
                 }
                 Self::window(
@@ -910,7 +979,7 @@ impl State {
             }
             TxKind::RevealScores { task, verdicts, salt } => {
                 let t = self.task(*task)?;
-                if !self.is_validator(signer) {
+                if !t.stakes.contains_key(signer) {
                     return Err(TxError::NotValidator(*signer));
                 }
                 Self::window(
@@ -944,6 +1013,10 @@ impl State {
                     .validators
                     .get(&a.validator)
                     .ok_or(TxError::InvalidEvidence("the signer is not a validator"))?;
+                let max_age = self.meta.params.evidence_max_age;
+                if a.vote.height.plus(max_age) < h {
+                    return Err(TxError::EvidenceTooOld { height: a.vote.height, max_age });
+                }
                 let key = (a.validator, a.vote.height, a.vote.round, a.vote.kind);
                 if self.evidence.contains(&key) {
                     return Err(TxError::EvidenceUsed {
@@ -962,14 +1035,16 @@ impl State {
         }
     }
 
-    /// The layout of a task's verdict vectors now: baseline, base model, revealed trainers.
+    /// The layout of a task's verdict vectors now: baseline, base model, earlier champions,
+    /// revealed trainers.
     pub fn verdict_layout(&self, task: &Task) -> Vec<Subject> {
         let revealed = self
             .submissions
             .range((task.id, AccountId([0; 32]))..=(task.id, AccountId([0xff; 32])))
             .filter(|(_, s)| s.reveal.is_some())
             .map(|((_, a), _)| *a);
-        expected_layout(task.spec.base_model.is_some(), revealed)
+        let champions: Vec<ModelHash> = task.champions.iter().map(|c| c.model_hash).collect();
+        expected_layout(task.base.is_some(), &champions, revealed)
     }
 
     fn check_verdicts(&self, task: &Task, verdicts: &[VerdictEntry]) -> Result<(), LayoutError> {
@@ -994,26 +1069,9 @@ impl State {
         }
         for e in verdicts {
             let bad = |reason| LayoutError::BadVerdict { subject: e.subject, reason };
-            if let Verdict::Scored { score_ppm, duplicate_of } = e.verdict {
+            if let Verdict::Scored { score_ppm } = e.verdict {
                 if score_ppm > ScorePpm::MAX {
                     return Err(bad("score above 1000000 ppm"));
-                }
-                if let Some(original) = duplicate_of {
-                    let Subject::Submission(me) = e.subject else {
-                        return Err(bad("only submissions can be duplicates"));
-                    };
-                    let when = |a: &AccountId| {
-                        self.submissions.get(&(task.id, *a)).and_then(|s| s.committed_at)
-                    };
-                    let earlier = self
-                        .submissions
-                        .get(&(task.id, original))
-                        .is_some_and(|s| s.reveal.is_some() && when(&original) < when(&me));
-                    if !earlier {
-                        return Err(bad(
-                            "duplicate_of must name an earlier-committed revealed submission",
-                        ));
-                    }
                 }
             } else if e.subject == Subject::Baseline {
                 return Err(bad("the trivial baseline is always scored"));
@@ -1028,7 +1086,8 @@ impl State {
             Plan::CreateTask { spec, reward } => {
                 self.open_task(signer, *spec, reward, ctx.height);
             }
-            Plan::Join { task, bond } => {
+            Plan::Join { task, bond, entry_fee } => {
+                self.burn(entry_fee);
                 self.tasks.modify(&task, |t| t.joined += 1);
                 self.submissions.insert(
                     (task, signer),
@@ -1064,7 +1123,9 @@ impl State {
             Plan::Slash { key, amount } => {
                 self.validators.modify(&key.0, |v| v.stake.0 -= amount.0);
                 self.evidence.insert(key, ctx.height);
-                self.burn(amount);
+                let proposer_cut = Amount(amount.0 / EVIDENCE_PROPOSER_DIVISOR);
+                self.credit(ctx.proposer, proposer_cut);
+                self.burn(Amount(amount.0 - proposer_cut.0));
             }
         }
     }
@@ -1111,24 +1172,35 @@ impl State {
                     .map(|r| RevealInput { model_hash: r.model_hash, params: r.params }),
             })
             .collect();
-        let validators: Vec<ValidatorInput<'_>> = self
-            .validators
+        let validators: Vec<ValidatorInput<'_>> = task
+            .stakes
             .iter()
-            .filter(|(_, v)| v.stake.0 > 0)
-            .map(|(account, v)| ValidatorInput {
+            .map(|(account, stake)| ValidatorInput {
                 account: *account,
-                stake: v.stake.0,
+                stake: *stake,
                 verdicts: self.verdicts.get(&(id, *account)).and_then(|r| r.verdicts.as_deref()),
+            })
+            .collect();
+        let references: Vec<ReferenceInput> = task
+            .base
+            .iter()
+            .map(|b| (Subject::BaseModel, b))
+            .chain(task.champions.iter().map(|c| (Subject::Champion(c.model_hash), c)))
+            .map(|(subject, r)| ReferenceInput {
+                subject,
+                params: r.params,
+                recorded_ppm: r.recorded_ppm,
             })
             .collect();
         let report = finalize(&FinalizeInput {
             escrow: task.reward,
             efficiency: &task.spec.efficiency,
-            base_model: task.spec.base_model.as_ref(),
+            references: &references,
             trainers: &trainers,
             validators: &validators,
             trainer_share_ppm: self.meta.params.trainer_share_ppm,
             agreement_tolerance_ppm: self.meta.params.agreement_tolerance_ppm,
+            min_improvement_ppm: task.spec.min_improvement_ppm,
         });
         for t in &report.trainers {
             self.credit(t.account, Amount(t.payout.0 + t.bond_refund.0));
@@ -1143,6 +1215,7 @@ impl State {
                 c.model_hash,
                 ChampionRecord {
                     task: id,
+                    train_sha256: task.spec.dataset.train_sha256,
                     trainer: c.trainer,
                     params: c.params,
                     effective_ppm: c.effective_ppm,

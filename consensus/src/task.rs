@@ -95,6 +95,10 @@ pub struct Dataset {
     pub train_sha256: Hash,
     /// `sha256(salt || heldout_bytes)`: binds the held-out file without revealing it.
     pub heldout_commitment: Hash,
+    /// How many examples the held-out part holds: rows for classification, characters for a
+    /// character LM. The ledger refuses a set below the genesis minimum; validators refuse to
+    /// score a held-out file whose count differs.
+    pub heldout_examples: u64,
 }
 
 /// Limits on what a submission may be.
@@ -163,10 +167,17 @@ pub struct TaskSpec {
     pub limits: Limits,
     /// The efficiency rule.
     pub efficiency: Efficiency,
-    /// What each trainer locks when it joins, returned unless it forfeits.
+    /// What each trainer locks when it joins, returned unless it forfeits; positive.
     pub bond: Amount,
-    /// Most trainers that may join.
+    /// What each trainer pays, burned, when it joins; positive. The ledger requires
+    /// `max_trainers × entry_fee ≥` the trainer share of the reward, so filling every slot costs
+    /// at least the prize.
+    pub entry_fee: Amount,
+    /// Most trainers that may join, first come, first served.
     pub max_trainers: u32,
+    /// How far the champion must beat the baseline, in ppm (strictly more than this); at most
+    /// the genesis `min_improvement_ppm_max`.
+    pub min_improvement_ppm: u32,
     /// The task's windows.
     pub windows: Windows,
     /// A previous champion to fine-tune from, if any.
@@ -297,14 +308,38 @@ impl TaskSpec {
         if self.limits.dtypes.is_empty() {
             return Err(invalid("limits.dtypes", "must allow at least one dtype"));
         }
-        if self.efficiency.reference_params == 0 {
-            return Err(invalid("efficiency.reference_params", "must be positive"));
+        let smallest = self.kind.smallest_model_params();
+        if self.efficiency.reference_params < smallest
+            || self.efficiency.reference_params > self.limits.max_params
+        {
+            // Below the smallest model of the architecture every model pays the penalty, and a
+            // large enough penalty then zeroes every payout.
+            return Err(invalid(
+                "efficiency.reference_params",
+                format!(
+                    "must be at least {smallest} (the smallest model of this architecture) and at \
+                     most limits.max_params = {}",
+                    self.limits.max_params
+                ),
+            ));
         }
         if self.efficiency.penalty_ppm_per_doubling > ScorePpm::MAX.0 {
             return Err(invalid("efficiency.penalty_ppm_per_doubling", "must be at most 1000000"));
         }
         if self.max_trainers == 0 {
             return Err(invalid("max_trainers", "must be positive"));
+        }
+        if self.bond.0 == 0 {
+            return Err(invalid("bond", "must be positive"));
+        }
+        if self.entry_fee.0 == 0 {
+            return Err(invalid("entry_fee", "must be positive"));
+        }
+        if self.min_improvement_ppm >= ScorePpm::MAX.0 {
+            return Err(invalid("min_improvement_ppm", "must be below 1000000"));
+        }
+        if self.dataset.heldout_examples == 0 {
+            return Err(invalid("dataset.heldout_examples", "must be positive"));
         }
         let w = &self.windows;
         for (field, blocks) in [
@@ -335,9 +370,40 @@ impl TaskSpec {
         Ok(())
     }
 
+    /// The least `entry_fee` for `reward` under `trainer_share_ppm`: `ceil(trainer share /
+    /// max_trainers)`, so that filling every slot costs at least the prize.
+    pub fn entry_fee_min(&self, reward: Amount, trainer_share_ppm: u32) -> Amount {
+        let share = trainer_share(reward, trainer_share_ppm);
+        let slots = u64::from(self.max_trainers.max(1));
+        Amount(share.0.div_ceil(slots))
+    }
+
     /// Whether this spec is a character language-model task.
     pub fn is_char_lm(&self) -> bool {
         matches!(self.kind, TaskKind::CharLm { .. })
+    }
+}
+
+/// The trainer share of `reward`: `reward × trainer_share_ppm / 1e6`, rounded down.
+pub fn trainer_share(reward: Amount, trainer_share_ppm: u32) -> Amount {
+    let share = u128::from(reward.0) * u128::from(trainer_share_ppm.min(1_000_000)) / 1_000_000;
+    Amount(u64::try_from(share).expect("a fraction of a u64 fits in u64"))
+}
+
+impl TaskKind {
+    /// Non-zero parameters of the smallest model of this kind that uses every input and output:
+    /// a linear classifier (`classes × (features + 1)`), or a char LM's token embedding and
+    /// output head (`2 × vocab × d_model + vocab`). An efficiency reference below this would
+    /// penalize every possible model.
+    pub fn smallest_model_params(&self) -> u64 {
+        match *self {
+            TaskKind::Classification { features, classes } => {
+                u64::from(classes) * (u64::from(features) + 1)
+            }
+            TaskKind::CharLm { vocab, d_model, .. } => {
+                2 * u64::from(vocab) * u64::from(d_model) + u64::from(vocab)
+            }
+        }
     }
 }
 
@@ -358,6 +424,7 @@ pub(crate) mod tests {
                 name: "toy".into(),
                 train_sha256: Hash([1; 32]),
                 heldout_commitment: Hash([2; 32]),
+                heldout_examples: 500,
             },
             limits: Limits {
                 max_params: 10_000,
@@ -366,7 +433,9 @@ pub(crate) mod tests {
             },
             efficiency: Efficiency { reference_params: 1_000, penalty_ppm_per_doubling: 20_000 },
             bond: Amount(100),
+            entry_fee: Amount(10),
             max_trainers: 3,
+            min_improvement_ppm: 0,
             windows: Windows { join: 5, commit: 5, reveal: 5, score_commit: 5, score_reveal: 5 },
             base_model: None,
         }

@@ -1,15 +1,17 @@
 //! Verdicts: what a validator says of each entry of a task, and the fixed layout of a vector.
 //!
 //! A verdict vector lists, in this order: the task's trivial baseline ([`Subject::Baseline`]),
-//! then the base model if the task has one ([`Subject::BaseModel`]), then one entry per revealed
-//! submission sorted by trainer account id ([`Subject::Submission`]). Each entry names its subject,
+//! then the base model if the task has one ([`Subject::BaseModel`]), then the earlier champions
+//! on the same public training file that the task recorded when it opened
+//! ([`Subject::Champion`]), then one entry per revealed submission sorted by trainer account id
+//! ([`Subject::Submission`]). Each entry names its subject,
 //! so a missing, extra or unsorted entry is caught by comparing subjects with the expected layout.
 
 use std::cmp::Ordering;
 
 use serde::{Deserialize, Serialize};
 
-use crate::types::{AccountId, ScorePpm};
+use crate::types::{AccountId, ModelHash, ScorePpm};
 
 /// Why a validator rejected an artifact.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -17,6 +19,8 @@ use crate::types::{AccountId, ScorePpm};
 pub enum RejectReason {
     /// The artifact's sha256 differs from the revealed model hash.
     HashMismatch,
+    /// The artifact's size differs from the revealed `size_bytes`.
+    SizeMismatch,
     /// The artifact is larger than the task's byte limit.
     TooLarge,
     /// The file is not well-formed safetensors (truncated, bad header length, bad JSON, bad
@@ -39,6 +43,7 @@ impl RejectReason {
     pub fn describe(self) -> &'static str {
         match self {
             RejectReason::HashMismatch => "artifact sha256 differs from the revealed hash",
+            RejectReason::SizeMismatch => "artifact size differs from the revealed size_bytes",
             RejectReason::TooLarge => "artifact is larger than the task allows",
             RejectReason::Malformed => "artifact is not well-formed safetensors",
             RejectReason::DisallowedDtype => "a tensor uses a dtype the task does not allow",
@@ -69,20 +74,17 @@ pub enum Verdict {
     Scored {
         /// The raw metric in ppm (accuracy, or the char-LM score), at most 1,000,000.
         score_ppm: ScorePpm,
-        /// An earlier-committed submission of the same architecture whose weights lie within the
-        /// duplicate distance of this one.
-        duplicate_of: Option<AccountId>,
     },
 }
 
 impl Verdict {
-    /// A score without a duplicate flag.
+    /// A score of `score_ppm`.
     pub fn scored(score_ppm: u32) -> Verdict {
-        Verdict::Scored { score_ppm: ScorePpm(score_ppm), duplicate_of: None }
+        Verdict::Scored { score_ppm: ScorePpm(score_ppm) }
     }
 
     /// The key verdicts are ordered by for the median: `Rejected < Unavailable < Scored(0) < … <
-    /// Scored(1e6)`. Reject reasons and duplicate flags do not order.
+    /// Scored(1e6)`. Reject reasons do not order.
     pub fn rank(&self) -> (u8, u32) {
         match self {
             Verdict::Rejected { .. } => (0, 0),
@@ -113,6 +115,9 @@ pub enum Subject {
     Baseline,
     /// The task's base model (a previous champion).
     BaseModel,
+    /// An earlier champion on the task's public training file, recorded when the task opened:
+    /// part of the baseline, so a copy of what already exists earns nothing.
+    Champion(ModelHash),
     /// The submission of this trainer.
     Submission(AccountId),
 }
@@ -132,6 +137,7 @@ pub type VerdictVector = Vec<VerdictEntry>;
 /// The subjects a task's verdict vector must list, in order.
 pub fn expected_layout(
     has_base_model: bool,
+    champions: &[ModelHash],
     revealed_trainers: impl IntoIterator<Item = AccountId>,
 ) -> Vec<Subject> {
     let mut trainers: Vec<AccountId> = revealed_trainers.into_iter().collect();
@@ -140,6 +146,7 @@ pub fn expected_layout(
     if has_base_model {
         out.push(Subject::BaseModel);
     }
+    out.extend(champions.iter().copied().map(Subject::Champion));
     out.extend(trainers.into_iter().map(Subject::Submission));
     out
 }
@@ -157,20 +164,19 @@ mod tests {
         assert!(r.cmp_rank(&u).is_lt());
         assert!(u.cmp_rank(&s0).is_lt());
         assert!(s0.cmp_rank(&s9).is_lt());
-        let flagged =
-            Verdict::Scored { score_ppm: ScorePpm(9), duplicate_of: Some(AccountId([1; 32])) };
-        assert!(flagged.cmp_rank(&s9).is_eq());
     }
 
     #[test]
     fn layout_is_baseline_base_then_sorted_trainers() {
         let a = AccountId([1; 32]);
         let b = AccountId([2; 32]);
+        let c = ModelHash::default();
         assert_eq!(
-            expected_layout(true, [b, a]),
+            expected_layout(true, &[c], [b, a]),
             vec![
                 Subject::Baseline,
                 Subject::BaseModel,
+                Subject::Champion(c),
                 Subject::Submission(a),
                 Subject::Submission(b)
             ]

@@ -168,7 +168,11 @@ fn join_over_max_trainers_is_rejected() {
     let k = c.trainers[3].clone_key();
     assert!(matches!(c.send(&k, TxKind::JoinTask { task }), Err(TxError::TaskFull { max: 3, .. })));
     assert_eq!(c.task(task).joined, 3);
-    assert_eq!(c.balance(&c.trainers[0].account()), BALANCE - 1_000 - c.genesis.params.tx_fee.0);
+    assert_eq!(
+        c.balance(&c.trainers[0].account()),
+        BALANCE - 1_000 - ENTRY_FEE - c.genesis.params.tx_fee.0,
+        "joining locks the bond and burns the entry fee"
+    );
 }
 
 #[test]
@@ -310,22 +314,11 @@ fn verdict_vectors_with_missing_extra_or_unsorted_entries_are_rejected() {
     unsorted.swap(1, 2);
     let mut no_baseline = good.clone();
     no_baseline[0].verdict = Verdict::Unavailable;
-    let mut bad_dup = good.clone();
-    // The later-committed trainer cannot be the original of the earlier one.
-    let later = c.trainers[1].account();
-    let earlier_entry = bad_dup
-        .iter_mut()
-        .find(|e| e.subject == Subject::Submission(c.trainers[0].account()))
-        .unwrap();
-    earlier_entry.verdict =
-        Verdict::Scored { score_ppm: consensus::types::ScorePpm(1), duplicate_of: Some(later) };
-    let cases = [missing, extra, unsorted, no_baseline, bad_dup];
+    let cases = [missing, extra, unsorted, no_baseline];
     for (i, v) in cases.iter().enumerate() {
-        let k = c.validators[i % 4].clone_key();
-        if i < 4 {
-            let kind = scores_commit(&c, task, &k, v, &salt(i as u8 + 10));
-            c.send(&k, kind).unwrap();
-        }
+        let k = c.validators[i].clone_key();
+        let kind = scores_commit(&c, task, &k, v, &salt(i as u8 + 10));
+        c.send(&k, kind).unwrap();
     }
     c.advance_to(c.task(task).score_commit_deadline().next());
     let reveal = |i: usize| TxKind::RevealScores {
@@ -349,31 +342,6 @@ fn verdict_vectors_with_missing_extra_or_unsorted_entries_are_rejected() {
     assert!(matches!(c.send(&v0, wrong_salt), Err(TxError::RevealMismatch(_))));
 }
 
-#[test]
-fn duplicate_of_must_name_an_earlier_commit() {
-    let mut c = Chain::new(&[10, 10, 10, 10], 2);
-    let task = scored_task(&mut c);
-    let (first, second) = (c.trainers[0].account(), c.trainers[1].account());
-    let flagged = vector(
-        100_000,
-        vec![
-            (first, Verdict::scored(500_000)),
-            (
-                second,
-                Verdict::Scored {
-                    score_ppm: consensus::types::ScorePpm(500_000),
-                    duplicate_of: Some(first),
-                },
-            ),
-        ],
-    );
-    let v0 = c.validators[0].clone_key();
-    let kind = scores_commit(&c, task, &v0, &flagged, &salt(1));
-    c.send(&v0, kind).unwrap();
-    c.advance_to(c.task(task).score_commit_deadline().next());
-    c.send(&v0, TxKind::RevealScores { task, verdicts: flagged, salt: salt(1) }).unwrap();
-}
-
 fn equivocation(c: &Chain, validator: usize, height: u64) -> TxKind {
     let k = &c.validators[validator];
     let vote = |b: u8| Vote {
@@ -390,16 +358,24 @@ fn equivocation(c: &Chain, validator: usize, height: u64) -> TxKind {
 
 #[test]
 fn evidence_slashes_once_and_changes_power_two_heights_later() {
-    let mut c = Chain::new(&[100, 100, 100, 100], 1);
+    let mut c = Chain::new(&[1_600, 1_600, 1_600, 1_600], 1);
     let reporter = c.trainers[0].clone_key();
     let slashed = c.validators[3].account();
+    let proposer = c.validators[0].account();
+    let (reporter_before, proposer_before) = (c.balance(&reporter.account()), c.balance(&proposer));
+    let burned_before = c.ledger.state().meta().burned.0;
     c.send(&reporter, equivocation(&c, 3, 7)).unwrap();
     let h = c.height();
     let stake = c.ledger.state().validators.get(&slashed).unwrap().stake;
-    assert_eq!(stake, Amount(90), "10% slash");
+    assert_eq!(stake, Amount(1_440), "10% slash");
+    // The proposer that included it earns 1/16 of the slash; the reporter only pays its fee;
+    // the rest burns.
+    assert_eq!(c.balance(&proposer), proposer_before + 10);
+    assert_eq!(c.balance(&reporter.account()), reporter_before - c.genesis.params.tx_fee.0);
+    assert_eq!(c.ledger.state().meta().burned.0, burned_before + 150 + c.genesis.params.tx_fee.0);
     // The sets of h+1 still carry the old power; h+2 has the new one.
-    assert_eq!(c.ledger.state().validator_set(h.next()).unwrap().power_of(&slashed), Some(100));
-    assert_eq!(c.ledger.state().validator_set(h.plus(2)).unwrap().power_of(&slashed), Some(90));
+    assert_eq!(c.ledger.state().validator_set(h.next()).unwrap().power_of(&slashed), Some(1_600));
+    assert_eq!(c.ledger.state().validator_set(h.plus(2)).unwrap().power_of(&slashed), Some(1_440));
     // The same equivocation cannot slash twice.
     assert!(matches!(c.send(&reporter, equivocation(&c, 3, 7)), Err(TxError::EvidenceUsed { .. })));
     // Two identical votes are no evidence.
@@ -424,8 +400,43 @@ fn create_task_rejects_bad_specs_and_unknown_base_models() {
     based.base_model = Some(consensus::task::BaseModel { model_hash: model(7), params: 10 });
     let kind = TxKind::CreateTask { spec: Box::new(based), reward: Amount(10) };
     assert!(matches!(c.send(&creator, kind), Err(TxError::UnknownBaseModel(_))));
-    let kind = TxKind::CreateTask { spec: Box::new(spec(4)), reward: Amount(BALANCE) };
+    let mut costly = spec(4);
+    costly.entry_fee = costly.entry_fee_min(Amount(BALANCE), c.genesis.params.trainer_share_ppm);
+    let kind = TxKind::CreateTask { spec: Box::new(costly), reward: Amount(BALANCE) };
     assert!(matches!(c.send(&creator, kind), Err(TxError::InsufficientBalance { .. })));
+}
+
+#[test]
+fn create_task_refuses_free_slots_zero_amounts_and_settings_where_nobody_can_earn() {
+    let mut c = Chain::new(&[10, 10, 10, 10], 1);
+    let creator = c.creator.clone_key();
+    type Mutation = Box<dyn Fn(&mut consensus::task::TaskSpec)>;
+    let cases: Vec<(Mutation, &str)> = vec![
+        // 3 slots × 23333 < 70000: filling every slot would cost less than the prize.
+        (Box::new(|s| s.entry_fee = Amount(23_333)), "entry_fee"),
+        (Box::new(|s| s.entry_fee = Amount(0)), "entry_fee"),
+        (Box::new(|s| s.bond = Amount(0)), "bond"),
+        // A reference below the smallest linear model (3 × (4 + 1) = 15) penalizes every model.
+        (Box::new(|s| s.efficiency.reference_params = 14), "efficiency.reference_params"),
+        (Box::new(|s| s.efficiency.reference_params = 100_001), "efficiency.reference_params"),
+        (Box::new(|s| s.dataset.heldout_examples = 99), "dataset.heldout_examples"),
+        (Box::new(|s| s.min_improvement_ppm = 100_001), "min_improvement_ppm"),
+    ];
+    for (mutate, field) in cases {
+        let mut bad = spec(4);
+        mutate(&mut bad);
+        let kind = TxKind::CreateTask { spec: Box::new(bad), reward: Amount(100_000) };
+        match c.send(&creator, kind) {
+            Err(TxError::InvalidSpec(consensus::task::SpecError::Invalid { field: f, .. })) => {
+                assert_eq!(f, field)
+            }
+            other => panic!("expected an error on {field}, got {other:?}"),
+        }
+    }
+    let kind = TxKind::CreateTask { spec: Box::new(spec(4)), reward: Amount(100_000) };
+    c.send(&creator, kind).unwrap();
+    let kind = TxKind::CreateTask { spec: Box::new(spec(4)), reward: Amount(0) };
+    assert!(matches!(c.send(&creator, kind), Err(TxError::InvalidSpec(_))));
 }
 
 #[test]
@@ -454,9 +465,9 @@ fn full_lifecycle_pays_the_better_model_and_conserves_coin() {
     let pay = |i: usize| {
         report.trainers.iter().find(|r| r.account == c.trainers[i].account()).unwrap().payout.0
     };
-    // Gains over the 100000 baseline are 400000 and 600000: a 2:3 split of 70% of 100000.
-    assert_eq!(pay(0), 28_000);
-    assert_eq!(pay(1), 42_000);
+    // Winner takes all: the better model earns the whole 70% of 100000.
+    assert_eq!(pay(0), 0);
+    assert_eq!(pay(1), 70_000);
     // Every validator agreed on every entry: each earns its stake share of 30000.
     for r in &report.validators {
         assert_eq!(r.payout.0, 30_000 * r.stake / 100);

@@ -5,6 +5,7 @@ mod common;
 use common::*;
 use consensus::chain::Ledger;
 use consensus::finalize::{FinalizeInput, RevealInput, TrainerInput, ValidatorInput, finalize};
+use consensus::genesis::Params;
 use consensus::storage::{MemStore, SledStore};
 use consensus::task::Efficiency;
 use consensus::tx::TxKind;
@@ -20,34 +21,58 @@ fn verdict_strategy() -> impl Strategy<Value = Verdict> {
     ]
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+/// Builds the verdict vectors of `validators` vectors for these trainers from a flat list.
+fn vectors_for(inputs: &[TrainerInput], verdicts: &[Vec<Verdict>]) -> Vec<Vec<VerdictEntry>> {
+    let subjects: Vec<Subject> = std::iter::once(Subject::Baseline)
+        .chain(inputs.iter().filter(|t| t.reveal.is_some()).map(|t| Subject::Submission(t.account)))
+        .collect();
+    verdicts
+        .iter()
+        .map(|vs| {
+            subjects
+                .iter()
+                .zip(vs)
+                .map(|(s, v)| VerdictEntry { subject: *s, verdict: *v })
+                .collect()
+        })
+        .collect()
+}
 
-    /// Payouts + refunds + burns = escrow + bonds, exactly, whatever the inputs.
+/// Stakes and balances stay below `u64::MAX / 4` together (genesis refuses more), so escrow,
+/// bonds and every stake are drawn from that whole range.
+const SUPPLY_MAX: u64 = u64::MAX / 4;
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    /// (c) Payouts + refunds + burns = escrow + bonds, exactly, over the full genesis ranges,
+    /// with no overflow; and (b) the creator's refund is 0 whenever any model was revealed.
     #[test]
-    fn finalization_conserves_exactly(
-        escrow in 0u64..=u64::MAX / 4,
-        bond in 0u64..1_000_000_000,
+    fn finalization_conserves_exactly_and_never_refunds_the_creator_after_a_reveal(
+        escrow in 1u64..=SUPPLY_MAX,
+        bond_frac in 0u64..=1_000_000,
         share in 0u32..=1_000_000,
-        stakes in prop::collection::vec(1u64..1_000_000_000, 1..8),
-        trainers in prop::collection::vec((any::<bool>(), 1u64..10_000_000, 0u8..4), 0..8),
-        verdicts in prop::collection::vec(prop::collection::vec(verdict_strategy(), 10), 8),
+        tolerance in 0u32..=1_000_000,
+        min_improvement in 0u32..=1_000_000,
+        stake_fracs in prop::collection::vec(1u64..=1_000_000, 1..8),
+        trainers in prop::collection::vec((any::<bool>(), 1u64..=u64::MAX, 0u8..4, 0u32..4), 0..12),
+        verdicts in prop::collection::vec(prop::collection::vec(verdict_strategy(), 13), 8),
         revealed in prop::collection::vec(any::<bool>(), 8),
-        reference in 1u64..100_000,
+        reference in 1u64..=u64::MAX,
         penalty in 0u32..=1_000_000,
     ) {
-        let inputs: Vec<TrainerInput> = trainers.iter().enumerate().map(|(i, (reveals, params, model))| TrainerInput {
+        // Bonds and stakes as fractions of what the supply bound leaves.
+        let n = trainers.len().max(1) as u64;
+        let bond = (SUPPLY_MAX - escrow) / n / 1_000_000 * bond_frac;
+        let stake_sum: u64 = stake_fracs.iter().sum();
+        let stakes: Vec<u64> = stake_fracs.iter().map(|f| (SUPPLY_MAX / stake_sum * f).max(1)).collect();
+        let inputs: Vec<TrainerInput> = trainers.iter().enumerate().map(|(i, (reveals, params, model, at))| TrainerInput {
             account: AccountId([i as u8 + 1; 32]),
             bond: Amount(bond),
-            committed_at: Some((Height(5), i as u32)),
+            committed_at: Some((Height(5), *at)),
             reveal: reveals.then_some(RevealInput { model_hash: Hash([*model; 32]), params: *params }),
         }).collect();
-        let subjects: Vec<Subject> = std::iter::once(Subject::Baseline)
-            .chain(inputs.iter().filter(|t| t.reveal.is_some()).map(|t| Subject::Submission(t.account)))
-            .collect();
-        let vectors: Vec<Vec<VerdictEntry>> = verdicts.iter().map(|vs| {
-            subjects.iter().zip(vs).map(|(s, v)| VerdictEntry { subject: *s, verdict: *v }).collect()
-        }).collect();
+        let vectors = vectors_for(&inputs, &verdicts);
         let validators: Vec<ValidatorInput<'_>> = stakes.iter().enumerate().map(|(i, s)| ValidatorInput {
             account: AccountId([200 + i as u8; 32]),
             stake: *s,
@@ -57,11 +82,12 @@ proptest! {
         let report = finalize(&FinalizeInput {
             escrow: Amount(escrow),
             efficiency: &efficiency,
-            base_model: None,
+            references: &[],
             trainers: &inputs,
             validators: &validators,
             trainer_share_ppm: share,
-            agreement_tolerance_ppm: 1_000,
+            agreement_tolerance_ppm: tolerance,
+            min_improvement_ppm: min_improvement,
         });
         let paid: u128 = report.trainers.iter().map(|t| u128::from(t.payout.0) + u128::from(t.bond_refund.0)).sum::<u128>()
             + report.validators.iter().map(|v| u128::from(v.payout.0)).sum::<u128>()
@@ -69,6 +95,106 @@ proptest! {
             + u128::from(report.burned.0);
         let inflow = u128::from(escrow) + u128::from(bond) * inputs.len() as u128;
         prop_assert_eq!(paid, inflow);
+        if inputs.iter().any(|t| t.reveal.is_some()) {
+            prop_assert_eq!(report.creator_refund, Amount(0));
+        }
+    }
+}
+
+/// One submission for the split and squat properties: score, params, commit position.
+type Entry = (u32, u64, u32);
+
+/// Finalizes a task whose validators all report `scores` (baseline first) for `entries`, entered
+/// by accounts `1..`; returns the payout of each entry's account.
+fn honest_payouts(entries: &[Entry], baseline: u32, escrow: u64, bond: u64) -> Vec<u64> {
+    let inputs: Vec<TrainerInput> = entries
+        .iter()
+        .enumerate()
+        .map(|(i, (_, params, at))| TrainerInput {
+            account: AccountId([i as u8 + 1; 32]),
+            bond: Amount(bond),
+            committed_at: Some((Height(5), *at)),
+            reveal: Some(RevealInput { model_hash: Hash([i as u8 + 1; 32]), params: *params }),
+        })
+        .collect();
+    let verdicts: Vec<Verdict> =
+        std::iter::once(baseline).chain(entries.iter().map(|e| e.0)).map(Verdict::scored).collect();
+    let vectors = vectors_for(&inputs, &[verdicts.clone(), verdicts.clone(), verdicts]);
+    let validators: Vec<ValidatorInput<'_>> = (0..3)
+        .map(|i| ValidatorInput {
+            account: AccountId([200 + i as u8; 32]),
+            stake: 10,
+            verdicts: Some(vectors[i].as_slice()),
+        })
+        .collect();
+    let report = finalize(&FinalizeInput {
+        escrow: Amount(escrow),
+        efficiency: &Efficiency { reference_params: 1_000, penalty_ppm_per_doubling: 50_000 },
+        references: &[],
+        trainers: &inputs,
+        validators: &validators,
+        trainer_share_ppm: 700_000,
+        agreement_tolerance_ppm: 1_000,
+        min_improvement_ppm: 0,
+    });
+    inputs
+        .iter()
+        .map(|t| report.trainers.iter().find(|r| r.account == t.account).unwrap())
+        .map(|r| r.payout.0 + r.bond_refund.0)
+        .collect()
+}
+
+fn entry_strategy() -> impl Strategy<Value = Entry> {
+    (0u32..=1_000_000, 1u64..10_000, 0u32..64)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// (a) Split-proof: a party entering its models from k accounts never earns more than its
+    /// best model entered alone against the same others, and pays k entry fees instead of one.
+    #[test]
+    fn k_accounts_never_earn_more_than_the_best_model_alone(
+        party in prop::collection::vec(entry_strategy(), 1..5),
+        others in prop::collection::vec(entry_strategy(), 0..5),
+        baseline in 0u32..=1_000_000,
+        escrow in 1u64..=SUPPLY_MAX / 2,
+        bond in 1u64..1_000_000,
+    ) {
+        let entry_fee = escrow / 10 + 1;
+        let k = party.len() as u64;
+        let mut all = party.clone();
+        all.extend(&others);
+        let together: u64 = honest_payouts(&all, baseline, escrow, bond)[..party.len()].iter().sum();
+        let net_together = i128::from(together) - i128::from(k * bond);
+        let best_alone: u64 = party.iter().map(|m| {
+            let mut one = vec![*m];
+            one.extend(&others);
+            honest_payouts(&one, baseline, escrow, bond)[0]
+        }).max().unwrap();
+        let net_alone = i128::from(best_alone) - i128::from(bond);
+        prop_assert!(net_together <= net_alone, "{} accounts earned {} net, best alone {}", k, net_together, net_alone);
+        // Entry fees only widen the gap: k fees against one.
+        prop_assert!(net_together - i128::from(k * entry_fee) <= net_alone - i128::from(entry_fee));
+    }
+
+    /// (a) Squat-proof: a party that takes every slot, at the least entry fee the ledger allows,
+    /// with any models, never ends with more than it put in (entry fees and bonds).
+    #[test]
+    fn holding_every_slot_never_pays(
+        models in prop::collection::vec(entry_strategy(), 1..9),
+        baseline in 0u32..=1_000_000,
+        escrow in 1u64..=SUPPLY_MAX / 4,
+        bond in 1u64..1_000_000,
+    ) {
+        let mut spec = common::spec(4);
+        spec.max_trainers = models.len() as u32;
+        let entry_fee = spec.entry_fee_min(Amount(escrow), 700_000);
+        spec.entry_fee = entry_fee;
+        Params::default().check_task(&spec, Amount(escrow)).unwrap();
+        let back: u128 = honest_payouts(&models, baseline, escrow, bond).iter().map(|p| u128::from(*p)).sum();
+        let put_in = u128::from(entry_fee.0 + bond) * models.len() as u128;
+        prop_assert!(back <= put_in, "squatter got {} back for {} put in", back, put_in);
     }
 }
 
@@ -133,13 +259,15 @@ enum Behaviour {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
 
-    /// While honest validators hold over half the stake, the inflating, constant and random
-    /// validators each earn less per unit of stake than every honest validator, and the consensus
-    /// verdicts are those of an all-honest network.
+    /// (d) While honest validators hold over half the stake (consensus assumes over two thirds),
+    /// the inflating, constant and random validators each earn less per unit of stake than every
+    /// honest validator, and the consensus verdicts are those of an all-honest network. Stakes
+    /// come from three values, so equal stakes (exact ties between an honest validator and a
+    /// liar) are common.
     #[test]
     fn dishonest_validators_earn_less_and_change_nothing(
-        honest_stakes in prop::collection::vec(1u64..1_000, 2..5),
-        liar_stakes in prop::collection::vec(1u64..1_000, 3),
+        honest_stakes in prop::collection::vec((1u64..=3).prop_map(|s| s * 1_000), 2..6),
+        liar_stakes in prop::collection::vec((1u64..=3).prop_map(|s| s * 1_000), 3),
         truth in prop::collection::vec(0u32..300, 2..6),
         inflate in 1_001u32..100_000,
         constant in 0u32..1_000_000,
@@ -184,13 +312,14 @@ proptest! {
                 verdicts: Some(vectors[i].as_slice()),
             }).collect();
             finalize(&FinalizeInput {
-                escrow: Amount(1_000_000_000),
+                escrow: Amount(SUPPLY_MAX),
                 efficiency: &Efficiency { reference_params: 1, penalty_ppm_per_doubling: 0 },
-                base_model: None,
+                references: &[],
                 trainers: &trainers,
                 validators: &validators,
                 trainer_share_ppm: 500_000,
                 agreement_tolerance_ppm: 1_000,
+                min_improvement_ppm: 0,
             })
         };
         let mut stakes = honest_stakes.clone();

@@ -157,6 +157,8 @@ impl Mempool {
         TxContext {
             height: self.scratch.height().next(),
             index: u32::try_from(self.by_hash.len()).unwrap_or(u32::MAX),
+            // Admission does not depend on who proposes: any account will do for the scratch.
+            proposer: AccountId::default(),
         }
     }
 
@@ -348,7 +350,11 @@ mod tests {
         let other = transfer(&a, 0, 2);
         next.check_and_execute_tx(
             &other,
-            TxContext { height: consensus::types::Height(1), index: 0 },
+            TxContext {
+                height: consensus::types::Height(1),
+                index: 0,
+                proposer: AccountId::default(),
+            },
         )
         .unwrap();
         let evicted = pool.block_committed(&next, std::slice::from_ref(&other));

@@ -37,6 +37,8 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 const WAIT: Duration = Duration::from_secs(30);
 const REWARD: u64 = 10_000;
 const BOND: u64 = 1_000;
+/// 3 slots × 2334 cover the 7000 trainer share of the reward.
+const ENTRY_FEE: u64 = 2_334;
 const TRANSFER: u64 = 5;
 /// The blob limit the test server runs with.
 const BLOB_LIMIT: u64 = 1 << 20;
@@ -106,6 +108,7 @@ fn spec() -> TaskSpec {
             name: "toy".into(),
             train_sha256: Hash([1; 32]),
             heldout_commitment: Hash([2; 32]),
+            heldout_examples: 500,
         },
         limits: Limits {
             max_params: 100_000,
@@ -114,7 +117,9 @@ fn spec() -> TaskSpec {
         },
         efficiency: Efficiency { reference_params: 1_000, penalty_ppm_per_doubling: 50_000 },
         bond: Amount(BOND),
+        entry_fee: Amount(ENTRY_FEE),
         max_trainers: 3,
+        min_improvement_ppm: 0,
         windows: Windows { join: 3, commit: 3, reveal: 3, score_commit: 3, score_reveal: 3 },
         base_model: None,
     }
@@ -594,7 +599,8 @@ async fn tasks_and_accounts_explain_the_finalized_rewards() {
     assert_eq!(get(h.addr, "/tasks/x").await.status, 400);
 
     let account = get(h.addr, &format!("/accounts/{winner}")).await.json();
-    let expected_balance = 1_000_000 - 1 - BOND + TRANSFER + trainer_pool + BOND - 2; // 3 txs' fees
+    // 3 txs' fees; the entry fee burned, the bond back.
+    let expected_balance = 1_000_000 - 1 - BOND - ENTRY_FEE + TRANSFER + trainer_pool + BOND - 2;
     assert_eq!(string(&account["balance"]), expected_balance.to_string());
     assert_eq!(num(&account["nonce"]), 3);
     assert_eq!(string(&account["stake"]), "0");

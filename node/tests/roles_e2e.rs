@@ -42,6 +42,11 @@ fn a_genesis_task_is_trained_scored_and_finalized() {
     // the validator to fetch and score (score commit).
     task.spec.windows =
         Windows { join: 100, commit: 40, reveal: 20, score_commit: 20, score_reveal: 20 };
+    // Iris holds out 30 rows; the chain's minimum is set to fit, and the entry fee to the least
+    // that makes every slot together cost the prize.
+    chain.genesis.params.heldout_examples_min = 30;
+    task.spec.entry_fee =
+        task.spec.entry_fee_min(Amount(10_000), chain.genesis.params.trainer_share_ppm);
     chain
         .genesis
         .balances

@@ -96,7 +96,11 @@ impl Chain {
     fn commit(&mut self, txs: Vec<SignedTx>) {
         let mut scratch = self.state().clone();
         for (i, tx) in txs.iter().enumerate() {
-            let ctx = TxContext { height: self.height().next(), index: i as u32 };
+            let ctx = TxContext {
+                height: self.height().next(),
+                index: i as u32,
+                proposer: self.validators[0].account(),
+            };
             scratch.check_and_execute_tx(tx, ctx).unwrap_or_else(|e| panic!("{e}"));
         }
         self.time_ms += 500;
@@ -155,6 +159,7 @@ fn spec() -> TaskSpec {
             name: "toy".into(),
             train_sha256: Hash([1; 32]),
             heldout_commitment: Hash([2; 32]),
+            heldout_examples: 500,
         },
         limits: Limits {
             max_params: 10_000,
@@ -163,7 +168,10 @@ fn spec() -> TaskSpec {
         },
         efficiency: Efficiency { reference_params: 1_000, penalty_ppm_per_doubling: 50_000 },
         bond: Amount(1_000),
+        // 2 slots × 3500 cover the 7000 trainer share of the 10000 reward.
+        entry_fee: Amount(3_500),
         max_trainers: 2,
+        min_improvement_ppm: 0,
         windows: Windows { join: 4, commit: 4, reveal: 4, score_commit: 4, score_reveal: 4 },
         base_model: None,
     }
@@ -362,6 +370,7 @@ fn trainer_skips_full_tasks_and_tasks_its_recipe_cannot_train() {
     // Too small a parameter budget for the recipe's model, which does not prune.
     let mut small = spec();
     small.limits.max_params = 100;
+    small.efficiency.reference_params = 100;
     let recipe = Recipe::default();
     assert!(recipe_fits(&recipe, &small).unwrap_err().contains("parameters"));
     let small = chain.create_task(small);

@@ -37,10 +37,14 @@ fn a_trained_artifact_is_stored_and_scores_as_revealed() {
 
     let me = consensus::types::AccountId([9; 32]);
     let train = validator::eval::prepare(&task.spec, &task.train, "train").unwrap();
-    let heldout = validator::eval::prepare(&task.spec, &task.heldout, "heldout").unwrap();
+    let heldout = validator::eval::prepare_heldout(&task.spec, &task.heldout, "heldout").unwrap();
     let submissions = [Submission {
         trainer: me,
-        revealed: Revealed { model_hash: artifact.model_hash, params: artifact.params },
+        revealed: Revealed {
+            model_hash: artifact.model_hash,
+            params: artifact.params,
+            size_bytes: Some(artifact.size_bytes),
+        },
         artifact: Some(&bytes),
     }];
     let verdicts = score_task(&TaskInputs {
@@ -48,8 +52,8 @@ fn a_trained_artifact_is_stored_and_scores_as_revealed() {
         train: &train,
         heldout: &heldout,
         base_model: None,
-        submissions_in_commit_order: &submissions,
-        duplicate_distance_ppm: 10_000,
+        champions: &[],
+        submissions: &submissions,
     })
     .unwrap();
     let entry = verdicts.iter().find(|e| e.subject == Subject::Submission(me)).unwrap();

@@ -187,7 +187,7 @@ pub fn parse_task(mut value: Value) -> anyhow::Result<TaskView> {
 }
 
 /// Reads a finalization report from the API's view of it (verdicts flattened to
-/// `{"verdict": "scored", "score_ppm": …}`, duplicate and forfeit reasons as objects, amounts as
+/// `{"verdict": "scored", "score_ppm": …}`, forfeit reasons as objects, amounts as
 /// strings), or from the ledger's own JSON form of [`FinalizationReport`].
 pub fn parse_report(mut value: Value) -> anyhow::Result<FinalizationReport> {
     numbers_from_strings(&mut value);
@@ -202,8 +202,8 @@ pub fn parse_report(mut value: Value) -> anyhow::Result<FinalizationReport> {
 mod view {
     use anyhow::{Context, bail};
     use consensus::finalize::{
-        Champion, DuplicateReason, EntryReport, FinalizationReport, ForfeitReason, Outcome,
-        TrainerReport, ValidatorReport,
+        Champion, EntryReport, FinalizationReport, ForfeitReason, Outcome, TrainerReport,
+        ValidatorReport,
     };
     use consensus::types::{AccountId, Amount, ModelHash, ScorePpm};
     use consensus::verdict::{RejectReason, Subject, Verdict};
@@ -213,7 +213,6 @@ mod view {
     pub(super) struct VerdictView {
         verdict: String,
         score_ppm: Option<u32>,
-        duplicate_of: Option<AccountId>,
         reason: Option<RejectReason>,
     }
 
@@ -222,7 +221,6 @@ mod view {
             Ok(match self.verdict.as_str() {
                 "scored" => Verdict::Scored {
                     score_ppm: ScorePpm(self.score_ppm.context("a scored verdict has a score")?),
-                    duplicate_of: self.duplicate_of,
                 },
                 "unavailable" => Verdict::Unavailable,
                 "rejected" => Verdict::Rejected {
@@ -241,12 +239,6 @@ mod view {
     }
 
     #[derive(Deserialize)]
-    pub(super) struct Duplicate {
-        reason: String,
-        of: Option<AccountId>,
-    }
-
-    #[derive(Deserialize)]
     pub(super) struct Forfeit {
         reason: ForfeitReason,
     }
@@ -258,7 +250,6 @@ mod view {
         params: Option<u64>,
         penalty_ppm: u32,
         effective_ppm: u32,
-        duplicate: Option<Duplicate>,
         forfeit: Option<Forfeit>,
         bond_refund: u64,
         bond_forfeit: u64,
@@ -289,6 +280,7 @@ mod view {
         revealed_stake: u64,
         total_stake: u64,
         baseline_ppm: u32,
+        min_improvement_ppm: u32,
         entries: Vec<Entry>,
         trainers: Vec<Trainer>,
         validators: Vec<Validator>,
@@ -306,7 +298,10 @@ mod view {
                     let subject = match e.subject.as_str() {
                         "baseline" => Subject::Baseline,
                         "base_model" => Subject::BaseModel,
-                        hex => Subject::Submission(hex.parse()?),
+                        other => match other.strip_prefix("champion:") {
+                            Some(hex) => Subject::Champion(hex.parse()?),
+                            None => Subject::Submission(other.parse()?),
+                        },
                     };
                     Ok(EntryReport { subject, consensus: e.verdict.into_verdict()? })
                 })
@@ -315,20 +310,12 @@ mod view {
                 .trainers
                 .into_iter()
                 .map(|t| {
-                    let duplicate = match t.duplicate {
-                        None => None,
-                        Some(d) if d.reason == "same_hash_as" => Some(DuplicateReason::SameHashAs(
-                            d.of.context("a same-hash duplicate names the earlier trainer")?,
-                        )),
-                        Some(_) => Some(DuplicateReason::FlaggedByMajority),
-                    };
                     Ok(TrainerReport {
                         account: t.account,
                         consensus: t.consensus.map(VerdictView::into_verdict).transpose()?,
                         params: t.params,
                         penalty_ppm: t.penalty_ppm,
                         effective_ppm: t.effective_ppm,
-                        duplicate,
                         forfeit: t.forfeit.map(|f| f.reason),
                         bond_refund: Amount(t.bond_refund),
                         bond_forfeit: Amount(t.bond_forfeit),
@@ -353,6 +340,7 @@ mod view {
                 revealed_stake: self.revealed_stake,
                 total_stake: self.total_stake,
                 baseline_ppm: self.baseline_ppm,
+                min_improvement_ppm: self.min_improvement_ppm,
                 entries,
                 trainers,
                 validators,
@@ -530,18 +518,18 @@ mod tests {
         let a = "11".repeat(32);
         let report = parse_report(json!({
             "outcome": "finalized", "revealed_stake": "2000", "total_stake": "2000",
-            "baseline_ppm": 101000,
+            "baseline_ppm": 101000, "min_improvement_ppm": 0,
             "entries": [
                 {"subject": "baseline", "verdict": "scored", "score_ppm": 101000,
-                 "duplicate_of": null, "reason": null, "reason_text": null},
-                {"subject": a, "verdict": "rejected", "score_ppm": null, "duplicate_of": null,
+                 "reason": null, "reason_text": null},
+                {"subject": a, "verdict": "rejected", "score_ppm": null,
                  "reason": "malformed", "reason_text": "artifact is not well-formed safetensors"}
             ],
             "trainers": [{
                 "account": a,
-                "consensus": {"verdict": "rejected", "score_ppm": null, "duplicate_of": null,
+                "consensus": {"verdict": "rejected", "score_ppm": null,
                               "reason": "malformed", "reason_text": "x"},
-                "params": "2410", "penalty_ppm": 0, "effective_ppm": 0, "duplicate": null,
+                "params": "2410", "penalty_ppm": 0, "effective_ppm": 0,
                 "forfeit": {"reason": "rejected", "text": "x"},
                 "bond_refund": "0", "bond_forfeit": "100", "payout": "0", "rank": null
             }],

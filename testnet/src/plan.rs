@@ -51,8 +51,11 @@ pub const LABEL_NOISE_DEFAULT: f64 = 0.3;
 pub const REWARD: Amount = Amount(1_000_000);
 /// Each validator's stake.
 pub const VALIDATOR_STAKE: Amount = Amount(1_000);
-/// Each node's genesis balance (pays bonds and fees).
-pub const NODE_BALANCE: Amount = Amount(100_000);
+/// Each node's genesis balance (pays entry fees, bonds and fees).
+pub const NODE_BALANCE: Amount = Amount(1_000_000);
+/// Smallest held-out set the testnet's chain accepts: small enough for the shipped data sets
+/// (a fifth of iris's 150 rows, halved for two rounds), where a real chain asks for far more.
+pub const HELDOUT_EXAMPLES_MIN: u64 = 15;
 /// The task creator's genesis balance.
 pub const CREATOR_BALANCE: Amount = Amount(10_000_000);
 /// The chain's start time: fixed, so the genesis hash depends on the seed alone
@@ -198,9 +201,10 @@ pub struct Plan {
     pub creator_seed: [u8; 32],
     /// The genesis document.
     pub genesis: Genesis,
-    /// One task per round: spec, public training part, held-out part and salt. Later rounds
-    /// keep the first task's rows and held-out part under a new salt; their base model is set
-    /// when the previous round's champion is known.
+    /// One task per round: spec, public training part, held-out part and salt. Every round
+    /// keeps the first task's public rows and gets its own, fresh part of the held-out rows
+    /// (split up front), under its own salt; a later round's base model is set when the previous
+    /// round's champion is known.
     pub tasks: Vec<NewTask>,
     /// The task's escrow.
     pub reward: Amount,
@@ -225,10 +229,9 @@ impl Plan {
         settings.validate()?;
         let seed = settings.seed;
         let task = make_task(&settings)?;
-        let mut tasks = vec![task.clone()];
-        for round in 2..=settings.rounds {
-            tasks.push(follow_up(&task, seed, round));
-        }
+        let tasks: Vec<NewTask> = (1..=settings.rounds)
+            .map(|round| round_task(&task, seed, round, settings.rounds))
+            .collect();
         let mut nodes = Vec::with_capacity(settings.validators + settings.trainers);
         for i in 0..settings.validators {
             let name = format!("validator-{i}");
@@ -271,6 +274,10 @@ impl Plan {
         genesis.validate().context("the planned genesis is invalid")?;
         for task in &tasks {
             task.spec.validate(settings.validators).context("the planned task spec is invalid")?;
+            genesis
+                .params
+                .check_task(&task.spec, REWARD)
+                .context("the planned task does not fit the chain's parameters")?;
         }
         let span = u64::from(PORT_SPAN);
         let port_base = PORT_BASE_MIN + (derive_u64(seed, "ports") % span) as u16;
@@ -340,15 +347,48 @@ struct NodeConfig {
     mdns: bool,
 }
 
-/// Round `round`'s task: the same public and held-out rows as `first`, under a new salt (so the
-/// held-out commitment differs), named for its round.
-fn follow_up(first: &NewTask, seed: u64, round: u32) -> NewTask {
-    let salt = Salt(consensus::types::Hash(derive(seed, &format!("task/heldout-salt/{round}"))));
+/// Round `round`'s task of `rounds`: the same public rows as `first`, and part `round` of its
+/// held-out rows (so no round is scored on rows an earlier champion was selected on), under the
+/// round's salt; later rounds are named for their round.
+fn round_task(first: &NewTask, seed: u64, round: u32, rounds: u32) -> NewTask {
     let mut task = first.clone();
-    task.salt = salt;
-    task.spec.name = format!("{}-round-{round}", first.spec.name);
-    task.spec.dataset.heldout_commitment = heldout_commitment(&salt, &task.heldout);
+    if round > 1 {
+        let salt = derive(seed, &format!("task/heldout-salt/{round}"));
+        task.salt = Salt(consensus::types::Hash(salt));
+        task.spec.name = format!("{}-round-{round}", first.spec.name);
+    }
+    let (part, examples) = heldout_part(&first.heldout, first.extension, round, rounds);
+    task.heldout = part;
+    task.sizes.1 = examples;
+    task.spec.dataset.heldout_examples = examples as u64;
+    task.spec.dataset.heldout_commitment = heldout_commitment(&task.salt, &task.heldout);
     task
+}
+
+/// Part `round` (1-based) of `rounds` of a held-out file, with its number of examples: for a CSV
+/// the header and every `rounds`-th row from row `round - 1` (the held-out rows were drawn per
+/// class, so interleaving keeps each part's class mix close to the whole); for text a contiguous
+/// slice of the characters.
+fn heldout_part(heldout: &[u8], extension: &str, round: u32, rounds: u32) -> (Vec<u8>, usize) {
+    let text = std::str::from_utf8(heldout).expect("the planned held-out part is UTF-8");
+    let (k, n) = (round as usize - 1, rounds as usize);
+    if extension == "csv" {
+        let mut lines = text.lines();
+        let header = lines.next().unwrap_or_default();
+        let rows: Vec<&str> = lines.skip(k).step_by(n).collect();
+        let mut out = String::from(header);
+        out.push('\n');
+        for row in &rows {
+            out.push_str(row);
+            out.push('\n');
+        }
+        (out.into_bytes(), rows.len())
+    } else {
+        let chars: Vec<char> = text.chars().collect();
+        let len = chars.len() / n;
+        let part: String = chars[k * len..(k + 1) * len].iter().collect();
+        (part.into_bytes(), len)
+    }
 }
 
 fn make_task(settings: &Settings) -> anyhow::Result<NewTask> {
@@ -374,8 +414,10 @@ fn make_task(settings: &Settings) -> anyhow::Result<NewTask> {
     let mut task = trainer::task::new_task(&source.bytes, &source.name, &opts, salt)
         .with_context(|| format!("making a task from {}", source.name))?;
     task.spec.windows = windows(settings.validators, source.kind);
-    // The second round adds the champion's fine-tuner.
-    task.spec.max_trainers = (settings.trainers + usize::from(settings.rounds > 1)) as u32;
+    // Every slot the chain allows, so the entry fee (filling every slot must cost the prize) is
+    // a small part of the prize.
+    task.spec.max_trainers = TRAINERS_MAX as u32;
+    task.spec.entry_fee = task.spec.entry_fee_min(REWARD, Params::default().trainer_share_ppm);
     Ok(task)
 }
 
@@ -426,6 +468,7 @@ fn make_genesis(settings: &Settings, nodes: &[NodePlan], creator_seed: &[u8; 32]
         timeout_precommit_ms: 500,
         timeout_delta_ms: 250,
         max_trainers_per_task: TRAINERS_MAX as u32,
+        heldout_examples_min: HELDOUT_EXAMPLES_MIN,
         ..Params::default()
     };
     Genesis {
@@ -617,12 +660,20 @@ mod tests {
     }
 
     #[test]
-    fn a_second_round_keeps_the_heldout_rows_under_a_new_salt() {
+    fn a_second_round_gets_fresh_heldout_rows_under_a_new_salt() {
+        let one = Plan::new(settings(4)).unwrap();
         let mut s = settings(4);
         s.rounds = 2;
         let plan = Plan::new(s).unwrap();
         let [first, second] = &plan.tasks[..] else { panic!("two tasks") };
-        assert_eq!(first.heldout, second.heldout);
+        let rows = |t: &NewTask| -> Vec<String> {
+            std::str::from_utf8(&t.heldout).unwrap().lines().skip(1).map(String::from).collect()
+        };
+        let (a, b) = (rows(first), rows(second));
+        assert!(a.iter().all(|r| !b.contains(r)), "no held-out row is scored twice");
+        assert_eq!(a.len() + b.len(), rows(&one.tasks[0]).len(), "the parts cover the held-out");
+        assert_eq!(first.spec.dataset.heldout_examples, a.len() as u64);
+        assert_eq!(second.spec.dataset.heldout_examples, b.len() as u64);
         assert_eq!(first.train, second.train);
         assert_ne!(first.salt, second.salt);
         assert_ne!(first.spec.dataset.heldout_commitment, second.spec.dataset.heldout_commitment);

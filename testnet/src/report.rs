@@ -3,9 +3,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
-use consensus::finalize::{
-    DuplicateReason, FinalizationReport, ForfeitReason, Outcome, TrainerReport,
-};
+use consensus::finalize::{FinalizationReport, ForfeitReason, Outcome, TrainerReport};
 use consensus::types::{AccountId, Amount};
 use consensus::verdict::Verdict;
 
@@ -39,19 +37,15 @@ fn verdict(v: &Option<Verdict>) -> String {
     }
 }
 
-fn note(t: &TrainerReport, labels: &Labels) -> String {
-    if let Some(d) = &t.duplicate {
-        return match d {
-            DuplicateReason::SameHashAs(a) => format!("duplicate of {}", name(labels, a)),
-            DuplicateReason::FlaggedByMajority => "near-duplicate (flagged)".into(),
-        };
-    }
-    match t.forfeit {
-        Some(ForfeitReason::NotRevealed) => "bond forfeited: never revealed".into(),
-        Some(ForfeitReason::Rejected) => "bond forfeited: rejected".into(),
-        Some(ForfeitReason::Unavailable) => "bond forfeited: unavailable".into(),
-        None if t.rank.is_none() && t.consensus.is_some() => "did not beat the baseline".into(),
-        None => String::new(),
+fn note(t: &TrainerReport) -> String {
+    match (t.forfeit, t.rank) {
+        (Some(ForfeitReason::NotRevealed), _) => "bond forfeited: never revealed".into(),
+        (Some(ForfeitReason::Rejected), _) => "bond forfeited: rejected".into(),
+        (Some(ForfeitReason::Unavailable), _) => "bond forfeited: unavailable".into(),
+        (None, Some(1)) => "champion: takes the trainer share".into(),
+        (None, Some(_)) => "beat the bar, not the champion".into(),
+        (None, None) if t.consensus.is_some() => "did not beat the bar".into(),
+        (None, None) => String::new(),
     }
 }
 
@@ -65,14 +59,19 @@ pub fn leaderboard(
     let mut out = String::new();
     let outcome = match report.outcome {
         Outcome::Finalized => "finalized",
+        Outcome::QuorumFailed if report.creator_refund.0 > 0 => {
+            "failed: too little stake revealed scores (nothing revealed: escrow refunded; bonds \
+             refunded)"
+        }
         Outcome::QuorumFailed => {
-            "failed: too little stake revealed scores (escrow and bonds refunded)"
+            "failed: too little stake revealed scores (escrow burned; bonds refunded)"
         }
     };
     let _ = writeln!(
         out,
-        "task {task}: {outcome}; escrow {reward}, baseline {}",
-        percent(report.baseline_ppm)
+        "task {task}: {outcome}; escrow {reward}, baseline {}, bar {} (winner takes all)",
+        percent(report.baseline_ppm),
+        percent(report.baseline_ppm.saturating_add(report.min_improvement_ppm)),
     );
     let mut trainers: Vec<&TrainerReport> = report.trainers.iter().collect();
     trainers.sort_by_key(|t| (t.rank.is_none(), t.rank, std::cmp::Reverse(t.effective_ppm)));
@@ -92,7 +91,7 @@ pub fn leaderboard(
             verdict(&t.consensus),
             percent(t.effective_ppm),
             t.payout,
-            note(t, labels),
+            note(t),
         );
         let _ = writeln!(out, "{}", line.trim_end());
     }
@@ -166,11 +165,10 @@ mod tests {
     fn trainer(b: u8, score: u32, effective: u32, payout: u64, rank: Option<u32>) -> TrainerReport {
         TrainerReport {
             account: account(b),
-            consensus: Some(Verdict::Scored { score_ppm: ScorePpm(score), duplicate_of: None }),
+            consensus: Some(Verdict::Scored { score_ppm: ScorePpm(score) }),
             params: Some(2_410),
             penalty_ppm: score - effective,
             effective_ppm: effective,
-            duplicate: None,
             forfeit: None,
             bond_refund: Amount(100),
             bond_forfeit: Amount(0),
@@ -192,6 +190,7 @@ mod tests {
             revealed_stake: 2_000,
             total_stake: 2_000,
             baseline_ppm: 101_000,
+            min_improvement_ppm: 1_000,
             entries: vec![
                 EntryReport {
                     subject: Subject::Baseline,
@@ -200,8 +199,8 @@ mod tests {
                 4
             ],
             trainers: vec![
-                trainer(1, 777_000, 738_000, 3_000, Some(3)),
-                trainer(2, 944_444, 944_444, 4_000, Some(1)),
+                trainer(1, 777_000, 738_000, 0, Some(2)),
+                trainer(2, 944_444, 944_444, 7_000, Some(1)),
                 TrainerReport {
                     forfeit: Some(ForfeitReason::NotRevealed),
                     consensus: None,
@@ -241,13 +240,19 @@ mod tests {
     fn the_leaderboard_ranks_trainers_and_lists_validators() {
         let text = leaderboard("1 (digits)", &report(), Amount(10_000), &labels());
         let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines[0], "task 1 (digits): finalized; escrow 10000, baseline 10.10%");
+        assert_eq!(
+            lines[0],
+            "task 1 (digits): finalized; escrow 10000, baseline 10.10%, bar 10.20% (winner takes \
+             all)"
+        );
         assert!(lines[1].starts_with("rank  trainer"), "{}", lines[1]);
         assert_eq!(
             lines[2],
-            "1     trainer-1    small-filtered         2410     94.44%     94.44%     4000"
+            "1     trainer-1    small-filtered         2410     94.44%     94.44%     7000  \
+             champion: takes the trainer share"
         );
-        assert!(lines[3].starts_with("3     trainer-0    large-plain"), "{}", lines[3]);
+        assert!(lines[3].starts_with("2     trainer-0    large-plain"), "{}", lines[3]);
+        assert!(lines[3].ends_with("beat the bar, not the champion"), "{}", lines[3]);
         assert!(lines[4].ends_with("bond forfeited: never revealed"), "{}", lines[4]);
         assert_eq!(lines[6], "validator-0    1000       yes      4/4     1500");
         assert_eq!(lines[8], "champion: trainer-1 (2410 params, effective 94.44%), model 09090909");
@@ -256,7 +261,7 @@ mod tests {
 
     #[test]
     fn conservation_holds_exactly_or_is_reported() {
-        // 3000 + 4000 + 1500 + 1500 paid, 200 bonds back, 100 burned = 10000 escrow + 300 bonds.
+        // 7000 + 1500 + 1500 paid, 200 bonds back, 100 burned = 10000 escrow + 300 bonds.
         assert_eq!(check_conservation(&report(), Amount(10_000)), Ok(10_300));
         assert!(check_conservation(&report(), Amount(10_001)).is_err());
     }

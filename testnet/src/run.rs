@@ -149,8 +149,8 @@ fn drive(
                 break;
             };
             println!(
-                "\nround {round}: the same held-out rows under a new salt; the base model is \
-                 champion {}",
+                "\nround {round}: fresh held-out rows (split up front) under a new salt; the base \
+                 model is champion {}",
                 base.model_hash.short()
             );
             spec.base_model = Some(base);
@@ -176,6 +176,15 @@ fn drive(
                 plan.reward,
                 &labels
             )
+        );
+        let joined = view.submissions.len() as u64;
+        println!(
+            "entry fees: {joined} trainers joined at {} each, {} burned on joining (filling all \
+             {} slots would cost {}, at least the prize)",
+            spec.entry_fee,
+            joined * spec.entry_fee.0,
+            spec.max_trainers,
+            u64::from(spec.max_trainers) * spec.entry_fee.0
         );
         let total = report::check_conservation(report, plan.reward).map_err(anyhow::Error::msg)?;
         println!("conservation: payouts + refunds + burns = escrow + bonds = {total}");

@@ -324,14 +324,13 @@ fn copied_model(dir: &Path) -> anyhow::Result<()> {
             .iter()
             .find(|t| t.account == account)
             .context("the copier is not in the finalization report")?;
-        ensure!(
-            entry.duplicate.is_some() && entry.payout.0 == 0,
-            "the copier was not found out: {entry:?}"
-        );
+        // Winner takes all: the copy scores what the original scores, and on a tie the earlier
+        // commit (the original's) wins, so the copy can never be the champion.
+        ensure!(entry.rank != Some(1) && entry.payout.0 == 0, "the copier was paid: {entry:?}");
         println!(
-            "  task {task_id} finalized at height {last}: the copy of {name}'s model is a \
-             duplicate ({:?}) and earns {}",
-            entry.duplicate, entry.payout.0
+            "  task {task_id} finalized at height {last}: the copy of {name}'s model (rank \
+             {:?}) earns {}",
+            entry.rank, entry.payout.0
         );
         net.agreement(last + 1)?;
         Ok(())
@@ -376,14 +375,6 @@ fn committed_verdicts(data_dir: &Path, task_id: u64) -> anyhow::Result<VerdictVe
         .with_context(|| format!("the verdicts in {}", path.display()))
 }
 
-/// A verdict without its duplicate flag (the consensus entries clear it).
-fn unflagged(verdict: Verdict) -> Verdict {
-    match verdict {
-        Verdict::Scored { score_ppm, .. } => Verdict::Scored { score_ppm, duplicate_of: None },
-        other => other,
-    }
-}
-
 /// (c): in a network of 5 validators, one that reports every score as 1,000,000 ppm (beyond the
 /// tolerance above every honest score, checked) and one that reports a constant 500,000 ppm
 /// without evaluating each earn less per unit of stake than every honest validator, and the
@@ -409,7 +400,7 @@ fn dishonest_validators(dir: &Path) -> anyhow::Result<()> {
         let view = net.clients[0].task(task_id)?;
         let revealed =
             view.submissions.iter().filter(|s| s.stage == Stage::Revealed).map(|s| s.trainer);
-        let layout = expected_layout(false, revealed);
+        let layout = expected_layout(false, &[], revealed);
         let chain_id = net.plan.genesis.chain_id.clone();
         let mut secrets = Vec::new();
         for (i, score) in [(inflater, 1_000_000), (constant, 500_000)] {
@@ -444,7 +435,7 @@ fn dishonest_validators(dir: &Path) -> anyhow::Result<()> {
             );
             for (mine, entry) in verdicts.iter().zip(&report.entries) {
                 ensure!(
-                    unflagged(mine.verdict) == entry.consensus,
+                    mine.verdict == entry.consensus,
                     "the consensus on {:?} is {:?}, but honest {name} found {:?}",
                     entry.subject,
                     entry.consensus,

@@ -39,6 +39,9 @@ pub const CLASSIFICATION_REFERENCE_PARAMS: u64 = 10_000;
 pub const PENALTY_PPM_PER_DOUBLING: u32 = 20_000;
 /// Default bond.
 pub const BOND: Amount = Amount(100);
+/// Default entry fee: `node task create` raises it to what the reward requires
+/// ([`TaskSpec::entry_fee_min`]).
+pub const ENTRY_FEE: Amount = Amount(1);
 /// Default most trainers.
 pub const MAX_TRAINERS: u32 = 16;
 /// Default length of every window, in blocks.
@@ -242,14 +245,16 @@ fn classification_task(
         name: opts.name.clone(),
         kind: TaskKind::Classification { features: table.features as u32, classes },
         preprocessing: Preprocessing::Standardize { mean, std },
-        dataset: dataset(opts, &train_bytes, &heldout_bytes, &salt),
+        dataset: dataset(opts, &train_bytes, &heldout_bytes, held.len(), &salt),
         limits: default_limits(max_params),
         efficiency: Efficiency {
             reference_params: CLASSIFICATION_REFERENCE_PARAMS,
             penalty_ppm_per_doubling: PENALTY_PPM_PER_DOUBLING,
         },
         bond: BOND,
+        entry_fee: ENTRY_FEE,
         max_trainers: MAX_TRAINERS,
+        min_improvement_ppm: 0,
         windows: default_windows(),
         base_model: None,
     };
@@ -322,14 +327,16 @@ fn text_task(
         name: opts.name.clone(),
         kind,
         preprocessing: Preprocessing::Vocabulary { chars: vocab.chars() },
-        dataset: dataset(opts, train.as_bytes(), heldout.as_bytes(), &salt),
+        dataset: dataset(opts, train.as_bytes(), heldout.as_bytes(), held_chars, &salt),
         limits: default_limits(params),
         efficiency: Efficiency {
             reference_params: params,
             penalty_ppm_per_doubling: PENALTY_PPM_PER_DOUBLING,
         },
         bond: BOND,
+        entry_fee: ENTRY_FEE,
         max_trainers: MAX_TRAINERS,
+        min_improvement_ppm: 0,
         windows: default_windows(),
         base_model: None,
     };
@@ -345,11 +352,18 @@ fn text_task(
     })
 }
 
-fn dataset(opts: &TaskOptions, train: &[u8], heldout: &[u8], salt: &Salt) -> Dataset {
+fn dataset(
+    opts: &TaskOptions,
+    train: &[u8],
+    heldout: &[u8],
+    heldout_examples: usize,
+    salt: &Salt,
+) -> Dataset {
     Dataset {
         name: opts.name.clone(),
         train_sha256: consensus::hash::sha256(train),
         heldout_commitment: heldout_commitment(salt, heldout),
+        heldout_examples: heldout_examples as u64,
     }
 }
 

@@ -31,6 +31,7 @@ fn spec(kind: TaskKind, preprocessing: Preprocessing) -> TaskSpec {
             name: "synthetic".into(),
             train_sha256: Hash([0; 32]),
             heldout_commitment: Hash([0; 32]),
+            heldout_examples: 1,
         },
         limits: Limits {
             max_params: 100_000_000,
@@ -38,8 +39,10 @@ fn spec(kind: TaskKind, preprocessing: Preprocessing) -> TaskSpec {
             dtypes: vec![Dtype::F32],
         },
         efficiency: Efficiency { reference_params: 1_000, penalty_ppm_per_doubling: 0 },
-        bond: Amount(0),
+        bond: Amount(1),
+        entry_fee: Amount(1),
         max_trainers: 1,
+        min_improvement_ppm: 0,
         windows: Windows { join: 2, commit: 2, reveal: 2, score_commit: 2, score_reveal: 2 },
         base_model: None,
     }

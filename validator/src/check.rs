@@ -3,7 +3,8 @@
 //! [`check_artifact`] runs the checks in this fixed order and stops at the first failure, so every
 //! honest validator gives the same reason for the same bytes:
 //!
-//! 1. size within `limits.max_artifact_bytes` ([`RejectReason::TooLarge`]), before hashing;
+//! 1. size within `limits.max_artifact_bytes` ([`RejectReason::TooLarge`]), before hashing, and
+//!    equal to the revealed `size_bytes` ([`RejectReason::SizeMismatch`]);
 //! 2. sha256 equal to the revealed model hash ([`RejectReason::HashMismatch`]);
 //! 3. a well-formed safetensors header within the reader's limits ([`RejectReason::Malformed`]),
 //!    with only the task's allowed dtypes ([`RejectReason::DisallowedDtype`]);
@@ -35,6 +36,9 @@ pub struct Revealed {
     pub model_hash: ModelHash,
     /// The revealed non-zero parameter count.
     pub params: u64,
+    /// The revealed artifact size in bytes; `None` for a model whose size the ledger does not
+    /// record (a base model or an earlier champion).
+    pub size_bytes: Option<u64>,
 }
 
 /// The shape of a model that passed the checks.
@@ -88,6 +92,14 @@ pub enum CheckError {
         /// The task's limit.
         max_bytes: u64,
     },
+    /// The size is not the revealed one.
+    #[error("artifact is {found} bytes, the reveal says {revealed}")]
+    SizeMismatch {
+        /// The revealed size.
+        revealed: u64,
+        /// The real size.
+        found: u64,
+    },
     /// The sha256 is not the revealed one.
     #[error("artifact sha256 is {found}, the reveal says {expected}")]
     HashMismatch {
@@ -133,6 +145,7 @@ impl CheckError {
     pub fn reason(&self) -> RejectReason {
         match self {
             CheckError::TooLarge { .. } => RejectReason::TooLarge,
+            CheckError::SizeMismatch { .. } => RejectReason::SizeMismatch,
             CheckError::HashMismatch { .. } => RejectReason::HashMismatch,
             CheckError::Header(HeaderError::Format(_)) => RejectReason::Malformed,
             CheckError::Header(HeaderError::DisallowedDtype { .. }) => {
@@ -180,6 +193,11 @@ pub fn check_artifact(
     let size_bytes = bytes.len() as u64;
     if size_bytes > spec.limits.max_artifact_bytes {
         return Err(CheckError::TooLarge { size_bytes, max_bytes: spec.limits.max_artifact_bytes });
+    }
+    if let Some(revealed) = revealed.and_then(|r| r.size_bytes)
+        && revealed != size_bytes
+    {
+        return Err(CheckError::SizeMismatch { revealed, found: size_bytes });
     }
     let sha256 = consensus::hash::sha256(bytes);
     if let Some(r) = revealed

@@ -72,6 +72,16 @@ pub enum EvalError {
     /// The data file is malformed or does not fit the task.
     #[error(transparent)]
     Data(#[from] DataError),
+    /// The held-out file holds another number of examples than the task's spec says.
+    #[error("{file}: {found} examples, the task's spec says {expected}")]
+    HeldoutSize {
+        /// The file.
+        file: String,
+        /// `dataset.heldout_examples` of the spec.
+        expected: u64,
+        /// What the file holds.
+        found: u64,
+    },
     /// The data holds nothing to score (no rows, or fewer than two characters).
     #[error("{file}: nothing to score")]
     Empty {
@@ -125,6 +135,32 @@ pub fn prepare(spec: &TaskSpec, bytes: &[u8], file: &str) -> Result<EvalData, Ev
                 return Err(empty());
             }
             Ok(EvalData::Text { tokens, vocab: vocabulary.size() })
+        }
+    }
+}
+
+/// [`prepare`] for the held-out file, which must hold exactly the spec's
+/// `dataset.heldout_examples` (rows, or characters for text): a creator cannot claim a larger
+/// test set than it gave validators.
+pub fn prepare_heldout(spec: &TaskSpec, bytes: &[u8], file: &str) -> Result<EvalData, EvalError> {
+    let data = prepare(spec, bytes, file)?;
+    let found = data.examples();
+    if found != spec.dataset.heldout_examples {
+        return Err(EvalError::HeldoutSize {
+            file: file.to_owned(),
+            expected: spec.dataset.heldout_examples,
+            found,
+        });
+    }
+    Ok(data)
+}
+
+impl EvalData {
+    /// How many examples the data holds: rows, or characters of text.
+    pub fn examples(&self) -> u64 {
+        match self {
+            EvalData::Table(table) => table.rows() as u64,
+            EvalData::Text { tokens, .. } => tokens.len() as u64,
         }
     }
 }

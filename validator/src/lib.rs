@@ -5,21 +5,19 @@
 //! validator uses them for a task in its scoring window:
 //!
 //! 1. [`heldout::find_heldout`] finds the held-out file whose `sha256(salt || bytes)` is the
-//!    task's commitment; [`eval::prepare`] reads it (and the public training part) with the
-//!    task's preprocessing.
+//!    task's commitment; [`eval::prepare_heldout`] reads it with the task's preprocessing and
+//!    checks it holds the spec's `heldout_examples` ([`eval::prepare`] reads the public training
+//!    part).
 //! 2. [`check::check_artifact`] runs every check on an artifact's bytes, in a fixed order, with a
 //!    typed reason for each failure; the safetensors header is read by [`artifact`], which bounds
 //!    every size before allocating.
 //! 3. [`eval`] evaluates a checked model with the trainer's model code in a fixed order (same
 //!    bits for any thread count) and computes the trivial baseline.
-//! 4. [`duplicate`] flags a later submission whose weights lie within the ledger's
-//!    `duplicate_distance_ppm` (relative L2 distance) of an earlier one.
-//! 5. [`score::score_task`] puts it all together into the verdict vector, and [`verdicts`]
+//! 4. [`score::score_task`] puts it all together into the verdict vector, and [`verdicts`]
 //!    builds the `CommitScores` / `RevealScores` transactions.
 
 pub mod artifact;
 pub mod check;
-pub mod duplicate;
 pub mod eval;
 pub mod heldout;
 pub mod score;

@@ -1,16 +1,16 @@
 //! Scoring a task: from artifacts and held-out data to the validator's verdict vector.
 //!
-//! [`judge`] checks one artifact and, when it passes, evaluates it: a verdict without a duplicate
-//! flag. [`score_task`] does that for the base model and every submission, flags near-duplicates
-//! among the scored submissions in commit order ([`crate::duplicate`]), adds the trivial
-//! baseline, and lays the verdicts out as the ledger expects ([`crate::verdicts`]).
+//! [`judge`] checks one artifact and, when it passes, evaluates it. [`score_task`] does that for
+//! the base model, the earlier champions the task recorded and every submission, adds the trivial
+//! baseline, and lays the verdicts out as the ledger expects ([`crate::verdicts`]). There is no
+//! duplicate detection: winner-takes-all makes a copy worthless, and the earlier champions in
+//! the baseline make a copy of what already exists worthless too.
 
 use consensus::task::TaskSpec;
-use consensus::types::AccountId;
+use consensus::types::{AccountId, ModelHash};
 use consensus::verdict::{RejectReason, Verdict, VerdictVector};
 
 use crate::check::{CheckError, CheckedArtifact, Revealed, check_artifact};
-use crate::duplicate::flag_duplicates;
 use crate::eval::{self, EvalData, EvalError, Evaluation, Model};
 use crate::verdicts::{LayoutError, verdict_vector};
 
@@ -35,7 +35,7 @@ pub enum Judgement {
 }
 
 impl Judgement {
-    /// The verdict, without a duplicate flag.
+    /// The verdict.
     pub fn verdict(&self) -> Verdict {
         match self {
             Judgement::Rejected(err) => Verdict::Rejected { reason: err.reason() },
@@ -43,7 +43,7 @@ impl Judgement {
                 Verdict::Rejected { reason: RejectReason::WrongArchitecture }
             }
             Judgement::Scored { evaluation, .. } => {
-                Verdict::Scored { score_ppm: evaluation.score_ppm, duplicate_of: None }
+                Verdict::Scored { score_ppm: evaluation.score_ppm }
             }
         }
     }
@@ -85,6 +85,17 @@ pub struct Submission<'a> {
     pub artifact: Option<&'a [u8]>,
 }
 
+/// An earlier champion the task recorded as part of its baseline.
+#[derive(Debug, Clone, Copy)]
+pub struct Reference<'a> {
+    /// sha256 of its artifact.
+    pub model_hash: ModelHash,
+    /// Its recorded non-zero parameter count.
+    pub params: u64,
+    /// The artifact's bytes, or `None` when it could not be fetched in time.
+    pub artifact: Option<&'a [u8]>,
+}
+
 /// Everything a validator scores a task with.
 #[derive(Debug, Clone, Copy)]
 pub struct TaskInputs<'a> {
@@ -92,14 +103,14 @@ pub struct TaskInputs<'a> {
     pub spec: &'a TaskSpec,
     /// The public training part, prepared with [`eval::prepare`] (for the baseline).
     pub train: &'a EvalData,
-    /// The held-out part, prepared with [`eval::prepare`].
+    /// The held-out part, prepared with [`eval::prepare_heldout`].
     pub heldout: &'a EvalData,
     /// The base model's bytes when the task has one (`None`: it could not be fetched).
     pub base_model: Option<&'a [u8]>,
-    /// The revealed submissions in commit order (block height, then position in the block).
-    pub submissions_in_commit_order: &'a [Submission<'a>],
-    /// The ledger's near-duplicate threshold, in ppm of relative L2 distance.
-    pub duplicate_distance_ppm: u32,
+    /// The earlier champions the task recorded, in the ledger's order.
+    pub champions: &'a [Reference<'a>],
+    /// The revealed submissions, in any order.
+    pub submissions: &'a [Submission<'a>],
 }
 
 /// Why a task could not be scored.
@@ -113,48 +124,47 @@ pub enum ScoreError {
     Layout(#[from] LayoutError),
 }
 
+/// Judges an existing model (base or earlier champion) by its recorded hash and parameters.
+fn judge_reference(
+    inputs: &TaskInputs<'_>,
+    model_hash: ModelHash,
+    params: u64,
+    artifact: Option<&[u8]>,
+) -> Result<Verdict, EvalError> {
+    Ok(match artifact {
+        None => Verdict::Unavailable,
+        Some(bytes) => {
+            let revealed = Revealed { model_hash, params, size_bytes: None };
+            judge(bytes, inputs.spec, Some(&revealed), inputs.heldout)?.verdict()
+        }
+    })
+}
+
 /// The validator's verdict vector for a task.
 pub fn score_task(inputs: &TaskInputs<'_>) -> Result<VerdictVector, ScoreError> {
     let spec = inputs.spec;
     let baseline = eval::baseline(inputs.train, inputs.heldout)?;
-    let baseline = Verdict::Scored { score_ppm: baseline.score_ppm, duplicate_of: None };
-    let base_model = match &spec.base_model {
-        None => None,
-        Some(base) => Some(match inputs.base_model {
-            None => Verdict::Unavailable,
-            Some(bytes) => {
-                let revealed = Revealed { model_hash: base.model_hash, params: base.params };
-                judge(bytes, spec, Some(&revealed), inputs.heldout)?.verdict()
-            }
-        }),
-    };
-    let judgements: Vec<Option<Judgement>> = inputs
-        .submissions_in_commit_order
+    let baseline = Verdict::Scored { score_ppm: baseline.score_ppm };
+    let base_model = spec
+        .base_model
+        .as_ref()
+        .map(|base| judge_reference(inputs, base.model_hash, base.params, inputs.base_model))
+        .transpose()?;
+    let champions = inputs
+        .champions
         .iter()
-        .map(|s| s.artifact.map(|b| judge(b, spec, Some(&s.revealed), inputs.heldout)).transpose())
-        .collect::<Result<_, _>>()?;
-    let weights: Vec<_> = inputs
-        .submissions_in_commit_order
+        .map(|c| Ok((c.model_hash, judge_reference(inputs, c.model_hash, c.params, c.artifact)?)))
+        .collect::<Result<Vec<_>, EvalError>>()?;
+    let submissions = inputs
+        .submissions
         .iter()
-        .zip(&judgements)
-        .map(|(s, j)| match j {
-            Some(Judgement::Scored { artifact, .. }) => (s.trainer, Some(&artifact.weights)),
-            _ => (s.trainer, None),
+        .map(|s| {
+            let verdict = match s.artifact {
+                None => Verdict::Unavailable,
+                Some(bytes) => judge(bytes, spec, Some(&s.revealed), inputs.heldout)?.verdict(),
+            };
+            Ok((s.trainer, verdict))
         })
-        .collect();
-    let duplicates = flag_duplicates(&weights, inputs.duplicate_distance_ppm);
-    let submissions =
-        inputs.submissions_in_commit_order.iter().zip(judgements).zip(duplicates).map(
-            |((s, judgement), duplicate_of)| {
-                let verdict = match judgement.map(|j| j.verdict()) {
-                    None => Verdict::Unavailable,
-                    Some(Verdict::Scored { score_ppm, .. }) => {
-                        Verdict::Scored { score_ppm, duplicate_of }
-                    }
-                    Some(other) => other,
-                };
-                (s.trainer, verdict)
-            },
-        );
-    Ok(verdict_vector(baseline, base_model, submissions)?)
+        .collect::<Result<Vec<_>, EvalError>>()?;
+    Ok(verdict_vector(baseline, base_model, champions, submissions)?)
 }

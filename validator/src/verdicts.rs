@@ -1,8 +1,8 @@
 //! Verdict vectors and the transactions that commit to and reveal them.
 //!
 //! [`verdict_vector`] lays verdicts out as DESIGN.md's "Ledger" says: the trivial baseline, then
-//! the base model when the task has one, then one entry per revealed submission sorted by trainer
-//! account id. A validator commits with [`commit_scores_tx`] in the scoring window and opens the
+//! the base model when the task has one, then the earlier champions the task recorded, then one
+//! entry per revealed submission sorted by trainer account id. A validator commits with [`commit_scores_tx`] in the scoring window and opens the
 //! commitment with [`reveal_scores_tx`] in the score-reveal window, with the same salt; the caller
 //! persists the salt and the vector before it sends the commitment.
 
@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use consensus::commitment::{Salt, scores_commitment};
 use consensus::crypto::Keypair;
 use consensus::tx::{SignedTx, Tx, TxKind};
-use consensus::types::{AccountId, Hash, Nonce, TaskId};
+use consensus::types::{AccountId, Hash, ModelHash, Nonce, TaskId};
 use consensus::verdict::{Subject, Verdict, VerdictEntry, VerdictVector, expected_layout};
 
 /// Why verdicts cannot form a vector.
@@ -25,11 +25,13 @@ pub enum LayoutError {
     },
 }
 
-/// The verdict vector of a task: `baseline`, then `base_model` if the task has one, then each
-/// submission's verdict sorted by trainer account id.
+/// The verdict vector of a task: `baseline`, then `base_model` if the task has one, then the
+/// earlier champions in the task's order, then each submission's verdict sorted by trainer
+/// account id.
 pub fn verdict_vector(
     baseline: Verdict,
     base_model: Option<Verdict>,
+    champions: Vec<(ModelHash, Verdict)>,
     submissions: impl IntoIterator<Item = (AccountId, Verdict)>,
 ) -> Result<VerdictVector, LayoutError> {
     let mut by_trainer = BTreeMap::new();
@@ -42,6 +44,12 @@ pub fn verdict_vector(
     if let Some(verdict) = base_model {
         out.push(VerdictEntry { subject: Subject::BaseModel, verdict });
     }
+    let champion_hashes: Vec<ModelHash> = champions.iter().map(|(h, _)| *h).collect();
+    out.extend(
+        champions
+            .into_iter()
+            .map(|(h, verdict)| VerdictEntry { subject: Subject::Champion(h), verdict }),
+    );
     out.extend(
         by_trainer
             .into_iter()
@@ -54,7 +62,7 @@ pub fn verdict_vector(
     });
     assert_eq!(
         subjects,
-        expected_layout(base_model.is_some(), trainers.collect::<Vec<_>>()),
+        expected_layout(base_model.is_some(), &champion_hashes, trainers.collect::<Vec<_>>()),
         "verdict_vector builds the ledger's layout"
     );
     Ok(out)
@@ -109,18 +117,20 @@ mod tests {
     fn layout_sorts_trainers_after_baseline_and_base() {
         let (a, b) = (AccountId([1; 32]), AccountId([2; 32]));
         let rejected = Verdict::Rejected { reason: RejectReason::NonFinite };
+        let c = Hash([3; 32]);
         let v = verdict_vector(
             Verdict::scored(100),
             Some(Verdict::scored(200)),
+            vec![(c, Verdict::scored(150))],
             [(b, Verdict::Unavailable), (a, rejected)],
         )
         .unwrap();
         let subjects: Vec<Subject> = v.iter().map(|e| e.subject).collect();
-        assert_eq!(subjects, expected_layout(true, [a, b]));
-        assert_eq!(v[2].verdict, rejected);
+        assert_eq!(subjects, expected_layout(true, &[c], [a, b]));
+        assert_eq!(v[3].verdict, rejected);
         assert_eq!(v[0].verdict.score(), Some(ScorePpm(100)));
         assert_eq!(
-            verdict_vector(Verdict::scored(1), None, [(a, rejected), (a, rejected)]),
+            verdict_vector(Verdict::scored(1), None, vec![], [(a, rejected), (a, rejected)]),
             Err(LayoutError::RepeatedTrainer { trainer: a })
         );
     }
@@ -129,7 +139,7 @@ mod tests {
     fn reveal_opens_the_commitment_and_both_verify() {
         let key = Keypair::from_seed([9; 32]);
         let salt = Salt(Hash([4; 32]));
-        let verdicts = verdict_vector(Verdict::scored(5), None, []).unwrap();
+        let verdicts = verdict_vector(Verdict::scored(5), None, vec![], []).unwrap();
         let ctx = ScoresTxContext { chain_id: "c", task: TaskId(3), key: &key, nonce: Nonce(7) };
         let commit = commit_scores_tx(&ctx, &verdicts, &salt);
         let reveal = reveal_scores_tx(&ScoresTxContext { nonce: Nonce(8), ..ctx }, verdicts, salt);

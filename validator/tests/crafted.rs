@@ -21,13 +21,13 @@ fn valid() -> Tensors {
     common::mlp_tensors(&[13, 4, 3])
 }
 
-/// What an honest trainer reveals: the hash and the non-zero count of the values (0 when the
-/// header cannot be read).
+/// What an honest trainer reveals: the hash, the size and the non-zero count of the values (0
+/// when the header cannot be read).
 fn revealed_for(bytes: &[u8], spec: &TaskSpec) -> Revealed {
     let params = parse_header(bytes, &spec.limits.dtypes)
         .map(|h| nonzero_params(&decode_weights(bytes, &h)))
         .unwrap_or(0);
-    Revealed { model_hash: sha256(bytes), params }
+    Revealed { model_hash: sha256(bytes), params, size_bytes: Some(bytes.len() as u64) }
 }
 
 /// The verdict of `bytes`, revealed honestly (its own hash and count) unless `revealed` is given.
@@ -257,7 +257,7 @@ fn parameter_counts_are_bounded_and_must_match_the_reveal() {
     assert_eq!(artifact.params, (total - zeros) as u64);
     assert_eq!(nonzero_params(&artifact.weights), artifact.params);
 
-    let honest = Revealed { model_hash: sha256(&bytes), params: artifact.params };
+    let honest = revealed_for(&bytes, &spec);
     let lying = Revealed { params: artifact.params - 1, ..honest };
     assert_eq!(
         verdict(&bytes, &spec, &heldout, Some(lying)),
@@ -307,6 +307,15 @@ fn hash_mismatch_and_size_are_checked_first() {
         verdict(&flipped, &spec, &heldout, Some(honest)),
         rejected(RejectReason::HashMismatch)
     );
+    // A reveal that understates the size (to look small) or overstates it is rejected before
+    // the hash is even computed.
+    for size in [bytes.len() as u64 - 1, bytes.len() as u64 + 1] {
+        let misstated = Revealed { size_bytes: Some(size), ..honest };
+        assert_eq!(
+            verdict(&bytes, &spec, &heldout, Some(misstated)),
+            rejected(RejectReason::SizeMismatch)
+        );
+    }
     spec.limits.max_artifact_bytes = bytes.len() as u64 - 1;
     assert_eq!(verdict(&bytes, &spec, &heldout, Some(honest)), rejected(RejectReason::TooLarge));
 }

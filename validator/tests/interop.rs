@@ -38,7 +38,11 @@ fn predictions_match_numpy_sample_by_sample() {
 
     // The scored accuracy is numpy's, and deliberately imperfect.
     let correct = numpy.iter().zip(&table.labels).filter(|(p, l)| p == l).count();
-    let revealed = Revealed { model_hash: sha256(&bytes), params: artifact.params };
+    let revealed = Revealed {
+        model_hash: sha256(&bytes),
+        params: artifact.params,
+        size_bytes: Some(bytes.len() as u64),
+    };
     let heldout = EvalData::Table(table.clone());
     let Judgement::Scored { evaluation, .. } =
         judge(&bytes, &spec, Some(&revealed), &heldout).unwrap()
@@ -70,4 +74,16 @@ fn the_majority_baseline_is_below_the_model() {
     let verdict = judge(&bytes, &spec, None, &common::wine_heldout(&spec)).unwrap().verdict();
     let Verdict::Scored { score_ppm, .. } = verdict else { panic!("scored") };
     assert!(score_ppm > baseline.score_ppm);
+}
+
+#[test]
+fn a_heldout_file_of_another_size_than_the_spec_says_is_refused() {
+    let mut spec = common::wine_spec();
+    spec.dataset.heldout_examples += 1;
+    let err = validator::eval::prepare_heldout(&spec, &common::read("heldout.csv"), "heldout.csv")
+        .unwrap_err();
+    assert!(
+        matches!(err, validator::eval::EvalError::HeldoutSize { expected: 54, found: 53, .. }),
+        "{err}"
+    );
 }

@@ -22,6 +22,10 @@ use consensus::vote::{CommitCertificate, SignedVote, Vote, VoteKind};
 /// Initial balance of every trainer and of the creator.
 pub const BALANCE: u64 = 1_000_000;
 
+/// The test spec's entry fee: 3 slots × 25000 cover the 70% trainer share of rewards up to
+/// 107142.
+pub const ENTRY_FEE: u64 = 25_000;
+
 pub fn key(tag: u8, i: usize) -> Keypair {
     let mut seed = [tag; 32];
     seed[31] = u8::try_from(i).unwrap();
@@ -65,6 +69,7 @@ pub fn spec(validators: usize) -> TaskSpec {
             name: "toy".into(),
             train_sha256: Hash([1; 32]),
             heldout_commitment: Hash([2; 32]),
+            heldout_examples: 500,
         },
         limits: Limits {
             max_params: 100_000,
@@ -73,7 +78,9 @@ pub fn spec(validators: usize) -> TaskSpec {
         },
         efficiency: Efficiency { reference_params: 1_000, penalty_ppm_per_doubling: 50_000 },
         bond: Amount(1_000),
+        entry_fee: Amount(ENTRY_FEE),
         max_trainers: 3,
+        min_improvement_ppm: 0,
         windows: Windows { join: w, commit: w, reveal: w, score_commit: w, score_reveal: w },
         base_model: None,
     }
@@ -97,7 +104,18 @@ impl Chain {
     }
 
     pub fn with_store(stakes: &[u64], trainers: usize, store: Box<dyn Store>) -> Chain {
-        let genesis = genesis(stakes, trainers);
+        Chain::from_genesis(genesis(stakes, trainers), trainers, store)
+    }
+
+    /// A chain whose genesis has these parameters.
+    pub fn with_params(stakes: &[u64], trainers: usize, params: Params) -> Chain {
+        let mut genesis = genesis(stakes, trainers);
+        genesis.params = params;
+        Chain::from_genesis(genesis, trainers, Box::new(MemStore::new()))
+    }
+
+    fn from_genesis(genesis: Genesis, trainers: usize, store: Box<dyn Store>) -> Chain {
+        let stakes: Vec<u64> = genesis.validators.iter().map(|v| v.stake.0).collect();
         let ledger = Ledger::open(store, &genesis).unwrap();
         Chain {
             validators: (0..stakes.len()).map(|i| key(1, i)).collect(),
@@ -133,7 +151,12 @@ impl Chain {
     /// Checks `tx` as the next block's first tx; on success commits a block holding it.
     pub fn submit(&mut self, tx: SignedTx) -> Result<(), TxError> {
         let mut scratch = self.ledger.state().clone();
-        scratch.check_and_execute_tx(&tx, TxContext { height: self.height().next(), index: 0 })?;
+        let ctx = TxContext {
+            height: self.height().next(),
+            index: 0,
+            proposer: self.validators[0].account(),
+        };
+        scratch.check_and_execute_tx(&tx, ctx)?;
         let block = self.commit(vec![tx]);
         assert_eq!(block.txs.len(), 1);
         Ok(())

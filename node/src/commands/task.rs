@@ -86,6 +86,11 @@ pub struct CreateArgs {
     /// The reward escrowed for the task, in base units.
     #[arg(long)]
     pub reward: u64,
+    /// The entry fee each trainer burns when it joins, in base units (replaces the spec's).
+    /// The chain requires `max_trainers × entry_fee` to cover the trainer share of the reward;
+    /// a lower fee is refused with the least one that would do.
+    #[arg(long)]
+    pub entry_fee: Option<u64>,
     /// The data dir whose key signs (and pays).
     #[arg(long)]
     pub data_dir: PathBuf,
@@ -96,7 +101,10 @@ pub struct CreateArgs {
 
 /// Uploads the training file (`POST /blobs`), then signs CreateTask and posts it (`POST /txs`).
 fn create(args: CreateArgs) -> anyhow::Result<()> {
-    let spec = task::read_spec(&args.task)?;
+    let mut spec = task::read_spec(&args.task)?;
+    if let Some(fee) = args.entry_fee {
+        spec.entry_fee = consensus::types::Amount(fee);
+    }
     let train =
         std::fs::read(&args.train).with_context(|| format!("reading {}", args.train.display()))?;
     let sha = consensus::hash::sha256(&train);

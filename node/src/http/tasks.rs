@@ -12,8 +12,8 @@ use serde::{Deserialize, Serialize};
 
 use super::read::{Page, query};
 use super::views::{
-    self, DuplicateView, ForfeitView, ReportView, RevealView, ScoreRecordView, SubmissionView,
-    TaskDetail, TaskSummary, VerdictView, amount, big,
+    self, ForfeitView, ReportView, RevealView, ScoreRecordView, SubmissionView, TaskDetail,
+    TaskSummary, VerdictView, amount, big,
 };
 use super::{Api, ApiError, ApiResult};
 
@@ -166,7 +166,6 @@ pub struct TrainerExplain {
     penalty_ppm: Option<u32>,
     effective_ppm: Option<u32>,
     rank: Option<u32>,
-    duplicate: Option<DuplicateView>,
     forfeit: Option<ForfeitView>,
     bond_refund: Option<String>,
     bond_forfeit: Option<String>,
@@ -248,30 +247,35 @@ fn explain_trainer(
         (None, _) => phase_text(t, state.height()),
         (Some(r), _) if r.outcome == Outcome::QuorumFailed => format!(
             "validators with only {} of {} stake revealed, short of a two-thirds quorum: no \
-             rewards were paid and every bond was returned",
-            r.revealed_stake, r.total_stake
+             rewards were paid, every bond was returned, and the escrow {}",
+            r.revealed_stake,
+            r.total_stake,
+            if r.creator_refund.0 > 0 {
+                "returned to the creator (no model was revealed)"
+            } else {
+                "burned (the models were public)"
+            }
         ),
         (Some(_), None) => "the finalization report has no line for this trainer".into(),
         (Some(r), Some(l)) => {
             if let Some(f) = &l.forfeit {
                 format!("bond of {} forfeited: {}", l.bond_forfeit, ForfeitView::from(f).text)
-            } else if let Some(d) = &l.duplicate {
-                format!(
-                    "earns nothing: {}; bond of {} returned",
-                    DuplicateView::from(d).text,
-                    l.bond_refund
-                )
             } else {
                 let score = l.consensus.and_then(|c| c.score()).map_or(0, |s| s.0);
-                let versus = if l.effective_ppm > r.baseline_ppm {
-                    format!("beats the baseline of {} ppm", r.baseline_ppm)
-                } else {
-                    format!("does not beat the baseline of {} ppm", r.baseline_ppm)
+                let bar = format!(
+                    "the baseline of {} ppm by more than {} ppm",
+                    r.baseline_ppm, r.min_improvement_ppm
+                );
+                let versus = match l.rank {
+                    Some(1) => {
+                        format!("beats {bar} and is the champion: it takes the trainer share")
+                    }
+                    Some(n) => format!("beats {bar}, rank {n}: only the champion is paid"),
+                    None => format!("does not beat {bar}"),
                 };
-                let rank = l.rank.map_or_else(String::new, |n| format!(", rank {n}"));
                 format!(
                     "consensus score {score} ppm minus efficiency penalty {} ppm is {} ppm, which \
-                     {versus}{rank}: paid {}, bond of {} returned",
+                     {versus}; paid {}, bond of {} returned",
                     l.penalty_ppm, l.effective_ppm, l.payout, l.bond_refund
                 )
             }
@@ -287,7 +291,6 @@ fn explain_trainer(
         penalty_ppm: line.map(|l| l.penalty_ppm),
         effective_ppm: line.map(|l| l.effective_ppm),
         rank: line.and_then(|l| l.rank),
-        duplicate: line.and_then(|l| l.duplicate.as_ref()).map(Into::into),
         forfeit: line.and_then(|l| l.forfeit.as_ref()).map(Into::into),
         bond_refund: line.map(|l| amount(l.bond_refund)),
         bond_forfeit: line.map(|l| amount(l.bond_forfeit)),

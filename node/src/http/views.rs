@@ -7,8 +7,8 @@
 
 use consensus::block::Block;
 use consensus::finalize::{
-    Champion, DuplicateReason, EntryReport, FinalizationReport, ForfeitReason, Outcome,
-    TrainerReport, ValidatorReport,
+    Champion, EntryReport, FinalizationReport, ForfeitReason, Outcome, TrainerReport,
+    ValidatorReport,
 };
 use consensus::state::{Phase, ScoreRecord, Submission, Task};
 use consensus::task::{Dtype, Preprocessing, TaskKind, TaskSpec, Windows};
@@ -28,11 +28,13 @@ pub fn big(n: u64) -> String {
     n.to_string()
 }
 
-/// A verdict-vector subject: `"baseline"`, `"base_model"`, or the trainer's account hex.
+/// A verdict-vector subject: `"baseline"`, `"base_model"`, `"champion:<model hash hex>"` for an
+/// earlier champion, or the trainer's account hex.
 pub fn subject(s: &Subject) -> String {
     match s {
         Subject::Baseline => "baseline".into(),
         Subject::BaseModel => "base_model".into(),
+        Subject::Champion(h) => format!("champion:{}", h.to_hex()),
         Subject::Submission(a) => a.to_hex(),
     }
 }
@@ -44,8 +46,6 @@ pub struct VerdictView {
     pub verdict: &'static str,
     /// The raw score in ppm, when scored.
     pub score_ppm: Option<u32>,
-    /// The earlier submission this one duplicates, when a validator flagged it.
-    pub duplicate_of: Option<AccountId>,
     /// Why it was rejected, when rejected.
     pub reason: Option<RejectReason>,
     /// The rejection reason in words.
@@ -55,24 +55,21 @@ pub struct VerdictView {
 impl From<&Verdict> for VerdictView {
     fn from(v: &Verdict) -> Self {
         match v {
-            Verdict::Scored { score_ppm, duplicate_of } => VerdictView {
+            Verdict::Scored { score_ppm } => VerdictView {
                 verdict: "scored",
                 score_ppm: Some(score_ppm.0),
-                duplicate_of: *duplicate_of,
                 reason: None,
                 reason_text: None,
             },
             Verdict::Unavailable => VerdictView {
                 verdict: "unavailable",
                 score_ppm: None,
-                duplicate_of: None,
                 reason: None,
                 reason_text: None,
             },
             Verdict::Rejected { reason } => VerdictView {
                 verdict: "rejected",
                 score_ppm: None,
-                duplicate_of: None,
                 reason: Some(*reason),
                 reason_text: Some(reason.describe()),
             },
@@ -99,36 +96,6 @@ impl From<&VerdictEntry> for EntryView {
 impl From<&EntryReport> for EntryView {
     fn from(e: &EntryReport) -> Self {
         EntryView { subject: subject(&e.subject), verdict: (&e.consensus).into() }
-    }
-}
-
-/// Why a scored submission earns nothing.
-#[derive(Clone, Debug, Serialize)]
-pub struct DuplicateView {
-    /// `same_hash_as` or `flagged_by_majority`.
-    pub reason: &'static str,
-    /// The earlier trainer with the same model hash, for `same_hash_as`.
-    pub of: Option<AccountId>,
-    /// The reason in words.
-    pub text: String,
-}
-
-impl From<&DuplicateReason> for DuplicateView {
-    fn from(d: &DuplicateReason) -> Self {
-        match d {
-            DuplicateReason::SameHashAs(a) => DuplicateView {
-                reason: "same_hash_as",
-                of: Some(*a),
-                text: format!("same model hash as the earlier-committed submission of {a}"),
-            },
-            DuplicateReason::FlaggedByMajority => DuplicateView {
-                reason: "flagged_by_majority",
-                of: None,
-                text: "validators holding more than half of the revealed stake flagged it a \
-                       duplicate of an earlier submission"
-                    .into(),
-            },
-        }
     }
 }
 
@@ -167,17 +134,15 @@ pub struct TrainerReportView {
     pub penalty_ppm: u32,
     /// Consensus score minus penalty, in ppm.
     pub effective_ppm: u32,
-    /// Why it earns nothing though scored.
-    pub duplicate: Option<DuplicateView>,
     /// Why it lost its bond.
     pub forfeit: Option<ForfeitView>,
     /// Bond returned.
     pub bond_refund: String,
     /// Bond burned.
     pub bond_forfeit: String,
-    /// Reward paid.
+    /// Reward paid: the whole trainer share for the champion, nothing for anyone else.
     pub payout: String,
-    /// Rank among the paid submissions (1 is best).
+    /// Rank among the submissions that beat the bar (1 is the champion).
     pub rank: Option<u32>,
 }
 
@@ -189,7 +154,6 @@ impl From<&TrainerReport> for TrainerReportView {
             params: t.params.map(big),
             penalty_ppm: t.penalty_ppm,
             effective_ppm: t.effective_ppm,
-            duplicate: t.duplicate.as_ref().map(Into::into),
             forfeit: t.forfeit.as_ref().map(Into::into),
             bond_refund: amount(t.bond_refund),
             bond_forfeit: amount(t.bond_forfeit),
@@ -204,7 +168,7 @@ impl From<&TrainerReport> for TrainerReportView {
 pub struct ValidatorReportView {
     /// The validator.
     pub account: AccountId,
-    /// Its stake at finalization.
+    /// Its stake in the task's snapshot (taken when the task opened).
     pub stake: String,
     /// Whether it revealed a verdict vector.
     pub revealed: bool,
@@ -261,6 +225,8 @@ pub struct ReportView {
     pub total_stake: String,
     /// The score to beat, in ppm.
     pub baseline_ppm: u32,
+    /// The champion must score more than the baseline plus this, in ppm.
+    pub min_improvement_ppm: u32,
     /// The consensus verdict of each entry, in layout order.
     pub entries: Vec<EntryView>,
     /// Every joined trainer.
@@ -282,6 +248,7 @@ impl From<&FinalizationReport> for ReportView {
             revealed_stake: big(r.revealed_stake),
             total_stake: big(r.total_stake),
             baseline_ppm: r.baseline_ppm,
+            min_improvement_ppm: r.min_improvement_ppm,
             entries: r.entries.iter().map(Into::into).collect(),
             trainers: r.trainers.iter().map(Into::into).collect(),
             validators: r.validators.iter().map(Into::into).collect(),
@@ -332,6 +299,8 @@ pub struct SpecView {
     pub train_sha256: Hash,
     /// Commitment to the held-out file.
     pub heldout_commitment: Hash,
+    /// Examples in the held-out file (rows, or characters for text).
+    pub heldout_examples: String,
     /// Most non-zero parameters.
     pub max_params: String,
     /// Largest artifact, in bytes.
@@ -344,8 +313,12 @@ pub struct SpecView {
     pub penalty_ppm_per_doubling: u32,
     /// A trainer's bond.
     pub bond: String,
+    /// What each trainer burns to join.
+    pub entry_fee: String,
     /// Most trainers.
     pub max_trainers: u32,
+    /// How far the champion must beat the baseline, in ppm.
+    pub min_improvement_ppm: u32,
     /// The base model to fine-tune from.
     pub base_model: Option<BaseModelView>,
 }
@@ -367,13 +340,16 @@ impl From<&TaskSpec> for SpecView {
             dataset: s.dataset.name.clone(),
             train_sha256: s.dataset.train_sha256,
             heldout_commitment: s.dataset.heldout_commitment,
+            heldout_examples: big(s.dataset.heldout_examples),
             max_params: big(s.limits.max_params),
             max_artifact_bytes: big(s.limits.max_artifact_bytes),
             dtypes: s.limits.dtypes.clone(),
             reference_params: big(s.efficiency.reference_params),
             penalty_ppm_per_doubling: s.efficiency.penalty_ppm_per_doubling,
             bond: amount(s.bond),
+            entry_fee: amount(s.entry_fee),
             max_trainers: s.max_trainers,
+            min_improvement_ppm: s.min_improvement_ppm,
             base_model: s
                 .base_model
                 .as_ref()

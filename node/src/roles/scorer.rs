@@ -5,11 +5,12 @@
 //! - **Score-commit window** (the next block is above `reveal_deadline`, at most
 //!   `score_commit_deadline`; every reveal is on the ledger by then) and no commitment of ours on
 //!   the ledger: [`ScorerStep::Score`]. The loop finds the held-out file in `--heldout DIR` by the
-//!   task's commitment (none: it logs that and does not commit), fetches the public training file
-//!   (for the trivial baseline), the base model if any, and every revealed artifact by hash, each
-//!   under a deadline ([`fetch_timeout`]; an artifact no peer served in time is `Unavailable`),
-//!   scores them with [`validator::score::score_task`] on a blocking thread (submissions in commit
-//!   order), draws a random salt and **persists salt and verdict vector** before it submits
+//!   task's commitment (none: it logs that and does not commit; a file of another size than the
+//!   spec's `heldout_examples` is refused the same way), fetches the public training file (for
+//!   the trivial baseline), the base model if any, the earlier champions the task recorded, and
+//!   every revealed artifact by hash, each under a deadline ([`fetch_timeout`]; an artifact no
+//!   peer served in time is `Unavailable`), scores them with [`validator::score::score_task`] on a
+//!   blocking thread, draws a random salt and **persists salt and verdict vector** before it submits
 //!   `CommitScores`, then re-provides the artifacts it fetched.
 //! - The same window with a persisted secret but no commitment on the ledger yet (a dropped
 //!   transaction, or a restart after persisting): [`ScorerStep::Commit`] again, same salt.
@@ -29,7 +30,7 @@ use serde::{Deserialize, Serialize};
 use validator::check::Revealed;
 use validator::eval::{self, EvalError};
 use validator::heldout::{HeldoutError, HeldoutFile, find_heldout};
-use validator::score::{ScoreError, Submission, TaskInputs, score_task};
+use validator::score::{Reference, ScoreError, Submission, TaskInputs, score_task};
 
 use super::persist::{PersistError, RoleStore};
 use super::{
@@ -229,9 +230,10 @@ struct Job {
     task: TaskId,
     spec: TaskSpec,
     chain_id: String,
-    duplicate_distance_ppm: u32,
     fetch_timeout: Duration,
-    /// Revealed submissions in commit order.
+    /// The earlier champions the task recorded: hash and parameter count.
+    champions: Vec<(Hash, u64)>,
+    /// Revealed submissions.
     submissions: Vec<(AccountId, Revealed)>,
 }
 
@@ -239,23 +241,26 @@ impl Job {
     fn read(state: &State, task: TaskId) -> Option<Job> {
         let t = state.tasks.get(&task)?;
         let params = state.params();
-        let mut submissions: Vec<_> = state
+        let submissions = state
             .submissions
             .range((task, AccountId([0; 32]))..=(task, AccountId([0xff; 32])))
             .filter_map(|((_, trainer), s)| {
                 let reveal = s.reveal?;
-                let revealed = Revealed { model_hash: reveal.model_hash, params: reveal.params };
-                Some((s.committed_at, (*trainer, revealed)))
+                let revealed = Revealed {
+                    model_hash: reveal.model_hash,
+                    params: reveal.params,
+                    size_bytes: Some(reveal.size_bytes),
+                };
+                Some((*trainer, revealed))
             })
             .collect();
-        submissions.sort_by_key(|(at, _)| *at);
         Some(Job {
             task,
             spec: t.spec.clone(),
             chain_id: state.chain_id().to_owned(),
-            duplicate_distance_ppm: params.duplicate_distance_ppm,
             fetch_timeout: fetch_timeout(params.block_interval_ms, t.spec.windows.score_commit),
-            submissions: submissions.into_iter().map(|(_, s)| s).collect(),
+            champions: t.champions.iter().map(|c| (c.model_hash, c.params)).collect(),
+            submissions,
         })
     }
 }
@@ -429,7 +434,7 @@ async fn score_and_persist(
         .map_err(joined("finding the held-out file"))??;
     tracing::info!(task = %task, file = %heldout.path.display(), "found the held-out file");
 
-    let (train, base, artifacts) = fetch_all(&ctx, &job).await;
+    let (train, base, champions, artifacts) = fetch_all(&ctx, &job).await;
     let train = train.map_err(ScoreTaskError::TrainData)?;
     let fetched: Vec<Hash> = job
         .submissions
@@ -438,11 +443,16 @@ async fn score_and_persist(
         .filter(|(_, a)| a.is_some())
         .map(|((_, r), _)| r.model_hash)
         .collect();
+    let fetched_champions = job.champions.iter().zip(&champions).filter(|(_, a)| a.is_some());
+    let fetched: Vec<Hash> =
+        fetched.into_iter().chain(fetched_champions.map(|((h, _), _)| *h)).collect();
 
     let started = Instant::now();
     let scoring = job.clone();
     let verdicts = tokio::task::spawn_blocking(move || {
-        on_one_thread(|| score_job(&scoring, &train, &heldout, base.as_deref(), &artifacts))
+        on_one_thread(|| {
+            score_job(&scoring, &train, &heldout, base.as_deref(), &champions, &artifacts)
+        })
     })
     .await
     .map_err(joined("scoring"))??;
@@ -457,12 +467,14 @@ async fn score_and_persist(
     Ok((secret, fetched))
 }
 
-/// Fetches the training file, the base model and every revealed artifact at once, each within
-/// the job's deadline. A missing base model or artifact is `None`.
-async fn fetch_all(
-    ctx: &NodeContext,
-    job: &Job,
-) -> (Result<Vec<u8>, FetchError>, Option<Vec<u8>>, Vec<Option<Vec<u8>>>) {
+/// What [`fetch_all`] returns: the training file, the base model, the earlier champions and the
+/// revealed artifacts (`None` for each model that could not be fetched).
+type Fetched =
+    (Result<Vec<u8>, FetchError>, Option<Vec<u8>>, Vec<Option<Vec<u8>>>, Vec<Option<Vec<u8>>>);
+
+/// Fetches the training file, the base model, the earlier champions and every revealed artifact
+/// at once, each within the job's deadline. A missing model is `None`.
+async fn fetch_all(ctx: &NodeContext, job: &Job) -> Fetched {
     let timeout = job.fetch_timeout;
     let max_artifact = job.spec.limits.max_artifact_bytes;
     let train =
@@ -477,6 +489,15 @@ async fn fetch_all(
             }
         }
     };
+    let champions = futures::future::join_all(job.champions.iter().map(|(hash, _)| async move {
+        match fetch_bytes(ctx, *hash, max_artifact, timeout).await {
+            Ok(bytes) => Some(bytes),
+            Err(error) => {
+                tracing::warn!(task = %job.task, champion = %hash.short(), %error, "earlier champion unavailable");
+                None
+            }
+        }
+    }));
     let artifacts =
         futures::future::join_all(job.submissions.iter().map(|(trainer, revealed)| async move {
             match fetch_bytes(ctx, revealed.model_hash, max_artifact, timeout).await {
@@ -490,7 +511,7 @@ async fn fetch_all(
                 }
             }
         }));
-    tokio::join!(train, base, artifacts)
+    tokio::join!(train, base, champions, artifacts)
 }
 
 /// Announces the fetched artifacts, so a trainer cannot serve only some validators. Runs in the
@@ -519,10 +540,22 @@ fn score_job(
     train: &[u8],
     heldout: &HeldoutFile,
     base: Option<&[u8]>,
+    champions: &[Option<Vec<u8>>],
     artifacts: &[Option<Vec<u8>>],
 ) -> Result<VerdictVector, ScoreTaskError> {
     let train = eval::prepare(&job.spec, train, "public training file")?;
-    let heldout = eval::prepare(&job.spec, &heldout.bytes, &heldout.path.display().to_string())?;
+    let heldout =
+        eval::prepare_heldout(&job.spec, &heldout.bytes, &heldout.path.display().to_string())?;
+    let champions: Vec<Reference<'_>> = job
+        .champions
+        .iter()
+        .zip(champions)
+        .map(|((model_hash, params), artifact)| Reference {
+            model_hash: *model_hash,
+            params: *params,
+            artifact: artifact.as_deref(),
+        })
+        .collect();
     let submissions: Vec<Submission<'_>> = job
         .submissions
         .iter()
@@ -538,8 +571,8 @@ fn score_job(
         train: &train,
         heldout: &heldout,
         base_model: base,
-        submissions_in_commit_order: &submissions,
-        duplicate_distance_ppm: job.duplicate_distance_ppm,
+        champions: &champions,
+        submissions: &submissions,
     };
     Ok(score_task(&inputs)?)
 }

@@ -3,8 +3,8 @@
 //! For every task, from the ledger and the trainer's persisted records ([`trainer_plan`]):
 //!
 //! - **Join**: while the join window is open (the next block at most `join_deadline`), the task
-//!   is not full, this account may train (not a validator, not the creator, bond and fees
-//!   affordable) and the recipe fits the task ([`recipe_fits`]), the trainer records the plan
+//!   is not full, this account may train (not a validator, not the creator, bond, entry fee and
+//!   fees affordable) and the recipe fits the task ([`recipe_fits`]), the trainer records the plan
 //!   ([`Stage::Joining`]) and submits `JoinTask`. One task trains at a time: it joins another
 //!   only once no joined task is still waiting to be trained.
 //! - **Train** once the join is on the ledger: fetch the public training file by hash (and, when
@@ -321,7 +321,7 @@ fn joinable(
                 && t.joined < t.spec.max_trainers
                 && t.creator != *me
                 && !state.submissions.contains(&(**id, *me))
-                && balance >= u128::from(t.spec.bond.0) + fees
+                && balance >= u128::from(t.spec.bond.0) + u128::from(t.spec.entry_fee.0) + fees
                 && recipe_fits(recipe, &t.spec).is_ok()
         })
         .map(|(id, _)| *id)

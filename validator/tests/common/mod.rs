@@ -23,9 +23,9 @@ pub fn wine_spec() -> TaskSpec {
     serde_json::from_slice(&read("task.json")).expect("task.json is a task spec")
 }
 
-/// The fixture's held-out part, prepared.
+/// The fixture's held-out part, prepared (and its size checked against the spec).
 pub fn wine_heldout(spec: &TaskSpec) -> EvalData {
-    eval::prepare(spec, &read("heldout.csv"), "heldout.csv").expect("held-out data")
+    eval::prepare_heldout(spec, &read("heldout.csv"), "heldout.csv").expect("held-out data")
 }
 
 /// The fixture's public training part, prepared.

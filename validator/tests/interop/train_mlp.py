@@ -154,11 +154,18 @@ def main():
                 "std": [float(np.float32(s)) for s in std],
             }
         },
-        "dataset": {"name": "wine", "train_sha256": train_sha, "heldout_commitment": commitment},
+        "dataset": {
+            "name": "wine",
+            "train_sha256": train_sha,
+            "heldout_commitment": commitment,
+            "heldout_examples": len(heldout_rows),
+        },
         "limits": {"max_params": 10000, "max_artifact_bytes": 1 << 20, "dtypes": ["F32", "F16", "BF16"]},
         "efficiency": {"reference_params": 1000, "penalty_ppm_per_doubling": 20000},
         "bond": 100,
+        "entry_fee": 10,
         "max_trainers": 8,
+        "min_improvement_ppm": 0,
         "windows": {"join": 10, "commit": 10, "reveal": 10, "score_commit": 10, "score_reveal": 10},
         "base_model": None,
     }

@@ -72,8 +72,7 @@ function verdictText(v) {
   if (v.verdict === "scored") return ppm(v.score_ppm);
   if (v.verdict === "rejected") {
     const why = v.reason_text || v.reason || "";
-    const dup = v.duplicate_of ? " (duplicate of " + short(v.duplicate_of) + ")" : "";
-    return "<span class=\"bad\" title=\"" + esc(why + dup) + "\">rejected: " +
+    return "<span class=\"bad\" title=\"" + esc(why) + "\">rejected: " +
       esc(v.reason || "") + "</span>";
   }
   return "<span class=\"warn\">" + esc(v.verdict) + "</span>";
@@ -189,7 +188,7 @@ function leaderboard(task) {
     const r = byTrainer.get(s.trainer);
     let state = s.reveal ? "revealed" : s.commitment ? "committed" : "joined";
     if (r && r.forfeit) state = "<span class=\"bad\" title=\"" + esc(r.forfeit.text) + "\">" +
-      esc(r.forfeit.reason) + "</span>";
+      "bond " + esc(r.bond_forfeit) + " forfeited: " + esc(r.forfeit.reason) + "</span>";
     const champion = report && report.champion && report.champion.trainer === s.trainer;
     return [
       r && r.rank !== null ? String(r.rank) : "—",
@@ -217,7 +216,11 @@ function renderTask(task) {
   let summary = "";
   if (task.report) {
     const r = task.report;
-    summary = "<p class=\"muted\">baseline " + ppm(r.baseline_ppm) + " · revealed stake " +
+    const champion = r.champion
+      ? "champion takes the trainer share (" + esc(r.champion.effective_ppm) + " ppm effective)"
+      : "no champion";
+    summary = "<p class=\"muted\">winner takes all: " + champion + " · bar: baseline " +
+      ppm(r.baseline_ppm) + " + " + ppm(r.min_improvement_ppm) + " · revealed stake " +
       esc(r.revealed_stake) + " of " + esc(r.total_stake) + " · creator refund " +
       esc(r.creator_refund) + " · burned " + esc(r.burned) + "</p>";
     const vrows = r.validators.map((v) => [accountLink(v.account), amount(v.stake),
@@ -228,7 +231,8 @@ function renderTask(task) {
   return "<div class=\"task\" id=\"task-" + task.id + "\"><h3>task " + task.id + ": " +
     esc(task.name) + " " + outcome + "</h3><p class=\"muted\">reward " + esc(task.reward) +
     " · creator " + accountLink(task.creator) + " · " + task.joined + "/" + task.max_trainers +
-    " trainers · deadlines: " + deadlinesText(task) + "</p>" + leaderboard(task) + summary +
+    " trainers · entry fee " + esc(task.spec.entry_fee) + " (burned) · bond " +
+    esc(task.spec.bond) + " · deadlines: " + deadlinesText(task) + "</p>" + leaderboard(task) + summary +
     "</div>";
 }
 
@@ -255,58 +259,48 @@ function renderChampion(tasks) {
     "</dl>");
 }
 
-// Cumulative payouts per account (trainers and validators) against the finalization height.
+// Payouts per account (trainers and validators): one horizontal bar per account, the largest
+// total first, stacked by task (one colour per task), so one finalized task reads as well as many.
 function renderChart(tasks) {
-  const done = tasks.filter((t) => t.outcome).sort((a, b) => a.score_deadline - b.score_deadline);
+  const done = tasks.filter((t) => t.outcome).sort((a, b) => a.id - b.id);
   if (done.length === 0) return setHtml("chart", "<p class=\"muted\">no finalized task yet</p>");
   const totals = new Map();
-  const series = new Map();
-  const firstHeight = done[0].created_at;
-  for (const task of done) {
+  const parts = new Map();
+  done.forEach((task, k) => {
     for (const p of task.payouts) {
-      if (p.role === "creator") continue;
-      if (!series.has(p.account)) series.set(p.account, [[firstHeight, 0]]);
-      const total = (totals.get(p.account) || 0) + Number(p.amount);
-      totals.set(p.account, total);
-      series.get(p.account).push([task.score_deadline, total]);
+      if (p.role === "creator" || Number(p.amount) === 0) continue;
+      totals.set(p.account, (totals.get(p.account) || 0) + Number(p.amount));
+      if (!parts.has(p.account)) parts.set(p.account, []);
+      parts.get(p.account).push([k, Number(p.amount)]);
     }
-  }
-  const lastHeight = done[done.length - 1].score_deadline;
-  const maxY = Math.max(1, ...totals.values());
-  const W = 760, H = 240, L = 60, R = 10, T = 10, B = 30;
-  const x = (h) => L + (lastHeight === firstHeight ? 0.5 : (h - firstHeight) /
-    (lastHeight - firstHeight)) * (W - L - R);
-  const y = (v) => H - B - (v / maxY) * (H - T - B);
+  });
+  if (totals.size === 0) return setHtml("chart", "<p class=\"muted\">no payouts yet</p>");
+  const accounts = [...totals.keys()].sort((a, b) => totals.get(b) - totals.get(a));
+  const maxX = Math.max(1, ...totals.values());
+  const BAR = 22, GAP = 6, L = 150, R = 90, T = 6, W = 760;
+  const H = T + accounts.length * (BAR + GAP);
+  const x = (v) => (v / maxX) * (W - L - R);
   let svg = "<svg viewBox=\"0 0 " + W + " " + H + "\" width=\"100%\" style=\"max-width:" + W +
     "px\" role=\"img\" aria-label=\"payouts per account\">";
-  for (let i = 0; i <= 4; i++) {
-    const v = (maxY * i) / 4;
-    svg += "<line x1=\"" + L + "\" x2=\"" + (W - R) + "\" y1=\"" + y(v) + "\" y2=\"" + y(v) +
-      "\" stroke=\"#e3e6eb\"/><text x=\"" + (L - 6) + "\" y=\"" + (y(v) + 4) +
-      "\" text-anchor=\"end\">" + Math.round(v) + "</text>";
-  }
-  svg += "<text x=\"" + L + "\" y=\"" + (H - 8) + "\">height " + firstHeight + "</text>" +
-    "<text x=\"" + (W - R) + "\" y=\"" + (H - 8) + "\" text-anchor=\"end\">height " + lastHeight +
-    "</text>";
-  let legend = "";
-  let i = 0;
-  const accounts = [...series.keys()].sort((a, b) => totals.get(b) - totals.get(a));
-  for (const account of accounts) {
-    const color = COLORS[i++ % COLORS.length];
-    let points = "";
-    let prev = 0;
-    for (const [h, v] of series.get(account)) {
-      points += x(h).toFixed(1) + "," + y(prev).toFixed(1) + " " + x(h).toFixed(1) + "," +
-        y(v).toFixed(1) + " ";
-      prev = v;
+  accounts.forEach((account, row) => {
+    const top = T + row * (BAR + GAP);
+    svg += "<text x=\"" + (L - 6) + "\" y=\"" + (top + BAR * 0.7) + "\" text-anchor=\"end\">" +
+      esc(label(account)) + "</text>";
+    let at = L;
+    for (const [k, amount] of parts.get(account)) {
+      const w = x(amount);
+      svg += "<rect x=\"" + at.toFixed(1) + "\" y=\"" + top + "\" width=\"" +
+        Math.max(1, w).toFixed(1) + "\" height=\"" + BAR + "\" fill=\"" +
+        COLORS[k % COLORS.length] + "\"><title>" + esc(label(account)) + ", task " + done[k].id +
+        ": " + amount + "</title></rect>";
+      at += w;
     }
-    svg += "<polyline fill=\"none\" stroke-width=\"2\" stroke=\"" + color + "\" points=\"" +
-      points.trim() + "\"><title>" + esc(label(account)) + ": " + totals.get(account) +
-      "</title></polyline>";
-    legend += "<span><i style=\"background:" + color + "\"></i>" + accountLink(account) + " " +
-      totals.get(account) + "</span>";
-  }
+    svg += "<text x=\"" + (at + 6).toFixed(1) + "\" y=\"" + (top + BAR * 0.7) + "\">" +
+      totals.get(account) + "</text>";
+  });
   svg += "</svg>";
+  const legend = done.map((task, k) => "<span><i style=\"background:" + COLORS[k % COLORS.length] +
+    "\"></i>task " + task.id + " (" + esc(task.name) + ")</span>").join("");
   setHtml("chart", svg + "<div class=\"legend\">" + legend + "</div>");
 }
 
