@@ -585,6 +585,21 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_task_may_not_raise_its_artifacts_past_the_chains_cap() {
+        let params = Params { max_artifact_bytes: 1 << 20, ..Params::default() };
+        let mut spec = crate::task::tests::spec();
+        spec.limits.max_artifact_bytes = 1 << 20;
+        let reward = Amount(spec.entry_fee.0);
+        params.check_task(&spec, reward).unwrap();
+        spec.limits.max_artifact_bytes = (1 << 20) + 1;
+        let err = params.check_task(&spec, reward).unwrap_err();
+        assert!(
+            matches!(&err, SpecError::Invalid { field: "limits.max_artifact_bytes", .. }),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn the_latest_start_time_and_a_payable_fee_pass() {
         let v = Keypair::from_seed([1; 32]);
         let mut g = genesis(&[(&v, 10)], &[]);
