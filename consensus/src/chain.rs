@@ -93,7 +93,25 @@ pub enum LedgerError {
         /// The store's chain id.
         found_chain: String,
     },
+    /// The state loaded from the store does not hash to the root recorded with its last block.
+    #[error(
+        "the stored state at height {height} hashes to {recomputed}, not to the root {recorded} \
+         recorded with its last block: the chain store is corrupt; run `node ledger verify` to \
+         replay it and find where, then restore the data dir or sync it afresh"
+    )]
+    HeadRootMismatch {
+        /// The last committed height.
+        height: Height,
+        /// The root written with the last block.
+        recorded: Hash,
+        /// The root of the state as loaded.
+        recomputed: Hash,
+    },
 }
+
+/// Key in [`Tree::Meta`] of the state root after the last committed block, written in the same
+/// batch as the block, so [`Ledger::open`] can check the loaded state against it.
+const HEAD_ROOT_KEY: &[u8] = b"head_state_root";
 
 impl From<BlockError> for LedgerError {
     fn from(e: BlockError) -> Self {
@@ -335,11 +353,24 @@ impl Ledger {
             }
             None => {
                 let mut state = State::from_genesis(genesis);
-                store.write(state.take_changes())?;
+                let mut ops = state.take_changes();
+                ops.push(Op::Put(Tree::Meta, HEAD_ROOT_KEY.to_vec(), state.root().0.to_vec()));
+                store.write(ops)?;
                 state
             }
         };
         let root = state.root();
+        // A store written before the head root was recorded has none to check against.
+        if let Some(recorded) = store.get(Tree::Meta, HEAD_ROOT_KEY)?
+            && recorded != root.0
+        {
+            let recorded = Hash(recorded.try_into().unwrap_or([0; 32]));
+            return Err(LedgerError::HeadRootMismatch {
+                height: state.height(),
+                recorded,
+                recomputed: root,
+            });
+        }
         Ok(Ledger { store, state, root })
     }
 
@@ -390,8 +421,10 @@ impl Ledger {
             };
             ops.push(Op::Put(Tree::TxIndex, tx.hash().0.to_vec(), encode(&location)));
         }
+        let root = next.root();
+        ops.push(Op::Put(Tree::Meta, HEAD_ROOT_KEY.to_vec(), root.0.to_vec()));
         self.store.write(ops)?;
-        self.root = next.root();
+        self.root = root;
         self.state = next;
         Ok(())
     }

@@ -28,6 +28,17 @@ pub const GENESIS_TASKS_MAX: usize = 64;
 pub const TX_BYTES_LIMIT: u64 = 8 << 20;
 /// Largest `max_block_bytes` a chain may set.
 pub const BLOCK_BYTES_LIMIT: u64 = 64 << 20;
+/// Largest `max_artifact_bytes` a chain may set (what a validator downloads and checks per model).
+pub const ARTIFACT_BYTES_LIMIT: u64 = 1 << 30;
+/// `max_artifact_bytes` of a genesis that names none.
+pub const ARTIFACT_BYTES_DEFAULT: u64 = 64 << 20;
+/// Latest `genesis_time_ms`: the last millisecond of year 9999. Block times only grow from it, so
+/// a later start would bring them near `u64::MAX`, where the next block's time overflows.
+pub const GENESIS_TIME_MS_MAX: u64 = 253_402_300_799_999;
+/// Largest `max_block_txs` a chain may set.
+pub const BLOCK_TXS_LIMIT: u32 = 1_000_000;
+/// Largest `mempool_txs_per_account` a chain may set.
+pub const MEMPOOL_TXS_PER_ACCOUNT_LIMIT: u32 = 100_000;
 
 /// Chain parameters, fixed at genesis.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -67,11 +78,19 @@ pub struct Params {
     pub min_improvement_ppm_max: u32,
     /// Smallest held-out set a task may use, in examples (rows, or characters for text).
     pub heldout_examples_min: u64,
+    /// Largest model artifact any task may accept, in bytes (a task's
+    /// `limits.max_artifact_bytes` may not exceed it; at most [`ARTIFACT_BYTES_LIMIT`]).
+    #[serde(default = "artifact_bytes_default")]
+    pub max_artifact_bytes: u64,
+}
+
+fn artifact_bytes_default() -> u64 {
+    ARTIFACT_BYTES_DEFAULT
 }
 
 impl Params {
     /// Checks what a task must satisfy on this chain, beyond [`TaskSpec::validate`]: at most
-    /// `max_trainers_per_task` slots, `min_improvement_ppm` within its maximum, a held-out set
+    /// `max_trainers_per_task` slots, artifacts of at most `max_artifact_bytes`, `min_improvement_ppm` within its maximum, a held-out set
     /// of at least `heldout_examples_min`, a positive `reward`, and entry fees that make filling
     /// every slot cost at least the prize (`max_trainers × entry_fee ≥ trainer share`).
     pub fn check_task(&self, spec: &TaskSpec, reward: Amount) -> Result<(), SpecError> {
@@ -80,6 +99,17 @@ impl Params {
             return Err(bad(
                 "max_trainers",
                 format!("at most params.max_trainers_per_task = {}", self.max_trainers_per_task),
+            ));
+        }
+        // Every validator downloads and checks each revealed artifact: a creator may not raise
+        // that cost past the network's.
+        if spec.limits.max_artifact_bytes > self.max_artifact_bytes {
+            return Err(bad(
+                "limits.max_artifact_bytes",
+                format!(
+                    "{} is over this chain's max_artifact_bytes of {}",
+                    spec.limits.max_artifact_bytes, self.max_artifact_bytes
+                ),
             ));
         }
         if spec.min_improvement_ppm > self.min_improvement_ppm_max {
@@ -140,6 +170,7 @@ impl Default for Params {
             evidence_max_age: 10_000,
             min_improvement_ppm_max: 100_000,
             heldout_examples_min: 100,
+            max_artifact_bytes: ARTIFACT_BYTES_DEFAULT,
         }
     }
 }
@@ -327,6 +358,7 @@ impl Genesis {
             ));
         }
         self.validate_params()?;
+        self.validate_bounds(total)?;
         if self.tasks.len() > GENESIS_TASKS_MAX {
             return Err(invalid("tasks", format!("at most {GENESIS_TASKS_MAX} tasks")));
         }
@@ -417,6 +449,55 @@ impl Genesis {
         }
         Ok(())
     }
+
+    /// Refuses values that pass the field checks above but would overflow or halt the chain
+    /// later: a start time whose block times overflow, a fee nobody can pay, limits no node can
+    /// hold in memory. `supply` is the genesis stakes and balances together.
+    fn validate_bounds(&self, supply: u128) -> Result<(), GenesisError> {
+        let p = &self.params;
+        if self.genesis_time_ms > GENESIS_TIME_MS_MAX {
+            return Err(invalid(
+                "genesis_time_ms",
+                format!(
+                    "{} is after year 9999 (at most {GENESIS_TIME_MS_MAX}): block times would \
+                     overflow",
+                    self.genesis_time_ms
+                ),
+            ));
+        }
+        if u128::from(p.tx_fee.0) > supply {
+            return Err(invalid(
+                "params.tx_fee",
+                format!(
+                    "{} is more than every stake and balance together ({supply}): no account \
+                     could ever pay it",
+                    p.tx_fee.0
+                ),
+            ));
+        }
+        if p.max_block_txs > BLOCK_TXS_LIMIT {
+            return Err(invalid(
+                "params.max_block_txs",
+                format!("{} is over the limit of {BLOCK_TXS_LIMIT}", p.max_block_txs),
+            ));
+        }
+        if p.mempool_txs_per_account > MEMPOOL_TXS_PER_ACCOUNT_LIMIT {
+            return Err(invalid(
+                "params.mempool_txs_per_account",
+                format!(
+                    "{} is over the limit of {MEMPOOL_TXS_PER_ACCOUNT_LIMIT}",
+                    p.mempool_txs_per_account
+                ),
+            ));
+        }
+        if p.max_artifact_bytes == 0 || p.max_artifact_bytes > ARTIFACT_BYTES_LIMIT {
+            return Err(invalid(
+                "params.max_artifact_bytes",
+                format!("{} must be 1 to {ARTIFACT_BYTES_LIMIT}", p.max_artifact_bytes),
+            ));
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -477,6 +558,20 @@ pub(crate) mod tests {
                 Box::new(|g| g.params.min_improvement_ppm_max = 1_000_001),
                 "params.min_improvement_ppm_max",
             ),
+            // Values that passed before and then halted a chain (issue 19).
+            (Box::new(|g| g.genesis_time_ms = u64::MAX - 1), "genesis_time_ms"),
+            (Box::new(|g| g.genesis_time_ms = GENESIS_TIME_MS_MAX + 1), "genesis_time_ms"),
+            (Box::new(|g| g.params.tx_fee = Amount(u64::MAX)), "params.tx_fee"),
+            (Box::new(|g| g.params.tx_fee = Amount(11)), "params.tx_fee"),
+            (Box::new(|g| g.params.max_block_txs = u32::MAX), "params.max_block_txs"),
+            (
+                Box::new(|g| g.params.mempool_txs_per_account = u32::MAX),
+                "params.mempool_txs_per_account",
+            ),
+            (Box::new(|g| g.params.max_artifact_bytes = 0), "params.max_artifact_bytes"),
+            (Box::new(|g| g.params.max_artifact_bytes = 4 << 30), "params.max_artifact_bytes"),
+            (Box::new(|g| g.params.timeout_delta_ms = u64::MAX), "params.timeout_delta_ms"),
+            (Box::new(|g| g.validators[0].stake = Amount(u64::MAX)), "balances"),
         ];
         for (mutate, field) in cases {
             let mut bad = g.clone();
@@ -487,6 +582,45 @@ pub(crate) mod tests {
                 "expected an error on {field}, got {err}"
             );
         }
+    }
+
+    #[test]
+    fn a_task_may_not_raise_its_artifacts_past_the_chains_cap() {
+        let params = Params { max_artifact_bytes: 1 << 20, ..Params::default() };
+        let mut spec = crate::task::tests::spec();
+        spec.limits.max_artifact_bytes = 1 << 20;
+        let reward = Amount(spec.entry_fee.0);
+        params.check_task(&spec, reward).unwrap();
+        spec.limits.max_artifact_bytes = (1 << 20) + 1;
+        let err = params.check_task(&spec, reward).unwrap_err();
+        assert!(
+            matches!(&err, SpecError::Invalid { field: "limits.max_artifact_bytes", .. }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_latest_start_time_and_a_payable_fee_pass() {
+        let v = Keypair::from_seed([1; 32]);
+        let mut g = genesis(&[(&v, 10)], &[]);
+        g.genesis_time_ms = GENESIS_TIME_MS_MAX;
+        g.params.tx_fee = Amount(10);
+        g.params.max_artifact_bytes = ARTIFACT_BYTES_LIMIT;
+        Genesis::from_json(&g.to_json()).unwrap();
+    }
+
+    #[test]
+    fn a_genesis_without_an_artifact_cap_gets_the_default() {
+        let v = Keypair::from_seed([1; 32]);
+        let g = genesis(&[(&v, 10)], &[]);
+        let json = g
+            .to_json()
+            .replace(&format!(",\n    \"max_artifact_bytes\": {ARTIFACT_BYTES_DEFAULT}"), "");
+        assert!(!json.contains("max_artifact_bytes"), "{json}");
+        assert_eq!(
+            Genesis::from_json(&json).unwrap().params.max_artifact_bytes,
+            ARTIFACT_BYTES_DEFAULT
+        );
     }
 
     #[test]

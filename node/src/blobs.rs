@@ -15,7 +15,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use consensus::types::Hash;
+use consensus::state::State;
+use consensus::types::{AccountId, Hash, Height, TaskId};
 use sha2::{Digest, Sha256};
 
 /// The blob store's folder inside a node's data dir.
@@ -132,6 +133,45 @@ fn io<'a>(
     move |source| BlobStoreError::Io { action, path: path.to_path_buf(), source }
 }
 
+/// What a blob store holds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Blobs.
+    pub blobs: u64,
+    /// Their bytes.
+    pub bytes: u64,
+}
+
+impl std::fmt::Display for Usage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} blobs, {:.1} MiB", self.blobs, self.bytes as f64 / (1 << 20) as f64)
+    }
+}
+
+/// Model artifacts no one needs any more: those revealed in tasks whose score deadline is at
+/// least `retention_blocks` before `now` and that were finalized, except the champions (a later
+/// task may fine-tune from one). Training files and blobs no task names are kept.
+pub fn finished_artifacts(state: &State, now: Height, retention_blocks: u64) -> Vec<Hash> {
+    let done: Vec<TaskId> = state
+        .tasks
+        .iter()
+        .filter(|(_, t)| t.report.is_some() && t.score_deadline().plus(retention_blocks) <= now)
+        .map(|(id, _)| *id)
+        .collect();
+    let mut hashes: Vec<Hash> = done
+        .iter()
+        .flat_map(|task| {
+            let from = (*task, AccountId([0; 32]));
+            let to = (*task, AccountId([0xff; 32]));
+            state.submissions.range(from..=to).filter_map(|(_, s)| s.reveal.map(|r| r.model_hash))
+        })
+        .filter(|hash| !state.champions.contains(hash))
+        .collect();
+    hashes.sort_unstable();
+    hashes.dedup();
+    hashes
+}
+
 /// A folder of blobs named by their sha256.
 #[derive(Clone, Debug)]
 pub struct BlobStore {
@@ -169,6 +209,32 @@ impl BlobStore {
             Ok(meta) => Ok(Some(meta.len())),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(io("reading", &path)(e)),
+        }
+    }
+
+    /// How many blobs the store holds and their bytes in total (temporary files not counted).
+    pub fn usage(&self) -> Result<Usage, BlobStoreError> {
+        let mut usage = Usage::default();
+        for entry in fs::read_dir(&self.dir).map_err(io("listing", &self.dir))? {
+            let entry = entry.map_err(io("listing", &self.dir))?;
+            let name = entry.file_name();
+            if name.to_str().is_some_and(|n| n.parse::<Hash>().is_ok()) {
+                let meta = entry.metadata().map_err(io("reading", &entry.path()))?;
+                usage.blobs += 1;
+                usage.bytes += meta.len();
+            }
+        }
+        Ok(usage)
+    }
+
+    /// Deletes the blob `hash`; returns its size, or `None` when the store did not hold it.
+    pub fn remove(&self, hash: &Hash) -> Result<Option<u64>, BlobStoreError> {
+        let Some(size) = self.size(hash)? else { return Ok(None) };
+        let path = self.path(hash);
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(Some(size)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io("removing", &path)(e)),
         }
     }
 
@@ -384,6 +450,22 @@ impl Drop for BlobWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn usage_counts_blobs_only_and_remove_frees_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path()).unwrap();
+        assert_eq!(store.usage().unwrap(), Usage::default());
+        let a = store.put(&[1; 1000]).unwrap();
+        store.put(&[2; 24]).unwrap();
+        fs::write(dir.path().join("tmp").join("x.part"), [0; 50]).unwrap();
+        fs::write(dir.path().join("notes.txt"), [0; 50]).unwrap();
+        assert_eq!(store.usage().unwrap(), Usage { blobs: 2, bytes: 1024 });
+        assert_eq!(store.remove(&a).unwrap(), Some(1000));
+        assert_eq!(store.remove(&a).unwrap(), None);
+        assert!(!store.contains(&a));
+        assert_eq!(store.usage().unwrap().to_string(), "1 blobs, 0.0 MiB");
+    }
 
     #[test]
     fn put_read_and_ranges() {

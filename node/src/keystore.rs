@@ -42,6 +42,17 @@ pub enum KeystoreError {
         /// Its size.
         bytes: u64,
     },
+    /// Others than its owner may read or write the key file (as ssh does, the key is refused).
+    #[error(
+        "{path} is accessible by others (mode {mode:03o}); a node key must be private: run \
+         `chmod 600 {path}`"
+    )]
+    Exposed {
+        /// The file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
     /// Reading or writing failed.
     #[error("{action} {path}: {source}")]
     Io {
@@ -107,7 +118,7 @@ pub fn save(data_dir: &Path, key: &Keypair) -> Result<(), KeystoreError> {
     write_private(&path, key.to_key_file().as_bytes())
 }
 
-/// Loads the key in `data_dir`.
+/// Loads the key in `data_dir`, refusing a key file that others may read or write.
 pub fn load(data_dir: &Path) -> Result<Keypair, KeystoreError> {
     let path = data_dir.join(KEY_FILE);
     let meta = match fs::metadata(&path) {
@@ -119,6 +130,14 @@ pub fn load(data_dir: &Path) -> Result<Keypair, KeystoreError> {
     };
     if meta.len() > KEY_FILE_BYTES_MAX {
         return Err(KeystoreError::TooLarge { path, bytes: meta.len() });
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(KeystoreError::Exposed { path, mode });
+        }
     }
     let text = fs::read_to_string(&path).map_err(io("reading", &path))?;
     Keypair::from_key_file(&text).map_err(|source| KeystoreError::Key { path, source })
@@ -167,5 +186,22 @@ mod tests {
         }
         let empty = tempfile::tempdir().unwrap();
         assert!(matches!(load(empty.path()), Err(KeystoreError::Missing { .. })));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_key_others_may_read_or_write_is_refused_naming_chmod() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        create(dir.path()).unwrap();
+        let path = dir.path().join(KEY_FILE);
+        for mode in [0o644, 0o666, 0o640, 0o602] {
+            fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
+            let err = load(dir.path()).unwrap_err();
+            assert!(matches!(err, KeystoreError::Exposed { mode: m, .. } if m == mode), "{err}");
+            assert!(err.to_string().contains("chmod 600"), "{err}");
+        }
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o400)).unwrap();
+        load(dir.path()).unwrap();
     }
 }

@@ -518,3 +518,22 @@ fn trainer_abandons_a_join_that_missed_the_window() {
     )]);
     assert_eq!(trainer_plan(chain.state(), &me, &recipe, &abandoned, &served), vec![]);
 }
+
+#[test]
+fn a_finished_tasks_artifacts_are_pruned_only_after_the_retention_period() {
+    use node::blobs::finished_artifacts;
+    let mut chain = Chain::new();
+    let task = chain.create_task(spec());
+    let models = train_and_reveal(&mut chain, task, &[0, 1]);
+    let deadline = chain.task(task).score_deadline();
+    assert!(
+        finished_artifacts(chain.state(), deadline.plus(100), 10).is_empty(),
+        "nothing is pruned before the task finalizes"
+    );
+    chain.advance_to(deadline);
+    assert!(chain.task(task).report.is_some(), "the task finalized at its score deadline");
+    let mut revealed: Vec<Hash> = models.iter().map(|m| m.model_hash).collect();
+    revealed.sort_unstable();
+    assert!(finished_artifacts(chain.state(), deadline.plus(9), 10).is_empty());
+    assert_eq!(finished_artifacts(chain.state(), deadline.plus(10), 10), revealed);
+}

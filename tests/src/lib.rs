@@ -1,8 +1,10 @@
 //! Integration tests across crates and processes. The test targets live in `tests/tests/`; this
-//! library holds what they share: [`net`], a running local network of node processes, and
+//! library holds what they share: [`net`], a running local network of node processes;
+//! [`attacker`], hostile libp2p peers and HTTP clients for the hostile suite; and
 //! [`suite`], the multi-call `main` of a target that starts such networks; and [`webdriver`], a
 //! small WebDriver client that drives headless Chromium for the explorer test.
 
+pub mod attacker;
 pub mod net;
 pub mod suite;
 pub mod webdriver;

@@ -54,6 +54,8 @@ pub struct Net {
     pub clients: Vec<Client>,
     /// One supervisor per plan node (`None` while it is stopped).
     running: Vec<Option<Supervisor>>,
+    /// Each running plan node's process id.
+    pids: Vec<Option<u32>>,
     /// Nodes started after the plan's.
     pub extra: Vec<Extra>,
 }
@@ -92,8 +94,9 @@ impl Net {
         let layout = files::write(&plan, dir, &ports)?;
         let clients = layout.urls.iter().map(|u| Client::new(u)).collect();
         let running = plan.nodes.iter().map(|_| None).collect();
+        let pids = plan.nodes.iter().map(|_| None).collect();
         let exe = std::env::current_exe().context("finding the test executable")?;
-        Ok(Net { plan, layout, ports, exe, clients, running, extra: Vec::new() })
+        Ok(Net { plan, layout, ports, exe, clients, running, pids, extra: Vec::new() })
     }
 
     /// The node's start command, as the testnet launcher builds it.
@@ -125,13 +128,49 @@ impl Net {
         ];
         let spec = self.spawn_spec(&node.name, args, &self.layout.logs[i]);
         let mut supervisor = Supervisor::new();
-        supervisor.spawn(spec)?;
+        self.pids[i] = Some(supervisor.spawn(spec)?);
         self.running[i] = Some(supervisor);
         Ok(())
     }
 
+    /// Whether plan node `i` has exited since it was started, and how (it then counts as
+    /// stopped: [`Net::start`] may start it again).
+    pub fn exited(&mut self, i: usize) -> anyhow::Result<Option<launch::Exited>> {
+        let Some(supervisor) = self.running[i].as_mut() else { return Ok(None) };
+        let exited = supervisor.exited()?;
+        if exited.is_some() {
+            self.running[i] = None;
+            self.pids[i] = None;
+        }
+        Ok(exited)
+    }
+
+    /// The process id of plan node `i`, while it runs.
+    pub fn pid(&self, i: usize) -> Option<u32> {
+        self.pids[i]
+    }
+
+    /// Plan node `i`'s libp2p address, with its `/p2p/` suffix.
+    pub fn p2p_addr(&self, i: usize) -> anyhow::Result<String> {
+        let peer = node::keystore::peer_id(&self.plan.nodes[i].key())?;
+        Ok(format!("/ip4/127.0.0.1/tcp/{}/p2p/{peer}", self.ports[i].p2p))
+    }
+
+    /// Plan node `i`'s HTTP API address.
+    pub fn http_addr(&self, i: usize) -> std::net::SocketAddr {
+        std::net::SocketAddr::from(([127, 0, 0, 1], self.ports[i].http))
+    }
+
+    /// The executable the nodes run (this test executable, started with `argv[0]` = `node`).
+    pub fn node_command(&self) -> Command {
+        let mut command = Command::new(&self.exe);
+        command.arg0(NODE_ARG0);
+        command
+    }
+
     /// Kills plan node `i` (SIGKILL, no clean shutdown) and reaps it.
     pub fn kill(&mut self, i: usize) {
+        self.pids[i] = None;
         if let Some(mut supervisor) = self.running[i].take() {
             supervisor.stop_all();
         }
@@ -395,23 +434,30 @@ impl Net {
     pub fn verify_ledgers(&self) -> anyhow::Result<Vec<(String, String)>> {
         let mut verified = Vec::new();
         for (name, data_dir) in self.data_dirs() {
-            let output = Command::new(&self.exe)
-                .arg0(NODE_ARG0)
-                .args(["ledger", "verify", "--data-dir"])
-                .arg(&data_dir)
-                .output()
-                .with_context(|| format!("running node ledger verify for {name}"))?;
-            let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-            ensure!(
-                output.status.success() && stdout.starts_with("ok: "),
-                "node ledger verify --data-dir {} failed for {name} ({}):\n{stdout}{}",
-                data_dir.display(),
-                output.status,
-                String::from_utf8_lossy(&output.stderr)
-            );
-            verified.push((name, stdout.trim().to_owned()));
+            let report = self.verify_ledger(&name, &data_dir)?;
+            verified.push((name, report));
         }
         Ok(verified)
+    }
+
+    /// Runs `node ledger verify --data-dir DATA_DIR` for the stopped node `name`; returns its
+    /// report line.
+    pub fn verify_ledger(&self, name: &str, data_dir: &Path) -> anyhow::Result<String> {
+        let output = self
+            .node_command()
+            .args(["ledger", "verify", "--data-dir"])
+            .arg(data_dir)
+            .output()
+            .with_context(|| format!("running node ledger verify for {name}"))?;
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        ensure!(
+            output.status.success() && stdout.starts_with("ok: "),
+            "node ledger verify --data-dir {} failed for {name} ({}):\n{stdout}{}",
+            data_dir.display(),
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+        Ok(stdout.trim().to_owned())
     }
 }
 

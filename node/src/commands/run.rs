@@ -11,8 +11,9 @@ use anyhow::Context;
 use clap::Args;
 use tracing_subscriber::EnvFilter;
 
+use crate::blobs;
 use crate::runtime::config::{ConfigFile, Flags, NodeConfig};
-use crate::runtime::{Role, driver};
+use crate::runtime::{ChainEvent, NodeContext, Role, driver};
 
 /// Settings of a running node; each may also be set in the `--config` file under the same name
 /// (`data_dir`, `genesis`, `listen`, `bootstrap`, `http`, `recipe`, `heldout`, `mdns`, `role`).
@@ -123,10 +124,13 @@ async fn run_node(
         "node started"
     );
     let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(named("blob pruning", prune_blobs(ctx.clone())));
     if let Some(listener) = http {
         tracing::info!("http api on http://{}", listener.local_addr()?);
         let ctx = ctx.clone();
-        tasks.spawn(named("http api", crate::http::serve(ctx, listener)));
+        let mut http = crate::http::HttpConfig::default();
+        http.write_hosts.extend(config.http_write_hosts.iter().cloned());
+        tasks.spawn(named("http api", crate::http::serve_with_config(ctx, listener, http)));
     }
     match (ctx.role, recipe) {
         (Role::Trainer, Some(recipe)) => {
@@ -141,6 +145,52 @@ async fn run_node(
     tasks.shutdown().await;
     drop(ctx);
     result.context("the node stopped")
+}
+
+/// Blocks between two passes of [`prune_blobs`].
+const PRUNE_EVERY_BLOCKS: u64 = 64;
+/// Blocks a finished task's artifacts stay after its score deadline, for peers still fetching
+/// them to re-provide or re-score.
+const ARTIFACT_RETENTION_BLOCKS: u64 = 256;
+
+/// Prints the blob store's disk usage at start, then every [`PRUNE_EVERY_BLOCKS`] blocks deletes
+/// the artifacts of finished tasks ([`crate::blobs::finished_artifacts`]) and prints it again.
+async fn prune_blobs(ctx: NodeContext) -> anyhow::Result<()> {
+    let store = ctx.network.blob_store().clone();
+    let dir = store.dir().display().to_string();
+    let usage = tokio::task::spawn_blocking({
+        let store = store.clone();
+        move || store.usage()
+    })
+    .await??;
+    tracing::info!(%dir, "blob store: {usage}");
+    let mut events = ctx.events.subscribe();
+    let mut last = ctx.read(|l| l.height());
+    loop {
+        let height = match events.recv().await {
+            Ok(ChainEvent::BlockCommitted { height, .. }) => height,
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return Ok(()),
+        };
+        if height.0 < last.0 + PRUNE_EVERY_BLOCKS {
+            continue;
+        }
+        last = height;
+        let finished =
+            ctx.read(|l| blobs::finished_artifacts(l.state(), height, ARTIFACT_RETENTION_BLOCKS));
+        let store = store.clone();
+        let (freed, usage) = tokio::task::spawn_blocking(move || {
+            let mut freed = 0u64;
+            for hash in finished {
+                freed += store.remove(&hash)?.unwrap_or(0);
+            }
+            store.usage().map(|usage| (freed, usage))
+        })
+        .await??;
+        if freed > 0 {
+            tracing::info!(%dir, freed_bytes = freed, "blob store: {usage} (finished tasks' artifacts deleted)");
+        }
+    }
 }
 
 /// Runs a task and logs how it ended.

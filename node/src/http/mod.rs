@@ -14,9 +14,15 @@
 //! - Ledger reads run on blocking threads and hold the ledger's read lock only while copying out
 //!   what the answer needs.
 //! - Cross-origin: a GET answers `Access-Control-Allow-Origin: *` (the API is public chain data,
-//!   readable by an explorer page on another port); a POST whose `Origin` header is present and
-//!   is not the server's own origin (`http://` + the request's `Host`) is refused with 403, and no
-//!   CORS header is ever sent on a write, so a browser page on another origin cannot write.
+//!   readable by an explorer page on another port); a POST is refused with 403 unless its `Host`
+//!   names one of [`HttpConfig::write_hosts`] (loopback names and the listening address by
+//!   default, so a DNS rebinding name cannot write) and any `Origin` header is the server's own
+//!   origin (`http://` + the request's `Host`); no CORS header is ever sent on a write, so a
+//!   browser page on another origin cannot write.
+//! - Slow clients: hyper closes a connection that has not sent a request's headers within
+//!   [`HttpConfig::header_read_timeout`] (which also bounds how long a kept-alive connection may
+//!   sit idle), and every request body that sends nothing for [`HttpConfig::body_idle_timeout`]
+//!   fails, so idle connections cannot hold the connection cap for long.
 
 mod error;
 mod explorer;
@@ -33,13 +39,18 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::connect_info::Connected;
+use axum::extract::ConnectInfo;
 use axum::routing::{get, post};
-use axum::serve::{IncomingStream, Listener};
 use consensus::chain::Ledger;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tower::ServiceExt;
+use tower_http::timeout::TimeoutBody;
 
 pub use error::{ApiError, ApiResult};
 
@@ -54,8 +65,14 @@ pub struct HttpConfig {
     pub allow_remote_blobs: bool,
     /// Largest blob accepted by `POST /blobs`, in bytes; the network's blob limit caps it.
     pub blob_bytes_max: u64,
-    /// How long `POST /blobs` waits for the next piece of the body before giving up.
+    /// How long any request body may send nothing before the request fails.
     pub body_idle_timeout: Duration,
+    /// How long a connection may take to send a request's headers, counted from when the server
+    /// starts waiting for them (so also the longest a kept-alive connection stays idle).
+    pub header_read_timeout: Duration,
+    /// Host names (without port; IPv6 without brackets) under which writes are accepted; see
+    /// [`loopback_hosts`]. The address the server listens on is added when it is not a wildcard.
+    pub write_hosts: Vec<String>,
     /// How long `POST /blobs` waits for the Kademlia provider record to be published before it
     /// answers `"provided": false` (the announcement goes on in the background).
     pub provide_timeout: Duration,
@@ -71,11 +88,18 @@ impl Default for HttpConfig {
             allow_remote_blobs: false,
             blob_bytes_max: BLOB_BYTES_LIMIT,
             body_idle_timeout: Duration::from_secs(30),
+            header_read_timeout: Duration::from_secs(10),
+            write_hosts: loopback_hosts(),
             provide_timeout: Duration::from_secs(10),
             admit_timeout: Duration::from_secs(10),
             connections_max: 256,
         }
     }
+}
+
+/// The loopback names writes are accepted under by default.
+pub fn loopback_hosts() -> Vec<String> {
+    ["localhost", "127.0.0.1", "::1"].map(String::from).to_vec()
 }
 
 /// What every handler shares.
@@ -100,27 +124,48 @@ impl Api {
     }
 }
 
-/// Serves the API on `listener` with the default [`HttpConfig`] until the server fails.
-pub async fn serve(ctx: NodeContext, listener: TcpListener) -> anyhow::Result<()> {
-    serve_with_config(ctx, listener, HttpConfig::default()).await
-}
-
 /// Serves the API on `listener` with `config` until the server fails.
 pub async fn serve_with_config(
     ctx: NodeContext,
     listener: TcpListener,
-    config: HttpConfig,
+    mut config: HttpConfig,
 ) -> anyhow::Result<()> {
     anyhow::ensure!(config.connections_max > 0, "HTTP connections_max must be positive");
+    anyhow::ensure!(
+        !config.header_read_timeout.is_zero() && !config.body_idle_timeout.is_zero(),
+        "HTTP timeouts must be positive"
+    );
+    let local = listener.local_addr()?.ip();
+    if !local.is_unspecified() && !config.write_hosts.contains(&local.to_string()) {
+        config.write_hosts.push(local.to_string());
+    }
     let rate = Arc::new(metrics::BlockRate::default());
     tokio::spawn(metrics::track_blocks(ctx.events.subscribe(), rate.clone()));
     let connections_max = config.connections_max;
+    let body_idle_timeout = config.body_idle_timeout;
+    let mut http1 = http1::Builder::new();
+    http1.timer(TokioTimer::new()).header_read_timeout(config.header_read_timeout);
     let api = Api { ctx, config: Arc::new(config), rate };
-    let listener =
+    let router = router(api);
+    let mut listener =
         LimitedListener { inner: listener, permits: Arc::new(Semaphore::new(connections_max)) };
-    axum::serve(listener, router(api).into_make_service_with_connect_info::<ClientAddr>())
-        .await
-        .map_err(|e| anyhow::anyhow!("HTTP server failed: {e}"))
+    loop {
+        let (stream, client) = listener.accept().await;
+        let router = router.clone();
+        // Every request learns its client's address, and its body fails once it stalls.
+        let service = service_fn(move |request: axum::http::Request<Incoming>| {
+            let mut request = request
+                .map(|body| axum::body::Body::new(TimeoutBody::new(body_idle_timeout, body)));
+            request.extensions_mut().insert(ConnectInfo(ClientAddr(client)));
+            router.clone().oneshot(request)
+        });
+        let connection = http1.serve_connection(TokioIo::new(stream), service);
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%client, %error, "HTTP connection ended with an error");
+            }
+        });
+    }
 }
 
 fn router(api: Api) -> Router {
@@ -145,7 +190,7 @@ fn router(api: Api) -> Router {
                 "method not allowed on this route; see docs/api.md",
             )
         })
-        .layer(axum::middleware::from_fn(write::cross_origin))
+        .layer(axum::middleware::from_fn_with_state(api.clone(), write::cross_origin))
         .with_state(api)
 }
 
@@ -153,15 +198,9 @@ fn router(api: Api) -> Router {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ClientAddr(pub SocketAddr);
 
-impl Connected<IncomingStream<'_, LimitedListener>> for ClientAddr {
-    fn connect_info(stream: IncomingStream<'_, LimitedListener>) -> Self {
-        ClientAddr(*stream.remote_addr())
-    }
-}
-
 /// A TCP listener that accepts a connection only while fewer than its limit are open.
 #[derive(Debug)]
-pub struct LimitedListener {
+struct LimitedListener {
     inner: TcpListener,
     permits: Arc<Semaphore>,
 }
@@ -169,10 +208,8 @@ pub struct LimitedListener {
 /// How long to wait after a failed accept (out of file descriptors, usually).
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 
-impl Listener for LimitedListener {
-    type Io = LimitedStream;
-    type Addr = SocketAddr;
-
+impl LimitedListener {
+    /// Waits for a place under the limit, then for a connection.
     async fn accept(&mut self) -> (LimitedStream, SocketAddr) {
         let permit =
             self.permits.clone().acquire_owned().await.expect("the semaphore is never closed");
@@ -186,15 +223,11 @@ impl Listener for LimitedListener {
             }
         }
     }
-
-    fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.inner.local_addr()
-    }
 }
 
 /// An accepted connection; it frees its place under the limit when dropped.
 #[derive(Debug)]
-pub struct LimitedStream {
+struct LimitedStream {
     stream: TcpStream,
     _permit: OwnedSemaphorePermit,
 }

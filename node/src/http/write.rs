@@ -24,16 +24,24 @@ const TX_BODY_ENVELOPE_BYTES: usize = 1_024;
 /// Body pieces queued between the connection and the blob writer's thread.
 const BLOB_PIECES_QUEUED: usize = 16;
 
-/// Refuses a write whose `Origin` is another site's, and lets any origin read.
+/// Refuses a write addressed to a host name not on the allow-list, or whose `Origin` is another
+/// site's, and lets any origin read.
 ///
-/// A request with a method other than GET or HEAD that carries an `Origin` header is refused
-/// with 403 unless the origin is `http://` + the request's `Host` (the page was served by this
-/// node). A GET or HEAD answer carries `Access-Control-Allow-Origin: *`; nothing else carries a
-/// CORS header, so a browser never lets another origin's script send a write with a preflight.
-pub(super) async fn cross_origin(request: Request, next: Next) -> Result<Response, ApiError> {
+/// A request with a method other than GET or HEAD is refused with 403 unless its `Host` names one
+/// of [`HttpConfig::write_hosts`] (loopback names by default): a page served under a DNS
+/// rebinding name that resolves to this node carries that name in `Host` and cannot write. If it
+/// carries an `Origin` header, the origin must also be `http://` + the request's `Host` (the page
+/// was served by this node). A GET or HEAD answer carries `Access-Control-Allow-Origin: *`;
+/// nothing else carries a CORS header, so a browser never lets another origin's script send a
+/// write with a preflight.
+pub(super) async fn cross_origin(
+    State(api): State<Api>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
     let read = request.method() == Method::GET || request.method() == Method::HEAD;
     if !read {
-        check_origin(request.headers())?;
+        check_origin(request.headers(), &api.config.write_hosts)?;
     }
     let mut response = next.run(request).await;
     if read {
@@ -44,18 +52,34 @@ pub(super) async fn cross_origin(request: Request, next: Next) -> Result<Respons
     Ok(response)
 }
 
-/// Whether a write's headers pass the same-origin rule.
-fn check_origin(headers: &HeaderMap) -> ApiResult<()> {
+/// Whether a write's headers pass the host allow-list and the same-origin rule.
+fn check_origin(headers: &HeaderMap, write_hosts: &[String]) -> ApiResult<()> {
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    let Some(host) = host.filter(|h| host_allowed(h, write_hosts)) else {
+        return Err(ApiError::forbidden(format!(
+            "writes are accepted only under the host names {write_hosts:?} (a DNS rebinding name \
+             is refused), not {:?}; add a name with `http_write_hosts` in the node's config",
+            host.unwrap_or("(no Host header)")
+        )));
+    };
     let Some(origin) = headers.get(header::ORIGIN) else { return Ok(()) };
-    let own =
-        headers.get(header::HOST).and_then(|h| h.to_str().ok()).map(|h| format!("http://{h}"));
-    match (origin.to_str(), own) {
-        (Ok(origin), Some(own)) if origin.eq_ignore_ascii_case(&own) => Ok(()),
-        (origin, _) => Err(ApiError::forbidden(format!(
+    match origin.to_str() {
+        Ok(origin) if origin.eq_ignore_ascii_case(&format!("http://{host}")) => Ok(()),
+        origin => Err(ApiError::forbidden(format!(
             "cross-origin writes are refused: origin {:?} is not this node's",
             origin.unwrap_or("(not text)")
         ))),
     }
+}
+
+/// Whether a `Host` header value (`name`, `name:port`, `[v6]` or `[v6]:port`) names one of
+/// `allowed` (compared without the port, ignoring ASCII case).
+fn host_allowed(host: &str, allowed: &[String]) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    !name.is_empty() && allowed.iter().any(|a| a.eq_ignore_ascii_case(name))
 }
 
 /// `POST /txs` body.
@@ -75,11 +99,16 @@ pub(super) async fn post_tx(State(api): State<Api>, body: Body) -> ApiResult<Jso
     let params = &api.ctx.genesis.params;
     let max_tx = usize::try_from(params.max_tx_bytes).unwrap_or(usize::MAX);
     let limit = max_tx.saturating_mul(2).saturating_add(TX_BODY_ENVELOPE_BYTES);
-    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("body over {limit} bytes (a transaction is at most {max_tx} bytes)"),
-        )
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let e = e.into_inner();
+        if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("body over {limit} bytes (a transaction is at most {max_tx} bytes)"),
+            )
+        } else {
+            ApiError::bad_request(format!("reading the body failed: {e}"))
+        }
     })?;
     let body: TxBody = serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::bad_request(format!("body must be {{\"tx\": \"<hex>\"}}: {e}")))?;
@@ -183,7 +212,7 @@ pub(super) async fn post_blob(
         // Read (and drop) the bounded body anyway: a client still sending it would otherwise
         // see its connection reset before it reads the answer.
         let mut stream = body.into_data_stream();
-        while next_piece(&mut stream, &api.config).await?.is_some() {}
+        while next_piece(&mut stream).await?.is_some() {}
     } else {
         receive_blob(&api, body, hash, length).await?;
     }
@@ -213,7 +242,7 @@ async fn receive_blob(api: &Api, body: Body, hash: Hash, length: u64) -> ApiResu
     });
     let mut stream = body.into_data_stream();
     let read = loop {
-        match next_piece(&mut stream, &api.config).await {
+        match next_piece(&mut stream).await {
             Ok(Some(piece)) => {
                 if pieces.send(piece).await.is_err() {
                     break Ok(()); // The writer failed; its error says why.
@@ -235,16 +264,13 @@ async fn receive_blob(api: &Api, body: Body, hash: Hash, length: u64) -> ApiResu
     }
 }
 
-/// The body's next piece, or `None` at its end; a stalled or broken body is a 400.
-async fn next_piece(
-    stream: &mut axum::body::BodyDataStream,
-    config: &HttpConfig,
-) -> ApiResult<Option<Bytes>> {
-    match tokio::time::timeout(config.body_idle_timeout, stream.next()).await {
-        Ok(Some(Ok(piece))) => Ok(Some(piece)),
-        Ok(None) => Ok(None),
-        Ok(Some(Err(e))) => Err(ApiError::bad_request(format!("reading the body failed: {e}"))),
-        Err(_) => Err(ApiError::bad_request("the body stalled; upload timed out")),
+/// The body's next piece, or `None` at its end; a broken body, or one that stalled past
+/// [`HttpConfig::body_idle_timeout`] (every body is wrapped in that timeout), is a 400.
+async fn next_piece(stream: &mut axum::body::BodyDataStream) -> ApiResult<Option<Bytes>> {
+    match stream.next().await {
+        Some(Ok(piece)) => Ok(Some(piece)),
+        None => Ok(None),
+        Some(Err(e)) => Err(ApiError::bad_request(format!("reading the body failed: {e}"))),
     }
 }
 
@@ -267,18 +293,39 @@ mod tests {
 
     #[test]
     fn origin_rule() {
+        let hosts = super::super::loopback_hosts();
         let mut h = HeaderMap::new();
-        assert!(check_origin(&h).is_ok(), "no Origin: a non-browser client");
+        assert!(check_origin(&h, &hosts).is_err(), "no Host: nothing to check the name of");
         h.insert(header::HOST, HeaderValue::from_static("127.0.0.1:8081"));
+        assert!(check_origin(&h, &hosts).is_ok(), "no Origin: a non-browser client");
         h.insert(header::ORIGIN, HeaderValue::from_static("http://127.0.0.1:8081"));
-        assert!(check_origin(&h).is_ok());
+        assert!(check_origin(&h, &hosts).is_ok());
         h.insert(header::ORIGIN, HeaderValue::from_static("http://127.0.0.1:9999"));
-        assert_eq!(check_origin(&h).unwrap_err().status, StatusCode::FORBIDDEN);
+        assert_eq!(check_origin(&h, &hosts).unwrap_err().status, StatusCode::FORBIDDEN);
         h.insert(header::ORIGIN, HeaderValue::from_static("null"));
-        assert!(check_origin(&h).is_err());
-        h.remove(header::HOST);
-        h.insert(header::ORIGIN, HeaderValue::from_static("http://127.0.0.1:8081"));
-        assert!(check_origin(&h).is_err(), "no Host to compare with");
+        assert!(check_origin(&h, &hosts).is_err());
+        // DNS rebinding: the page's own origin, under a name that resolves to this node.
+        h.insert(header::HOST, HeaderValue::from_static("rebind.attacker.example:8081"));
+        h.insert(header::ORIGIN, HeaderValue::from_static("http://rebind.attacker.example:8081"));
+        let err = check_origin(&h, &hosts).unwrap_err();
+        assert_eq!(err.status, StatusCode::FORBIDDEN);
+        assert!(err.message.contains("http_write_hosts"), "{}", err.message);
+        let mut more = hosts.clone();
+        more.push("node.example".into());
+        h.insert(header::HOST, HeaderValue::from_static("NODE.example:8081"));
+        h.insert(header::ORIGIN, HeaderValue::from_static("http://node.example:8081"));
+        assert!(check_origin(&h, &more).is_ok());
+    }
+
+    #[test]
+    fn host_names_are_compared_without_ports() {
+        let hosts = super::super::loopback_hosts();
+        for ok in ["localhost", "localhost:80", "127.0.0.1:1", "[::1]:8080", "[::1]"] {
+            assert!(host_allowed(ok, &hosts), "{ok}");
+        }
+        for bad in ["", ":80", "localhost.evil:80", "127.0.0.2:80", "[::2]:1", "evil"] {
+            assert!(!host_allowed(bad, &hosts), "{bad}");
+        }
     }
 
     #[test]

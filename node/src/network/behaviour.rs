@@ -13,6 +13,7 @@ use super::codec::{BlobCodec, SyncCodec};
 use super::config::NetworkConfig;
 use super::gossip::{Topic, message_id};
 use super::handshake;
+use super::slots::SlotGuard;
 
 /// Gossipsub score below which a peer's messages are dropped (gossipsub's graylist); the node
 /// also disconnects and bans a peer whose score falls under it.
@@ -41,6 +42,7 @@ pub const BLOB_PROTOCOL: StreamProtocol = StreamProtocol::new("/crucible/blob/1"
 #[derive(NetworkBehaviour)]
 pub(crate) struct Behaviour {
     pub(crate) limits: connection_limits::Behaviour,
+    pub(crate) slots: SlotGuard,
     pub(crate) identify: identify::Behaviour,
     pub(crate) ping: ping::Behaviour,
     pub(crate) kad: kad::Behaviour<kad::store::MemoryStore>,
@@ -65,9 +67,10 @@ impl Behaviour {
     pub(crate) fn new(key: &Keypair, config: &NetworkConfig) -> Result<Behaviour, BehaviourError> {
         let peer_id = key.public().to_peer_id();
         let c = &config.connections;
+        // The total is counted by `slots`, which leaves the genesis validators out of it and can
+        // evict an idle peer to make room.
         let limits = connection_limits::ConnectionLimits::default()
             .with_max_established_per_peer(Some(c.established_per_peer_max))
-            .with_max_established(Some(c.established_total_max))
             .with_max_pending_incoming(Some(c.pending_incoming_max))
             .with_max_pending_outgoing(Some(c.pending_outgoing_max));
 
@@ -114,6 +117,7 @@ impl Behaviour {
 
         Ok(Behaviour {
             limits: connection_limits::Behaviour::new(limits),
+            slots: SlotGuard::new(c.clone()),
             identify,
             ping: ping::Behaviour::default(),
             kad,

@@ -41,6 +41,8 @@ pub enum SyncResponse {
     Blocks(Vec<CommittedBlock>),
     /// The server could not read its store.
     Unavailable,
+    /// The server is throttling the requester (too many bytes or requests); ask later.
+    Busy,
 }
 
 /// Asks for `length` bytes of blob `hash` from `offset`.

@@ -7,9 +7,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use consensus::genesis::Params;
+use consensus::genesis::{Genesis, Params};
 use consensus::types::Hash;
-use libp2p::Multiaddr;
+use libp2p::{Multiaddr, PeerId};
 
 /// Room for what a gossip message carries besides a block: the proposal or commit certificate
 /// around it and the envelope, in bytes.
@@ -21,17 +21,30 @@ pub const BLOB_CHUNK_BYTES_LIMIT: u32 = 16 << 20;
 /// Most blocks one sync request may ask for.
 pub const SYNC_BLOCKS_LIMIT: u32 = 1_024;
 
-/// Connection limits, enforced by libp2p's `connection_limits` before a connection is used.
+/// Connection limits: libp2p's `connection_limits` enforces the per-peer and handshake limits
+/// before a connection is used, [`super::slots`] the per-IP, per-subnet and total ones.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConnectionLimits {
     /// Most established connections to one peer.
     pub established_per_peer_max: u32,
-    /// Most established connections in total.
+    /// Most established connections in total, the reserved peers' not counted.
     pub established_total_max: u32,
+    /// Most inbound connections from one IP, the reserved peers' not counted.
+    pub per_ip_max: u32,
+    /// Most inbound connections from one subnet (/24 for IPv4, /48 for IPv6), the reserved
+    /// peers' not counted.
+    pub per_subnet_max: u32,
     /// Most incoming connections still in their handshake.
     pub pending_incoming_max: u32,
+    /// Most incoming connections from one IP still in their handshake.
+    pub pending_per_ip_max: u32,
     /// Most outgoing dials in progress.
     pub pending_outgoing_max: u32,
+    /// How long a peer may send nothing useful before its slot may go to a newcomer.
+    pub idle_grace: Duration,
+    /// Peers always admitted and never counted: the genesis validators (see
+    /// [`reserved_peers`]).
+    pub reserved: Vec<PeerId>,
 }
 
 impl Default for ConnectionLimits {
@@ -39,10 +52,28 @@ impl Default for ConnectionLimits {
         ConnectionLimits {
             established_per_peer_max: 2,
             established_total_max: 128,
+            per_ip_max: 16,
+            per_subnet_max: 32,
             pending_incoming_max: 32,
+            pending_per_ip_max: 8,
             pending_outgoing_max: 32,
+            idle_grace: Duration::from_secs(30),
+            reserved: Vec::new(),
         }
     }
+}
+
+/// The PeerIds of a genesis's validators (a node key's PeerId derives from its account), for
+/// [`ConnectionLimits::reserved`].
+pub fn reserved_peers(genesis: &Genesis) -> Vec<PeerId> {
+    genesis
+        .validators
+        .iter()
+        .filter_map(|v| {
+            let key = libp2p::identity::ed25519::PublicKey::try_from_bytes(&v.account.0).ok()?;
+            Some(libp2p::identity::PublicKey::from(key).to_peer_id())
+        })
+        .collect()
 }
 
 /// Limits of the `blob` protocol.
@@ -80,6 +111,8 @@ pub struct SyncLimits {
     pub response_bytes_max: usize,
 }
 
+pub use super::throttle::SyncThrottleLimits;
+
 /// Everything the network layer needs; see [`NetworkConfig::for_chain`].
 #[derive(Clone, Debug)]
 pub struct NetworkConfig {
@@ -106,6 +139,8 @@ pub struct NetworkConfig {
     pub blob: BlobLimits,
     /// Sync protocol limits.
     pub sync: SyncLimits,
+    /// How fast each peer may be served sync answers.
+    pub sync_serving: SyncThrottleLimits,
     /// How long a request may wait for its response.
     pub request_timeout: Duration,
     /// How long a connection with nothing to do stays open.
@@ -153,6 +188,7 @@ impl NetworkConfig {
                 blocks_max: 64,
                 response_bytes_max: block_bytes.saturating_add(GOSSIP_ENVELOPE_BYTES).max(8 << 20),
             },
+            sync_serving: SyncThrottleLimits::default(),
             request_timeout: Duration::from_secs(30),
             idle_connection_timeout: Duration::from_secs(60),
             gossip_heartbeat: Duration::from_millis(700),
@@ -206,12 +242,33 @@ impl NetworkConfig {
                 "must hold at least one block with its certificate".into(),
             );
         }
+        let serving = &self.sync_serving;
+        if serving.bytes_per_sec == 0 || serving.in_flight_max == 0 {
+            return fail("sync_serving", "bytes_per_sec and in_flight_max must be positive".into());
+        }
+        if serving.burst_bytes < self.sync.response_bytes_max as u64 {
+            return fail("sync_serving.burst_bytes", "must hold at least one full answer".into());
+        }
         if self.channel_capacity == 0 {
             return fail("channel_capacity", "must be positive".into());
         }
         let c = &self.connections;
-        if c.established_per_peer_max == 0 || c.established_total_max == 0 {
+        if [c.established_per_peer_max, c.established_total_max, c.per_ip_max, c.per_subnet_max]
+            .contains(&0)
+        {
             return fail("connections", "established limits must be positive".into());
+        }
+        if c.per_ip_max > c.per_subnet_max || c.per_subnet_max > c.established_total_max {
+            return fail(
+                "connections",
+                "per_ip_max <= per_subnet_max <= established_total_max must hold".into(),
+            );
+        }
+        if c.pending_per_ip_max == 0 || c.pending_per_ip_max > c.pending_incoming_max {
+            return fail(
+                "connections.pending_per_ip_max",
+                "must be 1..=pending_incoming_max".into(),
+            );
         }
         if self.request_timeout.is_zero() || self.gossip_heartbeat.is_zero() {
             return fail("timeouts", "request timeout and heartbeat must be positive".into());

@@ -9,7 +9,7 @@ use consensus::types::{AccountId, Hash};
 use futures::StreamExt;
 use libp2p::gossipsub::{self, MessageAcceptance};
 use libp2p::multiaddr::Protocol;
-use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
+use libp2p::request_response::{self, InboundRequestId, OutboundRequestId, ResponseChannel};
 use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, PeerId, Swarm, identify, kad, mdns};
 use tokio::sync::{mpsc, oneshot};
@@ -21,6 +21,7 @@ use super::config::NetworkConfig;
 use super::gossip::{Topic, check_stateless};
 use super::handshake::{self, HandshakeError};
 use super::sync::SyncResponder;
+use super::throttle::SyncThrottle;
 use super::{GossipId, Misbehavior, NetworkError, NetworkEvent, PeerInfo};
 use crate::blobs::{BlobStore, BlobStoreError};
 use crate::keystore::account_of;
@@ -63,6 +64,9 @@ pub struct EventLoop {
     pending_blob: HashMap<OutboundRequestId, Reply<Result<BlobResponse, RequestError>>>,
     pending_providers: HashMap<kad::QueryId, (HashSet<PeerId>, Reply<HashSet<PeerId>>)>,
     pending_provide: HashMap<kad::QueryId, Reply<Result<(), NetworkError>>>,
+    /// Sync requests being answered, by the peer that asked.
+    sync_serving: HashMap<InboundRequestId, PeerId>,
+    sync_throttle: SyncThrottle,
     /// Messages handed over with [`Command::Gossip`] that no peer could take yet.
     unsent: VecDeque<(Topic, Vec<u8>)>,
 }
@@ -76,6 +80,7 @@ impl EventLoop {
         config: NetworkConfig,
     ) -> EventLoop {
         let (served_tx, served_rx) = mpsc::channel(config.blob.serving_max);
+        let sync_throttle = SyncThrottle::new(config.sync_serving.clone());
         EventLoop {
             swarm,
             commands,
@@ -92,6 +97,8 @@ impl EventLoop {
             pending_blob: HashMap::new(),
             pending_providers: HashMap::new(),
             pending_provide: HashMap::new(),
+            sync_serving: HashMap::new(),
+            sync_throttle,
             unsent: VecDeque::new(),
         }
     }
@@ -197,6 +204,7 @@ impl EventLoop {
             }
             SwarmEvent::ConnectionClosed { peer_id, num_established: 0, cause, .. } => {
                 tracing::debug!(peer = %peer_id, ?cause, "last connection closed");
+                self.sync_throttle.forget(&peer_id);
                 if self.verified.remove(&peer_id).is_some() {
                     self.emit(NetworkEvent::PeerDisconnected { peer: peer_id });
                 }
@@ -273,6 +281,7 @@ impl EventLoop {
                 };
                 match checked {
                     Ok(message) => {
+                        self.swarm.behaviour_mut().slots.mark_useful(propagation_source);
                         let id =
                             GossipId { message_id: message_id.clone(), source: propagation_source };
                         if !self.emit(NetworkEvent::GossipReceived { id, message }) {
@@ -412,11 +421,19 @@ impl EventLoop {
     fn on_sync(&mut self, event: request_response::Event<super::codec::SyncRequest, SyncResponse>) {
         match event {
             request_response::Event::Message { peer, message, .. } => match message {
-                request_response::Message::Request { request, channel, .. } => {
-                    let responder = SyncResponder(channel);
+                request_response::Message::Request { request_id, request, channel } => {
+                    if let Err(throttled) = self.sync_throttle.admit(peer, Instant::now()) {
+                        tracing::debug!(%peer, %throttled, "busy: refusing a sync request");
+                        let sync = &mut self.swarm.behaviour_mut().sync;
+                        let _ = sync.send_response(channel, SyncResponse::Busy);
+                        return;
+                    }
+                    self.sync_serving.insert(request_id, peer);
+                    let responder = SyncResponder { channel, peer };
                     self.emit(NetworkEvent::SyncRequested { peer, request, responder });
                 }
                 request_response::Message::Response { request_id, response } => {
+                    self.swarm.behaviour_mut().slots.mark_useful(peer);
                     if let Some(reply) = self.pending_sync.remove(&request_id) {
                         let _ = reply.send(Ok(response));
                     }
@@ -428,10 +445,20 @@ impl EventLoop {
                         reply.send(Err(RequestError::Failed { peer, reason: error.to_string() }));
                 }
             }
-            request_response::Event::InboundFailure { peer, error, .. } => {
+            request_response::Event::InboundFailure { peer, request_id, error, .. } => {
                 tracing::debug!(%peer, %error, "a sync request from a peer failed");
+                self.sync_served(request_id);
             }
-            request_response::Event::ResponseSent { .. } => {}
+            request_response::Event::ResponseSent { request_id, .. } => {
+                self.sync_served(request_id)
+            }
+        }
+    }
+
+    /// A sync request is over (answered, failed, or dropped unanswered): one less in flight.
+    fn sync_served(&mut self, request_id: InboundRequestId) {
+        if let Some(peer) = self.sync_serving.remove(&request_id) {
+            self.sync_throttle.ended(peer);
         }
     }
 
@@ -442,6 +469,7 @@ impl EventLoop {
                     self.serve_blob(peer, request, channel)
                 }
                 request_response::Message::Response { request_id, response } => {
+                    self.swarm.behaviour_mut().slots.mark_useful(peer);
                     if let Some(reply) = self.pending_blob.remove(&request_id) {
                         let _ = reply.send(Ok(response));
                     }
@@ -525,7 +553,10 @@ impl EventLoop {
                 self.pending_sync.insert(id, reply);
             }
             Command::RespondSync { responder, response } => {
-                if self.swarm.behaviour_mut().sync.send_response(responder.0, response).is_err() {
+                let bytes = consensus::encoding::encode(&response).len();
+                self.sync_throttle.charge(responder.peer, bytes, Instant::now());
+                let sync = &mut self.swarm.behaviour_mut().sync;
+                if sync.send_response(responder.channel, response).is_err() {
                     tracing::debug!("a sync requester went away before the answer");
                 }
             }

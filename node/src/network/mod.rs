@@ -1,7 +1,8 @@
 //! The node's libp2p network, as an actor.
 //!
 //! [`start`] builds the swarm (TCP + Noise + Yamux; Identify, Ping, Kademlia in server mode,
-//! optional mDNS, connection limits, gossipsub, and the `sync` and `blob` request-response
+//! optional mDNS, connection limits per peer, IP, subnet and in total with reserved slots for the
+//! genesis validators ([`slots`]), gossipsub, and the `sync` and `blob` request-response
 //! protocols) and returns three things:
 //!
 //! - a [`NetworkClient`]: cloneable, it sends [`client`] commands over a bounded channel and
@@ -33,7 +34,9 @@
 //!
 //! A peer's [`codec::SyncRequest`] arrives as [`NetworkEvent::SyncRequested`]; the application
 //! answers with [`NetworkClient::respond_sync`], usually with [`sync::serve`] over its
-//! [`consensus::chain::Ledger`], which bounds the answer by count and bytes.
+//! [`consensus::chain::Ledger`], which bounds the answer by count and bytes. A peer that asks
+//! faster than [`NetworkConfig::sync_serving`] allows (bytes per second, requests in flight) is
+//! answered `Busy` here, without the application seeing the request ([`throttle`]).
 //!
 //! ## Blobs
 //!
@@ -51,7 +54,9 @@ pub mod config;
 mod event_loop;
 pub mod gossip;
 pub mod handshake;
+pub mod slots;
 pub mod sync;
+pub mod throttle;
 mod traffic;
 
 use std::sync::Arc;
@@ -69,7 +74,10 @@ pub use behaviour::{
 };
 pub use blob::{BlobFetchError, Mismatch};
 pub use client::{NetworkClient, RequestError};
-pub use config::{BlobLimits, ConfigError, ConnectionLimits, NetworkConfig, SyncLimits};
+pub use config::{
+    BlobLimits, ConfigError, ConnectionLimits, NetworkConfig, SyncLimits, SyncThrottleLimits,
+    reserved_peers,
+};
 pub use event_loop::EventLoop;
 pub use gossip::{CommittedBlock, GossipError, GossipMessage, Topic, Validation};
 pub use handshake::HandshakeError;

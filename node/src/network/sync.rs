@@ -22,7 +22,11 @@ const RESPONSE_OVERHEAD_BYTES: usize = 16;
 /// Where the answer to one [`super::NetworkEvent::SyncRequested`] goes; pass it back to
 /// [`super::NetworkClient::respond_sync`].
 #[derive(Debug)]
-pub struct SyncResponder(pub(crate) ResponseChannel<SyncResponse>);
+pub struct SyncResponder {
+    pub(crate) channel: ResponseChannel<SyncResponse>,
+    /// Who asked: the answer's bytes are charged to it.
+    pub(crate) peer: libp2p::PeerId,
+}
 
 /// Why a sync request failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -33,6 +37,9 @@ pub enum SyncError {
     /// The peer could not read its store.
     #[error("the peer could not read its store")]
     Unavailable,
+    /// The peer throttles us: we asked faster than it serves one peer.
+    #[error("the peer is busy (we asked faster than it serves one peer)")]
+    Busy,
     /// The answer breaks the protocol (the peer was penalized).
     #[error("bad sync response: {reason}")]
     BadResponse {
@@ -82,6 +89,7 @@ pub fn check_response(
     let blocks = match response {
         SyncResponse::Blocks(blocks) => blocks,
         SyncResponse::Unavailable => return Err(SyncError::Unavailable),
+        SyncResponse::Busy => return Err(SyncError::Busy),
     };
     let bad = |reason: String| Err(SyncError::BadResponse { reason });
     if blocks.len() > request.count as usize {
@@ -156,5 +164,6 @@ mod tests {
             check_response(&request, SyncResponse::Unavailable),
             Err(SyncError::Unavailable)
         );
+        assert_eq!(check_response(&request, SyncResponse::Busy), Err(SyncError::Busy));
     }
 }

@@ -61,6 +61,9 @@ pub struct ConfigFile {
     pub heldout: Option<PathBuf>,
     /// Whether mDNS discovery runs.
     pub mdns: Option<bool>,
+    /// Host names, besides the loopback names and the HTTP address itself, under which the HTTP
+    /// API accepts writes (a name the node is reached by; any other is refused as DNS rebinding).
+    pub http_write_hosts: Option<Vec<String>>,
 }
 
 impl ConfigFile {
@@ -134,6 +137,8 @@ pub struct NodeConfig {
     pub heldout: Option<PathBuf>,
     /// Whether mDNS discovery runs.
     pub mdns: bool,
+    /// Extra host names the HTTP API accepts writes under (see [`ConfigFile::http_write_hosts`]).
+    pub http_write_hosts: Vec<String>,
 }
 
 /// A setting that is missing, malformed or inconsistent with another.
@@ -290,7 +295,27 @@ impl NodeConfig {
             ));
         }
         let mdns = !flags.no_mdns && file.mdns.unwrap_or(true);
-        Ok(NodeConfig { role, data_dir, genesis, listen, bootstrap, http, recipe, heldout, mdns })
+        let http_write_hosts = file.http_write_hosts.unwrap_or_default();
+        if let Some(bad) = http_write_hosts.iter().find(|h| h.is_empty() || h.contains([':', '/']))
+        {
+            return Err(invalid(
+                "http_write_hosts entry",
+                bad.clone(),
+                "must be a host name or IPv4 address without port or scheme",
+            ));
+        }
+        Ok(NodeConfig {
+            role,
+            data_dir,
+            genesis,
+            listen,
+            bootstrap,
+            http,
+            recipe,
+            heldout,
+            mdns,
+            http_write_hosts,
+        })
     }
 }
 

@@ -228,6 +228,7 @@ pub async fn start(config: &NodeConfig) -> Result<(NodeContext, Driver), DriverE
     net.listen = config.listen.clone();
     net.bootstrap = config.bootstrap.clone();
     net.mdns = config.mdns;
+    net.connections.reserved = network::reserved_peers(&genesis);
     let sync_limits = net.sync.clone();
     let (client, network_events, event_loop) =
         network::start(keystore::libp2p_keypair(&key)?, net)?;
