@@ -1,14 +1,19 @@
 //! The ledger state and the rules that change it: transactions, task windows, end-of-block
 //! finalization and validator-set changes.
 //!
-//! The state is a set of typed tables (ordered maps) that mirror the store's trees. Every table
-//! records which keys a block touched, so [`State::take_changes`] yields exactly the writes that
-//! persist a block. The state root hashes every table in a fixed order ([`State::root`]).
+//! The state is a set of typed tables (persistent ordered maps, so a clone is O(1) and shares
+//! every node until one side writes) that mirror the store's trees. Every table records which
+//! keys a block touched, so [`State::take_changes`] yields exactly the writes that persist a
+//! block and updates the state's sparse Merkle tree ([`crate::merkle`]) at exactly those leaves:
+//! the root ([`State::root`]) costs O(changes × log n), never a pass over the whole state.
 //!
 //! Each transaction is checked completely before anything changes ([`State::execute_tx`] plans,
 //! then applies), so a rejected transaction leaves the state as it was.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use imbl::OrdMap;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -20,7 +25,7 @@ use crate::finalize::{
     FinalizationReport, FinalizeInput, RevealInput, TrainerInput, ValidatorInput, finalize,
 };
 use crate::genesis::{Genesis, Params};
-use crate::hash::{TaggedHasher, tags};
+use crate::merkle::{LeafChange, MerkleTree, StateProof, leaf_path, value_hash};
 use crate::storage::{Op, Store, StoreError, Tree};
 use crate::task::{SpecError, TaskSpec};
 use crate::tx::{SignedTx, TxKind};
@@ -212,22 +217,27 @@ pub struct ChainMeta {
 /// An equivocation key: slashed at most once.
 pub type EvidenceKey = (AccountId, Height, Round, VoteKind);
 
-/// A table: an ordered map that remembers which keys changed.
+/// A table: a persistent ordered map that remembers which keys changed. Values sit behind an
+/// `Arc`, so copying a shared map node on write never copies a large record (a task's spec).
 #[derive(Clone, Debug)]
 pub struct Table<K: Ord, V> {
     tree: Tree,
-    map: BTreeMap<K, V>,
+    map: OrdMap<K, Arc<V>>,
     dirty: BTreeSet<K>,
 }
 
-impl<K: Ord + Clone + Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> Table<K, V> {
+impl<K, V> Table<K, V>
+where
+    K: Ord + Clone + Serialize + DeserializeOwned,
+    V: Clone + Serialize + DeserializeOwned,
+{
     fn new(tree: Tree) -> Self {
-        Table { tree, map: BTreeMap::new(), dirty: BTreeSet::new() }
+        Table { tree, map: OrdMap::new(), dirty: BTreeSet::new() }
     }
 
     /// The value at `key`.
     pub fn get(&self, key: &K) -> Option<&V> {
-        self.map.get(key)
+        self.map.get(key).map(|v| &**v)
     }
 
     /// Whether `key` is present.
@@ -237,12 +247,12 @@ impl<K: Ord + Clone + Serialize + DeserializeOwned, V: Serialize + DeserializeOw
 
     /// Entries in key order.
     pub fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
-        self.map.iter()
+        self.map.iter().map(|(k, v)| (k, &**v))
     }
 
     /// Entries with keys in a range, in key order.
     pub fn range<R: std::ops::RangeBounds<K>>(&self, range: R) -> impl Iterator<Item = (&K, &V)> {
-        self.map.range(range)
+        self.map.range(range).map(|(k, v)| (k, &**v))
     }
 
     /// Number of entries.
@@ -257,7 +267,7 @@ impl<K: Ord + Clone + Serialize + DeserializeOwned, V: Serialize + DeserializeOw
 
     fn insert(&mut self, key: K, value: V) {
         self.dirty.insert(key.clone());
-        self.map.insert(key, value);
+        self.map.insert(key, Arc::new(value));
     }
 
     fn remove(&mut self, key: &K) {
@@ -269,44 +279,89 @@ impl<K: Ord + Clone + Serialize + DeserializeOwned, V: Serialize + DeserializeOw
     where
         V: Default,
     {
-        let mut value = self.map.remove(&key).unwrap_or_default();
+        let mut value = self.map.remove(&key).map(Arc::unwrap_or_clone).unwrap_or_default();
         f(&mut value);
         self.insert(key, value);
     }
 
     fn modify(&mut self, key: &K, f: impl FnOnce(&mut V)) {
         if let Some(value) = self.map.get_mut(key) {
-            f(value);
+            f(Arc::make_mut(value));
             self.dirty.insert(key.clone());
         }
     }
 
-    fn hash_into(&self, h: &mut TaggedHasher) {
-        h.part(&[self.tree as u8]);
-        h.part(&(self.map.len() as u64).to_le_bytes());
-        for (k, v) in &self.map {
-            h.part(&encode(k)).part(&encode(v));
+    /// The Merkle leaf changes of every key changed since the last [`Table::take_changes`].
+    fn pending_leaves(&self, leaves: &mut Vec<LeafChange>) {
+        for key in &self.dirty {
+            let k = encode(key);
+            let value = self.map.get(key).map(|v| value_hash(&encode(&**v)));
+            leaves.push((leaf_path(self.tree, &k), value));
         }
     }
 
-    fn take_changes(&mut self, ops: &mut Vec<Op>) {
+    /// The store writes and Merkle leaf changes of every changed key; forgets the changes.
+    fn take_changes(&mut self, ops: &mut Vec<Op>, leaves: &mut Vec<LeafChange>) {
         for key in std::mem::take(&mut self.dirty) {
+            let k = encode(&key);
+            let path = leaf_path(self.tree, &k);
             match self.map.get(&key) {
-                Some(v) => ops.push(Op::Put(self.tree, encode(&key), encode(v))),
-                None => ops.push(Op::Delete(self.tree, encode(&key))),
+                Some(v) => {
+                    let v = encode(&**v);
+                    leaves.push((path, Some(value_hash(&v))));
+                    ops.push(Op::Put(self.tree, k, v));
+                }
+                None => {
+                    leaves.push((path, None));
+                    ops.push(Op::Delete(self.tree, k));
+                }
             }
         }
     }
 
-    fn load(tree: Tree, store: &dyn Store) -> Result<Self, LoadError> {
+    /// The canonical value bytes at the canonical key bytes `key`.
+    fn encoded(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StateKeyError> {
+        let decoded: K = decode("state key", key, STATE_KEY_BYTES_MAX)?;
+        if encode(&decoded) != key {
+            return Err(StateKeyError::NotCanonical);
+        }
+        Ok(self.map.get(&decoded).map(|v| encode(&**v)))
+    }
+
+    /// Loads the table, adding a Merkle leaf per record to `leaves`.
+    fn load(
+        tree: Tree,
+        store: &dyn Store,
+        leaves: &mut Vec<(Hash, Hash)>,
+    ) -> Result<Self, LoadError> {
         let mut table = Table::new(tree);
         for (k, v) in store.scan(tree)? {
-            let key = decode("stored key", &k, STORED_VALUE_BYTES_MAX)?;
-            let value = decode("stored value", &v, STORED_VALUE_BYTES_MAX)?;
-            table.map.insert(key, value);
+            let key: K = decode("stored key", &k, STORED_VALUE_BYTES_MAX)?;
+            let value: V = decode("stored value", &v, STORED_VALUE_BYTES_MAX)?;
+            // Hash the re-encoded record, as the live path does, so a stored record in a
+            // non-canonical encoding cannot change the root.
+            leaves.push((leaf_path(tree, &encode(&key)), value_hash(&encode(&value))));
+            table.map.insert(key, Arc::new(value));
         }
         Ok(table)
     }
+}
+
+/// Longest canonical key of a state record, in bytes (the largest is an evidence key).
+pub const STATE_KEY_BYTES_MAX: usize = 128;
+
+/// Why a state record cannot be looked up by its key bytes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StateKeyError {
+    /// The tree holds no ledger state (blocks, commits, the tx index, the WAL).
+    #[error("`{0}` is not a state table")]
+    NotState(&'static str),
+    /// The bytes are not a key of the table.
+    #[error("not a key of this table: {0}")]
+    Malformed(#[from] DecodeError),
+    /// The bytes decode, but are not the key's canonical encoding.
+    #[error("the key bytes are not in canonical form")]
+    NotCanonical,
 }
 
 /// Why the state could not be loaded from a store.
@@ -526,6 +581,8 @@ impl Plan {
 pub struct State {
     meta: ChainMeta,
     meta_dirty: bool,
+    /// The Merkle tree as of the last [`State::take_changes`] (or load).
+    merkle: MerkleTree,
     /// Accounts.
     pub accounts: Table<AccountId, Account>,
     /// Validators.
@@ -546,7 +603,8 @@ pub struct State {
     pub champions: Table<ModelHash, ChampionRecord>,
 }
 
-const META_KEY: &[u8] = b"chain";
+/// The key of the chain meta record in the [`Tree::Meta`] table.
+pub const META_KEY: &[u8] = b"chain";
 
 impl State {
     /// The state at height 0.
@@ -563,6 +621,7 @@ impl State {
                 burned: Amount::ZERO,
             },
             meta_dirty: true,
+            merkle: MerkleTree::default(),
             accounts: Table::new(Tree::Accounts),
             validators: Table::new(Tree::Validators),
             validator_sets: Table::new(Tree::ValidatorSets),
@@ -598,54 +657,112 @@ impl State {
             return Ok(None);
         };
         let meta: ChainMeta = decode("chain meta", &meta, STORED_VALUE_BYTES_MAX)?;
-        Ok(Some(State {
+        let mut leaves = vec![(leaf_path(Tree::Meta, META_KEY), value_hash(&encode(&meta)))];
+        let l = &mut leaves;
+        let mut state = State {
             meta,
             meta_dirty: false,
-            accounts: Table::load(Tree::Accounts, store)?,
-            validators: Table::load(Tree::Validators, store)?,
-            validator_sets: Table::load(Tree::ValidatorSets, store)?,
-            tasks: Table::load(Tree::Tasks, store)?,
-            submissions: Table::load(Tree::Submissions, store)?,
-            verdicts: Table::load(Tree::Verdicts, store)?,
-            commitments: Table::load(Tree::Commitments, store)?,
-            evidence: Table::load(Tree::Evidence, store)?,
-            champions: Table::load(Tree::Champions, store)?,
-        }))
+            merkle: MerkleTree::default(),
+            accounts: Table::load(Tree::Accounts, store, l)?,
+            validators: Table::load(Tree::Validators, store, l)?,
+            validator_sets: Table::load(Tree::ValidatorSets, store, l)?,
+            tasks: Table::load(Tree::Tasks, store, l)?,
+            submissions: Table::load(Tree::Submissions, store, l)?,
+            verdicts: Table::load(Tree::Verdicts, store, l)?,
+            commitments: Table::load(Tree::Commitments, store, l)?,
+            evidence: Table::load(Tree::Evidence, store, l)?,
+            champions: Table::load(Tree::Champions, store, l)?,
+        };
+        state.merkle = MerkleTree::from_leaves(leaves);
+        Ok(Some(state))
     }
 
-    /// The writes that persist every change since the last call.
+    /// The writes that persist every change since the last call; the Merkle tree takes the same
+    /// changes, so [`State::root`] is then O(1).
     pub fn take_changes(&mut self) -> Vec<Op> {
         let mut ops = Vec::new();
+        let mut leaves = Vec::new();
         if std::mem::take(&mut self.meta_dirty) {
-            ops.push(Op::Put(Tree::Meta, META_KEY.to_vec(), encode(&self.meta)));
+            let meta = encode(&self.meta);
+            leaves.push((leaf_path(Tree::Meta, META_KEY), Some(value_hash(&meta))));
+            ops.push(Op::Put(Tree::Meta, META_KEY.to_vec(), meta));
         }
-        self.accounts.take_changes(&mut ops);
-        self.validators.take_changes(&mut ops);
-        self.validator_sets.take_changes(&mut ops);
-        self.tasks.take_changes(&mut ops);
-        self.submissions.take_changes(&mut ops);
-        self.verdicts.take_changes(&mut ops);
-        self.commitments.take_changes(&mut ops);
-        self.evidence.take_changes(&mut ops);
-        self.champions.take_changes(&mut ops);
+        let l = &mut leaves;
+        self.accounts.take_changes(&mut ops, l);
+        self.validators.take_changes(&mut ops, l);
+        self.validator_sets.take_changes(&mut ops, l);
+        self.tasks.take_changes(&mut ops, l);
+        self.submissions.take_changes(&mut ops, l);
+        self.verdicts.take_changes(&mut ops, l);
+        self.commitments.take_changes(&mut ops, l);
+        self.evidence.take_changes(&mut ops, l);
+        self.champions.take_changes(&mut ops, l);
+        self.merkle.apply(leaves);
         ops
     }
 
-    /// The state root: a tagged hash over the chain meta and every table, in [`Tree::STATE`]
-    /// order, each entry as its canonical key and value bytes.
+    fn pending_leaves(&self) -> Vec<LeafChange> {
+        let mut leaves = Vec::new();
+        if self.meta_dirty {
+            leaves.push((leaf_path(Tree::Meta, META_KEY), Some(value_hash(&encode(&self.meta)))));
+        }
+        let l = &mut leaves;
+        self.accounts.pending_leaves(l);
+        self.validators.pending_leaves(l);
+        self.validator_sets.pending_leaves(l);
+        self.tasks.pending_leaves(l);
+        self.submissions.pending_leaves(l);
+        self.verdicts.pending_leaves(l);
+        self.commitments.pending_leaves(l);
+        self.evidence.pending_leaves(l);
+        self.champions.pending_leaves(l);
+        leaves
+    }
+
+    /// The state root: the root of the sparse Merkle tree over the chain meta and every table's
+    /// records ([`crate::merkle`] states the layout). O(1) after [`State::take_changes`];
+    /// otherwise the pending changes are applied to a copy, O(changes × log n).
     pub fn root(&self) -> Hash {
-        let mut h = TaggedHasher::new(tags::STATE);
-        h.part(&encode(&self.meta));
-        self.accounts.hash_into(&mut h);
-        self.validators.hash_into(&mut h);
-        self.validator_sets.hash_into(&mut h);
-        self.tasks.hash_into(&mut h);
-        self.submissions.hash_into(&mut h);
-        self.verdicts.hash_into(&mut h);
-        self.commitments.hash_into(&mut h);
-        self.evidence.hash_into(&mut h);
-        self.champions.hash_into(&mut h);
-        h.finish()
+        let pending = self.pending_leaves();
+        if pending.is_empty() {
+            return self.merkle.root();
+        }
+        let mut tree = self.merkle.clone();
+        tree.apply(pending);
+        tree.root()
+    }
+
+    /// The canonical value bytes of the record `(table, key)` (canonical key bytes), if any,
+    /// with its Merkle proof against [`State::root`].
+    pub fn prove(
+        &self,
+        table: Tree,
+        key: &[u8],
+    ) -> Result<(Option<Vec<u8>>, StateProof), StateKeyError> {
+        let value = match table {
+            Tree::Meta => (key == META_KEY).then(|| encode(&self.meta)),
+            Tree::Accounts => self.accounts.encoded(key)?,
+            Tree::Validators => self.validators.encoded(key)?,
+            Tree::ValidatorSets => self.validator_sets.encoded(key)?,
+            Tree::Tasks => self.tasks.encoded(key)?,
+            Tree::Submissions => self.submissions.encoded(key)?,
+            Tree::Verdicts => self.verdicts.encoded(key)?,
+            Tree::Commitments => self.commitments.encoded(key)?,
+            Tree::Evidence => self.evidence.encoded(key)?,
+            Tree::Champions => self.champions.encoded(key)?,
+            Tree::Blocks | Tree::Commits | Tree::TxIndex | Tree::Wal => {
+                return Err(StateKeyError::NotState(table.name()));
+            }
+        };
+        let path = leaf_path(table, key);
+        let proof = if self.pending_leaves().is_empty() {
+            self.merkle.prove(&path)
+        } else {
+            let mut tree = self.merkle.clone();
+            tree.apply(self.pending_leaves());
+            tree.prove(&path)
+        };
+        Ok((value, proof))
     }
 
     /// The chain's scalar state.
