@@ -30,7 +30,8 @@ use consensus::vote::{CommitCertificate, SignedVote, Vote, VoteKind};
 const CHAIN: &str = "scale";
 const SIZES: [usize; 3] = [1_000, 100_000, 1_000_000];
 const TASKS: usize = 10_000;
-const SENDERS: usize = 1_000;
+const SENDERS: usize = 100;
+const TRANSFERS: usize = 1_000;
 const EMPTY_BLOCKS: usize = 30;
 const TRANSFER_BLOCKS: usize = 3;
 const SIZE_VAR: &str = "STATE_SCALE_ACCOUNTS";
@@ -192,28 +193,29 @@ fn run(accounts: usize) {
     let root_empty_us = median(roots);
 
     // Transfers: state only (execute on a copy, then its root update), and in committed blocks.
-    let txs = b.transfers(SENDERS, 0);
+    let txs = b.transfers(TRANSFERS, 0);
     let mut scratch = b.ledger.state().clone();
     let height = b.ledger.height().next();
     let start = Instant::now();
     for (i, tx) in txs.iter().enumerate() {
         scratch.execute_tx(tx, TxContext { height, index: i as u32 }).expect("valid transfer");
     }
-    let apply_us = start.elapsed().as_secs_f64() * 1e6 / SENDERS as f64;
+    let apply_us = start.elapsed().as_secs_f64() * 1e6 / TRANSFERS as f64;
     let start = Instant::now();
     let _ = scratch.take_changes();
     let _ = scratch.root();
-    let root_us = start.elapsed().as_secs_f64() * 1e6 / SENDERS as f64;
+    let root_us = start.elapsed().as_secs_f64() * 1e6 / TRANSFERS as f64;
     let mut in_block = Vec::new();
     for round in 0..TRANSFER_BLOCKS {
-        let txs = b.transfers(SENDERS, round + 1);
-        in_block.push(b.block(txs) * 1e3 / SENDERS as f64);
+        let txs = b.transfers(TRANSFERS, round + 1);
+        in_block.push(b.block(txs) * 1e3 / TRANSFERS as f64);
     }
     let block_us = median(in_block);
 
     // Proofs against the tip's header: of a funded account, and of an account never seen.
     let tip = b.ledger.height();
-    let present = b.ledger.prove("accounts", &encode(&funded(SENDERS + 1)), tip).expect("provable");
+    let present =
+        b.ledger.prove("accounts", &encode(&funded(accounts - 1)), tip).expect("provable");
     assert!(present.value.is_some());
     let absent =
         b.ledger.prove("accounts", &encode(&AccountId([0xee; 32])), tip).expect("provable");

@@ -391,6 +391,35 @@ impl StateProofBundle {
     }
 }
 
+/// A state record's canonical value bytes as JSON, decoded as the record type of `table`.
+pub fn record_json(table: Tree, bytes: &[u8]) -> Result<serde_json::Value, DecodeError> {
+    use crate::state as s;
+    fn json<T: serde::de::DeserializeOwned + Serialize>(
+        bytes: &[u8],
+    ) -> Result<serde_json::Value, DecodeError> {
+        let value: T = decode("state record", bytes, STATE_RECORD_BYTES_MAX)?;
+        Ok(serde_json::to_value(value).expect("ledger records serialize to JSON"))
+    }
+    match table {
+        Tree::Meta => json::<s::ChainMeta>(bytes),
+        Tree::Accounts => json::<s::Account>(bytes),
+        Tree::Validators => json::<s::ValidatorRecord>(bytes),
+        Tree::ValidatorSets => json::<crate::validators::ValidatorSet>(bytes),
+        Tree::Tasks => json::<s::Task>(bytes),
+        Tree::Submissions => json::<s::Submission>(bytes),
+        Tree::Verdicts => json::<s::ScoreRecord>(bytes),
+        Tree::Commitments => json::<s::CommitmentOwner>(bytes),
+        Tree::Evidence => json::<Height>(bytes),
+        Tree::Champions => json::<s::ChampionRecord>(bytes),
+        Tree::Blocks | Tree::Commits | Tree::TxIndex | Tree::Wal => {
+            Err(DecodeError::Malformed { what: "state record", reason: "not a state table".into() })
+        }
+    }
+}
+
+/// Largest state record decoded for display, in bytes (a task with its report is the largest).
+const STATE_RECORD_BYTES_MAX: usize = 64 << 20;
+
 /// Why a proof could not be produced.
 #[derive(Debug, thiserror::Error)]
 pub enum ProveError {

@@ -63,6 +63,34 @@ pub struct Params {
     pub duplicate_distance_ppm: u32,
     /// Most trainers any task may admit (a task's `max_trainers` may not exceed it).
     pub max_trainers_per_task: u32,
+    /// Least escrow a task may offer, in base units; positive.
+    #[serde(default = "defaults::task_reward_min")]
+    pub task_reward_min: Amount,
+    /// Fee per byte of a task's canonical spec, burned when the task opens, in base units: the
+    /// state a task adds costs in proportion to its bytes.
+    #[serde(default = "defaults::spec_fee_per_byte")]
+    pub spec_fee_per_byte: Amount,
+    /// Heights after its score deadline that a finalized task keeps its bulky data (its spec's
+    /// preprocessing and the validators' verdict vectors) in the live state; the blocks keep it.
+    #[serde(default = "defaults::task_retention")]
+    pub task_retention: u64,
+}
+
+/// Values of the parameters a genesis file may leave out (older files predate them).
+mod defaults {
+    use crate::types::Amount;
+
+    pub fn task_reward_min() -> Amount {
+        Amount(1_000)
+    }
+
+    pub fn spec_fee_per_byte() -> Amount {
+        Amount(1)
+    }
+
+    pub fn task_retention() -> u64 {
+        10_000
+    }
 }
 
 impl Default for Params {
@@ -84,6 +112,9 @@ impl Default for Params {
             agreement_tolerance_ppm: 1_000,
             duplicate_distance_ppm: 10_000,
             max_trainers_per_task: 64,
+            task_reward_min: defaults::task_reward_min(),
+            spec_fee_per_byte: defaults::spec_fee_per_byte(),
+            task_retention: defaults::task_retention(),
         }
     }
 }
@@ -354,6 +385,9 @@ impl Genesis {
         if p.max_trainers_per_task == 0 || p.max_trainers_per_task > 1_024 {
             return Err(invalid("params.max_trainers_per_task", "must be 1 to 1024"));
         }
+        if p.task_reward_min == Amount::ZERO {
+            return Err(invalid("params.task_reward_min", "must be positive"));
+        }
         Ok(())
     }
 }
@@ -395,6 +429,20 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_genesis_without_the_growth_fees_gets_their_defaults() {
+        let v = Keypair::from_seed([1; 32]);
+        let g = genesis(&[(&v, 10)], &[(&v, 5)]);
+        let mut json: serde_json::Value = serde_json::from_str(&g.to_json()).unwrap();
+        let params = json["params"].as_object_mut().unwrap();
+        for field in ["task_reward_min", "spec_fee_per_byte", "task_retention"] {
+            assert!(params.remove(field).is_some(), "{field} is written");
+        }
+        let older = Genesis::from_json(&json.to_string()).unwrap();
+        assert_eq!(older.params, Params::default());
+        assert_eq!(older.params.task_reward_min, Amount(1_000));
+    }
+
+    #[test]
     fn malformed_genesis_names_the_field() {
         let v = Keypair::from_seed([1; 32]);
         let g = genesis(&[(&v, 10)], &[]);
@@ -409,6 +457,7 @@ pub(crate) mod tests {
             (Box::new(|g| g.params.block_interval_ms = 0), "params.block_interval_ms"),
             (Box::new(|g| g.params.trainer_share_ppm = 1_000_001), "params.trainer_share_ppm"),
             (Box::new(|g| g.params.max_block_bytes = 10), "params.max_block_bytes"),
+            (Box::new(|g| g.params.task_reward_min = Amount::ZERO), "params.task_reward_min"),
         ];
         for (mutate, field) in cases {
             let mut bad = g.clone();

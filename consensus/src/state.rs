@@ -362,6 +362,60 @@ pub enum StateKeyError {
     /// The bytes decode, but are not the key's canonical encoding.
     #[error("the key bytes are not in canonical form")]
     NotCanonical,
+    /// The key text is not of the table's form.
+    #[error("a `{table}` key is {expected}; got {found:?}")]
+    BadText {
+        /// The table.
+        table: &'static str,
+        /// The forms it takes.
+        expected: &'static str,
+        /// The text given, cut to 80 characters.
+        found: String,
+    },
+}
+
+/// The canonical key bytes of a record of `table` written as text: an account id (hex) for
+/// accounts and validators, a decimal id for tasks, a decimal height for validator sets,
+/// `TASK:ACCOUNT` for submissions and verdicts, a hash (hex) for commitments and champions,
+/// `chain` for meta; for any table, `0x` followed by the canonical key bytes in hex.
+pub fn parse_state_key(table: Tree, text: &str) -> Result<Vec<u8>, StateKeyError> {
+    let expected = match table {
+        Tree::Accounts | Tree::Validators => "an account id (64 hex characters) or 0x+hex",
+        Tree::Tasks => "a decimal task id or 0x+hex",
+        Tree::ValidatorSets => "a decimal height or 0x+hex",
+        Tree::Submissions | Tree::Verdicts => "TASK:ACCOUNT (decimal id, hex account) or 0x+hex",
+        Tree::Commitments | Tree::Champions => "a hash (64 hex characters) or 0x+hex",
+        Tree::Meta => "`chain` or 0x+hex",
+        Tree::Evidence => "0x and the canonical key bytes in hex",
+        Tree::Blocks | Tree::Commits | Tree::TxIndex | Tree::Wal => {
+            return Err(StateKeyError::NotState(table.name()));
+        }
+    };
+    let bad = || StateKeyError::BadText {
+        table: table.name(),
+        expected,
+        found: text.chars().take(80).collect(),
+    };
+    if let Some(raw) = text.strip_prefix("0x") {
+        if raw.len() > 2 * STATE_KEY_BYTES_MAX {
+            return Err(bad());
+        }
+        return hex::decode(raw).map_err(|_| bad());
+    }
+    let key = match table {
+        Tree::Accounts | Tree::Validators => encode(&text.parse::<AccountId>().map_err(|_| bad())?),
+        Tree::Tasks => encode(&TaskId(text.parse().map_err(|_| bad())?)),
+        Tree::ValidatorSets => encode(&Height(text.parse().map_err(|_| bad())?)),
+        Tree::Submissions | Tree::Verdicts => {
+            let (task, account) = text.split_once(':').ok_or_else(bad)?;
+            let task = TaskId(task.parse().map_err(|_| bad())?);
+            encode(&(task, account.parse::<AccountId>().map_err(|_| bad())?))
+        }
+        Tree::Commitments | Tree::Champions => encode(&text.parse::<Hash>().map_err(|_| bad())?),
+        Tree::Meta if text == "chain" => META_KEY.to_vec(),
+        _ => return Err(bad()),
+    };
+    Ok(key)
 }
 
 /// Why the state could not be loaded from a store.
@@ -541,6 +595,14 @@ pub enum TxError {
     /// A balance would overflow.
     #[error("amount overflows")]
     Overflow,
+    /// A task's reward is below the chain's minimum.
+    #[error("a task's reward must be at least {min}, found {found}")]
+    RewardTooLow {
+        /// The chain's `task_reward_min`.
+        min: Amount,
+        /// The reward offered.
+        found: Amount,
+    },
 }
 
 /// Where a transaction executes: its block's height and its position in the block.
@@ -555,7 +617,7 @@ pub struct TxContext {
 /// A transaction's checked effect, computed before anything changes.
 enum Plan {
     Transfer { to: AccountId, amount: Amount },
-    CreateTask { spec: Box<TaskSpec>, reward: Amount },
+    CreateTask { spec: Box<TaskSpec>, reward: Amount, spec_fee: Amount },
     Join { task: TaskId, bond: Amount },
     CommitModel { task: TaskId, commitment: Hash },
     RevealModel { task: TaskId, reveal: Reveal },
@@ -569,7 +631,7 @@ impl Plan {
     fn cost(&self) -> Amount {
         match self {
             Plan::Transfer { amount, .. } => *amount,
-            Plan::CreateTask { reward, .. } => *reward,
+            Plan::CreateTask { reward, spec_fee, .. } => Amount(reward.0 + spec_fee.0),
             Plan::Join { bond, .. } => *bond,
             _ => Amount::ZERO,
         }
@@ -938,7 +1000,18 @@ impl State {
                 if reward.0 == 0 {
                     return Err(TxError::ZeroReward);
                 }
-                Ok(Plan::CreateTask { spec: spec.clone(), reward: *reward })
+                let min = self.meta.params.task_reward_min;
+                if *reward < min {
+                    return Err(TxError::RewardTooLow { min, found: *reward });
+                }
+                // The spec's bytes stay in the state: they pay for themselves.
+                let spec_fee = u64::try_from(encode(spec).len())
+                    .ok()
+                    .and_then(|n| n.checked_mul(self.meta.params.spec_fee_per_byte.0))
+                    .map(Amount)
+                    .ok_or(TxError::Overflow)?;
+                reward.checked_add(spec_fee).ok_or(TxError::Overflow)?;
+                Ok(Plan::CreateTask { spec: spec.clone(), reward: *reward, spec_fee })
             }
             TxKind::JoinTask { task } => {
                 let t = self.task(*task)?;
@@ -1141,7 +1214,8 @@ impl State {
     fn apply(&mut self, signer: AccountId, plan: Plan, ctx: TxContext) {
         match plan {
             Plan::Transfer { to, amount } => self.credit(to, amount),
-            Plan::CreateTask { spec, reward } => {
+            Plan::CreateTask { spec, reward, spec_fee } => {
+                self.burn(spec_fee);
                 self.open_task(signer, *spec, reward, ctx.height);
             }
             Plan::Join { task, bond } => {
@@ -1197,6 +1271,7 @@ impl State {
         for id in due {
             self.finalize_task(id);
         }
+        self.prune_tasks(height);
         let set = ValidatorSet::new(
             self.validators
                 .iter()
@@ -1266,6 +1341,37 @@ impl State {
             );
         }
         self.tasks.modify(&id, |t| t.report = Some(report));
+    }
+
+    /// Drops the bulky data of the tasks whose retention ends at `height` (`task_retention`
+    /// heights after their score deadline): the spec's preprocessing vectors and the validators'
+    /// verdict records. The report, submissions, commitments and champion stay; the blocks keep
+    /// everything for replay.
+    fn prune_tasks(&mut self, height: Height) {
+        let retention = self.meta.params.task_retention;
+        let expired: Vec<TaskId> = self
+            .tasks
+            .iter()
+            .filter(|(_, t)| t.report.is_some() && t.score_deadline().plus(retention) == height)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            self.tasks.modify(&id, |t| match &mut t.spec.preprocessing {
+                crate::task::Preprocessing::Standardize { mean, std } => {
+                    *mean = Vec::new();
+                    *std = Vec::new();
+                }
+                crate::task::Preprocessing::Vocabulary { chars } => *chars = String::new(),
+            });
+            let scored: Vec<(TaskId, AccountId)> = self
+                .verdicts
+                .range((id, AccountId([0; 32]))..=(id, AccountId([0xff; 32])))
+                .map(|(k, _)| *k)
+                .collect();
+            for key in scored {
+                self.verdicts.remove(&key);
+            }
+        }
     }
 
     /// Total coin in existence: balances, stakes, escrows and locked bonds of open tasks.

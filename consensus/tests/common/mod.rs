@@ -97,10 +97,16 @@ impl Chain {
     }
 
     pub fn with_store(stakes: &[u64], trainers: usize, store: Box<dyn Store>) -> Chain {
-        let genesis = genesis(stakes, trainers);
+        Chain::with_genesis(genesis(stakes, trainers), store)
+    }
+
+    /// A chain from `genesis` as [`genesis`] writes it (keys by tag), with other parameters.
+    pub fn with_genesis(genesis: Genesis, store: Box<dyn Store>) -> Chain {
+        let stakes = genesis.validators.len();
+        let trainers = genesis.balances.len() - 1 - stakes;
         let ledger = Ledger::open(store, &genesis).unwrap();
         Chain {
-            validators: (0..stakes.len()).map(|i| key(1, i)).collect(),
+            validators: (0..stakes).map(|i| key(1, i)).collect(),
             trainers: (0..trainers).map(|i| key(2, i)).collect(),
             creator: key(3, 0),
             genesis,
