@@ -15,13 +15,13 @@ use crate::types::{AccountId, Amount, Hash};
 use crate::validators::{VALIDATORS_MAX, ValidatorInfo, ValidatorSet};
 
 /// Largest genesis file read, in bytes.
-pub const GENESIS_BYTES_MAX: usize = 16 << 20;
+pub const GENESIS_BYTES_MAX: usize = 128 << 20;
 /// Longest chain id, in bytes.
 pub const CHAIN_ID_BYTES_MAX: usize = 64;
 /// Longest validator name, in bytes.
 pub const VALIDATOR_NAME_BYTES_MAX: usize = 64;
 /// Most accounts with a genesis balance.
-pub const BALANCES_MAX: usize = 100_000;
+pub const BALANCES_MAX: usize = 1_000_000;
 /// Most tasks opened at genesis.
 pub const GENESIS_TASKS_MAX: usize = 64;
 /// Largest `max_tx_bytes` a chain may set.
