@@ -817,11 +817,12 @@ impl State {
             }
         };
         let path = leaf_path(table, key);
-        let proof = if self.pending_leaves().is_empty() {
+        let pending = self.pending_leaves();
+        let proof = if pending.is_empty() {
             self.merkle.prove(&path)
         } else {
             let mut tree = self.merkle.clone();
-            tree.apply(self.pending_leaves());
+            tree.apply(pending);
             tree.prove(&path)
         };
         Ok((value, proof))
