@@ -23,6 +23,7 @@ Usage: simulate [OPTIONS]
 
 Options:
   --seeds N              seeds 0..N, cycling through every fault mix (default 2000)
+  --from S               start the seeds at S instead of 0 (with --seeds N: S..S+N)
   --seed S               one seed
   --mix NAME             only this mix (calm, lossy, partition, crash, byzantine, lagging, chaos,
                          split, amnesia, swap, flood, disk, mayhem)
@@ -64,7 +65,7 @@ fn range(flag: &str, v: &str) -> Result<(usize, usize), String> {
 
 fn parse() -> Result<Command, String> {
     let mut args = Args {
-        seeds: (0..2000).collect(),
+        seeds: Vec::new(),
         mix: None,
         mutant: None,
         wal_enabled: true,
@@ -72,13 +73,15 @@ fn parse() -> Result<Command, String> {
         validators: None,
         threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
+    let (mut from, mut count) = (0u64, 2000u64);
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut value = || it.next().ok_or(format!("{flag} needs a value"));
         let number = |v: String| v.parse::<u64>().map_err(|e| format!("{flag} {v}: {e}"));
         match flag.as_str() {
-            "--seeds" => args.seeds = (0..number(value()?)?).collect(),
-            "--seed" => args.seeds = vec![number(value()?)?],
+            "--seeds" => count = number(value()?)?,
+            "--from" => from = number(value()?)?,
+            "--seed" => (from, count) = (number(value()?)?, 1),
             "--mix" => {
                 let name = value()?;
                 args.mix = Some(FaultMix::named(&name).ok_or(format!("unknown mix {name}"))?);
@@ -95,6 +98,7 @@ fn parse() -> Result<Command, String> {
             _ => return Err(format!("unknown option {flag} (see --help)")),
         }
     }
+    args.seeds = (from..from.saturating_add(count)).collect();
     Ok(Command::Run(args))
 }
 

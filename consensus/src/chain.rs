@@ -7,13 +7,19 @@
 //! engine calls it (through [`Ledger::check_block`]) to judge a proposal. [`Ledger::commit_block`] does the same, then writes the
 //! block, its commit certificate, its tx index entries and every state change in one atomic batch.
 //! [`replay`] re-executes a stored chain from genesis in memory and compares every state root.
+//!
+//! A copy of the state is O(1) (its tables and Merkle tree share structure), and a block's
+//! root update touches only the records it changed, so a block costs what it changes, not what
+//! the state holds. The ledger keeps the states of the last [`RECENT_STATES_MAX`] heights (each
+//! sharing all but its changes) to prove records against recent headers ([`Ledger::prove`]).
 
 use serde::{Deserialize, Serialize};
 
 use crate::block::{Block, Header, tx_root};
 use crate::encoding::{DecodeError, decode, encode};
 use crate::genesis::Genesis;
-use crate::state::{LoadError, State, TxContext, TxError};
+use crate::merkle::StateProof;
+use crate::state::{LoadError, State, StateKeyError, TxContext, TxError};
 use crate::storage::{MemStore, Op, Store, StoreError, Tree};
 use crate::tx::SignedTx;
 use crate::types::{AccountId, Hash, Height};
@@ -323,11 +329,184 @@ pub fn build_block(
     Ok(Block { header, txs: included, last_commit })
 }
 
+/// How many past states a [`Ledger`] keeps for proofs: a record can be proven against the
+/// header of any of the last this-many heights (a header carries the root of the state before
+/// its block).
+pub const RECENT_STATES_MAX: usize = 16;
+
+/// A record of the state, or its absence, proven against a committed header: what a light client
+/// checks with the validator set it trusts (see [`StateProofBundle::verify`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StateProofBundle {
+    /// The state table.
+    pub table: String,
+    /// The record's canonical key bytes.
+    #[serde(with = "hex_bytes")]
+    pub key: Vec<u8>,
+    /// The record's canonical value bytes, or `None` if the table has no such key.
+    #[serde(with = "hex_bytes_opt")]
+    pub value: Option<Vec<u8>>,
+    /// The Merkle proof against `header.state_root`.
+    pub proof: StateProof,
+    /// The committed header whose state root the proof is against.
+    pub header: Header,
+    /// The certificate that committed `header`.
+    pub commit: CommitCertificate,
+}
+
+/// Why a proof bundle is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum BundleError {
+    /// The table name is not a state table.
+    #[error("`{0}` is not a state table")]
+    UnknownTable(String),
+    /// The header is for another chain.
+    #[error("the header is for chain {found:?}, not {expected:?}")]
+    WrongChain {
+        /// The trusted chain.
+        expected: String,
+        /// The header's chain.
+        found: String,
+    },
+    /// The header's validator set is not the trusted one.
+    #[error("the header's validators hash {found} is not the trusted set's {expected}")]
+    WrongValidators {
+        /// The trusted set's hash.
+        expected: Hash,
+        /// The header's.
+        found: Hash,
+    },
+    /// The certificate does not commit the header with a quorum of the trusted set.
+    #[error("commit certificate: {0}")]
+    Certificate(#[from] CertificateError),
+    /// The Merkle proof fails.
+    #[error("merkle proof: {0}")]
+    Proof(#[from] crate::merkle::ProofError),
+}
+
+impl StateProofBundle {
+    /// Checks the bundle against a trusted validator set of `chain_id`: the header is
+    /// committed by a quorum of `validators`, and the proof shows `value` (or absence) under
+    /// its state root. Returns the proven table.
+    pub fn verify(
+        &self,
+        chain_id: &str,
+        validators: &crate::validators::ValidatorSet,
+    ) -> Result<Tree, BundleError> {
+        let table = Tree::state_tree(&self.table)
+            .ok_or_else(|| BundleError::UnknownTable(self.table.clone()))?;
+        if self.header.chain_id != chain_id {
+            return Err(BundleError::WrongChain {
+                expected: chain_id.into(),
+                found: self.header.chain_id.clone(),
+            });
+        }
+        if self.header.validators_hash != validators.hash() {
+            return Err(BundleError::WrongValidators {
+                expected: validators.hash(),
+                found: self.header.validators_hash,
+            });
+        }
+        self.commit.verify(chain_id, self.header.height, &self.header.hash(), validators)?;
+        self.proof.verify(&self.header.state_root, table, &self.key, self.value.as_deref())?;
+        Ok(table)
+    }
+}
+
+/// A state record's canonical value bytes as JSON, decoded as the record type of `table`.
+pub fn record_json(table: Tree, bytes: &[u8]) -> Result<serde_json::Value, DecodeError> {
+    use crate::state as s;
+    fn json<T: serde::de::DeserializeOwned + Serialize>(
+        bytes: &[u8],
+    ) -> Result<serde_json::Value, DecodeError> {
+        let value: T = decode("state record", bytes, STATE_RECORD_BYTES_MAX)?;
+        Ok(serde_json::to_value(value).expect("ledger records serialize to JSON"))
+    }
+    match table {
+        Tree::Meta => json::<s::ChainMeta>(bytes),
+        Tree::Accounts => json::<s::Account>(bytes),
+        Tree::Validators => json::<s::ValidatorRecord>(bytes),
+        Tree::ValidatorSets => json::<crate::validators::ValidatorSet>(bytes),
+        Tree::Tasks => json::<s::Task>(bytes),
+        Tree::Submissions => json::<s::Submission>(bytes),
+        Tree::Verdicts => json::<s::ScoreRecord>(bytes),
+        Tree::Commitments => json::<s::CommitmentOwner>(bytes),
+        Tree::Evidence => json::<Height>(bytes),
+        Tree::Champions => json::<s::ChampionRecord>(bytes),
+        Tree::Blocks | Tree::Commits | Tree::TxIndex | Tree::Wal => {
+            Err(DecodeError::Malformed { what: "state record", reason: "not a state table".into() })
+        }
+    }
+}
+
+/// Largest state record decoded for display, in bytes (a task with its report is the largest).
+const STATE_RECORD_BYTES_MAX: usize = 64 << 20;
+
+/// Why a proof could not be produced.
+#[derive(Debug, thiserror::Error)]
+pub enum ProveError {
+    /// The key is not a key of the table.
+    #[error(transparent)]
+    Key(#[from] StateKeyError),
+    /// The table name is not a state table.
+    #[error("`{0}` is not a state table")]
+    UnknownTable(String),
+    /// No committed header at that height.
+    #[error("no committed block at height {height} (the tip is {tip})")]
+    NotCommitted {
+        /// The height asked for.
+        height: Height,
+        /// The last committed height.
+        tip: Height,
+    },
+    /// The state under that header is no longer kept.
+    #[error("proofs are kept for the last {RECENT_STATES_MAX} heights; {height} is older")]
+    TooOld {
+        /// The height asked for.
+        height: Height,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+}
+
+mod hex_bytes {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(bytes))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let text = String::deserialize(d)?;
+        hex::decode(text).map_err(serde::de::Error::custom)
+    }
+}
+
+mod hex_bytes_opt {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+        match bytes {
+            Some(b) => s.serialize_some(&hex::encode(b)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
+        Option::<String>::deserialize(d)?
+            .map(|text| hex::decode(text).map_err(serde::de::Error::custom))
+            .transpose()
+    }
+}
+
 /// A chain: state plus the store that persists it.
 pub struct Ledger {
     store: Box<dyn Store>,
     state: State,
     root: Hash,
+    /// The states after the last heights before the tip, oldest first.
+    recent: std::collections::VecDeque<State>,
 }
 
 impl std::fmt::Debug for Ledger {
@@ -371,7 +550,7 @@ impl Ledger {
                 recomputed: root,
             });
         }
-        Ok(Ledger { store, state, root })
+        Ok(Ledger { store, state, root, recent: Default::default() })
     }
 
     /// The state after the last committed block.
@@ -425,8 +604,45 @@ impl Ledger {
         ops.push(Op::Put(Tree::Meta, HEAD_ROOT_KEY.to_vec(), root.0.to_vec()));
         self.store.write(ops)?;
         self.root = root;
-        self.state = next;
+        let before = std::mem::replace(&mut self.state, next);
+        if self.recent.len() == RECENT_STATES_MAX {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(before);
         Ok(())
+    }
+
+    /// The state after `height`, if it is the tip or one of the recent heights kept.
+    pub fn state_at(&self, height: Height) -> Option<&State> {
+        std::iter::once(&self.state).chain(self.recent.iter().rev()).find(|s| s.height() == height)
+    }
+
+    /// The record `(table, key)` (canonical key bytes) with its proof against the committed
+    /// header at `height` (whose state root is that of the state after `height - 1`).
+    pub fn prove(
+        &self,
+        table: &str,
+        key: &[u8],
+        height: Height,
+    ) -> Result<StateProofBundle, ProveError> {
+        let tree = Tree::state_tree(table).ok_or_else(|| ProveError::UnknownTable(table.into()))?;
+        let tip = self.height();
+        let not_committed = ProveError::NotCommitted { height, tip };
+        if height == Height(0) || height > tip {
+            return Err(not_committed);
+        }
+        let state = self.state_at(Height(height.0 - 1)).ok_or(ProveError::TooOld { height })?;
+        let (value, proof) = state.prove(tree, key)?;
+        let block = self.block(height)?.ok_or(not_committed)?;
+        let commit = self.commit(height)?.ok_or(ProveError::NotCommitted { height, tip })?;
+        Ok(StateProofBundle {
+            table: table.into(),
+            key: key.to_vec(),
+            value,
+            proof,
+            header: block.header,
+            commit,
+        })
     }
 
     /// The stored block at `height`.

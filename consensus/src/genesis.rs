@@ -15,13 +15,13 @@ use crate::types::{AccountId, Amount, Hash};
 use crate::validators::{VALIDATORS_MAX, ValidatorInfo, ValidatorSet};
 
 /// Largest genesis file read, in bytes.
-pub const GENESIS_BYTES_MAX: usize = 16 << 20;
+pub const GENESIS_BYTES_MAX: usize = 128 << 20;
 /// Longest chain id, in bytes.
 pub const CHAIN_ID_BYTES_MAX: usize = 64;
 /// Longest validator name, in bytes.
 pub const VALIDATOR_NAME_BYTES_MAX: usize = 64;
 /// Most accounts with a genesis balance.
-pub const BALANCES_MAX: usize = 100_000;
+pub const BALANCES_MAX: usize = 1_000_000;
 /// Most tasks opened at genesis.
 pub const GENESIS_TASKS_MAX: usize = 64;
 /// Largest `max_tx_bytes` a chain may set.
@@ -82,6 +82,34 @@ pub struct Params {
     /// `limits.max_artifact_bytes` may not exceed it; at most [`ARTIFACT_BYTES_LIMIT`]).
     #[serde(default = "artifact_bytes_default")]
     pub max_artifact_bytes: u64,
+    /// Least escrow a task may offer, in base units; positive.
+    #[serde(default = "defaults::task_reward_min")]
+    pub task_reward_min: Amount,
+    /// Fee per byte of a task's canonical spec, burned when the task opens, in base units: the
+    /// state a task adds costs in proportion to its bytes.
+    #[serde(default = "defaults::spec_fee_per_byte")]
+    pub spec_fee_per_byte: Amount,
+    /// Heights after its score deadline that a finalized task keeps its bulky data (its spec's
+    /// preprocessing and the validators' verdict vectors) in the live state; the blocks keep it.
+    #[serde(default = "defaults::task_retention")]
+    pub task_retention: u64,
+}
+
+/// Values of the parameters a genesis file may leave out (older files predate them).
+mod defaults {
+    use crate::types::Amount;
+
+    pub fn task_reward_min() -> Amount {
+        Amount(1_000)
+    }
+
+    pub fn spec_fee_per_byte() -> Amount {
+        Amount(1)
+    }
+
+    pub fn task_retention() -> u64 {
+        10_000
+    }
 }
 
 fn artifact_bytes_default() -> u64 {
@@ -171,6 +199,9 @@ impl Default for Params {
             min_improvement_ppm_max: 100_000,
             heldout_examples_min: 100,
             max_artifact_bytes: ARTIFACT_BYTES_DEFAULT,
+            task_reward_min: defaults::task_reward_min(),
+            spec_fee_per_byte: defaults::spec_fee_per_byte(),
+            task_retention: defaults::task_retention(),
         }
     }
 }
@@ -438,6 +469,9 @@ impl Genesis {
         if p.max_trainers_per_task == 0 || p.max_trainers_per_task > 1_024 {
             return Err(invalid("params.max_trainers_per_task", "must be 1 to 1024"));
         }
+        if p.task_reward_min == Amount::ZERO {
+            return Err(invalid("params.task_reward_min", "must be positive"));
+        }
         if p.tx_fee.0 == 0 {
             return Err(invalid("params.tx_fee", "must be positive"));
         }
@@ -537,6 +571,20 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_genesis_without_the_growth_fees_gets_their_defaults() {
+        let v = Keypair::from_seed([1; 32]);
+        let g = genesis(&[(&v, 10)], &[(&v, 5)]);
+        let mut json: serde_json::Value = serde_json::from_str(&g.to_json()).unwrap();
+        let params = json["params"].as_object_mut().unwrap();
+        for field in ["task_reward_min", "spec_fee_per_byte", "task_retention"] {
+            assert!(params.remove(field).is_some(), "{field} is written");
+        }
+        let older = Genesis::from_json(&json.to_string()).unwrap();
+        assert_eq!(older.params, Params::default());
+        assert_eq!(older.params.task_reward_min, Amount(1_000));
+    }
+
+    #[test]
     fn malformed_genesis_names_the_field() {
         let v = Keypair::from_seed([1; 32]);
         let g = genesis(&[(&v, 10)], &[]);
@@ -572,6 +620,7 @@ pub(crate) mod tests {
             (Box::new(|g| g.params.max_artifact_bytes = 4 << 30), "params.max_artifact_bytes"),
             (Box::new(|g| g.params.timeout_delta_ms = u64::MAX), "params.timeout_delta_ms"),
             (Box::new(|g| g.validators[0].stake = Amount(u64::MAX)), "balances"),
+            (Box::new(|g| g.params.task_reward_min = Amount::ZERO), "params.task_reward_min"),
         ];
         for (mutate, field) in cases {
             let mut bad = g.clone();

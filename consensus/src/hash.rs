@@ -16,8 +16,14 @@ pub mod tags {
     pub const TX: &[u8] = b"crucible/tx/v1";
     /// The list of a block's transaction hashes.
     pub const TX_ROOT: &[u8] = b"crucible/tx-root/v1";
-    /// The state in canonical order.
-    pub const STATE: &[u8] = b"crucible/state/v1";
+    /// A state record's path in the Merkle tree: its table and canonical key.
+    pub const STATE_KEY: &[u8] = b"crucible/state-key/v1";
+    /// A state record's canonical value, committed to by its leaf.
+    pub const STATE_VALUE: &[u8] = b"crucible/state-value/v1";
+    /// A Merkle leaf: a record's path and value hash.
+    pub const MERKLE_LEAF: &[u8] = b"crucible/merkle-leaf/v1";
+    /// An internal Merkle node: its two children's hashes.
+    pub const MERKLE_NODE: &[u8] = b"crucible/merkle-node/v1";
     /// A validator set.
     pub const VALIDATORS: &[u8] = b"crucible/validators/v1";
     /// A commit certificate.

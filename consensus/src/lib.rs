@@ -13,6 +13,7 @@ pub mod finalize;
 pub mod fixed;
 pub mod genesis;
 pub mod hash;
+pub mod merkle;
 pub mod state;
 pub mod storage;
 pub mod task;

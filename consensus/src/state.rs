@@ -1,14 +1,19 @@
 //! The ledger state and the rules that change it: transactions, task windows, end-of-block
 //! finalization and validator-set changes.
 //!
-//! The state is a set of typed tables (ordered maps) that mirror the store's trees. Every table
-//! records which keys a block touched, so [`State::take_changes`] yields exactly the writes that
-//! persist a block. The state root hashes every table in a fixed order ([`State::root`]).
+//! The state is a set of typed tables (persistent ordered maps, so a clone is O(1) and shares
+//! every node until one side writes) that mirror the store's trees. Every table records which
+//! keys a block touched, so [`State::take_changes`] yields exactly the writes that persist a
+//! block and updates the state's sparse Merkle tree ([`crate::merkle`]) at exactly those leaves:
+//! the root ([`State::root`]) costs O(changes × log n), never a pass over the whole state.
 //!
 //! Each transaction is checked completely before anything changes ([`State::execute_tx`] plans,
 //! then applies), so a rejected transaction leaves the state as it was.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use imbl::OrdMap;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -21,7 +26,7 @@ use crate::finalize::{
     finalize,
 };
 use crate::genesis::{Genesis, Params};
-use crate::hash::{TaggedHasher, tags};
+use crate::merkle::{LeafChange, MerkleTree, StateProof, leaf_path, value_hash};
 use crate::storage::{Op, Store, StoreError, Tree};
 use crate::task::{SpecError, TaskSpec};
 use crate::tx::{SignedTx, TxKind};
@@ -245,22 +250,27 @@ pub struct ChainMeta {
 /// An equivocation key: slashed at most once.
 pub type EvidenceKey = (AccountId, Height, Round, VoteKind);
 
-/// A table: an ordered map that remembers which keys changed.
+/// A table: a persistent ordered map that remembers which keys changed. Values sit behind an
+/// `Arc`, so copying a shared map node on write never copies a large record (a task's spec).
 #[derive(Clone, Debug)]
 pub struct Table<K: Ord, V> {
     tree: Tree,
-    map: BTreeMap<K, V>,
+    map: OrdMap<K, Arc<V>>,
     dirty: BTreeSet<K>,
 }
 
-impl<K: Ord + Clone + Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> Table<K, V> {
+impl<K, V> Table<K, V>
+where
+    K: Ord + Clone + Serialize + DeserializeOwned,
+    V: Clone + Serialize + DeserializeOwned,
+{
     fn new(tree: Tree) -> Self {
-        Table { tree, map: BTreeMap::new(), dirty: BTreeSet::new() }
+        Table { tree, map: OrdMap::new(), dirty: BTreeSet::new() }
     }
 
     /// The value at `key`.
     pub fn get(&self, key: &K) -> Option<&V> {
-        self.map.get(key)
+        self.map.get(key).map(|v| &**v)
     }
 
     /// Whether `key` is present.
@@ -270,12 +280,12 @@ impl<K: Ord + Clone + Serialize + DeserializeOwned, V: Serialize + DeserializeOw
 
     /// Entries in key order.
     pub fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
-        self.map.iter()
+        self.map.iter().map(|(k, v)| (k, &**v))
     }
 
     /// Entries with keys in a range, in key order.
     pub fn range<R: std::ops::RangeBounds<K>>(&self, range: R) -> impl Iterator<Item = (&K, &V)> {
-        self.map.range(range)
+        self.map.range(range).map(|(k, v)| (k, &**v))
     }
 
     /// Number of entries.
@@ -290,7 +300,7 @@ impl<K: Ord + Clone + Serialize + DeserializeOwned, V: Serialize + DeserializeOw
 
     fn insert(&mut self, key: K, value: V) {
         self.dirty.insert(key.clone());
-        self.map.insert(key, value);
+        self.map.insert(key, Arc::new(value));
     }
 
     fn remove(&mut self, key: &K) {
@@ -302,44 +312,143 @@ impl<K: Ord + Clone + Serialize + DeserializeOwned, V: Serialize + DeserializeOw
     where
         V: Default,
     {
-        let mut value = self.map.remove(&key).unwrap_or_default();
+        let mut value = self.map.remove(&key).map(Arc::unwrap_or_clone).unwrap_or_default();
         f(&mut value);
         self.insert(key, value);
     }
 
     fn modify(&mut self, key: &K, f: impl FnOnce(&mut V)) {
         if let Some(value) = self.map.get_mut(key) {
-            f(value);
+            f(Arc::make_mut(value));
             self.dirty.insert(key.clone());
         }
     }
 
-    fn hash_into(&self, h: &mut TaggedHasher) {
-        h.part(&[self.tree as u8]);
-        h.part(&(self.map.len() as u64).to_le_bytes());
-        for (k, v) in &self.map {
-            h.part(&encode(k)).part(&encode(v));
+    /// The Merkle leaf changes of every key changed since the last [`Table::take_changes`].
+    fn pending_leaves(&self, leaves: &mut Vec<LeafChange>) {
+        for key in &self.dirty {
+            let k = encode(key);
+            let value = self.map.get(key).map(|v| value_hash(&encode(&**v)));
+            leaves.push((leaf_path(self.tree, &k), value));
         }
     }
 
-    fn take_changes(&mut self, ops: &mut Vec<Op>) {
+    /// The store writes and Merkle leaf changes of every changed key; forgets the changes.
+    fn take_changes(&mut self, ops: &mut Vec<Op>, leaves: &mut Vec<LeafChange>) {
         for key in std::mem::take(&mut self.dirty) {
+            let k = encode(&key);
+            let path = leaf_path(self.tree, &k);
             match self.map.get(&key) {
-                Some(v) => ops.push(Op::Put(self.tree, encode(&key), encode(v))),
-                None => ops.push(Op::Delete(self.tree, encode(&key))),
+                Some(v) => {
+                    let v = encode(&**v);
+                    leaves.push((path, Some(value_hash(&v))));
+                    ops.push(Op::Put(self.tree, k, v));
+                }
+                None => {
+                    leaves.push((path, None));
+                    ops.push(Op::Delete(self.tree, k));
+                }
             }
         }
     }
 
-    fn load(tree: Tree, store: &dyn Store) -> Result<Self, LoadError> {
+    /// The canonical value bytes at the canonical key bytes `key`.
+    fn encoded(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StateKeyError> {
+        let decoded: K = decode("state key", key, STATE_KEY_BYTES_MAX)?;
+        if encode(&decoded) != key {
+            return Err(StateKeyError::NotCanonical);
+        }
+        Ok(self.map.get(&decoded).map(|v| encode(&**v)))
+    }
+
+    /// Loads the table, adding a Merkle leaf per record to `leaves`.
+    fn load(
+        tree: Tree,
+        store: &dyn Store,
+        leaves: &mut Vec<(Hash, Hash)>,
+    ) -> Result<Self, LoadError> {
         let mut table = Table::new(tree);
         for (k, v) in store.scan(tree)? {
-            let key = decode("stored key", &k, STORED_VALUE_BYTES_MAX)?;
-            let value = decode("stored value", &v, STORED_VALUE_BYTES_MAX)?;
-            table.map.insert(key, value);
+            let key: K = decode("stored key", &k, STORED_VALUE_BYTES_MAX)?;
+            let value: V = decode("stored value", &v, STORED_VALUE_BYTES_MAX)?;
+            // Hash the re-encoded record, as the live path does, so a stored record in a
+            // non-canonical encoding cannot change the root.
+            leaves.push((leaf_path(tree, &encode(&key)), value_hash(&encode(&value))));
+            table.map.insert(key, Arc::new(value));
         }
         Ok(table)
     }
+}
+
+/// Longest canonical key of a state record, in bytes (the largest is an evidence key).
+pub const STATE_KEY_BYTES_MAX: usize = 128;
+
+/// Why a state record cannot be looked up by its key bytes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StateKeyError {
+    /// The tree holds no ledger state (blocks, commits, the tx index, the WAL).
+    #[error("`{0}` is not a state table")]
+    NotState(&'static str),
+    /// The bytes are not a key of the table.
+    #[error("not a key of this table: {0}")]
+    Malformed(#[from] DecodeError),
+    /// The bytes decode, but are not the key's canonical encoding.
+    #[error("the key bytes are not in canonical form")]
+    NotCanonical,
+    /// The key text is not of the table's form.
+    #[error("a `{table}` key is {expected}; got {found:?}")]
+    BadText {
+        /// The table.
+        table: &'static str,
+        /// The forms it takes.
+        expected: &'static str,
+        /// The text given, cut to 80 characters.
+        found: String,
+    },
+}
+
+/// The canonical key bytes of a record of `table` written as text: an account id (hex) for
+/// accounts and validators, a decimal id for tasks, a decimal height for validator sets,
+/// `TASK:ACCOUNT` for submissions and verdicts, a hash (hex) for commitments and champions,
+/// `chain` for meta; for any table, `0x` followed by the canonical key bytes in hex.
+pub fn parse_state_key(table: Tree, text: &str) -> Result<Vec<u8>, StateKeyError> {
+    let expected = match table {
+        Tree::Accounts | Tree::Validators => "an account id (64 hex characters) or 0x+hex",
+        Tree::Tasks => "a decimal task id or 0x+hex",
+        Tree::ValidatorSets => "a decimal height or 0x+hex",
+        Tree::Submissions | Tree::Verdicts => "TASK:ACCOUNT (decimal id, hex account) or 0x+hex",
+        Tree::Commitments | Tree::Champions => "a hash (64 hex characters) or 0x+hex",
+        Tree::Meta => "`chain` or 0x+hex",
+        Tree::Evidence => "0x and the canonical key bytes in hex",
+        Tree::Blocks | Tree::Commits | Tree::TxIndex | Tree::Wal => {
+            return Err(StateKeyError::NotState(table.name()));
+        }
+    };
+    let bad = || StateKeyError::BadText {
+        table: table.name(),
+        expected,
+        found: text.chars().take(80).collect(),
+    };
+    if let Some(raw) = text.strip_prefix("0x") {
+        if raw.len() > 2 * STATE_KEY_BYTES_MAX {
+            return Err(bad());
+        }
+        return hex::decode(raw).map_err(|_| bad());
+    }
+    let key = match table {
+        Tree::Accounts | Tree::Validators => encode(&text.parse::<AccountId>().map_err(|_| bad())?),
+        Tree::Tasks => encode(&TaskId(text.parse().map_err(|_| bad())?)),
+        Tree::ValidatorSets => encode(&Height(text.parse().map_err(|_| bad())?)),
+        Tree::Submissions | Tree::Verdicts => {
+            let (task, account) = text.split_once(':').ok_or_else(bad)?;
+            let task = TaskId(task.parse().map_err(|_| bad())?);
+            encode(&(task, account.parse::<AccountId>().map_err(|_| bad())?))
+        }
+        Tree::Commitments | Tree::Champions => encode(&text.parse::<Hash>().map_err(|_| bad())?),
+        Tree::Meta if text == "chain" => META_KEY.to_vec(),
+        _ => return Err(bad()),
+    };
+    Ok(key)
 }
 
 /// Why the state could not be loaded from a store.
@@ -524,6 +633,14 @@ pub enum TxError {
     /// A balance would overflow.
     #[error("amount overflows")]
     Overflow,
+    /// A task's reward is below the chain's minimum.
+    #[error("a task's reward must be at least {min}, found {found}")]
+    RewardTooLow {
+        /// The chain's `task_reward_min`.
+        min: Amount,
+        /// The reward offered.
+        found: Amount,
+    },
 }
 
 /// Where a transaction executes: its block's height, its position in the block and the
@@ -541,7 +658,7 @@ pub struct TxContext {
 /// A transaction's checked effect, computed before anything changes.
 enum Plan {
     Transfer { to: AccountId, amount: Amount },
-    CreateTask { spec: Box<TaskSpec>, reward: Amount },
+    CreateTask { spec: Box<TaskSpec>, reward: Amount, spec_fee: Amount },
     Join { task: TaskId, bond: Amount, entry_fee: Amount },
     CommitModel { task: TaskId, commitment: Hash },
     RevealModel { task: TaskId, reveal: Reveal },
@@ -555,11 +672,11 @@ impl Plan {
     fn cost(&self) -> Amount {
         match self {
             Plan::Transfer { amount, .. } => *amount,
-            Plan::CreateTask { reward, .. } => *reward,
-            Plan::Join { bond, entry_fee, .. } => {
-                // Saturating: a cost over any balance is refused as insufficient.
-                Amount(bond.0.saturating_add(entry_fee.0))
+            // Saturating: a cost over any balance is refused as insufficient.
+            Plan::CreateTask { reward, spec_fee, .. } => {
+                Amount(reward.0.saturating_add(spec_fee.0))
             }
+            Plan::Join { bond, entry_fee, .. } => Amount(bond.0.saturating_add(entry_fee.0)),
             _ => Amount::ZERO,
         }
     }
@@ -570,6 +687,8 @@ impl Plan {
 pub struct State {
     meta: ChainMeta,
     meta_dirty: bool,
+    /// The Merkle tree as of the last [`State::take_changes`] (or load).
+    merkle: MerkleTree,
     /// Accounts.
     pub accounts: Table<AccountId, Account>,
     /// Validators.
@@ -590,7 +709,8 @@ pub struct State {
     pub champions: Table<ModelHash, ChampionRecord>,
 }
 
-const META_KEY: &[u8] = b"chain";
+/// The key of the chain meta record in the [`Tree::Meta`] table.
+pub const META_KEY: &[u8] = b"chain";
 
 impl State {
     /// The state at height 0.
@@ -607,6 +727,7 @@ impl State {
                 burned: Amount::ZERO,
             },
             meta_dirty: true,
+            merkle: MerkleTree::default(),
             accounts: Table::new(Tree::Accounts),
             validators: Table::new(Tree::Validators),
             validator_sets: Table::new(Tree::ValidatorSets),
@@ -642,54 +763,113 @@ impl State {
             return Ok(None);
         };
         let meta: ChainMeta = decode("chain meta", &meta, STORED_VALUE_BYTES_MAX)?;
-        Ok(Some(State {
+        let mut leaves = vec![(leaf_path(Tree::Meta, META_KEY), value_hash(&encode(&meta)))];
+        let l = &mut leaves;
+        let mut state = State {
             meta,
             meta_dirty: false,
-            accounts: Table::load(Tree::Accounts, store)?,
-            validators: Table::load(Tree::Validators, store)?,
-            validator_sets: Table::load(Tree::ValidatorSets, store)?,
-            tasks: Table::load(Tree::Tasks, store)?,
-            submissions: Table::load(Tree::Submissions, store)?,
-            verdicts: Table::load(Tree::Verdicts, store)?,
-            commitments: Table::load(Tree::Commitments, store)?,
-            evidence: Table::load(Tree::Evidence, store)?,
-            champions: Table::load(Tree::Champions, store)?,
-        }))
+            merkle: MerkleTree::default(),
+            accounts: Table::load(Tree::Accounts, store, l)?,
+            validators: Table::load(Tree::Validators, store, l)?,
+            validator_sets: Table::load(Tree::ValidatorSets, store, l)?,
+            tasks: Table::load(Tree::Tasks, store, l)?,
+            submissions: Table::load(Tree::Submissions, store, l)?,
+            verdicts: Table::load(Tree::Verdicts, store, l)?,
+            commitments: Table::load(Tree::Commitments, store, l)?,
+            evidence: Table::load(Tree::Evidence, store, l)?,
+            champions: Table::load(Tree::Champions, store, l)?,
+        };
+        state.merkle = MerkleTree::from_leaves(leaves);
+        Ok(Some(state))
     }
 
-    /// The writes that persist every change since the last call.
+    /// The writes that persist every change since the last call; the Merkle tree takes the same
+    /// changes, so [`State::root`] is then O(1).
     pub fn take_changes(&mut self) -> Vec<Op> {
         let mut ops = Vec::new();
+        let mut leaves = Vec::new();
         if std::mem::take(&mut self.meta_dirty) {
-            ops.push(Op::Put(Tree::Meta, META_KEY.to_vec(), encode(&self.meta)));
+            let meta = encode(&self.meta);
+            leaves.push((leaf_path(Tree::Meta, META_KEY), Some(value_hash(&meta))));
+            ops.push(Op::Put(Tree::Meta, META_KEY.to_vec(), meta));
         }
-        self.accounts.take_changes(&mut ops);
-        self.validators.take_changes(&mut ops);
-        self.validator_sets.take_changes(&mut ops);
-        self.tasks.take_changes(&mut ops);
-        self.submissions.take_changes(&mut ops);
-        self.verdicts.take_changes(&mut ops);
-        self.commitments.take_changes(&mut ops);
-        self.evidence.take_changes(&mut ops);
-        self.champions.take_changes(&mut ops);
+        let l = &mut leaves;
+        self.accounts.take_changes(&mut ops, l);
+        self.validators.take_changes(&mut ops, l);
+        self.validator_sets.take_changes(&mut ops, l);
+        self.tasks.take_changes(&mut ops, l);
+        self.submissions.take_changes(&mut ops, l);
+        self.verdicts.take_changes(&mut ops, l);
+        self.commitments.take_changes(&mut ops, l);
+        self.evidence.take_changes(&mut ops, l);
+        self.champions.take_changes(&mut ops, l);
+        self.merkle.apply(leaves);
         ops
     }
 
-    /// The state root: a tagged hash over the chain meta and every table, in [`Tree::STATE`]
-    /// order, each entry as its canonical key and value bytes.
+    fn pending_leaves(&self) -> Vec<LeafChange> {
+        let mut leaves = Vec::new();
+        if self.meta_dirty {
+            leaves.push((leaf_path(Tree::Meta, META_KEY), Some(value_hash(&encode(&self.meta)))));
+        }
+        let l = &mut leaves;
+        self.accounts.pending_leaves(l);
+        self.validators.pending_leaves(l);
+        self.validator_sets.pending_leaves(l);
+        self.tasks.pending_leaves(l);
+        self.submissions.pending_leaves(l);
+        self.verdicts.pending_leaves(l);
+        self.commitments.pending_leaves(l);
+        self.evidence.pending_leaves(l);
+        self.champions.pending_leaves(l);
+        leaves
+    }
+
+    /// The state root: the root of the sparse Merkle tree over the chain meta and every table's
+    /// records ([`crate::merkle`] states the layout). O(1) after [`State::take_changes`];
+    /// otherwise the pending changes are applied to a copy, O(changes × log n).
     pub fn root(&self) -> Hash {
-        let mut h = TaggedHasher::new(tags::STATE);
-        h.part(&encode(&self.meta));
-        self.accounts.hash_into(&mut h);
-        self.validators.hash_into(&mut h);
-        self.validator_sets.hash_into(&mut h);
-        self.tasks.hash_into(&mut h);
-        self.submissions.hash_into(&mut h);
-        self.verdicts.hash_into(&mut h);
-        self.commitments.hash_into(&mut h);
-        self.evidence.hash_into(&mut h);
-        self.champions.hash_into(&mut h);
-        h.finish()
+        let pending = self.pending_leaves();
+        if pending.is_empty() {
+            return self.merkle.root();
+        }
+        let mut tree = self.merkle.clone();
+        tree.apply(pending);
+        tree.root()
+    }
+
+    /// The canonical value bytes of the record `(table, key)` (canonical key bytes), if any,
+    /// with its Merkle proof against [`State::root`].
+    pub fn prove(
+        &self,
+        table: Tree,
+        key: &[u8],
+    ) -> Result<(Option<Vec<u8>>, StateProof), StateKeyError> {
+        let value = match table {
+            Tree::Meta => (key == META_KEY).then(|| encode(&self.meta)),
+            Tree::Accounts => self.accounts.encoded(key)?,
+            Tree::Validators => self.validators.encoded(key)?,
+            Tree::ValidatorSets => self.validator_sets.encoded(key)?,
+            Tree::Tasks => self.tasks.encoded(key)?,
+            Tree::Submissions => self.submissions.encoded(key)?,
+            Tree::Verdicts => self.verdicts.encoded(key)?,
+            Tree::Commitments => self.commitments.encoded(key)?,
+            Tree::Evidence => self.evidence.encoded(key)?,
+            Tree::Champions => self.champions.encoded(key)?,
+            Tree::Blocks | Tree::Commits | Tree::TxIndex | Tree::Wal => {
+                return Err(StateKeyError::NotState(table.name()));
+            }
+        };
+        let path = leaf_path(table, key);
+        let pending = self.pending_leaves();
+        let proof = if pending.is_empty() {
+            self.merkle.prove(&path)
+        } else {
+            let mut tree = self.merkle.clone();
+            tree.apply(pending);
+            tree.prove(&path)
+        };
+        Ok((value, proof))
     }
 
     /// The chain's scalar state.
@@ -891,7 +1071,18 @@ impl State {
                         return Err(TxError::UnknownBaseModel(base.model_hash));
                     }
                 }
-                Ok(Plan::CreateTask { spec: spec.clone(), reward: *reward })
+                let min = self.meta.params.task_reward_min;
+                if *reward < min {
+                    return Err(TxError::RewardTooLow { min, found: *reward });
+                }
+                // The spec's bytes stay in the state: they pay for themselves.
+                let spec_fee = u64::try_from(encode(spec).len())
+                    .ok()
+                    .and_then(|n| n.checked_mul(self.meta.params.spec_fee_per_byte.0))
+                    .map(Amount)
+                    .ok_or(TxError::Overflow)?;
+                reward.checked_add(spec_fee).ok_or(TxError::Overflow)?;
+                Ok(Plan::CreateTask { spec: spec.clone(), reward: *reward, spec_fee })
             }
             TxKind::JoinTask { task } => {
                 let t = self.task(*task)?;
@@ -1083,7 +1274,8 @@ impl State {
     fn apply(&mut self, signer: AccountId, plan: Plan, ctx: TxContext) {
         match plan {
             Plan::Transfer { to, amount } => self.credit(to, amount),
-            Plan::CreateTask { spec, reward } => {
+            Plan::CreateTask { spec, reward, spec_fee } => {
+                self.burn(spec_fee);
                 self.open_task(signer, *spec, reward, ctx.height);
             }
             Plan::Join { task, bond, entry_fee } => {
@@ -1142,6 +1334,7 @@ impl State {
         for id in due {
             self.finalize_task(id);
         }
+        self.prune_tasks(height);
         let set = ValidatorSet::new(
             self.validators
                 .iter()
@@ -1223,6 +1416,37 @@ impl State {
             );
         }
         self.tasks.modify(&id, |t| t.report = Some(report));
+    }
+
+    /// Drops the bulky data of the tasks whose retention ends at `height` (`task_retention`
+    /// heights after their score deadline): the spec's preprocessing vectors and the validators'
+    /// verdict records. The report, submissions, commitments and champion stay; the blocks keep
+    /// everything for replay.
+    fn prune_tasks(&mut self, height: Height) {
+        let retention = self.meta.params.task_retention;
+        let expired: Vec<TaskId> = self
+            .tasks
+            .iter()
+            .filter(|(_, t)| t.report.is_some() && t.score_deadline().plus(retention) == height)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            self.tasks.modify(&id, |t| match &mut t.spec.preprocessing {
+                crate::task::Preprocessing::Standardize { mean, std } => {
+                    *mean = Vec::new();
+                    *std = Vec::new();
+                }
+                crate::task::Preprocessing::Vocabulary { chars } => *chars = String::new(),
+            });
+            let scored: Vec<(TaskId, AccountId)> = self
+                .verdicts
+                .range((id, AccountId([0; 32]))..=(id, AccountId([0xff; 32])))
+                .map(|(k, _)| *k)
+                .collect();
+            for key in scored {
+                self.verdicts.remove(&key);
+            }
+        }
     }
 
     /// Total coin in existence: balances, stakes, escrows and locked bonds of open tasks.

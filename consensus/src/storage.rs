@@ -58,7 +58,9 @@ impl Tree {
         Tree::Champions,
     ];
 
-    fn prefix(self) -> u8 {
+    /// The tree's byte: its key prefix in sled, and its first byte in a state record's Merkle
+    /// path, so it never changes.
+    pub fn prefix(self) -> u8 {
         match self {
             Tree::Meta => 0,
             Tree::Accounts => 1,
@@ -75,6 +77,33 @@ impl Tree {
             Tree::TxIndex => 12,
             Tree::Wal => 13,
         }
+    }
+}
+
+impl Tree {
+    /// The name of a state tree, as the proof route and the CLI spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Tree::Meta => "meta",
+            Tree::Accounts => "accounts",
+            Tree::Validators => "validators",
+            Tree::ValidatorSets => "validator_sets",
+            Tree::Tasks => "tasks",
+            Tree::Submissions => "submissions",
+            Tree::Verdicts => "verdicts",
+            Tree::Commitments => "commitments",
+            Tree::Evidence => "evidence",
+            Tree::Champions => "champions",
+            Tree::Blocks => "blocks",
+            Tree::Commits => "commits",
+            Tree::TxIndex => "tx_index",
+            Tree::Wal => "wal",
+        }
+    }
+
+    /// The state tree named `name` (see [`Tree::name`]); `None` for any other name.
+    pub fn state_tree(name: &str) -> Option<Tree> {
+        Tree::STATE.into_iter().find(|t| t.name() == name)
     }
 }
 

@@ -901,3 +901,47 @@ async fn every_api_path_the_script_fetches_is_a_route() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proofs_of_records_and_absences_verify_against_the_trusted_validators() {
+    let h = start().await;
+    let set = h.genesis.validator_set();
+    let trainer = h.keys.trainers[0].account();
+    let (tip, balance) = h.ctx.read(|l| {
+        let tip = l.height();
+        (tip, l.state_at(Height(tip.0 - 1)).unwrap().account(&trainer).balance)
+    });
+
+    let answer = get(h.addr, &format!("/proof/accounts/{trainer}")).await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    let json = answer.json();
+    assert_eq!(num(&json["header"]["height"]), tip.0, "by default the tip's header");
+    assert_eq!(num(&json["record"]["balance"]), balance.0, "the record as of that header");
+    let bundle: consensus::chain::StateProofBundle = serde_json::from_value(json).unwrap();
+    bundle.verify(&h.genesis.chain_id, &set).unwrap();
+
+    let absent = get(h.addr, &format!("/proof/accounts/{}?height=3", "ee".repeat(32))).await;
+    assert_eq!(absent.status, 200, "{}", absent.text());
+    let json = absent.json();
+    assert_eq!(json["record"], Value::Null);
+    assert_eq!(num(&json["header"]["height"]), 3);
+    let bundle: consensus::chain::StateProofBundle = serde_json::from_value(json).unwrap();
+    assert_eq!(bundle.value, None);
+    bundle.verify(&h.genesis.chain_id, &set).unwrap();
+
+    let task = get(h.addr, "/proof/tasks/1").await.json();
+    assert_eq!(string(&task["record"]["creator"]), h.keys.creator.account().to_hex());
+
+    for (path, status) in [
+        ("/proof/blocks/1".to_string(), 400),
+        ("/proof/accounts/zz".to_string(), 400),
+        ("/proof/submissions/1".to_string(), 400),
+        (format!("/proof/accounts/{trainer}?height=0"), 404),
+        (format!("/proof/accounts/{trainer}?height=999"), 404),
+        (format!("/proof/accounts/{trainer}?height=x"), 400),
+    ] {
+        let a = get(h.addr, &path).await;
+        assert_eq!(a.status, status, "{path}: {}", a.text());
+        assert!(!a.error().is_empty(), "{path}");
+    }
+}

@@ -13,6 +13,10 @@ use consensus::types::{Amount, Nonce, Round};
 use consensus::vote::{CommitCertificate, SignedVote, Vote, VoteKind};
 
 fn chain_in(dir: &std::path::Path) -> Genesis {
+    chain_and_ledger_in(dir).0
+}
+
+fn chain_and_ledger_in(dir: &std::path::Path) -> (Genesis, Ledger) {
     let validator = Keypair::from_seed([1; 32]);
     let user = Keypair::from_seed([2; 32]);
     let genesis = Genesis {
@@ -63,7 +67,7 @@ fn chain_in(dir: &std::path::Path) -> Genesis {
         ledger.commit_block(&block, &cert).unwrap();
         last = Some(cert);
     }
-    genesis
+    (genesis, ledger)
 }
 
 fn verify(dir: &std::path::Path) -> std::process::Output {
@@ -106,4 +110,53 @@ fn verify_explains_a_missing_chain() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr.contains("genesis"), "{stderr}");
+}
+
+fn check_proof(proof: &std::path::Path, genesis: &std::path::Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_node"))
+        .args(["ledger", "check-proof", "--proof"])
+        .arg(proof)
+        .arg("--genesis")
+        .arg(genesis)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn check_proof_accepts_a_committed_record_offline_and_refuses_a_tampered_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let (genesis, ledger) = chain_and_ledger_in(dir.path());
+    let user = Keypair::from_seed([2; 32]).account();
+    let bundle = ledger.prove("accounts", &encode(&user), ledger.height()).unwrap();
+    drop(ledger);
+    let genesis_path = dir.path().join("genesis.json");
+    let proof_path = dir.path().join("proof.json");
+    std::fs::write(&proof_path, serde_json::to_string(&bundle).unwrap()).unwrap();
+
+    let out = check_proof(&proof_path, &genesis_path);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    // Four transfers of 3 plus their fees of 1 before the tip's header.
+    let balance = 1_000 - 4 * (3 + genesis.params.tx_fee.0);
+    assert!(stdout.contains(&format!("\"balance\":{balance}")), "{stdout}");
+    assert!(stdout.contains(&bundle.header.state_root.to_hex()), "{stdout}");
+
+    let mut tampered = bundle.clone();
+    let mut account: Account =
+        consensus::encoding::decode("account", tampered.value.as_deref().unwrap(), 64).unwrap();
+    account.balance = Amount(1_000_000);
+    tampered.value = Some(encode(&account));
+    std::fs::write(&proof_path, serde_json::to_string(&tampered).unwrap()).unwrap();
+    let out = check_proof(&proof_path, &genesis_path);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("does not match the proof"), "{stderr}");
+
+    let mut weak = bundle;
+    weak.commit.signatures.clear();
+    std::fs::write(&proof_path, serde_json::to_string(&weak).unwrap()).unwrap();
+    let out = check_proof(&proof_path, &genesis_path);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("not more than two thirds"), "{stderr}");
 }

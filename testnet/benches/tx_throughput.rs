@@ -40,8 +40,11 @@ const DIGITS: &[u8] = include_bytes!("../../data/digits.csv");
 const VALIDATORS: usize = 4;
 /// Balance of each load account.
 const LOAD_BALANCE: Amount = Amount(1_000_000_000);
-/// Longest wait for the nodes to start and commit block 1.
+/// Longest wait for the nodes to start and commit block 1, plus [`START_PER_1000_ACCOUNTS`].
 const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// More start-up time per 1000 load accounts: every node checks each genesis key (a subgroup
+/// check, tens of microseconds) and writes its account before block 1.
+const START_PER_1000_ACCOUNTS: Duration = Duration::from_secs(1);
 /// Longest wait, after the load stops, for its last transactions to commit.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
 /// Client threads posting to each node (each waits for its node's answer before its next post).
@@ -145,6 +148,9 @@ fn run(load: &Load) -> anyhow::Result<()> {
         clients.push(Client::new(&layout.urls[i]));
     }
     let started = Instant::now();
+    let thousands = u32::try_from(load.accounts / 1000).unwrap_or(u32::MAX);
+    let start_timeout =
+        START_TIMEOUT.saturating_add(START_PER_1000_ACCOUNTS.saturating_mul(thousands));
     for client in &clients {
         loop {
             if let Some(exited) = supervisor.exited()? {
@@ -153,7 +159,7 @@ fn run(load: &Load) -> anyhow::Result<()> {
             if client.status().is_ok_and(|s| s.height >= 1) {
                 break;
             }
-            ensure!(started.elapsed() < START_TIMEOUT, "{} did not reach height 1", client.base());
+            ensure!(started.elapsed() < start_timeout, "{} did not reach height 1", client.base());
             std::thread::sleep(Duration::from_millis(200));
         }
     }

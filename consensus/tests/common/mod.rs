@@ -104,21 +104,23 @@ impl Chain {
     }
 
     pub fn with_store(stakes: &[u64], trainers: usize, store: Box<dyn Store>) -> Chain {
-        Chain::from_genesis(genesis(stakes, trainers), trainers, store)
+        Chain::with_genesis(genesis(stakes, trainers), store)
     }
 
     /// A chain whose genesis has these parameters.
     pub fn with_params(stakes: &[u64], trainers: usize, params: Params) -> Chain {
         let mut genesis = genesis(stakes, trainers);
         genesis.params = params;
-        Chain::from_genesis(genesis, trainers, Box::new(MemStore::new()))
+        Chain::with_genesis(genesis, Box::new(MemStore::new()))
     }
 
-    fn from_genesis(genesis: Genesis, trainers: usize, store: Box<dyn Store>) -> Chain {
-        let stakes: Vec<u64> = genesis.validators.iter().map(|v| v.stake.0).collect();
+    /// A chain from `genesis` as [`genesis`] writes it (keys by tag), with other parameters.
+    pub fn with_genesis(genesis: Genesis, store: Box<dyn Store>) -> Chain {
+        let stakes = genesis.validators.len();
+        let trainers = genesis.balances.len() - 1 - stakes;
         let ledger = Ledger::open(store, &genesis).unwrap();
         Chain {
-            validators: (0..stakes.len()).map(|i| key(1, i)).collect(),
+            validators: (0..stakes).map(|i| key(1, i)).collect(),
             trainers: (0..trainers).map(|i| key(2, i)).collect(),
             creator: key(3, 0),
             genesis,

@@ -1,14 +1,19 @@
-//! `node ledger`: audit the chain stored in a data dir.
+//! `node ledger`: audit the chain stored in a data dir; fetch a state proof from a node and
+//! check one offline, as a light client.
 
 use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Subcommand;
-use consensus::chain::replay;
+use consensus::chain::{StateProofBundle, record_json, replay};
 use consensus::genesis::{GENESIS_BYTES_MAX, Genesis};
 use consensus::storage::SledStore;
 
+use super::http_client::ApiClient;
 use crate::datadir::DataDir;
+
+/// Largest proof file read, in bytes (a proven task record is the largest part).
+const PROOF_BYTES_MAX: u64 = 64 << 20;
 
 /// Ledger subcommands.
 #[derive(Debug, Subcommand)]
@@ -22,6 +27,38 @@ pub enum LedgerCommand {
         /// The genesis document (default: DATA_DIR/genesis.json).
         #[arg(long)]
         genesis: Option<PathBuf>,
+    },
+    /// Fetch a state record, or its absence, with its Merkle proof against a committed header
+    /// and that header's commit certificate (`GET /proof/TABLE/KEY?height=H`), and write it out.
+    Prove {
+        /// The node's HTTP API.
+        #[arg(long, default_value = "http://127.0.0.1:8081")]
+        node: String,
+        /// The state table: accounts, validators, validator_sets, tasks, submissions,
+        /// verdicts, commitments, evidence, champions or meta.
+        #[arg(long)]
+        table: String,
+        /// The key: an account id, a task id, TASK:ACCOUNT, a hash, a height, `chain`, or 0x and
+        /// the canonical key bytes in hex (see README "Light client").
+        #[arg(long)]
+        key: String,
+        /// The committed height whose header to prove against (default: the node's tip).
+        #[arg(long)]
+        height: Option<u64>,
+        /// Where to write the proof (default: standard output).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Check a proof offline: its header is committed by more than two thirds of the genesis
+    /// validator set's power, and its Merkle proof shows the record (or its absence) under
+    /// that header's state root. Needs no node and no chain.
+    CheckProof {
+        /// The proof, as written by `node ledger prove`.
+        #[arg(long)]
+        proof: PathBuf,
+        /// The genesis document whose chain id and validator set are trusted.
+        #[arg(long)]
+        genesis: PathBuf,
     },
 }
 
@@ -50,6 +87,61 @@ pub fn run(cmd: LedgerCommand) -> anyhow::Result<()> {
                 report.blocks,
                 genesis.hash(),
                 report.state_root
+            );
+            Ok(())
+        }
+        LedgerCommand::Prove { node, table, key, height, out } => {
+            let client = ApiClient::new(&node)?;
+            let mut path = format!("/proof/{table}/{key}");
+            if let Some(h) = height {
+                path.push_str(&format!("?height={h}"));
+            }
+            let answer = client.get(&path)?;
+            let text = serde_json::to_string_pretty(&answer)?;
+            match out {
+                Some(file) => {
+                    std::fs::write(&file, text + "\n")
+                        .with_context(|| format!("writing {}", file.display()))?;
+                    eprintln!("proof written to {}", file.display());
+                }
+                None => println!("{text}"),
+            }
+            Ok(())
+        }
+        LedgerCommand::CheckProof { proof, genesis } => {
+            let genesis = read_genesis(&genesis)?;
+            let len = std::fs::metadata(&proof)
+                .with_context(|| format!("reading proof {}", proof.display()))?
+                .len();
+            if len > PROOF_BYTES_MAX {
+                anyhow::bail!(
+                    "proof {} is {len} bytes, over the limit of {PROOF_BYTES_MAX}",
+                    proof.display()
+                );
+            }
+            let text = std::fs::read_to_string(&proof)
+                .with_context(|| format!("reading proof {}", proof.display()))?;
+            let bundle: StateProofBundle = serde_json::from_str(&text)
+                .with_context(|| format!("proof {} is malformed", proof.display()))?;
+            let table = bundle
+                .verify(&genesis.chain_id, &genesis.validator_set())
+                .with_context(|| format!("proof {} is refused", proof.display()))?;
+            let header = &bundle.header;
+            let key = super::http_client::to_hex(&bundle.key);
+            match &bundle.value {
+                Some(value) => {
+                    let record = record_json(table, value)
+                        .context("the proven record does not decode as its table's type")?;
+                    println!("ok: {}/0x{key} = {record}", bundle.table);
+                }
+                None => println!("ok: {}/0x{key} is absent", bundle.table),
+            }
+            println!(
+                "   under state root {} of block {} at height {}, committed by a quorum of the \
+                 genesis validators",
+                header.state_root,
+                header.hash(),
+                header.height
             );
             Ok(())
         }

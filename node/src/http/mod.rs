@@ -1,6 +1,6 @@
 //! The node's HTTP JSON API: chain status, peers, validators, blocks, transactions, tasks with
-//! their finalization reports, accounts with an "explain my reward" breakdown, Prometheus
-//! metrics, and two writes: `POST /txs` (a signed transaction, admitted through
+//! their finalization reports, accounts with an "explain my reward" breakdown, Merkle proofs
+//! of state records for light clients, Prometheus metrics, and two writes: `POST /txs` (a signed transaction, admitted through
 //! [`NodeContext::external_txs`]) and `POST /blobs` (a content-addressed file, stored and
 //! provided).
 //!
@@ -27,6 +27,7 @@
 mod error;
 mod explorer;
 mod metrics;
+mod proof;
 mod read;
 mod tasks;
 pub mod views;
@@ -180,6 +181,7 @@ fn router(api: Api) -> Router {
         .route("/tasks", get(tasks::tasks))
         .route("/tasks/{id}", get(tasks::task))
         .route("/accounts/{id}", get(tasks::account))
+        .route("/proof/{table}/{key}", get(proof::proof))
         .route("/blobs", post(write::post_blob))
         .route("/metrics", get(metrics::metrics))
         .merge(explorer::routes())
