@@ -160,7 +160,7 @@ fn attack_1_withholding_scores_after_the_reveal_refunds_the_creator_nothing() {
     assert_eq!(report.outcome, Outcome::QuorumFailed);
     assert_eq!(report.creator_refund, Amount(0));
     assert_eq!(report.burned, Amount(REWARD));
-    let fee = c.genesis.params.tx_fee.0;
+    let fee = c.genesis.params.tx_fee.0 + spec_fee(&c, &long_spec());
     assert_eq!(c.balance(&creator), before - REWARD - fee, "the creator paid for the models");
 }
 
@@ -480,7 +480,13 @@ fn hole_no_champion_after_a_reveal_returns_nothing_to_the_creator() {
         play(&mut c, long_spec(), &entrants, &[0, 1, 2, 3], submission_scores(scores));
     assert_eq!(report.champion, None);
     assert_eq!(report.creator_refund, Amount(0));
-    assert_eq!(c.balance(&creator), before - REWARD - c.genesis.params.tx_fee.0);
+    let fee = c.genesis.params.tx_fee.0 + spec_fee(&c, &long_spec());
+    assert_eq!(c.balance(&creator), before - REWARD - fee);
+}
+
+/// What opening a task with `spec` burns for its bytes.
+fn spec_fee(c: &Chain, spec: &TaskSpec) -> u64 {
+    consensus::encoding::encode(spec).len() as u64 * c.genesis.params.spec_fee_per_byte.0
 }
 
 /// The second review's duplicate detection: no output-distance threshold separates an honest

@@ -117,25 +117,34 @@ pub fn check_response(
 
 #[cfg(test)]
 mod tests {
-    use consensus::block::{Block, Header};
+    use consensus::block::{Block, Header, tx_root};
     use consensus::types::{AccountId, Hash, Round};
     use consensus::vote::CommitCertificate;
 
     use super::*;
 
+    /// A committed block whose body matches its header (an unsigned last commit above height
+    /// 1, which the shape check does not verify).
     fn committed(height: u64) -> CommittedBlock {
+        let prev_hash = Hash([9; 32]);
+        let last_commit = (height > 1).then(|| CommitCertificate {
+            height: Height(height - 1),
+            round: Round(0),
+            block: prev_hash,
+            signatures: Vec::new(),
+        });
         let header = Header {
             chain_id: "c".into(),
             height: Height(height),
             time_ms: height,
-            prev_hash: Hash::default(),
-            tx_root: Hash::default(),
+            prev_hash,
+            tx_root: tx_root(&[]),
             state_root: Hash::default(),
             validators_hash: Hash::default(),
-            last_commit_hash: Hash::default(),
+            last_commit_hash: last_commit.as_ref().map(CommitCertificate::hash).unwrap_or_default(),
             proposer: AccountId::default(),
         };
-        let block = Block { header, txs: Vec::new(), last_commit: None };
+        let block = Block { header, txs: Vec::new(), last_commit };
         let commit = CommitCertificate {
             height: Height(height),
             round: Round(0),
@@ -154,7 +163,10 @@ mod tests {
         let gap = vec![committed(3), committed(5)];
         let mut wrong_cert = committed(3);
         wrong_cert.commit.block = Hash([1; 32]);
-        for bad in [too_many, gap, vec![wrong_cert]] {
+        // The right header and certificate over another body (its last commit dropped).
+        let mut swapped = committed(3);
+        swapped.block.last_commit = None;
+        for bad in [too_many, gap, vec![wrong_cert], vec![swapped]] {
             assert!(matches!(
                 check_response(&request, SyncResponse::Blocks(bad)),
                 Err(SyncError::BadResponse { .. })
