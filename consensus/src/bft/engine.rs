@@ -33,8 +33,9 @@ pub const ROUNDS_AHEAD_MAX: u32 = 8;
 /// the commit certificate, as a lagging one does.
 pub const PAST_ROUNDS_KEPT: u32 = 2;
 
-/// Rebroadcasts at one height without a decision after which each further rebroadcast also asks
-/// a peer for the height's commit. Validators that decided alone (their quorum of precommits
+/// Rebroadcasts at one height without a decision after which each further rebroadcast re-sends
+/// every vote the validator holds of the last two rounds and its own of every round, and asks a
+/// peer for the height's commit. Validators that decided alone (their quorum of precommits
 /// reached no one else) move on, fewer than a third of the power ahead vouches for nothing, and
 /// those left behind may lack the power to even time out of their round: so they probe, at the
 /// rebroadcast pace, which no peer's message can speed up.
@@ -1047,10 +1048,15 @@ impl<V: Value, W: Wal<V>> Engine<V, W> {
                 self.start_round(Round(self.round.0.saturating_add(1)), out)?;
             }
             TimeoutKind::Rebroadcast => {
-                self.rebroadcast(out);
-                let vouched = self.height_shown() > self.height;
                 self.rebroadcasts = self.rebroadcasts.saturating_add(1);
-                if vouched || self.rebroadcasts > STALLED_REBROADCASTS {
+                let stalled = self.rebroadcasts > STALLED_REBROADCASTS;
+                if stalled {
+                    self.rebroadcast_stalled(out);
+                } else {
+                    self.rebroadcast(out);
+                }
+                let vouched = self.height_shown() > self.height;
+                if vouched || stalled {
                     out.push(Action::RequestCommit { height: self.height, vouched });
                 }
                 self.schedule(TimeoutKind::Rebroadcast, out);
@@ -1069,6 +1075,29 @@ impl<V: Value, W: Wal<V>> Engine<V, W> {
             self.own_votes.range((from, VoteKind::Prevote)..=(self.round, VoteKind::Precommit))
         {
             out.push(Action::Broadcast(Message::Vote(*vote)));
+        }
+    }
+
+    /// A stalled height's rebroadcast: the own proposal, the own votes of *every* round (a
+    /// validator left in an earlier round needs them to reach the quorum that lets it leave), and
+    /// every vote held of this round and the previous one, others' included (the vote that
+    /// completes someone's quorum may have come only from a validator that has since decided
+    /// and moved on). Signatures travel unchanged, so relaying forges nothing.
+    fn rebroadcast_stalled(&self, out: &mut Vec<Action<V>>) {
+        self.send_own_proposal(out);
+        for vote in self.own_votes.values() {
+            out.push(Action::Broadcast(Message::Vote(*vote)));
+        }
+        let from = Round(self.round.0.saturating_sub(1));
+        for round in from.0..=self.round.0 {
+            let Some(votes) = self.votes.round(Round(round)) else { continue };
+            let others = [&votes.prevotes, &votes.precommits]
+                .into_iter()
+                .flat_map(|set| set.all())
+                .filter(|v| v.validator != self.account);
+            for vote in others {
+                out.push(Action::Broadcast(Message::Vote(*vote)));
+            }
         }
     }
 

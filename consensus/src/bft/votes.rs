@@ -79,6 +79,11 @@ impl VoteSet {
         self.votes.values().flatten().filter(move |v| v.vote.block == block)
     }
 
+    /// Every vote held, by validator.
+    pub fn all(&self) -> impl Iterator<Item = &SignedVote> {
+        self.votes.values().flatten()
+    }
+
     /// How many votes are held (an equivocator's count each).
     pub fn len(&self) -> usize {
         self.votes.values().map(Vec::len).sum()

@@ -1075,10 +1075,14 @@ impl Sim {
         }
     }
 
-    /// A body swapper relays others' proposals with their signature and a junk body.
+    /// A body swapper relays others' genuine proposals with their signature and a junk body
+    /// (not junk it was sent itself: two swappers would relay each other's junk forever).
     fn relay_swapped(&mut self, i: usize, message: &Message<Block>) {
         let Message::Proposal { proposal, block } = message else { return };
-        if proposal.proposer == self.nodes[i].account || !self.rng.random_bool(0.5) {
+        if proposal.proposer == self.nodes[i].account
+            || block.check_body().is_err()
+            || !self.rng.random_bool(0.5)
+        {
             return;
         }
         let junk = self.app.junk_body(block);
