@@ -1080,13 +1080,18 @@ impl<V: Value, W: Wal<V>> Engine<V, W> {
 
     /// A stalled height's rebroadcast: the own proposal, the own votes of *every* round (a
     /// validator left in an earlier round needs them to reach the quorum that lets it leave), and
-    /// every vote held of this round and the previous one, others' included (the vote that
-    /// completes someone's quorum may have come only from a validator that has since decided
-    /// and moved on). Signatures travel unchanged, so relaying forges nothing.
+    /// now and then every vote held of this round and the previous one, others' included (the
+    /// vote that completes someone's quorum may have come only from a validator that has since
+    /// decided and moved on). Signatures travel unchanged, so relaying forges nothing.
     fn rebroadcast_stalled(&self, out: &mut Vec<Action<V>>) {
         self.send_own_proposal(out);
         for vote in self.own_votes.values() {
             out.push(Action::Broadcast(Message::Vote(*vote)));
+        }
+        // Relaying is `n` messages from each of `n` validators: only on the 4th, 8th, 16th, …
+        // rebroadcast of the stall, so a long stall costs `n² log t` messages, not `n² t`.
+        if self.rebroadcasts < 4 || !self.rebroadcasts.is_power_of_two() {
+            return;
         }
         let from = Round(self.round.0.saturating_sub(1));
         for round in from.0..=self.round.0 {
