@@ -101,18 +101,22 @@ impl Net {
     }
 }
 
-/// A body that does not match `block`'s header: one transfer where the header commits to none.
-fn junk_body(block: &Block) -> Block {
-    let key = Keypair::from_seed([99; 32]);
-    let tx = SignedTx::sign(
+/// A transfer signed by the key of `seed`.
+fn transfer(seed: u8) -> SignedTx {
+    let key = Keypair::from_seed([seed; 32]);
+    SignedTx::sign(
         &key,
         Tx {
             chain_id: CHAIN.into(),
             nonce: Nonce(0),
             kind: TxKind::Transfer { to: AccountId([1; 32]), amount: Amount(1) },
         },
-    );
-    Block { txs: vec![tx], ..block.clone() }
+    )
+}
+
+/// A body that does not match `block`'s header: one transfer where the header commits to none.
+fn junk_body(block: &Block) -> Block {
+    Block { txs: vec![transfer(99)], ..block.clone() }
 }
 
 /// Whether a block's body is the one its header commits to.
@@ -246,15 +250,7 @@ fn next_height_messages_are_deduplicated_and_bounded_in_bytes() {
     let mut e = net.engine(me);
     e.start(Height(1), net.set.clone()).unwrap();
     let mut big = net.block(2, net.proposer(2, 0));
-    let key = Keypair::from_seed([42; 32]);
-    let payload = SignedTx::sign(
-        &key,
-        Tx {
-            chain_id: CHAIN.into(),
-            nonce: Nonce(0),
-            kind: TxKind::Transfer { to: AccountId([1; 32]), amount: Amount(1) },
-        },
-    );
+    let payload = transfer(42);
     let per_tx = payload.encode().len();
     big.txs = (0..(128 << 10) / per_tx).map(|_| payload.clone()).collect();
     big.header.tx_root = tx_root(&big.txs);
@@ -408,15 +404,7 @@ fn wal_refuses_to_append_a_record_it_could_not_read_back() {
     let path = dir.path().join("wal");
     let net = Net::new();
     let mut x = net.block(1, &net.keys[0]);
-    let key = Keypair::from_seed([42; 32]);
-    let tx = SignedTx::sign(
-        &key,
-        Tx {
-            chain_id: CHAIN.into(),
-            nonce: Nonce(0),
-            kind: TxKind::Transfer { to: AccountId([1; 32]), amount: Amount(1) },
-        },
-    );
+    let tx = transfer(42);
     let per_tx = tx.encode().len();
     x.txs = vec![tx; consensus::bft::wal::WAL_RECORD_BYTES_MAX / per_tx + 1];
     let mut wal = FileWal::<Block>::open(&path).unwrap();
