@@ -1,6 +1,8 @@
 //! Signed-transaction throughput: verify + apply, single versus batch signature verification,
 //! and the single path again on signatures it has already accepted (the memo of
 //! [`consensus::crypto::verify`]: what a block costs a node whose mempool admitted its txs).
+//! Then signature verification alone from accounts whose keys the node has never checked versus
+//! ones it has (the key memo: a network with 10^5 active accounts must hit it for every one).
 //!
 //! `cargo bench -p consensus --bench tx_throughput` prints the median txs/s of each path over
 //! several runs, measured side by side in one process, and their ratios. Every run of the cold
@@ -86,6 +88,22 @@ fn batch(state: &State, txs: &[SignedTx]) -> f64 {
     txs.len() as f64 / start.elapsed().as_secs_f64()
 }
 
+/// Verifies one transfer from each of `keys` (signed with `amount`, so never seen before).
+fn verify_only(keys: &[Keypair], amount: u64) -> f64 {
+    let txs: Vec<SignedTx> = keys
+        .iter()
+        .map(|k| {
+            let kind = TxKind::Transfer { to: AccountId::default(), amount: Amount(amount) };
+            SignedTx::sign(k, Tx { chain_id: "bench".into(), nonce: Nonce(0), kind })
+        })
+        .collect();
+    let start = Instant::now();
+    for tx in &txs {
+        tx.verify("bench").expect("valid signature");
+    }
+    txs.len() as f64 / start.elapsed().as_secs_f64()
+}
+
 fn median(mut xs: Vec<f64>) -> f64 {
     xs.sort_by(f64::total_cmp);
     xs[xs.len() / 2]
@@ -110,4 +128,24 @@ fn main() {
     println!("  single, already verified:   {r:>10.0} txs/s");
     println!("  batch / single:             {:>10.2}x", b / s);
     println!("  already verified / single:  {:>10.2}x", r / s);
+
+    // Fresh accounts per run for the cold keys; the same accounts, signing anew, for the warm.
+    let mut cold = Vec::new();
+    let mut warm = Vec::new();
+    for run in 0..RUNS {
+        let fresh: Vec<Keypair> = (0..TXS)
+            .map(|i| {
+                let mut seed = [9u8; 32];
+                seed[..8].copy_from_slice(&((run * TXS + i) as u64).to_le_bytes());
+                Keypair::from_seed(seed)
+            })
+            .collect();
+        cold.push(verify_only(&fresh, 1));
+        warm.push(verify_only(&fresh, 2));
+    }
+    let (c, w) = (median(cold), median(warm));
+    println!("signature verification alone, {TXS} txs from {TXS} accounts, median of {RUNS} runs:");
+    println!("  keys never checked:         {c:>10.0} txs/s");
+    println!("  keys checked before:        {w:>10.0} txs/s");
+    println!("  checked before / never:     {:>10.2}x", w / c);
 }

@@ -27,7 +27,7 @@
 //! per process. A memo only saves time, never changes an answer: only accepted triples are stored,
 //! and a hit needs a sha256 collision to be wrong.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::fmt;
 use std::sync::{Mutex, OnceLock, PoisonError};
 
@@ -178,40 +178,74 @@ pub struct PublicKey {
     key: VerifyingKey,
 }
 
-/// Most keys remembered as already checked. The torsion check costs about as much as a
-/// signature verification, and accounts sign again and again; the cache only saves time, it never
-/// changes an answer (only keys that passed every check are stored).
-const CHECKED_KEYS_MAX: usize = 1 << 16;
+/// Keys remembered as already checked, per generation of [`Recent`]. The torsion check costs
+/// about as much as a signature verification, and accounts sign again and again; a network with
+/// 10^5 active accounts must find every one of them here, or each transaction pays twice. The
+/// memo only saves time, it never changes an answer (only keys that passed every check are
+/// stored); a hit still decodes the point, a few microseconds.
+const CHECKED_KEYS_PER_GENERATION: usize = 1 << 17;
 
-fn checked_keys() -> &'static Mutex<HashMap<AccountId, VerifyingKey>> {
-    static KEYS: OnceLock<Mutex<HashMap<AccountId, VerifyingKey>>> = OnceLock::new();
-    KEYS.get_or_init(|| Mutex::new(HashMap::new()))
+fn checked_keys() -> &'static Mutex<Recent<AccountId>> {
+    static KEYS: OnceLock<Mutex<Recent<AccountId>>> = OnceLock::new();
+    KEYS.get_or_init(|| Mutex::new(Recent::new(CHECKED_KEYS_PER_GENERATION)))
+}
+
+/// A set of the most recently inserted values, bounded in two generations: when the current one
+/// holds `per_generation` values it becomes the previous one (dropping the one before), so the
+/// set remembers between one and two generations of values, and what is used again survives
+/// (a hit in the previous generation is carried into the current one).
+struct Recent<T> {
+    per_generation: usize,
+    current: HashSet<T>,
+    previous: HashSet<T>,
+}
+
+impl<T: std::hash::Hash + Eq + Copy> Recent<T> {
+    fn new(per_generation: usize) -> Recent<T> {
+        Recent { per_generation, current: HashSet::new(), previous: HashSet::new() }
+    }
+
+    /// Whether `value` is remembered (carrying it into the current generation if needed).
+    fn contains(&mut self, value: &T) -> bool {
+        if self.current.contains(value) {
+            return true;
+        }
+        let found = self.previous.contains(value);
+        if found {
+            self.insert(*value);
+        }
+        found
+    }
+
+    fn insert(&mut self, value: T) {
+        if self.current.len() >= self.per_generation {
+            self.previous = std::mem::take(&mut self.current);
+        }
+        self.current.insert(value);
+    }
 }
 
 impl PublicKey {
     /// Decodes and checks an account's key: canonical, not small order, torsion-free.
     pub fn from_account(account: &AccountId) -> Result<PublicKey, SignatureError> {
-        // A poisoned lock only means another thread panicked mid-insert of a checked key; the map
-        // is still a set of checked keys.
-        let cached =
-            checked_keys().lock().unwrap_or_else(PoisonError::into_inner).get(account).copied();
-        if let Some(key) = cached {
-            return Ok(PublicKey { account: *account, key });
-        }
-        match is_strong_point(account.as_bytes()) {
-            Ok(()) => {}
-            Err("non-canonical point encoding" | "not a curve point") => {
-                return Err(SignatureError::NonCanonicalKey { account: *account });
+        // A poisoned lock only means another thread panicked mid-insert of a checked key; the set
+        // is still one of checked keys.
+        let checked =
+            checked_keys().lock().unwrap_or_else(PoisonError::into_inner).contains(account);
+        if !checked {
+            match is_strong_point(account.as_bytes()) {
+                Ok(()) => {}
+                Err("non-canonical point encoding" | "not a curve point") => {
+                    return Err(SignatureError::NonCanonicalKey { account: *account });
+                }
+                Err(_) => return Err(SignatureError::WeakKey { account: *account }),
             }
-            Err(_) => return Err(SignatureError::WeakKey { account: *account }),
         }
         let key = VerifyingKey::from_bytes(account.as_bytes())
             .map_err(|_| SignatureError::NonCanonicalKey { account: *account })?;
-        let mut keys = checked_keys().lock().unwrap_or_else(PoisonError::into_inner);
-        if keys.len() >= CHECKED_KEYS_MAX {
-            keys.clear();
+        if !checked {
+            checked_keys().lock().unwrap_or_else(PoisonError::into_inner).insert(*account);
         }
-        keys.insert(*account, key);
         Ok(PublicKey { account: *account, key })
     }
 
@@ -221,34 +255,13 @@ impl PublicKey {
     }
 }
 
-/// Accepted signatures remembered per generation; two generations are kept, so the memo holds
-/// between one and two generations of the most recent ones (a few MiB at most).
+/// Accepted signatures remembered per generation of [`Recent`] (a few MiB at most).
 const VERIFIED_PER_GENERATION: usize = 1 << 16;
 
-/// Digests of accepted `(signed bytes, signer, signature)` triples: the current generation and
-/// the one before it.
-#[derive(Default)]
-struct VerifiedSignatures {
-    current: HashSet<[u8; 32]>,
-    previous: HashSet<[u8; 32]>,
-}
-
-impl VerifiedSignatures {
-    fn contains(&self, digest: &[u8; 32]) -> bool {
-        self.current.contains(digest) || self.previous.contains(digest)
-    }
-
-    fn insert(&mut self, digest: [u8; 32]) {
-        if self.current.len() >= VERIFIED_PER_GENERATION {
-            self.previous = std::mem::take(&mut self.current);
-        }
-        self.current.insert(digest);
-    }
-}
-
-fn verified_signatures() -> &'static Mutex<VerifiedSignatures> {
-    static VERIFIED: OnceLock<Mutex<VerifiedSignatures>> = OnceLock::new();
-    VERIFIED.get_or_init(Mutex::default)
+/// Digests of accepted `(signed bytes, signer, signature)` triples.
+fn verified_signatures() -> &'static Mutex<Recent<[u8; 32]>> {
+    static VERIFIED: OnceLock<Mutex<Recent<[u8; 32]>>> = OnceLock::new();
+    VERIFIED.get_or_init(|| Mutex::new(Recent::new(VERIFIED_PER_GENERATION)))
 }
 
 /// The memo's key for a signature over `signed` bytes.
@@ -491,14 +504,24 @@ mod tests {
             flipped.0[5] ^= 1;
             assert!(verify(Domain::Prevote, "memo", &a, b"m", &flipped).is_err());
         }
-        // The memo keeps at most two generations; a digest of the last full one is still held.
-        let mut memo = VerifiedSignatures::default();
-        for i in 0..VERIFIED_PER_GENERATION + 2 {
-            memo.insert(crate::hash::sha256(&i.to_le_bytes()).0);
+    }
+
+    #[test]
+    fn recent_values_hold_two_generations_and_carry_what_is_used() {
+        let mut recent = Recent::new(4);
+        for i in 0..6u32 {
+            recent.insert(i);
         }
-        assert!(memo.contains(&crate::hash::sha256(&0usize.to_le_bytes()).0));
-        assert!(memo.current.len() <= VERIFIED_PER_GENERATION);
-        assert!(memo.previous.len() <= VERIFIED_PER_GENERATION);
+        // Generations {0,1,2,3} and {4,5}: everything is still remembered.
+        assert!((0..6).all(|i| recent.current.contains(&i) || recent.previous.contains(&i)));
+        // 0 is used again: carried into the current generation, it outlives 1, 2 and 3.
+        assert!(recent.contains(&0));
+        for i in 6..9 {
+            recent.insert(i);
+        }
+        assert!(recent.contains(&0), "a value in use survives the generation turning");
+        assert!(!recent.contains(&1), "an unused value of the dropped generation is forgotten");
+        assert!(recent.current.len() <= 4 && recent.previous.len() <= 4);
     }
 
     #[test]

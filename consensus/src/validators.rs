@@ -88,6 +88,24 @@ impl ValidatorSet {
         self.get(account).is_some()
     }
 
+    /// The highest value that validators holding more than a third of the power have each shown
+    /// at least (so at least one honest validator has), among `shown` (one value per account;
+    /// accounts outside the set count nothing); `None` when they together hold a third or less.
+    pub fn vouched_max<'a, T: Ord + Copy + 'a>(
+        &self,
+        shown: impl IntoIterator<Item = (&'a AccountId, T)>,
+    ) -> Option<T> {
+        let mut shown: Vec<(T, u64)> =
+            shown.into_iter().filter_map(|(a, v)| Some((v, self.power_of(a)?))).collect();
+        shown.sort_unstable_by_key(|(value, _)| std::cmp::Reverse(*value));
+        let total = self.total_power();
+        let mut power = 0u64;
+        shown.into_iter().find_map(|(value, p)| {
+            power = power.saturating_add(p);
+            is_one_third(power, total).then_some(value)
+        })
+    }
+
     /// The set's hash, carried in every block header.
     pub fn hash(&self) -> Hash {
         tagged_hash(tags::VALIDATORS, &[&encode(self)])

@@ -60,7 +60,7 @@ struct Load {
 }
 
 fn parse_args() -> anyhow::Result<Load> {
-    let mut load = Load { rates: vec![1_000, 2_500], seconds: 15, accounts: 1_000 };
+    let mut load = Load { rates: vec![1_000, 2_500], seconds: 15, accounts: 100_000 };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = || args.next().with_context(|| format!("{arg} needs a value"));

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::crypto::Keypair;
 use crate::encoding::encoded_len;
 use crate::types::{AccountId, Hash, Height, Round};
-use crate::validators::{ValidatorSet, is_one_third, is_quorum};
+use crate::validators::{ValidatorSet, is_quorum};
 
 use super::shown::HeightsShown;
 use crate::vote::{CertificateError, CommitCertificate, SignedVote, Vote, VoteKind};
@@ -1283,21 +1283,7 @@ impl<V: Value, W: Wal<V>> Engine<V, W> {
     /// The highest round `r` such that validators whose latest message is from round `r` or
     /// later hold more than a third of the power (at least one of them is honest).
     fn skip_round(&self) -> Round {
-        let mut rounds: Vec<(Round, u64)> = self
-            .highest_round
-            .iter()
-            .filter(|(_, r)| **r > self.round)
-            .map(|(a, r)| (*r, self.validators.power_of(a).unwrap_or(0)))
-            .collect();
-        rounds.sort_unstable_by_key(|(round, _)| std::cmp::Reverse(*round));
-        let total = self.validators.total_power();
-        let mut power = 0u64;
-        for (round, p) in rounds {
-            power = power.saturating_add(p);
-            if is_one_third(power, total) {
-                return round;
-            }
-        }
-        self.round
+        let later = self.highest_round.iter().filter(|(_, r)| **r > self.round);
+        self.validators.vouched_max(later.map(|(a, r)| (a, *r))).unwrap_or(self.round)
     }
 }

@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 
 use crate::types::{AccountId, Height};
-use crate::validators::{ValidatorSet, is_one_third};
+use crate::validators::ValidatorSet;
 
 /// The highest height each validator has signed a message for.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -29,22 +29,8 @@ impl HeightsShown {
     /// The highest height above `floor` that validators of `set` holding more than a third of
     /// its power have shown, or `floor` if none.
     pub fn vouched(&self, set: &ValidatorSet, floor: Height) -> Height {
-        let mut shown: Vec<(Height, u64)> = self
-            .by_validator
-            .iter()
-            .filter(|(_, h)| **h > floor)
-            .filter_map(|(a, h)| Some((*h, set.power_of(a)?)))
-            .collect();
-        shown.sort_unstable_by_key(|(height, _)| std::cmp::Reverse(*height));
-        let total = set.total_power();
-        let mut power = 0u64;
-        for (height, p) in shown {
-            power = power.saturating_add(p);
-            if is_one_third(power, total) {
-                return height;
-            }
-        }
-        floor
+        set.vouched_max(self.by_validator.iter().filter(|(_, h)| **h > floor).map(|(a, h)| (a, *h)))
+            .unwrap_or(floor)
     }
 
     /// The highest height any one validator showed, vouched or not (the simulator's mutant that
