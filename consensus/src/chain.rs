@@ -433,6 +433,7 @@ pub fn record_json(table: Tree, bytes: &[u8]) -> Result<serde_json::Value, Decod
         Tree::Commitments => json::<s::CommitmentOwner>(bytes),
         Tree::Evidence => json::<Height>(bytes),
         Tree::Champions => json::<s::ChampionRecord>(bytes),
+        Tree::Deadlines => json::<s::Due>(bytes),
         Tree::Blocks | Tree::Commits | Tree::TxIndex | Tree::Wal => {
             Err(DecodeError::Malformed { what: "state record", reason: "not a state table".into() })
         }

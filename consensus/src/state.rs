@@ -250,6 +250,15 @@ pub struct ChainMeta {
 /// An equivocation key: slashed at most once.
 pub type EvidenceKey = (AccountId, Height, Round, VoteKind);
 
+/// What falls due for a task at a height (the [`State::deadlines`] table).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Due {
+    /// The score deadline: the task is finalized.
+    Finalize,
+    /// `task_retention` heights after finalization: the task's bulky data leaves the state.
+    Prune,
+}
+
 /// A table: a persistent ordered map that remembers which keys changed. Values sit behind an
 /// `Arc`, so copying a shared map node on write never copies a large record (a task's spec).
 #[derive(Clone, Debug)]
@@ -419,6 +428,7 @@ pub fn parse_state_key(table: Tree, text: &str) -> Result<Vec<u8>, StateKeyError
         Tree::Submissions | Tree::Verdicts => "TASK:ACCOUNT (decimal id, hex account) or 0x+hex",
         Tree::Commitments | Tree::Champions => "a hash (64 hex characters) or 0x+hex",
         Tree::Meta => "`chain` or 0x+hex",
+        Tree::Deadlines => "HEIGHT:TASK (decimal height and id) or 0x+hex",
         Tree::Evidence => "0x and the canonical key bytes in hex",
         Tree::Blocks | Tree::Commits | Tree::TxIndex | Tree::Wal => {
             return Err(StateKeyError::NotState(table.name()));
@@ -446,6 +456,11 @@ pub fn parse_state_key(table: Tree, text: &str) -> Result<Vec<u8>, StateKeyError
         }
         Tree::Commitments | Tree::Champions => encode(&text.parse::<Hash>().map_err(|_| bad())?),
         Tree::Meta if text == "chain" => META_KEY.to_vec(),
+        Tree::Deadlines => {
+            let (height, task) = text.split_once(':').ok_or_else(bad)?;
+            let height = Height(height.parse().map_err(|_| bad())?);
+            encode(&(height, TaskId(task.parse().map_err(|_| bad())?)))
+        }
         _ => return Err(bad()),
     };
     Ok(key)
@@ -707,6 +722,9 @@ pub struct State {
     pub evidence: Table<EvidenceKey, Height>,
     /// Champions by model hash.
     pub champions: Table<ModelHash, ChampionRecord>,
+    /// What falls due at each height, by (height, task): a block's end reads only its own
+    /// height's entries, never every task.
+    pub deadlines: Table<(Height, TaskId), Due>,
 }
 
 /// The key of the chain meta record in the [`Tree::Meta`] table.
@@ -737,6 +755,7 @@ impl State {
             commitments: Table::new(Tree::Commitments),
             evidence: Table::new(Tree::Evidence),
             champions: Table::new(Tree::Champions),
+            deadlines: Table::new(Tree::Deadlines),
         };
         for b in &genesis.balances {
             state.accounts.insert(b.account, Account { balance: b.amount, nonce: Nonce(0) });
@@ -778,6 +797,7 @@ impl State {
             commitments: Table::load(Tree::Commitments, store, l)?,
             evidence: Table::load(Tree::Evidence, store, l)?,
             champions: Table::load(Tree::Champions, store, l)?,
+            deadlines: Table::load(Tree::Deadlines, store, l)?,
         };
         state.merkle = MerkleTree::from_leaves(leaves);
         Ok(Some(state))
@@ -803,6 +823,7 @@ impl State {
         self.commitments.take_changes(&mut ops, l);
         self.evidence.take_changes(&mut ops, l);
         self.champions.take_changes(&mut ops, l);
+        self.deadlines.take_changes(&mut ops, l);
         self.merkle.apply(leaves);
         ops
     }
@@ -822,6 +843,7 @@ impl State {
         self.commitments.pending_leaves(l);
         self.evidence.pending_leaves(l);
         self.champions.pending_leaves(l);
+        self.deadlines.pending_leaves(l);
         leaves
     }
 
@@ -856,6 +878,7 @@ impl State {
             Tree::Commitments => self.commitments.encoded(key)?,
             Tree::Evidence => self.evidence.encoded(key)?,
             Tree::Champions => self.champions.encoded(key)?,
+            Tree::Deadlines => self.deadlines.encoded(key)?,
             Tree::Blocks | Tree::Commits | Tree::TxIndex | Tree::Wal => {
                 return Err(StateKeyError::NotState(table.name()));
             }
@@ -964,21 +987,20 @@ impl State {
         earlier.sort_by_key(|(task, _)| *task);
         let skip = earlier.len().saturating_sub(CHAMPION_REFERENCES_MAX);
         let champions = earlier.into_iter().skip(skip).map(|(_, r)| r).collect();
-        self.tasks.insert(
+        let task = Task {
             id,
-            Task {
-                id,
-                creator,
-                spec,
-                reward,
-                created_at: height,
-                joined: 0,
-                stakes,
-                base,
-                champions,
-                report: None,
-            },
-        );
+            creator,
+            spec,
+            reward,
+            created_at: height,
+            joined: 0,
+            stakes,
+            base,
+            champions,
+            report: None,
+        };
+        self.deadlines.insert((task.score_deadline(), id), Due::Finalize);
+        self.tasks.insert(id, task);
         id
     }
 
@@ -1325,16 +1347,29 @@ impl State {
     /// End of block `height`: finalizes every task whose score deadline it is, and records the
     /// validator set that will sign `height + 2` (so a slash changes voting power from there on).
     pub fn end_block(&mut self, height: Height) {
-        let due: Vec<TaskId> = self
-            .tasks
-            .iter()
-            .filter(|(_, t)| t.report.is_none() && t.score_deadline() <= height)
-            .map(|(id, _)| *id)
+        // Only this height's entries (and, defensively, any earlier one left behind): the cost
+        // is what falls due, never the number of tasks.
+        let due: Vec<((Height, TaskId), Due)> = self
+            .deadlines
+            .range(..=(height, TaskId(u64::MAX)))
+            .map(|(key, due)| (*key, *due))
             .collect();
-        for id in due {
-            self.finalize_task(id);
+        for (key, due) in due {
+            self.deadlines.remove(&key);
+            let id = key.1;
+            match due {
+                Due::Finalize => {
+                    self.finalize_task(id);
+                    match self.meta.params.task_retention {
+                        0 => self.prune_task(id),
+                        retention => {
+                            self.deadlines.insert((height.plus(retention), id), Due::Prune);
+                        }
+                    }
+                }
+                Due::Prune => self.prune_task(id),
+            }
         }
-        self.prune_tasks(height);
         let set = ValidatorSet::new(
             self.validators
                 .iter()
@@ -1418,34 +1453,24 @@ impl State {
         self.tasks.modify(&id, |t| t.report = Some(report));
     }
 
-    /// Drops the bulky data of the tasks whose retention ends at `height` (`task_retention`
-    /// heights after their score deadline): the spec's preprocessing vectors and the validators'
-    /// verdict records. The report, submissions, commitments and champion stay; the blocks keep
+    /// Drops the bulky data of a task whose retention ended (`task_retention` heights after its
+    /// finalization): the spec's preprocessing vectors and the validators' verdict records. The report, submissions, commitments and champion stay; the blocks keep
     /// everything for replay.
-    fn prune_tasks(&mut self, height: Height) {
-        let retention = self.meta.params.task_retention;
-        let expired: Vec<TaskId> = self
-            .tasks
-            .iter()
-            .filter(|(_, t)| t.report.is_some() && t.score_deadline().plus(retention) == height)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in expired {
-            self.tasks.modify(&id, |t| match &mut t.spec.preprocessing {
-                crate::task::Preprocessing::Standardize { mean, std } => {
-                    *mean = Vec::new();
-                    *std = Vec::new();
-                }
-                crate::task::Preprocessing::Vocabulary { chars } => *chars = String::new(),
-            });
-            let scored: Vec<(TaskId, AccountId)> = self
-                .verdicts
-                .range((id, AccountId([0; 32]))..=(id, AccountId([0xff; 32])))
-                .map(|(k, _)| *k)
-                .collect();
-            for key in scored {
-                self.verdicts.remove(&key);
+    fn prune_task(&mut self, id: TaskId) {
+        self.tasks.modify(&id, |t| match &mut t.spec.preprocessing {
+            crate::task::Preprocessing::Standardize { mean, std } => {
+                *mean = Vec::new();
+                *std = Vec::new();
             }
+            crate::task::Preprocessing::Vocabulary { chars } => *chars = String::new(),
+        });
+        let scored: Vec<(TaskId, AccountId)> = self
+            .verdicts
+            .range((id, AccountId([0; 32]))..=(id, AccountId([0xff; 32])))
+            .map(|(k, _)| *k)
+            .collect();
+        for key in scored {
+            self.verdicts.remove(&key);
         }
     }
 

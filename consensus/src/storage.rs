@@ -33,6 +33,8 @@ pub enum Tree {
     Evidence,
     /// Champions by model hash (the models a task may fine-tune from).
     Champions,
+    /// What falls due at each height: tasks to finalize and finalized tasks to prune.
+    Deadlines,
     /// Blocks by height.
     Blocks,
     /// Commit certificates by height.
@@ -45,7 +47,7 @@ pub enum Tree {
 
 impl Tree {
     /// The trees that hold ledger state (hashed into the state root), in root order.
-    pub const STATE: [Tree; 10] = [
+    pub const STATE: [Tree; 11] = [
         Tree::Meta,
         Tree::Accounts,
         Tree::Validators,
@@ -56,6 +58,7 @@ impl Tree {
         Tree::Commitments,
         Tree::Evidence,
         Tree::Champions,
+        Tree::Deadlines,
     ];
 
     /// The tree's byte: its key prefix in sled, and its first byte in a state record's Merkle
@@ -76,6 +79,7 @@ impl Tree {
             Tree::Commits => 11,
             Tree::TxIndex => 12,
             Tree::Wal => 13,
+            Tree::Deadlines => 14,
         }
     }
 }
@@ -94,6 +98,7 @@ impl Tree {
             Tree::Commitments => "commitments",
             Tree::Evidence => "evidence",
             Tree::Champions => "champions",
+            Tree::Deadlines => "deadlines",
             Tree::Blocks => "blocks",
             Tree::Commits => "commits",
             Tree::TxIndex => "tx_index",

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use common::*;
 use consensus::chain::replay;
 use consensus::encoding::encode;
-use consensus::state::TxError;
+use consensus::state::{Due, TxError};
 use consensus::storage::{Entries, MemStore, Op, Store, StoreError, Tree};
 use consensus::task::{Preprocessing, TaskKind, TaskSpec, Windows};
 use consensus::tx::TxKind;
@@ -108,6 +108,13 @@ fn the_bloat_attack_pays_per_byte_and_leaves_the_empty_block_flat() {
     let affordable = BALANCE / (per_task + params.tx_fee.0);
     assert_eq!(opened, affordable, "exactly what the balance pays for");
     assert!(opened < ATTACK_TXS / 10, "{opened} of {ATTACK_TXS} tasks opened");
+    // Each open task is one entry of the deadlines table, at its score deadline: a block's end
+    // reads its own height's entries, not the tasks.
+    let deadlines = &c.ledger.state().deadlines;
+    assert_eq!(deadlines.len() as u64, opened);
+    for ((height, id), due) in deadlines.iter() {
+        assert_eq!((*height, *due), (c.task(*id).score_deadline(), Due::Finalize));
+    }
     let burned = c.ledger.state().meta().burned.0 - burned_before;
     assert!(burned >= opened * spec_bytes, "burned {burned} for {opened} x {spec_bytes} bytes");
     assert_eq!(
@@ -135,6 +142,7 @@ fn the_bloat_attack_pays_per_byte_and_leaves_the_empty_block_flat() {
             t.id
         );
     }
+    assert!(c.ledger.state().deadlines.is_empty(), "nothing left to fall due");
     let after_prune = tasks_bytes(&c);
     assert!(
         after_prune * 10 < before_prune,

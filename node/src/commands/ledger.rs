@@ -35,7 +35,7 @@ pub enum LedgerCommand {
         #[arg(long, default_value = "http://127.0.0.1:8081")]
         node: String,
         /// The state table: accounts, validators, validator_sets, tasks, submissions,
-        /// verdicts, commitments, evidence, champions or meta.
+        /// verdicts, commitments, evidence, champions, deadlines or meta.
         #[arg(long)]
         table: String,
         /// The key: an account id, a task id, TASK:ACCOUNT, a hash, a height, `chain`, or 0x and
