@@ -377,11 +377,6 @@ impl TaskSpec {
         let slots = u64::from(self.max_trainers.max(1));
         Amount(share.0.div_ceil(slots))
     }
-
-    /// Whether this spec is a character language-model task.
-    pub fn is_char_lm(&self) -> bool {
-        matches!(self.kind, TaskKind::CharLm { .. })
-    }
 }
 
 /// The trainer share of `reward`: `reward × trainer_share_ppm / 1e6`, rounded down.

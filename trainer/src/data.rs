@@ -242,20 +242,6 @@ pub fn parse_csv(bytes: &[u8], file: &str, shape: Option<CsvShape>) -> Result<Ta
     Ok(Table { header, features, values, labels })
 }
 
-/// Reads and parses a CSV file (see [`parse_csv`]).
-pub fn load_csv(path: &Path, shape: Option<CsvShape>) -> Result<Table, DataError> {
-    let bytes = read_bounded(path)?;
-    parse_csv(&bytes, &path.display().to_string(), shape)
-}
-
-/// Reads a UTF-8 text file.
-pub fn load_text(path: &Path) -> Result<String, DataError> {
-    let file = path.display().to_string();
-    let bytes = read_bounded(path)?;
-    String::from_utf8(bytes)
-        .map_err(|e| DataError::NotUtf8 { file, offset: e.utf8_error().valid_up_to() })
-}
-
 /// Per-feature mean and std of a table (population std; a std below [`STD_MIN`] becomes 1).
 /// Sums run in f64 in row order, so the result is the same on every run.
 pub fn feature_stats(table: &Table) -> (Vec<f32>, Vec<f32>) {

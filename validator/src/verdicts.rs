@@ -1,17 +1,12 @@
-//! Verdict vectors and the transactions that commit to and reveal them.
+//! Verdict vectors in the ledger's layout.
 //!
 //! [`verdict_vector`] lays verdicts out as DESIGN.md's "Ledger" says: the trivial baseline, then
 //! the base model when the task has one, then the earlier champions the task recorded, then one
-//! entry per revealed submission sorted by trainer account id. A validator commits with [`commit_scores_tx`] in the scoring window and opens the
-//! commitment with [`reveal_scores_tx`] in the score-reveal window, with the same salt; the caller
-//! persists the salt and the vector before it sends the commitment.
+//! entry per revealed submission sorted by trainer account id.
 
 use std::collections::BTreeMap;
 
-use consensus::commitment::{Salt, scores_commitment};
-use consensus::crypto::Keypair;
-use consensus::tx::{SignedTx, Tx, TxKind};
-use consensus::types::{AccountId, Hash, ModelHash, Nonce, TaskId};
+use consensus::types::{AccountId, ModelHash};
 use consensus::verdict::{Subject, Verdict, VerdictEntry, VerdictVector, expected_layout};
 
 /// Why verdicts cannot form a vector.
@@ -68,47 +63,9 @@ pub fn verdict_vector(
     Ok(out)
 }
 
-/// Who signs score transactions, for which chain and task, with which nonce.
-#[derive(Clone, Copy)]
-pub struct ScoresTxContext<'a> {
-    /// The chain id.
-    pub chain_id: &'a str,
-    /// The task scored.
-    pub task: TaskId,
-    /// The validator's key.
-    pub key: &'a Keypair,
-    /// The validator's next sequence number.
-    pub nonce: Nonce,
-}
-
-/// The commitment a validator posts for `verdicts` with `salt`.
-pub fn commitment(ctx: &ScoresTxContext<'_>, verdicts: &VerdictVector, salt: &Salt) -> Hash {
-    scores_commitment(ctx.chain_id, ctx.task, &ctx.key.account(), verdicts, salt)
-}
-
-/// The signed `CommitScores` transaction for `verdicts` with `salt`.
-pub fn commit_scores_tx(
-    ctx: &ScoresTxContext<'_>,
-    verdicts: &VerdictVector,
-    salt: &Salt,
-) -> SignedTx {
-    let kind = TxKind::CommitScores { task: ctx.task, commitment: commitment(ctx, verdicts, salt) };
-    SignedTx::sign(ctx.key, Tx { chain_id: ctx.chain_id.to_string(), nonce: ctx.nonce, kind })
-}
-
-/// The signed `RevealScores` transaction that opens [`commit_scores_tx`]'s commitment.
-pub fn reveal_scores_tx(
-    ctx: &ScoresTxContext<'_>,
-    verdicts: VerdictVector,
-    salt: Salt,
-) -> SignedTx {
-    let kind = TxKind::RevealScores { task: ctx.task, verdicts, salt };
-    SignedTx::sign(ctx.key, Tx { chain_id: ctx.chain_id.to_string(), nonce: ctx.nonce, kind })
-}
-
 #[cfg(test)]
 mod tests {
-    use consensus::types::ScorePpm;
+    use consensus::types::{Hash, ScorePpm};
     use consensus::verdict::RejectReason;
 
     use super::*;
@@ -133,20 +90,5 @@ mod tests {
             verdict_vector(Verdict::scored(1), None, vec![], [(a, rejected), (a, rejected)]),
             Err(LayoutError::RepeatedTrainer { trainer: a })
         );
-    }
-
-    #[test]
-    fn reveal_opens_the_commitment_and_both_verify() {
-        let key = Keypair::from_seed([9; 32]);
-        let salt = Salt(Hash([4; 32]));
-        let verdicts = verdict_vector(Verdict::scored(5), None, vec![], []).unwrap();
-        let ctx = ScoresTxContext { chain_id: "c", task: TaskId(3), key: &key, nonce: Nonce(7) };
-        let commit = commit_scores_tx(&ctx, &verdicts, &salt);
-        let reveal = reveal_scores_tx(&ScoresTxContext { nonce: Nonce(8), ..ctx }, verdicts, salt);
-        commit.verify("c").unwrap();
-        reveal.verify("c").unwrap();
-        let TxKind::CommitScores { commitment: c, .. } = commit.tx.kind else { panic!() };
-        let TxKind::RevealScores { verdicts, salt, task } = reveal.tx.kind else { panic!() };
-        assert_eq!(scores_commitment("c", task, &key.account(), &verdicts, &salt), c);
     }
 }

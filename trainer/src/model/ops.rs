@@ -242,6 +242,7 @@ mod tests {
     fn close(a: &Tensor, b: &Tensor) {
         let a = a.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         let b = b.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(a.len(), b.len(), "tensors of different sizes");
         for (x, y) in a.iter().zip(&b) {
             assert!((x - y).abs() < 1e-4, "{a:?}\nvs\n{b:?}");
         }
