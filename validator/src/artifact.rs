@@ -402,7 +402,8 @@ pub fn for_each_value<S: Source + ?Sized>(
     mut f: impl FnMut(f32),
 ) -> io::Result<()> {
     let bytes = info.end - info.start;
-    let mut buf = vec![0u8; usize::try_from(bytes).map_or(READ_CHUNK_BYTES, |b| b.min(READ_CHUNK_BYTES))];
+    let mut buf =
+        vec![0u8; usize::try_from(bytes).map_or(READ_CHUNK_BYTES, |b| b.min(READ_CHUNK_BYTES))];
     let mut offset = info.start;
     while offset < info.end {
         let piece = &mut buf[..(info.end - offset).min(READ_CHUNK_BYTES as u64) as usize];
@@ -433,7 +434,10 @@ pub fn read_weights<S: Source + ?Sized>(source: &S, header: &Header) -> io::Resu
             let elements = (info.end - info.start) as usize / dtype_bytes(info.dtype);
             let mut values = Vec::with_capacity(elements);
             for_each_value(source, info, |v| values.push(v))?;
-            Ok((name.clone(), TensorValues { dtype: info.dtype, shape: info.shape.clone(), values }))
+            Ok((
+                name.clone(),
+                TensorValues { dtype: info.dtype, shape: info.shape.clone(), values },
+            ))
         })
         .collect()
 }

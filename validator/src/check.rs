@@ -261,7 +261,8 @@ pub fn check_source<S: Source + ?Sized>(
 pub fn sha256_of<S: Source + ?Sized>(source: &S, size_bytes: u64) -> io::Result<ModelHash> {
     use sha2::{Digest, Sha256};
     let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; READ_CHUNK_BYTES.min(usize::try_from(size_bytes).unwrap_or(usize::MAX))];
+    let mut buf =
+        vec![0u8; READ_CHUNK_BYTES.min(usize::try_from(size_bytes).unwrap_or(usize::MAX))];
     let mut offset = 0u64;
     while offset < size_bytes {
         let piece = &mut buf[..(size_bytes - offset).min(READ_CHUNK_BYTES as u64) as usize];

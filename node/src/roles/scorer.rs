@@ -475,12 +475,8 @@ async fn score_and_persist(
 /// What [`fetch_all`] returns: the training file, and the paths in the blob store of the base
 /// model, the earlier champions and the revealed artifacts (`None` for each model that could not
 /// be fetched).
-type Fetched = (
-    Result<Vec<u8>, FetchError>,
-    Option<PathBuf>,
-    Vec<Option<PathBuf>>,
-    Vec<Option<PathBuf>>,
-);
+type Fetched =
+    (Result<Vec<u8>, FetchError>, Option<PathBuf>, Vec<Option<PathBuf>>, Vec<Option<PathBuf>>);
 
 /// Fetches the training file, the base model, the earlier champions and every revealed artifact
 /// at once, each within the job's deadline; the models go to the blob store, never into memory. A
