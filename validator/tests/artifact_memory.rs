@@ -73,7 +73,6 @@ fn write_large_mlp(path: &Path) -> (u64, u64, ModelHash) {
         put(&piece[..n]);
         left -= n;
     }
-    drop(put);
     out.flush().expect("flushing the artifact");
     let size = (8 + header.len() + offset) as u64;
     (size, (offset / 4) as u64, consensus::types::Hash(hasher.finalize().into()))
