@@ -305,6 +305,34 @@ async fn a_20_mb_blob_is_found_transferred_and_verified() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blob_over_the_limit_is_refused_after_at_most_the_limit_and_one_chunk() {
+    const LIMIT: u64 = 8 << 20;
+    let a = spawn_node(25, vec![]).await;
+    let mut b = spawn_node(26, vec![a.address.clone()]).await;
+    wait_connected(&mut b, a.peer, "B to connect to A").await;
+    let hash = a.client.blob_store().put(&pseudo_random_bytes(40 << 20, 25)).unwrap();
+    let chunk = u64::from(b.client.blob_limits().chunk_bytes);
+
+    let before = b.client.traffic().inbound();
+    let refused = bounded("a refused fetch", b.client.fetch_blob_from(a.peer, hash, LIMIT)).await;
+    assert!(
+        matches!(refused, Err(BlobFetchError::TooLarge { size_bytes, .. }) if size_bytes == 40 << 20),
+        "expected TooLarge, got {refused:?}"
+    );
+    // Answers to chunks asked for before the size was known may still be on their way.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let received = b.client.traffic().inbound() - before;
+    println!("a 40 MiB blob fetched with an 8 MiB limit: refused after {received} bytes");
+    assert!(
+        received <= LIMIT + chunk,
+        "{received} bytes arrived for a blob refused at {LIMIT} (chunk {chunk})"
+    );
+    assert!(!b.client.blob_store().contains(&hash));
+    let temp_files = std::fs::read_dir(b.client.blob_store().dir().join("tmp")).unwrap().count();
+    assert_eq!(temp_files, 0, "no temporary file is left behind");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_blob_whose_bytes_do_not_match_is_rejected_and_its_sender_penalized() {
     let liar = spawn_node(31, vec![]).await;
     let mut b = spawn_node(32, vec![liar.address.clone()]).await;

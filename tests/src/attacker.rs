@@ -3,9 +3,9 @@
 //!
 //! Each attack runs for a bounded time and returns what it saw, so a scenario can assert on it
 //! (how many connections the node let one IP hold, how many sync bytes one identity got, whether
-//! a malformed frame was answered). To add an attack that sends consensus messages (tampered
-//! committed blocks, far-future votes), build a swarm with [`gossip_swarm`] and publish encoded
-//! [`node::network::GossipMessage`]s with [`publish_for`].
+//! a malformed frame was answered). Consensus attacks get real committed blocks with
+//! [`committed_blocks`], build a swarm with [`gossip_swarm`] and publish encoded blocks and
+//! consensus envelopes (tampered, far-future, signed by strangers) with [`publish_for`].
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -163,6 +163,47 @@ pub async fn sync_flood(
     Ok(report)
 }
 
+/// Asks `target` once for up to `count` committed blocks from height `from` over `sync`, as any
+/// peer may: the material for tampered copies.
+pub async fn committed_blocks(
+    target: &Multiaddr,
+    peer: PeerId,
+    chain_id: &str,
+    from: u64,
+    count: u32,
+) -> anyhow::Result<Vec<node::network::CommittedBlock>> {
+    let behaviour = request_response::Behaviour::with_codec(
+        SyncCodec { response_bytes_max: 64 << 20 },
+        [(node::network::sync_protocol(chain_id), ProtocolSupport::Outbound)],
+        request_response::Config::default().with_request_timeout(Duration::from_secs(20)),
+    );
+    let mut swarm = swarm(behaviour)?;
+    swarm.dial(target.clone())?;
+    let request = SyncRequest { from: consensus::types::Height(from), count };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let event = tokio::time::timeout_at(deadline, swarm.select_next_some())
+            .await
+            .context("no sync answer within 30 s")?;
+        match event {
+            SwarmEvent::ConnectionEstablished { .. } => {
+                swarm.behaviour_mut().send_request(&peer, request);
+            }
+            SwarmEvent::Behaviour(request_response::Event::Message {
+                message: request_response::Message::Response { response, .. },
+                ..
+            }) => match response {
+                SyncResponse::Blocks(blocks) => return Ok(blocks),
+                other => anyhow::bail!("asked for blocks, got {other:?}"),
+            },
+            SwarmEvent::Behaviour(request_response::Event::OutboundFailure { error, .. }) => {
+                anyhow::bail!("sync request failed: {error}")
+            }
+            _ => {}
+        }
+    }
+}
+
 /// A request-response codec that writes a request's bytes exactly as given (no framing), so a
 /// frame can lie about its length or carry junk, and reads whatever comes back.
 #[derive(Clone, Debug, Default)]
@@ -304,8 +345,12 @@ pub struct Published {
     pub last_error: Option<String>,
 }
 
-/// Connects `swarm` to `target`, then publishes each of `messages` on `topic` (retrying while
-/// gossipsub has no subscribed peer yet) for at most `duration`, or until the node disconnects.
+/// Most messages [`publish_for`] publishes every 100 ms.
+const PUBLISH_BURST: usize = 64;
+
+/// Connects `swarm` to `target`, then publishes each of `messages` on `topic`, up to
+/// [`PUBLISH_BURST`] every 100 ms (retrying while gossipsub has no subscribed peer yet), for at
+/// most `duration`, or until the node disconnects.
 pub async fn publish_for(
     swarm: &mut Swarm<GossipBehaviour>,
     target: &Multiaddr,
@@ -331,13 +376,17 @@ pub async fn publish_for(
                 _ => {}
             },
             _ = tick.tick() => {
-                if let Some(message) = queue.peek() {
+                for _ in 0..PUBLISH_BURST {
+                    let Some(message) = queue.peek() else { break };
                     match swarm.behaviour_mut().publish(topic.clone(), message.clone()) {
                         Ok(_) => {
                             queue.next();
                             published.sent += 1;
                         }
-                        Err(e) => published.last_error = Some(e.to_string()),
+                        Err(e) => {
+                            published.last_error = Some(e.to_string());
+                            break;
+                        }
                     }
                 }
             }

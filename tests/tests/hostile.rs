@@ -4,12 +4,19 @@
 //! and key files, refused before a node starts.
 //!
 //! The attackers ([`crucible_tests::attacker`]) are raw libp2p swarms built on the `libp2p`
-//! crate and plain TCP clients. The attacks, on validator 0:
+//! crate and plain TCP clients. The attacks, on validator 0, each from fresh identities:
 //!
+//! - junk gossip on every topic (the sender is disconnected and banned) and messages over the
+//!   chain's gossip limit (dropped by gossipsub's frame limit);
+//! - real committed blocks with their real certificates but another body: refused at the door
+//!   (the sender is disconnected), and validator 0 still serves the original blocks;
+//! - votes signed by a key outside the validator set, for the current, next and far-future
+//!   heights up to 2^64 - 2 (the sender is disconnected);
+//! - 2,000 far-future votes validly signed by one validator's key (a quarter of the power):
+//!   not relayed, never enough to move anyone;
 //! - a connection flood: 150 identities from one IP; the node lets that IP hold at most its
 //!   per-IP share, and a restarted honest validator reconnects to it during the flood;
-//! - malformed and oversized frames on the `sync` and `blob` protocols (never answered), and junk
-//!   gossip (the sender is disconnected and banned);
+//! - malformed and oversized frames on the `sync` and `blob` protocols (never answered);
 //! - a sync flood from several identities: each gets at most its byte budget, the rest `Busy`;
 //! - HTTP: idle connections beyond the connection cap (closed by the header-read timeout while
 //!   others are answered), a stalled body, a huge body, malformed bodies, a DNS rebinding host;
@@ -19,10 +26,6 @@
 //! filled while it runs; it stops naming the error, the others keep committing, and once space
 //! returns it restarts, catches up, and its store replays (`node ledger verify`).
 //!
-//! Consensus-layer attacks (tampered committed blocks, far-future votes from non-validators) go
-//! in the same way: a step in [`attacks`] that builds a [`attacker::gossip_swarm`], publishes
-//! the encoded messages with [`attacker::publish_for`], then calls [`Bench::check`].
-//!
 //! Like `e2e`, this executable is also the nodes' (`harness = false`; see
 //! [`crucible_tests::suite`]).
 
@@ -31,11 +34,18 @@ use std::process::{ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
+use consensus::bft::Message as ConsensusMessage;
+use consensus::crypto::Keypair;
+use consensus::encoding::encode;
 use consensus::tx::TxKind;
+use consensus::types::{Height, Round};
+use consensus::vote::{SignedVote, Vote, VoteKind};
 use crucible_tests::attacker::{self, rss_kib};
 use crucible_tests::net::{CHAIN_TIMEOUT, Net, with_logs};
 use crucible_tests::suite::{self, Scenario};
 use libp2p::{Multiaddr, PeerId, StreamProtocol};
+use node::network::gossip::ConsensusEnvelope;
+use node::network::{CommittedBlock, Topic};
 
 const SCENARIOS: &[Scenario] = &[
     Scenario {
@@ -108,14 +118,19 @@ impl Bench {
         std::thread::sleep(RATE_WINDOW.saturating_sub(t0.elapsed()));
         let during = (self.height()? - h0) as f64 / t0.elapsed().as_secs_f64();
         let after = self.rate(RATE_WINDOW)?;
+        let settled = rss_kib(pid)?;
         println!(
             "  {attack}: {during:.2} blocks/s during, {after:.2} after (baseline {:.2}); \
-             attacked validator RSS {} MiB (bound {} MiB)",
+             attacked validator RSS {} MiB at the end, {} MiB {} s later (bound {} MiB)",
             self.baseline,
             rss >> 10,
+            settled >> 10,
+            RATE_WINDOW.as_secs(),
             RSS_KIB_MAX >> 10
         );
-        ensure!(rss <= RSS_KIB_MAX, "{attack}: validator 0 uses {rss} KiB, over {RSS_KIB_MAX}");
+        for rss in [rss, settled] {
+            ensure!(rss <= RSS_KIB_MAX, "{attack}: validator 0 uses {rss} KiB, over {RSS_KIB_MAX}");
+        }
         let floor = self.baseline * share;
         ensure!(
             during >= floor && after >= floor,
@@ -138,7 +153,8 @@ fn attacks(dir: &Path) -> anyhow::Result<()> {
     let result = with_logs(&mut bench.net, |net| net.start_all_but(&[trainer]));
     result?;
     bench.baseline = bench.rate(RATE_WINDOW)?;
-    println!("  baseline: {:.2} blocks/s", bench.baseline);
+    let rss = rss_kib(bench.net.pid(0).context("validator 0 is not running")?)?;
+    println!("  baseline: {:.2} blocks/s, validator 0 RSS {} MiB", bench.baseline, rss >> 10);
     ensure!(bench.baseline > 0.0, "the network commits nothing before any attack");
     let result = run_attacks(&mut bench);
     if let Err(err) = &result {
@@ -148,16 +164,72 @@ fn attacks(dir: &Path) -> anyhow::Result<()> {
     result
 }
 
-fn run_attacks(bench: &mut Bench) -> anyhow::Result<()> {
-    let rt = runtime()?;
-    let target: Multiaddr = bench.net.p2p_addr(0)?.parse()?;
-    let peer: PeerId = node::keystore::peer_id(&bench.net.plan.nodes[0].key())?;
-    let chain_id = bench.net.plan.genesis.chain_id.clone();
+/// Where the raw libp2p attacker aims: validator 0.
+struct Target {
+    rt: tokio::runtime::Runtime,
+    addr: Multiaddr,
+    peer: PeerId,
+    chain_id: String,
+}
 
-    junk_gossip(bench, &rt, &target, &chain_id)?;
-    connection_flood(bench, &rt, &target)?;
-    malformed_frames(bench, &rt, &target, peer, &chain_id)?;
-    sync_flood(bench, &rt, &target, peer, &chain_id)?;
+impl Target {
+    /// Publishes `messages` on `topic` from a fresh identity whose transmit limit is above the
+    /// node's, for at most `duration` or until the node disconnects it.
+    fn gossip(
+        &self,
+        topic: Topic,
+        messages: Vec<Vec<u8>>,
+        duration: Duration,
+    ) -> anyhow::Result<attacker::Published> {
+        self.rt.block_on(async {
+            let mut swarm = attacker::gossip_swarm(&self.chain_id, 16 << 20)?;
+            let ident = topic.ident(&self.chain_id);
+            attacker::publish_for(&mut swarm, &self.addr, ident, messages, duration).await
+        })
+    }
+
+    /// As [`Target::gossip`], from `identities` identities at once, each sending `messages`.
+    fn gossip_from(
+        &self,
+        identities: usize,
+        topic: Topic,
+        messages: &[Vec<u8>],
+        duration: Duration,
+    ) -> anyhow::Result<Vec<attacker::Published>> {
+        self.rt.block_on(futures::future::try_join_all((0..identities).map(|_| async {
+            let mut swarm = attacker::gossip_swarm(&self.chain_id, 16 << 20)?;
+            let ident = topic.ident(&self.chain_id);
+            attacker::publish_for(&mut swarm, &self.addr, ident, messages.to_vec(), duration).await
+        })))
+    }
+
+    /// Validator 0's committed blocks from `from`, at most `count`, as any peer gets them.
+    fn blocks(&self, from: u64, count: u32) -> anyhow::Result<Vec<CommittedBlock>> {
+        self.rt.block_on(attacker::committed_blocks(
+            &self.addr,
+            self.peer,
+            &self.chain_id,
+            from,
+            count,
+        ))
+    }
+}
+
+fn run_attacks(bench: &mut Bench) -> anyhow::Result<()> {
+    let target = Target {
+        rt: runtime()?,
+        addr: bench.net.p2p_addr(0)?.parse()?,
+        peer: node::keystore::peer_id(&bench.net.plan.nodes[0].key())?,
+        chain_id: bench.net.plan.genesis.chain_id.clone(),
+    };
+    junk_gossip(bench, &target)?;
+    near_limit_flood(bench, &target)?;
+    tampered_blocks(bench, &target)?;
+    stranger_votes(bench, &target)?;
+    far_future_votes(bench, &target)?;
+    connection_flood(bench, &target)?;
+    malformed_frames(bench, &target)?;
+    sync_flood(bench, &target)?;
     http_attacks(bench)?;
     artifact_cap(bench)?;
     Ok(())
@@ -165,16 +237,12 @@ fn run_attacks(bench: &mut Bench) -> anyhow::Result<()> {
 
 /// 150 identities from one IP: the node lets them hold at most its per-IP share, and validator 1,
 /// killed and restarted during the flood, is connected to the attacked node again.
-fn connection_flood(
-    bench: &mut Bench,
-    rt: &tokio::runtime::Runtime,
-    target: &Multiaddr,
-) -> anyhow::Result<()> {
+fn connection_flood(bench: &mut Bench, target: &Target) -> anyhow::Result<()> {
     const IDENTITIES: usize = 150;
     let per_ip = node::network::ConnectionLimits::default().per_ip_max as usize;
     bench.start()?;
-    let flood = rt.spawn({
-        let target = target.clone();
+    let flood = target.rt.spawn({
+        let target = target.addr.clone();
         async move { attacker::connection_flood(&target, IDENTITIES, Duration::from_secs(40)).await }
     });
     std::thread::sleep(Duration::from_secs(5));
@@ -197,7 +265,7 @@ fn connection_flood(
         || (lists_validator_1() == Some(true)).then_some(()),
     )?;
     println!("  restarted validator 1 reconnected after {:.1} s", since.elapsed().as_secs_f64());
-    let report = rt.block_on(flood)??;
+    let report = target.rt.block_on(flood)??;
     println!(
         "  connection flood: {} identities from one IP hold {} connections ({} closed by the node)",
         report.identities, report.held, report.closed
@@ -213,13 +281,7 @@ fn connection_flood(
 
 /// Frames that lie about their length or carry junk are never answered; a well-formed request
 /// on the same protocol is (so the attacker speaks it). Junk gossip gets its sender banned.
-fn malformed_frames(
-    bench: &mut Bench,
-    rt: &tokio::runtime::Runtime,
-    target: &Multiaddr,
-    peer: PeerId,
-    chain_id: &str,
-) -> anyhow::Result<()> {
+fn malformed_frames(bench: &mut Bench, target: &Target) -> anyhow::Result<()> {
     bench.start()?;
     let frame = |body: &[u8]| {
         let mut f = (body.len() as u32).to_be_bytes().to_vec();
@@ -235,10 +297,10 @@ fn malformed_frames(
         frame(&[]),
         valid,
     ];
-    let answers = rt.block_on(attacker::raw_frames(
-        target,
-        peer,
-        node::network::sync_protocol(chain_id),
+    let answers = target.rt.block_on(attacker::raw_frames(
+        &target.addr,
+        target.peer,
+        node::network::sync_protocol(&target.chain_id),
         sync_frames,
     ))?;
     let answered: Vec<bool> = answers.iter().map(Option::is_some).collect();
@@ -248,9 +310,9 @@ fn malformed_frames(
         "sync frames answered {answered:?}, expected only the well-formed last one"
     );
     let blob = StreamProtocol::new("/crucible/blob/1");
-    let answers = rt.block_on(attacker::raw_frames(
-        target,
-        peer,
+    let answers = target.rt.block_on(attacker::raw_frames(
+        &target.addr,
+        target.peer,
         blob,
         vec![u32::MAX.to_be_bytes().to_vec(), frame(&[0x00; 3])],
     ))?;
@@ -259,51 +321,164 @@ fn malformed_frames(
     bench.check("malformed sync and blob frames")
 }
 
-/// Undecodable gossip gets its sender disconnected and banned; a message over the chain's gossip
-/// limit is dropped by gossipsub's frame limit before it is decoded.
-fn junk_gossip(
-    bench: &mut Bench,
-    rt: &tokio::runtime::Runtime,
-    target: &Multiaddr,
-    chain_id: &str,
-) -> anyhow::Result<()> {
+/// Undecodable gossip on any topic gets its sender disconnected and banned; a message over the
+/// chain's gossip limit is dropped by gossipsub's frame limit before it is decoded.
+fn junk_gossip(bench: &mut Bench, target: &Target) -> anyhow::Result<()> {
     bench.start()?;
-    let topic = node::network::Topic::Txs.ident(chain_id);
-    let junk: Vec<Vec<u8>> = (0..8u8).map(|i| vec![i; 100]).collect();
-    let published = rt.block_on(async {
-        let mut swarm = attacker::gossip_swarm(chain_id, 16 << 20)?;
-        attacker::publish_for(&mut swarm, target, topic.clone(), junk, Duration::from_secs(30))
-            .await
-    })?;
-    println!("  junk gossip: {published:?}");
+    for topic in Topic::ALL {
+        let junk: Vec<Vec<u8>> = (0..8u8).map(|i| vec![i; 100]).collect();
+        let published = target.gossip(topic, junk, Duration::from_secs(30))?;
+        println!("  junk gossip on {topic}: {published:?}");
+        ensure!(
+            published.disconnected,
+            "the node kept a peer that sent {} undecodable messages on {topic} ({:?})",
+            published.sent,
+            published.last_error
+        );
+    }
+    for topic in [Topic::Txs, Topic::Blocks] {
+        let oversized: Vec<Vec<u8>> = (0..4u8).map(|i| vec![i; 6 << 20]).collect();
+        let published = target.gossip(topic, oversized, Duration::from_secs(6))?;
+        println!("  6 MiB messages on {topic} (the limit is 4 MiB + 64 KiB): {published:?}");
+        ensure!(published.sent > 0, "no oversized message went out: the attack did not run");
+    }
+    bench.check("junk and oversized gossip")
+}
+
+/// Undecodable messages just under the gossip limit from several identities at once: each is
+/// read whole before it can be refused, so this is the most memory one peer's gossip can cost;
+/// the senders whose messages arrive are banned, and the node's memory stays bounded.
+fn near_limit_flood(bench: &mut Bench, target: &Target) -> anyhow::Result<()> {
+    const IDENTITIES: usize = 4;
+    bench.start()?;
+    let messages: Vec<Vec<u8>> = (0..4u8).map(|i| vec![0xF0 | i; 4 << 20]).collect();
+    let published =
+        target.gossip_from(IDENTITIES, Topic::Txs, &messages, Duration::from_secs(15))?;
+    let sent: usize = published.iter().map(|p| p.sent).sum();
+    let banned = published.iter().filter(|p| p.disconnected).count();
+    println!(
+        "  4 MiB undecodable messages from {IDENTITIES} identities: {sent} sent, \
+         {banned} senders disconnected"
+    );
+    ensure!(banned > 0, "no sender of {sent} undecodable 4 MiB messages was disconnected");
+    bench.check("4 MiB junk gossip from several identities")
+}
+
+/// Real committed blocks with their real certificates but another body (a precommit dropped from
+/// the last commit, or the last commit removed): refused at the door (the sender is disconnected),
+/// and validator 0 still serves the original blocks.
+fn tampered_blocks(bench: &mut Bench, target: &Target) -> anyhow::Result<()> {
+    bench.start()?;
+    let from = bench.height()?.saturating_sub(4).max(2);
+    let blocks = target.blocks(from, 4)?;
+    ensure!(!blocks.is_empty(), "validator 0 served no block from height {from}");
+    let mut tampered = Vec::new();
+    for committed in &blocks {
+        let mut trimmed = committed.clone();
+        if let Some(cert) = trimmed.block.last_commit.as_mut() {
+            cert.signatures.pop();
+        }
+        let mut dropped = committed.clone();
+        dropped.block.last_commit = None;
+        tampered.extend([encode(&trimmed), encode(&dropped)]);
+    }
+    let published = target.gossip(Topic::Blocks, tampered, Duration::from_secs(30))?;
+    println!("  committed blocks {from}.. with swapped bodies: {published:?}");
     ensure!(
         published.disconnected,
-        "the node kept a peer that sent {} undecodable gossip messages ({:?})",
-        published.sent,
-        published.last_error
+        "the node kept a peer that sent {} committed blocks with swapped bodies",
+        published.sent
     );
-    let oversized: Vec<Vec<u8>> = (0..4u8).map(|i| vec![i; 6 << 20]).collect();
-    let published = rt.block_on(async {
-        let mut swarm = attacker::gossip_swarm(chain_id, 16 << 20)?;
-        attacker::publish_for(&mut swarm, target, topic, oversized, Duration::from_secs(10)).await
-    })?;
-    println!("  6 MiB gossip messages (the limit is 4 MiB + 64 KiB): {published:?}");
-    ensure!(published.sent > 0, "no oversized message went out: the attack did not run");
-    bench.check("junk and oversized gossip")
+    let served = target.blocks(from, blocks.len() as u32)?;
+    ensure!(
+        served == blocks,
+        "validator 0 serves other blocks at heights {from}.. after the attack"
+    );
+    bench.check("tampered committed blocks")
+}
+
+/// Encoded consensus envelopes of votes by `key` for each of `heights`, in rounds `0..rounds`,
+/// both kinds, for the block `block`.
+fn votes(
+    chain_id: &str,
+    key: &Keypair,
+    heights: &[u64],
+    rounds: u32,
+    block: Option<consensus::types::Hash>,
+) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    for &height in heights {
+        for round in 0..rounds {
+            for kind in [VoteKind::Prevote, VoteKind::Precommit] {
+                let vote = Vote { height: Height(height), round: Round(round), kind, block };
+                let message = ConsensusMessage::Vote(SignedVote::sign(key, chain_id, vote));
+                let envelope = ConsensusEnvelope { send: out.len() as u64, message };
+                out.push(encode(&envelope));
+            }
+        }
+    }
+    out
+}
+
+/// Votes signed by a key outside the validator set, for the heights just ahead (reached while
+/// the attacker connects) and far-future ones: rejected by the state check (the sender is
+/// disconnected), and nothing changes.
+fn stranger_votes(bench: &mut Bench, target: &Target) -> anyhow::Result<()> {
+    bench.start()?;
+    let next = bench.height()? + 1;
+    let stranger = Keypair::from_seed([0xA7; 32]);
+    let heights = [next + 8, next + 9, next + 1_000, 1 << 40, 1 << 62, u64::MAX - 1];
+    let messages =
+        votes(&target.chain_id, &stranger, &heights, 2, Some(consensus::types::Hash([7; 32])));
+    let published = target.gossip(Topic::Consensus, messages, Duration::from_secs(30))?;
+    println!("  votes of a non-validator key, heights {}.. to 2^64 - 2: {published:?}", next + 8);
+    ensure!(
+        published.disconnected,
+        "the node kept a peer that sent {} votes signed by a non-validator",
+        published.sent
+    );
+    bench.check("votes of a non-validator key")
+}
+
+/// Many far-future votes carrying a validator's valid signature (what one faulty validator, a
+/// quarter of the power, can sign): not relayed, counted towards heights shown but never enough
+/// to move anyone; the buffers they could fill are bounded.
+fn far_future_votes(bench: &mut Bench, target: &Target) -> anyhow::Result<()> {
+    const HEIGHTS: u64 = 500;
+    bench.start()?;
+    let next = bench.height()? + 1;
+    let faulty = bench.net.plan.nodes[3].key();
+    let heights: Vec<u64> =
+        (0..HEIGHTS).map(|i| next + 2 + i).chain([1 << 40, 1 << 62, u64::MAX - 1]).collect();
+    let messages = votes(&target.chain_id, &faulty, &heights, 2, None);
+    let count = messages.len();
+    let published = target.gossip(Topic::Consensus, messages, Duration::from_secs(40))?;
+    println!(
+        "  {} far-future votes signed by validator 3's key (heights {}.. to 2^64 - 2): {published:?}",
+        count,
+        next + 2
+    );
+    ensure!(published.sent == count, "only {} of {count} votes went out", published.sent);
+    ensure!(
+        !published.disconnected,
+        "the node disconnected a peer relaying validly signed far-future votes"
+    );
+    bench.check("far-future votes of one validator's key")
 }
 
 /// Several identities ask for blocks as fast as they can: each gets at most its byte budget
 /// (burst plus rate over the attack), and the node answers the rest `Busy`.
-fn sync_flood(
-    bench: &mut Bench,
-    rt: &tokio::runtime::Runtime,
-    target: &Multiaddr,
-    peer: PeerId,
-    chain_id: &str,
-) -> anyhow::Result<()> {
+fn sync_flood(bench: &mut Bench, target: &Target) -> anyhow::Result<()> {
     const DURATION: Duration = Duration::from_secs(12);
     bench.start()?;
-    let report = rt.block_on(attacker::sync_flood(target, peer, chain_id, 4, 4, DURATION))?;
+    let report = target.rt.block_on(attacker::sync_flood(
+        &target.addr,
+        target.peer,
+        &target.chain_id,
+        4,
+        4,
+        DURATION,
+    ))?;
     let limits = node::network::SyncThrottleLimits::default();
     // The budget over the attack, plus one answer that may overdraw it and a connection's start.
     let budget = limits.burst_bytes + limits.bytes_per_sec * (DURATION.as_secs() + 2) + (8 << 20);

@@ -11,9 +11,15 @@
 //!
 //! Dtypes are decided while the header is read: a tensor whose dtype is not one of the task's
 //! allowed dtypes (F32, F16, BF16 at most) is refused as disallowed, whatever else is wrong.
+//!
+//! The bytes come from a [`Source`]: a slice, or a file read by ranges ([`read_header`],
+//! [`for_each_value`], [`read_weights`]), so a validator checks an artifact of any size holding at
+//! most its header and one [`READ_CHUNK_BYTES`] buffer, and then only the decoded values of an
+//! artifact whose header passed.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::io;
 
 use consensus::task::Dtype;
 use serde::Deserialize;
@@ -28,6 +34,10 @@ pub const RANK_MAX: usize = 8;
 /// Longest tensor name, in bytes.
 pub const TENSOR_NAME_BYTES_MAX: usize = 256;
 
+/// Bytes read from a [`Source`] at a time while values are counted, checked or decoded (a
+/// multiple of every dtype's width).
+pub const READ_CHUNK_BYTES: usize = 1 << 20;
+
 /// The key safetensors reserves for free-form string metadata.
 const METADATA_KEY: &str = "__metadata__";
 /// Length of the little-endian header-length prefix.
@@ -40,7 +50,7 @@ pub enum FormatError {
     #[error("file of {file_bytes} bytes is shorter than the 8-byte header length")]
     Truncated {
         /// The file's size.
-        file_bytes: usize,
+        file_bytes: u64,
     },
     /// The header length exceeds [`HEADER_BYTES_MAX`].
     #[error("header of {header_bytes} bytes exceeds the limit of {max} bytes")]
@@ -56,7 +66,7 @@ pub enum FormatError {
         /// The claimed header length.
         header_bytes: u64,
         /// The file's size.
-        file_bytes: usize,
+        file_bytes: u64,
     },
     /// The header is not the expected JSON.
     #[error("header is not valid safetensors JSON: {message}")]
@@ -99,13 +109,13 @@ pub enum FormatError {
         /// Bytes its dtype and shape need, if that fits in a `u64`.
         needed: u64,
         /// The data buffer's size.
-        buffer_bytes: usize,
+        buffer_bytes: u64,
     },
     /// The byte ranges leave a gap, overlap, or do not end at the end of the buffer.
     #[error("tensor byte ranges do not tile the {buffer_bytes}-byte data buffer")]
     NotTiled {
         /// The data buffer's size.
-        buffer_bytes: usize,
+        buffer_bytes: u64,
     },
 }
 
@@ -133,9 +143,9 @@ pub struct TensorInfo {
     /// The dimensions, outermost first.
     pub shape: Vec<usize>,
     /// First byte in the file (not the buffer).
-    pub start: usize,
+    pub start: u64,
     /// One past the last byte in the file.
-    pub end: usize,
+    pub end: u64,
 }
 
 /// A validated header: every tensor's dtype, shape and byte range, checked against the file.
@@ -158,6 +168,50 @@ pub struct TensorValues {
 
 /// An artifact's tensors by name, decoded to `f32`; iteration is in name order.
 pub type Weights = BTreeMap<String, TensorValues>;
+
+/// Where an artifact's bytes are read from, by ranges: memory, or a file that is never read whole.
+pub trait Source: fmt::Debug {
+    /// The size in bytes.
+    fn size(&self) -> io::Result<u64>;
+    /// Fills `buf` with the bytes from `offset`; a range past the end is an error.
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()>;
+}
+
+impl Source for [u8] {
+    fn size(&self) -> io::Result<u64> {
+        Ok(self.len() as u64)
+    }
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        let range = usize::try_from(offset)
+            .ok()
+            .and_then(|start| Some(start..start.checked_add(buf.len())?))
+            .and_then(|range| self.get(range))
+            .ok_or_else(|| io::Error::from(io::ErrorKind::UnexpectedEof))?;
+        buf.copy_from_slice(range);
+        Ok(())
+    }
+}
+
+impl Source for Vec<u8> {
+    fn size(&self) -> io::Result<u64> {
+        self.as_slice().size()
+    }
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        self.as_slice().read_at(offset, buf)
+    }
+}
+
+impl Source for std::fs::File {
+    fn size(&self) -> io::Result<u64> {
+        Ok(self.metadata()?.len())
+    }
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        std::os::unix::fs::FileExt::read_exact_at(self, buf, offset)
+    }
+}
 
 fn dtype_from_header(text: &str) -> Option<Dtype> {
     match text {
@@ -218,26 +272,47 @@ impl<'de> Deserialize<'de> for RawEntries {
     }
 }
 
-/// Reads and validates the header of `bytes` against the file size, the limits and the allowed
+/// Reads and validates the header of `bytes` against their size, the limits and the allowed
 /// dtypes, without allocating anything the header claims.
 pub fn parse_header(bytes: &[u8], allowed: &[Dtype]) -> Result<Header, HeaderError> {
-    let file_bytes = bytes.len();
-    let Some(prefix) = bytes.first_chunk::<PREFIX_BYTES>() else {
-        return Err(FormatError::Truncated { file_bytes }.into());
-    };
-    let header_bytes = u64::from_le_bytes(*prefix);
+    read_header(bytes, allowed).expect("a slice is read only within its length")
+}
+
+/// As [`parse_header`], reading from `source` only the 8-byte prefix and the header (at most
+/// [`HEADER_BYTES_MAX`] bytes, checked against the source's size before it is read). The outer
+/// error is the source's I/O failure; the inner one, the header's fault.
+pub fn read_header<S: Source + ?Sized>(
+    source: &S,
+    allowed: &[Dtype],
+) -> io::Result<Result<Header, HeaderError>> {
+    let file_bytes = source.size()?;
+    if file_bytes < PREFIX_BYTES as u64 {
+        return Ok(Err(FormatError::Truncated { file_bytes }.into()));
+    }
+    let mut prefix = [0u8; PREFIX_BYTES];
+    source.read_at(0, &mut prefix)?;
+    let header_bytes = u64::from_le_bytes(prefix);
     if header_bytes > HEADER_BYTES_MAX {
-        return Err(FormatError::HeaderTooLong { header_bytes, max: HEADER_BYTES_MAX }.into());
+        return Ok(Err(FormatError::HeaderTooLong { header_bytes, max: HEADER_BYTES_MAX }.into()));
+    }
+    let data_start = PREFIX_BYTES as u64 + header_bytes;
+    if data_start > file_bytes {
+        return Ok(Err(FormatError::HeaderPastEnd { header_bytes, file_bytes }.into()));
     }
     // Bounded by HEADER_BYTES_MAX, so it fits a usize.
-    let header_len = header_bytes as usize;
-    let data_start = PREFIX_BYTES + header_len;
-    if data_start > file_bytes {
-        return Err(FormatError::HeaderPastEnd { header_bytes, file_bytes }.into());
-    }
-    let json = &bytes[PREFIX_BYTES..data_start];
-    let buffer_bytes = file_bytes - data_start;
+    let mut json = vec![0u8; header_bytes as usize];
+    source.read_at(PREFIX_BYTES as u64, &mut json)?;
+    Ok(parse_json(&json, data_start, file_bytes - data_start, allowed))
+}
 
+/// Validates a header's JSON for a data buffer of `buffer_bytes` starting at file offset
+/// `data_start`.
+fn parse_json(
+    json: &[u8],
+    data_start: u64,
+    buffer_bytes: u64,
+    allowed: &[Dtype],
+) -> Result<Header, HeaderError> {
     let entries: RawEntries = serde_json::from_slice(json)
         .map_err(|e| FormatError::HeaderJson { message: cut(&e.to_string(), 200) })?;
     let mut names = BTreeSet::new();
@@ -282,7 +357,7 @@ pub fn parse_header(bytes: &[u8], allowed: &[Dtype]) -> Result<Header, HeaderErr
             raw.shape.iter().try_fold(1u64, |acc, &d| acc.checked_mul(d)).ok_or_else(bad_shape)?;
         let needed = elements.checked_mul(dtype_bytes(dtype) as u64).ok_or_else(bad_shape)?;
         let [begin, end] = raw.data_offsets;
-        if begin > end || end > buffer_bytes as u64 || end - begin != needed {
+        if begin > end || end > buffer_bytes || end - begin != needed {
             return Err(FormatError::BadOffsets {
                 name: cut(&name, 80),
                 begin,
@@ -292,15 +367,15 @@ pub fn parse_header(bytes: &[u8], allowed: &[Dtype]) -> Result<Header, HeaderErr
             }
             .into());
         }
-        // Every dimension is at most the buffer's byte count now, so it fits a usize.
-        let shape = raw.shape.iter().map(|&d| d as usize).collect();
+        // Every dimension is at most the buffer's byte count now, or the tensor is empty; either
+        // way one that does not fit a usize is refused.
+        let shape = raw
+            .shape
+            .iter()
+            .map(|&d| usize::try_from(d).map_err(|_| bad_shape()))
+            .collect::<Result<_, _>>()?;
         ranges.push((begin, end));
-        let info = TensorInfo {
-            dtype,
-            shape,
-            start: data_start + begin as usize,
-            end: data_start + end as usize,
-        };
+        let info = TensorInfo { dtype, shape, start: data_start + begin, end: data_start + end };
         tensors.insert(name, info);
     }
     ranges.sort_unstable();
@@ -311,43 +386,65 @@ pub fn parse_header(bytes: &[u8], allowed: &[Dtype]) -> Result<Header, HeaderErr
         }
         cursor = end;
     }
-    if cursor != buffer_bytes as u64 {
+    if cursor != buffer_bytes {
         return Err(FormatError::NotTiled { buffer_bytes }.into());
     }
     Ok(Header { tensors })
 }
 
-/// Decodes one tensor's bytes (little-endian, as safetensors stores them) to `f32`.
+/// Calls `f` with each value of one tensor, decoded to `f32` in row-major order from
+/// little-endian bytes (as safetensors stores them), reading [`READ_CHUNK_BYTES`] at a time.
 ///
-/// `info` must come from [`parse_header`] over the same `bytes`.
-pub fn decode_values(bytes: &[u8], info: &TensorInfo) -> Vec<f32> {
-    let data = &bytes[info.start..info.end];
-    match info.dtype {
-        Dtype::F32 => data
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes(c.try_into().expect("chunk of 4")))
-            .collect(),
-        Dtype::F16 => data
-            .chunks_exact(2)
-            .map(|c| half::f16::from_le_bytes(c.try_into().expect("chunk of 2")).to_f32())
-            .collect(),
-        Dtype::BF16 => data
-            .chunks_exact(2)
-            .map(|c| half::bf16::from_le_bytes(c.try_into().expect("chunk of 2")).to_f32())
-            .collect(),
+/// `info` must come from [`read_header`] over the same source.
+pub fn for_each_value<S: Source + ?Sized>(
+    source: &S,
+    info: &TensorInfo,
+    mut f: impl FnMut(f32),
+) -> io::Result<()> {
+    let bytes = info.end - info.start;
+    let mut buf =
+        vec![0u8; usize::try_from(bytes).map_or(READ_CHUNK_BYTES, |b| b.min(READ_CHUNK_BYTES))];
+    let mut offset = info.start;
+    while offset < info.end {
+        let piece = &mut buf[..(info.end - offset).min(READ_CHUNK_BYTES as u64) as usize];
+        source.read_at(offset, piece)?;
+        match info.dtype {
+            Dtype::F32 => piece
+                .chunks_exact(4)
+                .for_each(|c| f(f32::from_le_bytes(c.try_into().expect("chunk of 4")))),
+            Dtype::F16 => piece.chunks_exact(2).for_each(|c| {
+                f(half::f16::from_le_bytes(c.try_into().expect("chunk of 2")).to_f32())
+            }),
+            Dtype::BF16 => piece.chunks_exact(2).for_each(|c| {
+                f(half::bf16::from_le_bytes(c.try_into().expect("chunk of 2")).to_f32())
+            }),
+        }
+        offset += piece.len() as u64;
     }
+    Ok(())
 }
 
-/// Decodes every tensor of a validated header to `f32`.
-pub fn decode_weights(bytes: &[u8], header: &Header) -> Weights {
+/// Decodes every tensor of a validated header to `f32`, reading `source` by chunks.
+pub fn read_weights<S: Source + ?Sized>(source: &S, header: &Header) -> io::Result<Weights> {
     header
         .tensors
         .iter()
         .map(|(name, info)| {
-            let values = decode_values(bytes, info);
-            (name.clone(), TensorValues { dtype: info.dtype, shape: info.shape.clone(), values })
+            // The header tiles the source's bytes, so this is bounded by its size.
+            let elements = (info.end - info.start) as usize / dtype_bytes(info.dtype);
+            let mut values = Vec::with_capacity(elements);
+            for_each_value(source, info, |v| values.push(v))?;
+            Ok((
+                name.clone(),
+                TensorValues { dtype: info.dtype, shape: info.shape.clone(), values },
+            ))
         })
         .collect()
+}
+
+/// Decodes every tensor of a header that [`parse_header`] validated over the same `bytes`.
+pub fn decode_weights(bytes: &[u8], header: &Header) -> Weights {
+    read_weights(bytes, header).expect("a slice is read only within its length")
 }
 
 #[cfg(test)]

@@ -16,10 +16,15 @@
 //!
 //! A parameter is counted when its stored value is not zero (`-0.0` is zero; NaN is not), the
 //! same rule the trainer uses when it reveals its count.
+//!
+//! [`check_source`] reads the artifact by ranges (a file in the blob store is never read whole):
+//! the size comes from the file system, the sha256 from a pass in chunks, then the header, then a
+//! pass that counts parameters and finds non-finite values without keeping any; only an artifact
+//! that passed all of that is decoded, so what a junk file can make a validator allocate is one
+//! chunk and its header.
 
 use std::collections::BTreeMap;
-use std::io::Read;
-use std::path::Path;
+use std::io;
 
 use consensus::task::{TaskKind, TaskSpec};
 use consensus::types::ModelHash;
@@ -27,7 +32,7 @@ use consensus::verdict::RejectReason;
 
 use trainer::model::mlp::{LAYERS_MAX, WIDTH_MAX, bias_name, weight_name};
 
-use crate::artifact::{self, Header, HeaderError, Weights};
+use crate::artifact::{self, Header, HeaderError, READ_CHUNK_BYTES, Source, Weights};
 
 /// What a trainer revealed about its artifact, which the bytes must match.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -190,39 +195,82 @@ pub fn check_artifact(
     spec: &TaskSpec,
     revealed: Option<&Revealed>,
 ) -> Result<CheckedArtifact, CheckError> {
-    let size_bytes = bytes.len() as u64;
+    check_source(bytes, spec, revealed).expect("a slice is read only within its length")
+}
+
+/// As [`check_artifact`], reading `source` by ranges (see the module docs). The outer error is
+/// the source's I/O failure, which says nothing about the artifact.
+pub fn check_source<S: Source + ?Sized>(
+    source: &S,
+    spec: &TaskSpec,
+    revealed: Option<&Revealed>,
+) -> io::Result<Result<CheckedArtifact, CheckError>> {
+    let size_bytes = source.size()?;
     if size_bytes > spec.limits.max_artifact_bytes {
-        return Err(CheckError::TooLarge { size_bytes, max_bytes: spec.limits.max_artifact_bytes });
+        let max_bytes = spec.limits.max_artifact_bytes;
+        return Ok(Err(CheckError::TooLarge { size_bytes, max_bytes }));
     }
     if let Some(revealed) = revealed.and_then(|r| r.size_bytes)
         && revealed != size_bytes
     {
-        return Err(CheckError::SizeMismatch { revealed, found: size_bytes });
+        return Ok(Err(CheckError::SizeMismatch { revealed, found: size_bytes }));
     }
-    let sha256 = consensus::hash::sha256(bytes);
+    let sha256 = sha256_of(source, size_bytes)?;
     if let Some(r) = revealed
         && r.model_hash != sha256
     {
-        return Err(CheckError::HashMismatch { expected: r.model_hash, found: sha256 });
+        return Ok(Err(CheckError::HashMismatch { expected: r.model_hash, found: sha256 }));
     }
-    let header = artifact::parse_header(bytes, &spec.limits.dtypes)?;
-    let architecture = check_architecture(&header, &spec.kind)?;
-    let weights = artifact::decode_weights(bytes, &header);
-    let params = nonzero_params(&weights);
+    let header = match artifact::read_header(source, &spec.limits.dtypes)? {
+        Ok(header) => header,
+        Err(e) => return Ok(Err(e.into())),
+    };
+    let architecture = match check_architecture(&header, &spec.kind) {
+        Ok(architecture) => architecture,
+        Err(e) => return Ok(Err(e)),
+    };
+    // Counted and checked from the file, so a failing artifact is never decoded whole.
+    let mut params = 0u64;
+    let mut non_finite = None;
+    for (name, info) in &header.tensors {
+        let mut index = 0usize;
+        artifact::for_each_value(source, info, |v| {
+            params += u64::from(v != 0.0);
+            if non_finite.is_none() && !v.is_finite() {
+                non_finite = Some((name, index));
+            }
+            index += 1;
+        })?;
+    }
     if params > spec.limits.max_params {
-        return Err(CheckError::TooManyParams { params, max: spec.limits.max_params });
+        return Ok(Err(CheckError::TooManyParams { params, max: spec.limits.max_params }));
     }
     if let Some(r) = revealed
         && r.params != params
     {
-        return Err(CheckError::ParamsMismatch { revealed: r.params, found: params });
+        return Ok(Err(CheckError::ParamsMismatch { revealed: r.params, found: params }));
     }
-    for (name, tensor) in &weights {
-        if let Some(index) = tensor.values.iter().position(|v| !v.is_finite()) {
-            return Err(CheckError::NonFinite { tensor: name.clone(), index });
-        }
+    if let Some((tensor, index)) = non_finite {
+        return Ok(Err(CheckError::NonFinite { tensor: tensor.clone(), index }));
     }
-    Ok(CheckedArtifact { sha256, size_bytes, params, architecture, weights })
+    let weights = artifact::read_weights(source, &header)?;
+    Ok(Ok(CheckedArtifact { sha256, size_bytes, params, architecture, weights }))
+}
+
+/// The sha256 of the first `size_bytes` of `source`, read [`READ_CHUNK_BYTES`] at a time.
+pub fn sha256_of<S: Source + ?Sized>(source: &S, size_bytes: u64) -> io::Result<ModelHash> {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    let mut buf =
+        vec![0u8; READ_CHUNK_BYTES.min(usize::try_from(size_bytes).unwrap_or(usize::MAX))];
+    let mut offset = 0u64;
+    while offset < size_bytes {
+        let piece = &mut buf[..(size_bytes - offset).min(READ_CHUNK_BYTES as u64) as usize];
+        source.read_at(offset, piece)?;
+        hasher.update(&*piece);
+        offset += piece.len() as u64;
+    }
+    Ok(consensus::types::Hash(hasher.finalize().into()))
 }
 
 /// Counts the values that are not zero (`-0.0` is zero, NaN is not).
@@ -316,50 +364,4 @@ fn check_exact(
         return Err(ArchitectureError::Unexpected { name: extra.chars().take(80).collect() });
     }
     Ok(())
-}
-
-/// An artifact file, read only when it is within the size limit.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ArtifactFile {
-    /// The whole file, at most the limit.
-    Loaded(Vec<u8>),
-    /// Larger than the limit: hashed in chunks, never held in memory.
-    TooLarge {
-        /// sha256 of the file.
-        sha256: ModelHash,
-        /// Its size.
-        size_bytes: u64,
-    },
-}
-
-/// Reads an artifact file of at most `max_bytes`, checking its size before reading it; a larger
-/// one is only hashed, with bounded memory.
-pub fn read_artifact(path: &Path, max_bytes: u64) -> std::io::Result<ArtifactFile> {
-    use sha2::{Digest, Sha256};
-    let file = std::fs::File::open(path)?;
-    let size_bytes = file.metadata()?.len();
-    if size_bytes <= max_bytes {
-        let mut bytes = Vec::with_capacity(size_bytes as usize);
-        // `take` guards against a file that grows after the size check.
-        file.take(max_bytes + 1).read_to_end(&mut bytes)?;
-        if bytes.len() as u64 <= max_bytes {
-            return Ok(ArtifactFile::Loaded(bytes));
-        }
-    }
-    let mut hasher = Sha256::new();
-    let mut reader = std::fs::File::open(path)?;
-    let mut chunk = vec![0u8; 1 << 20];
-    let mut size_bytes = 0u64;
-    loop {
-        let n = reader.read(&mut chunk)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&chunk[..n]);
-        size_bytes += n as u64;
-    }
-    Ok(ArtifactFile::TooLarge {
-        sha256: consensus::types::Hash(hasher.finalize().into()),
-        size_bytes,
-    })
 }

@@ -94,6 +94,9 @@ pub enum EvalError {
     /// A tensor operation failed.
     #[error("tensor operation: {0}")]
     Candle(#[from] candle_core::Error),
+    /// An artifact's file could not be read (the file system's fault, not the artifact's).
+    #[error("reading the artifact: {0}")]
+    Read(std::io::Error),
 }
 
 /// Data ready to score with: a standardized table, or vocabulary indices.

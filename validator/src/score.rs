@@ -10,7 +10,8 @@ use consensus::task::TaskSpec;
 use consensus::types::{AccountId, ModelHash};
 use consensus::verdict::{RejectReason, Verdict, VerdictVector};
 
-use crate::check::{CheckError, CheckedArtifact, Revealed, check_artifact};
+use crate::artifact::Source;
+use crate::check::{CheckError, CheckedArtifact, Revealed, check_source};
 use crate::eval::{self, EvalData, EvalError, Evaluation, Model};
 use crate::verdicts::{LayoutError, verdict_vector};
 
@@ -49,17 +50,18 @@ impl Judgement {
     }
 }
 
-/// Checks `bytes` for `spec` (against `revealed` when given) and evaluates them on `heldout`.
+/// Checks the artifact in `source` (a slice, or a file read by ranges) for `spec` (against
+/// `revealed` when given) and evaluates it on `heldout`.
 ///
-/// A bad artifact is a [`Judgement`], never an error: an error means the held-out data do not
-/// fit the task or a tensor operation failed on a checked model.
-pub fn judge(
-    bytes: &[u8],
+/// A bad artifact is a [`Judgement`], never an error: an error means the source could not be
+/// read, the held-out data do not fit the task or a tensor operation failed on a checked model.
+pub fn judge<S: Source + ?Sized>(
+    source: &S,
     spec: &TaskSpec,
     revealed: Option<&Revealed>,
     heldout: &EvalData,
 ) -> Result<Judgement, EvalError> {
-    let artifact = match check_artifact(bytes, spec, revealed) {
+    let artifact = match check_source(source, spec, revealed).map_err(EvalError::Read)? {
         Ok(artifact) => artifact,
         Err(err) => return Ok(Judgement::Rejected(err)),
     };
@@ -81,8 +83,8 @@ pub struct Submission<'a> {
     pub trainer: AccountId,
     /// What it revealed.
     pub revealed: Revealed,
-    /// The artifact's bytes, or `None` when it could not be fetched in time.
-    pub artifact: Option<&'a [u8]>,
+    /// The artifact, or `None` when it could not be fetched in time.
+    pub artifact: Option<&'a dyn Source>,
 }
 
 /// An earlier champion the task recorded as part of its baseline.
@@ -92,8 +94,8 @@ pub struct Reference<'a> {
     pub model_hash: ModelHash,
     /// Its recorded non-zero parameter count.
     pub params: u64,
-    /// The artifact's bytes, or `None` when it could not be fetched in time.
-    pub artifact: Option<&'a [u8]>,
+    /// The artifact, or `None` when it could not be fetched in time.
+    pub artifact: Option<&'a dyn Source>,
 }
 
 /// Everything a validator scores a task with.
@@ -105,8 +107,8 @@ pub struct TaskInputs<'a> {
     pub train: &'a EvalData,
     /// The held-out part, prepared with [`eval::prepare_heldout`].
     pub heldout: &'a EvalData,
-    /// The base model's bytes when the task has one (`None`: it could not be fetched).
-    pub base_model: Option<&'a [u8]>,
+    /// The base model when the task has one (`None`: it could not be fetched).
+    pub base_model: Option<&'a dyn Source>,
     /// The earlier champions the task recorded, in the ledger's order.
     pub champions: &'a [Reference<'a>],
     /// The revealed submissions, in any order.
@@ -129,13 +131,13 @@ fn judge_reference(
     inputs: &TaskInputs<'_>,
     model_hash: ModelHash,
     params: u64,
-    artifact: Option<&[u8]>,
+    artifact: Option<&dyn Source>,
 ) -> Result<Verdict, EvalError> {
     Ok(match artifact {
         None => Verdict::Unavailable,
-        Some(bytes) => {
+        Some(source) => {
             let revealed = Revealed { model_hash, params, size_bytes: None };
-            judge(bytes, inputs.spec, Some(&revealed), inputs.heldout)?.verdict()
+            judge(source, inputs.spec, Some(&revealed), inputs.heldout)?.verdict()
         }
     })
 }
@@ -161,7 +163,7 @@ pub fn score_task(inputs: &TaskInputs<'_>) -> Result<VerdictVector, ScoreError> 
         .map(|s| {
             let verdict = match s.artifact {
                 None => Verdict::Unavailable,
-                Some(bytes) => judge(bytes, spec, Some(&s.revealed), inputs.heldout)?.verdict(),
+                Some(source) => judge(source, spec, Some(&s.revealed), inputs.heldout)?.verdict(),
             };
             Ok((s.trainer, verdict))
         })

@@ -19,7 +19,8 @@ use anyhow::Context;
 use clap::Args;
 use consensus::types::ModelHash;
 use consensus::verdict::RejectReason;
-use validator::check::{ArtifactFile, read_artifact};
+use validator::artifact::Source;
+use validator::check::sha256_of;
 use validator::eval::{self, Evaluation, Metric};
 use validator::heldout::{HELDOUT_BYTES_MAX, read_bounded, read_salt};
 use validator::score::{Judgement, judge};
@@ -92,32 +93,25 @@ pub fn run(args: ScoreArgs) -> anyhow::Result<()> {
     let heldout = eval::prepare(&spec, &heldout_bytes, &args.heldout.display().to_string())?;
 
     let metric = Metric::of(&spec.kind);
-    let file = read_artifact(&args.model, spec.limits.max_artifact_bytes)
+    // Read by ranges, as a validator does: a file of any size is never held whole.
+    let file = std::fs::File::open(&args.model)
+        .with_context(|| format!("opening {}", args.model.display()))?;
+    let sha256 = file
+        .size()
+        .and_then(|size_bytes| sha256_of(&file, size_bytes))
         .with_context(|| format!("reading {}", args.model.display()))?;
-    let report = match file {
-        ArtifactFile::TooLarge { sha256, size_bytes } => {
-            eprintln!(
-                "rejected: artifact is {size_bytes} bytes, the task allows {}",
-                spec.limits.max_artifact_bytes
-            );
-            Report { sha256, metric, outcome: Err((RejectReason::TooLarge, None)) }
+    let outcome = match judge(&file, &spec, None, &heldout)? {
+        Judgement::Scored { artifact, evaluation } => Ok((evaluation, artifact.params)),
+        Judgement::Rejected(err) => {
+            eprintln!("rejected: {err}");
+            Err((err.reason(), err.params()))
         }
-        ArtifactFile::Loaded(bytes) => {
-            let sha256 = consensus::hash::sha256(&bytes);
-            let outcome = match judge(&bytes, &spec, None, &heldout)? {
-                Judgement::Scored { artifact, evaluation } => Ok((evaluation, artifact.params)),
-                Judgement::Rejected(err) => {
-                    eprintln!("rejected: {err}");
-                    Err((err.reason(), err.params()))
-                }
-                Judgement::Unbuildable { message } => {
-                    eprintln!("rejected: {message}");
-                    Err((RejectReason::WrongArchitecture, None))
-                }
-            };
-            Report { sha256, metric, outcome }
+        Judgement::Unbuildable { message } => {
+            eprintln!("rejected: {message}");
+            Err((RejectReason::WrongArchitecture, None))
         }
     };
+    let report = Report { sha256, metric, outcome };
     println!("{}", report.to_json());
     Ok(())
 }

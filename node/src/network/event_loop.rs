@@ -18,7 +18,7 @@ use super::behaviour::{Behaviour, BehaviourEvent, GRAYLIST_THRESHOLD};
 use super::client::{Command, RequestError};
 use super::codec::{BlobRequest, BlobResponse, SyncResponse};
 use super::config::NetworkConfig;
-use super::gossip::{Topic, check_stateless};
+use super::gossip::{Topic, Validation, check_stateless};
 use super::handshake::{self, HandshakeError};
 use super::sync::SyncResponder;
 use super::throttle::SyncThrottle;
@@ -547,6 +547,11 @@ impl EventLoop {
             Command::Gossip { topic, data } => self.gossip(topic, data),
             Command::Validate { id, validation } => {
                 self.report(&id.message_id, &id.source, validation.into());
+                // A state-check rejection (a vote by a non-validator, a block the ledger refuses)
+                // costs the sender as much as a stateless one.
+                if validation == Validation::Reject {
+                    self.enforce_score(id.source);
+                }
             }
             Command::RequestSync { peer, request, reply } => {
                 let id = self.swarm.behaviour_mut().sync.send_request(&peer, request);

@@ -23,6 +23,7 @@ pub mod scorer;
 pub mod trainer;
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use consensus::types::{Hash, Height, TaskId};
@@ -237,11 +238,29 @@ async fn fetch_bytes(
     max_bytes: u64,
     timeout: Duration,
 ) -> Result<Vec<u8>, FetchError> {
+    fetch_file(ctx, hash, max_bytes, timeout).await?;
+    let store = ctx.network.blob_store().clone();
+    tokio::task::spawn_blocking(move || store.get(&hash, max_bytes))
+        .await
+        .map_err(|e| FetchError::Join { hash, message: e.to_string() })??
+        .ok_or(FetchError::Vanished(hash))
+}
+
+/// Fetches blob `hash` (at most `max_bytes`) into the blob store, trying again until `timeout`,
+/// and returns its path. The bytes go to a file chunk by chunk as they arrive, hashed on the way
+/// ([`crate::network::blob`]); a provider announcing more than `max_bytes` is refused before a
+/// byte is written.
+async fn fetch_file(
+    ctx: &NodeContext,
+    hash: Hash,
+    max_bytes: u64,
+    timeout: Duration,
+) -> Result<PathBuf, FetchError> {
     let deadline = Instant::now() + timeout;
     let mut last = String::from("none");
     loop {
         match tokio::time::timeout_at(deadline, ctx.network.fetch_blob(hash, max_bytes)).await {
-            Ok(Ok(_)) => break,
+            Ok(Ok(path)) => return Ok(path),
             Ok(Err(error @ BlobFetchError::TooLarge { .. })) => return Err(error.into()),
             Ok(Err(error)) => last = error.to_string(),
             Err(_) => return Err(FetchError::Timeout { hash, timeout, last }),
@@ -251,11 +270,6 @@ async fn fetch_bytes(
         }
         tokio::time::sleep(FETCH_RETRY_PAUSE).await;
     }
-    let store = ctx.network.blob_store().clone();
-    tokio::task::spawn_blocking(move || store.get(&hash, max_bytes))
-        .await
-        .map_err(|e| FetchError::Join { hash, message: e.to_string() })??
-        .ok_or(FetchError::Vanished(hash))
 }
 
 /// Runs `work` on the calling (blocking) thread inside a one-thread rayon pool, so candle's

@@ -9,8 +9,10 @@
 //!   spec's `heldout_examples` is refused the same way), fetches the public training file (for
 //!   the trivial baseline), the base model if any, the earlier champions the task recorded, and
 //!   every revealed artifact by hash, each under a deadline ([`fetch_timeout`]; an artifact no
-//!   peer served in time is `Unavailable`), scores them with [`validator::score::score_task`] on a
-//!   blocking thread, draws a random salt and **persists salt and verdict vector** before it submits
+//!   peer served in time is `Unavailable`, and so is one whose provider announces more bytes than
+//!   the reveal's `size_bytes`, refused before a byte is written), into the blob store chunk by
+//!   chunk, scores them from their files with [`validator::score::score_task`] on a blocking
+//!   thread (an artifact is read by ranges, never whole), draws a random salt and **persists salt and verdict vector** before it submits
 //!   `CommitScores`, then re-provides the artifacts it fetched.
 //! - The same window with a persisted secret but no commitment on the ledger yet (a dropped
 //!   transaction, or a restart after persisting): [`ScorerStep::Commit`] again, same salt.
@@ -18,6 +20,8 @@
 //!   secret that opens it: [`ScorerStep::Reveal`] from the persisted file.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use consensus::commitment::{Salt, scores_commitment};
@@ -27,6 +31,7 @@ use consensus::tx::TxKind;
 use consensus::types::{AccountId, Hash, TaskId};
 use consensus::verdict::VerdictVector;
 use serde::{Deserialize, Serialize};
+use validator::artifact::Source;
 use validator::check::Revealed;
 use validator::eval::{self, EvalError};
 use validator::heldout::{HeldoutError, HeldoutFile, find_heldout};
@@ -34,8 +39,8 @@ use validator::score::{Reference, ScoreError, Submission, TaskInputs, score_task
 
 use super::persist::{PersistError, RoleStore};
 use super::{
-    Attempts, Background, FetchError, RoleLoop, Stopped, drive, fetch_bytes, lagging, now_ms,
-    on_one_thread, submit,
+    Attempts, Background, FetchError, RoleLoop, Stopped, drive, fetch_bytes, fetch_file, lagging,
+    now_ms, on_one_thread, submit,
 };
 use crate::runtime::{Metrics, NodeContext};
 
@@ -467,13 +472,16 @@ async fn score_and_persist(
     Ok((secret, fetched))
 }
 
-/// What [`fetch_all`] returns: the training file, the base model, the earlier champions and the
-/// revealed artifacts (`None` for each model that could not be fetched).
+/// What [`fetch_all`] returns: the training file, and the paths in the blob store of the base
+/// model, the earlier champions and the revealed artifacts (`None` for each model that could not
+/// be fetched).
 type Fetched =
-    (Result<Vec<u8>, FetchError>, Option<Vec<u8>>, Vec<Option<Vec<u8>>>, Vec<Option<Vec<u8>>>);
+    (Result<Vec<u8>, FetchError>, Option<PathBuf>, Vec<Option<PathBuf>>, Vec<Option<PathBuf>>);
 
 /// Fetches the training file, the base model, the earlier champions and every revealed artifact
-/// at once, each within the job's deadline. A missing model is `None`.
+/// at once, each within the job's deadline; the models go to the blob store, never into memory. A
+/// revealed artifact is fetched with its reveal's `size_bytes` as the limit. A missing model is
+/// `None`.
 async fn fetch_all(ctx: &NodeContext, job: &Job) -> Fetched {
     let timeout = job.fetch_timeout;
     let max_artifact = job.spec.limits.max_artifact_bytes;
@@ -481,8 +489,8 @@ async fn fetch_all(ctx: &NodeContext, job: &Job) -> Fetched {
         fetch_bytes(ctx, job.spec.dataset.train_sha256, trainer::data::DATA_BYTES_MAX, timeout);
     let base = async {
         let base = job.spec.base_model.as_ref()?;
-        match fetch_bytes(ctx, base.model_hash, max_artifact, timeout).await {
-            Ok(bytes) => Some(bytes),
+        match fetch_file(ctx, base.model_hash, max_artifact, timeout).await {
+            Ok(path) => Some(path),
             Err(error) => {
                 tracing::warn!(task = %job.task, %error, "base model unavailable");
                 None
@@ -490,8 +498,8 @@ async fn fetch_all(ctx: &NodeContext, job: &Job) -> Fetched {
         }
     };
     let champions = futures::future::join_all(job.champions.iter().map(|(hash, _)| async move {
-        match fetch_bytes(ctx, *hash, max_artifact, timeout).await {
-            Ok(bytes) => Some(bytes),
+        match fetch_file(ctx, *hash, max_artifact, timeout).await {
+            Ok(path) => Some(path),
             Err(error) => {
                 tracing::warn!(task = %job.task, champion = %hash.short(), %error, "earlier champion unavailable");
                 None
@@ -500,8 +508,9 @@ async fn fetch_all(ctx: &NodeContext, job: &Job) -> Fetched {
     }));
     let artifacts =
         futures::future::join_all(job.submissions.iter().map(|(trainer, revealed)| async move {
-            match fetch_bytes(ctx, revealed.model_hash, max_artifact, timeout).await {
-                Ok(bytes) => Some(bytes),
+            let limit = revealed.size_bytes.map_or(max_artifact, |size| size.min(max_artifact));
+            match fetch_file(ctx, revealed.model_hash, limit, timeout).await {
+                Ok(path) => Some(path),
                 Err(error) => {
                     tracing::warn!(
                         task = %job.task, trainer = %trainer.short(), %error,
@@ -512,6 +521,16 @@ async fn fetch_all(ctx: &NodeContext, job: &Job) -> Fetched {
             }
         }));
     tokio::join!(train, base, champions, artifacts)
+}
+
+/// Opens a fetched model's file; one that cannot be opened (deleted since) counts as unavailable.
+fn open_model(task: TaskId, path: Option<&Path>) -> Option<File> {
+    let path = path?;
+    File::open(path)
+        .inspect_err(|error| {
+            tracing::warn!(task = %task, file = %path.display(), %error, "fetched model unreadable: verdict Unavailable");
+        })
+        .ok()
 }
 
 /// Announces the fetched artifacts, so a trainer cannot serve only some validators. Runs in the
@@ -534,43 +553,49 @@ fn reprovide(ctx: &NodeContext, task: TaskId, fetched: Vec<Hash>) {
     });
 }
 
-/// Scores a job from bytes (blocking): prepares the data and runs [`score_task`].
+/// Scores a job (blocking): prepares the data, opens the fetched models and runs [`score_task`],
+/// which reads each model by ranges.
 fn score_job(
     job: &Job,
     train: &[u8],
     heldout: &HeldoutFile,
-    base: Option<&[u8]>,
-    champions: &[Option<Vec<u8>>],
-    artifacts: &[Option<Vec<u8>>],
+    base: Option<&Path>,
+    champions: &[Option<PathBuf>],
+    artifacts: &[Option<PathBuf>],
 ) -> Result<VerdictVector, ScoreTaskError> {
     let train = eval::prepare(&job.spec, train, "public training file")?;
     let heldout =
         eval::prepare_heldout(&job.spec, &heldout.bytes, &heldout.path.display().to_string())?;
+    let base = open_model(job.task, base);
+    let champion_files: Vec<Option<File>> =
+        champions.iter().map(|path| open_model(job.task, path.as_deref())).collect();
+    let artifact_files: Vec<Option<File>> =
+        artifacts.iter().map(|path| open_model(job.task, path.as_deref())).collect();
     let champions: Vec<Reference<'_>> = job
         .champions
         .iter()
-        .zip(champions)
-        .map(|((model_hash, params), artifact)| Reference {
+        .zip(&champion_files)
+        .map(|((model_hash, params), file)| Reference {
             model_hash: *model_hash,
             params: *params,
-            artifact: artifact.as_deref(),
+            artifact: file.as_ref().map(|f| f as &dyn Source),
         })
         .collect();
     let submissions: Vec<Submission<'_>> = job
         .submissions
         .iter()
-        .zip(artifacts)
-        .map(|((trainer, revealed), artifact)| Submission {
+        .zip(&artifact_files)
+        .map(|((trainer, revealed), file)| Submission {
             trainer: *trainer,
             revealed: *revealed,
-            artifact: artifact.as_deref(),
+            artifact: file.as_ref().map(|f| f as &dyn Source),
         })
         .collect();
     let inputs = TaskInputs {
         spec: &job.spec,
         train: &train,
         heldout: &heldout,
-        base_model: base,
+        base_model: base.as_ref().map(|f| f as &dyn Source),
         champions: &champions,
         submissions: &submissions,
     };
