@@ -56,7 +56,8 @@ fn heavy_spec() -> TaskSpec {
     // The efficiency reference may not be below the architecture's smallest model.
     s.efficiency.reference_params = 10_000;
     // Long windows: no task reaches a deadline while the attack is measured.
-    s.windows = Windows { join: 20, commit: 20, reveal: 20, score_commit: 20, score_reveal: 20 };
+    s.windows =
+        Windows { join: 20, commit: 20, key: 20, reveal: 20, score_commit: 20, score_reveal: 20 };
     s
 }
 
@@ -152,6 +153,7 @@ fn pruning_drops_the_verdict_records_of_a_scored_task() {
     g.params.task_retention = 3;
     let mut c = Chain::with_genesis(g, Box::new(MemStore::new()));
     let task = c.create_task(spec(4), 10_000);
+    c.open_reveals(task);
     c.advance_to(c.task(task).reveal_deadline().next());
     let v = key(1, 0);
     let kind = scores_commit(&c, task, &v, &vector(500_000, vec![]), &salt(1));
