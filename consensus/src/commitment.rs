@@ -41,7 +41,7 @@ impl Salt {
 
 /// The 32-byte key that seals a task's held-out file, revealed on chain by the task's creator
 /// after the commit deadline. Hex in JSON. The ledger only checks it against the spec's
-/// `key_commitment`; the cipher itself lives outside the ledger crate (`validator::sealed`).
+/// `key_commitment`; the cipher itself lives outside the ledger crate (`trainer::sealed`).
 #[derive(Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HeldoutKey(pub Hash);
 

@@ -543,7 +543,7 @@ fn join_and_commit(c: &mut Chain, task: TaskId, who: &[usize]) {
 
 /// Attack 5: validators held the held-out file in the clear while trainers trained, so a
 /// validator's second account could train on it and win. Now validators hold only the sealed
-/// file (it does not open without the key: `validator::sealed` tests), the node's scorer does
+/// file (it does not open without the key: `trainer::sealed` tests), the node's scorer does
 /// not score before the key is on chain (`node/tests/roles_plan.rs`), and the ledger keeps
 /// every model sealed until then: a reveal before the key is refused, and the key can only come
 /// after the commit deadline, when nobody can commit a model trained on the rows any more.
