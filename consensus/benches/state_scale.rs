@@ -70,6 +70,7 @@ fn genesis(accounts: usize, validator: &Keypair, senders: &[Keypair]) -> Genesis
     spec.windows = consensus::task::Windows {
         join: w,
         commit: w,
+        key: w,
         reveal: w,
         score_commit: w,
         score_reveal: w,

@@ -39,6 +39,37 @@ impl Salt {
     }
 }
 
+/// The 32-byte key that seals a task's held-out file, revealed on chain by the task's creator
+/// after the commit deadline. Hex in JSON. The ledger only checks it against the spec's
+/// `key_commitment`; the cipher itself lives outside the ledger crate (`trainer::sealed`).
+#[derive(Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldoutKey(pub Hash);
+
+impl fmt::Debug for HeldoutKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("HeldoutKey(…)")
+    }
+}
+
+impl HeldoutKey {
+    /// A fresh key from the operating system's random source.
+    pub fn random() -> Result<HeldoutKey, getrandom::Error> {
+        let mut bytes = [0u8; 32];
+        getrandom::fill(&mut bytes)?;
+        Ok(HeldoutKey(Hash(bytes)))
+    }
+
+    /// The key's bytes.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        self.0.as_bytes()
+    }
+
+    /// `sha256(key)`, untagged: the spec's `key_commitment`.
+    pub fn commitment(&self) -> Hash {
+        crate::hash::sha256(self.as_bytes())
+    }
+}
+
 fn commitment(
     tag: &[u8],
     chain_id: &str,
@@ -101,5 +132,9 @@ mod tests {
         assert_ne!(base, model_commitment("c", TaskId(1), &a, &Hash([8; 32]), &salt));
         assert_ne!(base, model_commitment("c", TaskId(1), &a, &m, &Salt(Hash([4; 32]))));
         assert_ne!(base, scores_commitment("c", TaskId(1), &a, &vec![], &salt));
+        let key = HeldoutKey(Hash([5; 32]));
+        assert_eq!(key.commitment(), crate::hash::sha256(&[5; 32]));
+        assert_ne!(key.commitment(), HeldoutKey(Hash([6; 32])).commitment());
+        assert_eq!(format!("{key:?}"), "HeldoutKey(…)", "a key never reaches a log");
     }
 }

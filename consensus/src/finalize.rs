@@ -21,6 +21,9 @@ pub struct TrainerInput {
     pub account: AccountId,
     /// The bond it locked.
     pub bond: Amount,
+    /// The entry fee it paid, held with the task until finalization: burned, except when the
+    /// task is cancelled or its key is withheld.
+    pub entry_fee: Amount,
     /// Where its commitment landed: block height, then position in the block.
     pub committed_at: Option<(Height, u32)>,
     /// What it revealed, if it did.
@@ -80,6 +83,13 @@ pub struct FinalizeInput<'a> {
     pub agreement_tolerance_ppm: u32,
     /// How far the champion must beat the baseline, in ppm (strictly more than this).
     pub min_improvement_ppm: u32,
+    /// Snapshot stake of the validators that attested to holding the sealed held-out file by
+    /// the join deadline.
+    pub attested_stake: u64,
+    /// Height of the block that put the held-out key on chain, if it is there.
+    pub key_revealed_at: Option<Height>,
+    /// Share of the escrow burned on a cancellation, in ppm (genesis `cancellation_fee_ppm`).
+    pub cancellation_fee_ppm: u32,
 }
 
 /// How a task ended.
@@ -91,6 +101,14 @@ pub enum Outcome {
     /// Too little stake revealed: bonds back to the trainers; the escrow burns once any model
     /// was revealed (the creator already has the models), and returns to the creator otherwise.
     QuorumFailed,
+    /// Cancelled at the join deadline: validators holding more than 2/3 of the stake did not
+    /// attest to holding the sealed held-out file. The escrow returns to the creator less the
+    /// cancellation fee (burned); bonds and entry fees return.
+    Cancelled,
+    /// The creator did not reveal the held-out key by the key deadline: the escrow burns (the
+    /// creator has seen the commitments and may not gain by walking away); bonds and entry fees
+    /// return; no model was ever revealed.
+    KeyWithheld,
 }
 
 /// Why a trainer lost its bond.
@@ -133,6 +151,8 @@ pub struct TrainerReport {
     pub bond_refund: Amount,
     /// Bond burned.
     pub bond_forfeit: Amount,
+    /// Entry fee returned (on a cancellation or a withheld key; otherwise it burns).
+    pub entry_fee_refund: Amount,
     /// Reward paid: the whole trainer share for the champion, nothing for anyone else.
     pub payout: Amount,
     /// 1-based rank among the submissions that beat the baseline by more than the task's
@@ -173,6 +193,13 @@ pub struct Champion {
 pub struct FinalizationReport {
     /// How the task ended.
     pub outcome: Outcome,
+    /// Snapshot stake that attested to holding the sealed held-out file by the join deadline;
+    /// the task needs `3 × attested_stake > 2 × total_stake`.
+    pub attested_stake: u64,
+    /// Height at which the held-out key came on chain, if it did.
+    pub key_revealed_at: Option<Height>,
+    /// Burned out of the escrow by a cancellation (0 otherwise; also counted in `burned`).
+    pub cancellation_fee: Amount,
     /// Snapshot stake of the validators that revealed.
     pub revealed_stake: u64,
     /// Stake of every validator of the snapshot.
@@ -189,7 +216,8 @@ pub struct FinalizationReport {
     pub validators: Vec<ValidatorReport>,
     /// Returned to the task's creator: never anything once a model was revealed.
     pub creator_refund: Amount,
-    /// Burned: forfeited bonds, unearned shares and integer remainders.
+    /// Burned: forfeited bonds, entry fees, unearned shares, integer remainders and any
+    /// cancellation fee.
     pub burned: Amount,
     /// The champion, if a submission beat the bar.
     pub champion: Option<Champion>,
@@ -250,12 +278,22 @@ fn to_amount(x: u128) -> Amount {
     Amount(u64::try_from(x).expect("payouts never exceed the escrow and bonds, which fit in u64"))
 }
 
-/// Finalizes a task at its score deadline.
+/// Finalizes a task: at its join deadline if it is cancelled, at its key deadline if the key
+/// was withheld, otherwise at its score deadline.
 ///
 /// With `S` the total snapshot stake (stakes are snapshotted when the task opens, so a later
-/// slash changes nothing here) and `R` the snapshot stake of the validators that revealed a
-/// verdict vector:
+/// slash changes nothing here), `A` the snapshot stake of the validators that attested to
+/// holding the sealed held-out file by the join deadline, `R` the snapshot stake of the
+/// validators that revealed a verdict vector, and `F` the entry fees the trainers paid (held
+/// with the task until now):
 ///
+/// 0. **Attestation and key**: unless `3A > 2S`, the task is **Cancelled**: the creator gets
+///    back `escrow − escrow × cancellation_fee_ppm / 1e6` (the fee burns), every bond and entry
+///    fee returns. Otherwise, without the key on chain by the key deadline the task ends
+///    **KeyWithheld**: the escrow burns, every bond and entry fee returns. No model can be
+///    revealed on either path (a reveal needs the key); should one be, the creator gets nothing
+///    and the escrow burns, as everywhere once models are public. On every other path `F`
+///    burns.
 /// 1. **Quorum**: unless `3R > 2S`, the task fails: every bond returns to its trainer, and the
 ///    escrow **burns** if any model was revealed (the creator already has the models, so nobody
 ///    may gain from withholding scores); with no model revealed it returns to the creator. This
@@ -284,22 +322,34 @@ fn to_amount(x: u128) -> Amount {
 ///    on which its verdict agrees with the consensus ([`agrees`]). A validator that did not
 ///    reveal earns nothing. Dividing by `S`, not `R`, means censoring another validator's reveal
 ///    earns nothing.
-/// 6. **Conservation**: payouts + refunds + burns = escrow + bonds exactly; what is not paid
-///    (unearned validator shares, integer remainders, forfeited bonds) burns.
+/// 6. **Conservation**: payouts + refunds + burns = escrow + bonds + `F` exactly; what is not
+///    paid (unearned validator shares, integer remainders, forfeited bonds, entry fees) burns.
 pub fn finalize(input: &FinalizeInput<'_>) -> FinalizationReport {
     let escrow = u128::from(input.escrow.0);
     let bonds: u128 = input.trainers.iter().map(|t| u128::from(t.bond.0)).sum();
+    let fees: u128 = input.trainers.iter().map(|t| u128::from(t.entry_fee.0)).sum();
+    let inflow = escrow + bonds + fees;
     let total_stake = stake_sum(input.validators.iter());
     let revealed_stake = stake_sum(input.validators.iter().filter(|v| v.verdicts.is_some()));
     let mut trainers: Vec<&TrainerInput> = input.trainers.iter().collect();
     trainers.sort_by_key(|t| t.account);
     let any_revealed = trainers.iter().any(|t| t.reveal.is_some());
 
-    if !is_quorum(revealed_stake, total_stake) {
-        let (creator_refund, burned) =
-            if any_revealed { (Amount::ZERO, input.escrow) } else { (input.escrow, Amount::ZERO) };
+    // 0. Attestation and key.
+    let attested = is_quorum(input.attested_stake, total_stake);
+    if !attested || input.key_revealed_at.is_none() {
+        let (outcome, fee) = if attested {
+            (Outcome::KeyWithheld, escrow)
+        } else {
+            let ppm = u128::from(input.cancellation_fee_ppm.min(1_000_000));
+            (Outcome::Cancelled, escrow * ppm / 1_000_000)
+        };
+        let creator_refund = if any_revealed { 0 } else { escrow - fee };
         let report = FinalizationReport {
-            outcome: Outcome::QuorumFailed,
+            outcome,
+            attested_stake: input.attested_stake,
+            key_revealed_at: input.key_revealed_at,
+            cancellation_fee: to_amount(if attested { 0 } else { fee }),
             revealed_stake,
             total_stake,
             baseline_ppm: 0,
@@ -308,24 +358,43 @@ pub fn finalize(input: &FinalizeInput<'_>) -> FinalizationReport {
             trainers: trainers
                 .iter()
                 .map(|t| TrainerReport {
-                    account: t.account,
-                    consensus: None,
-                    params: t.reveal.map(|r| r.params),
-                    penalty_ppm: 0,
-                    effective_ppm: 0,
-                    forfeit: None,
+                    entry_fee_refund: t.entry_fee,
                     bond_refund: t.bond,
-                    bond_forfeit: Amount::ZERO,
-                    payout: Amount::ZERO,
-                    rank: None,
+                    ..unscored(t)
                 })
                 .collect(),
             validators: validator_reports(input, &[], 0),
-            creator_refund,
-            burned,
+            creator_refund: to_amount(creator_refund),
+            burned: to_amount(escrow - creator_refund),
             champion: None,
         };
-        check_conservation(&report, escrow + bonds);
+        check_conservation(&report, inflow);
+        return report;
+    }
+
+    if !is_quorum(revealed_stake, total_stake) {
+        let (creator_refund, burned) =
+            if any_revealed { (Amount::ZERO, input.escrow) } else { (input.escrow, Amount::ZERO) };
+        let report = FinalizationReport {
+            outcome: Outcome::QuorumFailed,
+            attested_stake: input.attested_stake,
+            key_revealed_at: input.key_revealed_at,
+            cancellation_fee: Amount::ZERO,
+            revealed_stake,
+            total_stake,
+            baseline_ppm: 0,
+            min_improvement_ppm: input.min_improvement_ppm,
+            entries: vec![],
+            trainers: trainers
+                .iter()
+                .map(|t| TrainerReport { bond_refund: t.bond, ..unscored(t) })
+                .collect(),
+            validators: validator_reports(input, &[], 0),
+            creator_refund,
+            burned: to_amount(u128::from(burned.0) + fees),
+            champion: None,
+        };
+        check_conservation(&report, inflow);
         return report;
     }
 
@@ -366,18 +435,7 @@ pub fn finalize(input: &FinalizeInput<'_>) -> FinalizationReport {
     // 3. Effective scores and forfeits.
     let mut reports: Vec<TrainerReport> = Vec::with_capacity(trainers.len());
     for t in &trainers {
-        let mut report = TrainerReport {
-            account: t.account,
-            consensus: None,
-            params: t.reveal.map(|r| r.params),
-            penalty_ppm: 0,
-            effective_ppm: 0,
-            forfeit: None,
-            bond_refund: Amount::ZERO,
-            bond_forfeit: Amount::ZERO,
-            payout: Amount::ZERO,
-            rank: None,
-        };
+        let mut report = unscored(t);
         match (t.reveal, consensus_of(Subject::Submission(t.account))) {
             (Some(reveal), Some(consensus)) => {
                 report.consensus = Some(consensus);
@@ -438,9 +496,12 @@ pub fn finalize(input: &FinalizeInput<'_>) -> FinalizationReport {
     let paid_validators: u128 = validators.iter().map(|v| u128::from(v.payout.0)).sum();
 
     let refunds: u128 = reports.iter().map(|r| u128::from(r.bond_refund.0)).sum();
-    let burned = escrow + bonds - paid_trainers - paid_validators - creator_refund - refunds;
+    let burned = inflow - paid_trainers - paid_validators - creator_refund - refunds;
     let report = FinalizationReport {
         outcome: Outcome::Finalized,
+        attested_stake: input.attested_stake,
+        key_revealed_at: input.key_revealed_at,
+        cancellation_fee: Amount::ZERO,
         revealed_stake,
         total_stake,
         baseline_ppm: baseline,
@@ -452,8 +513,25 @@ pub fn finalize(input: &FinalizeInput<'_>) -> FinalizationReport {
         burned: to_amount(burned),
         champion,
     };
-    check_conservation(&report, escrow + bonds);
+    check_conservation(&report, inflow);
     report
+}
+
+/// A trainer's report before any verdict, refund or payout.
+fn unscored(t: &TrainerInput) -> TrainerReport {
+    TrainerReport {
+        account: t.account,
+        consensus: None,
+        params: t.reveal.map(|r| r.params),
+        penalty_ppm: 0,
+        effective_ppm: 0,
+        forfeit: None,
+        bond_refund: Amount::ZERO,
+        bond_forfeit: Amount::ZERO,
+        entry_fee_refund: Amount::ZERO,
+        payout: Amount::ZERO,
+        rank: None,
+    }
 }
 
 fn stake_sum<'a>(validators: impl Iterator<Item = &'a ValidatorInput<'a>>) -> u64 {
@@ -498,12 +576,17 @@ fn validator_reports(
 }
 
 fn check_conservation(report: &FinalizationReport, inflow: u128) {
-    let to_trainers: u128 =
-        report.trainers.iter().map(|t| u128::from(t.payout.0) + u128::from(t.bond_refund.0)).sum();
+    let to_trainers: u128 = report
+        .trainers
+        .iter()
+        .map(|t| {
+            u128::from(t.payout.0) + u128::from(t.bond_refund.0) + u128::from(t.entry_fee_refund.0)
+        })
+        .sum();
     let to_validators: u128 = report.validators.iter().map(|v| u128::from(v.payout.0)).sum();
     let out = to_trainers
         + to_validators
         + u128::from(report.creator_refund.0)
         + u128::from(report.burned.0);
-    assert_eq!(out, inflow, "finalization must conserve escrow + bonds exactly");
+    assert_eq!(out, inflow, "finalization must conserve escrow + bonds + entry fees exactly");
 }

@@ -93,6 +93,12 @@ pub struct Params {
     /// preprocessing and the validators' verdict vectors) in the live state; the blocks keep it.
     #[serde(default = "defaults::task_retention")]
     pub task_retention: u64,
+    /// Share of a task's escrow burned when the task is cancelled because too little stake
+    /// attested to holding its sealed held-out file, in ppm; the rest returns to the creator. A
+    /// chain rule rather than a spec field: a creator would set it to 0 and make validators fetch
+    /// ciphertexts for tasks it never meant to run.
+    #[serde(default = "defaults::cancellation_fee_ppm")]
+    pub cancellation_fee_ppm: u32,
 }
 
 /// Values of the parameters a genesis file may leave out (older files predate them).
@@ -108,6 +114,10 @@ mod defaults {
     }
 
     pub fn task_retention() -> u64 {
+        10_000
+    }
+
+    pub fn cancellation_fee_ppm() -> u32 {
         10_000
     }
 }
@@ -202,6 +212,7 @@ impl Default for Params {
             task_reward_min: defaults::task_reward_min(),
             spec_fee_per_byte: defaults::spec_fee_per_byte(),
             task_retention: defaults::task_retention(),
+            cancellation_fee_ppm: defaults::cancellation_fee_ppm(),
         }
     }
 }
@@ -461,6 +472,7 @@ impl Genesis {
             ("params.slash_fraction_ppm", p.slash_fraction_ppm),
             ("params.agreement_tolerance_ppm", p.agreement_tolerance_ppm),
             ("params.min_improvement_ppm_max", p.min_improvement_ppm_max),
+            ("params.cancellation_fee_ppm", p.cancellation_fee_ppm),
         ] {
             if ppm > 1_000_000 {
                 return Err(invalid(field, "must be at most 1000000 ppm"));

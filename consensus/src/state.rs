@@ -18,7 +18,7 @@ use imbl::OrdMap;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::commitment::{model_commitment, scores_commitment};
+use crate::commitment::{HeldoutKey, model_commitment, scores_commitment};
 use crate::crypto::SignatureError;
 use crate::encoding::{DecodeError, decode, encode};
 use crate::finalize::{
@@ -88,6 +88,13 @@ pub struct Task {
     /// The latest earlier champions on the same public training file (at most
     /// [`CHAMPION_REFERENCES_MAX`], the base model excluded), oldest first.
     pub champions: Vec<ReferenceModel>,
+    /// The validators of the snapshot that attested to holding the sealed held-out file.
+    pub attested: BTreeSet<AccountId>,
+    /// Their snapshot stake: the task is cancelled at the join deadline unless
+    /// `3 × attested_stake > 2 × total snapshot stake`.
+    pub attested_stake: u64,
+    /// The held-out key, once the creator revealed it, with the height of that block.
+    pub key: Option<(HeldoutKey, Height)>,
     /// The finalization report, once the score deadline has passed.
     pub report: Option<FinalizationReport>,
 }
@@ -112,6 +119,8 @@ pub enum Phase {
     Join,
     /// Joined trainers may commit.
     Commit,
+    /// The creator reveals the held-out key (trainers may reveal once it is on chain).
+    Key,
     /// Trainers reveal.
     Reveal,
     /// Validators commit verdict vectors.
@@ -131,9 +140,44 @@ impl Task {
     pub fn commit_deadline(&self) -> Height {
         self.join_deadline().plus(self.spec.windows.commit)
     }
+    /// Last height at which the creator may reveal the held-out key.
+    pub fn key_deadline(&self) -> Height {
+        self.commit_deadline().plus(self.spec.windows.key)
+    }
     /// Last height at which trainers may reveal.
     pub fn reveal_deadline(&self) -> Height {
-        self.commit_deadline().plus(self.spec.windows.reveal)
+        self.key_deadline().plus(self.spec.windows.reveal)
+    }
+    /// Whether validators holding more than 2/3 of the snapshot stake attested so far.
+    pub fn attestation_quorum(&self) -> bool {
+        let total: u64 = self.stakes.values().sum();
+        crate::validators::is_quorum(self.attested_stake, total)
+    }
+    /// The held-out key, if it is on chain.
+    pub fn heldout_key(&self) -> Option<HeldoutKey> {
+        self.key.map(|(k, _)| k)
+    }
+    /// The height at which this task finalizes, as far as the state at `height` knows: the join
+    /// deadline if the attestations fell short, the key deadline if the key is missing then,
+    /// the score deadline otherwise.
+    fn due_at(&self, height: Height) -> Option<Height> {
+        if self.report.is_some() {
+            None
+        } else if height >= self.join_deadline() && !self.attestation_quorum() {
+            Some(self.join_deadline())
+        } else if height >= self.key_deadline() && self.key.is_none() {
+            Some(self.key_deadline())
+        } else {
+            Some(self.score_deadline())
+        }
+    }
+    /// The first deadline after `height` at which the task may finalize (see
+    /// [`Task::due_at`]): the join, key or score deadline.
+    fn next_deadline(&self, height: Height) -> Option<Height> {
+        [self.join_deadline(), self.key_deadline(), self.score_deadline()]
+            .into_iter()
+            .filter(|d| *d > height)
+            .min()
     }
     /// Last height at which validators may commit scores.
     pub fn score_commit_deadline(&self) -> Height {
@@ -152,6 +196,8 @@ impl Task {
             Phase::Join
         } else if height <= self.commit_deadline() {
             Phase::Commit
+        } else if height <= self.key_deadline() && self.key.is_none() {
+            Phase::Key
         } else if height <= self.reveal_deadline() {
             Phase::Reveal
         } else if height <= self.score_commit_deadline() {
@@ -180,6 +226,9 @@ pub struct Reveal {
 pub struct Submission {
     /// The bond it locked.
     pub bond: Amount,
+    /// The entry fee it paid, held with the task until finalization (burned then, unless the
+    /// task is cancelled or its key withheld).
+    pub entry_fee: Amount,
     /// When it joined.
     pub joined_at: Height,
     /// Its model commitment, once committed.
@@ -253,7 +302,9 @@ pub type EvidenceKey = (AccountId, Height, Round, VoteKind);
 /// What falls due for a task at a height (the [`State::deadlines`] table).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Due {
-    /// The score deadline: the task is finalized.
+    /// One of the task's deadlines (join, key, score): it finalizes here if it is due
+    /// ([`Task::due_at`]: cancelled, key withheld, or scored); otherwise its next deadline is
+    /// scheduled.
     Finalize,
     /// `task_retention` heights after finalization: the task's bulky data leaves the state.
     Prune,
@@ -648,6 +699,24 @@ pub enum TxError {
     /// A balance would overflow.
     #[error("amount overflows")]
     Overflow,
+    /// The task has finalized (it may have been cancelled at its join deadline).
+    #[error("task {0} has finalized")]
+    TaskClosed(TaskId),
+    /// A validator attested twice.
+    #[error("already attested to the held-out file of task {0}")]
+    AlreadyAttested(TaskId),
+    /// Only the task's creator reveals its held-out key.
+    #[error("only the creator of task {0} may reveal its held-out key")]
+    NotCreator(TaskId),
+    /// The key does not open the spec's `key_commitment`.
+    #[error("the key does not match the key commitment of task {0}")]
+    WrongKey(TaskId),
+    /// The key is already on chain.
+    #[error("the held-out key of task {0} is already on chain")]
+    KeyAlreadyRevealed(TaskId),
+    /// A trainer reveal before the held-out key is on chain.
+    #[error("task {0}'s held-out key is not on chain yet: models stay sealed until it is")]
+    KeyNotRevealed(TaskId),
     /// A task's reward is below the chain's minimum.
     #[error("a task's reward must be at least {min}, found {found}")]
     RewardTooLow {
@@ -675,6 +744,8 @@ enum Plan {
     Transfer { to: AccountId, amount: Amount },
     CreateTask { spec: Box<TaskSpec>, reward: Amount, spec_fee: Amount },
     Join { task: TaskId, bond: Amount, entry_fee: Amount },
+    Attest { task: TaskId, stake: u64 },
+    RevealKey { task: TaskId, key: HeldoutKey },
     CommitModel { task: TaskId, commitment: Hash },
     RevealModel { task: TaskId, reveal: Reveal },
     CommitScores { task: TaskId, commitment: Hash },
@@ -997,9 +1068,12 @@ impl State {
             stakes,
             base,
             champions,
+            attested: BTreeSet::new(),
+            attested_stake: 0,
+            key: None,
             report: None,
         };
-        self.deadlines.insert((task.score_deadline(), id), Due::Finalize);
+        self.deadlines.insert((task.join_deadline(), id), Due::Finalize);
         self.tasks.insert(id, task);
         id
     }
@@ -1053,8 +1127,14 @@ impl State {
         self.execute_tx(stx, ctx)
     }
 
+    /// A task that has not finalized: once cancelled (at its join deadline) or otherwise
+    /// finalized, no transaction touches it, though its windows' heights may still be open.
     fn task(&self, id: TaskId) -> Result<&Task, TxError> {
-        self.tasks.get(&id).ok_or(TxError::UnknownTask(id))
+        let task = self.tasks.get(&id).ok_or(TxError::UnknownTask(id))?;
+        if task.report.is_some() {
+            return Err(TxError::TaskClosed(id));
+        }
+        Ok(task)
     }
 
     fn window(
@@ -1123,6 +1203,34 @@ impl State {
                 }
                 Ok(Plan::Join { task: *task, bond: t.spec.bond, entry_fee: t.spec.entry_fee })
             }
+            TxKind::AttestHeldout { task } => {
+                let t = self.task(*task)?;
+                let stake = *t.stakes.get(signer).ok_or(TxError::NotValidator(*signer))?;
+                Self::window("attest_heldout", h, t.created_at.next(), t.join_deadline())?;
+                if t.attested.contains(signer) {
+                    return Err(TxError::AlreadyAttested(*task));
+                }
+                Ok(Plan::Attest { task: *task, stake })
+            }
+            TxKind::RevealHeldoutKey { task, key } => {
+                let t = self.task(*task)?;
+                if t.creator != *signer {
+                    return Err(TxError::NotCreator(*task));
+                }
+                Self::window(
+                    "reveal_heldout_key",
+                    h,
+                    t.commit_deadline().next(),
+                    t.key_deadline(),
+                )?;
+                if t.key.is_some() {
+                    return Err(TxError::KeyAlreadyRevealed(*task));
+                }
+                if key.commitment() != t.spec.dataset.key_commitment {
+                    return Err(TxError::WrongKey(*task));
+                }
+                Ok(Plan::RevealKey { task: *task, key: *key })
+            }
             TxKind::CommitModel { task, commitment } => {
                 let t = self.task(*task)?;
                 Self::window("commit_model", h, t.created_at.next(), t.commit_deadline())?;
@@ -1137,6 +1245,9 @@ impl State {
             TxKind::RevealModel { task, model_hash, salt, size_bytes, params } => {
                 let t = self.task(*task)?;
                 Self::window("reveal_model", h, t.commit_deadline().next(), t.reveal_deadline())?;
+                if t.key.is_none() {
+                    return Err(TxError::KeyNotRevealed(*task));
+                }
                 let sub =
                     self.submissions.get(&(*task, *signer)).ok_or(TxError::NotJoined(*task))?;
                 let committed = sub.commitment.ok_or(TxError::NotCommitted(*task))?;
@@ -1301,18 +1412,27 @@ impl State {
                 self.open_task(signer, *spec, reward, ctx.height);
             }
             Plan::Join { task, bond, entry_fee } => {
-                self.burn(entry_fee);
                 self.tasks.modify(&task, |t| t.joined += 1);
                 self.submissions.insert(
                     (task, signer),
                     Submission {
                         bond,
+                        entry_fee,
                         joined_at: ctx.height,
                         commitment: None,
                         committed_at: None,
                         reveal: None,
                     },
                 );
+            }
+            Plan::Attest { task, stake } => {
+                self.tasks.modify(&task, |t| {
+                    t.attested.insert(signer);
+                    t.attested_stake += stake;
+                });
+            }
+            Plan::RevealKey { task, key } => {
+                self.tasks.modify(&task, |t| t.key = Some((key, ctx.height)));
             }
             Plan::CommitModel { task, commitment } => {
                 self.submissions.modify(&(task, signer), |s| {
@@ -1344,7 +1464,9 @@ impl State {
         }
     }
 
-    /// End of block `height`: finalizes every task whose score deadline it is, and records the
+    /// End of block `height`: finalizes every task that is due (cancelled at its join deadline
+    /// without enough attestations, ended at its key deadline without the key, or at its score
+    /// deadline), and records the
     /// validator set that will sign `height + 2` (so a slash changes voting power from there on).
     pub fn end_block(&mut self, height: Height) {
         // Only this height's entries (and, defensively, any earlier one left behind): the cost
@@ -1359,6 +1481,13 @@ impl State {
             let id = key.1;
             match due {
                 Due::Finalize => {
+                    let Some(task) = self.tasks.get(&id) else { continue };
+                    if !task.due_at(height).is_some_and(|due| due <= height) {
+                        if let Some(next) = task.next_deadline(height) {
+                            self.deadlines.insert((next, id), Due::Finalize);
+                        }
+                        continue;
+                    }
                     self.finalize_task(id);
                     match self.meta.params.task_retention {
                         0 => self.prune_task(id),
@@ -1394,6 +1523,7 @@ impl State {
             .map(|((_, account), s)| TrainerInput {
                 account: *account,
                 bond: s.bond,
+                entry_fee: s.entry_fee,
                 committed_at: s.committed_at,
                 reveal: s
                     .reveal
@@ -1429,9 +1559,12 @@ impl State {
             trainer_share_ppm: self.meta.params.trainer_share_ppm,
             agreement_tolerance_ppm: self.meta.params.agreement_tolerance_ppm,
             min_improvement_ppm: task.spec.min_improvement_ppm,
+            attested_stake: task.attested_stake,
+            key_revealed_at: task.key.map(|(_, at)| at),
+            cancellation_fee_ppm: self.meta.params.cancellation_fee_ppm,
         });
         for t in &report.trainers {
-            self.credit(t.account, Amount(t.payout.0 + t.bond_refund.0));
+            self.credit(t.account, Amount(t.payout.0 + t.bond_refund.0 + t.entry_fee_refund.0));
         }
         for v in &report.validators {
             self.credit(v.account, v.payout);
@@ -1474,7 +1607,8 @@ impl State {
         }
     }
 
-    /// Total coin in existence: balances, stakes, escrows and locked bonds of open tasks.
+    /// Total coin in existence: balances, stakes, escrows, and the locked bonds and entry fees
+    /// of open tasks.
     /// Conservation means this plus `burned` never changes.
     pub fn total_supply(&self) -> u128 {
         let balances: u128 = self.accounts.iter().map(|(_, a)| u128::from(a.balance.0)).sum();
@@ -1487,7 +1621,7 @@ impl State {
             .submissions
             .iter()
             .filter(|((task, _), _)| open.contains(task))
-            .map(|(_, s)| u128::from(s.bond.0))
+            .map(|(_, s)| u128::from(s.bond.0) + u128::from(s.entry_fee.0))
             .sum();
         balances + stakes + escrows + bonds
     }

@@ -95,6 +95,12 @@ pub struct Dataset {
     pub train_sha256: Hash,
     /// `sha256(salt || heldout_bytes)`: binds the held-out file without revealing it.
     pub heldout_commitment: Hash,
+    /// sha256 of the sealed held-out file (the ciphertext that validators fetch and attest to
+    /// holding in the join window); its size is bounded by the genesis `max_artifact_bytes`.
+    pub heldout_cipher_sha256: Hash,
+    /// `sha256(key)` of the 32-byte key that opens the sealed held-out file; the creator reveals
+    /// the key in the key window (`RevealHeldoutKey`).
+    pub key_commitment: Hash,
     /// How many examples the held-out part holds: rows for classification, characters for a
     /// character LM. The ledger refuses a set below the genesis minimum; validators refuse to
     /// score a held-out file whose count differs.
@@ -123,9 +129,11 @@ pub struct Efficiency {
 
 /// The task's windows, in blocks, counted one after another from the block that opened it.
 ///
-/// With the task opened at height `c`: trainers join at heights `c+1 ..= c+join`; commit at
-/// heights up to `commit_deadline = c+join+commit`; reveal up to `reveal_deadline =
-/// commit_deadline+reveal`; validators commit scores up to `score_commit_deadline =
+/// With the task opened at height `c`: trainers join (and validators attest to holding the sealed
+/// held-out file) at heights `c+1 ..= c+join`; trainers commit at heights up to `commit_deadline =
+/// c+join+commit`; the creator reveals the held-out key at heights up to `key_deadline =
+/// commit_deadline+key`; trainers reveal, once the key is on chain, up to `reveal_deadline =
+/// key_deadline+reveal`; validators commit scores up to `score_commit_deadline =
 /// reveal_deadline+score_commit` and reveal them up to `score_deadline =
 /// score_commit_deadline+score_reveal`, the block in which the task finalizes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -134,6 +142,8 @@ pub struct Windows {
     pub join: u64,
     /// Blocks after the join window during which joined trainers may still commit.
     pub commit: u64,
+    /// Blocks after the commit window during which the creator reveals the held-out key.
+    pub key: u64,
     /// Blocks during which trainers reveal.
     pub reveal: u64,
     /// Blocks during which validators commit verdict vectors.
@@ -345,6 +355,7 @@ impl TaskSpec {
         for (field, blocks) in [
             ("windows.join", w.join),
             ("windows.commit", w.commit),
+            ("windows.key", w.key),
             ("windows.reveal", w.reveal),
             ("windows.score_commit", w.score_commit),
             ("windows.score_reveal", w.score_reveal),
@@ -419,6 +430,8 @@ pub(crate) mod tests {
                 name: "toy".into(),
                 train_sha256: Hash([1; 32]),
                 heldout_commitment: Hash([2; 32]),
+                heldout_cipher_sha256: Hash([3; 32]),
+                key_commitment: Hash([4; 32]),
                 heldout_examples: 500,
             },
             limits: Limits {
@@ -431,7 +444,14 @@ pub(crate) mod tests {
             entry_fee: Amount(10),
             max_trainers: 3,
             min_improvement_ppm: 0,
-            windows: Windows { join: 5, commit: 5, reveal: 5, score_commit: 5, score_reveal: 5 },
+            windows: Windows {
+                join: 5,
+                commit: 5,
+                key: 5,
+                reveal: 5,
+                score_commit: 5,
+                score_reveal: 5,
+            },
             base_model: None,
         }
     }

@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::commitment::Salt;
+use crate::commitment::{HeldoutKey, Salt};
 use crate::crypto::{BatchItem, Domain, Keypair, Signature, SignatureError, verify};
 use crate::encoding::{DecodeError, decode, encode};
 use crate::hash::{tagged_hash, tags};
@@ -39,6 +39,20 @@ pub enum TxKind {
         /// The task.
         task: TaskId,
     },
+    /// A validator of the task's stake snapshot says it holds the sealed held-out file (whose
+    /// sha256 is the spec's `heldout_cipher_sha256`), in the join window, once.
+    AttestHeldout {
+        /// The task.
+        task: TaskId,
+    },
+    /// The task's creator reveals the key of the sealed held-out file, after the commit deadline
+    /// and by the key deadline; `sha256(key)` must equal the spec's `key_commitment`.
+    RevealHeldoutKey {
+        /// The task.
+        task: TaskId,
+        /// The key.
+        key: HeldoutKey,
+    },
     /// Commits to a model, before the task's commit deadline.
     CommitModel {
         /// The task.
@@ -46,7 +60,7 @@ pub enum TxKind {
         /// [`crate::commitment::model_commitment`] of the model hash.
         commitment: Hash,
     },
-    /// Opens a model commitment, in the reveal window.
+    /// Opens a model commitment, in the reveal window, once the held-out key is on chain.
     RevealModel {
         /// The task.
         task: TaskId,
@@ -91,6 +105,8 @@ impl TxKind {
             TxKind::Transfer { .. } => "transfer",
             TxKind::CreateTask { .. } => "create_task",
             TxKind::JoinTask { .. } => "join_task",
+            TxKind::AttestHeldout { .. } => "attest_heldout",
+            TxKind::RevealHeldoutKey { .. } => "reveal_heldout_key",
             TxKind::CommitModel { .. } => "commit_model",
             TxKind::RevealModel { .. } => "reveal_model",
             TxKind::CommitScores { .. } => "commit_scores",

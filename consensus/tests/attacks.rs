@@ -7,12 +7,14 @@ mod common;
 
 use common::*;
 use consensus::crypto::Keypair;
+use consensus::encoding::encode;
 use consensus::finalize::{
     FinalizationReport, FinalizeInput, ForfeitReason, Outcome, RevealInput, TrainerInput,
     ValidatorInput, finalize,
 };
 use consensus::genesis::Params;
 use consensus::state::TxError;
+use consensus::storage::{MemStore, Tree};
 use consensus::task::{BaseModel, Efficiency, SpecError, TaskSpec};
 use consensus::tx::{SignedTx, TxKind};
 use consensus::types::{AccountId, Amount, Hash, Height, Round, TaskId};
@@ -69,7 +71,7 @@ fn play(
         })
         .collect();
     assert_eq!(c.commit(commits).txs.len(), entrants.len(), "every entrant commits");
-    c.advance_to(c.task(task).commit_deadline().next());
+    c.open_reveals(task);
     let reveals: Vec<SignedTx> = entrants
         .iter()
         .map(|e| {
@@ -159,8 +161,8 @@ fn attack_1_withholding_scores_after_the_reveal_refunds_the_creator_nothing() {
     let (_, report) = play(&mut c, long_spec(), &entrants, &[0, 1], submission_scores(scores));
     assert_eq!(report.outcome, Outcome::QuorumFailed);
     assert_eq!(report.creator_refund, Amount(0));
-    assert_eq!(report.burned, Amount(REWARD));
-    let fee = c.genesis.params.tx_fee.0 + spec_fee(&c, &long_spec());
+    assert_eq!(report.burned, Amount(REWARD + 2 * ENTRY_FEE), "the escrow and the entry fees");
+    let fee = creator_fees(&c);
     assert_eq!(c.balance(&creator), before - REWARD - fee, "the creator paid for the models");
 }
 
@@ -178,11 +180,16 @@ fn attack_2_squatting_every_slot_costs_more_than_the_prize() {
     let (task, report) =
         play(&mut c, long_spec(), &entrants, &[0, 1, 2, 3], submission_scores(scores));
     // The honest trainer came one block late (the block after the joins, still in the join
-    // window): the task was full. Replayed on the final state at that height.
-    let late = c.sign(&honest_key, TxKind::JoinTask { task });
-    let mut scratch = c.ledger.state().clone();
+    // window): the task was full. Replayed on the chain as it was after the joins.
+    let joined_at = c.task(task).created_at.plus(2);
+    let mut replay = Chain::with_genesis(c.genesis.clone(), Box::new(MemStore::new()));
+    for (block, cert) in c.blocks.iter().take_while(|(b, _)| b.height() <= joined_at) {
+        replay.ledger.commit_block(block, cert).unwrap();
+    }
+    let late = replay.sign(&honest_key, TxKind::JoinTask { task });
+    let mut scratch = replay.ledger.state().clone();
     let ctx = consensus::state::TxContext {
-        height: c.task(task).created_at.plus(2),
+        height: joined_at.next(),
         index: 0,
         proposer: c.validators[0].account(),
     };
@@ -335,7 +342,7 @@ fn attack_7_a_slash_during_scoring_changes_no_verdict_and_old_evidence_is_refuse
         c.send(&k, TxKind::JoinTask { task }).unwrap();
         let kind = model_commit(&c, task, &k, &entrants[0].model, &salt(0));
         c.send(&k, kind).unwrap();
-        c.advance_to(c.task(task).commit_deadline().next());
+        c.open_reveals(task);
         c.send(&k, model_reveal(task, entrants[0].model, salt(0), 1_000)).unwrap();
         if slash {
             // Validator 0 double-signed at height 2; the evidence lands during the task.
@@ -373,6 +380,7 @@ fn attack_8_validator_payouts_are_exact_at_the_largest_genesis_amounts() {
         .map(|i| TrainerInput {
             account: AccountId([i; 32]),
             bond: Amount(1),
+            entry_fee: Amount(0),
             committed_at: Some((Height(1), u32::from(i))),
             reveal: Some(RevealInput { model_hash: Hash([i; 32]), params: 1 }),
         })
@@ -397,6 +405,9 @@ fn attack_8_validator_payouts_are_exact_at_the_largest_genesis_amounts() {
         trainer_share_ppm: 0,
         agreement_tolerance_ppm: 0,
         min_improvement_ppm: 0,
+        attested_stake: 2 * stake,
+        key_revealed_at: Some(Height(2)),
+        cancellation_fee_ppm: 0,
     });
     // Both agree on all 201 entries: each earns exactly half the pool.
     for v in &report.validators {
@@ -480,8 +491,13 @@ fn hole_no_champion_after_a_reveal_returns_nothing_to_the_creator() {
         play(&mut c, long_spec(), &entrants, &[0, 1, 2, 3], submission_scores(scores));
     assert_eq!(report.champion, None);
     assert_eq!(report.creator_refund, Amount(0));
-    let fee = c.genesis.params.tx_fee.0 + spec_fee(&c, &long_spec());
-    assert_eq!(c.balance(&creator), before - REWARD - fee);
+    assert_eq!(c.balance(&creator), before - REWARD - creator_fees(&c));
+}
+
+/// What the creator pays in fees for one task of [`long_spec`]: opening it (tx fee and spec
+/// bytes) and revealing its held-out key (tx fee).
+fn creator_fees(c: &Chain) -> u64 {
+    2 * c.genesis.params.tx_fee.0 + spec_fee(c, &long_spec())
 }
 
 /// What opening a task with `spec` burns for its bytes.
@@ -508,4 +524,210 @@ fn hole_an_honest_fine_tune_wins_and_a_copy_of_the_base_earns_nothing() {
     });
     assert_eq!(payout(&report, &c, 1), 0, "the copy");
     assert_eq!(payout(&report, &c, 2), PRIZE, "the fine-tune");
+}
+
+/// Joins trainers `who` to `task` in one block and has them commit to models `1..` in the next.
+fn join_and_commit(c: &mut Chain, task: TaskId, who: &[usize]) {
+    let joins: Vec<SignedTx> =
+        who.iter().map(|t| c.sign(&key_of(c, *t), TxKind::JoinTask { task })).collect();
+    assert_eq!(c.commit(joins).txs.len(), who.len(), "every trainer joins");
+    let commits: Vec<SignedTx> = who
+        .iter()
+        .map(|t| {
+            let k = key_of(c, *t);
+            c.sign(&k, model_commit(c, task, &k, &model(*t as u8 + 1), &salt(*t as u8)))
+        })
+        .collect();
+    assert_eq!(c.commit(commits).txs.len(), who.len(), "every trainer commits");
+}
+
+/// Attack 5: validators held the held-out file in the clear while trainers trained, so a
+/// validator's second account could train on it and win. Now validators hold only the sealed
+/// file (it does not open without the key: `trainer::sealed` tests), the node's scorer does
+/// not score before the key is on chain (`node/tests/roles_plan.rs`), and the ledger keeps
+/// every model sealed until then: a reveal before the key is refused, and the key can only come
+/// after the commit deadline, when nobody can commit a model trained on the rows any more.
+#[test]
+fn attack_5_nobody_trains_on_the_heldout_rows_before_commitments_close() {
+    let mut c = Chain::new(&[10, 10, 10, 10], 2);
+    let task = c.create_task(long_spec(), REWARD);
+    // Trainer 1 is validator 0's second account.
+    join_and_commit(&mut c, task, &[0]);
+    let second = key_of(&c, 1);
+    c.send(&second, TxKind::JoinTask { task }).unwrap();
+    // In the reveal window's heights, but before the key: refused.
+    c.advance_to(c.task(task).commit_deadline().next());
+    let early = model_reveal(task, model(1), salt(0), 1_000);
+    assert!(matches!(c.send(&key_of(&c, 0), early), Err(TxError::KeyNotRevealed(t)) if t == task));
+    // The creator reveals the key: the rows are readable from here on, and a model trained on
+    // them can no longer be committed.
+    let creator = Keypair::from_seed(c.creator.secret_bytes());
+    c.send(&creator, TxKind::RevealHeldoutKey { task, key: heldout_key() }).unwrap();
+    assert_eq!(c.task(task).heldout_key(), Some(heldout_key()), "validators read it from chain");
+    let late = model_commit(&c, task, &second, &model(9), &salt(9));
+    assert!(matches!(c.send(&second, late), Err(TxError::OutsideWindow { .. })));
+    // The honest trainer reveals now.
+    c.send(&key_of(&c, 0), model_reveal(task, model(1), salt(0), 1_000)).unwrap();
+}
+
+/// The creator sees the commitments, then withholds the key (hoping to keep its escrow, or to
+/// spite trainers whose models it fears). The escrow burns, the trainers get their bonds and
+/// entry fees back, and no model is ever revealed: withholding gains the creator nothing.
+#[test]
+fn creator_withholding_the_key_burns_the_escrow_and_returns_bonds_and_entry_fees() {
+    let mut c = Chain::new(&[10, 10, 10, 10], 2);
+    let creator = c.creator.account();
+    let creator_before = c.balance(&creator);
+    let trainers_before = balances(&c, &[0, 1]);
+    let burned_before = c.ledger.state().meta().burned.0;
+    let task = c.create_task(long_spec(), REWARD);
+    join_and_commit(&mut c, task, &[0, 1]);
+    let key_deadline = c.task(task).key_deadline();
+    c.advance_to(key_deadline);
+    assert_eq!(c.task(task).report, None, "open until the key deadline");
+    c.commit(vec![]);
+    let report = c.task(task).report.expect("finalized at the key deadline");
+    assert_eq!(report.outcome, Outcome::KeyWithheld);
+    assert_eq!(report.key_revealed_at, None);
+    assert_eq!(report.attested_stake, 40);
+    assert_eq!(report.creator_refund, Amount(0), "withholding refunds nothing");
+    assert_eq!(report.burned, Amount(REWARD));
+    for t in &report.trainers {
+        assert_eq!((t.bond_refund, t.entry_fee_refund), (Amount(1_000), Amount(ENTRY_FEE)));
+    }
+    let fee = c.genesis.params.tx_fee.0;
+    assert_eq!(balances(&c, &[0, 1]), trainers_before - 4 * fee, "trainers lose only tx fees");
+    assert_eq!(
+        c.balance(&creator),
+        creator_before - REWARD - fee - spec_fee(&c, &long_spec()),
+        "the creator lost the escrow"
+    );
+    let state = c.ledger.state();
+    let tx_fees = u64::try_from(c.blocks.iter().map(|(b, _)| b.txs.len()).sum::<usize>()).unwrap();
+    assert_eq!(
+        state.meta().burned.0 - burned_before,
+        REWARD + tx_fees * fee + spec_fee(&c, &long_spec()),
+        "the ledger burned the escrow, and only it beside fees"
+    );
+    // The key arrives too late, and no model can be revealed.
+    let k = Keypair::from_seed(c.creator.secret_bytes());
+    let key = TxKind::RevealHeldoutKey { task, key: heldout_key() };
+    assert!(matches!(c.send(&k, key), Err(TxError::TaskClosed(t)) if t == task));
+    let reveal = model_reveal(task, model(1), salt(0), 1_000);
+    assert!(matches!(c.send(&key_of(&c, 0), reveal), Err(TxError::TaskClosed(_))));
+}
+
+/// Too few validators hold the sealed held-out file: the task cannot be scored fairly, so it
+/// is cancelled at the join deadline, before anyone trains in earnest. The creator gets the
+/// escrow back less the genesis cancellation fee (burned); trainers get bonds and entry fees.
+#[test]
+fn too_few_attestations_cancel_the_task_at_the_join_deadline() {
+    // Three of four equal validators attest: 3 × 30 > 2 × 40, the task goes on.
+    let mut c = Chain::new(&[10, 10, 10, 10], 2);
+    let task = c.create_task_unattested(long_spec(), REWARD);
+    c.attest(task, &[0, 1, 2]);
+    c.advance_to(c.task(task).join_deadline().next());
+    assert!(c.task(task).report.is_none() && c.task(task).attestation_quorum());
+
+    // Two of four (exactly half, and below 2/3): cancelled at the join deadline.
+    let mut c = Chain::new(&[10, 10, 10, 10], 2);
+    let creator = c.creator.account();
+    let creator_before = c.balance(&creator);
+    let trainers_before = balances(&c, &[0, 1]);
+    let task = c.create_task_unattested(long_spec(), REWARD);
+    c.attest(task, &[0, 1]);
+    join_and_commit(&mut c, task, &[0, 1]);
+    let join_deadline = c.task(task).join_deadline();
+    c.advance_to(join_deadline);
+    assert_eq!(c.task(task).report, None);
+    c.commit(vec![]);
+    assert_eq!(c.height(), join_deadline);
+    let report = c.task(task).report.expect("cancelled at the join deadline");
+    assert_eq!(report.outcome, Outcome::Cancelled);
+    assert_eq!((report.attested_stake, report.total_stake), (20, 40));
+    let fee = REWARD * u64::from(c.genesis.params.cancellation_fee_ppm) / 1_000_000;
+    assert!(fee > 0);
+    assert_eq!(report.cancellation_fee, Amount(fee));
+    assert_eq!(report.creator_refund, Amount(REWARD - fee));
+    assert_eq!(report.burned, Amount(fee), "only the cancellation fee burns");
+    let tx_fee = c.genesis.params.tx_fee.0;
+    assert_eq!(balances(&c, &[0, 1]), trainers_before - 4 * tx_fee, "bonds and entry fees back");
+    assert_eq!(
+        c.balance(&creator),
+        creator_before - fee - tx_fee - spec_fee(&c, &long_spec()),
+        "the creator pays the fee and nothing more"
+    );
+    // Nothing touches a cancelled task, though its commit window's heights are still open.
+    let commit = model_commit(&c, task, &key_of(&c, 0), &model(7), &salt(7));
+    assert!(matches!(c.send(&key_of(&c, 0), commit), Err(TxError::TaskClosed(t)) if t == task));
+}
+
+/// Only a validator of the task's snapshot attests, once, in the join window.
+#[test]
+fn attestations_come_from_snapshot_validators_once_in_the_join_window() {
+    let mut c = Chain::new(&[10, 10, 10, 10], 2);
+    let task = c.create_task_unattested(long_spec(), REWARD);
+    let trainer = key_of(&c, 0);
+    let attest = TxKind::AttestHeldout { task };
+    assert!(matches!(
+        c.send(&trainer, attest.clone()),
+        Err(TxError::NotValidator(a)) if a == trainer.account()
+    ));
+    let v0 = Keypair::from_seed(c.validators[0].secret_bytes());
+    c.send(&v0, attest.clone()).unwrap();
+    assert!(matches!(c.send(&v0, attest.clone()), Err(TxError::AlreadyAttested(t)) if t == task));
+    assert_eq!(c.task(task).attested_stake, 10, "a second attestation adds no stake");
+    let v1 = Keypair::from_seed(c.validators[1].secret_bytes());
+    c.advance_to(c.task(task).join_deadline().next());
+    // Past the join window the task is cancelled (one of four attested): closed either way.
+    assert!(matches!(c.send(&v1, attest), Err(TxError::TaskClosed(_))));
+    // On a task that went on, a late attestation is outside the window.
+    let mut c = Chain::new(&[10, 10, 10, 10], 2);
+    let task = c.create_task_unattested(long_spec(), REWARD);
+    c.attest(task, &[0, 1, 2]);
+    c.advance_to(c.task(task).join_deadline().next());
+    let v3 = Keypair::from_seed(c.validators[3].secret_bytes());
+    let late = c.send(&v3, TxKind::AttestHeldout { task });
+    assert!(
+        matches!(late, Err(TxError::OutsideWindow { action: "attest_heldout", .. })),
+        "{late:?}"
+    );
+}
+
+/// Only the creator reveals the key, only the committed key, only after the commit deadline
+/// and by the key deadline, and once.
+#[test]
+fn the_key_comes_from_the_creator_matches_its_commitment_and_keeps_its_window() {
+    let mut c = Chain::new(&[10, 10, 10, 10], 2);
+    let task = c.create_task(long_spec(), REWARD);
+    let creator = Keypair::from_seed(c.creator.secret_bytes());
+    let reveal = |key| TxKind::RevealHeldoutKey { task, key };
+    // Before the commit deadline: models trained on the rows could still be committed.
+    c.advance_to(c.task(task).commit_deadline());
+    let early = c.send(&creator, reveal(heldout_key()));
+    assert!(matches!(early, Err(TxError::OutsideWindow { action: "reveal_heldout_key", .. })));
+    c.advance_to(c.task(task).commit_deadline().next());
+    let stranger = key_of(&c, 0);
+    assert!(matches!(c.send(&stranger, reveal(heldout_key())), Err(TxError::NotCreator(_))));
+    let wrong = consensus::commitment::HeldoutKey(Hash([8; 32]));
+    assert!(matches!(c.send(&creator, reveal(wrong)), Err(TxError::WrongKey(t)) if t == task));
+    c.send(&creator, reveal(heldout_key())).unwrap();
+    let at = c.height();
+    assert_eq!(c.task(task).key, Some((heldout_key(), at)));
+    assert!(matches!(c.send(&creator, reveal(heldout_key())), Err(TxError::KeyAlreadyRevealed(_))));
+    // The key is part of the task record, so of the state root and its proofs.
+    let (value, proof) = c.ledger.state().prove(Tree::Tasks, &encode(&task)).unwrap();
+    let value = value.expect("the task record");
+    let record: consensus::state::Task =
+        consensus::encoding::decode("task", &value, 1 << 20).unwrap();
+    assert_eq!(record.key, Some((heldout_key(), at)));
+    let root = c.ledger.state().root();
+    proof.verify(&root, Tree::Tasks, &encode(&task), Some(&value)).unwrap();
+
+    // After the key deadline: on a fresh task that never saw its key, the task has ended.
+    let task = c.create_task(long_spec(), REWARD);
+    c.advance_to(c.task(task).key_deadline().next());
+    let late = c.send(&creator, TxKind::RevealHeldoutKey { task, key: heldout_key() });
+    assert!(matches!(late, Err(TxError::TaskClosed(_))), "{late:?}");
+    assert_eq!(c.task(task).report.unwrap().outcome, Outcome::KeyWithheld);
 }

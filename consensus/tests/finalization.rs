@@ -18,6 +18,7 @@ fn trainer(n: u8, params: u64, model: u8) -> TrainerInput {
     TrainerInput {
         account: acct(n),
         bond: Amount(1_000),
+        entry_fee: Amount(0),
         committed_at: Some((Height(10), u32::from(n))),
         reveal: Some(RevealInput { model_hash: Hash([model; 32]), params }),
     }
@@ -71,6 +72,9 @@ fn run_with(
         trainer_share_ppm: 700_000,
         agreement_tolerance_ppm: 1_000,
         min_improvement_ppm,
+        attested_stake: stakes.iter().sum(),
+        key_revealed_at: Some(Height(12)),
+        cancellation_fee_ppm: 10_000,
     })
 }
 

@@ -181,7 +181,7 @@ fn commit_after_its_deadline_is_rejected() {
     let task = c.create_task(spec(4), 10_000);
     let k = c.trainers[0].clone_key();
     c.send(&k, TxKind::JoinTask { task }).unwrap();
-    c.advance_to(c.task(task).commit_deadline().next());
+    c.open_reveals(task);
     let kind = model_commit(&c, task, &k, &model(1), &salt(1));
     assert!(matches!(c.send(&k, kind), Err(TxError::OutsideWindow { action: "commit_model", .. })));
 }
@@ -213,7 +213,7 @@ fn reveals_must_match_and_fall_in_their_window() {
     // Too early: still in the commit window.
     let err = c.send(&a, model_reveal(task, model(1), salt(1), 500)).unwrap_err();
     assert!(matches!(err, TxError::OutsideWindow { action: "reveal_model", .. }), "{err}");
-    c.advance_to(c.task(task).commit_deadline().next());
+    c.open_reveals(task);
     // Wrong model or wrong salt.
     assert!(matches!(
         c.send(&a, model_reveal(task, model(2), salt(1), 500)),
@@ -251,7 +251,7 @@ fn scored_task(c: &mut Chain) -> TaskId {
         let kind = model_commit(c, task, &k, &model(i as u8), &salt(i as u8));
         c.send(&k, kind).unwrap();
     }
-    c.advance_to(c.task(task).commit_deadline().next());
+    c.open_reveals(task);
     for i in 0..2 {
         let k = c.trainers[i].clone_key();
         c.send(&k, model_reveal(task, model(i as u8), salt(i as u8), 1_000)).unwrap();

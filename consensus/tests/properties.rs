@@ -4,7 +4,9 @@ mod common;
 
 use common::*;
 use consensus::chain::Ledger;
-use consensus::finalize::{FinalizeInput, RevealInput, TrainerInput, ValidatorInput, finalize};
+use consensus::finalize::{
+    FinalizeInput, Outcome, RevealInput, TrainerInput, ValidatorInput, finalize,
+};
 use consensus::genesis::Params;
 use consensus::storage::{MemStore, SledStore};
 use consensus::task::Efficiency;
@@ -45,30 +47,40 @@ const SUPPLY_MAX: u64 = u64::MAX / 4;
 proptest! {
     #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
 
-    /// (c) Payouts + refunds + burns = escrow + bonds, exactly, over the full genesis ranges,
-    /// with no overflow; and (b) the creator's refund is 0 whenever any model was revealed.
+    /// (c) Payouts + refunds + burns = escrow + bonds + entry fees, exactly, over the full
+    /// genesis ranges, with no overflow, on every path (cancelled for too few attestations, key
+    /// withheld, quorum failed, finalized); and (b) the creator's refund is 0 whenever any model
+    /// was revealed. A cancellation returns every bond and entry fee and the escrow less the
+    /// fee; a withheld key returns every bond and entry fee and nothing to the creator.
     #[test]
     fn finalization_conserves_exactly_and_never_refunds_the_creator_after_a_reveal(
         escrow in 1u64..=SUPPLY_MAX,
         bond_frac in 0u64..=1_000_000,
+        fee_frac in 0u64..=1_000_000,
         share in 0u32..=1_000_000,
         tolerance in 0u32..=1_000_000,
         min_improvement in 0u32..=1_000_000,
+        cancellation_fee in 0u32..=1_000_000,
         stake_fracs in prop::collection::vec(1u64..=1_000_000, 1..8),
         trainers in prop::collection::vec((any::<bool>(), 1u64..=u64::MAX, 0u8..4, 0u32..4), 0..12),
         verdicts in prop::collection::vec(prop::collection::vec(verdict_strategy(), 13), 8),
         revealed in prop::collection::vec(any::<bool>(), 8),
+        attested in prop::collection::vec(prop::bool::weighted(0.8), 8),
+        key_on_chain in prop::bool::weighted(0.8),
         reference in 1u64..=u64::MAX,
         penalty in 0u32..=1_000_000,
     ) {
-        // Bonds and stakes as fractions of what the supply bound leaves.
+        // Bonds, entry fees and stakes as fractions of what the supply bound leaves.
         let n = trainers.len().max(1) as u64;
-        let bond = (SUPPLY_MAX - escrow) / n / 1_000_000 * bond_frac;
+        let locked = (SUPPLY_MAX - escrow) / n / 2 / 1_000_000;
+        let bond = locked * bond_frac;
+        let entry_fee = locked * fee_frac;
         let stake_sum: u64 = stake_fracs.iter().sum();
         let stakes: Vec<u64> = stake_fracs.iter().map(|f| (SUPPLY_MAX / stake_sum * f).max(1)).collect();
         let inputs: Vec<TrainerInput> = trainers.iter().enumerate().map(|(i, (reveals, params, model, at))| TrainerInput {
             account: AccountId([i as u8 + 1; 32]),
             bond: Amount(bond),
+            entry_fee: Amount(entry_fee),
             committed_at: Some((Height(5), *at)),
             reveal: reveals.then_some(RevealInput { model_hash: Hash([*model; 32]), params: *params }),
         }).collect();
@@ -78,6 +90,7 @@ proptest! {
             stake: *s,
             verdicts: revealed[i].then_some(vectors[i].as_slice()),
         }).collect();
+        let attested_stake: u64 = stakes.iter().zip(&attested).filter(|(_, a)| **a).map(|(s, _)| *s).sum();
         let efficiency = Efficiency { reference_params: reference, penalty_ppm_per_doubling: penalty };
         let report = finalize(&FinalizeInput {
             escrow: Amount(escrow),
@@ -88,15 +101,40 @@ proptest! {
             trainer_share_ppm: share,
             agreement_tolerance_ppm: tolerance,
             min_improvement_ppm: min_improvement,
+            attested_stake,
+            key_revealed_at: key_on_chain.then_some(Height(20)),
+            cancellation_fee_ppm: cancellation_fee,
         });
-        let paid: u128 = report.trainers.iter().map(|t| u128::from(t.payout.0) + u128::from(t.bond_refund.0)).sum::<u128>()
+        let paid: u128 = report.trainers.iter().map(|t| u128::from(t.payout.0) + u128::from(t.bond_refund.0) + u128::from(t.entry_fee_refund.0)).sum::<u128>()
             + report.validators.iter().map(|v| u128::from(v.payout.0)).sum::<u128>()
             + u128::from(report.creator_refund.0)
             + u128::from(report.burned.0);
-        let inflow = u128::from(escrow) + u128::from(bond) * inputs.len() as u128;
+        let inflow = u128::from(escrow) + (u128::from(bond) + u128::from(entry_fee)) * inputs.len() as u128;
         prop_assert_eq!(paid, inflow);
-        if inputs.iter().any(|t| t.reveal.is_some()) {
+        let any_revealed = inputs.iter().any(|t| t.reveal.is_some());
+        if any_revealed {
             prop_assert_eq!(report.creator_refund, Amount(0));
+        }
+        let total: u64 = stakes.iter().sum();
+        let everything_back = report.trainers.iter().all(|t| {
+            t.bond_refund == Amount(bond) && t.entry_fee_refund == Amount(entry_fee) && t.payout == Amount(0)
+        });
+        if 3 * u128::from(attested_stake) <= 2 * u128::from(total) {
+            prop_assert_eq!(report.outcome, Outcome::Cancelled);
+            prop_assert!(everything_back);
+            let fee = u128::from(escrow) * u128::from(cancellation_fee) / 1_000_000;
+            prop_assert_eq!(u128::from(report.cancellation_fee.0), fee);
+            if !any_revealed {
+                prop_assert_eq!(u128::from(report.creator_refund.0), u128::from(escrow) - fee);
+                prop_assert_eq!(u128::from(report.burned.0), fee);
+            }
+        } else if !key_on_chain {
+            prop_assert_eq!(report.outcome, Outcome::KeyWithheld);
+            prop_assert!(everything_back);
+            prop_assert_eq!(report.creator_refund, Amount(0));
+            prop_assert_eq!(report.burned, Amount(escrow));
+        } else {
+            prop_assert!(report.trainers.iter().all(|t| t.entry_fee_refund == Amount(0)), "entry fees burn");
         }
     }
 }
@@ -113,6 +151,7 @@ fn honest_payouts(entries: &[Entry], baseline: u32, escrow: u64, bond: u64) -> V
         .map(|(i, (_, params, at))| TrainerInput {
             account: AccountId([i as u8 + 1; 32]),
             bond: Amount(bond),
+            entry_fee: Amount(bond / 2),
             committed_at: Some((Height(5), *at)),
             reveal: Some(RevealInput { model_hash: Hash([i as u8 + 1; 32]), params: *params }),
         })
@@ -136,6 +175,9 @@ fn honest_payouts(entries: &[Entry], baseline: u32, escrow: u64, bond: u64) -> V
         trainer_share_ppm: 700_000,
         agreement_tolerance_ppm: 1_000,
         min_improvement_ppm: 0,
+        attested_stake: 30,
+        key_revealed_at: Some(Height(6)),
+        cancellation_fee_ppm: 10_000,
     });
     inputs
         .iter()
@@ -288,6 +330,7 @@ proptest! {
         let trainers: Vec<TrainerInput> = (1..truth.len()).map(|i| TrainerInput {
             account: AccountId([i as u8; 32]),
             bond: Amount(100),
+            entry_fee: Amount(10),
             committed_at: Some((Height(3), i as u32)),
             reveal: Some(RevealInput { model_hash: Hash([i as u8; 32]), params: 1 }),
         }).collect();
@@ -320,6 +363,9 @@ proptest! {
                 trainer_share_ppm: 500_000,
                 agreement_tolerance_ppm: 1_000,
                 min_improvement_ppm: 0,
+                attested_stake: stakes.iter().sum(),
+                key_revealed_at: Some(Height(4)),
+                cancellation_fee_ppm: 10_000,
             })
         };
         let mut stakes = honest_stakes.clone();

@@ -56,7 +56,8 @@ fn heavy_spec() -> TaskSpec {
     // The efficiency reference may not be below the architecture's smallest model.
     s.efficiency.reference_params = 10_000;
     // Long windows: no task reaches a deadline while the attack is measured.
-    s.windows = Windows { join: 20, commit: 20, reveal: 20, score_commit: 20, score_reveal: 20 };
+    s.windows =
+        Windows { join: 20, commit: 20, key: 20, reveal: 20, score_commit: 20, score_reveal: 20 };
     s
 }
 
@@ -108,12 +109,13 @@ fn the_bloat_attack_pays_per_byte_and_leaves_the_empty_block_flat() {
     let affordable = BALANCE / (per_task + params.tx_fee.0);
     assert_eq!(opened, affordable, "exactly what the balance pays for");
     assert!(opened < ATTACK_TXS / 10, "{opened} of {ATTACK_TXS} tasks opened");
-    // Each open task is one entry of the deadlines table, at its score deadline: a block's end
-    // reads its own height's entries, not the tasks.
+    // Each open task is one entry of the deadlines table, at its next deadline (the join
+    // deadline, where too few attestations cancel it): a block's end reads its own height's
+    // entries, not the tasks.
     let deadlines = &c.ledger.state().deadlines;
     assert_eq!(deadlines.len() as u64, opened);
     for ((height, id), due) in deadlines.iter() {
-        assert_eq!((*height, *due), (c.task(*id).score_deadline(), Due::Finalize));
+        assert_eq!((*height, *due), (c.task(*id).join_deadline(), Due::Finalize));
     }
     let burned = c.ledger.state().meta().burned.0 - burned_before;
     assert!(burned >= opened * spec_bytes, "burned {burned} for {opened} x {spec_bytes} bytes");
@@ -160,6 +162,7 @@ fn pruning_drops_the_verdict_records_of_a_scored_task() {
     g.params.task_retention = 3;
     let mut c = Chain::with_genesis(g, Box::new(MemStore::new()));
     let task = c.create_task(spec(4), 10_000);
+    c.open_reveals(task);
     c.advance_to(c.task(task).reveal_deadline().next());
     let v = key(1, 0);
     let kind = scores_commit(&c, task, &v, &vector(500_000, vec![]), &salt(1));

@@ -4,6 +4,10 @@
 //! written with mode 0600 through a temporary file and a rename, so a crash never leaves half a
 //! key. The libp2p keypair is built from the same ed25519 secret, so the node's PeerId and its
 //! ledger account are one key.
+//!
+//! A task creator's held-out keys sit beside the node key, one file per task in
+//! `DATA_DIR/heldout-keys/<key_commitment>.key` (64 hex characters, mode 0600): `node task new`
+//! writes one, and `node task reveal-key` reads it back after the task's commit deadline.
 
 use std::fs;
 use std::io::Write;
@@ -83,6 +87,51 @@ fn io<'a>(
     move |source| KeystoreError::Io { action, path: path.to_path_buf(), source }
 }
 
+/// The folder inside a data dir that holds a creator's held-out keys.
+pub const HELDOUT_KEYS_DIR: &str = "heldout-keys";
+
+/// Where the held-out key with `commitment` (its sha256) is kept in `data_dir`.
+pub fn heldout_key_path(data_dir: &Path, commitment: &consensus::types::Hash) -> PathBuf {
+    data_dir.join(HELDOUT_KEYS_DIR).join(format!("{}.key", commitment.to_hex()))
+}
+
+/// Saves a task's held-out key in `data_dir` (0600), refusing to overwrite one; returns its path.
+pub fn save_heldout_key(
+    data_dir: &Path,
+    key: &consensus::commitment::HeldoutKey,
+) -> Result<PathBuf, KeystoreError> {
+    let dir = data_dir.join(HELDOUT_KEYS_DIR);
+    fs::create_dir_all(&dir).map_err(io("creating", &dir))?;
+    let path = heldout_key_path(data_dir, &key.commitment());
+    if path.exists() {
+        return Err(KeystoreError::Exists { path });
+    }
+    write_private(&path, format!("{}\n", key.0.to_hex()).as_bytes())?;
+    Ok(path)
+}
+
+/// Loads the held-out key whose sha256 is `commitment` from `data_dir`, refusing a file that
+/// others may read or write, or whose key does not hash to `commitment`.
+pub fn load_heldout_key(
+    data_dir: &Path,
+    commitment: &consensus::types::Hash,
+) -> Result<consensus::commitment::HeldoutKey, KeystoreError> {
+    let path = heldout_key_path(data_dir, commitment);
+    let text = read_private(&path, data_dir)?;
+    let bad = |reason: &str| KeystoreError::Io {
+        action: "parsing",
+        path: path.clone(),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, reason.to_owned()),
+    };
+    let hash: consensus::types::Hash =
+        text.trim().parse().map_err(|_| bad("not 64 hex characters"))?;
+    let key = consensus::commitment::HeldoutKey(hash);
+    if key.commitment() != *commitment {
+        return Err(bad("the key does not hash to its file name"));
+    }
+    Ok(key)
+}
+
 /// Writes `bytes` to `path` atomically (temp file, fsync, rename) with mode 0600.
 pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), KeystoreError> {
     let tmp = path.with_extension("tmp");
@@ -121,6 +170,14 @@ pub fn save(data_dir: &Path, key: &Keypair) -> Result<(), KeystoreError> {
 /// Loads the key in `data_dir`, refusing a key file that others may read or write.
 pub fn load(data_dir: &Path) -> Result<Keypair, KeystoreError> {
     let path = data_dir.join(KEY_FILE);
+    let text = read_private(&path, data_dir)?;
+    Keypair::from_key_file(&text).map_err(|source| KeystoreError::Key { path, source })
+}
+
+/// Reads a small private file of `data_dir` (at most [`KEY_FILE_BYTES_MAX`] bytes), refusing one
+/// that others may read or write.
+fn read_private(path: &Path, data_dir: &Path) -> Result<String, KeystoreError> {
+    let path = path.to_path_buf();
     let meta = match fs::metadata(&path) {
         Ok(meta) => meta,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -139,8 +196,7 @@ pub fn load(data_dir: &Path) -> Result<Keypair, KeystoreError> {
             return Err(KeystoreError::Exposed { path, mode });
         }
     }
-    let text = fs::read_to_string(&path).map_err(io("reading", &path))?;
-    Keypair::from_key_file(&text).map_err(|source| KeystoreError::Key { path, source })
+    fs::read_to_string(&path).map_err(io("reading", &path))
 }
 
 /// The libp2p keypair of a node key: the same ed25519 secret.
@@ -163,6 +219,27 @@ pub fn account_of(public: &libp2p::identity::PublicKey) -> Option<consensus::typ
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn heldout_keys_are_private_bound_to_their_commitment_and_never_overwritten() {
+        use consensus::commitment::HeldoutKey;
+        use consensus::types::Hash;
+        let dir = tempfile::tempdir().unwrap();
+        let key = HeldoutKey(Hash([6; 32]));
+        let path = save_heldout_key(dir.path(), &key).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        }
+        assert_eq!(load_heldout_key(dir.path(), &key.commitment()).unwrap(), key);
+        assert!(matches!(save_heldout_key(dir.path(), &key), Err(KeystoreError::Exists { .. })));
+        let other = HeldoutKey(Hash([7; 32])).commitment();
+        assert!(matches!(load_heldout_key(dir.path(), &other), Err(KeystoreError::Missing { .. })));
+        // A file whose key does not hash to its name is refused.
+        fs::copy(&path, heldout_key_path(dir.path(), &other)).unwrap();
+        assert!(load_heldout_key(dir.path(), &other).is_err());
+    }
 
     #[test]
     fn peer_id_and_account_are_one_key() {

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use consensus::block::Block;
 use consensus::chain::{Ledger, build_block};
-use consensus::commitment::{Salt, model_commitment, scores_commitment};
+use consensus::commitment::{HeldoutKey, Salt, model_commitment, scores_commitment};
 use consensus::crypto::Keypair;
 use consensus::genesis::{Genesis, GenesisBalance, GenesisValidator, Params};
 use consensus::hash::sha256;
@@ -108,6 +108,8 @@ fn spec() -> TaskSpec {
             name: "toy".into(),
             train_sha256: Hash([1; 32]),
             heldout_commitment: Hash([2; 32]),
+            heldout_cipher_sha256: Hash([3; 32]),
+            key_commitment: HeldoutKey(Hash([4; 32])).commitment(),
             heldout_examples: 500,
         },
         limits: Limits {
@@ -120,7 +122,14 @@ fn spec() -> TaskSpec {
         entry_fee: Amount(ENTRY_FEE),
         max_trainers: 3,
         min_improvement_ppm: 0,
-        windows: Windows { join: 3, commit: 3, reveal: 3, score_commit: 3, score_reveal: 3 },
+        windows: Windows {
+            join: 3,
+            commit: 3,
+            key: 3,
+            reveal: 3,
+            score_commit: 3,
+            score_reveal: 3,
+        },
         base_model: None,
     }
 }
@@ -170,10 +179,11 @@ impl Chain {
     }
 }
 
-/// The chain: task 1 created at height 1, both trainers join and commit; trainer 0's model is
-/// scored 600000 ppm by validator 0 and 650000 by validator 1 (who disagrees with the
-/// consensus), trainer 1's is rejected as malformed; the task finalizes at height 16; the tip is
-/// 17. Returns the ledger and the hash of a transfer in block 2.
+/// The chain: task 1 created at height 1, both validators attest, both trainers join and
+/// commit, the creator reveals the held-out key at height 8; trainer 0's model is scored 600000
+/// ppm by validator 0 and 650000 by validator 1 (who disagrees with the consensus), trainer 1's
+/// is rejected as malformed; the task finalizes at height 19; the tip is 20. Returns the ledger
+/// and the hash of a transfer in block 2.
 fn build_chain(k: &Keys, genesis: &Genesis) -> (Ledger, Hash) {
     let ledger = Ledger::open(Box::new(MemStore::new()), genesis).unwrap();
     let mut c = Chain {
@@ -194,7 +204,9 @@ fn build_chain(k: &Keys, genesis: &Genesis) -> (Ledger, Hash) {
     let transfer_hash = transfer.hash();
     let joins: Vec<SignedTx> =
         k.trainers.iter().map(|t| c.sign(t, TxKind::JoinTask { task })).collect();
-    c.commit([transfer].into_iter().chain(joins).collect());
+    let attests: Vec<SignedTx> =
+        k.validators.iter().map(|v| c.sign(v, TxKind::AttestHeldout { task })).collect();
+    c.commit([transfer].into_iter().chain(joins).chain(attests).collect());
 
     let models = [Hash([10; 32]), Hash([11; 32])];
     let salt = |n: u8| Salt(Hash([n; 32]));
@@ -211,6 +223,9 @@ fn build_chain(k: &Keys, genesis: &Genesis) -> (Ledger, Hash) {
     c.commit(commits);
 
     c.advance_to(8);
+    let key = HeldoutKey(Hash([4; 32]));
+    let reveal_key = c.sign(&k.creator, TxKind::RevealHeldoutKey { task, key });
+    c.commit(vec![reveal_key]);
     let reveals: Vec<SignedTx> = k
         .trainers
         .iter()
@@ -244,7 +259,7 @@ fn build_chain(k: &Keys, genesis: &Genesis) -> (Ledger, Hash) {
         v
     };
     let vectors = [vector(600_000), vector(650_000)];
-    c.advance_to(11);
+    c.advance_to(14);
     let score_commits: Vec<SignedTx> = k
         .validators
         .iter()
@@ -257,7 +272,7 @@ fn build_chain(k: &Keys, genesis: &Genesis) -> (Ledger, Hash) {
         })
         .collect();
     c.commit(score_commits);
-    c.advance_to(14);
+    c.advance_to(17);
     let score_reveals: Vec<SignedTx> = k
         .validators
         .iter()
@@ -270,8 +285,8 @@ fn build_chain(k: &Keys, genesis: &Genesis) -> (Ledger, Hash) {
         })
         .collect();
     c.commit(score_reveals);
-    c.advance_to(18);
-    assert_eq!(c.ledger.height(), Height(17));
+    c.advance_to(21);
+    assert_eq!(c.ledger.height(), Height(20));
     assert!(c.ledger.state().tasks.get(&task).unwrap().report.is_some(), "task 1 finalized");
     (c.ledger, transfer_hash)
 }
@@ -320,7 +335,6 @@ async fn start() -> Harness {
         events: broadcast::channel(16).0,
         metrics: Arc::new(Metrics::default()),
         live_votes: Arc::default(),
-        heldout_dir: None,
     };
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -453,7 +467,7 @@ async fn reads_status_blocks_txs_and_validators() {
     let s = status.json();
     assert_eq!(string(&s["chain_id"]), h.genesis.chain_id);
     assert_eq!(string(&s["genesis_hash"]), h.genesis.hash().to_hex());
-    assert_eq!(num(&s["height"]), 17);
+    assert_eq!(num(&s["height"]), 20);
     assert_eq!(string(&s["block_hash"]), tip_hash.to_hex());
     assert_eq!(string(&s["state_root"]), root.to_hex());
     assert_eq!(string(&s["role"]), "validator");
@@ -463,11 +477,11 @@ async fn reads_status_blocks_txs_and_validators() {
 
     let blocks = get(h.addr, "/blocks").await.json();
     let heights: Vec<u64> = blocks.as_array().unwrap().iter().map(|b| num(&b["height"])).collect();
-    assert_eq!(heights, (1..=17).collect::<Vec<_>>(), "by default the newest page");
+    assert_eq!(heights, (1..=20).collect::<Vec<_>>(), "by default the newest page");
     let page = get(h.addr, "/blocks?from=2&limit=3").await.json();
     let heights: Vec<u64> = page.as_array().unwrap().iter().map(|b| num(&b["height"])).collect();
     assert_eq!(heights, vec![2, 3, 4]);
-    assert_eq!(num(&page[0]["tx_count"]), 3);
+    assert_eq!(num(&page[0]["tx_count"]), 5, "a transfer, two joins and two attestations");
     assert_eq!(get(h.addr, "/blocks?from=100").await.json(), Value::Array(vec![]));
     for bad in ["/blocks?limit=0", "/blocks?limit=101", "/blocks?from=x"] {
         let a = get(h.addr, bad).await;
@@ -500,7 +514,7 @@ async fn reads_status_blocks_txs_and_validators() {
     assert_eq!(get(h.addr, "/txs/nothex").await.status, 400);
 
     // The latest vote heard from v0 in the height in progress; an older one does not replace it.
-    let vote = |round, kind| Vote { height: Height(18), round: Round(round), kind, block: None };
+    let vote = |round, kind| Vote { height: Height(21), round: Round(round), kind, block: None };
     let v0_account = h.keys.validators[0].account();
     h.ctx.live_votes.record(v0_account, vote(1, VoteKind::Prevote));
     h.ctx.live_votes.record(v0_account, vote(0, VoteKind::Precommit));
@@ -515,10 +529,10 @@ async fn reads_status_blocks_txs_and_validators() {
     assert_eq!(string(&v0["power"]), "100");
     let votes = v0["last_votes"].as_array().unwrap();
     assert_eq!(votes.len(), 10, "the last ten commit certificates");
-    assert_eq!(num(&votes[0]["height"]), 17);
+    assert_eq!(num(&votes[0]["height"]), 20);
     assert!(votes.iter().all(|v| v["signed"] == true));
     let live = &v0["live_vote"];
-    assert_eq!((num(&live["height"]), num(&live["round"])), (18, 1), "{live}");
+    assert_eq!((num(&live["height"]), num(&live["round"])), (21, 1), "{live}");
     assert_eq!(live["kind"], "prevote");
     assert_eq!(live["block"], Value::Null);
     assert!(list.iter().any(|v| v["live_vote"].is_null()), "v1 was not heard");
@@ -577,7 +591,12 @@ async fn tasks_and_accounts_explain_the_finalized_rewards() {
     assert_eq!(string(&tasks[0]["champion"]), winner.to_hex());
 
     let task = get(h.addr, "/tasks/1").await.json();
-    assert_eq!(num(&task["deadlines"]["score"]), 16);
+    assert_eq!(num(&task["deadlines"]["score"]), 19);
+    assert_eq!(num(&task["deadlines"]["key"]), 10);
+    assert_eq!(num(&task["key_revealed_at"]), 8);
+    assert_eq!(string(&task["attestation"]["attested_stake"]), "160");
+    assert_eq!(task["attestation"]["quorum"], true);
+    assert_eq!(string(&task["report"]["attested_stake"]), "160");
     assert_eq!(num(&task["windows"]["join"]), 3);
     assert_eq!(task["stakes"].as_array().unwrap().len(), 2, "the snapshot of both validators");
     assert_eq!(task["references"].as_array().unwrap().len(), 0, "no earlier champion");
@@ -771,7 +790,7 @@ async fn metrics_are_prometheus_text_with_the_height() {
     let h = start().await;
     node::runtime::Metrics::add(&h.ctx.metrics.training_ms, 1_500);
     let committed = ChainEvent::BlockCommitted {
-        height: Height(17),
+        height: Height(20),
         hash: Hash([1; 32]),
         time_ms: 9_500,
         txs: 0,
@@ -808,7 +827,7 @@ async fn metrics_are_prometheus_text_with_the_height() {
         );
         samples.insert(metric.to_string(), value);
     }
-    assert_eq!(samples["crucible_height"], 17.0);
+    assert_eq!(samples["crucible_height"], 20.0);
     assert_eq!(samples["crucible_peers"], 0.0);
     assert_eq!(samples["crucible_training_seconds_total"], 1.5);
     for name in [
@@ -920,11 +939,11 @@ async fn proofs_of_records_and_absences_verify_against_the_trusted_validators() 
     let bundle: consensus::chain::StateProofBundle = serde_json::from_value(json).unwrap();
     bundle.verify(&h.genesis.chain_id, &set).unwrap();
 
-    let absent = get(h.addr, &format!("/proof/accounts/{}?height=3", "ee".repeat(32))).await;
+    let absent = get(h.addr, &format!("/proof/accounts/{}?height=6", "ee".repeat(32))).await;
     assert_eq!(absent.status, 200, "{}", absent.text());
     let json = absent.json();
     assert_eq!(json["record"], Value::Null);
-    assert_eq!(num(&json["header"]["height"]), 3);
+    assert_eq!(num(&json["header"]["height"]), 6);
     let bundle: consensus::chain::StateProofBundle = serde_json::from_value(json).unwrap();
     assert_eq!(bundle.value, None);
     bundle.verify(&h.genesis.chain_id, &set).unwrap();

@@ -1,7 +1,9 @@
-//! The role loops in real `node` processes: a validator with a held-out directory and a trainer
-//! with a recipe take a genesis task from join to finalization. The trainer joins, trains,
-//! commits, reveals after the commit deadline and serves its artifact; the validator fetches it
-//! over the network, scores it, commits and reveals its verdicts. A third peer that knows the
+//! The role loops in real `node` processes: a validator and a trainer with a recipe take a
+//! genesis task from join to finalization. The validator attests to holding the sealed held-out
+//! file; the trainer joins, trains, commits; the creator reveals the held-out key after the
+//! commit deadline with `node task reveal-key`; the trainer reveals and serves its artifact; the
+//! validator opens the sealed file, fetches the artifact over the network, scores it, commits
+//! and reveals its verdicts. A third peer that knows the
 //! artifact's hash (read from the trainer's records) asks the trainer for it over the `blob`
 //! protocol: before the commit deadline the trainer does not serve it, after the reveal it does.
 
@@ -37,11 +39,12 @@ fn a_genesis_task_is_trained_scored_and_finalized() {
         lm: LmArchitecture::default(),
     };
     let salt = consensus::commitment::Salt(Hash([9; 32]));
-    let mut task = new_task(&iris, "iris.csv", &opts, salt).unwrap();
+    let heldout_key = consensus::commitment::HeldoutKey(Hash([8; 32]));
+    let mut task = new_task(&iris, "iris.csv", &opts, salt, &heldout_key).unwrap();
     // 150 ms blocks: room for the trainer to start and sync (join), train (commit), and for
     // the validator to fetch and score (score commit).
     task.spec.windows =
-        Windows { join: 100, commit: 40, reveal: 20, score_commit: 20, score_reveal: 20 };
+        Windows { join: 100, commit: 40, key: 20, reveal: 20, score_commit: 20, score_reveal: 20 };
     // Iris holds out 30 rows; the chain's minimum is set to fit, and the entry fee to the least
     // that makes every slot together cost the prize.
     chain.genesis.params.heldout_examples_min = 30;
@@ -61,23 +64,30 @@ fn a_genesis_task_is_trained_scored_and_finalized() {
     });
     std::fs::write(&chain.genesis_path, chain.genesis.to_json()).unwrap();
 
-    // The task's creator would upload the training file; here both nodes hold it already.
+    // The task's creator would upload the training and sealed files; here the nodes hold them
+    // already (the trainer never gets the sealed one).
     let train_hash = task.spec.dataset.train_sha256;
     for (name, seed) in [("v0", chain.validators[0]), ("trainer", trainer_seed)] {
         let blobs = chain.data_dir(name, seed).join("blobs");
         std::fs::create_dir_all(&blobs).unwrap();
         std::fs::write(blobs.join(train_hash.to_hex()), &task.train).unwrap();
     }
-    let heldout = chain.root.path().join("heldout");
-    std::fs::create_dir_all(&heldout).unwrap();
-    std::fs::write(heldout.join("heldout.csv"), &task.heldout).unwrap();
-    std::fs::write(heldout.join("heldout.salt"), salt.0.to_hex()).unwrap();
+    let sealed_hash = task.spec.dataset.heldout_cipher_sha256;
+    let v0_blobs = chain.data_dir("v0", chain.validators[0]).join("blobs");
+    std::fs::write(v0_blobs.join(sealed_hash.to_hex()), &task.sealed).unwrap();
+    // The creator's data dir: its key and the held-out key, as `node task new` leaves them.
+    let creator_dir = chain.root.path().join("creator");
+    keystore::save(&creator_dir, &Keypair::from_seed(chain.client)).unwrap();
+    keystore::save_heldout_key(&creator_dir, &heldout_key).unwrap();
+    let task_dir = chain.root.path().join("task");
+    trainer::task::write(&task_dir, &task).unwrap();
     let recipe = chain.root.path().join("recipe.toml");
     std::fs::write(&recipe, "[model]\nhidden = [8]\n[train]\nepochs = 20\n").unwrap();
 
-    let heldout_arg = vec!["--heldout".to_string(), heldout.display().to_string()];
+    let http = format!("127.0.0.1:{}", runtime_support::free_port());
+    let http_arg = vec!["--http".to_string(), http.clone()];
     let mut validator =
-        NodeProcess::start(&chain, "v0", "validator", chain.validators[0], &[], &heldout_arg);
+        NodeProcess::start(&chain, "v0", "validator", chain.validators[0], &[], &http_arg);
     let recipe_arg = vec!["--recipe".to_string(), recipe.display().to_string()];
     let mut trainer = NodeProcess::start(
         &chain,
@@ -116,8 +126,22 @@ fn a_genesis_task_is_trained_scored_and_finalized() {
         "before its commit deadline the trainer must not serve its artifact: {early:?}"
     );
 
+    // After the commit deadline the creator reveals the key, through the validator's API.
+    wait_for("the commit deadline", &[&validator, &trainer], || {
+        validator.height() > commit_deadline
+    });
+    let revealed = std::process::Command::new(env!("CARGO_BIN_EXE_node"))
+        .args(["task", "reveal-key", "--id", "1", "--task"])
+        .arg(task_dir.join("task.json"))
+        .arg("--data-dir")
+        .arg(&creator_dir)
+        .args(["--node", &format!("http://{http}")])
+        .output()
+        .unwrap();
+    assert!(revealed.status.success(), "{}", String::from_utf8_lossy(&revealed.stderr));
+
     // Every wait is bounded; the chain is followed in steps so a slow machine only slows it.
-    let score_deadline: u64 = 100 + 40 + 20 + 20 + 20;
+    let score_deadline: u64 = 100 + 40 + 20 + 20 + 20 + 20;
     for height in (40..=score_deadline + 1).step_by(40).chain([score_deadline + 1]) {
         let nodes = [&validator, &trainer];
         wait_for(&format!("height {height}"), &nodes, || {
@@ -137,7 +161,10 @@ fn a_genesis_task_is_trained_scored_and_finalized() {
     let (_, t) = state.tasks.iter().next().expect("the genesis task");
     let submission = state.submissions.get(&(t.id, trainer_account)).expect("the trainer joined");
     let reveal = submission.reveal.expect("the trainer revealed");
-    assert!(reveal.revealed_at > t.commit_deadline(), "revealed only after the commit deadline");
+    let (_, key_at) = t.key.expect("the creator revealed the key");
+    assert!(key_at > t.commit_deadline(), "the key came only after the commit deadline");
+    assert!(reveal.revealed_at >= key_at, "revealed only once the key was on chain");
+    assert!(t.attested.contains(&validator_account), "the validator attested");
     let verdicts = state.verdicts.get(&(t.id, validator_account)).and_then(|r| r.verdicts.clone());
     let verdicts = verdicts.unwrap_or_else(|| panic!("the validator revealed no verdicts\n{logs}"));
     let entry = verdicts.iter().find(|e| e.subject == Subject::Submission(trainer_account));

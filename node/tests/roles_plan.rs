@@ -1,12 +1,13 @@
-//! The role planners over a real ledger: when the scorer scores, commits and reveals, and when
-//! the trainer joins, commits, reveals and serves, including after a restart (records reloaded
+//! The role planners over a real ledger: when the scorer attests, scores, commits and reveals
+//! (and that it cannot read the held-out rows before the key is on chain), and when the trainer
+//! joins, commits, reveals and serves, including after a restart (records reloaded
 //! from disk).
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use consensus::block::Block;
 use consensus::chain::{Ledger, build_block};
-use consensus::commitment::{Salt, model_commitment};
+use consensus::commitment::{HeldoutKey, Salt, heldout_commitment, model_commitment};
 use consensus::crypto::Keypair;
 use consensus::genesis::{Genesis, GenesisBalance, GenesisValidator, Params};
 use consensus::state::{Phase, State, TxContext};
@@ -19,7 +20,7 @@ use consensus::types::{Amount, Hash, Height, TaskId};
 use consensus::verdict::{Subject, Verdict, VerdictEntry, VerdictVector};
 use consensus::vote::{CommitCertificate, SignedVote, Vote, VoteKind};
 use node::roles::persist::RoleStore;
-use node::roles::scorer::{ScoreSecret, ScorerStep, scorer_plan};
+use node::roles::scorer::{ScoreSecret, ScoreTaskError, ScorerStep, open_sealed, scorer_plan};
 use node::roles::trainer::{
     Stage, TaskRecord, TrainedModel, TrainerStep, recipe_fits, trainer_plan,
 };
@@ -148,6 +149,32 @@ impl Chain {
     fn task(&self, id: TaskId) -> consensus::state::Task {
         self.state().tasks.get(&id).unwrap().clone()
     }
+
+    /// Both validators attest to holding `task`'s sealed held-out file, in one block.
+    fn attest(&mut self, task: TaskId) {
+        let txs = self
+            .validators
+            .iter()
+            .map(|k| {
+                let nonce = self.state().account(&k.account()).nonce;
+                let kind = TxKind::AttestHeldout { task };
+                SignedTx::sign(k, Tx { chain_id: self.chain_id.clone(), nonce, kind })
+            })
+            .collect();
+        self.commit(txs);
+    }
+
+    /// Commits blocks up to `task`'s commit deadline, then the creator's key reveal.
+    fn reveal_key(&mut self, task: TaskId) {
+        self.advance_to(self.task(task).commit_deadline());
+        let creator = key(3, 0);
+        self.send(&creator, TxKind::RevealHeldoutKey { task, key: heldout_key() });
+    }
+}
+
+/// The held-out key of [`spec`].
+fn heldout_key() -> HeldoutKey {
+    HeldoutKey(Hash([9; 32]))
 }
 
 fn spec() -> TaskSpec {
@@ -159,6 +186,8 @@ fn spec() -> TaskSpec {
             name: "toy".into(),
             train_sha256: Hash([1; 32]),
             heldout_commitment: Hash([2; 32]),
+            heldout_cipher_sha256: Hash([3; 32]),
+            key_commitment: heldout_key().commitment(),
             heldout_examples: 500,
         },
         limits: Limits {
@@ -172,7 +201,14 @@ fn spec() -> TaskSpec {
         entry_fee: Amount(3_500),
         max_trainers: 2,
         min_improvement_ppm: 0,
-        windows: Windows { join: 4, commit: 4, reveal: 4, score_commit: 4, score_reveal: 4 },
+        windows: Windows {
+            join: 4,
+            commit: 4,
+            key: 4,
+            reveal: 4,
+            score_commit: 4,
+            score_reveal: 4,
+        },
         base_model: None,
     }
 }
@@ -194,8 +230,10 @@ fn trained(chain: &Chain, task: TaskId, key: &Keypair, n: u8) -> TrainedModel {
     }
 }
 
-/// Trainers `who` join and commit `task`, then reveal once the commit deadline has passed.
+/// The validators attest, trainers `who` join and commit `task`, the creator reveals the key
+/// after the commit deadline, and the trainers reveal.
 fn train_and_reveal(chain: &mut Chain, task: TaskId, who: &[usize]) -> Vec<TrainedModel> {
+    chain.attest(task);
     let keys: Vec<Keypair> = who.iter().map(|i| key(2, *i as u8)).collect();
     let models: Vec<TrainedModel> =
         keys.iter().zip(1..).map(|(k, n)| trained(chain, task, k, n)).collect();
@@ -203,7 +241,7 @@ fn train_and_reveal(chain: &mut Chain, task: TaskId, who: &[usize]) -> Vec<Train
         chain.send(key, TxKind::JoinTask { task });
         chain.send(key, TxKind::CommitModel { task, commitment: model.commitment });
     }
-    chain.advance_to(chain.task(task).commit_deadline());
+    chain.reveal_key(task);
     for (key, model) in keys.iter().zip(&models) {
         chain.send(
             key,
@@ -233,6 +271,86 @@ fn vector(state: &State, task: TaskId) -> VerdictVector {
             },
         })
         .collect()
+}
+
+#[test]
+fn scorer_attests_once_in_the_join_window() {
+    let mut chain = Chain::new();
+    let task = chain.create_task(spec());
+    let me = chain.validators[0].account();
+    let none = BTreeMap::new();
+    let t = chain.task(task);
+    let attest = ScorerStep::Attest { task, sealed: t.spec.dataset.heldout_cipher_sha256 };
+    let mut attested_at = Vec::new();
+    while chain.height() < t.join_deadline() {
+        if scorer_plan(chain.state(), &me, &none) == vec![attest.clone()] {
+            attested_at.push(chain.height());
+        }
+        assert!(scorer_plan(chain.state(), &chain.trainers[0].account(), &none).is_empty());
+        chain.empty_block();
+    }
+    // Every height whose next block is in the join window.
+    let expected: Vec<Height> = (t.created_at.0..t.join_deadline().0).map(Height).collect();
+    assert_eq!(attested_at, expected);
+    // Once its attestation is on chain, it does not attest again.
+    let mut chain = Chain::new();
+    let task = chain.create_task(spec());
+    chain.send(&key(1, 0), TxKind::AttestHeldout { task });
+    assert_eq!(scorer_plan(chain.state(), &me, &none), vec![]);
+    let other = chain.validators[1].account();
+    assert!(matches!(scorer_plan(chain.state(), &other, &none)[..], [ScorerStep::Attest { .. }]));
+}
+
+/// Attack 5 on the node: a validator holds only the sealed file while trainers train. It cannot
+/// open it before the key is on chain, and its planner never scores without the key; once the
+/// creator reveals the key, the file opens to exactly the committed rows.
+#[test]
+fn scorer_cannot_read_the_heldout_rows_before_the_key_is_on_chain() {
+    let rows = b"f1,f2,f3,f4,label\n0.1,0.2,0.3,0.4,1\n".to_vec();
+    let salt = salt(4);
+    let sealed = trainer::sealed::seal(&heldout_key(), &salt, &rows);
+    let mut sealed_spec = spec();
+    sealed_spec.dataset.heldout_commitment = heldout_commitment(&salt, &rows);
+    sealed_spec.dataset.heldout_cipher_sha256 = consensus::hash::sha256(&sealed);
+
+    let mut chain = Chain::new();
+    let task = chain.create_task(sealed_spec.clone());
+    join_and_commit_without_key(&mut chain, task);
+    let me = chain.validators[0].account();
+    let none = BTreeMap::new();
+    // Through the commit and key windows: the sealed file does not open, and nothing is
+    // scored. The creator never reveals: the task ends at its key deadline, unscored.
+    let t = chain.task(task);
+    while chain.height() < t.key_deadline() {
+        assert!(matches!(
+            open_sealed(&chain.task(task), &sealed),
+            Err(ScoreTaskError::KeyNotOnChain(id)) if id == task
+        ));
+        assert!(!scorer_plan(chain.state(), &me, &none).contains(&ScorerStep::Score { task }));
+        chain.empty_block();
+    }
+    let report = chain.task(task).report.expect("ended at the key deadline");
+    assert_eq!(report.outcome, consensus::finalize::Outcome::KeyWithheld);
+
+    // With the key on chain the file opens, to the committed rows only.
+    let mut chain = Chain::new();
+    let task = chain.create_task(sealed_spec);
+    chain.attest(task);
+    chain.reveal_key(task);
+    let opened = open_sealed(&chain.task(task), &sealed).unwrap();
+    assert_eq!((opened.salt, opened.bytes), (salt, rows));
+    let mut tampered = sealed.clone();
+    *tampered.last_mut().unwrap() ^= 1;
+    assert!(matches!(open_sealed(&chain.task(task), &tampered), Err(ScoreTaskError::Sealed(_))));
+}
+
+/// The validators attest and trainer 0 joins and commits `task`; the key never comes.
+fn join_and_commit_without_key(chain: &mut Chain, task: TaskId) {
+    chain.attest(task);
+    let k = key(2, 0);
+    let model = trained(chain, task, &k, 1);
+    chain.send(&k, TxKind::JoinTask { task });
+    chain.send(&k, TxKind::CommitModel { task, commitment: model.commitment });
 }
 
 #[test]
@@ -394,12 +512,13 @@ fn trainer_skips_full_tasks_and_tasks_its_recipe_cannot_train() {
 }
 
 #[test]
-fn trainer_reveals_only_after_the_commit_deadline_then_serves() {
+fn trainer_reveals_only_once_the_key_is_on_chain_then_serves() {
     let mut chain = Chain::new();
     let recipe = Recipe::default();
     let key = key(2, 0);
     let me = key.account();
     let task = chain.create_task(spec());
+    chain.attest(task);
     let mut served = BTreeSet::new();
     chain.send(&key, TxKind::JoinTask { task });
     let model = trained(&chain, task, &key, 1);
@@ -411,14 +530,16 @@ fn trainer_reveals_only_after_the_commit_deadline_then_serves() {
     );
     chain.send(&key, TxKind::CommitModel { task, commitment: model.commitment });
     let t = chain.task(task);
-    while chain.height() < t.commit_deadline() {
+    while chain.height() < t.commit_deadline().plus(2) {
         assert_eq!(
             trainer_plan(chain.state(), &me, &recipe, &records, &served),
             vec![],
-            "never reveal while the next block is at most the commit deadline"
+            "never reveal before the key is on chain, even after the commit deadline"
         );
         chain.empty_block();
     }
+    let creator = self::key(3, 0);
+    chain.send(&creator, TxKind::RevealHeldoutKey { task, key: heldout_key() });
     let plan = trainer_plan(chain.state(), &me, &recipe, &records, &served);
     assert_eq!(plan, vec![TrainerStep::Reveal { task, model: model.clone() }]);
     // The ledger accepts it in the next block.
@@ -449,6 +570,7 @@ fn trainer_resumes_from_its_persisted_plan_without_joining_again() {
     let served = BTreeSet::new();
     let first = chain.create_task(spec());
     let second = chain.create_task(spec());
+    chain.attest(first);
     let dir = tempfile::tempdir().unwrap();
     let store = RoleStore::open_at(dir.path().join("trainer")).unwrap();
 
@@ -484,8 +606,8 @@ fn trainer_resumes_from_its_persisted_plan_without_joining_again() {
     );
     chain.send(&key, TxKind::CommitModel { task: first, commitment: model.commitment });
 
-    // After the commit deadline, a restarted trainer reveals with the persisted salt.
-    chain.advance_to(chain.task(first).commit_deadline());
+    // Once the key is on chain, a restarted trainer reveals with the persisted salt.
+    chain.reveal_key(first);
     let records: BTreeMap<TaskId, TaskRecord> = store.load_all().unwrap();
     let plan = trainer_plan(chain.state(), &me, &recipe, &records, &served);
     assert!(plan.contains(&TrainerStep::Reveal { task: first, model }), "{plan:?}");

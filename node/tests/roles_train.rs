@@ -1,7 +1,7 @@
 //! The trainer loop's compute step on real data: the artifact it stores is one a validator
 //! scores (hash, size and non-zero parameter count as the trainer will reveal them).
 
-use consensus::commitment::Salt;
+use consensus::commitment::{HeldoutKey, Salt};
 use consensus::types::{Hash, TaskId};
 use consensus::verdict::{Subject, Verdict};
 use node::blobs::BlobStore;
@@ -22,7 +22,8 @@ fn a_trained_artifact_is_stored_and_scores_as_revealed() {
         seed: 7,
         lm: LmArchitecture::default(),
     };
-    let task = new_task(&iris, "iris.csv", &opts, Salt(Hash([5; 32]))).unwrap();
+    let task = new_task(&iris, "iris.csv", &opts, Salt(Hash([5; 32])), &HeldoutKey(Hash([8; 32])))
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let store = BlobStore::open(dir.path()).unwrap();
     let recipe = Recipe::from_toml("[model]\nhidden = [8]\n[train]\nepochs = 30\n", "t").unwrap();

@@ -68,6 +68,9 @@ pub struct Deadlines {
     /// Last height to commit a model.
     #[serde(deserialize_with = "number")]
     pub commit: u64,
+    /// Last height for the creator to reveal the held-out key.
+    #[serde(deserialize_with = "number")]
+    pub key: u64,
     /// Last height to reveal a model.
     #[serde(deserialize_with = "number")]
     pub reveal: u64,
@@ -205,7 +208,7 @@ mod view {
         Champion, EntryReport, FinalizationReport, ForfeitReason, Outcome, TrainerReport,
         ValidatorReport,
     };
-    use consensus::types::{AccountId, Amount, ModelHash, ScorePpm};
+    use consensus::types::{AccountId, Amount, Height, ModelHash, ScorePpm};
     use consensus::verdict::{RejectReason, Subject, Verdict};
     use serde::Deserialize;
 
@@ -253,6 +256,7 @@ mod view {
         forfeit: Option<Forfeit>,
         bond_refund: u64,
         bond_forfeit: u64,
+        entry_fee_refund: u64,
         payout: u64,
         rank: Option<u32>,
     }
@@ -277,6 +281,9 @@ mod view {
     #[derive(Deserialize)]
     pub(super) struct Report {
         outcome: Outcome,
+        attested_stake: u64,
+        key_revealed_at: Option<u64>,
+        cancellation_fee: u64,
         revealed_stake: u64,
         total_stake: u64,
         baseline_ppm: u32,
@@ -319,6 +326,7 @@ mod view {
                         forfeit: t.forfeit.map(|f| f.reason),
                         bond_refund: Amount(t.bond_refund),
                         bond_forfeit: Amount(t.bond_forfeit),
+                        entry_fee_refund: Amount(t.entry_fee_refund),
                         payout: Amount(t.payout),
                         rank: t.rank,
                     })
@@ -337,6 +345,9 @@ mod view {
                 .collect();
             Ok(FinalizationReport {
                 outcome: self.outcome,
+                attested_stake: self.attested_stake,
+                key_revealed_at: self.key_revealed_at.map(Height),
+                cancellation_fee: Amount(self.cancellation_fee),
                 revealed_stake: self.revealed_stake,
                 total_stake: self.total_stake,
                 baseline_ppm: self.baseline_ppm,
@@ -496,7 +507,7 @@ impl Client {
 mod tests {
     use super::*;
     use consensus::finalize::ForfeitReason;
-    use consensus::types::Amount;
+    use consensus::types::{Amount, Height};
     use consensus::verdict::Verdict;
     use serde_json::json;
 
@@ -517,7 +528,8 @@ mod tests {
     fn the_api_view_of_a_report_reads_back() {
         let a = "11".repeat(32);
         let report = parse_report(json!({
-            "outcome": "finalized", "revealed_stake": "2000", "total_stake": "2000",
+            "outcome": "finalized", "attested_stake": "2000", "key_revealed_at": 90,
+            "cancellation_fee": "0", "revealed_stake": "2000", "total_stake": "2000",
             "baseline_ppm": 101000, "min_improvement_ppm": 0,
             "entries": [
                 {"subject": "baseline", "verdict": "scored", "score_ppm": 101000,
@@ -531,18 +543,22 @@ mod tests {
                               "reason": "malformed", "reason_text": "x"},
                 "params": "2410", "penalty_ppm": 0, "effective_ppm": 0,
                 "forfeit": {"reason": "rejected", "text": "x"},
-                "bond_refund": "0", "bond_forfeit": "100", "payout": "0", "rank": null
+                "bond_refund": "0", "bond_forfeit": "100", "entry_fee_refund": "0", "payout": "0",
+                "rank": null
             }],
             "validators": [{"account": "22".repeat(32), "stake": "2000", "revealed": true,
                             "agreed_entries": 2, "payout": "300000"}],
-            "creator_refund": "700000", "burned": "100", "champion": null
+            "creator_refund": "700000", "burned": "110", "champion": null
         }))
         .unwrap();
         assert_eq!(report.trainers[0].forfeit, Some(ForfeitReason::Rejected));
         assert_eq!(report.trainers[0].bond_forfeit, Amount(100));
         assert_eq!(report.entries[0].consensus, Verdict::scored(101_000));
         assert_eq!(report.validators[0].payout, Amount(300_000));
-        assert_eq!(crate::report::check_conservation(&report, Amount(1_000_000)), Ok(1_000_100));
+        assert_eq!(report.key_revealed_at, Some(Height(90)));
+        // The burn holds the trainer's entry fee of 10.
+        let owed = crate::report::check_conservation(&report, Amount(1_000_000), Amount(10));
+        assert_eq!(owed, Ok(1_000_110));
     }
 
     #[test]
@@ -553,7 +569,7 @@ mod tests {
         let task = parse_task(json!({
             "id": 1, "name": "digits", "phase": "commit", "windows": {},
             "deadlines": {
-                "join": 8, "commit": "88", "reveal": 96, "score_commit": 120, "score": 128
+                "join": 8, "commit": "88", "key": 90, "reveal": 96, "score_commit": 120, "score": 128
             },
             "submissions": [
                 {"trainer": a, "commitment": null},

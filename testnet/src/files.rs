@@ -3,10 +3,14 @@
 //! ```text
 //! DIR/
 //!   genesis.json
-//!   task-1/                 the creator's copy: task.json, train.csv|txt, heldout.*, heldout.salt
+//!   task-1/                 the creator's copy: task.json, train.csv|txt, heldout.*, heldout.salt,
+//!                           heldout.sealed (what validators fetch and attest to holding)
 //!   task-2/                 with --rounds 2: the follow-up task (task.json final once posted)
 //!   creator/node_key.json   the task creator's key
-//!   validator-0/            data dir: node_key.json, genesis.json, heldout/task-N/heldout.*
+//!   creator/heldout-keys/   the held-out key of each round (0600), revealed after its commit
+//!                           deadline
+//!   validator-0/            data dir: node_key.json, genesis.json (no held-out file: it
+//!                           fetches the sealed one)
 //!   validator-0.toml        node config
 //!   validator-0.log         stdout and stderr of the node
 //!   trainer-0/              data dir
@@ -21,7 +25,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 
-use crate::plan::{NodePorts, Plan, Role};
+use crate::plan::{NodePorts, Plan};
 
 /// Most ports probed past the seed-derived base before giving up.
 pub const PORT_PROBES_MAX: u16 = 2_000;
@@ -76,14 +80,14 @@ pub fn write(plan: &Plan, dir: &Path, ports: &[NodePorts]) -> anyhow::Result<Lay
     fs::write(&genesis_path, &genesis_json)
         .with_context(|| format!("writing {}", genesis_path.display()))?;
     let mut task_dirs = Vec::new();
-    let mut heldout_files = Vec::new();
+    node::keystore::save(&dir.join("creator"), &plan.creator())?;
     for (round, task) in (1..).zip(&plan.tasks) {
         let task_dir = dir.join(format!("task-{round}"));
-        let [_, _, heldout, salt] = trainer::task::write(&task_dir, task)?;
-        heldout_files.push((format!("task-{round}"), [heldout, salt]));
+        trainer::task::write(&task_dir, task)?;
         task_dirs.push(task_dir);
+        let key = crate::plan::heldout_key(plan.settings.seed, round);
+        node::keystore::save_heldout_key(&dir.join("creator"), &key)?;
     }
-    node::keystore::save(&dir.join("creator"), &plan.creator())?;
     let mut layout = Layout {
         dir: dir.to_path_buf(),
         configs: Vec::new(),
@@ -97,17 +101,6 @@ pub fn write(plan: &Plan, dir: &Path, ports: &[NodePorts]) -> anyhow::Result<Lay
         let datadir = node::datadir::DataDir::new(&data_dir);
         fs::write(datadir.genesis(), &genesis_json)
             .with_context(|| format!("writing {}", datadir.genesis().display()))?;
-        for (task, files) in heldout_files.iter().filter(|_| node.role == Role::Validator) {
-            let heldout = data_dir.join("heldout").join(task);
-            fs::create_dir_all(&heldout)
-                .with_context(|| format!("creating {}", heldout.display()))?;
-            for file in files {
-                let name = file.file_name().expect("task files have names");
-                fs::copy(file, heldout.join(name)).with_context(|| {
-                    format!("copying {} to {}", file.display(), heldout.display())
-                })?;
-            }
-        }
         if let Some(recipe) = &node.recipe {
             let path = dir.join(format!("{}.recipe.toml", node.name));
             let text = format!(
@@ -152,7 +145,7 @@ mod tests {
     }
 
     #[test]
-    fn writes_keys_genesis_configs_recipes_and_heldout_files() {
+    fn writes_keys_genesis_configs_recipes_and_sealed_files_but_no_heldout_to_nodes() {
         let bytes = fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../data/iris.csv")).unwrap();
         let plan = Plan::new(Settings {
             validators: 2,
@@ -179,11 +172,17 @@ mod tests {
         assert_eq!(genesis.hash(), plan.genesis.hash());
         let key = node::keystore::load(&dir.join("validator-1")).unwrap();
         assert_eq!(key.account(), plan.nodes[1].account());
-        assert!(dir.join("validator-0/heldout/task-1/heldout.csv").exists());
-        assert!(dir.join("validator-0/heldout/task-1/heldout.salt").exists());
-        assert!(dir.join("validator-1/heldout/task-2/heldout.csv").exists());
+        assert!(dir.join("task-1/heldout.sealed").exists());
+        assert!(dir.join("task-2/heldout.sealed").exists());
+        for round in [1, 2] {
+            let key = crate::plan::heldout_key(5, round);
+            let kept = node::keystore::load_heldout_key(&dir.join("creator"), &key.commitment());
+            assert_eq!(kept.unwrap(), key, "the creator keeps round {round}'s key");
+        }
         assert_eq!(layout.task_dirs.len(), 2);
-        assert!(!dir.join("trainer-0/heldout").exists(), "trainers never get the held-out part");
+        for node in ["validator-0", "validator-1", "trainer-0"] {
+            assert!(!dir.join(node).join("heldout").exists(), "{node} gets no held-out file");
+        }
         let recipe = trainer::recipe::Recipe::load(&dir.join("trainer-1.recipe.toml")).unwrap();
         assert_eq!(Some(&recipe), plan.nodes[3].recipe.as_ref().map(|r| &r.recipe));
         assert_eq!(layout.urls[2], "http://127.0.0.1:31102");

@@ -7,7 +7,7 @@
 use std::path::Path;
 
 use anyhow::{Context, bail, ensure};
-use consensus::commitment::{Salt, heldout_commitment};
+use consensus::commitment::{HeldoutKey, Salt, heldout_commitment};
 use consensus::crypto::Keypair;
 use consensus::genesis::{Genesis, GenesisBalance, GenesisValidator, Params};
 use consensus::hash::tagged_hash;
@@ -324,8 +324,6 @@ impl Plan {
                 .recipe
                 .as_ref()
                 .map(|_| path(dir.join(format!("{}.recipe.toml", node.name)))),
-            heldout: (node.role == Role::Validator)
-                .then(|| path(dir.join(&node.name).join("heldout"))),
             mdns: false,
         };
         toml::to_string(&config).context("rendering a node config")
@@ -342,14 +340,13 @@ struct NodeConfig {
     http: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     recipe: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    heldout: Option<String>,
     mdns: bool,
 }
 
 /// Round `round`'s task of `rounds`: the same public rows as `first`, and part `round` of its
 /// held-out rows (so no round is scored on rows an earlier champion was selected on), under the
-/// round's salt; later rounds are named for their round.
+/// round's salt, sealed under the round's key ([`heldout_key`]); later rounds are named for
+/// their round.
 fn round_task(first: &NewTask, seed: u64, round: u32, rounds: u32) -> NewTask {
     let mut task = first.clone();
     if round > 1 {
@@ -362,7 +359,18 @@ fn round_task(first: &NewTask, seed: u64, round: u32, rounds: u32) -> NewTask {
     task.sizes.1 = examples;
     task.spec.dataset.heldout_examples = examples as u64;
     task.spec.dataset.heldout_commitment = heldout_commitment(&task.salt, &task.heldout);
+    let key = heldout_key(seed, round);
+    task.sealed = trainer::sealed::seal(&key, &task.salt, &task.heldout);
+    task.spec.dataset.heldout_cipher_sha256 = consensus::hash::sha256(&task.sealed);
+    task.spec.dataset.key_commitment = key.commitment();
     task
+}
+
+/// The held-out key of round `round`, derived from the seed like every testnet secret (a real
+/// creator draws it from the OS RNG: `node task new`). The testnet, acting as the creator,
+/// reveals it once the round's commit deadline has passed.
+pub fn heldout_key(seed: u64, round: u32) -> HeldoutKey {
+    HeldoutKey(consensus::types::Hash(derive(seed, &format!("task/heldout-key/{round}"))))
 }
 
 /// Part `round` (1-based) of `rounds` of a held-out file, with its number of examples: for a CSV
@@ -411,8 +419,14 @@ fn make_task(settings: &Settings) -> anyhow::Result<NewTask> {
         lm: LmArchitecture { context: 32, d_model: 32, layers: 1, heads: 2 },
     };
     let salt = Salt(consensus::types::Hash(derive(settings.seed, "task/heldout-salt/1")));
-    let mut task = trainer::task::new_task(&source.bytes, &source.name, &opts, salt)
-        .with_context(|| format!("making a task from {}", source.name))?;
+    let mut task = trainer::task::new_task(
+        &source.bytes,
+        &source.name,
+        &opts,
+        salt,
+        &heldout_key(settings.seed, 1),
+    )
+    .with_context(|| format!("making a task from {}", source.name))?;
     task.spec.windows = windows(settings.validators, source.kind);
     // Every slot the chain allows, so the entry fee (filling every slot must cost the prize) is
     // a small part of the prize.
@@ -437,6 +451,8 @@ fn windows(validators: usize, kind: DataKind) -> Windows {
     Windows {
         join: blocks_for(0, validators),
         commit: blocks_for(train_ms, validators),
+        // The creator (this testnet) reveals the key in the first block it can.
+        key: blocks_for(0, validators) + 2,
         reveal: blocks_for(0, validators) + 2,
         score_commit: blocks_for(score_ms, validators),
         score_reveal: blocks_for(0, validators) + 2,
@@ -651,7 +667,7 @@ mod tests {
             toml::from_str(&plan.node_config(0, dir, &ports(7)).unwrap()).unwrap();
         assert_eq!(config["bootstrap"].as_array().unwrap().len(), 3);
         assert_eq!(config["http"].as_str(), Some("127.0.0.1:30001"));
-        assert!(config.contains_key("heldout") && !config.contains_key("recipe"));
+        assert!(!config.contains_key("heldout") && !config.contains_key("recipe"));
         let trainer: toml::Table =
             toml::from_str(&plan.node_config(4, dir, &ports(7)).unwrap()).unwrap();
         assert_eq!(trainer["bootstrap"].as_array().unwrap().len(), 4);
@@ -677,6 +693,16 @@ mod tests {
         assert_eq!(first.train, second.train);
         assert_ne!(first.salt, second.salt);
         assert_ne!(first.spec.dataset.heldout_commitment, second.spec.dataset.heldout_commitment);
+        // Each round is sealed under its own key, and opens to its own rows.
+        for (round, t) in [(1, first), (2, second)] {
+            let d = &t.spec.dataset;
+            let key = heldout_key(plan.settings.seed, round);
+            assert_eq!(d.key_commitment, key.commitment());
+            assert_eq!(d.heldout_cipher_sha256, consensus::hash::sha256(&t.sealed));
+            let opened = trainer::sealed::open(&key, &t.sealed, &d.heldout_commitment).unwrap();
+            assert_eq!(opened.bytes, t.heldout);
+        }
+        assert_ne!(first.spec.dataset.key_commitment, second.spec.dataset.key_commitment);
         let late: Vec<_> = plan.nodes.iter().filter(|n| n.first_round == 2).collect();
         assert_eq!(late.len(), 1);
         let recipe = late[0].recipe.as_ref().unwrap();

@@ -66,6 +66,14 @@ pub fn leaderboard(
         Outcome::QuorumFailed => {
             "failed: too little stake revealed scores (escrow burned; bonds refunded)"
         }
+        Outcome::Cancelled => {
+            "cancelled: too little stake attested to holding the sealed held-out file (escrow \
+             refunded less the cancellation fee; bonds and entry fees refunded)"
+        }
+        Outcome::KeyWithheld => {
+            "failed: the creator withheld the held-out key (escrow burned; bonds and entry fees \
+             refunded)"
+        }
     };
     let _ = writeln!(
         out,
@@ -124,12 +132,23 @@ pub fn leaderboard(
             c.model_hash.short()
         );
     }
+    let key = report.key_revealed_at.map_or_else(|| "never".into(), |h| format!("at height {h}"));
+    let _ = writeln!(
+        out,
+        "sealed held-out: attested stake {} of {}, key revealed {key}",
+        report.attested_stake, report.total_stake
+    );
     let _ = writeln!(out, "creator refund {}, burned {}", report.creator_refund, report.burned);
     out
 }
 
-/// Checks that payouts, refunds and burns add up to the escrow and bonds exactly.
-pub fn check_conservation(report: &FinalizationReport, reward: Amount) -> Result<u128, String> {
+/// Checks that payouts, refunds and burns add up to the escrow, bonds and entry fees (each
+/// trainer paid `entry_fee`) exactly.
+pub fn check_conservation(
+    report: &FinalizationReport,
+    reward: Amount,
+    entry_fee: Amount,
+) -> Result<u128, String> {
     let bonds: u128 = report
         .trainers
         .iter()
@@ -138,16 +157,22 @@ pub fn check_conservation(report: &FinalizationReport, reward: Amount) -> Result
     let paid: u128 = report
         .trainers
         .iter()
-        .map(|t| u128::from(t.payout.0) + u128::from(t.bond_refund.0))
+        .map(|t| {
+            u128::from(t.payout.0) + u128::from(t.bond_refund.0) + u128::from(t.entry_fee_refund.0)
+        })
         .sum::<u128>()
         + report.validators.iter().map(|v| u128::from(v.payout.0)).sum::<u128>()
         + u128::from(report.creator_refund.0)
         + u128::from(report.burned.0);
-    let owed = u128::from(reward.0) + bonds;
+    let fees = u128::from(entry_fee.0) * report.trainers.len() as u128;
+    let owed = u128::from(reward.0) + bonds + fees;
     if paid == owed {
         Ok(owed)
     } else {
-        Err(format!("payouts, refunds and burns add up to {paid}, but escrow and bonds are {owed}"))
+        Err(format!(
+            "payouts, refunds and burns add up to {paid}, but escrow, bonds and entry fees are \
+             {owed}"
+        ))
     }
 }
 
@@ -155,7 +180,7 @@ pub fn check_conservation(report: &FinalizationReport, reward: Amount) -> Result
 mod tests {
     use super::*;
     use consensus::finalize::{Champion, EntryReport, ValidatorReport};
-    use consensus::types::{Hash, ScorePpm};
+    use consensus::types::{Hash, Height, ScorePpm};
     use consensus::verdict::Subject;
 
     fn account(b: u8) -> AccountId {
@@ -172,6 +197,7 @@ mod tests {
             forfeit: None,
             bond_refund: Amount(100),
             bond_forfeit: Amount(0),
+            entry_fee_refund: Amount(0),
             payout: Amount(payout),
             rank,
         }
@@ -187,6 +213,9 @@ mod tests {
         };
         FinalizationReport {
             outcome: Outcome::Finalized,
+            attested_stake: 2_000,
+            key_revealed_at: Some(Height(40)),
+            cancellation_fee: Amount(0),
             revealed_stake: 2_000,
             total_stake: 2_000,
             baseline_ppm: 101_000,
@@ -256,14 +285,23 @@ mod tests {
         assert!(lines[4].ends_with("bond forfeited: never revealed"), "{}", lines[4]);
         assert_eq!(lines[6], "validator-0    1000       yes      4/4     1500");
         assert_eq!(lines[8], "champion: trainer-1 (2410 params, effective 94.44%), model 09090909");
-        assert_eq!(lines[9], "creator refund 0, burned 100");
+        assert_eq!(
+            lines[9],
+            "sealed held-out: attested stake 2000 of 2000, key revealed at height 40"
+        );
+        assert_eq!(lines[10], "creator refund 0, burned 100");
     }
 
     #[test]
     fn conservation_holds_exactly_or_is_reported() {
         // 7000 + 1500 + 1500 paid, 200 bonds back, 100 burned = 10000 escrow + 300 bonds.
-        assert_eq!(check_conservation(&report(), Amount(10_000)), Ok(10_300));
-        assert!(check_conservation(&report(), Amount(10_001)).is_err());
+        assert_eq!(check_conservation(&report(), Amount(10_000), Amount(0)), Ok(10_300));
+        assert!(check_conservation(&report(), Amount(10_001), Amount(0)).is_err());
+        // Three entry fees of 5 that burned: owed and burned both grow by 15.
+        let mut with_fees = report();
+        with_fees.burned.0 += 15;
+        assert_eq!(check_conservation(&with_fees, Amount(10_000), Amount(5)), Ok(10_315));
+        assert!(check_conservation(&with_fees, Amount(10_000), Amount(0)).is_err());
     }
 
     #[test]

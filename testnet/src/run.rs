@@ -9,16 +9,18 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
+use consensus::commitment::HeldoutKey;
 use consensus::finalize::Outcome;
 use consensus::task::{BaseModel, TaskSpec};
 use consensus::tx::{SignedTx, Tx, TxKind};
-use consensus::types::{AccountId, Nonce};
+use consensus::types::{AccountId, Nonce, TaskId};
+use trainer::task::NewTask;
 
 use crate::client::{Client, Stage, TaskView};
 use crate::files::{self, Layout};
 use crate::interrupt;
 use crate::launch::{self, Spawn, Supervisor};
-use crate::plan::{BLOCK_INTERVAL_MS, Plan};
+use crate::plan::{self, BLOCK_INTERVAL_MS, Plan};
 use crate::report::{self, Label, Labels};
 
 /// The `argv[0]` under which this multi-call binary runs as a node (see `main.rs`).
@@ -32,6 +34,9 @@ pub const CHAIN_TIMEOUT: Duration = Duration::from_secs(60);
 pub const STALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// Time between polls of the nodes' APIs.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(300);
+/// How long the creator waits for its `RevealHeldoutKey` to land before sending it again (a
+/// dropped transaction; a second copy with the same nonce is refused as a replay).
+pub const KEY_RESEND: Duration = Duration::from_secs(3);
 /// The nodes' log filter unless `RUST_LOG` is set: gossipsub warns on every re-broadcast of a
 /// message it has already published, which would bury the warnings that matter.
 pub const LOG_FILTER: &str = "info,libp2p_gossipsub=error";
@@ -157,15 +162,16 @@ fn drive(
             files::write_spec(&layout.task_dirs[round as usize - 1], &spec)?;
             start_nodes(plan, layout, supervisor, &exe, &clients, round)?;
         }
-        let task_id = post_task(plan, &clients, supervisor, &task.train, &spec)?;
+        let task_id = post_task(plan, &clients, supervisor, task, &spec)?;
         let w = spec.windows;
-        let blocks = w.join + w.commit + w.reveal + w.score_commit + w.score_reveal;
+        let blocks = w.join + w.commit + w.key + w.reveal + w.score_commit + w.score_reveal;
         println!(
             "following task {task_id}: its windows last {blocks} blocks, about {} s at \
              {BLOCK_INTERVAL_MS} ms per block",
             blocks * BLOCK_INTERVAL_MS / 1_000
         );
-        let view = follow(supervisor, lead, task_id, &names)?;
+        let key = plan::heldout_key(plan.settings.seed, round);
+        let view = follow(plan, supervisor, lead, task_id, key, &names)?;
         let report = view.report.as_ref().expect("follow returns a finalized task");
         println!();
         print!(
@@ -179,15 +185,27 @@ fn drive(
         );
         let joined = view.submissions.len() as u64;
         println!(
-            "entry fees: {joined} trainers joined at {} each, {} burned on joining (filling all \
-             {} slots would cost {}, at least the prize)",
+            "entry fees: {joined} trainers joined at {} each, {} held until finalization and \
+             burned unless the task is cancelled (filling all {} slots would cost {}, at least \
+             the prize)",
             spec.entry_fee,
             joined * spec.entry_fee.0,
             spec.max_trainers,
             u64::from(spec.max_trainers) * spec.entry_fee.0
         );
-        let total = report::check_conservation(report, plan.reward).map_err(anyhow::Error::msg)?;
-        println!("conservation: payouts + refunds + burns = escrow + bonds = {total}");
+        let total = report::check_conservation(report, plan.reward, spec.entry_fee)
+            .map_err(anyhow::Error::msg)?;
+        println!("conservation: payouts + refunds + burns = escrow + bonds + entry fees = {total}");
+        if matches!(report.outcome, Outcome::Cancelled | Outcome::KeyWithheld) {
+            bail!(
+                "task {task_id} ended {:?}: validators holding {} of {} stake attested to the \
+                 sealed held-out file; key revealed at {:?}",
+                report.outcome,
+                report.attested_stake,
+                report.total_stake,
+                report.key_revealed_at
+            );
+        }
         if report.outcome == Outcome::QuorumFailed {
             bail!(
                 "task {task_id} failed: validators holding {} of {} stake revealed scores, not \
@@ -322,19 +340,23 @@ fn wait<T>(
     }
 }
 
-/// Uploads the public training file to every validator, signs and posts `CreateTask`, and
-/// returns the task's id once it is on the chain.
+/// Uploads the public training file and the sealed held-out file to every validator (the
+/// creator serves them; validators attest to holding the sealed one), signs and posts
+/// `CreateTask`, and returns the task's id once it is on the chain.
 fn post_task(
     plan: &Plan,
     clients: &[Client],
     supervisor: &mut Supervisor,
-    train: &[u8],
+    task: &NewTask,
     spec: &TaskSpec,
 ) -> anyhow::Result<u64> {
     for (node, client) in plan.validators().zip(clients) {
         client
-            .post_blob(train)
+            .post_blob(&task.train)
             .with_context(|| format!("uploading the training file to {}", node.name))?;
+        client
+            .post_blob(&task.sealed)
+            .with_context(|| format!("uploading the sealed held-out file to {}", node.name))?;
     }
     let creator = plan.creator();
     let lead = &clients[0];
@@ -359,13 +381,17 @@ fn post_task(
 }
 
 /// Follows a task until it has a finalization report, printing a line whenever its phase or a
-/// trainer's progress changes; fails if the chain stalls.
+/// trainer's progress changes, and, as its creator, reveals the held-out `key` once the task is
+/// in its key window (again every few polls while it stays there); fails if the chain stalls.
 fn follow(
+    plan: &Plan,
     supervisor: &mut Supervisor,
     lead: &Client,
     task_id: u64,
+    key: HeldoutKey,
     names: &BTreeMap<AccountId, &str>,
 ) -> anyhow::Result<TaskView> {
+    let mut key_sent_at: Option<Instant> = None;
     let mut last_line = String::new();
     let mut last_height = 0;
     let mut moved = Instant::now();
@@ -386,6 +412,27 @@ fn follow(
             );
             return Ok(view);
         }
+        let resend = key_sent_at.is_none_or(|at| at.elapsed() >= KEY_RESEND);
+        if view.phase == "key" && resend {
+            let creator = plan.creator();
+            let nonce = lead.nonce(&creator.account())?;
+            let tx = SignedTx::sign(
+                &creator,
+                Tx {
+                    chain_id: plan.genesis.chain_id.clone(),
+                    nonce: Nonce(nonce),
+                    kind: TxKind::RevealHeldoutKey { task: TaskId(task_id), key },
+                },
+            );
+            let hash = lead.post_tx(&tx)?;
+            println!(
+                "height {:>4}  task {task_id}: commit window closed; the creator reveals the \
+                 held-out key (tx {})",
+                status.height,
+                short(&hash)
+            );
+            key_sent_at = Some(Instant::now());
+        }
         let line = progress(&view, names);
         if line != last_line {
             println!("height {:>4}  {line}", status.height);
@@ -402,6 +449,7 @@ pub fn progress(view: &TaskView, names: &BTreeMap<AccountId, &str>) -> String {
     let until = match view.phase.as_str() {
         "join" | "joining" => Some(d.join),
         "commit" | "committing" | "training" => Some(d.commit),
+        "key" => Some(d.key),
         "reveal" | "revealing" => Some(d.reveal),
         "score_commit" | "scoring" => Some(d.score_commit),
         "score_reveal" => Some(d.score),
@@ -494,7 +542,14 @@ mod tests {
             id: 1,
             name: "digits".into(),
             phase: "commit".into(),
-            deadlines: Deadlines { join: 8, commit: 88, reveal: 96, score_commit: 120, score: 128 },
+            deadlines: Deadlines {
+                join: 8,
+                commit: 88,
+                key: 90,
+                reveal: 96,
+                score_commit: 120,
+                score: 128,
+            },
             submissions: vec![
                 Submission { trainer: b, stage: Stage::Committed },
                 Submission { trainer: a, stage: Stage::Joined },

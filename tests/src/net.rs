@@ -8,13 +8,16 @@
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
 use consensus::crypto::Keypair;
 use consensus::finalize::{FinalizationReport, Outcome};
 use consensus::tx::{SignedTx, Tx, TxKind};
-use consensus::types::Nonce;
+use consensus::types::{Nonce, TaskId};
 use testnet::client::{BlockInfo, Client};
 use testnet::files::{self, Layout};
 use testnet::launch::{self, Spawn, Supervisor};
@@ -58,6 +61,8 @@ pub struct Net {
     pids: Vec<Option<u32>>,
     /// Nodes started after the plan's.
     pub extra: Vec<Extra>,
+    /// The creator's key revealers of the posted tasks: a stop flag and the thread.
+    revealers: Vec<(Arc<AtomicBool>, JoinHandle<()>)>,
 }
 
 /// A node started after the plan's (see [`Net::start_extra`]).
@@ -96,7 +101,17 @@ impl Net {
         let running = plan.nodes.iter().map(|_| None).collect();
         let pids = plan.nodes.iter().map(|_| None).collect();
         let exe = std::env::current_exe().context("finding the test executable")?;
-        Ok(Net { plan, layout, ports, exe, clients, running, pids, extra: Vec::new() })
+        Ok(Net {
+            plan,
+            layout,
+            ports,
+            exe,
+            clients,
+            running,
+            pids,
+            extra: Vec::new(),
+            revealers: Vec::new(),
+        })
     }
 
     /// The node's start command, as the testnet launcher builds it.
@@ -273,14 +288,19 @@ impl Net {
         out
     }
 
-    /// Uploads the task's public training file to every validator, posts `CreateTask` signed by
-    /// the creator, and returns the task's id once it is on the chain.
+    /// Uploads the task's public training file and sealed held-out file to every validator,
+    /// posts `CreateTask` signed by the creator, starts the creator's key revealer (it reveals
+    /// the held-out key in the task's key window, as the testnet does), and returns the task's
+    /// id once it is on the chain.
     pub fn post_task(&mut self) -> anyhow::Result<u64> {
         let task = &self.plan.tasks[0];
         for (node, client) in self.plan.validators().zip(&self.clients) {
             client
                 .post_blob(&task.train)
                 .with_context(|| format!("uploading the training file to {}", node.name))?;
+            client
+                .post_blob(&task.sealed)
+                .with_context(|| format!("uploading the sealed held-out file to {}", node.name))?;
         }
         let creator = self.plan.creator();
         let lead = self.clients[0].clone();
@@ -298,14 +318,25 @@ impl Net {
         );
         lead.post_tx(&tx)?;
         let creator = creator.account();
-        self.wait(CHAIN_TIMEOUT, "the posted task to appear in GET /tasks", || {
+        let id = self.wait(CHAIN_TIMEOUT, "the posted task to appear in GET /tasks", || {
             lead.tasks().ok().and_then(|tasks| {
                 tasks
                     .into_iter()
                     .find(|t| t.creator == creator && !known.contains(&t.id))
                     .map(|t| t.id)
             })
-        })
+        })?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let revealer = KeyRevealer {
+            lead,
+            creator_seed: self.plan.creator_seed,
+            chain_id: self.plan.genesis.chain_id.clone(),
+            task: id,
+            key: testnet::plan::heldout_key(self.plan.settings.seed, 1),
+            stop: stop.clone(),
+        };
+        self.revealers.push((stop, std::thread::spawn(move || revealer.run())));
+        Ok(id)
     }
 
     /// Signs `kind` with `key` at its next nonce and posts it to the lead validator; returns the
@@ -463,7 +494,53 @@ impl Net {
 
 impl Drop for Net {
     fn drop(&mut self) {
+        for (stop, _) in &self.revealers {
+            stop.store(true, Ordering::Relaxed);
+        }
+        for (_, thread) in self.revealers.drain(..) {
+            let _ = thread.join();
+        }
         self.stop_all();
+    }
+}
+
+/// The task creator's side after posting: reveals the held-out key once the task is in its key
+/// window (again every [`KEY_RESEND`] while it stays there), until the task finalizes or the
+/// net stops.
+struct KeyRevealer {
+    lead: Client,
+    creator_seed: [u8; 32],
+    chain_id: String,
+    task: u64,
+    key: consensus::commitment::HeldoutKey,
+    stop: Arc<AtomicBool>,
+}
+
+/// How long the key revealer waits for its transaction to land before sending it again.
+const KEY_RESEND: Duration = Duration::from_secs(3);
+
+impl KeyRevealer {
+    fn run(self) {
+        let creator = Keypair::from_seed(self.creator_seed);
+        let mut sent: Option<Instant> = None;
+        while !self.stop.load(Ordering::Relaxed) {
+            if let Ok(view) = self.lead.task(self.task) {
+                if view.report.is_some() {
+                    return;
+                }
+                let due = sent.is_none_or(|at| at.elapsed() >= KEY_RESEND);
+                if view.phase == "key"
+                    && due
+                    && let Ok(nonce) = self.lead.nonce(&creator.account())
+                {
+                    let kind = TxKind::RevealHeldoutKey { task: TaskId(self.task), key: self.key };
+                    let tx = Tx { chain_id: self.chain_id.clone(), nonce: Nonce(nonce), kind };
+                    let _ = self.lead.post_tx(&SignedTx::sign(&creator, tx));
+                    sent = Some(Instant::now());
+                }
+            }
+            std::thread::sleep(POLL);
+        }
     }
 }
 
@@ -499,7 +576,10 @@ pub fn check_report(net: &Net, report: &FinalizationReport) -> anyhow::Result<()
         .iter()
         .map(|t| u128::from(t.bond_refund.0) + u128::from(t.bond_forfeit.0))
         .sum();
-    let total = report::check_conservation(report, net.plan.reward).map_err(anyhow::Error::msg)?;
-    ensure!(total == u128::from(net.plan.reward.0) + bonds, "conserved total {total}");
+    let entry_fee = net.plan.tasks[0].spec.entry_fee;
+    let total = report::check_conservation(report, net.plan.reward, entry_fee)
+        .map_err(anyhow::Error::msg)?;
+    let fees = u128::from(entry_fee.0) * report.trainers.len() as u128;
+    ensure!(total == u128::from(net.plan.reward.0) + bonds + fees, "conserved total {total}");
     Ok(())
 }

@@ -387,13 +387,17 @@ fn dishonest_validators(dir: &Path) -> anyhow::Result<()> {
     for i in [inflater, constant] {
         let config = &net.layout.configs[i];
         let text = std::fs::read_to_string(config)?;
-        let kept: Vec<&str> = text.lines().filter(|l| !l.starts_with("heldout")).collect();
-        std::fs::write(config, kept.join("\n") + "\n")?;
+        // No scoring loop: the test scores for them (they still attest, below).
+        std::fs::write(config, text + "scorer = false\n")?;
     }
     with_logs(&mut net, |net| {
         net.start_all()?;
         let task_id = net.post_task()?;
         let task = TaskId(task_id);
+        for i in [inflater, constant] {
+            net.send(&net.plan.nodes[i].key(), TxKind::AttestHeldout { task })
+                .with_context(|| format!("attesting for {}", net.plan.nodes[i].name))?;
+        }
         let deadlines = net.clients[0].task(task_id)?.deadlines;
         // In the score-commit window: the revealed trainers fix the verdict vector's layout.
         net.wait_height(0, deadlines.reveal + 1)?;

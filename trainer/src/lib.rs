@@ -8,7 +8,8 @@
 //!   task's preprocessing (standardization, or the character vocabulary).
 //! - [`task`] turns a data file into a task: a seeded split into public training and held-out
 //!   parts (stratified for classification, a contiguous tail for text), the preprocessing computed
-//!   on the training part, optional label noise, and the held-out commitment.
+//!   on the training part, optional label noise, and the held-out commitment; [`sealed`] seals
+//!   the held-out part under a key the creator reveals on chain only after the commit deadline.
 //! - [`model`] holds the two architectures, with the tensor names and exact forward passes that
 //!   validators and other tools rely on: [`model::mlp`] for classification and [`model::charlm`]
 //!   for the character language model.
@@ -27,6 +28,7 @@ pub mod model;
 pub mod optim;
 pub mod recipe;
 pub mod rng;
+pub mod sealed;
 pub mod task;
 pub mod train;
 

@@ -11,12 +11,15 @@
 //!   uniformly drawn *different* label. The held-out part stays clean.
 //!
 //! The directory holds `task.json` (the spec, without the seed), `train.csv`/`train.txt`,
-//! `heldout.csv`/`heldout.txt` and `heldout.salt` (the 32-byte salt as 64 hex characters and a
-//! newline); `dataset.heldout_commitment` is `sha256(salt || heldout file bytes)`.
+//! `heldout.csv`/`heldout.txt`, `heldout.salt` (the 32-byte salt as 64 hex characters and a
+//! newline) and `heldout.sealed` (salt and held-out file sealed under the task's key,
+//! [`crate::sealed`]); `dataset.heldout_commitment` is `sha256(salt || heldout file bytes)`,
+//! `dataset.heldout_cipher_sha256` the sha256 of `heldout.sealed` and `dataset.key_commitment`
+//! `sha256(key)`. The key itself is not in the directory: the creator keeps it apart.
 
 use std::path::{Path, PathBuf};
 
-use consensus::commitment::{Salt, heldout_commitment};
+use consensus::commitment::{HeldoutKey, Salt, heldout_commitment};
 use consensus::task::{
     Dataset, Dtype, Efficiency, Limits, Preprocessing, TaskKind, TaskSpec, Windows, limits,
 };
@@ -105,6 +108,8 @@ pub struct NewTask {
     pub heldout: Vec<u8>,
     /// The held-out salt.
     pub salt: Salt,
+    /// Salt and held-out file sealed under the task's key (`heldout.sealed`).
+    pub sealed: Vec<u8>,
     /// `csv` or `txt`.
     pub extension: &'static str,
     /// Training rows (or characters) and held-out rows (or characters).
@@ -143,8 +148,24 @@ pub enum TaskError {
     },
 }
 
-/// Splits `bytes` (the data file; `file` names it in errors) into a task.
+/// Splits `bytes` (the data file; `file` names it in errors) into a task whose held-out part is
+/// sealed under `key` (a fresh key per task: a key seals exactly one file).
 pub fn new_task(
+    bytes: &[u8],
+    file: &str,
+    opts: &TaskOptions,
+    salt: Salt,
+    key: &HeldoutKey,
+) -> Result<NewTask, TaskError> {
+    let mut task = split_task(bytes, file, opts, salt)?;
+    task.sealed = crate::sealed::seal(key, &task.salt, &task.heldout);
+    task.spec.dataset.heldout_cipher_sha256 = consensus::hash::sha256(&task.sealed);
+    task.spec.dataset.key_commitment = key.commitment();
+    Ok(task)
+}
+
+/// The split, before sealing: the dataset's cipher hash and key commitment are zero.
+fn split_task(
     bytes: &[u8],
     file: &str,
     opts: &TaskOptions,
@@ -264,6 +285,7 @@ fn classification_task(
         train: train_bytes,
         heldout: heldout_bytes,
         salt,
+        sealed: Vec::new(),
         extension: "csv",
         sizes: (train.len(), held.len()),
         flipped,
@@ -346,6 +368,7 @@ fn text_task(
         train: train.as_bytes().to_vec(),
         heldout: heldout.as_bytes().to_vec(),
         salt,
+        sealed: Vec::new(),
         extension: "txt",
         sizes: (train_chars, held_chars),
         flipped: 0,
@@ -363,6 +386,8 @@ fn dataset(
         name: opts.name.clone(),
         train_sha256: consensus::hash::sha256(train),
         heldout_commitment: heldout_commitment(salt, heldout),
+        heldout_cipher_sha256: Hash([0; 32]),
+        key_commitment: Hash([0; 32]),
         heldout_examples: heldout_examples as u64,
     }
 }
@@ -379,24 +404,26 @@ fn default_windows() -> Windows {
     Windows {
         join: WINDOW_BLOCKS,
         commit: WINDOW_BLOCKS,
+        key: WINDOW_BLOCKS,
         reveal: WINDOW_BLOCKS,
         score_commit: WINDOW_BLOCKS,
         score_reveal: WINDOW_BLOCKS,
     }
 }
 
-/// The paths of a task's files in `dir`: task.json, train, held-out, salt.
-pub fn paths(dir: &Path, extension: &str) -> [PathBuf; 4] {
+/// The paths of a task's files in `dir`: task.json, train, held-out, salt, sealed held-out.
+pub fn paths(dir: &Path, extension: &str) -> [PathBuf; 5] {
     [
         dir.join("task.json"),
         dir.join(format!("train.{extension}")),
         dir.join(format!("heldout.{extension}")),
         dir.join("heldout.salt"),
+        dir.join("heldout.sealed"),
     ]
 }
 
-/// Writes the task's four files into `dir` (created if needed) and returns their paths.
-pub fn write(dir: &Path, task: &NewTask) -> Result<[PathBuf; 4], TaskError> {
+/// Writes the task's five files into `dir` (created if needed) and returns their paths.
+pub fn write(dir: &Path, task: &NewTask) -> Result<[PathBuf; 5], TaskError> {
     let io = |path: &Path| {
         let path = path.display().to_string();
         move |source| TaskError::Io { path, source }
@@ -408,6 +435,7 @@ pub fn write(dir: &Path, task: &NewTask) -> Result<[PathBuf; 4], TaskError> {
     std::fs::write(&files[1], &task.train).map_err(io(&files[1]))?;
     std::fs::write(&files[2], &task.heldout).map_err(io(&files[2]))?;
     std::fs::write(&files[3], format!("{}\n", task.salt.0)).map_err(io(&files[3]))?;
+    std::fs::write(&files[4], &task.sealed).map_err(io(&files[4]))?;
     Ok(files)
 }
 
@@ -482,8 +510,14 @@ mod tests {
         let salt = Salt(Hash([3; 32]));
         let mut o = opts(5);
         o.label_noise = 0.3;
-        let task = new_task(&csv(), "toy.csv", &o, salt).unwrap();
+        let key = HeldoutKey(Hash([4; 32]));
+        let task = new_task(&csv(), "toy.csv", &o, salt, &key).unwrap();
         assert_eq!(task.sizes, (80, 20));
+        let d = &task.spec.dataset;
+        assert_eq!(d.heldout_cipher_sha256, consensus::hash::sha256(&task.sealed));
+        assert_eq!(d.key_commitment, key.commitment());
+        let opened = crate::sealed::open(&key, &task.sealed, &d.heldout_commitment).unwrap();
+        assert_eq!((opened.salt, opened.bytes), (salt, task.heldout.clone()));
         assert_eq!(task.flipped, 24);
         assert_eq!(task.spec.dataset.heldout_commitment, heldout_commitment(&salt, &task.heldout));
         assert_eq!(task.spec.dataset.train_sha256, consensus::hash::sha256(&task.train));
@@ -517,8 +551,14 @@ mod tests {
         let mut o = opts(1);
         o.kind = DataKind::CharLm;
         o.lm = LmArchitecture { context: 8, d_model: 8, layers: 1, heads: 2 };
-        let task =
-            new_task("abcabcabcabcxyz!".as_bytes(), "t.txt", &o, Salt(Hash([0; 32]))).unwrap();
+        let task = new_task(
+            "abcabcabcabcxyz!".as_bytes(),
+            "t.txt",
+            &o,
+            Salt(Hash([0; 32])),
+            &HeldoutKey(Hash([1; 32])),
+        )
+        .unwrap();
         assert_eq!(task.heldout, b"yz!");
         let TaskKind::CharLm { vocab, .. } = task.spec.kind else { panic!() };
         assert_eq!(vocab, 5, "a, b, c, x and unknown");

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use consensus::commitment::Salt;
+use consensus::commitment::{HeldoutKey, Salt};
 use consensus::types::Hash;
 use trainer::artifact;
 use trainer::data::Vocabulary;
@@ -25,7 +25,14 @@ fn shakespeare_task(lm: LmArchitecture) -> NewTask {
         seed: 1,
         lm,
     };
-    task::new_task(&bytes, "shakespeare.txt", &opts, Salt(Hash([9; 32]))).unwrap()
+    task::new_task(
+        &bytes,
+        "shakespeare.txt",
+        &opts,
+        Salt(Hash([9; 32])),
+        &HeldoutKey(Hash([8; 32])),
+    )
+    .unwrap()
 }
 
 /// Trains with `recipe`, then returns (model bits/char, bigram bits/char, unigram bits/char),

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use consensus::commitment::Salt;
+use consensus::commitment::{HeldoutKey, Salt};
 use consensus::types::Hash;
 use trainer::artifact;
 use trainer::data::{self, CsvShape};
@@ -24,7 +24,8 @@ fn digits_task(label_noise: f64) -> NewTask {
         seed: 42,
         lm: LmArchitecture::default(),
     };
-    task::new_task(&bytes, "digits.csv", &opts, Salt(Hash([7; 32]))).unwrap()
+    task::new_task(&bytes, "digits.csv", &opts, Salt(Hash([7; 32])), &HeldoutKey(Hash([8; 32])))
+        .unwrap()
 }
 
 fn shape(task: &NewTask) -> CsvShape {

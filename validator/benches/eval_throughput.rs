@@ -31,6 +31,8 @@ fn spec(kind: TaskKind, preprocessing: Preprocessing) -> TaskSpec {
             name: "synthetic".into(),
             train_sha256: Hash([0; 32]),
             heldout_commitment: Hash([0; 32]),
+            heldout_cipher_sha256: Hash([0; 32]),
+            key_commitment: Hash([0; 32]),
             heldout_examples: 1,
         },
         limits: Limits {
@@ -43,7 +45,14 @@ fn spec(kind: TaskKind, preprocessing: Preprocessing) -> TaskSpec {
         entry_fee: Amount(1),
         max_trainers: 1,
         min_improvement_ppm: 0,
-        windows: Windows { join: 2, commit: 2, reveal: 2, score_commit: 2, score_reveal: 2 },
+        windows: Windows {
+            join: 2,
+            commit: 2,
+            key: 2,
+            reveal: 2,
+            score_commit: 2,
+            score_reveal: 2,
+        },
         base_model: None,
     }
 }

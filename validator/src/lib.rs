@@ -4,8 +4,9 @@
 //! validator, and impossible to crash or game with a crafted file. The pieces, in the order a
 //! validator uses them for a task in its scoring window:
 //!
-//! 1. [`heldout::find_heldout`] finds the held-out file whose `sha256(salt || bytes)` is the
-//!    task's commitment; [`eval::prepare_heldout`] reads it with the task's preprocessing and
+//! 1. `trainer::sealed::open` opens the sealed held-out file a validator fetched in the join window with
+//!    the key the creator put on chain, and checks that `sha256(salt || bytes)` is the task's
+//!    commitment ([`heldout`] reads a plain held-out file beside its salt, as `node score` does); [`eval::prepare_heldout`] reads it with the task's preprocessing and
 //!    checks it holds the spec's `heldout_examples` ([`eval::prepare`] reads the public training
 //!    part).
 //! 2. [`check::check_artifact`] runs every check on an artifact's bytes, in a fixed order, with a

@@ -6,7 +6,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use consensus::commitment::Salt;
+use consensus::commitment::{HeldoutKey, Salt};
 use consensus::types::Hash;
 use consensus::verdict::Verdict;
 use trainer::task::{DataKind, LmArchitecture, TaskOptions, new_task, write};
@@ -37,7 +37,9 @@ fn make(
     kind: DataKind,
     salt: u8,
 ) -> (consensus::task::TaskSpec, eval::EvalData, eval::EvalData) {
-    let task = new_task(bytes, sub, &options(kind), Salt(Hash([salt; 32]))).unwrap();
+    let task =
+        new_task(bytes, sub, &options(kind), Salt(Hash([salt; 32])), &HeldoutKey(Hash([8; 32])))
+            .unwrap();
     write(&root.join(sub), &task).unwrap();
     let found = find_heldout(root, &task.spec.dataset.heldout_commitment).unwrap();
     assert_eq!(found.path.parent().unwrap(), root.join(sub));

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use consensus::block::Block;
 use consensus::chain::{Ledger, build_block};
-use consensus::commitment::{Salt, model_commitment, scores_commitment};
+use consensus::commitment::{HeldoutKey, Salt, model_commitment, scores_commitment};
 use consensus::crypto::Keypair;
 use consensus::genesis::{Genesis, GenesisBalance, GenesisValidator, Params};
 use consensus::state::{TxContext, TxError};
@@ -25,6 +25,11 @@ pub const BALANCE: u64 = 1_000_000;
 /// The test spec's entry fee: 3 slots × 25000 cover the 70% trainer share of rewards up to
 /// 107142.
 pub const ENTRY_FEE: u64 = 25_000;
+
+/// The held-out key of [`spec`] (tests only; a real key comes from the OS RNG).
+pub fn heldout_key() -> HeldoutKey {
+    HeldoutKey(Hash([9; 32]))
+}
 
 pub fn key(tag: u8, i: usize) -> Keypair {
     let mut seed = [tag; 32];
@@ -69,6 +74,8 @@ pub fn spec(validators: usize) -> TaskSpec {
             name: "toy".into(),
             train_sha256: Hash([1; 32]),
             heldout_commitment: Hash([2; 32]),
+            heldout_cipher_sha256: Hash([3; 32]),
+            key_commitment: heldout_key().commitment(),
             heldout_examples: 500,
         },
         limits: Limits {
@@ -81,7 +88,14 @@ pub fn spec(validators: usize) -> TaskSpec {
         entry_fee: Amount(ENTRY_FEE),
         max_trainers: 3,
         min_improvement_ppm: 0,
-        windows: Windows { join: w, commit: w, reveal: w, score_commit: w, score_reveal: w },
+        windows: Windows {
+            join: w,
+            commit: w,
+            key: w,
+            reveal: w,
+            score_commit: w,
+            score_reveal: w,
+        },
         base_model: None,
     }
 }
@@ -208,12 +222,38 @@ impl Chain {
         }
     }
 
-    /// Creates the default task and returns its id.
+    /// Opens a task and, in the next block, has every validator attest to holding its sealed
+    /// held-out file; returns its id.
     pub fn create_task(&mut self, spec: TaskSpec, reward: u64) -> TaskId {
+        let task = self.create_task_unattested(spec, reward);
+        let all: Vec<usize> = (0..self.validators.len()).collect();
+        self.attest(task, &all);
+        task
+    }
+
+    /// Opens a task that no validator has attested to yet; returns its id.
+    pub fn create_task_unattested(&mut self, spec: TaskSpec, reward: u64) -> TaskId {
         let creator = key(3, 0);
         self.send(&creator, TxKind::CreateTask { spec: Box::new(spec), reward: Amount(reward) })
             .unwrap();
         self.ledger.state().tasks.iter().last().map(|(id, _)| *id).unwrap()
+    }
+
+    /// Commits a block in which the validators at `indices` attest to `task`'s held-out file.
+    pub fn attest(&mut self, task: TaskId, indices: &[usize]) {
+        let txs: Vec<SignedTx> = indices
+            .iter()
+            .map(|i| self.sign(&self.validators[*i], TxKind::AttestHeldout { task }))
+            .collect();
+        assert_eq!(self.commit(txs).txs.len(), indices.len(), "every attestation lands");
+    }
+
+    /// Runs to the block after the commit deadline and has the creator reveal the held-out key
+    /// there, so trainers may reveal from the next block on.
+    pub fn open_reveals(&mut self, task: TaskId) {
+        self.advance_to(self.task(task).commit_deadline().next());
+        let creator = key(3, 0);
+        self.send(&creator, TxKind::RevealHeldoutKey { task, key: heldout_key() }).unwrap();
     }
 
     pub fn task(&self, id: TaskId) -> consensus::state::Task {

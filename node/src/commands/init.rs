@@ -51,7 +51,6 @@ pub fn run(args: InitArgs) -> anyhow::Result<()> {
              # role = \"validator\"            # or \"trainer\"\n\
              # http = \"127.0.0.1:8081\"\n\
              # recipe = \"/path/recipe.toml\"  # trainer\n\
-             # heldout = \"/path/heldout-dir\" # validator\n\
              mdns = true\n",
             path = config.display(),
             data_dir = dir.root().display().to_string(),

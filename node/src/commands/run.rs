@@ -2,7 +2,7 @@
 //!
 //! Resolves the settings (flags over the `--config` file), starts the driver (consensus for a
 //! validator, chain following for a trainer), and spawns the role loop (the scorer for a
-//! validator with `--heldout`, the trainer with its recipe) and the HTTP API (with `--http`).
+//! validator, which fetches sealed held-out files itself; the trainer with its recipe) and the HTTP API (with `--http`).
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -16,7 +16,7 @@ use crate::runtime::config::{ConfigFile, Flags, NodeConfig};
 use crate::runtime::{ChainEvent, NodeContext, Role, driver};
 
 /// Settings of a running node; each may also be set in the `--config` file under the same name
-/// (`data_dir`, `genesis`, `listen`, `bootstrap`, `http`, `recipe`, `heldout`, `mdns`, `role`).
+/// (`data_dir`, `genesis`, `listen`, `bootstrap`, `http`, `recipe`, `mdns`, `scorer`, `role`).
 /// Flags win over the file.
 #[derive(Debug, Default, Args)]
 pub struct RunArgs {
@@ -44,12 +44,13 @@ pub struct RunArgs {
     /// A trainer's recipe (TOML); the default recipe without it.
     #[arg(long)]
     pub recipe: Option<PathBuf>,
-    /// A validator's directory of held-out files; without it the validator does not score.
-    #[arg(long)]
-    pub heldout: Option<PathBuf>,
     /// Turn mDNS discovery off.
     #[arg(long)]
     pub no_mdns: bool,
+    /// Run a validator without its scoring loop: it votes on blocks but neither attests to
+    /// holding tasks' sealed held-out files nor scores them.
+    #[arg(long)]
+    pub no_scorer: bool,
     /// Stop when standard input reaches its end: a supervisor that holds the other end of a pipe
     /// can then die, even by SIGKILL, without leaving this node running.
     #[arg(long)]
@@ -83,8 +84,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         bootstrap: args.bootstrap,
         http: args.http,
         recipe: args.recipe,
-        heldout: args.heldout,
         no_mdns: args.no_mdns,
+        no_scorer: args.no_scorer,
     };
     let config = NodeConfig::resolve(flags, file)?;
     let recipe = match (&config.role, &config.recipe) {
@@ -136,10 +137,10 @@ async fn run_node(
         (Role::Trainer, Some(recipe)) => {
             tasks.spawn(named("trainer", crate::roles::trainer::run(ctx.clone(), recipe)));
         }
-        (Role::Validator, _) if ctx.heldout_dir.is_some() => {
+        (Role::Validator, _) if config.scorer => {
             tasks.spawn(named("scorer", crate::roles::scorer::run(ctx.clone())));
         }
-        _ => tracing::info!("no role loop: a validator scores only with --heldout"),
+        _ => tracing::info!("no role loop: this validator votes on blocks but does not score"),
     }
     let result = driver.run(shutdown_signal(exit_with_stdin)).await;
     tasks.shutdown().await;

@@ -1,20 +1,27 @@
-//! `node task`: make tasks. `node task new` splits a data file into a task directory.
+//! `node task`: make tasks. `node task new` splits a data file into a task directory and seals
+//! its held-out part under a fresh key, kept in the creator's data dir; `node task create` posts
+//! the task and serves the training and sealed files; `node task reveal-key` puts the key on
+//! chain once the commit deadline has passed, so validators can open the sealed file and score.
 
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand, ValueEnum};
-use consensus::commitment::Salt;
+use consensus::commitment::{HeldoutKey, Salt};
 use trainer::task::{self, DataKind, LmArchitecture, TaskOptions};
 
 /// Task subcommands.
 #[derive(Debug, Subcommand)]
 pub enum TaskCommand {
-    /// Split a data file into a task: task.json, the public training part, the held-out part and
-    /// its salt.
+    /// Split a data file into a task: task.json, the public training part, the held-out part,
+    /// its salt, and the held-out part sealed under a fresh key (kept in the creator's data dir).
     New(NewArgs),
-    /// Post a task to a running node: upload its training file, then sign and send CreateTask.
+    /// Post a task to a running node: upload its training and sealed files, then sign and send
+    /// CreateTask.
     Create(CreateArgs),
+    /// Reveal a task's held-out key (after its commit deadline, by its key deadline): validators
+    /// then open the sealed file and score, and trainers reveal their models.
+    RevealKey(RevealKeyArgs),
 }
 
 /// What kind of task a data file becomes.
@@ -38,6 +45,10 @@ pub struct NewArgs {
     /// Directory to write the task into (created; must not already hold a task.json).
     #[arg(long)]
     pub out: PathBuf,
+    /// The creator's data dir: the held-out key is written beside its node key, in
+    /// `heldout-keys/` (mode 0600). It never goes into the task directory.
+    #[arg(long)]
+    pub data_dir: PathBuf,
     /// Share of the data held out for scoring, in (0, 1).
     #[arg(long, default_value_t = task::HELDOUT_FRACTION_DEFAULT)]
     pub heldout_fraction: f64,
@@ -71,7 +82,37 @@ pub fn run(cmd: TaskCommand) -> anyhow::Result<()> {
     match cmd {
         TaskCommand::New(args) => new(args),
         TaskCommand::Create(args) => create(args),
+        TaskCommand::RevealKey(args) => reveal_key(args),
     }
+}
+
+/// Arguments of `node task reveal-key`.
+#[derive(Debug, Args)]
+pub struct RevealKeyArgs {
+    /// The task's id on the chain.
+    #[arg(long)]
+    pub id: u64,
+    /// The task's spec (`task.json`): its `dataset.key_commitment` names the key file.
+    #[arg(long)]
+    pub task: PathBuf,
+    /// The creator's data dir (its key signs; its `heldout-keys/` holds the key).
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    /// The node's HTTP API.
+    #[arg(long, default_value = "http://127.0.0.1:8081")]
+    pub node: String,
+}
+
+/// Loads the task's held-out key from the creator's data dir and posts `RevealHeldoutKey`.
+fn reveal_key(args: RevealKeyArgs) -> anyhow::Result<()> {
+    let spec = task::read_spec(&args.task)?;
+    let key = crate::keystore::load_heldout_key(&args.data_dir, &spec.dataset.key_commitment)?;
+    let client = super::http_client::ApiClient::new(&args.node)?;
+    let kind =
+        consensus::tx::TxKind::RevealHeldoutKey { task: consensus::types::TaskId(args.id), key };
+    let hash = super::tx::sign_and_post(&client, &args.data_dir, kind, None)?;
+    println!("tx:        {hash}");
+    Ok(())
 }
 
 /// Arguments of `node task create`.
@@ -83,6 +124,10 @@ pub struct CreateArgs {
     /// The public training file whose sha256 the spec names.
     #[arg(long)]
     pub train: PathBuf,
+    /// The sealed held-out file (`heldout.sealed`) whose sha256 the spec names; the node serves
+    /// it to validators, who attest to holding it in the join window.
+    #[arg(long)]
+    pub sealed: PathBuf,
     /// The reward escrowed for the task, in base units.
     #[arg(long)]
     pub reward: u64,
@@ -99,7 +144,8 @@ pub struct CreateArgs {
     pub node: String,
 }
 
-/// Uploads the training file (`POST /blobs`), then signs CreateTask and posts it (`POST /txs`).
+/// Uploads the training and sealed files (`POST /blobs`), then signs CreateTask and posts it
+/// (`POST /txs`).
 fn create(args: CreateArgs) -> anyhow::Result<()> {
     let mut spec = task::read_spec(&args.task)?;
     if let Some(fee) = args.entry_fee {
@@ -121,6 +167,24 @@ fn create(args: CreateArgs) -> anyhow::Result<()> {
         .post(&format!("/blobs?sha256={}", sha.to_hex()), "application/octet-stream", &train)
         .context("uploading the training file")?;
     println!("uploaded:  {} ({} bytes, sha256 {sha})", args.train.display(), train.len());
+    let sealed = trainer::data::read_bounded(&args.sealed)?;
+    let sealed_sha = consensus::hash::sha256(&sealed);
+    if sealed_sha != spec.dataset.heldout_cipher_sha256 {
+        bail!(
+            "{} has sha256 {sealed_sha}, but {} names {}; pass the task's own heldout.sealed",
+            args.sealed.display(),
+            args.task.display(),
+            spec.dataset.heldout_cipher_sha256
+        );
+    }
+    client
+        .post(
+            &format!("/blobs?sha256={}", sealed_sha.to_hex()),
+            "application/octet-stream",
+            &sealed,
+        )
+        .context("uploading the sealed held-out file")?;
+    println!("uploaded:  {} ({} bytes, sha256 {sealed_sha})", args.sealed.display(), sealed.len());
     let kind = consensus::tx::TxKind::CreateTask {
         spec: Box::new(spec),
         reward: consensus::types::Amount(args.reward),
@@ -169,7 +233,10 @@ fn new(args: NewArgs) -> anyhow::Result<()> {
         },
     };
     let salt = Salt::random().context("reading the OS random source")?;
-    let made = task::new_task(&bytes, &args.data.display().to_string(), &opts, salt)?;
+    let key = HeldoutKey::random().context("reading the OS random source")?;
+    let made = task::new_task(&bytes, &args.data.display().to_string(), &opts, salt, &key)?;
+    // The key is on disk before anything names its commitment.
+    let key_path = crate::keystore::save_heldout_key(&args.data_dir, &key)?;
     let files = task::write(&args.out, &made)?;
     let unit = if made.extension == "csv" { "rows" } else { "characters" };
     println!("task:      {}", files[0].display());
@@ -180,10 +247,20 @@ fn new(args: NewArgs) -> anyhow::Result<()> {
         made.sizes.1
     );
     println!("salt:      {}", files[3].display());
+    println!(
+        "sealed:    {} (serve it: validators attest to holding it in the join window)",
+        files[4].display()
+    );
+    println!(
+        "key:       {} (keep it; reveal it with `node task reveal-key` after the commit deadline)",
+        key_path.display()
+    );
     if made.flipped > 0 {
         println!("label noise: flipped {} public training labels", made.flipped);
     }
     println!("train sha256:        {}", made.spec.dataset.train_sha256);
     println!("held-out commitment: {}", made.spec.dataset.heldout_commitment);
+    println!("sealed sha256:       {}", made.spec.dataset.heldout_cipher_sha256);
+    println!("key commitment:      {}", made.spec.dataset.key_commitment);
     Ok(())
 }

@@ -144,6 +144,7 @@ mod tests {
                 data: concat!(env!("CARGO_MANIFEST_DIR"), "/../data/iris.csv").into(),
                 kind: KindArg::Classification,
                 out,
+                data_dir: dir.path().join("creator"),
                 heldout_fraction: 0.2,
                 label_noise: 0.0,
                 seed: Some(1),
@@ -156,6 +157,21 @@ mod tests {
         };
         new(out.clone()).unwrap();
         assert!(new(out.clone()).is_err(), "an existing task is never overwritten");
+        // The key stays with the creator, never in the task directory; it opens the sealed file.
+        let spec = trainer::task::read_spec(&out.join("task.json")).unwrap();
+        let key = crate::keystore::load_heldout_key(
+            &dir.path().join("creator"),
+            &spec.dataset.key_commitment,
+        )
+        .unwrap();
+        let sealed = std::fs::read(out.join("heldout.sealed")).unwrap();
+        assert_eq!(consensus::hash::sha256(&sealed), spec.dataset.heldout_cipher_sha256);
+        trainer::sealed::open(&key, &sealed, &spec.dataset.heldout_commitment).unwrap();
+        assert!(
+            std::fs::read_dir(&out)
+                .unwrap()
+                .all(|e| { !e.unwrap().file_name().to_string_lossy().ends_with(".key") })
+        );
         let recipe = dir.path().join("recipe.toml");
         std::fs::write(&recipe, "[model]\nhidden = [8]\n[train]\nepochs = 5\n").unwrap();
         let model = dir.path().join("model.safetensors");

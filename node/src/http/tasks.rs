@@ -12,8 +12,8 @@ use serde::{Deserialize, Serialize};
 
 use super::read::{Page, query};
 use super::views::{
-    self, ForfeitView, ReferenceView, ReportView, RevealView, ScoreRecordView, StakeView,
-    SubmissionView, TaskDetail, TaskSummary, VerdictView, amount, big,
+    self, AttestationView, ForfeitView, ReferenceView, ReportView, RevealView, ScoreRecordView,
+    StakeView, SubmissionView, TaskDetail, TaskSummary, VerdictView, amount, big,
 };
 use super::{Api, ApiError, ApiResult};
 
@@ -81,6 +81,8 @@ pub(super) async fn task(
                     .iter()
                     .map(|(v, s)| StakeView { validator: *v, stake: big(*s) })
                     .collect(),
+                attestation: AttestationView::new(t),
+                key_revealed_at: t.key.map(|(_, at)| at),
                 references: ReferenceView::of(t),
                 submissions: state
                     .submissions
@@ -207,6 +209,7 @@ fn phase_text(t: &Task, tip: Height) -> String {
     let phase = match views::phase_now(t, tip) {
         Phase::Join => "join",
         Phase::Commit => "commit",
+        Phase::Key => "key",
         Phase::Reveal => "reveal",
         Phase::ScoreCommit => "score_commit",
         Phase::ScoreReveal => "score_reveal",
@@ -251,6 +254,15 @@ fn explain_trainer(
         .collect();
     let explanation = match (report, line) {
         (None, _) => phase_text(t, state.height()),
+        (Some(r), _) if r.outcome == Outcome::Cancelled => format!(
+            "cancelled at the join deadline: validators with only {} of {} stake attested to \
+             holding the sealed held-out file, short of two thirds; bond and entry fee returned",
+            r.attested_stake, r.total_stake
+        ),
+        (Some(r), _) if r.outcome == Outcome::KeyWithheld => "the creator did not reveal the \
+             held-out key by the key deadline: no model was revealed, bond and entry fee \
+             returned, the escrow burned"
+            .into(),
         (Some(r), _) if r.outcome == Outcome::QuorumFailed => format!(
             "validators with only {} of {} stake revealed, short of a two-thirds quorum: no \
              rewards were paid, every bond was returned, and the escrow {}",

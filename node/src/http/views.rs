@@ -140,6 +140,8 @@ pub struct TrainerReportView {
     pub bond_refund: String,
     /// Bond burned.
     pub bond_forfeit: String,
+    /// Entry fee returned (on a cancellation or a withheld key; otherwise it burned).
+    pub entry_fee_refund: String,
     /// Reward paid: the whole trainer share for the champion, nothing for anyone else.
     pub payout: String,
     /// Rank among the submissions that beat the bar (1 is the champion).
@@ -157,6 +159,7 @@ impl From<&TrainerReport> for TrainerReportView {
             forfeit: t.forfeit.as_ref().map(Into::into),
             bond_refund: amount(t.bond_refund),
             bond_forfeit: amount(t.bond_forfeit),
+            entry_fee_refund: amount(t.entry_fee_refund),
             payout: amount(t.payout),
             rank: t.rank,
         }
@@ -217,8 +220,16 @@ impl From<&Champion> for ChampionView {
 /// A stored finalization report.
 #[derive(Clone, Debug, Serialize)]
 pub struct ReportView {
-    /// `finalized` or `quorum_failed`.
+    /// `finalized`, `quorum_failed`, `cancelled` (too little stake attested to holding the
+    /// sealed held-out file by the join deadline) or `key_withheld` (the creator did not reveal
+    /// the held-out key by the key deadline).
     pub outcome: Outcome,
+    /// Stake of the validators that attested to holding the sealed held-out file.
+    pub attested_stake: String,
+    /// The height at which the held-out key came on chain, if it did.
+    pub key_revealed_at: Option<Height>,
+    /// Burned out of the escrow by a cancellation.
+    pub cancellation_fee: String,
     /// Stake of the validators that revealed.
     pub revealed_stake: String,
     /// Stake of every validator.
@@ -245,6 +256,9 @@ impl From<&FinalizationReport> for ReportView {
     fn from(r: &FinalizationReport) -> Self {
         ReportView {
             outcome: r.outcome,
+            attested_stake: big(r.attested_stake),
+            key_revealed_at: r.key_revealed_at,
+            cancellation_fee: amount(r.cancellation_fee),
             revealed_stake: big(r.revealed_stake),
             total_stake: big(r.total_stake),
             baseline_ppm: r.baseline_ppm,
@@ -266,6 +280,8 @@ pub struct DeadlinesView {
     pub join: Height,
     /// Last height trainers may commit.
     pub commit: Height,
+    /// Last height the creator may reveal the held-out key.
+    pub key: Height,
     /// Last height trainers may reveal.
     pub reveal: Height,
     /// Last height validators may commit scores.
@@ -279,6 +295,7 @@ impl From<&Task> for DeadlinesView {
         DeadlinesView {
             join: t.join_deadline(),
             commit: t.commit_deadline(),
+            key: t.key_deadline(),
             reveal: t.reveal_deadline(),
             score_commit: t.score_commit_deadline(),
             score: t.score_deadline(),
@@ -299,6 +316,10 @@ pub struct SpecView {
     pub train_sha256: Hash,
     /// Commitment to the held-out file.
     pub heldout_commitment: Hash,
+    /// sha256 of the sealed held-out file validators hold.
+    pub heldout_cipher_sha256: Hash,
+    /// sha256 of the held-out key.
+    pub key_commitment: Hash,
     /// Examples in the held-out file (rows, or characters for text).
     pub heldout_examples: String,
     /// Most non-zero parameters.
@@ -340,6 +361,8 @@ impl From<&TaskSpec> for SpecView {
             dataset: s.dataset.name.clone(),
             train_sha256: s.dataset.train_sha256,
             heldout_commitment: s.dataset.heldout_commitment,
+            heldout_cipher_sha256: s.dataset.heldout_cipher_sha256,
+            key_commitment: s.dataset.key_commitment,
             heldout_examples: big(s.dataset.heldout_examples),
             max_params: big(s.limits.max_params),
             max_artifact_bytes: big(s.limits.max_artifact_bytes),
@@ -545,6 +568,10 @@ pub struct TaskDetail {
     pub spec: SpecView,
     /// The validators' stakes when the task opened: who scores it and with what weight.
     pub stakes: Vec<StakeView>,
+    /// Who attested to holding the sealed held-out file, and whether that is enough.
+    pub attestation: AttestationView,
+    /// The height at which the held-out key came on chain, if it did.
+    pub key_revealed_at: Option<Height>,
     /// The models the submissions must beat besides the trivial baseline: the base model and
     /// the earlier champions on the same training file, each with its recorded score.
     pub references: Vec<ReferenceView>,
@@ -558,6 +585,34 @@ pub struct TaskDetail {
     pub payouts: Vec<PayoutView>,
     /// The stored finalization report, once finalized.
     pub report: Option<ReportView>,
+}
+
+/// A task's attestations: the snapshot stake that attested to holding the sealed held-out file,
+/// against what the task needs by its join deadline.
+#[derive(Clone, Debug, Serialize)]
+pub struct AttestationView {
+    /// The validators that attested, by account.
+    pub validators: Vec<AccountId>,
+    /// Their snapshot stake.
+    pub attested_stake: String,
+    /// The least stake that is more than 2/3 of the snapshot: `floor(2 × total / 3) + 1`.
+    pub needed_stake: String,
+    /// Whether the attested stake reaches it.
+    pub quorum: bool,
+}
+
+impl AttestationView {
+    /// The attestations of `task`.
+    pub fn new(task: &Task) -> AttestationView {
+        let total: u128 = task.stakes.values().map(|s| u128::from(*s)).sum();
+        let needed = 2 * total / 3 + 1;
+        AttestationView {
+            validators: task.attested.iter().copied().collect(),
+            attested_stake: big(task.attested_stake),
+            needed_stake: needed.to_string(),
+            quorum: task.attestation_quorum(),
+        }
+    }
 }
 
 /// One validator's stake in a task's snapshot.
@@ -624,6 +679,18 @@ pub enum TxBodyView {
         /// The task.
         task: TaskId,
     },
+    /// `attest_heldout`.
+    AttestHeldout {
+        /// The task.
+        task: TaskId,
+    },
+    /// `reveal_heldout_key`: public once on chain, so anyone can open the sealed file.
+    RevealHeldoutKey {
+        /// The task.
+        task: TaskId,
+        /// The key.
+        key: Hash,
+    },
     /// `commit_model` and `commit_scores`.
     Commit {
         /// The task.
@@ -674,6 +741,10 @@ impl From<&TxKind> for TxBodyView {
                 spec: Box::new(spec.as_ref().into()),
             },
             TxKind::JoinTask { task } => TxBodyView::JoinTask { task: *task },
+            TxKind::AttestHeldout { task } => TxBodyView::AttestHeldout { task: *task },
+            TxKind::RevealHeldoutKey { task, key } => {
+                TxBodyView::RevealHeldoutKey { task: *task, key: key.0 }
+            }
             TxKind::CommitModel { task, commitment }
             | TxKind::CommitScores { task, commitment } => {
                 TxBodyView::Commit { task: *task, commitment: *commitment }

@@ -2,11 +2,18 @@
 //!
 //! For every task, from the ledger and the persisted secrets ([`scorer_plan`]):
 //!
+//! - **Join window**, a validator of the task's stake snapshot that has not attested:
+//!   [`ScorerStep::Attest`]. The loop fetches the sealed held-out file (a content-addressed blob
+//!   the creator serves; its sha256 is the spec's `heldout_cipher_sha256`, its size at most the
+//!   chain's `max_artifact_bytes`) into the blob store and submits `AttestHeldout`. The file stays
+//!   sealed: validators hold no readable held-out rows while trainers train.
 //! - **Score-commit window** (the next block is above `reveal_deadline`, at most
-//!   `score_commit_deadline`; every reveal is on the ledger by then) and no commitment of ours on
-//!   the ledger: [`ScorerStep::Score`]. The loop finds the held-out file in `--heldout DIR` by the
-//!   task's commitment (none: it logs that and does not commit; a file of another size than the
-//!   spec's `heldout_examples` is refused the same way), fetches the public training file (for
+//!   `score_commit_deadline`; every reveal is on the ledger by then), the held-out key on chain
+//!   and no commitment of ours on the ledger: [`ScorerStep::Score`]. The loop opens the sealed
+//!   file with the key ([`open_sealed`]; it checks `sha256(salt || rows)` against the spec's
+//!   `heldout_commitment`, and a file that does not open is logged and never scored; a file of
+//!   another size than the spec's `heldout_examples` is refused the same way), fetches the
+//!   public training file (for
 //!   the trivial baseline), the base model if any, the earlier champions the task recorded, and
 //!   every revealed artifact by hash, each under a deadline ([`fetch_timeout`]; an artifact no
 //!   peer served in time is `Unavailable`, and so is one whose provider announces more bytes than
@@ -25,16 +32,16 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use consensus::commitment::{Salt, scores_commitment};
-use consensus::state::{Phase, State};
+use consensus::state::{Phase, State, Task};
 use consensus::task::TaskSpec;
 use consensus::tx::TxKind;
 use consensus::types::{AccountId, Hash, TaskId};
 use consensus::verdict::VerdictVector;
 use serde::{Deserialize, Serialize};
+use trainer::sealed::{self, Opened, SealedError};
 use validator::artifact::Source;
 use validator::check::Revealed;
 use validator::eval::{self, EvalError};
-use validator::heldout::{HeldoutError, HeldoutFile, find_heldout};
 use validator::score::{Reference, ScoreError, Submission, TaskInputs, score_task};
 
 use super::persist::{PersistError, RoleStore};
@@ -91,6 +98,13 @@ impl ScoreSecret {
 /// One thing the scorer should do now.
 #[derive(Clone, Debug, PartialEq)]
 pub enum ScorerStep {
+    /// Fetch the sealed held-out file and attest to holding it.
+    Attest {
+        /// The task.
+        task: TaskId,
+        /// sha256 of the sealed file (the spec's `heldout_cipher_sha256`).
+        sealed: Hash,
+    },
     /// Fetch, score, persist the secret and commit.
     Score {
         /// The task.
@@ -118,7 +132,8 @@ impl ScorerStep {
     /// The step's task.
     pub fn task(&self) -> TaskId {
         match self {
-            ScorerStep::Score { task }
+            ScorerStep::Attest { task, .. }
+            | ScorerStep::Score { task }
             | ScorerStep::Commit { task, .. }
             | ScorerStep::Reveal { task, .. } => *task,
         }
@@ -127,6 +142,7 @@ impl ScorerStep {
     /// The step's name, for logs.
     pub fn name(&self) -> &'static str {
         match self {
+            ScorerStep::Attest { .. } => "attest_heldout",
             ScorerStep::Score { .. } => "score",
             ScorerStep::Commit { .. } => "commit_scores",
             ScorerStep::Reveal { .. } => "reveal_scores",
@@ -149,7 +165,15 @@ pub fn scorer_plan(
     for (id, task) in state.tasks.iter() {
         let record = state.verdicts.get(&(*id, *me));
         match task.phase(next) {
-            Phase::ScoreCommit if record.is_none() => match secrets.get(id) {
+            Phase::Join if task.stakes.contains_key(me) && !task.attested.contains(me) => {
+                steps.push(ScorerStep::Attest {
+                    task: *id,
+                    sealed: task.spec.dataset.heldout_cipher_sha256,
+                });
+            }
+            // Without the key on chain there is nothing to score with (and, on a sound ledger,
+            // nothing revealed to score).
+            Phase::ScoreCommit if record.is_none() && task.key.is_some() => match secrets.get(id) {
                 Some(secret) => {
                     steps.push(ScorerStep::Commit { task: *id, commitment: secret.commitment })
                 }
@@ -178,12 +202,15 @@ pub fn scorer_plan(
 /// Why a task could not be scored now.
 #[derive(Debug, thiserror::Error)]
 pub enum ScoreTaskError {
-    /// The node was started without `--heldout DIR`.
-    #[error("this validator has no held-out directory (--heldout DIR)")]
-    NoHeldoutDir,
-    /// No held-out file matches the task, or one could not be read.
+    /// The held-out key is not on chain: the sealed file cannot be opened yet.
+    #[error("task {0}'s held-out key is not on chain: its held-out file stays sealed")]
+    KeyNotOnChain(TaskId),
+    /// The sealed held-out file could not be fetched.
+    #[error("sealed held-out file: {0}")]
+    SealedData(FetchError),
+    /// The sealed held-out file does not open with the key, or not to the committed rows.
     #[error(transparent)]
-    Heldout(#[from] HeldoutError),
+    Sealed(#[from] SealedError),
     /// The public training file (needed for the baseline) could not be fetched.
     #[error("public training file: {0}")]
     TrainData(FetchError),
@@ -213,12 +240,12 @@ pub enum ScoreTaskError {
 }
 
 impl ScoreTaskError {
-    /// Whether trying again later cannot help (no held-out data for the task here).
+    /// Whether trying again later cannot help (the held-out file does not open for the task).
     fn is_permanent(&self) -> bool {
         matches!(
             self,
-            ScoreTaskError::NoHeldoutDir
-                | ScoreTaskError::Heldout(HeldoutError::NotFound { .. })
+            ScoreTaskError::KeyNotOnChain(_)
+                | ScoreTaskError::Sealed(_)
                 | ScoreTaskError::Eval(_)
                 | ScoreTaskError::UnknownTask(_)
         )
@@ -233,9 +260,13 @@ fn joined(what: &'static str) -> impl FnOnce(tokio::task::JoinError) -> ScoreTas
 #[derive(Clone, Debug)]
 struct Job {
     task: TaskId,
+    /// The task's record as it was read (its key, if on chain).
+    record: Task,
     spec: TaskSpec,
     chain_id: String,
     fetch_timeout: Duration,
+    /// Largest sealed held-out file fetched, in bytes (the chain's `max_artifact_bytes`).
+    sealed_bytes_max: u64,
     /// The earlier champions the task recorded: hash and parameter count.
     champions: Vec<(Hash, u64)>,
     /// Revealed submissions.
@@ -261,9 +292,11 @@ impl Job {
             .collect();
         Some(Job {
             task,
+            record: t.clone(),
             spec: t.spec.clone(),
             chain_id: state.chain_id().to_owned(),
             fetch_timeout: fetch_timeout(params.block_interval_ms, t.spec.windows.score_commit),
+            sealed_bytes_max: params.max_artifact_bytes,
             champions: t.champions.iter().map(|c| (c.model_hash, c.params)).collect(),
             submissions,
         })
@@ -294,17 +327,7 @@ pub async fn run(ctx: NodeContext) -> anyhow::Result<()> {
         let store = store.clone();
         tokio::task::spawn_blocking(move || store.load_all::<ScoreSecret>()).await??
     };
-    match &ctx.heldout_dir {
-        Some(dir) => tracing::info!(
-            heldout = %dir.display(),
-            persisted = secrets.len(),
-            "scorer started"
-        ),
-        None => tracing::warn!(
-            "scorer started without a held-out directory (--heldout DIR): this validator will \
-             not score any task"
-        ),
-    }
+    tracing::info!(persisted = secrets.len(), "scorer started");
     let me = ctx.key.account();
     let mut scorer = Scorer {
         ctx,
@@ -353,6 +376,7 @@ impl RoleLoop for Scorer {
                 continue;
             }
             match step {
+                ScorerStep::Attest { task, sealed } => self.attest(task, sealed).await?,
                 ScorerStep::Score { task } => {
                     tracing::info!(task = %task, %height, "score-commit window open: scoring the task");
                     let job =
@@ -424,6 +448,42 @@ impl RoleLoop for Scorer {
     }
 }
 
+impl Scorer {
+    /// Fetches the sealed held-out file of `task` into the blob store (bounded by the chain's
+    /// `max_artifact_bytes`, checked against its sha256 by the fetch) and attests to holding it.
+    /// Waits at most the join window's [`fetch_timeout`]; a failure is retried by the planner.
+    async fn attest(&mut self, task: TaskId, sealed: Hash) -> Result<(), Stopped> {
+        let (max_bytes, timeout) = self.ctx.read(|l| {
+            let params = l.state().params();
+            let join = l.state().tasks.get(&task).map_or(0, |t| t.spec.windows.join);
+            (params.max_artifact_bytes, fetch_timeout(params.block_interval_ms, join))
+        });
+        match fetch_bytes(&self.ctx, sealed, max_bytes, timeout).await {
+            Ok(bytes) => {
+                tracing::info!(
+                    task = %task, sealed = %sealed.short(), size_bytes = bytes.len(),
+                    "holding the sealed held-out file: attesting"
+                );
+                submit(&self.ctx, task, TxKind::AttestHeldout { task }).await?;
+            }
+            Err(error) => tracing::warn!(
+                task = %task, sealed = %sealed.short(), %error,
+                "sealed held-out file not fetched yet; trying again in {} blocks",
+                super::RETRY_BLOCKS
+            ),
+        }
+        Ok(())
+    }
+}
+
+/// Opens the sealed held-out file of `task` with the key on chain, checking the rows against
+/// the spec's `heldout_commitment`. Refuses while the key is not on chain: before it, a
+/// validator holds only ciphertext.
+pub fn open_sealed(task: &Task, sealed_bytes: &[u8]) -> Result<Opened, ScoreTaskError> {
+    let key = task.heldout_key().ok_or(ScoreTaskError::KeyNotOnChain(task.id))?;
+    Ok(sealed::open(&key, sealed_bytes, &task.spec.dataset.heldout_commitment)?)
+}
+
 /// Fetches, scores and persists the secret of `task`; returns it with the artifacts fetched.
 async fn score_and_persist(
     ctx: NodeContext,
@@ -432,12 +492,16 @@ async fn score_and_persist(
     task: TaskId,
 ) -> Scored {
     let job = ctx.read(|l| Job::read(l.state(), task)).ok_or(ScoreTaskError::UnknownTask(task))?;
-    let dir = ctx.heldout_dir.clone().ok_or(ScoreTaskError::NoHeldoutDir)?;
-    let commitment = job.spec.dataset.heldout_commitment;
-    let heldout: HeldoutFile = tokio::task::spawn_blocking(move || find_heldout(&dir, &commitment))
+    job.record.heldout_key().ok_or(ScoreTaskError::KeyNotOnChain(task))?;
+    let sealed_hash = job.spec.dataset.heldout_cipher_sha256;
+    let sealed = fetch_bytes(&ctx, sealed_hash, job.sealed_bytes_max, job.fetch_timeout)
         .await
-        .map_err(joined("finding the held-out file"))??;
-    tracing::info!(task = %task, file = %heldout.path.display(), "found the held-out file");
+        .map_err(ScoreTaskError::SealedData)?;
+    let record = job.record.clone();
+    let heldout = tokio::task::spawn_blocking(move || open_sealed(&record, &sealed))
+        .await
+        .map_err(joined("opening the sealed held-out file"))??;
+    tracing::info!(task = %task, size_bytes = heldout.bytes.len(), "opened the held-out file");
 
     let (train, base, champions, artifacts) = fetch_all(&ctx, &job).await;
     let train = train.map_err(ScoreTaskError::TrainData)?;
@@ -558,14 +622,13 @@ fn reprovide(ctx: &NodeContext, task: TaskId, fetched: Vec<Hash>) {
 fn score_job(
     job: &Job,
     train: &[u8],
-    heldout: &HeldoutFile,
+    heldout: &Opened,
     base: Option<&Path>,
     champions: &[Option<PathBuf>],
     artifacts: &[Option<PathBuf>],
 ) -> Result<VerdictVector, ScoreTaskError> {
     let train = eval::prepare(&job.spec, train, "public training file")?;
-    let heldout =
-        eval::prepare_heldout(&job.spec, &heldout.bytes, &heldout.path.display().to_string())?;
+    let heldout = eval::prepare_heldout(&job.spec, &heldout.bytes, "held-out file")?;
     let base = open_model(job.task, base);
     let champion_files: Vec<Option<File>> =
         champions.iter().map(|path| open_model(job.task, path.as_deref())).collect();

@@ -14,10 +14,10 @@
 //!   draw a salt and **persist salt and model hash** ([`Stage::Trained`]) before it submits
 //!   `CommitModel`, at once. Training that ends after the commit deadline is logged and
 //!   the task skipped ([`Stage::Abandoned`]); so is a recipe that fails on the task's data.
-//! - **Reveal**: only once the commit deadline is committed (the next block is in the reveal
-//!   window), **release** the artifact into the blob store (from then on any peer may fetch it),
+//! - **Reveal**: only once the task's held-out key is on chain (the creator reveals it after the
+//!   commit deadline; the ledger refuses a reveal before it), **release** the artifact into the blob store (from then on any peer may fetch it),
 //!   submit `RevealModel` from the persisted record, and **serve** it (`provide_blob`), also again
-//!   after a restart. Before the commit deadline no peer can fetch our model, even one that knew
+//!   after a restart. Before the key is on chain no peer can fetch our model, even one that knew
 //!   its hash.
 //!
 //! A restart reloads the records: a joined task is not joined again, a trained one is committed
@@ -278,7 +278,9 @@ pub fn trainer_plan(
                         steps.push(abandon(task, "the commitment on the ledger is not ours"));
                     } else if t.report.is_some() || next > t.reveal_deadline() {
                         steps.push(abandon(task, "the reveal window closed before we revealed"));
-                    } else if next > t.commit_deadline() {
+                    } else if t.key.is_some() {
+                        // The key comes only after the commit deadline; until it is on chain a
+                        // reveal would be refused, and the artifact stays unserved.
                         steps.push(TrainerStep::Reveal { task, model: model.clone() });
                     }
                 }

@@ -2,7 +2,7 @@
 //! whole before anything starts.
 //!
 //! The file uses the flags' names (`data_dir`, `genesis`, `listen`, `bootstrap`, `http`,
-//! `recipe`, `heldout`, `mdns`, `role`); a flag given on the command line wins over the file.
+//! `recipe`, `mdns`, `scorer`, `role`); a flag given on the command line wins over the file.
 //! [`NodeConfig::resolve`] checks every relationship between the settings and names what is wrong
 //! and how to fix it.
 
@@ -57,10 +57,11 @@ pub struct ConfigFile {
     pub http: Option<String>,
     /// A trainer's recipe file.
     pub recipe: Option<PathBuf>,
-    /// A validator's held-out directory.
-    pub heldout: Option<PathBuf>,
     /// Whether mDNS discovery runs.
     pub mdns: Option<bool>,
+    /// Whether a validator runs its scoring loop (attests to holding tasks' sealed held-out files
+    /// and scores them); default true.
+    pub scorer: Option<bool>,
     /// Host names, besides the loopback names and the HTTP address itself, under which the HTTP
     /// API accepts writes (a name the node is reached by; any other is refused as DNS rebinding).
     pub http_write_hosts: Option<Vec<String>>,
@@ -80,10 +81,7 @@ impl ConfigFile {
         let text = std::fs::read_to_string(path).map_err(|e| read(e.to_string()))?;
         let mut file: ConfigFile = toml::from_str(&text).map_err(|e| read(e.to_string()))?;
         let base = path.parent().unwrap_or(Path::new("."));
-        for p in [&mut file.data_dir, &mut file.genesis, &mut file.recipe, &mut file.heldout]
-            .into_iter()
-            .flatten()
-        {
+        for p in [&mut file.data_dir, &mut file.genesis, &mut file.recipe].into_iter().flatten() {
             if p.is_relative() {
                 *p = base.join(&*p);
             }
@@ -109,10 +107,10 @@ pub struct Flags {
     pub http: Option<String>,
     /// `--recipe`.
     pub recipe: Option<PathBuf>,
-    /// `--heldout`.
-    pub heldout: Option<PathBuf>,
     /// `--no-mdns`.
     pub no_mdns: bool,
+    /// `--no-scorer`.
+    pub no_scorer: bool,
 }
 
 /// A running node's settings, resolved and checked.
@@ -133,10 +131,10 @@ pub struct NodeConfig {
     pub http: Option<SocketAddr>,
     /// A trainer's recipe; `None` runs the default recipe.
     pub recipe: Option<PathBuf>,
-    /// A validator's held-out directory; `None` runs no scorer.
-    pub heldout: Option<PathBuf>,
     /// Whether mDNS discovery runs.
     pub mdns: bool,
+    /// Whether a validator runs its scoring loop.
+    pub scorer: bool,
     /// Extra host names the HTTP API accepts writes under (see [`ConfigFile::http_write_hosts`]).
     pub http_write_hosts: Vec<String>,
 }
@@ -265,17 +263,10 @@ impl NodeConfig {
             .map(|v| v.parse::<SocketAddr>().map_err(|e| invalid("http address", v.clone(), e)))
             .transpose()?;
         let recipe = flags.recipe.or(file.recipe);
-        let heldout = flags.heldout.or(file.heldout);
         match role {
             Role::Validator if recipe.is_some() => {
                 return Err(ConfigError::Conflict(
                     "a recipe is for a trainer; drop --recipe or run with --role trainer".into(),
-                ));
-            }
-            Role::Trainer if heldout.is_some() => {
-                return Err(ConfigError::Conflict(
-                    "held-out data is for a validator; drop --heldout or run with --role validator"
-                        .into(),
                 ));
             }
             _ => {}
@@ -285,16 +276,8 @@ impl NodeConfig {
         {
             return Err(invalid("recipe", path.display().to_string(), "no such file"));
         }
-        if let Some(path) = &heldout
-            && !path.is_dir()
-        {
-            return Err(invalid(
-                "held-out directory",
-                path.display().to_string(),
-                "no such directory",
-            ));
-        }
         let mdns = !flags.no_mdns && file.mdns.unwrap_or(true);
+        let scorer = !flags.no_scorer && file.scorer.unwrap_or(true);
         let http_write_hosts = file.http_write_hosts.unwrap_or_default();
         if let Some(bad) = http_write_hosts.iter().find(|h| h.is_empty() || h.contains([':', '/']))
         {
@@ -312,8 +295,8 @@ impl NodeConfig {
             bootstrap,
             http,
             recipe,
-            heldout,
             mdns,
+            scorer,
             http_write_hosts,
         })
     }
@@ -349,13 +332,16 @@ mod tests {
         assert_eq!(resolved.listen, vec!["/ip4/127.0.0.1/tcp/3".parse::<Multiaddr>().unwrap()]);
         assert_eq!(resolved.bootstrap.len(), 1);
         assert!(!resolved.mdns);
+        assert!(resolved.scorer, "a validator scores unless told not to");
+        let quiet = Flags { no_scorer: true, ..Flags::default() };
+        assert!(!NodeConfig::resolve(quiet, file.clone()).unwrap().scorer);
+        let quiet_file = ConfigFile { scorer: Some(false), ..file.clone() };
+        assert!(!NodeConfig::resolve(Flags::default(), quiet_file).unwrap().scorer);
         assert_eq!(resolved.http, Some("127.0.0.1:1".parse().unwrap()));
 
-        let heldout = Flags { heldout: Some(dir.path().into()), ..Flags::default() };
-        assert!(matches!(
-            NodeConfig::resolve(heldout, file.clone()),
-            Err(ConfigError::Conflict(_))
-        ));
+        let recipe =
+            Flags { role: Some(Role::Validator), recipe: Some(config.clone()), ..Flags::default() };
+        assert!(matches!(NodeConfig::resolve(recipe, file.clone()), Err(ConfigError::Conflict(_))));
         let bad = Flags { bootstrap: vec!["nonsense".into()], ..Flags::default() };
         assert!(matches!(
             NodeConfig::resolve(bad, file.clone()),

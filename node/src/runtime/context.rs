@@ -7,7 +7,6 @@
 //! [`NetworkClient`] (blobs). Every channel here is bounded.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
@@ -137,8 +136,6 @@ pub struct NodeContext {
     pub metrics: Arc<Metrics>,
     /// The validators' latest votes heard.
     pub live_votes: Arc<LiveVotes>,
-    /// Where a validator finds held-out files (`--heldout DIR`), if set.
-    pub heldout_dir: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for NodeContext {

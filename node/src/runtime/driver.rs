@@ -258,7 +258,6 @@ pub async fn start(config: &NodeConfig) -> Result<(NodeContext, Driver), DriverE
         events,
         metrics: Arc::new(Metrics::default()),
         live_votes: Arc::default(),
-        heldout_dir: config.heldout.clone(),
     };
     let (sync_tx, sync_rx) = mpsc::channel(1);
     let driver = Driver {

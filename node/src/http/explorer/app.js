@@ -163,7 +163,7 @@ function renderPeers(peers) {
 
 function deadlinesText(task) {
   const d = task.deadlines;
-  return ["join", "commit", "reveal", "score_commit", "score"].map((k) =>
+  return ["join", "commit", "key", "reveal", "score_commit", "score"].map((k) =>
     esc(k) + " " + d[k]).join(" · ");
 }
 
@@ -207,6 +207,16 @@ function leaderboard(task) {
   return rows.length ? table(headers, rows) : "<p class=\"muted\">no trainers joined</p>";
 }
 
+function sealedText(task) {
+  const a = task.attestation;
+  const key = task.key_revealed_at !== null && task.key_revealed_at !== undefined
+    ? "key revealed at height " + esc(task.key_revealed_at)
+    : "key not revealed";
+  return "sealed held-out: attested stake " + esc(a.attested_stake) + " of " +
+    esc(a.needed_stake) + " needed" + (a.quorum ? "" : " <span class=\"bad\">short</span>") +
+    " · " + key;
+}
+
 function renderTask(task) {
   const outcome = task.outcome
     ? "<span class=\"pill " + esc(task.outcome) + "\">" + esc(task.outcome) +
@@ -214,7 +224,16 @@ function renderTask(task) {
     : "<span class=\"pill\">" + esc(task.phase) + "</span> finalizes at height " +
       task.score_deadline;
   let summary = "";
-  if (task.report) {
+  if (task.report && (task.report.outcome === "cancelled" || task.report.outcome === "key_withheld")) {
+    const r = task.report;
+    const why = r.outcome === "cancelled"
+      ? "cancelled at the join deadline: attested stake " + esc(r.attested_stake) + " of " +
+        esc(r.total_stake) + " (more than 2/3 needed) · cancellation fee " + esc(r.cancellation_fee) +
+        " burned"
+      : "the creator withheld the held-out key: escrow burned, no model revealed";
+    summary = "<p class=\"muted\">" + why + " · bonds and entry fees returned · creator refund " +
+      esc(r.creator_refund) + " · burned " + esc(r.burned) + "</p>";
+  } else if (task.report) {
     const r = task.report;
     const champion = r.champion
       ? "champion takes the trainer share (" + esc(r.champion.effective_ppm) + " ppm effective)"
@@ -237,7 +256,8 @@ function renderTask(task) {
     esc(task.name) + " " + outcome + "</h3><p class=\"muted\">reward " + esc(task.reward) +
     " · creator " + accountLink(task.creator) + " · " + task.joined + "/" + task.max_trainers +
     " trainers · entry fee " + esc(task.spec.entry_fee) + " (burned) · bond " +
-    esc(task.spec.bond) + " · deadlines: " + deadlinesText(task) + "</p>" + leaderboard(task) + summary +
+    esc(task.spec.bond) + " · deadlines: " + deadlinesText(task) + "</p><p class=\"muted sealed\">" +
+    sealedText(task) + "</p>" + leaderboard(task) + summary +
     "</div>";
 }
 
