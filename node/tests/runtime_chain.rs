@@ -200,8 +200,9 @@ fn init_config_file_and_status() {
     // Errors name what is wrong.
     let out = node_command(&["--role", "validator"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("--data-dir"));
-    let out = node_command(&["--role", "trainer", "--data-dir", &dir_text, "--heldout", &dir_text]);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("held-out data is for a validator"));
+    let out =
+        node_command(&["--role", "validator", "--data-dir", &dir_text, "--recipe", &dir_text]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("a recipe is for a trainer"));
 
     // Every setting from the config file; the flags only name it.
     let http = format!("127.0.0.1:{}", free_port());

@@ -186,8 +186,7 @@ fn parse_addrs(name: &'static str, values: Vec<String>) -> Result<Vec<Multiaddr>
 
 impl NodeConfig {
     /// Merges `flags` over `file` and checks the result: a role and a data dir are set, the data
-    /// dir holds a key, addresses parse, a recipe only for a trainer and a held-out directory
-    /// only for a validator, and the files they name exist.
+    /// dir holds a key, addresses parse, a recipe only for a trainer, and the files named exist.
     pub fn resolve(flags: Flags, file: ConfigFile) -> Result<NodeConfig, ConfigError> {
         let role = match (flags.role, file.role) {
             (Some(role), _) => role,

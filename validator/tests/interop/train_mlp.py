@@ -158,6 +158,13 @@ def main():
             "name": "wine",
             "train_sha256": train_sha,
             "heldout_commitment": commitment,
+            # The fixture is scored offline from the plaintext (`node score --heldout`), so no
+            # sealed file exists: the cipher hash is that of no bytes, and the key a fixed,
+            # public one (only its commitment is in the spec).
+            "heldout_cipher_sha256": hashlib.sha256(b"").hexdigest(),
+            "key_commitment": hashlib.sha256(
+                hashlib.sha256(b"crucible/wine-interop/heldout-key").digest()
+            ).hexdigest(),
             "heldout_examples": len(heldout_rows),
         },
         "limits": {"max_params": 10000, "max_artifact_bytes": 1 << 20, "dtypes": ["F32", "F16", "BF16"]},
@@ -166,7 +173,7 @@ def main():
         "entry_fee": 10,
         "max_trainers": 8,
         "min_improvement_ppm": 0,
-        "windows": {"join": 10, "commit": 10, "reveal": 10, "score_commit": 10, "score_reveal": 10},
+        "windows": {"join": 10, "commit": 10, "key": 10, "reveal": 10, "score_commit": 10, "score_reveal": 10},
         "base_model": None,
     }
     task_path = os.path.join(args.out, "task.json")
