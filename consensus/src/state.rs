@@ -1481,8 +1481,10 @@ impl State {
             let id = key.1;
             match due {
                 Due::Finalize => {
+                    // A task already finalized has nothing left to fall due.
                     let Some(task) = self.tasks.get(&id) else { continue };
-                    if !task.due_at(height).is_some_and(|due| due <= height) {
+                    let Some(due_at) = task.due_at(height) else { continue };
+                    if due_at > height {
                         if let Some(next) = task.next_deadline(height) {
                             self.deadlines.insert((next, id), Due::Finalize);
                         }
