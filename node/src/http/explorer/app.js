@@ -212,15 +212,24 @@ function sealedText(task) {
   const key = task.key_revealed_at !== null && task.key_revealed_at !== undefined
     ? "key revealed at height " + esc(task.key_revealed_at)
     : "key not revealed";
-  return "sealed held-out: attested stake " + esc(a.attested_stake) + " of " +
-    esc(a.needed_stake) + " needed" + (a.quorum ? "" : " <span class=\"bad\">short</span>") +
+  return "sealed held-out: attested stake " + esc(a.attested_stake) + " (" +
+    esc(a.needed_stake) + " needed)" + (a.quorum ? "" : " <span class=\"bad\">short</span>") +
     " · " + key;
+}
+
+// The height a finalized task ended at: a cancelled task at its join deadline, one whose key was
+// withheld at its key deadline, every other at its score deadline.
+function finalizedAt(task) {
+  const outcome = task.report && task.report.outcome;
+  if (outcome === "cancelled") return task.deadlines.join;
+  if (outcome === "key_withheld") return task.deadlines.key;
+  return task.score_deadline;
 }
 
 function renderTask(task) {
   const outcome = task.outcome
     ? "<span class=\"pill " + esc(task.outcome) + "\">" + esc(task.outcome) +
-      "</span> at height <b class=\"finalized-height\">" + task.score_deadline + "</b>"
+      "</span> at height <b class=\"finalized-height\">" + finalizedAt(task) + "</b>"
     : "<span class=\"pill\">" + esc(task.phase) + "</span> finalizes at height " +
       task.score_deadline;
   let summary = "";
