@@ -48,7 +48,7 @@ const START_PER_1000_ACCOUNTS: Duration = Duration::from_secs(1);
 /// Longest wait, after the load stops, for its last transactions to commit.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
 /// Client threads posting to each node (each waits for its node's answer before its next post).
-const SENDERS_PER_NODE: usize = 4;
+const SENDERS_PER_NODE: usize = 16;
 /// Blocks read per `GET /blocks` page.
 const PAGE: u32 = 100;
 
