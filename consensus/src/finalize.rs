@@ -278,6 +278,33 @@ fn to_amount(x: u128) -> Amount {
     Amount(u64::try_from(x).expect("payouts never exceed the escrow and bonds, which fit in u64"))
 }
 
+/// A report for a task that ended before any scoring counted (cancelled, key withheld, quorum
+/// failed): no entries, no champion, no validator earns; the caller sets the refunds and burns.
+fn unscored_report(
+    input: &FinalizeInput<'_>,
+    outcome: Outcome,
+    revealed_stake: u64,
+    total_stake: u64,
+    trainers: Vec<TrainerReport>,
+) -> FinalizationReport {
+    FinalizationReport {
+        outcome,
+        attested_stake: input.attested_stake,
+        key_revealed_at: input.key_revealed_at,
+        cancellation_fee: Amount::ZERO,
+        revealed_stake,
+        total_stake,
+        baseline_ppm: 0,
+        min_improvement_ppm: input.min_improvement_ppm,
+        entries: vec![],
+        trainers,
+        validators: validator_reports(input, &[], 0),
+        creator_refund: Amount::ZERO,
+        burned: Amount::ZERO,
+        champion: None,
+    }
+}
+
 /// Finalizes a task: at its join deadline if it is cancelled, at its key deadline if the key
 /// was withheld, otherwise at its score deadline.
 ///
@@ -345,28 +372,19 @@ pub fn finalize(input: &FinalizeInput<'_>) -> FinalizationReport {
             (Outcome::Cancelled, escrow * ppm / 1_000_000)
         };
         let creator_refund = if any_revealed { 0 } else { escrow - fee };
+        let refunds = trainers
+            .iter()
+            .map(|t| TrainerReport {
+                entry_fee_refund: t.entry_fee,
+                bond_refund: t.bond,
+                ..unscored(t)
+            })
+            .collect();
         let report = FinalizationReport {
-            outcome,
-            attested_stake: input.attested_stake,
-            key_revealed_at: input.key_revealed_at,
             cancellation_fee: to_amount(if attested { 0 } else { fee }),
-            revealed_stake,
-            total_stake,
-            baseline_ppm: 0,
-            min_improvement_ppm: input.min_improvement_ppm,
-            entries: vec![],
-            trainers: trainers
-                .iter()
-                .map(|t| TrainerReport {
-                    entry_fee_refund: t.entry_fee,
-                    bond_refund: t.bond,
-                    ..unscored(t)
-                })
-                .collect(),
-            validators: validator_reports(input, &[], 0),
             creator_refund: to_amount(creator_refund),
             burned: to_amount(escrow - creator_refund),
-            champion: None,
+            ..unscored_report(input, outcome, revealed_stake, total_stake, refunds)
         };
         check_conservation(&report, inflow);
         return report;
@@ -375,24 +393,12 @@ pub fn finalize(input: &FinalizeInput<'_>) -> FinalizationReport {
     if !is_quorum(revealed_stake, total_stake) {
         let (creator_refund, burned) =
             if any_revealed { (Amount::ZERO, input.escrow) } else { (input.escrow, Amount::ZERO) };
+        let refunds =
+            trainers.iter().map(|t| TrainerReport { bond_refund: t.bond, ..unscored(t) }).collect();
         let report = FinalizationReport {
-            outcome: Outcome::QuorumFailed,
-            attested_stake: input.attested_stake,
-            key_revealed_at: input.key_revealed_at,
-            cancellation_fee: Amount::ZERO,
-            revealed_stake,
-            total_stake,
-            baseline_ppm: 0,
-            min_improvement_ppm: input.min_improvement_ppm,
-            entries: vec![],
-            trainers: trainers
-                .iter()
-                .map(|t| TrainerReport { bond_refund: t.bond, ..unscored(t) })
-                .collect(),
-            validators: validator_reports(input, &[], 0),
             creator_refund,
             burned: to_amount(u128::from(burned.0) + fees),
-            champion: None,
+            ..unscored_report(input, Outcome::QuorumFailed, revealed_stake, total_stake, refunds)
         };
         check_conservation(&report, inflow);
         return report;

@@ -358,26 +358,25 @@ fn post_task(
             .post_blob(&task.sealed)
             .with_context(|| format!("uploading the sealed held-out file to {}", node.name))?;
     }
-    let creator = plan.creator();
+    let creator = plan.creator().account();
     let lead = &clients[0];
     let known: Vec<u64> = lead.tasks()?.into_iter().map(|t| t.id).collect();
-    let nonce = lead.nonce(&creator.account())?;
-    let tx = SignedTx::sign(
-        &creator,
-        Tx {
-            chain_id: plan.genesis.chain_id.clone(),
-            nonce: Nonce(nonce),
-            kind: TxKind::CreateTask { spec: Box::new(spec.clone()), reward: plan.reward },
-        },
-    );
-    let hash = lead.post_tx(&tx)?;
+    let kind = TxKind::CreateTask { spec: Box::new(spec.clone()), reward: plan.reward };
+    let hash = post_as_creator(plan, lead, kind)?;
     println!("posted task {:?} with reward {} (tx {})", spec.name, plan.reward, short(&hash));
-    let creator = creator.account();
     wait(supervisor, CHAIN_TIMEOUT, "the task to appear in GET /tasks", || {
         Ok(lead.tasks().ok().and_then(|tasks| {
             tasks.into_iter().find(|t| t.creator == creator && !known.contains(&t.id)).map(|t| t.id)
         }))
     })
+}
+
+/// Signs `kind` as the plan's task creator with its next nonce and posts it to `lead`.
+fn post_as_creator(plan: &Plan, lead: &Client, kind: TxKind) -> anyhow::Result<String> {
+    let creator = plan.creator();
+    let nonce = lead.nonce(&creator.account())?;
+    let tx = Tx { chain_id: plan.genesis.chain_id.clone(), nonce: Nonce(nonce), kind };
+    lead.post_tx(&SignedTx::sign(&creator, tx))
 }
 
 /// Follows a task until it has a finalization report, printing a line whenever its phase or a
@@ -414,17 +413,8 @@ fn follow(
         }
         let resend = key_sent_at.is_none_or(|at| at.elapsed() >= KEY_RESEND);
         if view.phase == "key" && resend {
-            let creator = plan.creator();
-            let nonce = lead.nonce(&creator.account())?;
-            let tx = SignedTx::sign(
-                &creator,
-                Tx {
-                    chain_id: plan.genesis.chain_id.clone(),
-                    nonce: Nonce(nonce),
-                    kind: TxKind::RevealHeldoutKey { task: TaskId(task_id), key },
-                },
-            );
-            let hash = lead.post_tx(&tx)?;
+            let kind = TxKind::RevealHeldoutKey { task: TaskId(task_id), key };
+            let hash = post_as_creator(plan, lead, kind)?;
             println!(
                 "height {:>4}  task {task_id}: commit window closed; the creator reveals the \
                  held-out key (tx {})",
