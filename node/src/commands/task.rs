@@ -115,6 +115,30 @@ fn reveal_key(args: RevealKeyArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Uploads `bytes` (read from `path`) as a blob, once its sha256 is the one `task_file` names.
+fn upload(
+    client: &super::http_client::ApiClient,
+    bytes: &[u8],
+    path: &std::path::Path,
+    task_file: &std::path::Path,
+    expected: consensus::types::Hash,
+    what: &str,
+) -> anyhow::Result<()> {
+    let sha = consensus::hash::sha256(bytes);
+    if sha != expected {
+        bail!(
+            "{} has sha256 {sha}, but {} names {expected}; pass the task's own {what}",
+            path.display(),
+            task_file.display(),
+        );
+    }
+    client
+        .post(&format!("/blobs?sha256={}", sha.to_hex()), "application/octet-stream", bytes)
+        .with_context(|| format!("uploading the {what}"))?;
+    println!("uploaded:  {} ({} bytes, sha256 {sha})", path.display(), bytes.len());
+    Ok(())
+}
+
 /// Arguments of `node task create`.
 #[derive(Debug, Args)]
 pub struct CreateArgs {
@@ -151,40 +175,13 @@ fn create(args: CreateArgs) -> anyhow::Result<()> {
     if let Some(fee) = args.entry_fee {
         spec.entry_fee = consensus::types::Amount(fee);
     }
-    let train =
-        std::fs::read(&args.train).with_context(|| format!("reading {}", args.train.display()))?;
-    let sha = consensus::hash::sha256(&train);
-    if sha != spec.dataset.train_sha256 {
-        bail!(
-            "{} has sha256 {sha}, but {} names {}; pass the task's own training file",
-            args.train.display(),
-            args.task.display(),
-            spec.dataset.train_sha256
-        );
-    }
     let client = super::http_client::ApiClient::new(&args.node)?;
-    client
-        .post(&format!("/blobs?sha256={}", sha.to_hex()), "application/octet-stream", &train)
-        .context("uploading the training file")?;
-    println!("uploaded:  {} ({} bytes, sha256 {sha})", args.train.display(), train.len());
+    let train = trainer::data::read_bounded(&args.train)?;
+    let (task_file, expected) = (&args.task, spec.dataset.train_sha256);
+    upload(&client, &train, &args.train, task_file, expected, "training file")?;
     let sealed = trainer::data::read_bounded(&args.sealed)?;
-    let sealed_sha = consensus::hash::sha256(&sealed);
-    if sealed_sha != spec.dataset.heldout_cipher_sha256 {
-        bail!(
-            "{} has sha256 {sealed_sha}, but {} names {}; pass the task's own heldout.sealed",
-            args.sealed.display(),
-            args.task.display(),
-            spec.dataset.heldout_cipher_sha256
-        );
-    }
-    client
-        .post(
-            &format!("/blobs?sha256={}", sealed_sha.to_hex()),
-            "application/octet-stream",
-            &sealed,
-        )
-        .context("uploading the sealed held-out file")?;
-    println!("uploaded:  {} ({} bytes, sha256 {sealed_sha})", args.sealed.display(), sealed.len());
+    let expected = spec.dataset.heldout_cipher_sha256;
+    upload(&client, &sealed, &args.sealed, task_file, expected, "sealed held-out file")?;
     let kind = consensus::tx::TxKind::CreateTask {
         spec: Box::new(spec),
         reward: consensus::types::Amount(args.reward),
