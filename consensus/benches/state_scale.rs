@@ -65,16 +65,8 @@ fn genesis(accounts: usize, validator: &Keypair, senders: &[Keypair]) -> Genesis
         (balances.len()..accounts)
             .map(|i| GenesisBalance { account: funded(i), amount: Amount(1_000) }),
     );
-    let mut spec = common::spec(1);
-    let w = 2;
-    spec.windows = consensus::task::Windows {
-        join: w,
-        commit: w,
-        key: w,
-        reveal: w,
-        score_commit: w,
-        score_reveal: w,
-    };
+    // One validator: every window is two blocks long.
+    let spec = common::spec(1);
     Genesis {
         chain_id: CHAIN.into(),
         genesis_time_ms: 0,
