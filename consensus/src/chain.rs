@@ -434,6 +434,7 @@ pub fn record_json(table: Tree, bytes: &[u8]) -> Result<serde_json::Value, Decod
         Tree::Evidence => json::<Height>(bytes),
         Tree::Champions => json::<s::ChampionRecord>(bytes),
         Tree::Deadlines => json::<s::Due>(bytes),
+        Tree::ChampionIndex => json::<crate::types::ModelHash>(bytes),
         Tree::Blocks | Tree::Commits | Tree::TxIndex | Tree::Wal => {
             Err(DecodeError::Malformed { what: "state record", reason: "not a state table".into() })
         }

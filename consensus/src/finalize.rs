@@ -308,6 +308,19 @@ fn unscored_report(
 /// Finalizes a task: at its join deadline if it is cancelled, at its key deadline if the key
 /// was withheld, otherwise at its score deadline.
 ///
+/// **Windows close when nobody is left to act** (`state::Progress`). The join window never
+/// closes early (closing it when the task fills would let whoever fills it shut everyone else
+/// out). Every later window closes in the block where the last party that may act in it has
+/// acted: the commit window, once the join window is over, where every joined trainer has
+/// committed; the key window where the creator's key lands; the reveal window where every
+/// committed trainer has revealed; the score commit window where every validator of the stake
+/// snapshot has committed; the score reveal window, and with it the task, where every validator
+/// that committed has revealed. Each later window then lasts at most its length from there, so
+/// the deadlines are upper bounds, and the key and score deadlines above are these effective
+/// ones. A window with one party yet to act runs to its deadline, so no one is ever cut off.
+/// Closes are made by the transactions that complete a set (and at the join deadline), never by
+/// scanning open tasks.
+///
 /// With `S` the total snapshot stake (stakes are snapshotted when the task opens, so a later
 /// slash changes nothing here), `A` the snapshot stake of the validators that attested to
 /// holding the sealed held-out file by the join deadline, `R` the snapshot stake of the

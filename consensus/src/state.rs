@@ -95,8 +95,45 @@ pub struct Task {
     pub attested_stake: u64,
     /// The held-out key, once the creator revealed it, with the height of that block.
     pub key: Option<(HeldoutKey, Height)>,
+    /// Who has acted in the windows that close early, and where they closed.
+    pub progress: Progress,
+    /// The height of this task's `Finalize` entry in [`State::deadlines`] while it is open.
+    pub due_check: Height,
     /// The finalization report, once the score deadline has passed.
     pub report: Option<FinalizationReport>,
+}
+
+/// How far a task's windows have got: a window after the join window closes before its
+/// deadline, in the block where the last party that may act in it has acted (see
+/// [`Task::commit_deadline`] and the deadlines after it).
+///
+/// The join window never closes early: closing it when the task fills would let whoever fills
+/// it shut everyone else out. The commit window closes, once the join window is over, in the
+/// block where every joined trainer has committed; the key window in the block where the
+/// creator's key lands; the reveal window where every committed trainer has revealed; the score
+/// commit window where every validator of the task's stake snapshot has committed; the score
+/// reveal window, in which the task finalizes, where every validator that committed has
+/// revealed. Each later window then lasts at most its length from there, so every deadline
+/// stays an upper bound. A window closes early only when the set that may act in it is
+/// exhausted, so no party is ever cut off.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Progress {
+    /// Trainers that committed a model.
+    pub committed: u32,
+    /// Trainers that revealed their model.
+    pub revealed: u32,
+    /// Validators that committed a verdict vector.
+    pub scores_committed: u32,
+    /// Validators that revealed their verdict vector.
+    pub scores_revealed: u32,
+    /// The last height of the commit window, when it closed early.
+    pub commit_closed: Option<Height>,
+    /// The last height of the reveal window, when it closed early.
+    pub reveal_closed: Option<Height>,
+    /// The last height of the score commit window, when it closed early.
+    pub score_commit_closed: Option<Height>,
+    /// The last height of the score reveal window, when it closed early.
+    pub score_reveal_closed: Option<Height>,
 }
 
 /// A model that exists before a task opens and that its submissions must beat.
@@ -136,17 +173,23 @@ impl Task {
     pub fn join_deadline(&self) -> Height {
         self.created_at.plus(self.spec.windows.join)
     }
-    /// Last height at which trainers may commit.
+    /// Last height at which trainers may commit: where the window closed early (see
+    /// [`Progress`]), or `windows.commit` blocks after the join deadline.
     pub fn commit_deadline(&self) -> Height {
-        self.join_deadline().plus(self.spec.windows.commit)
+        self.progress.commit_closed.unwrap_or(self.join_deadline().plus(self.spec.windows.commit))
     }
-    /// Last height at which the creator may reveal the held-out key.
+    /// Last height at which the creator may reveal the held-out key: the height it landed at,
+    /// or `windows.key` blocks after the commit deadline.
     pub fn key_deadline(&self) -> Height {
-        self.commit_deadline().plus(self.spec.windows.key)
+        match self.key {
+            Some((_, at)) => at,
+            None => self.commit_deadline().plus(self.spec.windows.key),
+        }
     }
-    /// Last height at which trainers may reveal.
+    /// Last height at which trainers may reveal: where the window closed early, or
+    /// `windows.reveal` blocks after the key deadline.
     pub fn reveal_deadline(&self) -> Height {
-        self.key_deadline().plus(self.spec.windows.reveal)
+        self.progress.reveal_closed.unwrap_or(self.key_deadline().plus(self.spec.windows.reveal))
     }
     /// Whether validators holding more than 2/3 of the snapshot stake attested so far.
     pub fn attestation_quorum(&self) -> bool {
@@ -171,21 +214,75 @@ impl Task {
             Some(self.score_deadline())
         }
     }
-    /// The first deadline after `height` at which the task may finalize (see
-    /// [`Task::due_at`]): the join, key or score deadline.
+    /// The first deadline at or after `height` at which the task may finalize (see
+    /// [`Task::due_at`]): the join deadline, the key deadline while the key is missing, or the
+    /// score deadline.
     fn next_deadline(&self, height: Height) -> Option<Height> {
-        [self.join_deadline(), self.key_deadline(), self.score_deadline()]
+        let key = self.key.is_none().then(|| self.key_deadline());
+        [Some(self.join_deadline()), key, Some(self.score_deadline())]
             .into_iter()
-            .filter(|d| *d > height)
+            .flatten()
+            .filter(|d| *d >= height)
             .min()
     }
-    /// Last height at which validators may commit scores.
+    /// Last height at which validators may commit scores: where the window closed early, or
+    /// `windows.score_commit` blocks after the reveal deadline.
     pub fn score_commit_deadline(&self) -> Height {
-        self.reveal_deadline().plus(self.spec.windows.score_commit)
+        self.progress
+            .score_commit_closed
+            .unwrap_or(self.reveal_deadline().plus(self.spec.windows.score_commit))
     }
-    /// Last height at which validators may reveal scores; the task finalizes in this block.
+    /// Last height at which validators may reveal scores, and the block in which the task
+    /// finalizes: where the window closed early, or `windows.score_reveal` blocks after the score
+    /// commit deadline.
     pub fn score_deadline(&self) -> Height {
-        self.score_commit_deadline().plus(self.spec.windows.score_reveal)
+        self.progress
+            .score_reveal_closed
+            .unwrap_or(self.score_commit_deadline().plus(self.spec.windows.score_reveal))
+    }
+
+    /// Closes, at `height`, every window whose acting set is exhausted, in order (one close can
+    /// leave the next window with nobody to wait for). Changes nothing before the join deadline
+    /// or once a window's deadline has passed.
+    fn close_exhausted_windows(&mut self, height: Height) {
+        if height < self.join_deadline() || self.report.is_some() {
+            return;
+        }
+        let p = &self.progress;
+        if p.commit_closed.is_none()
+            && p.committed == self.joined
+            && height < self.commit_deadline()
+        {
+            self.progress.commit_closed = Some(height);
+        }
+        // The key window closes by itself: its deadline is the height where the key landed.
+        let p = &self.progress;
+        if self.key.is_some()
+            && p.reveal_closed.is_none()
+            && p.revealed == p.committed
+            && height > self.commit_deadline()
+            && height < self.reveal_deadline()
+        {
+            self.progress.reveal_closed = Some(height);
+        }
+        let p = &self.progress;
+        let validators = u32::try_from(self.stakes.len()).unwrap_or(u32::MAX);
+        if p.score_commit_closed.is_none()
+            && p.scores_committed == validators
+            && height > self.reveal_deadline()
+            && height < self.score_commit_deadline()
+        {
+            self.progress.score_commit_closed = Some(height);
+        }
+        let p = &self.progress;
+        if p.score_reveal_closed.is_none()
+            && p.scores_revealed == p.scores_committed
+            && p.scores_committed > 0
+            && height > self.score_commit_deadline()
+            && height < self.score_deadline()
+        {
+            self.progress.score_reveal_closed = Some(height);
+        }
     }
 
     /// The phase at `height` (the height of the block being executed).
@@ -343,8 +440,11 @@ where
         self.map.iter().map(|(k, v)| (k, &**v))
     }
 
-    /// Entries with keys in a range, in key order.
-    pub fn range<R: std::ops::RangeBounds<K>>(&self, range: R) -> impl Iterator<Item = (&K, &V)> {
+    /// Entries with keys in a range, in key order (or reversed).
+    pub fn range<R: std::ops::RangeBounds<K>>(
+        &self,
+        range: R,
+    ) -> impl DoubleEndedIterator<Item = (&K, &V)> {
         self.map.range(range).map(|(k, v)| (k, &**v))
     }
 
@@ -480,6 +580,7 @@ pub fn parse_state_key(table: Tree, text: &str) -> Result<Vec<u8>, StateKeyError
         Tree::Commitments | Tree::Champions => "a hash (64 hex characters) or 0x+hex",
         Tree::Meta => "`chain` or 0x+hex",
         Tree::Deadlines => "HEIGHT:TASK (decimal height and id) or 0x+hex",
+        Tree::ChampionIndex => "FILE:TASK (hex sha256 of the training file, decimal id) or 0x+hex",
         Tree::Evidence => "0x and the canonical key bytes in hex",
         Tree::Blocks | Tree::Commits | Tree::TxIndex | Tree::Wal => {
             return Err(StateKeyError::NotState(table.name()));
@@ -511,6 +612,11 @@ pub fn parse_state_key(table: Tree, text: &str) -> Result<Vec<u8>, StateKeyError
             let (height, task) = text.split_once(':').ok_or_else(bad)?;
             let height = Height(height.parse().map_err(|_| bad())?);
             encode(&(height, TaskId(task.parse().map_err(|_| bad())?)))
+        }
+        Tree::ChampionIndex => {
+            let (file, task) = text.split_once(':').ok_or_else(bad)?;
+            let file = file.parse::<Hash>().map_err(|_| bad())?;
+            encode(&(file, TaskId(task.parse().map_err(|_| bad())?)))
         }
         _ => return Err(bad()),
     };
@@ -793,6 +899,8 @@ pub struct State {
     pub evidence: Table<EvidenceKey, Height>,
     /// Champions by model hash.
     pub champions: Table<ModelHash, ChampionRecord>,
+    /// The model hash of each champion by (sha256 of its task's public training file, task).
+    pub champion_index: Table<(Hash, TaskId), ModelHash>,
     /// What falls due at each height, by (height, task): a block's end reads only its own
     /// height's entries, never every task.
     pub deadlines: Table<(Height, TaskId), Due>,
@@ -826,6 +934,7 @@ impl State {
             commitments: Table::new(Tree::Commitments),
             evidence: Table::new(Tree::Evidence),
             champions: Table::new(Tree::Champions),
+            champion_index: Table::new(Tree::ChampionIndex),
             deadlines: Table::new(Tree::Deadlines),
         };
         for b in &genesis.balances {
@@ -868,6 +977,7 @@ impl State {
             commitments: Table::load(Tree::Commitments, store, l)?,
             evidence: Table::load(Tree::Evidence, store, l)?,
             champions: Table::load(Tree::Champions, store, l)?,
+            champion_index: Table::load(Tree::ChampionIndex, store, l)?,
             deadlines: Table::load(Tree::Deadlines, store, l)?,
         };
         state.merkle = MerkleTree::from_leaves(leaves);
@@ -894,6 +1004,7 @@ impl State {
         self.commitments.take_changes(&mut ops, l);
         self.evidence.take_changes(&mut ops, l);
         self.champions.take_changes(&mut ops, l);
+        self.champion_index.take_changes(&mut ops, l);
         self.deadlines.take_changes(&mut ops, l);
         self.merkle.apply(leaves);
         ops
@@ -914,6 +1025,7 @@ impl State {
         self.commitments.pending_leaves(l);
         self.evidence.pending_leaves(l);
         self.champions.pending_leaves(l);
+        self.champion_index.pending_leaves(l);
         self.deadlines.pending_leaves(l);
         leaves
     }
@@ -949,6 +1061,7 @@ impl State {
             Tree::Commitments => self.commitments.encoded(key)?,
             Tree::Evidence => self.evidence.encoded(key)?,
             Tree::Champions => self.champions.encoded(key)?,
+            Tree::ChampionIndex => self.champion_index.encoded(key)?,
             Tree::Deadlines => self.deadlines.encoded(key)?,
             Tree::Blocks | Tree::Commits | Tree::TxIndex | Tree::Wal => {
                 return Err(StateKeyError::NotState(table.name()));
@@ -1031,6 +1144,7 @@ impl State {
         let id = TaskId(self.meta.next_task_id);
         self.meta.next_task_id += 1;
         self.meta_dirty = true;
+        let join_deadline = height.plus(spec.windows.join);
         let stakes = self
             .validators
             .iter()
@@ -1046,18 +1160,18 @@ impl State {
             .base_model
             .as_ref()
             .and_then(|b| self.champions.get(&b.model_hash).map(|c| reference(&b.model_hash, c)));
-        let mut earlier: Vec<(TaskId, ReferenceModel)> = self
-            .champions
-            .iter()
-            .filter(|(hash, c)| {
-                c.train_sha256 == spec.dataset.train_sha256
-                    && spec.base_model.as_ref().is_none_or(|b| b.model_hash != **hash)
-            })
-            .map(|(hash, c)| (c.task, reference(hash, c)))
+        // The latest champions on the same training file, newest first, then oldest first: an
+        // index range read, whatever the number of champions on other files.
+        let file = spec.dataset.train_sha256;
+        let mut champions: Vec<ReferenceModel> = self
+            .champion_index
+            .range((file, TaskId(0))..=(file, TaskId(u64::MAX)))
+            .rev()
+            .filter(|(_, hash)| spec.base_model.as_ref().is_none_or(|b| b.model_hash != **hash))
+            .filter_map(|(_, hash)| self.champions.get(hash).map(|c| reference(hash, c)))
+            .take(CHAMPION_REFERENCES_MAX)
             .collect();
-        earlier.sort_by_key(|(task, _)| *task);
-        let skip = earlier.len().saturating_sub(CHAMPION_REFERENCES_MAX);
-        let champions = earlier.into_iter().skip(skip).map(|(_, r)| r).collect();
+        champions.reverse();
         let task = Task {
             id,
             creator,
@@ -1071,9 +1185,11 @@ impl State {
             attested: BTreeSet::new(),
             attested_stake: 0,
             key: None,
+            progress: Progress::default(),
+            due_check: join_deadline,
             report: None,
         };
-        self.deadlines.insert((task.join_deadline(), id), Due::Finalize);
+        self.deadlines.insert((join_deadline, id), Due::Finalize);
         self.tasks.insert(id, task);
         id
     }
@@ -1217,15 +1333,15 @@ impl State {
                 if t.creator != *signer {
                     return Err(TxError::NotCreator(*task));
                 }
+                if t.key.is_some() {
+                    return Err(TxError::KeyAlreadyRevealed(*task));
+                }
                 Self::window(
                     "reveal_heldout_key",
                     h,
                     t.commit_deadline().next(),
                     t.key_deadline(),
                 )?;
-                if t.key.is_some() {
-                    return Err(TxError::KeyAlreadyRevealed(*task));
-                }
                 if key.commitment() != t.spec.dataset.key_commitment {
                     return Err(TxError::WrongKey(*task));
                 }
@@ -1233,27 +1349,28 @@ impl State {
             }
             TxKind::CommitModel { task, commitment } => {
                 let t = self.task(*task)?;
-                Self::window("commit_model", h, t.created_at.next(), t.commit_deadline())?;
-                let sub =
-                    self.submissions.get(&(*task, *signer)).ok_or(TxError::NotJoined(*task))?;
-                if sub.commitment.is_some() {
+                let sub = self.submissions.get(&(*task, *signer));
+                // Done already, said as such even once the window has closed behind it.
+                if sub.is_some_and(|s| s.commitment.is_some()) {
                     return Err(TxError::AlreadyCommitted(*task));
                 }
+                Self::window("commit_model", h, t.created_at.next(), t.commit_deadline())?;
+                sub.ok_or(TxError::NotJoined(*task))?;
                 self.fresh_commitment(commitment)?;
                 Ok(Plan::CommitModel { task: *task, commitment: *commitment })
             }
             TxKind::RevealModel { task, model_hash, salt, size_bytes, params } => {
                 let t = self.task(*task)?;
+                let sub = self.submissions.get(&(*task, *signer));
+                if sub.is_some_and(|s| s.reveal.is_some()) {
+                    return Err(TxError::AlreadyRevealed(*task));
+                }
                 Self::window("reveal_model", h, t.commit_deadline().next(), t.reveal_deadline())?;
                 if t.key.is_none() {
                     return Err(TxError::KeyNotRevealed(*task));
                 }
-                let sub =
-                    self.submissions.get(&(*task, *signer)).ok_or(TxError::NotJoined(*task))?;
+                let sub = sub.ok_or(TxError::NotJoined(*task))?;
                 let committed = sub.commitment.ok_or(TxError::NotCommitted(*task))?;
-                if sub.reveal.is_some() {
-                    return Err(TxError::AlreadyRevealed(*task));
-                }
                 if model_commitment(&self.meta.chain_id, *task, signer, model_hash, salt)
                     != committed
                 {
@@ -1289,15 +1406,15 @@ impl State {
                 if !t.stakes.contains_key(signer) {
                     return Err(TxError::NotValidator(*signer));
                 }
+                if self.verdicts.contains(&(*task, *signer)) {
+                    return Err(TxError::AlreadyCommitted(*task));
+                }
                 Self::window(
                     "commit_scores",
                     h,
                     t.reveal_deadline().next(),
                     t.score_commit_deadline(),
                 )?;
-                if self.verdicts.contains(&(*task, *signer)) {
-                    return Err(TxError::AlreadyCommitted(*task));
-                }
                 self.fresh_commitment(commitment)?;
                 Ok(Plan::CommitScores { task: *task, commitment: *commitment })
             }
@@ -1306,17 +1423,17 @@ impl State {
                 if !t.stakes.contains_key(signer) {
                     return Err(TxError::NotValidator(*signer));
                 }
+                let record = self.verdicts.get(&(*task, *signer));
+                if record.is_some_and(|r| r.verdicts.is_some()) {
+                    return Err(TxError::AlreadyRevealed(*task));
+                }
                 Self::window(
                     "reveal_scores",
                     h,
                     t.score_commit_deadline().next(),
                     t.score_deadline(),
                 )?;
-                let record =
-                    self.verdicts.get(&(*task, *signer)).ok_or(TxError::NotCommitted(*task))?;
-                if record.verdicts.is_some() {
-                    return Err(TxError::AlreadyRevealed(*task));
-                }
+                let record = record.ok_or(TxError::NotCommitted(*task))?;
                 if scores_commitment(&self.meta.chain_id, *task, signer, verdicts, salt)
                     != record.commitment
                 {
@@ -1433,6 +1550,7 @@ impl State {
             }
             Plan::RevealKey { task, key } => {
                 self.tasks.modify(&task, |t| t.key = Some((key, ctx.height)));
+                self.close_windows(task, ctx.height);
             }
             Plan::CommitModel { task, commitment } => {
                 self.submissions.modify(&(task, signer), |s| {
@@ -1440,9 +1558,13 @@ impl State {
                     s.committed_at = Some((ctx.height, ctx.index));
                 });
                 self.commitments.insert(commitment, CommitmentOwner { task, account: signer });
+                self.tasks.modify(&task, |t| t.progress.committed += 1);
+                self.close_windows(task, ctx.height);
             }
             Plan::RevealModel { task, reveal } => {
                 self.submissions.modify(&(task, signer), |s| s.reveal = Some(reveal));
+                self.tasks.modify(&task, |t| t.progress.revealed += 1);
+                self.close_windows(task, ctx.height);
             }
             Plan::CommitScores { task, commitment } => {
                 self.verdicts.insert(
@@ -1450,9 +1572,13 @@ impl State {
                     ScoreRecord { commitment, committed_at: ctx.height, verdicts: None },
                 );
                 self.commitments.insert(commitment, CommitmentOwner { task, account: signer });
+                self.tasks.modify(&task, |t| t.progress.scores_committed += 1);
+                self.close_windows(task, ctx.height);
             }
             Plan::RevealScores { task, verdicts } => {
                 self.verdicts.modify(&(task, signer), |r| r.verdicts = Some(verdicts));
+                self.tasks.modify(&task, |t| t.progress.scores_revealed += 1);
+                self.close_windows(task, ctx.height);
             }
             Plan::Slash { key, amount } => {
                 self.validators.modify(&key.0, |v| v.stake.0 -= amount.0);
@@ -1461,6 +1587,33 @@ impl State {
                 self.credit(ctx.proposer, proposer_cut);
                 self.burn(Amount(amount.0 - proposer_cut.0));
             }
+        }
+    }
+
+    /// Closes the task's windows whose acting set the tx just executed at `height` exhausted (see
+    /// [`Progress`]), and moves its deadlines-table entry to its new next deadline: early closes
+    /// cost the txs that cause them, never a scan of open tasks.
+    fn close_windows(&mut self, id: TaskId, height: Height) {
+        self.tasks.modify(&id, |t| t.close_exhausted_windows(height));
+        self.schedule_due_check(id, height);
+    }
+
+    /// Keeps one `Finalize` entry per open task, at its first deadline at or after `height`
+    /// (deadlines only ever move earlier, so the entry does too).
+    fn schedule_due_check(&mut self, id: TaskId, height: Height) {
+        let Some(task) = self.tasks.get(&id) else { return };
+        let old = task.due_check;
+        let next = match task.report {
+            Some(_) => None,
+            None => task.next_deadline(height),
+        };
+        if next == Some(old) {
+            return;
+        }
+        self.deadlines.remove(&(old, id));
+        if let Some(next) = next {
+            self.deadlines.insert((next, id), Due::Finalize);
+            self.tasks.modify(&id, |t| t.due_check = next);
         }
     }
 
@@ -1482,12 +1635,15 @@ impl State {
             match due {
                 Due::Finalize => {
                     // A task already finalized has nothing left to fall due.
+                    if self.tasks.get(&id).is_none_or(|t| t.report.is_some()) {
+                        continue;
+                    }
+                    // At the join deadline the commit window may already have nobody left.
+                    self.tasks.modify(&id, |t| t.close_exhausted_windows(height));
                     let Some(task) = self.tasks.get(&id) else { continue };
                     let Some(due_at) = task.due_at(height) else { continue };
                     if due_at > height {
-                        if let Some(next) = task.next_deadline(height) {
-                            self.deadlines.insert((next, id), Due::Finalize);
-                        }
+                        self.schedule_due_check(id, height.next());
                         continue;
                     }
                     self.finalize_task(id);
@@ -1574,6 +1730,13 @@ impl State {
         self.credit(task.creator, report.creator_refund);
         self.burn(report.burned);
         if let Some(c) = &report.champion {
+            // A model that was champion before (a byte-identical copy winning again) is indexed
+            // under its latest task only, as the champions table records it.
+            if let Some(old) = self.champions.get(&c.model_hash) {
+                let old_key = (old.train_sha256, old.task);
+                self.champion_index.remove(&old_key);
+            }
+            self.champion_index.insert((task.spec.dataset.train_sha256, id), c.model_hash);
             self.champions.insert(
                 c.model_hash,
                 ChampionRecord {

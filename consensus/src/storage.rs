@@ -33,6 +33,9 @@ pub enum Tree {
     Evidence,
     /// Champions by model hash (the models a task may fine-tune from).
     Champions,
+    /// Champions by (public training file, task won): a new task finds the latest champions on
+    /// its file without reading the others.
+    ChampionIndex,
     /// What falls due at each height: tasks to finalize and finalized tasks to prune.
     Deadlines,
     /// Blocks by height.
@@ -47,7 +50,7 @@ pub enum Tree {
 
 impl Tree {
     /// The trees that hold ledger state (hashed into the state root), in root order.
-    pub const STATE: [Tree; 11] = [
+    pub const STATE: [Tree; 12] = [
         Tree::Meta,
         Tree::Accounts,
         Tree::Validators,
@@ -59,6 +62,7 @@ impl Tree {
         Tree::Evidence,
         Tree::Champions,
         Tree::Deadlines,
+        Tree::ChampionIndex,
     ];
 
     /// The tree's byte: its key prefix in sled, and its first byte in a state record's Merkle
@@ -80,6 +84,7 @@ impl Tree {
             Tree::TxIndex => 12,
             Tree::Wal => 13,
             Tree::Deadlines => 14,
+            Tree::ChampionIndex => 15,
         }
     }
 }
@@ -99,6 +104,7 @@ impl Tree {
             Tree::Evidence => "evidence",
             Tree::Champions => "champions",
             Tree::Deadlines => "deadlines",
+            Tree::ChampionIndex => "champion_index",
             Tree::Blocks => "blocks",
             Tree::Commits => "commits",
             Tree::TxIndex => "tx_index",

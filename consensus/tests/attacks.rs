@@ -264,6 +264,38 @@ fn attack_4_half_the_stake_cannot_push_a_verdict_up() {
     assert!(paid(2) < paid(0) && paid(3) < paid(1), "inflators earn less than honest validators");
 }
 
+/// A new task's reference champions are the latest ones on its training file (at most
+/// `CHAMPION_REFERENCES_MAX`, its own base model excluded), read from the champion index: never
+/// another file's.
+#[test]
+fn a_task_references_the_latest_champions_on_its_own_file() {
+    let mut c = Chain::new(&[10, 10, 10, 10], 4);
+    let mut other_file = long_spec();
+    other_file.dataset.train_sha256 = Hash([77; 32]);
+    let crown = |c: &mut Chain, spec: TaskSpec, model_id: u8, ppm: u32| {
+        let (_, report) =
+            play(c, spec, &[entrant(0, model_id, 1_000)], &[0, 1, 2, 3], |_, s| match s {
+                Subject::Submission(_) => Verdict::scored(ppm),
+                _ => Verdict::scored(100_000),
+            });
+        assert_eq!(report.champion.map(|w| w.model_hash), Some(model(model_id)));
+    };
+    for i in 1..=6u8 {
+        crown(&mut c, long_spec(), i, 500_000 + 50_000 * u32::from(i));
+    }
+    crown(&mut c, other_file, 20, 990_000);
+    let recorded = |c: &Chain, task: TaskId| -> Vec<Hash> {
+        c.task(task).champions.iter().map(|r| r.model_hash).collect()
+    };
+    let plain = c.create_task(long_spec(), REWARD);
+    assert_eq!(recorded(&c, plain), vec![model(3), model(4), model(5), model(6)]);
+    let mut based = long_spec();
+    based.base_model = Some(BaseModel { model_hash: model(6), params: 1_000 });
+    let based = c.create_task(based, REWARD);
+    assert_eq!(recorded(&c, based), vec![model(2), model(3), model(4), model(5)]);
+    assert_eq!(c.ledger.state().champion_index.len(), 7);
+}
+
 /// Attack 6: validators mark the base model Unavailable, the baseline drops to trivial, and a
 /// copy of the champion earns the whole pool. Now an unscored base keeps its recorded score, and
 /// earlier champions on the same training file are scored entries of the baseline too.
@@ -362,6 +394,7 @@ fn attack_7_a_slash_during_scoring_changes_no_verdict_and_old_evidence_is_refuse
     assert_eq!(slashed.entries[1].consensus, Verdict::scored(500_000));
     // Evidence older than 30 heights is refused.
     let mut c = c;
+    c.advance_to(Height(40));
     let h = c.height().0;
     let old = equivocation(&c, 1, h - 31);
     let reporter = key_of(&c, 1);
@@ -582,7 +615,11 @@ fn creator_withholding_the_key_burns_the_escrow_and_returns_bonds_and_entry_fees
     let burned_before = c.ledger.state().meta().burned.0;
     let task = c.create_task(long_spec(), REWARD);
     join_and_commit(&mut c, task, &[0, 1]);
+    // Everyone who joined has committed: the commit window closes at the join deadline, and the
+    // key deadline is counted from there.
+    c.advance_to(c.task(task).join_deadline().next());
     let key_deadline = c.task(task).key_deadline();
+    assert_eq!(key_deadline, c.task(task).join_deadline().plus(long_spec().windows.key));
     c.advance_to(key_deadline);
     assert_eq!(c.task(task).report, None, "open until the key deadline");
     c.commit(vec![]);
@@ -702,6 +739,8 @@ fn the_key_comes_from_the_creator_matches_its_commitment_and_keeps_its_window() 
     let task = c.create_task(long_spec(), REWARD);
     let creator = Keypair::from_seed(c.creator.secret_bytes());
     let reveal = |key| TxKind::RevealHeldoutKey { task, key };
+    // A trainer joins and has not committed, so the commit window runs to its deadline.
+    c.send(&key_of(&c, 0), TxKind::JoinTask { task }).unwrap();
     // Before the commit deadline: models trained on the rows could still be committed.
     c.advance_to(c.task(task).commit_deadline());
     let early = c.send(&creator, reveal(heldout_key()));

@@ -292,6 +292,10 @@ fn a_second_verdict_vector_from_one_validator_is_rejected() {
     let other = two_scores(&c, 1, 2);
     let kind = scores_commit(&c, task, &v0, &other, &salt(8));
     assert!(matches!(c.send(&v0, kind), Err(TxError::AlreadyCommitted(_))));
+    // A second validator commits too, so the task stays open after v0 reveals.
+    let v1 = c.validators[1].clone_key();
+    let kind = scores_commit(&c, task, &v1, &v, &salt(7));
+    c.send(&v1, kind).unwrap();
     c.advance_to(c.task(task).score_commit_deadline().next());
     c.send(&v0, TxKind::RevealScores { task, verdicts: v.clone(), salt: salt(9) }).unwrap();
     let again = TxKind::RevealScores { task, verdicts: v, salt: salt(9) };

@@ -27,11 +27,11 @@ use node::datadir::DataDir;
 use node::http::{HttpConfig, serve_with_config};
 use node::keystore;
 use node::network::{self, NetworkConfig};
-use node::runtime::{ChainEvent, Metrics, NodeContext, Role};
+use node::runtime::{ChainEvent, ExternalTxs, Metrics, NodeContext, Role};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc};
 
 /// Longest any request may take before the test fails.
 const WAIT: Duration = Duration::from_secs(30);
@@ -125,9 +125,9 @@ fn spec() -> TaskSpec {
         windows: Windows {
             join: 3,
             commit: 3,
-            key: 3,
+            key: 5,
             reveal: 3,
-            score_commit: 3,
+            score_commit: 6,
             score_reveal: 3,
         },
         base_model: None,
@@ -180,9 +180,11 @@ impl Chain {
 }
 
 /// The chain: task 1 created at height 1, both validators attest, both trainers join and
-/// commit, the creator reveals the held-out key at height 8; trainer 0's model is scored 600000
-/// ppm by validator 0 and 650000 by validator 1 (who disagrees with the consensus), trainer 1's
-/// is rejected as malformed; the task finalizes at height 19; the tip is 20. Returns the ledger
+/// commit (so the commit window closes at the join deadline, 4), the creator reveals the
+/// held-out key at height 8 and both trainers reveal at 9 (which closes the reveal window);
+/// trainer 0's model is scored 600000 ppm by validator 0 and 650000 by validator 1 (who disagrees
+/// with the consensus), trainer 1's is rejected as malformed; both validators commit at 14 and
+/// reveal at 17, where the task finalizes; the tip is 20. Returns the ledger
 /// and the hash of a transfer in block 2.
 fn build_chain(k: &Keys, genesis: &Genesis) -> (Ledger, Hash) {
     let ledger = Ledger::open(Box::new(MemStore::new()), genesis).unwrap();
@@ -297,7 +299,7 @@ struct Harness {
     keys: Keys,
     genesis: Genesis,
     ctx: NodeContext,
-    external: mpsc::Receiver<(SignedTx, oneshot::Sender<Result<(), String>>)>,
+    external: mpsc::Receiver<ExternalTxs>,
     transfer: Hash,
     _submissions: mpsc::Receiver<node::runtime::Submission>,
     _dir: tempfile::TempDir,
@@ -591,8 +593,9 @@ async fn tasks_and_accounts_explain_the_finalized_rewards() {
     assert_eq!(string(&tasks[0]["champion"]), winner.to_hex());
 
     let task = get(h.addr, "/tasks/1").await.json();
-    assert_eq!(num(&task["deadlines"]["score"]), 19);
-    assert_eq!(num(&task["deadlines"]["key"]), 10);
+    assert_eq!(num(&task["deadlines"]["score"]), 17, "closed early by the last reveal");
+    assert_eq!(num(&task["deadlines"]["key"]), 8, "where the key landed");
+    assert_eq!(num(&task["deadlines"]["commit"]), 4, "closed early at the join deadline");
     assert_eq!(num(&task["key_revealed_at"]), 8);
     assert_eq!(string(&task["attestation"]["attested_stake"]), "160");
     assert_eq!(task["attestation"]["quorum"], true);
@@ -682,9 +685,9 @@ async fn post_txs_forwards_admits_and_refuses() {
         let body = body.clone();
         async move { request(addr, "POST", "/txs", &[], body.as_bytes()).await }
     });
-    let (forwarded, reply) = h.external.recv().await.expect("the tx reaches external_txs");
-    assert_eq!(forwarded, tx);
-    reply.send(Ok(())).unwrap();
+    let forwarded = h.external.recv().await.expect("the tx reaches external_txs");
+    assert_eq!(forwarded.txs, vec![tx.clone()]);
+    forwarded.admitted.send(vec![Ok(())]).unwrap();
     let answer = post.await.unwrap();
     assert_eq!(answer.status, 200, "{}", String::from_utf8_lossy(&answer.body));
     assert_eq!(string(&answer.json()["hash"]), tx.hash().to_hex());
@@ -696,8 +699,8 @@ async fn post_txs_forwards_admits_and_refuses() {
         let body = body.clone();
         async move { request(addr, "POST", "/txs", &[("Origin", &own)], body.as_bytes()).await }
     });
-    let (_, reply) = h.external.recv().await.unwrap();
-    reply.send(Err("nonce 3 already used".into())).unwrap();
+    let forwarded = h.external.recv().await.unwrap();
+    forwarded.admitted.send(vec![Err("nonce 3 already used".into())]).unwrap();
     let refused = post.await.unwrap();
     assert_eq!(refused.status, 400);
     assert!(refused.error().contains("nonce 3 already used"), "{}", refused.error());
@@ -729,6 +732,65 @@ async fn post_txs_forwards_admits_and_refuses() {
         let a = request(addr, "POST", "/txs", &[], bad.as_bytes()).await;
         assert_eq!(a.status, 400, "{bad}");
         assert!(a.error().contains(why), "{bad}: {}", a.error());
+    }
+    assert!(h.external.try_recv().is_err(), "nothing refused was forwarded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn post_txs_takes_a_batch_and_answers_each_tx() {
+    let mut h = start().await;
+    let sender = &h.keys.trainers[0];
+    let transfer = |nonce: u64| {
+        SignedTx::sign(
+            sender,
+            Tx {
+                chain_id: h.genesis.chain_id.clone(),
+                nonce: Nonce(nonce),
+                kind: TxKind::Transfer { to: AccountId([7; 32]), amount: Amount(1) },
+            },
+        )
+    };
+    let good: Vec<SignedTx> = (3..9).map(transfer).collect();
+    let mut forged = transfer(9);
+    forged.tx.nonce = Nonce(10);
+    // Good txs around a forged one and an undecodable one: each answered in its place, and only
+    // the good ones, in order, reach the node.
+    let mut hexes: Vec<String> = good.iter().map(|tx| hex_of(&tx.encode())).collect();
+    hexes.insert(2, hex_of(&forged.encode()));
+    hexes.insert(5, "00".into());
+    let body = serde_json::json!({ "txs": hexes }).to_string();
+    let addr = h.addr;
+    let post =
+        tokio::spawn(async move { request(addr, "POST", "/txs", &[], body.as_bytes()).await });
+    let forwarded = h.external.recv().await.expect("the batch reaches external_txs");
+    assert_eq!(forwarded.txs, good);
+    let mut outcomes = vec![Ok(()); good.len()];
+    outcomes[1] = Err("account full".into());
+    forwarded.admitted.send(outcomes).unwrap();
+    let answer = post.await.unwrap();
+    assert_eq!(answer.status, 200, "{}", String::from_utf8_lossy(&answer.body));
+    let results = answer.json()["results"].as_array().unwrap().clone();
+    assert_eq!(results.len(), 8);
+    let error = |i: usize| results[i]["error"].as_str().unwrap_or("").to_owned();
+    assert_eq!(string(&results[0]["hash"]), good[0].hash().to_hex());
+    assert!(results[0].get("error").is_none());
+    assert!(error(1).contains("account full"), "{}", error(1));
+    assert!(error(2).contains("signature"), "{}", error(2));
+    assert!(error(5).contains("does not decode"), "{}", error(5));
+    assert!(results[5].get("hash").is_none());
+    assert_eq!(string(&results[7]["hash"]), good[5].hash().to_hex());
+    assert!((3..8).filter(|&i| i != 5).all(|i| results[i].get("error").is_none()));
+
+    // An empty batch, an oversized batch, and both shapes at once are refused whole.
+    let too_many = vec!["00"; node::http::TXS_PER_POST_MAX + 1];
+    for (bad, why) in [
+        (serde_json::json!({ "txs": [] }), "1 to"),
+        (serde_json::json!({ "txs": too_many }), "1 to"),
+        (serde_json::json!({ "tx": "00", "txs": ["00"] }), "body must be"),
+    ] {
+        let a = request(addr, "POST", "/txs", &[], bad.to_string().as_bytes()).await;
+        assert_eq!(a.status, 400, "{bad}");
+        assert!(a.error().contains(why), "{}", a.error());
     }
     assert!(h.external.try_recv().is_err(), "nothing refused was forwarded");
 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 use consensus::bft::Message as ConsensusMessage;
 use consensus::chain::{Ledger, build_block};
 use consensus::crypto::Keypair;
+use consensus::encoding::encode;
 use consensus::genesis::{Genesis, GenesisBalance, GenesisValidator, Params};
 use consensus::hash::sha256;
 use consensus::state::State;
@@ -84,10 +85,11 @@ async fn application(
         match event {
             NetworkEvent::GossipReceived { id, message } => {
                 let validation = match &message {
-                    GossipMessage::Tx(tx) => match mempool.insert(tx.as_ref().clone()) {
-                        Ok(_) => Validation::Accept,
-                        Err(error) => error.validation(),
-                    },
+                    GossipMessage::Txs(txs) => {
+                        let admitted =
+                            txs.iter().filter(|tx| mempool.insert((*tx).clone()).is_ok());
+                        if admitted.count() > 0 { Validation::Accept } else { Validation::Ignore }
+                    }
                     _ => Validation::Ignore,
                 };
                 client.validate(id.clone(), validation).await.unwrap();
@@ -240,17 +242,15 @@ async fn a_signed_transaction_gossiped_from_one_node_reaches_the_others() {
     wait_mesh(&a, b.peer, Topic::Txs).await;
     wait_mesh(&b, c.peer, Topic::Txs).await;
 
-    let tx = transfer(0, 5);
-    a.client.publish_tx(&tx).await.unwrap();
+    let txs = vec![transfer(0, 5), transfer(1, 6)];
+    a.client.publish_txs(&txs).await.unwrap();
     for (node, name) in [(&mut b, "B"), (&mut c, "C")] {
-        let got = wait_for(&mut node.events, &format!("{name} to receive the tx"), |e| match e {
-            NetworkEvent::GossipReceived { message: GossipMessage::Tx(t), .. } => {
-                Some(t.as_ref().clone())
-            }
+        let got = wait_for(&mut node.events, &format!("{name} to receive the txs"), |e| match e {
+            NetworkEvent::GossipReceived { message: GossipMessage::Txs(t), .. } => Some(t.clone()),
             _ => None,
         })
         .await;
-        assert_eq!(got, tx);
+        assert_eq!(got, txs, "one batch, in order");
     }
 }
 
@@ -388,8 +388,12 @@ async fn a_peer_sending_bad_gossip_is_penalized_while_honest_messages_flow() {
     // Malformed bytes, and a well-formed tx whose signature does not cover its content.
     let mut forged = transfer(0, 1);
     forged.tx.kind = TxKind::Transfer { to: AccountId([9; 32]), amount: Amount(999) };
-    let bad_messages =
-        [b"not a transaction".to_vec(), forged.encode(), vec![0xff; 100], vec![1, 2, 3]];
+    let bad_messages = [
+        b"not a transaction".to_vec(),
+        encode(&[transfer(0, 1), forged]),
+        vec![0xff; 100],
+        vec![1, 2, 3],
+    ];
     for data in bad_messages {
         bad.client.publish(Topic::Txs, data).await.unwrap();
     }
@@ -406,15 +410,15 @@ async fn a_peer_sending_bad_gossip_is_penalized_while_honest_messages_flow() {
     assert!(rejected >= 3, "{rejected} messages rejected before the disconnect");
 
     let tx = transfer(0, 7);
-    honest.client.publish_tx(&tx).await.unwrap();
+    honest.client.publish_txs(std::slice::from_ref(&tx)).await.unwrap();
     let got = wait_for(&mut victim.events, "the honest tx", |e| match e {
-        NetworkEvent::GossipReceived { id, message: GossipMessage::Tx(t) } => {
-            Some((id.source, t.as_ref().clone()))
+        NetworkEvent::GossipReceived { id, message: GossipMessage::Txs(t) } => {
+            Some((id.source, t.clone()))
         }
         _ => None,
     })
     .await;
-    assert_eq!(got, (honest.peer, tx));
+    assert_eq!(got, (honest.peer, vec![tx]));
     let peers = victim.client.peers().await.unwrap();
     assert!(peers.iter().all(|p| p.peer != bad.peer), "the bad peer stays out");
     let honest_score = peers.iter().find(|p| p.peer == honest.peer).and_then(|p| p.score);

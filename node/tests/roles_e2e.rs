@@ -126,18 +126,25 @@ fn a_genesis_task_is_trained_scored_and_finalized() {
         "before its commit deadline the trainer must not serve its artifact: {early:?}"
     );
 
-    // After the commit deadline the creator reveals the key, through the validator's API.
-    wait_for("the commit deadline", &[&validator, &trainer], || {
-        validator.height() > commit_deadline
-    });
-    let revealed = std::process::Command::new(env!("CARGO_BIN_EXE_node"))
-        .args(["task", "reveal-key", "--id", "1", "--task"])
-        .arg(task_dir.join("task.json"))
-        .arg("--data-dir")
-        .arg(&creator_dir)
-        .args(["--node", &format!("http://{http}")])
-        .output()
-        .unwrap();
+    // After the commit window the creator reveals the key, through the validator's API. The
+    // window closes at the join deadline (100) once the trainer has committed, and at 140 at
+    // the latest: the key is sent from the join deadline on, again until it lands.
+    wait_for("the join deadline", &[&validator, &trainer], || validator.height() > 100);
+    let reveal_key = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_node"))
+            .args(["task", "reveal-key", "--id", "1", "--task"])
+            .arg(task_dir.join("task.json"))
+            .arg("--data-dir")
+            .arg(&creator_dir)
+            .args(["--node", &format!("http://{http}")])
+            .output()
+            .unwrap()
+    };
+    let mut revealed = reveal_key();
+    while !revealed.status.success() && validator.height() <= commit_deadline {
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        revealed = reveal_key();
+    }
     assert!(revealed.status.success(), "{}", String::from_utf8_lossy(&revealed.stderr));
 
     // Every wait is bounded; the chain is followed in steps so a slow machine only slows it.

@@ -166,7 +166,10 @@ impl Chain {
 
     /// Commits blocks up to `task`'s commit deadline, then the creator's key reveal.
     fn reveal_key(&mut self, task: TaskId) {
-        self.advance_to(self.task(task).commit_deadline());
+        // Block by block: the commit window closes early once every joined trainer committed.
+        while self.height() < self.task(task).commit_deadline() {
+            self.empty_block();
+        }
         let creator = key(3, 0);
         self.send(&creator, TxKind::RevealHeldoutKey { task, key: heldout_key() });
     }
@@ -320,8 +323,7 @@ fn scorer_cannot_read_the_heldout_rows_before_the_key_is_on_chain() {
     let none = BTreeMap::new();
     // Through the commit and key windows: the sealed file does not open, and nothing is
     // scored. The creator never reveals: the task ends at its key deadline, unscored.
-    let t = chain.task(task);
-    while chain.height() < t.key_deadline() {
+    while chain.height() < chain.task(task).key_deadline() {
         assert!(matches!(
             open_sealed(&chain.task(task), &sealed),
             Err(ScoreTaskError::KeyNotOnChain(id)) if id == task
@@ -529,8 +531,7 @@ fn trainer_reveals_only_once_the_key_is_on_chain_then_serves() {
         vec![TrainerStep::Commit { task, commitment: model.commitment }]
     );
     chain.send(&key, TxKind::CommitModel { task, commitment: model.commitment });
-    let t = chain.task(task);
-    while chain.height() < t.commit_deadline().plus(2) {
+    while chain.height() < chain.task(task).commit_deadline().plus(2) {
         assert_eq!(
             trainer_plan(chain.state(), &me, &recipe, &records, &served),
             vec![],

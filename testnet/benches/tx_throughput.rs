@@ -4,14 +4,17 @@
 //! The network is the testnet's (same genesis parameters: blocks every 250 ms, 4 validators on
 //! loopback), plus `--accounts` funded accounts that send transfers to each other. Every transfer
 //! is signed before the clock starts; then a few client threads per validator post that
-//! validator's share to its `POST /txs` at the offered rate for `--seconds` (each account always
-//! through the same thread, so its nonces arrive in order). The nodes gossip the transactions, and the validators
+//! validator's share to its `POST /txs` at the offered rate for `--seconds`, each post a batch of
+//! the txs already due (each account always through the same thread, so its nonces arrive in
+//! order). The nodes gossip the transactions, and the validators
 //! propose, vote on and commit blocks as usual. Afterwards the bench reads every block from the
 //! first node's API and prints, per offered rate:
 //! - committed txs/s: the load's transactions committed, over the time from the first submission
 //!   to the block that committed the last one;
 //! - the block time (header times) while the load ran: median, 90th percentile and maximum;
-//! - transactions per block and how many submissions the nodes refused.
+//! - transactions per block and how many submissions the nodes refused;
+//! - the CPU the nodes and the clients used while the load ran, as a share of the machine's
+//!   cores, and so which process was the limit.
 //!
 //! This executable is also the node: started with `argv[0]` = `node` it runs `node::cli::main`,
 //! as the `testnet` launcher does. Run with `cargo bench -p testnet --bench tx_throughput`;
@@ -48,7 +51,11 @@ const START_PER_1000_ACCOUNTS: Duration = Duration::from_secs(1);
 /// Longest wait, after the load stops, for its last transactions to commit.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
 /// Client threads posting to each node (each waits for its node's answer before its next post).
-const SENDERS_PER_NODE: usize = 16;
+const SENDERS_PER_NODE: usize = 2;
+/// Most transactions in one `POST /txs`: a sender posts every tx already due, up to this many.
+const POST_BATCH_MAX: usize = 1_024;
+/// Shortest time between one sender's posts, so each post carries a batch.
+const POST_INTERVAL: Duration = Duration::from_millis(100);
 /// Blocks read per `GET /blocks` page.
 const PAGE: u32 = 100;
 
@@ -60,7 +67,7 @@ struct Load {
 }
 
 fn parse_args() -> anyhow::Result<Load> {
-    let mut load = Load { rates: vec![1_000, 2_500], seconds: 15, accounts: 100_000 };
+    let mut load = Load { rates: vec![2_500, 5_000], seconds: 15, accounts: 100_000 };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = || args.next().with_context(|| format!("{arg} needs a value"));
@@ -130,8 +137,9 @@ fn run(load: &Load) -> anyhow::Result<()> {
     // The validators only: the plan's trainer has no task to train for.
     let mut supervisor = Supervisor::new();
     let mut clients = Vec::new();
+    let mut pids = Vec::new();
     for (i, node) in plan.nodes.iter().enumerate().filter(|(_, n)| n.role == Role::Validator) {
-        supervisor.spawn(Spawn {
+        let pid = supervisor.spawn(Spawn {
             name: node.name.clone(),
             program: exe.clone(),
             arg0: Some(NODE_ARG0.into()),
@@ -145,6 +153,7 @@ fn run(load: &Load) -> anyhow::Result<()> {
             env: vec![("RUST_LOG".into(), "warn".into()), ("RAYON_NUM_THREADS".into(), "1".into())],
             log: layout.logs[i].clone(),
         })?;
+        pids.push(pid);
         clients.push(Client::new(&layout.urls[i]));
     }
     let started = Instant::now();
@@ -168,7 +177,7 @@ fn run(load: &Load) -> anyhow::Result<()> {
         plan.genesis.params.block_interval_ms, load.accounts, load.seconds
     );
     println!(
-        "{:>8} {:>10} {:>9} {:>9} {:>14} {:>11} {:>9} {:>9} {:>9} {:>9}",
+        "{:>8} {:>10} {:>9} {:>9} {:>14} {:>11} {:>9} {:>9} {:>9} {:>9}  {}",
         "offered",
         "submitted",
         "sent/s",
@@ -178,14 +187,15 @@ fn run(load: &Load) -> anyhow::Result<()> {
         "blocks",
         "median",
         "p90",
-        "max"
+        "max",
+        "CPU while loaded (share of all cores)"
     );
     let mut nonces = vec![0u64; keys.len()];
     for &rate in &load.rates {
         let txs = sign_load(&plan.genesis.chain_id, &keys, rate, load.seconds, &mut nonces);
-        let figures = measure(&clients, txs, keys.len(), rate, &mut supervisor)?;
+        let figures = measure(&clients, &pids, txs, keys.len(), rate, &mut supervisor)?;
         println!(
-            "{:>8} {:>10} {:>9.0} {:>9} {:>14.0} {:>11.0} {:>9} {:>6} ms {:>6} ms {:>6} ms",
+            "{:>8} {:>10} {:>9.0} {:>9} {:>14.0} {:>11.0} {:>9} {:>6} ms {:>6} ms {:>6} ms  {}",
             rate,
             figures.submitted,
             figures.sent_per_s,
@@ -196,6 +206,7 @@ fn run(load: &Load) -> anyhow::Result<()> {
             percentile(&figures.block_times, 50),
             percentile(&figures.block_times, 90),
             percentile(&figures.block_times, 100),
+            figures.cpu,
         );
         if let Some(error) = figures.first_refusal {
             println!("         first refusal: {error}");
@@ -241,6 +252,52 @@ struct Figures {
     txs_per_block: f64,
     /// Header-time gaps between consecutive blocks committed while the load ran, in ms, sorted.
     block_times: Vec<u64>,
+    /// Where the CPU went while the load ran.
+    cpu: CpuShares,
+}
+
+/// CPU used while the load ran, as shares of the machine's cores (1.0 = all of them busy).
+struct CpuShares {
+    nodes: Vec<f64>,
+    clients: f64,
+}
+
+impl std::fmt::Display for CpuShares {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let nodes: f64 = self.nodes.iter().sum();
+        let each: Vec<String> = self.nodes.iter().map(|n| format!("{:.0}%", n * 100.0)).collect();
+        let limit = if nodes + self.clients < 0.85 {
+            "neither: cores idle, latency-bound"
+        } else if nodes >= 2.0 * self.clients {
+            "nodes"
+        } else {
+            "clients"
+        };
+        write!(
+            f,
+            "nodes {:.0}% ({}), clients {:.0}%: limit {limit}",
+            nodes * 100.0,
+            each.join(" "),
+            self.clients * 100.0
+        )
+    }
+}
+
+/// CPU seconds (user + system) process `pid` has used, from `/proc/<pid>/stat`.
+fn cpu_seconds(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces, so split after its closing paren):
+    // utime and stime are the 12th and 13th, in clock ticks of 1/100 s.
+    let rest = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let ticks: u64 =
+        rest.split_whitespace().skip(11).take(2).filter_map(|t| t.parse::<u64>().ok()).sum();
+    ticks as f64 / 100.0
+}
+
+/// Processes' CPU seconds over a span of wall time, as shares of every core.
+fn cpu_shares(before: &[f64], after: &[f64], wall: Duration) -> Vec<f64> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    before.iter().zip(after).map(|(b, a)| (a - b) / wall.as_secs_f64() / cores).collect()
 }
 
 fn now_ms() -> u64 {
@@ -251,6 +308,7 @@ fn now_ms() -> u64 {
 /// one node in nonce order, waits for them to commit, and reads the blocks.
 fn measure(
     clients: &[Client],
+    pids: &[u32],
     txs: Vec<SignedTx>,
     accounts: usize,
     rate: u32,
@@ -265,8 +323,12 @@ fn measure(
     for (i, tx) in txs.into_iter().enumerate() {
         shares[(i % accounts) % senders].push((i, tx));
     }
+    let processes: Vec<String> =
+        pids.iter().map(u32::to_string).chain(["self".to_owned()]).collect();
+    let cpu_before: Vec<f64> = processes.iter().map(|p| cpu_seconds(p)).collect();
     let start = Instant::now();
     let start_ms = now_ms();
+    let due = |i: usize| start + Duration::from_secs_f64(i as f64 / f64::from(rate));
     let results: Vec<(usize, usize, Option<String>)> = std::thread::scope(|scope| {
         let handles: Vec<_> = shares
             .into_iter()
@@ -275,15 +337,34 @@ fn measure(
             .map(|(share, client)| {
                 scope.spawn(move || {
                     let (mut sent, mut refused, mut first) = (0, 0, None);
-                    for (i, tx) in share {
-                        let due = start + Duration::from_secs_f64(i as f64 / f64::from(rate));
-                        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                    let mut share = share.into_iter().peekable();
+                    let mut last_post = start;
+                    while let Some(&(next, _)) = share.peek() {
+                        let at = due(next).max(last_post + POST_INTERVAL);
+                        if let Some(wait) = at.checked_duration_since(Instant::now()) {
                             std::thread::sleep(wait);
                         }
-                        sent += 1;
-                        if let Err(error) = client.post_tx(&tx) {
-                            refused += 1;
-                            first.get_or_insert_with(|| format!("{error:#}"));
+                        last_post = Instant::now();
+                        // Every tx already due, up to a batch.
+                        let now = Instant::now();
+                        let mut batch = Vec::new();
+                        while batch.len() < POST_BATCH_MAX
+                            && let Some((_, tx)) = share.next_if(|(i, _)| due(*i) <= now)
+                        {
+                            batch.push(tx);
+                        }
+                        sent += batch.len();
+                        match client.post_txs(&batch) {
+                            Ok(outcomes) => {
+                                for error in outcomes.into_iter().filter_map(Result::err) {
+                                    refused += 1;
+                                    first.get_or_insert(error);
+                                }
+                            }
+                            Err(error) => {
+                                refused += batch.len();
+                                first.get_or_insert_with(|| format!("{error:#}"));
+                            }
                         }
                     }
                     (sent, refused, first)
@@ -293,7 +374,12 @@ fn measure(
         handles.into_iter().map(|h| h.join().expect("a client thread panicked")).collect()
     });
     let load_end_ms = now_ms();
-    let sent_per_s = total as f64 / start.elapsed().as_secs_f64();
+    let loaded = start.elapsed();
+    let cpu_after: Vec<f64> = processes.iter().map(|p| cpu_seconds(p)).collect();
+    let mut used = cpu_shares(&cpu_before, &cpu_after, loaded);
+    let clients_share = used.pop().unwrap_or(0.0);
+    let cpu = CpuShares { nodes: used, clients: clients_share };
+    let sent_per_s = total as f64 / loaded.as_secs_f64();
     let submitted: usize = results.iter().map(|r| r.0).sum();
     let refused: usize = results.iter().map(|r| r.1).sum();
     let first_refusal = results.into_iter().find_map(|r| r.2);
@@ -330,6 +416,7 @@ fn measure(
         committed_per_s: committed as f64 * 1000.0 / span_ms as f64,
         txs_per_block: committed as f64 / with_txs as f64,
         block_times,
+        cpu,
     })
 }
 

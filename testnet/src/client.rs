@@ -501,6 +501,30 @@ impl Client {
         )?;
         Ok(answer.get("hash").and_then(Value::as_str).unwrap_or_default().to_owned())
     }
+
+    /// `POST /txs` with a batch: submits signed transactions in one request; returns, in order,
+    /// each one's hash or the node's reason for refusing it.
+    pub fn post_txs(&self, txs: &[SignedTx]) -> anyhow::Result<Vec<Result<String, String>>> {
+        let hexes: Vec<String> = txs.iter().map(|tx| hex::encode(tx.encode())).collect();
+        let body = serde_json::json!({ "txs": hexes }).to_string();
+        let url = format!("{}/txs", self.base);
+        let answer = self.read(
+            &format!("POST /txs ({} txs)", txs.len()),
+            self.agent.post(&url).content_type("application/json").send(body.as_bytes()),
+        )?;
+        let results = answer
+            .get("results")
+            .and_then(Value::as_array)
+            .filter(|r| r.len() == txs.len())
+            .with_context(|| format!("POST /txs answered {answer} for {} txs", txs.len()))?;
+        Ok(results
+            .iter()
+            .map(|r| match r.get("error").and_then(Value::as_str) {
+                Some(error) => Err(error.to_owned()),
+                None => Ok(r.get("hash").and_then(Value::as_str).unwrap_or_default().to_owned()),
+            })
+            .collect())
+    }
 }
 
 #[cfg(test)]

@@ -33,7 +33,7 @@ pub const CHAIN_TIMEOUT: Duration = Duration::from_secs(60);
 /// Longest time the chain may stand still before the run fails.
 pub const STALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// Time between polls of the nodes' APIs.
-pub const POLL_INTERVAL: Duration = Duration::from_millis(300);
+pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
 /// How long the creator waits for its `RevealHeldoutKey` to land before sending it again (a
 /// dropped transaction; a second copy with the same nonce is refused as a replay).
 pub const KEY_RESEND: Duration = Duration::from_secs(3);
@@ -166,8 +166,10 @@ fn drive(
         let w = spec.windows;
         let blocks = w.join + w.commit + w.key + w.reveal + w.score_commit + w.score_reveal;
         println!(
-            "following task {task_id}: its windows last {blocks} blocks, about {} s at \
-             {BLOCK_INTERVAL_MS} ms per block",
+            "following task {task_id} (posted at {:.1} s): its windows last at most {blocks} \
+             blocks, about {} s at {BLOCK_INTERVAL_MS} ms per block, and each closes once \
+             everyone who may act in it has",
+            started.elapsed().as_secs_f64(),
             blocks * BLOCK_INTERVAL_MS / 1_000
         );
         let key = plan::heldout_key(plan.settings.seed, round);
@@ -391,6 +393,7 @@ fn follow(
     names: &BTreeMap<AccountId, &str>,
 ) -> anyhow::Result<TaskView> {
     let mut key_sent_at: Option<Instant> = None;
+    let mut phases = PhaseClock::default();
     let mut last_line = String::new();
     let mut last_height = 0;
     let mut moved = Instant::now();
@@ -404,11 +407,13 @@ fn follow(
             bail!("the chain stalled at height {last_height} for {} s", STALL_TIMEOUT.as_secs());
         }
         let view = lead.task(task_id)?;
+        phases.saw(&view.phase);
         if view.report.is_some() {
             println!(
                 "height {:>4}  task {task_id}: finalized at height {}",
                 status.height, view.deadlines.score
             );
+            println!("phase timings (as polled): {phases}");
             return Ok(view);
         }
         let resend = key_sent_at.is_none_or(|at| at.elapsed() >= KEY_RESEND);
@@ -429,6 +434,34 @@ fn follow(
             last_line = line;
         }
         interrupt::sleep(POLL_INTERVAL)?;
+    }
+}
+
+/// When each phase of a task was first seen, to print how long each lasted.
+#[derive(Debug, Default)]
+struct PhaseClock {
+    seen: Vec<(String, Instant)>,
+}
+
+impl PhaseClock {
+    fn saw(&mut self, phase: &str) {
+        if self.seen.last().is_none_or(|(last, _)| last != phase) {
+            self.seen.push((phase.to_owned(), Instant::now()));
+        }
+    }
+}
+
+impl std::fmt::Display for PhaseClock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut parts: Vec<String> = self
+            .seen
+            .windows(2)
+            .map(|w| format!("{} {:.1} s", w[0].0, (w[1].1 - w[0].1).as_secs_f64()))
+            .collect();
+        if let (Some((_, first)), Some((_, last))) = (self.seen.first(), self.seen.last()) {
+            parts.push(format!("task {:.1} s", (*last - *first).as_secs_f64()));
+        }
+        f.write_str(&parts.join(", "))
     }
 }
 

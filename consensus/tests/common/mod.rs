@@ -248,10 +248,14 @@ impl Chain {
         assert_eq!(self.commit(txs).txs.len(), indices.len(), "every attestation lands");
     }
 
-    /// Runs to the block after the commit deadline and has the creator reveal the held-out key
+    /// Runs to the block after the commit window and has the creator reveal the held-out key
     /// there, so trainers may reveal from the next block on.
     pub fn open_reveals(&mut self, task: TaskId) {
-        self.advance_to(self.task(task).commit_deadline().next());
+        // Block by block: the commit window closes at the join deadline when every joined
+        // trainer has committed, which moves the deadline earlier.
+        while self.height().next() <= self.task(task).commit_deadline() {
+            self.commit(vec![]);
+        }
         let creator = key(3, 0);
         self.send(&creator, TxKind::RevealHeldoutKey { task, key: heldout_key() }).unwrap();
     }

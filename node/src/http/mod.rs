@@ -54,6 +54,7 @@ use tower::ServiceExt;
 use tower_http::timeout::TimeoutBody;
 
 pub use error::{ApiError, ApiResult};
+pub use write::TXS_PER_POST_MAX;
 
 use crate::blobs::BLOB_BYTES_LIMIT;
 use crate::runtime::NodeContext;
@@ -176,7 +177,7 @@ fn router(api: Api) -> Router {
         .route("/validators", get(read::validators))
         .route("/blocks", get(read::blocks))
         .route("/blocks/{height}", get(read::block))
-        .route("/txs", post(write::post_tx))
+        .route("/txs", post(write::post_txs))
         .route("/txs/{hash}", get(read::tx))
         .route("/tasks", get(tasks::tasks))
         .route("/tasks/{id}", get(tasks::task))

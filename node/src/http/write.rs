@@ -9,7 +9,7 @@ use axum::extract::{ConnectInfo, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::Response;
-use consensus::tx::SignedTx;
+use consensus::tx::{SignedTx, verify_txs};
 use consensus::types::Hash;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::read::query;
 use super::{Api, ApiError, ApiResult, ClientAddr, HttpConfig};
 use crate::blobs::BlobStoreError;
+use crate::runtime::ExternalTxs;
 
 /// Room for the JSON around a transaction's hex in a `POST /txs` body, in bytes.
 const TX_BODY_ENVELOPE_BYTES: usize = 1_024;
@@ -82,60 +83,173 @@ fn host_allowed(host: &str, allowed: &[String]) -> bool {
     !name.is_empty() && allowed.iter().any(|a| a.eq_ignore_ascii_case(name))
 }
 
-/// `POST /txs` body.
+/// Most transactions in one `POST /txs` body.
+pub const TXS_PER_POST_MAX: usize = 1_024;
+
+/// `POST /txs` body: one transaction, or a batch.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct TxBody {
-    tx: String,
+    tx: Option<String>,
+    txs: Option<Vec<String>>,
 }
 
-/// `POST /txs` answer.
+/// `POST /txs` answer to one transaction.
 #[derive(Debug, Serialize)]
 pub struct TxAccepted {
     hash: Hash,
 }
 
-pub(super) async fn post_tx(State(api): State<Api>, body: Body) -> ApiResult<Json<TxAccepted>> {
+/// One transaction's outcome in the answer to a batch: its hash when it decoded, and `error`
+/// when it was refused.
+#[derive(Debug, Serialize)]
+pub struct TxOutcome {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hash: Option<Hash>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+/// `POST /txs` answer: what a single tx gets, or each tx's outcome in the order sent.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum TxsAnswer {
+    /// `{"tx": …}` was admitted.
+    One(TxAccepted),
+    /// `{"txs": […]}`: one outcome per tx.
+    Batch {
+        /// In the order of the body.
+        results: Vec<TxOutcome>,
+    },
+}
+
+/// A tx of the body once it decoded and its chain was checked, or why not.
+type Decoded = Result<SignedTx, String>;
+
+/// `POST /txs`: `{"tx": "<hex>"}` answers the tx's hash or an error status; `{"txs": [...]}`
+/// (1 to [`TXS_PER_POST_MAX`] txs) answers each tx's outcome. Signatures are checked in one pass
+/// ([`verify_txs`]) off the async threads, then the node admits the valid txs in order.
+pub(super) async fn post_txs(State(api): State<Api>, body: Body) -> ApiResult<Json<TxsAnswer>> {
     let params = &api.ctx.genesis.params;
     let max_tx = usize::try_from(params.max_tx_bytes).unwrap_or(usize::MAX);
-    let limit = max_tx.saturating_mul(2).saturating_add(TX_BODY_ENVELOPE_BYTES);
+    let max_block = usize::try_from(params.max_block_bytes).unwrap_or(usize::MAX);
+    let limit =
+        max_block.saturating_mul(2).saturating_add(TX_BODY_ENVELOPE_BYTES + 4 * TXS_PER_POST_MAX);
     let bytes = axum::body::to_bytes(body, limit).await.map_err(|e| {
         let e = e.into_inner();
         if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
             ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                format!("body over {limit} bytes (a transaction is at most {max_tx} bytes)"),
+                format!(
+                    "body over {limit} bytes (a transaction is at most {max_tx} bytes, a batch at \
+                     most a block's {max_block})"
+                ),
             )
         } else {
             ApiError::bad_request(format!("reading the body failed: {e}"))
         }
     })?;
+    let shape = r#"body must be {"tx": "<hex>"} or {"txs": ["<hex>", ...]}"#;
     let body: TxBody = serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError::bad_request(format!("body must be {{\"tx\": \"<hex>\"}}: {e}")))?;
-    let raw = decode_hex(&body.tx)?;
-    let tx = SignedTx::decode(&raw, max_tx)
-        .map_err(|e| ApiError::bad_request(format!("tx does not decode: {e}")))?;
-    let chain = &api.ctx.genesis.chain_id;
-    if &tx.tx.chain_id != chain {
-        return Err(ApiError::bad_request(format!(
-            "tx is for chain {:?}, this node runs {chain:?}",
-            tx.tx.chain_id
-        )));
+        .map_err(|e| ApiError::bad_request(format!("{shape}: {e}")))?;
+    let (texts, single) = match (body.tx, body.txs) {
+        (Some(tx), None) => (vec![tx], true),
+        (None, Some(txs)) if (1..=TXS_PER_POST_MAX).contains(&txs.len()) => (txs, false),
+        (None, Some(txs)) => {
+            return Err(ApiError::bad_request(format!(
+                "a batch holds 1 to {TXS_PER_POST_MAX} transactions, not {}",
+                txs.len()
+            )));
+        }
+        _ => return Err(ApiError::bad_request(shape)),
+    };
+    let chain = api.ctx.genesis.chain_id.clone();
+    let decoded: Vec<Decoded> = texts.iter().map(|t| decode_tx(t, max_tx, &chain)).collect();
+    let checked = tokio::task::spawn_blocking(move || check_signatures(&chain, decoded))
+        .await
+        .map_err(|e| ApiError::unavailable(format!("checking signatures failed: {e}")))?;
+    let results = admit(&api, checked).await?;
+    if single {
+        let (hash, outcome) = results.into_iter().next().expect("one tx, one outcome");
+        return match (hash, outcome) {
+            (Some(hash), Ok(())) => Ok(Json(TxsAnswer::One(TxAccepted { hash }))),
+            (_, Err(why)) => Err(ApiError::bad_request(why)),
+            (None, Ok(())) => unreachable!("an admitted tx has a hash"),
+        };
     }
-    tx.verify(chain).map_err(|e| ApiError::bad_request(format!("tx signature: {e}")))?;
-    let hash = tx.hash();
-    let (reply, answer) = oneshot::channel();
-    let admitted = tokio::time::timeout(api.config.admit_timeout, async {
-        api.ctx.external_txs.send((tx, reply)).await.ok()?;
-        answer.await.ok()
-    })
-    .await;
-    match admitted {
-        Ok(Some(Ok(()))) => Ok(Json(TxAccepted { hash })),
-        Ok(Some(Err(why))) => Err(ApiError::bad_request(format!("tx {hash} refused: {why}"))),
-        Ok(None) => Err(ApiError::unavailable("the node is not admitting transactions")),
-        Err(_) => Err(ApiError::unavailable("the node did not admit the transaction in time")),
+    let results = results
+        .into_iter()
+        .map(|(hash, outcome)| TxOutcome { hash, error: outcome.err() })
+        .collect();
+    Ok(Json(TxsAnswer::Batch { results }))
+}
+
+/// One tx of the body: hex, canonical bytes within the chain's limit, this chain's id.
+fn decode_tx(text: &str, max_tx: usize, chain: &str) -> Decoded {
+    let raw = decode_hex(text).map_err(|e| e.message)?;
+    let tx = SignedTx::decode(&raw, max_tx).map_err(|e| format!("tx does not decode: {e}"))?;
+    if tx.tx.chain_id != chain {
+        return Err(format!("tx is for chain {:?}, this node runs {chain:?}", tx.tx.chain_id));
     }
+    Ok(tx)
+}
+
+/// Checks the signatures of the decoded txs in batches, marking the bad ones. A failed batch
+/// names its first bad tx; checking goes on after it, so each signature is checked at most twice.
+fn check_signatures(chain: &str, mut decoded: Vec<Decoded>) -> Vec<Decoded> {
+    let (indices, txs): (Vec<usize>, Vec<SignedTx>) = decoded
+        .iter()
+        .enumerate()
+        .filter_map(|(i, d)| d.as_ref().ok().map(|tx| (i, tx.clone())))
+        .unzip();
+    let mut start = 0;
+    while let Err((bad, error)) = verify_txs(chain, &txs[start..]) {
+        decoded[indices[start + bad]] = Err(format!("tx signature: {error}"));
+        start += bad + 1;
+    }
+    decoded
+}
+
+/// Hands the valid txs to the node to admit, in order; each tx's hash (when it decoded) and
+/// outcome.
+async fn admit(
+    api: &Api,
+    checked: Vec<Decoded>,
+) -> ApiResult<Vec<(Option<Hash>, Result<(), String>)>> {
+    let txs: Vec<SignedTx> = checked.iter().filter_map(|d| d.as_ref().ok().cloned()).collect();
+    let mut admitted = if txs.is_empty() {
+        Vec::new()
+    } else {
+        let (reply, answer) = oneshot::channel();
+        let waited = tokio::time::timeout(api.config.admit_timeout, async {
+            api.ctx.external_txs.send(ExternalTxs { txs, admitted: reply }).await.ok()?;
+            answer.await.ok()
+        })
+        .await;
+        match waited {
+            Ok(Some(results)) => results,
+            Ok(None) => {
+                return Err(ApiError::unavailable("the node is not admitting transactions"));
+            }
+            Err(_) => {
+                return Err(ApiError::unavailable(
+                    "the node did not admit the transactions in time",
+                ));
+            }
+        }
+    }
+    .into_iter();
+    Ok(checked
+        .into_iter()
+        .map(|d| match d {
+            Ok(tx) => {
+                let hash = tx.hash();
+                let outcome = admitted.next().unwrap_or(Ok(()));
+                (Some(hash), outcome.map_err(|why| format!("tx {hash} refused: {why}")))
+            }
+            Err(why) => (None, Err(why)),
+        })
+        .collect())
 }
 
 fn decode_hex(text: &str) -> ApiResult<Vec<u8>> {

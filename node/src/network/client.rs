@@ -9,7 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use consensus::bft::Message as ConsensusMessage;
 use consensus::block::Block;
-use consensus::encoding::encode;
+use consensus::encoding::{encode, encoded_len};
 use consensus::tx::SignedTx;
 use consensus::types::Hash;
 use libp2p::{Multiaddr, PeerId};
@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::blob::{self, BlobFetchError};
 use super::codec::{BlobRequest, BlobResponse, SyncRequest, SyncResponse};
 use super::config::{BlobLimits, NetworkConfig, SyncLimits};
-use super::gossip::{CommittedBlock, ConsensusEnvelope, Topic, Validation};
+use super::gossip::{CommittedBlock, ConsensusEnvelope, TXS_PER_MESSAGE_MAX, Topic, Validation};
 use super::sync::{self, SyncError, SyncResponder};
 use super::{GossipId, Misbehavior, NetworkError, PeerInfo, Traffic};
 use crate::blobs::BlobStore;
@@ -196,14 +196,30 @@ impl NetworkClient {
         self.ask(|reply| Command::Publish { topic, data, reply }).await?
     }
 
-    /// Hands a signed transaction to the swarm to gossip on the `txs` topic, without waiting for
-    /// it: the caller (the driver, admitting thousands of txs a second) never waits on the swarm.
-    /// A tx no peer can take yet (none subscribed) is kept, within a bound, and published when a
-    /// peer subscribes to the topic.
-    pub async fn publish_tx(&self, tx: &SignedTx) -> Result<(), NetworkError> {
-        let data = encode(tx);
-        self.within_limit(Topic::Txs, &data)?;
-        self.send(Command::Gossip { topic: Topic::Txs, data }).await
+    /// Hands signed transactions to the swarm to gossip on the `txs` topic, in batches of at most
+    /// [`TXS_PER_MESSAGE_MAX`] within the gossip limit, without waiting for them: the caller (the
+    /// driver, admitting thousands of txs a second) never waits on the swarm. A batch no peer can
+    /// take yet (none subscribed) is kept, within a bound, and published when a peer subscribes.
+    pub async fn publish_txs(&self, txs: &[SignedTx]) -> Result<(), NetworkError> {
+        // A Vec's length prefix takes at most 10 bytes.
+        let budget = self.shared.gossip_bytes_max.saturating_sub(10);
+        let mut start = 0;
+        while start < txs.len() {
+            let (mut end, mut bytes) = (start, 0usize);
+            while end < txs.len() && end - start < TXS_PER_MESSAGE_MAX {
+                let size = encoded_len(&txs[end]);
+                if bytes + size > budget && end > start {
+                    break;
+                }
+                bytes += size;
+                end += 1;
+            }
+            let data = encode(&txs[start..end]);
+            self.within_limit(Topic::Txs, &data)?;
+            self.send(Command::Gossip { topic: Topic::Txs, data }).await?;
+            start = end;
+        }
+        Ok(())
     }
 
     /// Publishes a proposal or vote on the `consensus` topic, in a [`ConsensusEnvelope`] with a

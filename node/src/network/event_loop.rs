@@ -18,7 +18,7 @@ use super::behaviour::{Behaviour, BehaviourEvent, GRAYLIST_THRESHOLD};
 use super::client::{Command, RequestError};
 use super::codec::{BlobRequest, BlobResponse, SyncResponse};
 use super::config::NetworkConfig;
-use super::gossip::{Topic, Validation, check_stateless};
+use super::gossip::{GossipMessage, Topic, Validation, check_stateless};
 use super::handshake::{self, HandshakeError};
 use super::sync::SyncResponder;
 use super::throttle::SyncThrottle;
@@ -284,7 +284,17 @@ impl EventLoop {
                         self.swarm.behaviour_mut().slots.mark_useful(propagation_source);
                         let id =
                             GossipId { message_id: message_id.clone(), source: propagation_source };
-                        if !self.emit(NetworkEvent::GossipReceived { id, message }) {
+                        // Transactions are best effort: they may fill only half the queue, so a
+                        // flood of them never crowds out proposals, votes and blocks.
+                        let room = self.events.capacity();
+                        let txs_may_wait = room > self.config.channel_capacity / 2;
+                        let deliver = !matches!(message, GossipMessage::Txs(_)) || txs_may_wait;
+                        if !deliver {
+                            tracing::debug!(
+                                "the application is busy; a transaction batch is dropped"
+                            );
+                        }
+                        if !deliver || !self.emit(NetworkEvent::GossipReceived { id, message }) {
                             self.report(
                                 &message_id,
                                 &propagation_source,

@@ -1,6 +1,7 @@
 //! Gossip topics, message ids, and the stateless half of gossip validation.
 //!
-//! Topics are `/crucible/<chain_id>/{txs,consensus,blocks}/1`. A message id is a domain-tagged
+//! Topics are `/crucible/<chain_id>/txs/2` and `/crucible/<chain_id>/{consensus,blocks}/1` (the
+//! number is the payload's version: a `txs` message is a batch since version 2). A message id is a domain-tagged
 //! sha256 of the topic and the message bytes, so the same bytes relayed by many peers are one
 //! message, and no two topics share an id.
 //!
@@ -18,7 +19,7 @@ use consensus::block::Block;
 use consensus::crypto::{Domain, SignatureError, verify};
 use consensus::encoding::{DecodeError, decode, encode};
 use consensus::hash::tagged_hash;
-use consensus::tx::SignedTx;
+use consensus::tx::{SignedTx, verify_txs};
 use consensus::types::{Hash, Height};
 use consensus::validators::VALIDATORS_MAX;
 use consensus::vote::CommitCertificate;
@@ -31,7 +32,7 @@ pub const MESSAGE_ID_TAG: &[u8] = b"crucible/gossip-id/v1";
 /// The three gossip topics of a chain.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Topic {
-    /// Signed transactions ([`SignedTx`]).
+    /// Batches of signed transactions (a `Vec` of [`SignedTx`], at most [`TXS_PER_MESSAGE_MAX`]).
     Txs,
     /// Proposals and votes between validators ([`ConsensusMessage<Block>`]).
     Consensus,
@@ -52,9 +53,17 @@ impl Topic {
         }
     }
 
-    /// The gossipsub topic of this chain: `/crucible/<chain_id>/<name>/1`.
+    /// The version of the topic's payload.
+    pub fn version(self) -> u32 {
+        match self {
+            Topic::Txs => 2,
+            Topic::Consensus | Topic::Blocks => 1,
+        }
+    }
+
+    /// The gossipsub topic of this chain: `/crucible/<chain_id>/<name>/<version>`.
     pub fn ident(self, chain_id: &str) -> IdentTopic {
-        IdentTopic::new(format!("/crucible/{chain_id}/{}/1", self.name()))
+        IdentTopic::new(format!("/crucible/{chain_id}/{}/{}", self.name(), self.version()))
     }
 
     /// Which of this chain's topics `hash` is, if any.
@@ -91,11 +100,14 @@ impl CommittedBlock {
     }
 }
 
+/// Most transactions in one `txs` message (a batch is also bounded by the gossip byte limit).
+pub const TXS_PER_MESSAGE_MAX: usize = 1_024;
+
 /// A gossip message that passed the stateless checks.
 #[derive(Clone, Debug, PartialEq)]
 pub enum GossipMessage {
-    /// A signed transaction.
-    Tx(Box<SignedTx>),
+    /// Signed transactions, 1 to [`TXS_PER_MESSAGE_MAX`].
+    Txs(Vec<SignedTx>),
     /// A proposal or vote.
     Consensus(Box<ConsensusMessage<Block>>),
     /// A committed block.
@@ -106,7 +118,7 @@ impl GossipMessage {
     /// The topic the message travels on.
     pub fn topic(&self) -> Topic {
         match self {
-            GossipMessage::Tx(_) => Topic::Txs,
+            GossipMessage::Txs(_) => Topic::Txs,
             GossipMessage::Consensus(_) => Topic::Consensus,
             GossipMessage::Block(_) => Topic::Blocks,
         }
@@ -199,14 +211,27 @@ pub fn check_stateless(
         |found: &str| GossipError::WrongChain { expected: chain_id.into(), found: found.into() };
     match topic {
         Topic::Txs => {
-            let tx = SignedTx::decode(data, tx_bytes_max)?;
-            // The signer's signature over its own chain id first, so a tx of another chain is
-            // named as such rather than as a bad signature.
-            tx.verify(&tx.tx.chain_id)?;
-            if tx.tx.chain_id != chain_id {
+            let txs: Vec<SignedTx> = decode("transaction batch", data, data.len())?;
+            if txs.is_empty() || txs.len() > TXS_PER_MESSAGE_MAX {
+                return Err(GossipError::Inconsistent(format!(
+                    "a batch holds {} transactions; 1..={TXS_PER_MESSAGE_MAX} expected",
+                    txs.len()
+                )));
+            }
+            for tx in &txs {
+                let found = encode(tx).len();
+                if found > tx_bytes_max {
+                    return Err(GossipError::Oversized { found, limit: tx_bytes_max });
+                }
+            }
+            // A tx of another chain is checked with its own chain id first, so it is named as
+            // such rather than as a bad signature.
+            if let Some(tx) = txs.iter().find(|tx| tx.tx.chain_id != chain_id) {
+                tx.verify(&tx.tx.chain_id)?;
                 return Err(wrong_chain(&tx.tx.chain_id));
             }
-            Ok(GossipMessage::Tx(Box::new(tx)))
+            verify_txs(chain_id, &txs).map_err(|(_, error)| error)?;
+            Ok(GossipMessage::Txs(txs))
         }
         Topic::Consensus => {
             let envelope: ConsensusEnvelope = decode("consensus message", data, data.len())?;
@@ -307,7 +332,8 @@ mod tests {
 
     #[test]
     fn topics_and_ids_are_per_chain() {
-        assert_eq!(Topic::Txs.ident("c1").hash().as_str(), "/crucible/c1/txs/1");
+        assert_eq!(Topic::Txs.ident("c1").hash().as_str(), "/crucible/c1/txs/2");
+        assert_eq!(Topic::Blocks.ident("c1").hash().as_str(), "/crucible/c1/blocks/1");
         let hash = Topic::Blocks.ident("c1").hash();
         assert_eq!(Topic::from_hash("c1", &hash), Some(Topic::Blocks));
         assert_eq!(Topic::from_hash("c2", &hash), None);
@@ -315,32 +341,47 @@ mod tests {
         assert_ne!(message_id(&hash, b"x"), message_id(&other, b"x"));
     }
 
+    fn batch(txs: &[SignedTx]) -> Vec<u8> {
+        encode(txs)
+    }
+
     #[test]
     fn stateless_checks_run_in_order() {
-        let good = encode(&tx("c1"));
-        let checked = check_stateless("c1", Topic::Txs, &good, 1 << 20, 1 << 16).unwrap();
-        assert_eq!(checked, GossipMessage::Tx(Box::new(tx("c1"))));
+        let check = |data: &[u8]| check_stateless("c1", Topic::Txs, data, 1 << 20, 1 << 16);
+        let good = batch(&[tx("c1")]);
+        assert_eq!(check(&good).unwrap(), GossipMessage::Txs(vec![tx("c1")]));
         assert!(matches!(
             check_stateless("c1", Topic::Txs, &good, 10, 1 << 16),
             Err(GossipError::Oversized { .. })
         ));
-        assert!(matches!(
-            check_stateless("c1", Topic::Txs, b"\xff\xff", 1 << 20, 1 << 16),
-            Err(GossipError::Malformed(_))
-        ));
+        assert!(matches!(check(b"\xff\xff"), Err(GossipError::Malformed(_))));
         let mut forged = tx("c1");
         forged.tx.nonce = Nonce(1);
+        // One forged tx among good ones spoils the whole batch.
+        let mut txs = vec![tx("c1"); 5];
+        txs.push(forged);
+        assert!(matches!(check(&batch(&txs)), Err(GossipError::BadSignature(_))));
         assert!(matches!(
-            check_stateless("c1", Topic::Txs, &encode(&forged), 1 << 20, 1 << 16),
-            Err(GossipError::BadSignature(_))
-        ));
-        assert!(matches!(
-            check_stateless("c1", Topic::Txs, &encode(&tx("c2")), 1 << 20, 1 << 16),
+            check(&batch(&[tx("c1"), tx("c2")])),
             Err(GossipError::WrongChain { .. })
         ));
         assert!(matches!(
             check_stateless("c1", Topic::Consensus, &good, 1 << 20, 1 << 16),
             Err(GossipError::Malformed(_) | GossipError::BadSignature(_))
+        ));
+    }
+
+    #[test]
+    fn a_batch_is_bounded_in_count_and_in_each_tx() {
+        let check = |data: &[u8]| check_stateless("c1", Topic::Txs, data, 1 << 30, 1 << 16);
+        assert!(matches!(check(&batch(&[])), Err(GossipError::Inconsistent(_))));
+        let many = vec![tx("c1"); TXS_PER_MESSAGE_MAX + 1];
+        assert!(matches!(check(&batch(&many)), Err(GossipError::Inconsistent(_))));
+        assert!(check(&batch(&many[1..])).is_ok());
+        let one = encode(&tx("c1")).len();
+        assert!(matches!(
+            check_stateless("c1", Topic::Txs, &batch(&[tx("c1")]), 1 << 20, one - 1),
+            Err(GossipError::Oversized { .. })
         ));
     }
 }

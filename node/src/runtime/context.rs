@@ -61,6 +61,16 @@ pub struct Submission {
     pub admitted: oneshot::Sender<Result<SignedTx, String>>,
 }
 
+/// Signed transactions from the HTTP API (signatures already checked), with where to report each
+/// one's admission, in order.
+#[derive(Debug)]
+pub struct ExternalTxs {
+    /// The transactions, in the order they are admitted.
+    pub txs: Vec<SignedTx>,
+    /// For each, `Ok` once admitted to the mempool, or why it was refused.
+    pub admitted: oneshot::Sender<Vec<Result<(), String>>>,
+}
+
 /// Counters and gauges the runtime keeps for `/metrics`.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -128,8 +138,8 @@ pub struct NodeContext {
     pub network: NetworkClient,
     /// Local transactions to sign, admit and gossip.
     pub submissions: mpsc::Sender<Submission>,
-    /// Raw signed transactions (from the HTTP API) to admit and gossip.
-    pub external_txs: mpsc::Sender<(SignedTx, oneshot::Sender<Result<(), String>>)>,
+    /// Batches of signed transactions (from the HTTP API) to admit and gossip.
+    pub external_txs: mpsc::Sender<ExternalTxs>,
     /// Chain events; `subscribe()` for a receiver.
     pub events: broadcast::Sender<ChainEvent>,
     /// Figures for `/metrics`.

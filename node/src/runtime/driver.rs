@@ -42,12 +42,12 @@ use consensus::types::{Height, Nonce};
 use consensus::validators::ValidatorSet;
 use consensus::vote::CommitCertificate;
 use libp2p::PeerId;
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc};
 use tokio::time::Instant;
 
 use super::catchup::CatchUp;
 use super::config::NodeConfig;
-use super::context::{ChainEvent, Metrics, NodeContext, Role, Submission};
+use super::context::{ChainEvent, ExternalTxs, Metrics, NodeContext, Role, Submission};
 use crate::datadir::DataDir;
 use crate::keystore::{self, KeystoreError};
 use crate::mempool::{Mempool, MempoolLimits};
@@ -64,8 +64,8 @@ pub const WAL_FILE: &str = "wal";
 /// Capacity of the local submissions channel.
 pub const SUBMISSIONS_CAPACITY: usize = 256;
 
-/// Capacity of the channel of raw transactions from the HTTP API.
-pub const EXTERNAL_TXS_CAPACITY: usize = 1_024;
+/// Capacity of the channel of transaction batches from the HTTP API.
+pub const EXTERNAL_TXS_CAPACITY: usize = 64;
 
 /// Capacity of the chain events broadcast (a slower receiver skips events, never blocks us).
 pub const EVENTS_CAPACITY: usize = 1_024;
@@ -297,7 +297,7 @@ pub struct Driver {
     mempool: Mempool,
     network_events: mpsc::Receiver<NetworkEvent>,
     submissions: mpsc::Receiver<Submission>,
-    external_txs: mpsc::Receiver<(SignedTx, oneshot::Sender<Result<(), String>>)>,
+    external_txs: mpsc::Receiver<ExternalTxs>,
     /// Engine timers by (deadline, sequence number).
     timers: BTreeMap<(Instant, u64), Timeout>,
     timer_seq: u64,
@@ -358,9 +358,9 @@ impl Driver {
                     let result = self.submit_local(submission.kind).await;
                     let _ = submission.admitted.send(result);
                 }
-                Some((tx, reply)) = self.external_txs.recv() => {
-                    let result = self.admit(tx).await;
-                    let _ = reply.send(result);
+                Some(batch) = self.external_txs.recv() => {
+                    let results = self.admit(batch.txs).await;
+                    let _ = batch.admitted.send(results);
                 }
                 _ = tick.tick() => self.on_tick().await,
             }
@@ -687,13 +687,22 @@ impl Driver {
     async fn on_gossip(&mut self, id: GossipId, message: GossipMessage) -> Result<(), DriverError> {
         let source = id.source;
         let validation = match message {
-            GossipMessage::Tx(tx) => match self.mempool.insert(*tx) {
-                Ok(_) => {
-                    Metrics::set(&self.ctx.metrics.mempool_txs, self.mempool.len() as u64);
-                    Validation::Accept
+            GossipMessage::Txs(txs) => {
+                // Relayed if any of it is news here; answered Reject only for a tx bad in itself.
+                let mut validation = Validation::Ignore;
+                for tx in txs {
+                    match self.mempool.insert(tx) {
+                        Ok(_) => validation = Validation::Accept,
+                        Err(error) if error.validation() == Validation::Reject => {
+                            validation = Validation::Reject;
+                            break;
+                        }
+                        Err(_) => {}
+                    }
                 }
-                Err(error) => error.validation(),
-            },
+                Metrics::set(&self.ctx.metrics.mempool_txs, self.mempool.len() as u64);
+                validation
+            }
             GossipMessage::Consensus(message) => {
                 let next = self.ledger_height().next();
                 let set = self.validators_at(next)?;
@@ -852,18 +861,27 @@ impl Driver {
         let nonce = committed.max(self.mempool.next_nonce(&me));
         let tx = Tx { chain_id: self.ctx.genesis.chain_id.clone(), nonce, kind };
         let signed = SignedTx::sign(&self.ctx.key, tx);
-        self.admit(signed.clone()).await?;
-        Ok(signed)
+        let mut results = self.admit(vec![signed.clone()]).await;
+        results.pop().unwrap_or(Ok(())).map(|()| signed)
     }
 
-    /// Admits a signed transaction to the mempool and hands it to the network to gossip.
-    async fn admit(&mut self, tx: SignedTx) -> Result<(), String> {
-        self.mempool.insert(tx.clone()).map_err(|e| e.to_string())?;
+    /// Admits signed transactions to the mempool in order and hands the admitted ones to the
+    /// network to gossip as batches; answers each one's admission.
+    async fn admit(&mut self, txs: Vec<SignedTx>) -> Vec<Result<(), String>> {
+        let mut admitted = Vec::with_capacity(txs.len());
+        let results = txs
+            .into_iter()
+            .map(|tx| {
+                self.mempool.insert(tx.clone()).map_err(|e| e.to_string())?;
+                admitted.push(tx);
+                Ok(())
+            })
+            .collect();
         Metrics::set(&self.ctx.metrics.mempool_txs, self.mempool.len() as u64);
-        if let Err(error) = self.ctx.network.publish_tx(&tx).await {
-            tracing::warn!(%error, "an admitted transaction cannot be gossiped");
+        if let Err(error) = self.ctx.network.publish_txs(&admitted).await {
+            tracing::warn!(%error, "admitted transactions cannot be gossiped");
         }
-        Ok(())
+        results
     }
 }
 

@@ -8,6 +8,7 @@ pub mod driver;
 
 pub use config::{ConfigFile, Flags, NodeConfig};
 pub use context::{
-    ChainEvent, LiveVotes, Metrics, NodeContext, Role, SharedLedger, Submission, SubmitError,
+    ChainEvent, ExternalTxs, LiveVotes, Metrics, NodeContext, Role, SharedLedger, Submission,
+    SubmitError,
 };
 pub use driver::{Driver, DriverError, start};
