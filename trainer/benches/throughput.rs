@@ -2,10 +2,13 @@
 //! PyTorch is importable, against the identical PyTorch models on the same thread count.
 //!
 //! `cargo bench -p trainer --bench throughput` prints samples per second for each model and
-//! implementation and the candle/PyTorch ratios. Set `RAYON_NUM_THREADS` to pin the thread count
-//! (PyTorch gets the same number); `CRUCIBLE_BENCH_SECONDS` sets the time per measurement and
-//! `CRUCIBLE_BENCH_ONLY=<model>` runs one model. PyTorch runs first, before candle starts its
-//! worker threads, so the two never compete for cores.
+//! implementation and the candle/PyTorch ratios. PyTorch and ours alternate for
+//! `CRUCIBLE_BENCH_ROUNDS` rounds (default 5: PyTorch's models in a child process, then ours),
+//! so background load on a shared machine hits both alike; the table gives medians, the median
+//! of the per-round ratios and every round's ratio. candle-nn's baseline is measured once, after
+//! the rounds. Set `RAYON_NUM_THREADS` to pin the thread count (PyTorch gets the same number);
+//! `CRUCIBLE_BENCH_SECONDS` sets the time per measurement and `CRUCIBLE_BENCH_ONLY=<model>` runs
+//! one model. The two never run at the same time, so they never compete for cores.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -105,24 +108,23 @@ fn candle_nn_mlp(case: &MlpCase) -> f64 {
     }) * case.batch as f64
 }
 
-fn lm_batch(rng: &mut TrainRng) -> (Tensor, Tensor) {
+/// Inputs and targets of `LM_BATCH` random windows, window after window.
+fn lm_batch(rng: &mut TrainRng) -> (Vec<u32>, Vec<u32>) {
     let n = LM_BATCH * LM.context;
-    let ids = |rng: &mut TrainRng| -> Vec<u32> {
-        (0..n).map(|_| rand::Rng::random_range(rng, 1..LM.vocab as u32)).collect()
+    let mut ids = || -> Vec<u32> {
+        (0..n).map(|_| rand::Rng::random_range(&mut *rng, 1..LM.vocab as u32)).collect()
     };
-    let x = Tensor::from_vec(ids(rng), (LM_BATCH, LM.context), &Device::Cpu).expect("x");
-    let y = Tensor::from_vec(ids(rng), (LM_BATCH, LM.context), &Device::Cpu).expect("y");
-    (x, y)
+    (ids(), ids())
 }
 
-/// Our char LM step: candle autograd and the fused AdamW.
+/// Our char LM step: the hand-written forward/backward pass and the fused AdamW.
 fn ours_lm() -> f64 {
     let mut rng = rng::stream(1, "bench");
     let init = CharLm::init_tensors(LM, &mut rng).expect("init");
     let mut trainer = LmTrainer::new(LM, &init, AdamWConfig::default()).expect("trainer");
     let (x, y) = lm_batch(&mut rng);
     time(|| {
-        trainer.step(&x, &y, None).expect("step");
+        trainer.step(&x, &y, LM.context, None).expect("step");
     }) * LM_BATCH as f64
 }
 
@@ -135,7 +137,8 @@ fn candle_nn_lm() -> f64 {
     let model = CharLm::from_tensors(LM, &map).expect("model");
     let mut opt = candle_nn::AdamW::new(vars, candle_nn::ParamsAdamW::default()).expect("adamw");
     let (x, y) = lm_batch(&mut rng);
-    let y = y.flatten_all().expect("y");
+    let x = Tensor::from_vec(x, (LM_BATCH, LM.context), &Device::Cpu).expect("x");
+    let y = Tensor::new(y.as_slice(), &Device::Cpu).expect("y");
     time(|| {
         let logits = model.logits(&x).expect("forward");
         let logits = logits.reshape((LM_BATCH * LM.context, LM.vocab)).expect("reshape");
@@ -144,13 +147,15 @@ fn candle_nn_lm() -> f64 {
     }) * LM_BATCH as f64
 }
 
-/// PyTorch's samples/s by case name, when `python3` can import torch.
-fn torch(threads: usize) -> Option<Vec<(String, f64)>> {
+/// PyTorch's samples/s by case name (`only`: just that case), when `python3` can import torch.
+fn torch(threads: usize, only: Option<&str>) -> Option<Vec<(String, f64)>> {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/torch_bench.py");
-    let output = Command::new("python3")
-        .args([script, "--threads", &threads.to_string(), "--seconds", &seconds().to_string()])
-        .output()
-        .ok()?;
+    let mut command = Command::new("python3");
+    command.args([script, "--threads", &threads.to_string(), "--seconds", &seconds().to_string()]);
+    if let Some(name) = only {
+        command.args(["--only", name]);
+    }
+    let output = command.output().ok()?;
     if !output.status.success() {
         let err = String::from_utf8_lossy(&output.stderr);
         println!("PyTorch comparison skipped: {}", err.lines().last().unwrap_or(""));
@@ -164,35 +169,79 @@ fn torch(threads: usize) -> Option<Vec<(String, f64)>> {
     Some(text.lines().filter_map(parse).collect())
 }
 
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let n = sorted.len();
+    if n % 2 == 1 { sorted[n / 2] } else { (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0 }
+}
+
+/// Our samples/s for a case by name.
+fn ours(name: &str) -> f64 {
+    match MLPS.iter().find(|c| c.name == name) {
+        Some(case) => ours_mlp(case),
+        None => ours_lm(),
+    }
+}
+
 fn main() {
     let threads = candle_core::utils::get_num_threads();
     let only = std::env::var("CRUCIBLE_BENCH_ONLY").ok();
-    let wanted = |name: &str| only.as_deref().is_none_or(|o| o == name);
-    println!("training throughput in samples/s on {threads} threads");
-    let torch = if only.is_none() { torch(threads) } else { None };
-    let mut rows: Vec<(&str, f64, f64)> = Vec::new();
-    for case in MLPS.iter().filter(|c| wanted(c.name)) {
-        rows.push((case.name, ours_mlp(case), candle_nn_mlp(case)));
-    }
-    if wanted(LM_NAME) {
-        rows.push((LM_NAME, ours_lm(), candle_nn_lm()));
+    let rounds: usize = std::env::var("CRUCIBLE_BENCH_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .filter(|&r| r >= 1)
+        .unwrap_or(5);
+    let names: Vec<&str> = MLPS
+        .iter()
+        .map(|c| c.name)
+        .chain([LM_NAME])
+        .filter(|n| only.as_deref().is_none_or(|o| o == *n))
+        .collect();
+    println!(
+        "training throughput in samples/s on {threads} threads, {rounds} rounds of PyTorch then ours"
+    );
+    // Ours and PyTorch alternate, so load from elsewhere on the machine falls on both alike; the
+    // figures are medians over the rounds and each round gives one ratio.
+    let mut ours_runs: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
+    let mut torch_runs: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
+    for round in 0..rounds {
+        let torch = torch(threads, only.as_deref());
+        for (i, name) in names.iter().enumerate() {
+            let t = torch.as_ref().and_then(|r| r.iter().find(|(n, _)| n == name)).map(|(_, v)| *v);
+            let o = ours(name);
+            println!(
+                "round {}: {name:<11} ours {o:>10.0}  pytorch {}",
+                round + 1,
+                t.map_or("-".to_owned(), |t| format!("{t:.0}  ratio {:.2}", o / t))
+            );
+            ours_runs[i].push(o);
+            torch_runs[i].extend(t);
+        }
     }
     println!(
-        "{:<11} {:>10} {:>10} {:>10} {:>13} {:>18}",
+        "{:<11} {:>10} {:>10} {:>10} {:>13} {:>18}  ours/pytorch per round",
         "model", "ours", "candle-nn", "pytorch", "ours/pytorch", "candle-nn/pytorch"
     );
-    for (name, ours, plain) in rows {
-        let t = torch.as_ref().and_then(|r| r.iter().find(|(n, _)| n == name)).map(|(_, v)| *v);
-        match t {
-            Some(t) => println!(
-                "{name:<11} {ours:>10.0} {plain:>10.0} {t:>10.0} {:>13.2} {:>18.2}",
-                ours / t,
-                plain / t
-            ),
-            None => println!(
-                "{name:<11} {ours:>10.0} {plain:>10.0} {:>10} {:>13} {:>18}",
-                "-", "-", "-"
-            ),
+    for (i, name) in names.iter().enumerate() {
+        let plain = match MLPS.iter().find(|c| c.name == *name) {
+            Some(case) => candle_nn_mlp(case),
+            None => candle_nn_lm(),
+        };
+        let o = median(&ours_runs[i]);
+        if torch_runs[i].len() == ours_runs[i].len() {
+            let ratios: Vec<f64> =
+                ours_runs[i].iter().zip(&torch_runs[i]).map(|(o, t)| o / t).collect();
+            let t = median(&torch_runs[i]);
+            let listed: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
+            println!(
+                "{name:<11} {o:>10.0} {plain:>10.0} {t:>10.0} {:>13.2} {:>18.2}  {}",
+                median(&ratios),
+                plain / t,
+                listed.join(" ")
+            );
+        } else {
+            println!("{name:<11} {o:>10.0} {plain:>10.0} {:>10} {:>13} {:>18}", "-", "-", "-");
         }
     }
 }

@@ -85,6 +85,7 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--threads", type=int, required=True)
     parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--only", help="run just this case")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(1)
@@ -93,6 +94,8 @@ def main():
         ("digits-mlp", [64, 64, 10], 32),
         ("medium-mlp", [784, 512, 512, 10], 128),
     ]:
+        if args.only not in (None, name):
+            continue
         model = Mlp(sizes)
         opt = torch.optim.AdamW(model.parameters())
         x = torch.rand(batch, sizes[0]) * 3.4 - 1.7
@@ -105,6 +108,8 @@ def main():
 
         print(f"{name} {measure(step, args.seconds) * batch:.1f}", flush=True)
 
+    if args.only not in (None, "char-lm"):
+        return
     vocab, context, batch = 72, 64, 32
     model = CharLm(vocab, context, 64, 2, 4)
     opt = torch.optim.AdamW(model.parameters())

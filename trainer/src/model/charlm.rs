@@ -35,7 +35,9 @@
 //!
 //! That is the forward pass of a PyTorch module built from `nn.Embedding`, `nn.LayerNorm(D)`,
 //! `nn.Linear` and `F.gelu` with these names; training adds dropout on the embedding sum and on
-//! each residual branch, evaluation none.
+//! each residual branch, evaluation none. Training does not run this forward pass: it runs the
+//! hand-written pass of `crate::train` (the same math, with its gradients written out), which is
+//! tested against candle's autograd through [`CharLm::logits`].
 
 use candle_core::{DType, Device, Tensor};
 use consensus::task::TaskKind;
@@ -175,14 +177,6 @@ pub struct CharLm {
     head: Dense,
 }
 
-/// Dropout during training: a probability and the random stream for its masks.
-pub struct Dropout<'a> {
-    /// Probability of zeroing a value, in `[0, 1)`.
-    pub p: f32,
-    /// Where the masks come from.
-    pub rng: &'a mut TrainRng,
-}
-
 impl CharLm {
     /// Builds the model from exactly the tensors [`expected_tensors`] lists (any allowed dtype,
     /// converted to F32).
@@ -289,16 +283,9 @@ impl CharLm {
 
     /// Eval-mode forward: next-character logits `[B, T, vocab]` for indices `[B, T]` (U32,
     /// `1 ≤ T ≤ context`, every index below `vocab`).
+    /// Built from candle tensor operations (and the fused kernels of [`ops`], which carry their
+    /// backward passes), so it is differentiable with candle's autograd.
     pub fn logits(&self, x: &Tensor) -> Result<Tensor, ModelError> {
-        self.forward(x, None)
-    }
-
-    /// The forward pass with optional training dropout.
-    pub fn forward(
-        &self,
-        x: &Tensor,
-        mut dropout: Option<Dropout<'_>>,
-    ) -> Result<Tensor, ModelError> {
         let (b, t) = match x.dims() {
             [b, t] if *t >= 1 && *t <= self.shape.context && *b >= 1 => (*b, *t),
             dims => {
@@ -325,7 +312,6 @@ impl CharLm {
         let tok = self.tok_emb.index_select(&x.flatten_all()?, 0)?.reshape((b, t, d))?;
         let pos = self.pos_emb.narrow(0, 0, t)?;
         let mut hidden = tok.broadcast_add(&pos)?.reshape((b * t, d))?;
-        hidden = apply_dropout(hidden, &mut dropout)?;
         let scale = 1.0 / (dh as f32).sqrt();
         for block in &self.blocks {
             let a = layer_norm(&hidden, &block.ln1)?;
@@ -336,11 +322,9 @@ impl CharLm {
             let (q, k, v) = (heads(0)?, heads(1)?, heads(2)?);
             let attn = ops::causal_softmax(&q.matmul(&k.t()?)?, scale)?;
             let y = attn.matmul(&v)?.transpose(1, 2)?.contiguous()?.reshape((b * t, d))?;
-            let y = apply_dropout(dense(&y, &block.proj)?, &mut dropout)?;
-            hidden = (hidden + y)?;
+            hidden = (hidden + dense(&y, &block.proj)?)?;
             let a = layer_norm(&hidden, &block.ln2)?;
             let m = dense(&dense(&a, &block.fc)?.gelu_erf()?, &block.mlp_proj)?;
-            let m = apply_dropout(m, &mut dropout)?;
             hidden = (hidden + m)?;
         }
         let out = dense(&layer_norm(&hidden, &self.ln_f)?, &self.head)?;
@@ -355,20 +339,6 @@ fn dense(x: &Tensor, layer: &Dense) -> Result<Tensor, candle_core::Error> {
 /// LayerNorm over the last dimension (biased variance, eps [`LN_EPS`]).
 fn layer_norm(x: &Tensor, norm: &Norm) -> Result<Tensor, candle_core::Error> {
     ops::layer_norm(x, &norm.weight, &norm.bias, LN_EPS as f32)
-}
-
-fn apply_dropout(
-    x: Tensor,
-    dropout: &mut Option<Dropout<'_>>,
-) -> Result<Tensor, candle_core::Error> {
-    match dropout {
-        Some(Dropout { p, rng }) if *p > 0.0 => {
-            let mask = crate::train::dropout_mask(rng, x.elem_count(), *p);
-            let mask = Tensor::from_vec(mask, x.shape(), &Device::Cpu)?;
-            x * mask
-        }
-        _ => Ok(x),
-    }
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@
 
 pub mod charlm;
 pub mod mlp;
-mod ops;
+pub(crate) mod ops;
 
 /// Why a set of tensors is not a valid model.
 #[derive(Debug, thiserror::Error)]

@@ -1,5 +1,5 @@
-//! Char LM runs: candle autograd through the transformer, the fused AdamW, a cosine learning-rate
-//! schedule, early stopping and pruning.
+//! Char LM runs: the hand-written training pass ([`super::lm_pass`]), the fused AdamW, a cosine
+//! learning-rate schedule, early stopping and pruning.
 //!
 //! The text is the first `data.fraction` of the training file; the last
 //! `data.validation_fraction` of that (at most [`VALIDATION_CHARS_MAX`] characters) is the local
@@ -11,14 +11,15 @@ use candle_core::{Device, Tensor, Var};
 use consensus::task::TaskSpec;
 use rand::Rng;
 
+use super::lm_pass::{self, Slots, Windows};
 use super::{Event, Report, TrainError, Trained, prune_masks};
 use crate::artifact::{self, TensorMap, values_f32};
 use crate::data::Vocabulary;
 use crate::eval;
-use crate::model::charlm::{CharLm, CharLmShape, Dropout};
+use crate::model::charlm::{CharLm, CharLmShape};
 use crate::optim::{AdamW, AdamWConfig};
 use crate::recipe::Recipe;
-use crate::rng;
+use crate::rng::{self, TrainRng};
 
 /// Longest local validation split of a char LM run, in characters (evaluation cost bound).
 pub const VALIDATION_CHARS_MAX: usize = 16_384;
@@ -94,9 +95,12 @@ pub fn train_char_lm(
             input.extend_from_slice(&train[at..at + c]);
             target.extend_from_slice(&train[at + 1..at + c + 1]);
         }
-        let x = Tensor::from_vec(input, (lm.batch_size, c), &Device::Cpu)?;
-        let y = Tensor::from_vec(target, (lm.batch_size, c), &Device::Cpu)?;
-        trainer.step(&x, &y, Some(Dropout { p: recipe.model.dropout, rng: &mut drop_rng }))
+        trainer.step(
+            &input,
+            &target,
+            c,
+            Some(Dropout { p: recipe.model.dropout, rng: &mut drop_rng }),
+        )
     };
     let measure = |model: &CharLm| -> Result<Option<f64>, TrainError> {
         match validation {
@@ -196,18 +200,27 @@ pub fn train_char_lm(
     })
 }
 
-/// The char LM with its optimizer state, trained one batch at a time (autograd through the
-/// model, then the fused AdamW).
+/// Dropout during training: a probability and the random stream of its masks.
+pub struct Dropout<'a> {
+    /// Probability of zeroing a value, in `[0, 1)`.
+    pub p: f32,
+    /// Where the masks come from.
+    pub rng: &'a mut TrainRng,
+}
+
+/// The char LM with its optimizer state, trained one batch at a time (the hand-written
+/// forward/backward pass, then the fused AdamW).
 pub struct LmTrainer {
     names: Vec<String>,
     vars: Vec<Var>,
+    slots: Slots,
     model: CharLm,
     optimizer: AdamW,
 }
 
 impl LmTrainer {
-    /// Starts training from `tensors` (copied; named as [`crate::model::charlm::expected_tensors`]
-    /// lists them, any allowed dtype).
+    /// Starts training from `tensors` (copied; exactly the tensors
+    /// [`crate::model::charlm::expected_tensors`] lists, any allowed dtype).
     pub fn new(
         shape: CharLmShape,
         tensors: &TensorMap,
@@ -220,9 +233,12 @@ impl LmTrainer {
             .collect::<Result<_, _>>()?;
         let map: TensorMap =
             names.iter().cloned().zip(vars.iter().map(|v| v.as_tensor().clone())).collect();
+        // Refuses any missing, unexpected or misshapen tensor, so every slot exists.
         let model = CharLm::from_tensors(shape, &map)?;
+        let slots = Slots::new(&shape, &names);
         let sizes: Vec<usize> = vars.iter().map(|v| v.elem_count()).collect();
-        Ok(LmTrainer { names, vars, model, optimizer: AdamW::new(config, &sizes) })
+        super::keep_heap_between_steps();
+        Ok(LmTrainer { names, vars, slots, model, optimizer: AdamW::new(config, &sizes) })
     }
 
     /// The model, sharing the trained tensors.
@@ -230,31 +246,53 @@ impl LmTrainer {
         &self.model
     }
 
-    /// One step on windows `x` `[B, T]` with next characters `y` `[B, T]` (U32); returns the
-    /// mean cross-entropy in nats before the update.
+    /// One step on `input.len() / window` windows of `window` characters each (`input` and
+    /// `target` are the windows one after the other; target position `t` is the character after
+    /// input position `t`); returns the mean cross-entropy in nats before the update.
     pub fn step(
         &mut self,
-        x: &Tensor,
-        y: &Tensor,
+        input: &[u32],
+        target: &[u32],
+        window: usize,
         dropout: Option<Dropout<'_>>,
     ) -> Result<f64, TrainError> {
-        let vocab = self.model.shape().vocab;
-        let logits = self.model.forward(x, dropout)?;
-        let rows = logits.elem_count() / vocab;
-        let loss =
-            candle_nn::loss::cross_entropy(&logits.reshape((rows, vocab))?, &y.flatten_all()?)?;
-        let grads = loss.backward()?;
-        let grad_list: Vec<Tensor> = self
-            .vars
-            .iter()
-            .map(|v| match grads.get(v.as_tensor()) {
-                Some(g) => g.contiguous(),
-                None => v.as_tensor().zeros_like(),
-            })
-            .collect::<Result<_, _>>()?;
+        let (loss, grads) = self.gradients(input, target, window, dropout)?;
         let params: Vec<&Tensor> = self.vars.iter().map(|v| v.as_tensor()).collect();
-        self.optimizer.step(&params, &grad_list.iter().collect::<Vec<_>>())?;
-        Ok(f64::from(loss.to_vec0::<f32>()?))
+        self.optimizer.step(&params, &grads.iter().collect::<Vec<_>>())?;
+        Ok(loss)
+    }
+
+    /// The mean cross-entropy of a batch and the gradient of every parameter (in `names` order).
+    fn gradients(
+        &self,
+        input: &[u32],
+        target: &[u32],
+        window: usize,
+        dropout: Option<Dropout<'_>>,
+    ) -> Result<(f64, Vec<Tensor>), TrainError> {
+        let shape = self.model.shape();
+        if window == 0
+            || window > shape.context
+            || input.is_empty()
+            || !input.len().is_multiple_of(window)
+            || target.len() != input.len()
+        {
+            return Err(TrainError::Invalid(format!(
+                "{} inputs and {} targets do not make windows of {window} (context {})",
+                input.len(),
+                target.len(),
+                shape.context
+            )));
+        }
+        if let Some(&bad) = input.iter().chain(target).find(|&&i| i as usize >= shape.vocab) {
+            return Err(TrainError::Invalid(format!(
+                "index {bad} is outside the vocabulary of {}",
+                shape.vocab
+            )));
+        }
+        let params: Vec<Tensor> = self.vars.iter().map(|v| v.as_tensor().clone()).collect();
+        let batch = Windows { input, target, t: window };
+        Ok(lm_pass::gradients(&shape, &self.slots, &params, &batch, dropout)?)
     }
 
     /// Overwrites the weights with `tensors` (same names and shapes).
@@ -283,4 +321,180 @@ impl LmTrainer {
 /// A detached copy of the model's tensors.
 fn snapshot(model: &CharLm) -> Result<TensorMap, TrainError> {
     model.tensors().into_iter().map(|(n, t)| Ok((n, t.detach().copy()?))).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::charlm::{self, LN_EPS};
+    use crate::model::ops;
+
+    const SHAPE: CharLmShape =
+        CharLmShape { vocab: 7, context: 5, d_model: 8, layers: 2, heads: 2 };
+
+    /// Random values in every tensor (LayerNorm weights around 1), so no gradient is trivially
+    /// zero or one.
+    fn random_tensors(seed: u64) -> TensorMap {
+        let mut r = rng::stream(seed, "test");
+        charlm::expected_tensors(&SHAPE)
+            .into_iter()
+            .map(|(name, dims)| {
+                let n = dims.iter().product();
+                let mut values = rng::uniform_vec(&mut r, n, 0.5);
+                if name.contains("ln") && name.ends_with("weight") {
+                    values.iter_mut().for_each(|v| *v += 1.0);
+                }
+                (name, Tensor::from_vec(values, dims, &Device::Cpu).unwrap())
+            })
+            .collect()
+    }
+
+    /// The same training forward pass built from candle operations, for autograd: dropout masks
+    /// drawn in the same order (embedding, then each block's attention and MLP branches).
+    fn reference_loss(
+        tensors: &TensorMap,
+        input: &[u32],
+        target: &[u32],
+        t: usize,
+        mut dropout: Option<Dropout<'_>>,
+    ) -> Tensor {
+        let (d, h, dh) = (SHAPE.d_model, SHAPE.heads, SHAPE.head_dim());
+        let b = input.len() / t;
+        let mut drop = |x: Tensor| match dropout.as_mut() {
+            Some(Dropout { p, rng }) => {
+                let mask = crate::train::dropout_mask(rng, x.elem_count(), *p);
+                (x * Tensor::from_vec(mask, (b * t, d), &Device::Cpu).unwrap()).unwrap()
+            }
+            None => x,
+        };
+        let get = |name: &str| tensors[name].clone();
+        let dense = |x: &Tensor, p: &str| {
+            x.matmul(&get(&format!("{p}.weight")).t().unwrap())
+                .unwrap()
+                .broadcast_add(&get(&format!("{p}.bias")))
+                .unwrap()
+        };
+        let norm = |x: &Tensor, p: &str| {
+            let (w, bias) = (get(&format!("{p}.weight")), get(&format!("{p}.bias")));
+            ops::layer_norm(x, &w, &bias, LN_EPS as f32).unwrap()
+        };
+        let ids = Tensor::new(input, &Device::Cpu).unwrap();
+        let tok = get("tok_emb.weight").index_select(&ids, 0).unwrap().reshape((b, t, d)).unwrap();
+        let pos = get("pos_emb.weight").narrow(0, 0, t).unwrap();
+        let mut hidden = drop(tok.broadcast_add(&pos).unwrap().reshape((b * t, d)).unwrap());
+        for i in 0..SHAPE.layers {
+            let p = format!("blocks.{i}");
+            let qkv = dense(&norm(&hidden, &format!("{p}.ln1")), &format!("{p}.attn.qkv"));
+            let qkv = qkv.reshape((b, t, 3 * d)).unwrap();
+            let part = |j: usize| {
+                let x = qkv.narrow(2, j * d, d).unwrap().reshape((b, t, h, dh)).unwrap();
+                x.transpose(1, 2).unwrap().contiguous().unwrap()
+            };
+            let s = part(0).matmul(&part(1).t().unwrap()).unwrap();
+            let attn = ops::causal_softmax(&s, 1.0 / (dh as f32).sqrt()).unwrap();
+            let y = attn.matmul(&part(2)).unwrap().transpose(1, 2).unwrap();
+            let y = y.contiguous().unwrap().reshape((b * t, d)).unwrap();
+            hidden = (hidden + drop(dense(&y, &format!("{p}.attn.proj")))).unwrap();
+            let a = norm(&hidden, &format!("{p}.ln2"));
+            let m = dense(
+                &dense(&a, &format!("{p}.mlp.fc")).gelu_erf().unwrap(),
+                &format!("{p}.mlp.proj"),
+            );
+            hidden = (hidden + drop(m)).unwrap();
+        }
+        let logits = dense(&norm(&hidden, "ln_f"), "head");
+        let target = Tensor::new(target, &Device::Cpu).unwrap();
+        candle_nn::loss::cross_entropy(&logits, &target).unwrap()
+    }
+
+    fn close(got: &Tensor, want: &Tensor, what: &str) {
+        let got = got.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let want = want.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(got.len(), want.len(), "{what}: sizes");
+        for (a, b) in got.iter().zip(&want) {
+            assert!((a - b).abs() <= 2e-5 + 1e-3 * b.abs(), "{what}: {got:?}\nvs\n{want:?}");
+        }
+    }
+
+    /// The hand-written pass gives candle autograd's loss and gradients, with and without
+    /// dropout, for full and shorter windows.
+    #[test]
+    fn gradients_match_autograd() {
+        let tensors = random_tensors(5);
+        let mut r = rng::stream(6, "test");
+        for (t, windows, p) in [(5, 3, 0.0), (3, 2, 0.0), (5, 2, 0.3)] {
+            let n = t * windows;
+            let input: Vec<u32> = (0..n).map(|_| r.random_range(0..SHAPE.vocab as u32)).collect();
+            let target: Vec<u32> = (0..n).map(|_| r.random_range(0..SHAPE.vocab as u32)).collect();
+            let trainer = LmTrainer::new(SHAPE, &tensors, AdamWConfig::default()).unwrap();
+            let (mut ours_rng, mut ref_rng) = (rng::stream(7, "drop"), rng::stream(7, "drop"));
+            let (loss, grads) = trainer
+                .gradients(&input, &target, t, Some(Dropout { p, rng: &mut ours_rng }))
+                .unwrap();
+            let vars: Vec<Var> =
+                trainer.names.iter().map(|n| Var::from_tensor(&tensors[n]).unwrap()).collect();
+            let map: TensorMap = trainer
+                .names
+                .iter()
+                .cloned()
+                .zip(vars.iter().map(|v| v.as_tensor().clone()))
+                .collect();
+            let dropout = (p > 0.0).then_some(Dropout { p, rng: &mut ref_rng });
+            let want = reference_loss(&map, &input, &target, t, dropout);
+            let want_loss = f64::from(want.to_vec0::<f32>().unwrap());
+            assert!((loss - want_loss).abs() < 1e-5, "loss {loss} vs {want_loss}");
+            if p == 0.0 {
+                // The reference is the model's own forward pass.
+                let x = Tensor::from_vec(input.clone(), (windows, t), &Device::Cpu).unwrap();
+                let logits = trainer.model().logits(&x).unwrap().reshape((n, SHAPE.vocab)).unwrap();
+                let y = Tensor::new(target.as_slice(), &Device::Cpu).unwrap();
+                let model_loss = candle_nn::loss::cross_entropy(&logits, &y).unwrap();
+                assert!(
+                    (model_loss.to_vec0::<f32>().unwrap() - want.to_vec0::<f32>().unwrap()).abs()
+                        < 1e-6
+                );
+            }
+            let store = want.backward().unwrap();
+            for ((name, var), g) in trainer.names.iter().zip(&vars).zip(&grads) {
+                let reference = store
+                    .get(var.as_tensor())
+                    .cloned()
+                    .unwrap_or_else(|| var.as_tensor().zeros_like().unwrap());
+                close(g, &reference, &format!("{name} (T {t}, p {p})"));
+            }
+        }
+    }
+
+    /// A step with dropout is a function of the seed: the same stream gives the same loss and
+    /// weights, another stream another loss.
+    #[test]
+    fn steps_are_deterministic_for_a_seed() {
+        let tensors = random_tensors(8);
+        let input: Vec<u32> = (0..10).map(|i| i % 7).collect();
+        let target: Vec<u32> = (0..10).map(|i| (i * 3 + 1) % 7).collect();
+        let run = |seed: u64| {
+            let mut trainer = LmTrainer::new(SHAPE, &tensors, AdamWConfig::default()).unwrap();
+            let mut r = rng::stream(seed, "drop");
+            let losses: Vec<f64> = (0..3)
+                .map(|_| {
+                    let dropout = Some(Dropout { p: 0.2, rng: &mut r });
+                    trainer.step(&input, &target, 5, dropout).unwrap()
+                })
+                .collect();
+            let weights = trainer.model().tensors()["blocks.1.mlp.fc.weight"]
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            (losses, weights)
+        };
+        let (a, b, c) = (run(1), run(1), run(2));
+        assert_eq!(a, b);
+        assert_ne!(a.0, c.0);
+        let trainer = LmTrainer::new(SHAPE, &tensors, AdamWConfig::default()).unwrap();
+        assert!(trainer.gradients(&input, &target, 6, None).is_err(), "window above the context");
+        assert!(trainer.gradients(&input, &target, 3, None).is_err(), "windows do not tile");
+        let bad: Vec<u32> = vec![7; 10];
+        assert!(trainer.gradients(&bad, &target, 5, None).is_err(), "index outside the vocabulary");
+    }
 }

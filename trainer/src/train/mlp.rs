@@ -56,6 +56,7 @@ impl MlpTrainer {
             .collect::<Result<_, candle_core::Error>>()?;
         let sizes: Vec<usize> =
             layers.iter().flat_map(|l| [l.weight.elem_count(), l.bias.elem_count()]).collect();
+        super::keep_heap_between_steps();
         Ok(MlpTrainer { layers, optimizer: AdamW::new(config, &sizes), dropout })
     }
 
