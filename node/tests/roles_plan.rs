@@ -492,7 +492,10 @@ fn trainer_skips_full_tasks_and_tasks_its_recipe_cannot_train() {
     let recipe = Recipe::default();
     assert!(recipe_fits(&recipe, &small).unwrap_err().contains("parameters"));
     let small = chain.create_task(small);
-    assert_eq!(trainer_plan(chain.state(), &me, Offer::Recipe(&recipe), &no_records(), &served), vec![]);
+    assert_eq!(
+        trainer_plan(chain.state(), &me, Offer::Recipe(&recipe), &no_records(), &served),
+        vec![]
+    );
 
     // A task that two others filled.
     let full = chain.create_task(spec());
@@ -501,7 +504,10 @@ fn trainer_skips_full_tasks_and_tasks_its_recipe_cannot_train() {
         chain.send(&key, TxKind::JoinTask { task: full });
     }
     assert!(chain.height().next() <= chain.task(full).join_deadline());
-    assert_eq!(trainer_plan(chain.state(), &me, Offer::Recipe(&recipe), &no_records(), &served), vec![]);
+    assert_eq!(
+        trainer_plan(chain.state(), &me, Offer::Recipe(&recipe), &no_records(), &served),
+        vec![]
+    );
 
     // With pruning the small task fits.
     let pruning: Recipe = Recipe::from_toml("[prune]\nparams = 90\n", "test").unwrap();
@@ -638,7 +644,10 @@ fn trainer_abandons_a_join_that_missed_the_window() {
         task,
         TaskRecord { task, stage: Stage::Abandoned { reason: "missed".into() } },
     )]);
-    assert_eq!(trainer_plan(chain.state(), &me, Offer::Recipe(&recipe), &abandoned, &served), vec![]);
+    assert_eq!(
+        trainer_plan(chain.state(), &me, Offer::Recipe(&recipe), &abandoned, &served),
+        vec![]
+    );
 }
 
 #[test]

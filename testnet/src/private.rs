@@ -57,7 +57,12 @@ pub fn plan(mut settings: Settings) -> anyhow::Result<Plan> {
         let mut slice: Vec<usize> = order[taken..taken + count].to_vec();
         slice.sort_unstable();
         taken += count;
-        files.push(render(header, &rows, &slice, PathBuf::from(format!("private/slice-{name}.csv"))));
+        files.push(render(
+            header,
+            &rows,
+            &slice,
+            PathBuf::from(format!("private/slice-{name}.csv")),
+        ));
     }
     let mut public: Vec<usize> = order[taken..].to_vec();
     public.sort_unstable();
@@ -67,8 +72,7 @@ pub fn plan(mut settings: Settings) -> anyhow::Result<Plan> {
     let seed = derive_u64(plan.settings.seed, "recipe/private-data");
     let trainers = plan.nodes.iter_mut().filter(|n| n.role == Role::Trainer);
     for (node, holding) in trainers.zip(HOLDINGS) {
-        let names: Vec<String> =
-            holding.iter().map(|&i| SLICES[i].0.to_uppercase()).collect();
+        let names: Vec<String> = holding.iter().map(|&i| SLICES[i].0.to_uppercase()).collect();
         let rows: usize = holding.iter().map(|&i| files[i].rows).sum();
         let recipe = Recipe {
             seed,
@@ -130,11 +134,8 @@ mod tests {
         }
         assert_eq!(public.len() + held.len() + 144 + 216 + 539, all.len(), "dealt, not copied");
         assert!(task.flipped > 0, "the public part is noisy");
-        let labels: Vec<&str> = plan
-            .nodes
-            .iter()
-            .filter_map(|n| n.recipe.as_ref().map(|r| r.label.as_str()))
-            .collect();
+        let labels: Vec<&str> =
+            plan.nodes.iter().filter_map(|n| n.recipe.as_ref().map(|r| r.label.as_str())).collect();
         assert_eq!(
             labels,
             [

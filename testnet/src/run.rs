@@ -558,7 +558,8 @@ mod tests {
         );
         assert!(ended.is_ok(), "{ended:?}");
         assert_eq!(pauses, 3);
-        let interrupted_in_check = until_interrupted(|| Ok(()), || Err(interrupt::Interrupted.into()));
+        let interrupted_in_check =
+            until_interrupted(|| Ok(()), || Err(interrupt::Interrupted.into()));
         assert!(interrupted_in_check.is_ok());
         let died = until_interrupted(|| Ok(()), || Err(anyhow::anyhow!("validator-1 exited")));
         assert_eq!(died.unwrap_err().to_string(), "validator-1 exited");

@@ -182,7 +182,8 @@ fn python_example(dir: &Path) -> anyhow::Result<()> {
             .read_to_string()?;
         let task_json = dir.join("task.json");
         std::fs::write(&task_json, spec)?;
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/python/crucible_train.py");
+        let script =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/python/crucible_train.py");
         let model = dir.join("numpy.safetensors");
         let trained = std::process::Command::new("python3")
             .arg(script)
@@ -257,7 +258,10 @@ fn private_data(dir: &Path) -> anyhow::Result<()> {
     let plain_recipe = net.layout.dir.join("same.recipe.toml");
     std::fs::write(&plain_recipe, recipe)?;
     let private_recipe = net.layout.dir.join("same-private.recipe.toml");
-    std::fs::write(&private_recipe, format!("{recipe}[data]\nextra = [{:?}]\n", mine.display().to_string()))?;
+    std::fs::write(
+        &private_recipe,
+        format!("{recipe}[data]\nextra = [{:?}]\n", mine.display().to_string()),
+    )?;
     with_logs(&mut net, |net| {
         net.start_all_but(&trainers)?;
         for (i, recipe) in [(plain, &plain_recipe), (with_private, &private_recipe)] {
@@ -339,7 +343,8 @@ fn softmax_regression(spec: &TaskSpec, train: &[u8]) -> anyhow::Result<(Vec<f32>
         let cells: Vec<f64> =
             line.split(',').map(|c| c.trim().parse::<f64>()).collect::<Result<_, _>>()?;
         ensure!(cells.len() == features + 1, "a row of {} cells", cells.len());
-        let x = (0..features).map(|j| (cells[j] - f64::from(mean[j])) / f64::from(std[j])).collect();
+        let x =
+            (0..features).map(|j| (cells[j] - f64::from(mean[j])) / f64::from(std[j])).collect();
         rows.push((x, cells[features] as usize));
     }
     let (epochs, lr, l2) = (300, 0.5, 1e-3);

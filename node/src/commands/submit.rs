@@ -239,7 +239,10 @@ fn wait_committed(
             return Ok(());
         }
         if rejected.exists() {
-            bail!("the trainer node rejected the model (see its log); it is now {}", rejected.display());
+            bail!(
+                "the trainer node rejected the model (see its log); it is now {}",
+                rejected.display()
+            );
         }
         let tip = client.get("/status")?.get("height").and_then(Value::as_u64).unwrap_or(0);
         if tip > standing.commit_deadline {

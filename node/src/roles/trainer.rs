@@ -484,14 +484,15 @@ pub async fn run(ctx: NodeContext, source: ModelSource) -> anyhow::Result<()> {
     match &source {
         ModelSource::Recipe(recipe) => {
             recipe.validate()?;
-            outside::record_source(&ctx.data_dir, None)?;
+            outside::record_source(ctx.data_dir.root(), None)?;
             tracing::info!(persisted = records.len(), seed = recipe.seed, "trainer started");
         }
         ModelSource::Folder(dir) => {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| anyhow::anyhow!("creating the submit folder {}: {e}", dir.display()))?;
+            std::fs::create_dir_all(dir).map_err(|e| {
+                anyhow::anyhow!("creating the submit folder {}: {e}", dir.display())
+            })?;
             let dir = std::path::absolute(dir)?;
-            outside::record_source(&ctx.data_dir, Some(&dir))?;
+            outside::record_source(ctx.data_dir.root(), Some(&dir))?;
             tracing::info!(
                 persisted = records.len(), submit_dir = %dir.display(),
                 "trainer started: taking models trained elsewhere from the submit folder"
@@ -567,8 +568,7 @@ impl RoleLoop for Trainer {
             }
             match step {
                 TrainerStep::Join { task } => {
-                    if !self.records.contains_key(&task) && !self.outside_model_passes(task).await
-                    {
+                    if !self.records.contains_key(&task) && !self.outside_model_passes(task).await {
                         continue;
                     }
                     tracing::info!(
