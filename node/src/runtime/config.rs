@@ -276,8 +276,9 @@ impl NodeConfig {
             ));
         }
         // A flag for one source overrides the file's setting of the other.
-        let recipe = flags.recipe.or(file.recipe.filter(|_| flags.submit_dir.is_none()));
-        let submit_dir = flags.submit_dir.or(file.submit_dir.filter(|_| recipe.is_none()));
+        let (recipe_flag, submit_flag) = (flags.recipe.is_some(), flags.submit_dir.is_some());
+        let recipe = flags.recipe.or(file.recipe.filter(|_| !submit_flag));
+        let submit_dir = flags.submit_dir.or(file.submit_dir.filter(|_| !recipe_flag));
         if recipe.is_some() && submit_dir.is_some() {
             return Err(ConfigError::Conflict(
                 "the config file sets both `recipe` and `submit_dir`; a trainer has one source of \
