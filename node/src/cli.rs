@@ -39,6 +39,9 @@ pub enum Command {
     Score(commands::score::ScoreArgs),
     /// Print a running node's status (its HTTP API's `GET /status`).
     Status(commands::status::StatusArgs),
+    /// Hand a model trained elsewhere to a running trainer node (`--submit-dir`), which joins
+    /// the task, commits, reveals and serves it; checked as a validator would first.
+    Submit(commands::submit::SubmitArgs),
     /// Make tasks from data files, and post them to a running node.
     #[command(subcommand)]
     Task(commands::task::TaskCommand),
@@ -62,6 +65,7 @@ pub fn main() -> ExitCode {
         Some(Command::Ledger(cmd)) => commands::ledger::run(cmd),
         Some(Command::Score(args)) => commands::score::run(args),
         Some(Command::Status(args)) => commands::status::run(args),
+        Some(Command::Submit(args)) => commands::submit::run(args),
         Some(Command::Task(cmd)) => commands::task::run(cmd),
         Some(Command::Train(args)) => commands::train::run(args),
         Some(Command::Tx(cmd)) => commands::tx::run(cmd),

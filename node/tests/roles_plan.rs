@@ -22,7 +22,7 @@ use consensus::vote::{CommitCertificate, SignedVote, Vote, VoteKind};
 use node::roles::persist::RoleStore;
 use node::roles::scorer::{ScoreSecret, ScoreTaskError, ScorerStep, open_sealed, scorer_plan};
 use node::roles::trainer::{
-    Stage, TaskRecord, TrainedModel, TrainerStep, recipe_fits, trainer_plan,
+    Offer, Stage, TaskRecord, TrainedModel, TrainerStep, recipe_fits, trainer_plan,
 };
 use trainer::recipe::Recipe;
 
@@ -461,7 +461,7 @@ fn trainer_joins_only_in_the_join_window_of_a_task_it_can_train() {
     let t = chain.task(task);
     let mut joins_at = Vec::new();
     while chain.height() <= t.score_deadline() {
-        let plan = trainer_plan(chain.state(), &me, &recipe, &no_records(), &served);
+        let plan = trainer_plan(chain.state(), &me, Offer::Recipe(&recipe), &no_records(), &served);
         if plan == vec![TrainerStep::Join { task }] {
             joins_at.push(chain.height());
         } else {
@@ -470,7 +470,7 @@ fn trainer_joins_only_in_the_join_window_of_a_task_it_can_train() {
         // Neither a validator nor the task's creator ever joins.
         for other in [chain.validators[0].account(), chain.creator.account()] {
             assert_eq!(
-                trainer_plan(chain.state(), &other, &recipe, &no_records(), &served),
+                trainer_plan(chain.state(), &other, Offer::Recipe(&recipe), &no_records(), &served),
                 vec![]
             );
         }
@@ -494,7 +494,10 @@ fn trainer_skips_full_tasks_and_tasks_its_recipe_cannot_train() {
     let recipe = Recipe::default();
     assert!(recipe_fits(&recipe, &small).unwrap_err().contains("parameters"));
     let small = chain.create_task(small);
-    assert_eq!(trainer_plan(chain.state(), &me, &recipe, &no_records(), &served), vec![]);
+    assert_eq!(
+        trainer_plan(chain.state(), &me, Offer::Recipe(&recipe), &no_records(), &served),
+        vec![]
+    );
 
     // A task that two others filled.
     let full = chain.create_task(spec());
@@ -503,12 +506,15 @@ fn trainer_skips_full_tasks_and_tasks_its_recipe_cannot_train() {
         chain.send(&key, TxKind::JoinTask { task: full });
     }
     assert!(chain.height().next() <= chain.task(full).join_deadline());
-    assert_eq!(trainer_plan(chain.state(), &me, &recipe, &no_records(), &served), vec![]);
+    assert_eq!(
+        trainer_plan(chain.state(), &me, Offer::Recipe(&recipe), &no_records(), &served),
+        vec![]
+    );
 
     // With pruning the small task fits.
     let pruning: Recipe = Recipe::from_toml("[prune]\nparams = 90\n", "test").unwrap();
     assert_eq!(
-        trainer_plan(chain.state(), &me, &pruning, &no_records(), &served),
+        trainer_plan(chain.state(), &me, Offer::Recipe(&pruning), &no_records(), &served),
         vec![TrainerStep::Join { task: small }]
     );
 }
@@ -527,13 +533,13 @@ fn trainer_reveals_only_once_the_key_is_on_chain_then_serves() {
     let records =
         BTreeMap::from([(task, TaskRecord { task, stage: Stage::Trained(model.clone()) })]);
     assert_eq!(
-        trainer_plan(chain.state(), &me, &recipe, &records, &served),
+        trainer_plan(chain.state(), &me, Offer::Recipe(&recipe), &records, &served),
         vec![TrainerStep::Commit { task, commitment: model.commitment }]
     );
     chain.send(&key, TxKind::CommitModel { task, commitment: model.commitment });
     while chain.height() < chain.task(task).commit_deadline().plus(2) {
         assert_eq!(
-            trainer_plan(chain.state(), &me, &recipe, &records, &served),
+            trainer_plan(chain.state(), &me, Offer::Recipe(&recipe), &records, &served),
             vec![],
             "never reveal before the key is on chain, even after the commit deadline"
         );
@@ -541,7 +547,7 @@ fn trainer_reveals_only_once_the_key_is_on_chain_then_serves() {
     }
     let creator = self::key(3, 0);
     chain.send(&creator, TxKind::RevealHeldoutKey { task, key: heldout_key() });
-    let plan = trainer_plan(chain.state(), &me, &recipe, &records, &served);
+    let plan = trainer_plan(chain.state(), &me, Offer::Recipe(&recipe), &records, &served);
     assert_eq!(plan, vec![TrainerStep::Reveal { task, model: model.clone() }]);
     // The ledger accepts it in the next block.
     chain.send(
@@ -555,11 +561,11 @@ fn trainer_reveals_only_once_the_key_is_on_chain_then_serves() {
         },
     );
     assert_eq!(
-        trainer_plan(chain.state(), &me, &recipe, &records, &served),
+        trainer_plan(chain.state(), &me, Offer::Recipe(&recipe), &records, &served),
         vec![TrainerStep::Serve { task, model_hash: model.model_hash }]
     );
     served.insert(task);
-    assert_eq!(trainer_plan(chain.state(), &me, &recipe, &records, &served), vec![]);
+    assert_eq!(trainer_plan(chain.state(), &me, Offer::Recipe(&recipe), &records, &served), vec![]);
 }
 
 #[test]
@@ -577,7 +583,7 @@ fn trainer_resumes_from_its_persisted_plan_without_joining_again() {
 
     // It decides to join the first task: the plan is persisted, then JoinTask lands.
     assert_eq!(
-        trainer_plan(chain.state(), &me, &recipe, &no_records(), &served),
+        trainer_plan(chain.state(), &me, Offer::Recipe(&recipe), &no_records(), &served),
         vec![TrainerStep::Join { task: first }]
     );
     store
@@ -589,7 +595,7 @@ fn trainer_resumes_from_its_persisted_plan_without_joining_again() {
     // this one is untrained.
     let records: BTreeMap<TaskId, TaskRecord> = store.load_all().unwrap();
     assert_eq!(
-        trainer_plan(chain.state(), &me, &recipe, &records, &served),
+        trainer_plan(chain.state(), &me, Offer::Recipe(&recipe), &records, &served),
         vec![TrainerStep::Train { task: first }]
     );
 
@@ -599,7 +605,7 @@ fn trainer_resumes_from_its_persisted_plan_without_joining_again() {
     store.save(first, &TaskRecord { task: first, stage: Stage::Trained(model.clone()) }).unwrap();
     let records: BTreeMap<TaskId, TaskRecord> = store.load_all().unwrap();
     assert_eq!(
-        trainer_plan(chain.state(), &me, &recipe, &records, &served),
+        trainer_plan(chain.state(), &me, Offer::Recipe(&recipe), &records, &served),
         vec![
             TrainerStep::Commit { task: first, commitment: model.commitment },
             TrainerStep::Join { task: second },
@@ -610,7 +616,7 @@ fn trainer_resumes_from_its_persisted_plan_without_joining_again() {
     // Once the key is on chain, a restarted trainer reveals with the persisted salt.
     chain.reveal_key(first);
     let records: BTreeMap<TaskId, TaskRecord> = store.load_all().unwrap();
-    let plan = trainer_plan(chain.state(), &me, &recipe, &records, &served);
+    let plan = trainer_plan(chain.state(), &me, Offer::Recipe(&recipe), &records, &served);
     assert!(plan.contains(&TrainerStep::Reveal { task: first, model }), "{plan:?}");
     assert!(!plan.iter().any(|s| matches!(s, TrainerStep::Join { task } if *task == first)));
 }
@@ -626,11 +632,11 @@ fn trainer_abandons_a_join_that_missed_the_window() {
     let served = BTreeSet::new();
     // While the window is open, the join is tried again (the loop throttles retries).
     assert_eq!(
-        trainer_plan(chain.state(), &me, &recipe, &records, &served),
+        trainer_plan(chain.state(), &me, Offer::Recipe(&recipe), &records, &served),
         vec![TrainerStep::Join { task }]
     );
     chain.advance_to(chain.task(task).join_deadline());
-    let plan = trainer_plan(chain.state(), &me, &recipe, &records, &served);
+    let plan = trainer_plan(chain.state(), &me, Offer::Recipe(&recipe), &records, &served);
     assert!(
         matches!(plan.as_slice(), [TrainerStep::Abandon { task: t, .. }] if *t == task),
         "{plan:?}"
@@ -639,7 +645,54 @@ fn trainer_abandons_a_join_that_missed_the_window() {
         task,
         TaskRecord { task, stage: Stage::Abandoned { reason: "missed".into() } },
     )]);
-    assert_eq!(trainer_plan(chain.state(), &me, &recipe, &abandoned, &served), vec![]);
+    assert_eq!(
+        trainer_plan(chain.state(), &me, Offer::Recipe(&recipe), &abandoned, &served),
+        vec![]
+    );
+}
+
+#[test]
+fn a_trainer_with_a_submit_folder_joins_and_takes_only_tasks_whose_model_is_waiting() {
+    let mut chain = Chain::new();
+    let key = key(2, 0);
+    let me = key.account();
+    let served = BTreeSet::new();
+    let first = chain.create_task(spec());
+    let second = chain.create_task(spec());
+    let none = BTreeSet::new();
+    assert_eq!(
+        trainer_plan(chain.state(), &me, Offer::Files(&none), &no_records(), &served),
+        vec![],
+        "no file waiting: joining would only cost the entry fee"
+    );
+    let second_only = BTreeSet::from([second]);
+    assert_eq!(
+        trainer_plan(chain.state(), &me, Offer::Files(&second_only), &no_records(), &served),
+        vec![TrainerStep::Join { task: second }],
+        "the oldest task with a waiting file, not the oldest task"
+    );
+    chain.send(&key, TxKind::JoinTask { task: second });
+    let records = BTreeMap::from([(
+        second,
+        TaskRecord { task: second, stage: Stage::Joining { at: chain.height() } },
+    )]);
+    assert_eq!(
+        trainer_plan(chain.state(), &me, Offer::Files(&second_only), &records, &served),
+        vec![TrainerStep::Train { task: second }],
+        "joined: take the file"
+    );
+    assert_eq!(
+        trainer_plan(chain.state(), &me, Offer::Files(&none), &records, &served),
+        vec![],
+        "joined, but the file went away: wait for it while the commit window is open"
+    );
+    chain.advance_to(chain.task(second).commit_deadline());
+    let plan = trainer_plan(chain.state(), &me, Offer::Files(&none), &records, &served);
+    assert!(
+        matches!(plan.as_slice(), [TrainerStep::Abandon { task, .. }] if *task == second),
+        "{plan:?}"
+    );
+    assert!(chain.task(first).join_deadline() < chain.height().next());
 }
 
 #[test]

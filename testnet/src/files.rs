@@ -88,6 +88,13 @@ pub fn write(plan: &Plan, dir: &Path, ports: &[NodePorts]) -> anyhow::Result<Lay
         let key = crate::plan::heldout_key(plan.settings.seed, round);
         node::keystore::save_heldout_key(&dir.join("creator"), &key)?;
     }
+    for file in &plan.private {
+        let path = dir.join(&file.path);
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+        }
+        fs::write(&path, &file.bytes).with_context(|| format!("writing {}", path.display()))?;
+    }
     let mut layout = Layout {
         dir: dir.to_path_buf(),
         configs: Vec::new(),

@@ -6,12 +6,14 @@
 //! ([`launch`]; cargo builds no other package's binary for `cargo run -p testnet`), posts the task
 //! and follows it over the nodes' HTTP API ([`client`], [`run`]) until it finalizes, prints the
 //! leaderboard and payouts ([`report`]), checks that every node has the same block hash and state
-//! root at the height after finalization, and stops every node.
+//! root at the height after finalization, and stops every node. `--scenario private-data`
+//! ([`private`]) gives the trainers private clean data of their own instead of different recipes.
 
 pub mod client;
 pub mod files;
 pub mod interrupt;
 pub mod launch;
 pub mod plan;
+pub mod private;
 pub mod report;
 pub mod run;

@@ -3,7 +3,8 @@
 //! A multi-call binary: started as `node` (its `argv[0]`), it is the node (`node::cli::main`), so
 //! the launcher can start nodes from its own executable; `testnet node ARGS...` runs the node
 //! command line too. Otherwise it parses its options, plans and runs a testnet, and owns the exit
-//! code: 0 on success, 130 when interrupted, 1 on any failure (the whole error chain printed).
+//! code: 0 on success (also when a `--keep-running` network that passed is stopped with Ctrl-C),
+//! 130 when interrupted before the run passed, 1 on any failure (the whole error chain printed).
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -56,6 +57,20 @@ struct Args {
     /// Keep the nodes running after the report, until Ctrl-C.
     #[arg(long)]
     keep_running: bool,
+    /// What the trainers differ in: `demo`, their recipes; `private-data`, four trainers with one
+    /// recipe and different private clean slices of the data next to the noisy public file
+    /// (A, B, C, and A+B pooled; `--trainers` is ignored).
+    #[arg(long, value_enum, default_value_t = ScenarioArg::Demo)]
+    scenario: ScenarioArg,
+}
+
+/// The trainers a run compares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum ScenarioArg {
+    /// Different recipes on the same noisy public data.
+    Demo,
+    /// One recipe, different private clean data of each trainer's own.
+    PrivateData,
 }
 
 /// What a --data file holds.
@@ -99,7 +114,10 @@ fn settings(args: &Args) -> anyhow::Result<Settings> {
 
 fn launcher() -> anyhow::Result<()> {
     let args = Args::parse();
-    let plan = Plan::new(settings(&args)?)?;
+    let plan = match args.scenario {
+        ScenarioArg::Demo => Plan::new(settings(&args)?)?,
+        ScenarioArg::PrivateData => testnet::private::plan(settings(&args)?)?,
+    };
     interrupt::install()?;
     run::run(&plan, &Options { dir: args.dir, keep_running: args.keep_running })
 }
@@ -121,10 +139,8 @@ fn main() -> ExitCode {
     }
     match launcher() {
         Ok(()) => ExitCode::SUCCESS,
-        Err(err) if err.downcast_ref::<interrupt::Interrupted>().is_some() => {
-            eprintln!("{err}");
-            ExitCode::from(130)
-        }
+        // `run` already said so, before it stopped the nodes.
+        Err(err) if err.downcast_ref::<interrupt::Interrupted>().is_some() => ExitCode::from(130),
         Err(err) => {
             eprintln!("error: {err:#}");
             ExitCode::FAILURE

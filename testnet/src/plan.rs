@@ -210,6 +210,9 @@ pub struct Plan {
     pub reward: Amount,
     /// The first port tried for the nodes' ports.
     pub port_base: u16,
+    /// Trainers' private data files (`--scenario private-data`), written into the testnet
+    /// directory; empty otherwise.
+    pub private: Vec<crate::private::PrivateFile>,
 }
 
 /// 32 bytes derived from the seed and a label.
@@ -281,7 +284,16 @@ impl Plan {
         }
         let span = u64::from(PORT_SPAN);
         let port_base = PORT_BASE_MIN + (derive_u64(seed, "ports") % span) as u16;
-        Ok(Plan { settings, nodes, creator_seed, genesis, tasks, reward: REWARD, port_base })
+        Ok(Plan {
+            settings,
+            nodes,
+            creator_seed,
+            genesis,
+            tasks,
+            reward: REWARD,
+            port_base,
+            private: Vec::new(),
+        })
     }
 
     /// The task creator's key.

@@ -109,6 +109,13 @@ pub fn run(plan: &Plan, options: &Options) -> anyhow::Result<()> {
             }
         }
     }
+    if let Err(err) = &result
+        && err.downcast_ref::<interrupt::Interrupted>().is_some()
+    {
+        // Said before the nodes stop, so it comes before the line that says they stopped.
+        let _ = std::io::Write::flush(&mut std::io::stdout());
+        eprintln!("{err}");
+    }
     let stopped = supervisor.stop_all();
     println!("stopped {stopped} nodes; files and logs in {}", dir.display());
     result
@@ -236,12 +243,28 @@ fn drive(
             println!("  {:<12} {url}/status", node.name);
         }
         println!("press Ctrl-C to stop them");
-        loop {
-            interrupt::sleep(POLL_INTERVAL)?;
-            alive(supervisor)?;
-        }
+        until_interrupted(|| interrupt::sleep(POLL_INTERVAL), || alive(supervisor))?;
+        println!("Ctrl-C: stopping the nodes");
     }
     Ok(())
+}
+
+/// Keeps a passed run's network up: polls `alive` after each `pause` until the user interrupts.
+/// An interrupt here is how the user ends a run that passed, so it is `Ok` (exit 0, not 130);
+/// a node that exits meanwhile is still an error.
+fn until_interrupted(
+    mut pause: impl FnMut() -> Result<(), interrupt::Interrupted>,
+    mut alive: impl FnMut() -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    loop {
+        if pause().is_err() {
+            return Ok(());
+        }
+        match alive() {
+            Err(err) if err.downcast_ref::<interrupt::Interrupted>().is_some() => return Ok(()),
+            other => other?,
+        }
+    }
 }
 
 /// Starts the nodes that join in `round` and waits until each answers with the right genesis
@@ -555,6 +578,25 @@ pub fn is_node_mode(arg0: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ctrl_c_ends_a_kept_network_with_success_but_a_dead_node_fails_it() {
+        let mut pauses = 0;
+        let ended = until_interrupted(
+            || {
+                pauses += 1;
+                if pauses == 3 { Err(interrupt::Interrupted) } else { Ok(()) }
+            },
+            || Ok(()),
+        );
+        assert!(ended.is_ok(), "{ended:?}");
+        assert_eq!(pauses, 3);
+        let interrupted_in_check =
+            until_interrupted(|| Ok(()), || Err(interrupt::Interrupted.into()));
+        assert!(interrupted_in_check.is_ok());
+        let died = until_interrupted(|| Ok(()), || Err(anyhow::anyhow!("validator-1 exited")));
+        assert_eq!(died.unwrap_err().to_string(), "validator-1 exited");
+    }
     use crate::client::{Deadlines, Submission};
 
     #[test]

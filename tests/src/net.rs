@@ -27,7 +27,7 @@ use testnet::run::{LOG_FILTER, NODE_ARG0};
 use trainer::task::DataKind;
 
 /// The demo data set the testnet runs by default.
-const DIGITS: &[u8] = include_bytes!("../../data/digits.csv");
+pub const DIGITS: &[u8] = include_bytes!("../../data/digits.csv");
 
 /// Longest wait for a node's API to answer after it starts.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(120);
@@ -83,18 +83,24 @@ impl Net {
     /// Plans the default testnet (the digits task with label noise) for `validators` and
     /// `trainers` and writes its files into `dir`; starts nothing.
     pub fn plan(dir: &Path, validators: usize, trainers: usize, seed: u64) -> anyhow::Result<Net> {
-        let plan = Plan::new(Settings {
-            validators,
-            trainers,
-            seed,
-            rounds: 1,
-            task: TaskSource {
-                name: "digits.csv".into(),
-                bytes: DIGITS.to_vec(),
-                kind: DataKind::Classification,
-                label_noise: LABEL_NOISE_DEFAULT,
-            },
-        })?;
+        let task = TaskSource {
+            name: "digits.csv".into(),
+            bytes: DIGITS.to_vec(),
+            kind: DataKind::Classification,
+            label_noise: LABEL_NOISE_DEFAULT,
+        };
+        Net::plan_with(dir, validators, trainers, seed, task)
+    }
+
+    /// As [`Net::plan`], with the task made from `task` instead of the digits demo.
+    pub fn plan_with(
+        dir: &Path,
+        validators: usize,
+        trainers: usize,
+        seed: u64,
+        task: TaskSource,
+    ) -> anyhow::Result<Net> {
+        let plan = Plan::new(Settings { validators, trainers, seed, rounds: 1, task })?;
         let ports = files::free_ports(plan.port_base, plan.nodes.len())?;
         let layout = files::write(&plan, dir, &ports)?;
         let clients = layout.urls.iter().map(|u| Client::new(u)).collect();
@@ -133,14 +139,21 @@ impl Net {
 
     /// Starts plan node `i` (again, after a kill: its log is appended to).
     pub fn start(&mut self, i: usize) -> anyhow::Result<()> {
+        self.start_with(i, &[])
+    }
+
+    /// Starts plan node `i` with `extra` flags after its config (flags win over the config file,
+    /// e.g. `--submit-dir DIR` for a trainer whose config names a recipe).
+    pub fn start_with(&mut self, i: usize, extra: &[String]) -> anyhow::Result<()> {
         ensure!(self.running[i].is_none(), "{} is already running", self.plan.nodes[i].name);
         let node = &self.plan.nodes[i];
-        let args = vec![
+        let mut args = vec![
             "--role".into(),
             node.role.as_str().into(),
             "--config".into(),
             self.layout.configs[i].display().to_string(),
         ];
+        args.extend(extra.iter().cloned());
         let spec = self.spawn_spec(&node.name, args, &self.layout.logs[i]);
         let mut supervisor = Supervisor::new();
         self.pids[i] = Some(supervisor.spawn(spec)?);

@@ -2,7 +2,8 @@
 //! with bounded sizes and preprocessed the way a task spec says.
 //!
 //! A CSV file has one header line, then one row per sample: `f_1,…,f_n,label`, every feature a
-//! finite decimal number and the label an integer in `0..classes`. Any malformed line is an error
+//! finite decimal number and the label an integer in `0..classes`. A first line made only of
+//! numbers is refused as a missing header (it would otherwise be dropped as one). Any malformed line is an error
 //! that names the file, the 1-based line and the 1-based column. Text is any UTF-8 file; it is
 //! turned into indices with the task's vocabulary (index 0 for characters outside it).
 
@@ -155,6 +156,16 @@ pub fn parse_csv(bytes: &[u8], file: &str, shape: Option<CsvShape>) -> Result<Ta
         return Err(csv_error(file, 1, 1, "empty file: expected a header line"));
     }
     let header: Vec<String> = header_line.split(',').map(|s| s.trim().to_owned()).collect();
+    if header.len() >= 2 && header.iter().all(|name| name.parse::<f64>().is_ok()) {
+        // Without this a file with no header silently lost its first row to the header.
+        return Err(csv_error(
+            file,
+            1,
+            1,
+            "the first line is all numbers, so it looks like a data row, not a header: add a \
+             header line naming the columns (the features, then the label) as the first line",
+        ));
+    }
     let columns = header.len();
     if columns < 2 {
         return Err(csv_error(file, 1, 1, "the header needs at least one feature and the label"));
@@ -370,6 +381,9 @@ mod tests {
 
     #[test]
     fn parses_a_table() {
+        let no_header = parse_csv(b"1,2,0\n3.5,-4,2\n", "t.csv", None).unwrap_err().to_string();
+        assert!(no_header.starts_with("t.csv:1:1: the first line is all numbers"), "{no_header}");
+        assert!(parse_csv(b"1,2,label\n1,2,0\n", "t.csv", None).is_ok(), "one name is enough");
         let t = parse_csv(b"a,b,label\n1,2,0\n3.5,-4,2\n", "t.csv", None).unwrap();
         assert_eq!(t.features, 2);
         assert_eq!(t.values, vec![1.0, 2.0, 3.5, -4.0]);

@@ -13,6 +13,7 @@
 //! [data]
 //! fraction = 1.0         # share of the public training rows used (a seeded sample)
 //! validation_fraction = 0.1  # local validation split (for the printed metric and early stopping)
+//! extra = []             # private CSV files of your own, trained on besides the public file
 //!
 //! [train]                # classification
 //! epochs = 60
@@ -130,13 +131,24 @@ pub struct DataRecipe {
     pub fraction: f64,
     /// Share held back as the local validation split, in `[0, 0.5]` (0: none).
     pub validation_fraction: f64,
+    /// The trainer's own training files (classification CSVs), at most [`EXTRA_FILES_MAX`]: each
+    /// must have the task's columns (a header, the task's feature count, labels in
+    /// `0..classes`), is standardized with the task's statistics like the public file, and joins
+    /// the public rows before sampling, filtering and the validation split. They are read
+    /// locally and never uploaded: only the trained model leaves the machine. Relative paths are
+    /// taken from the recipe file's folder.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub extra: Vec<PathBuf>,
 }
 
 impl Default for DataRecipe {
     fn default() -> Self {
-        DataRecipe { fraction: 1.0, validation_fraction: 0.1 }
+        DataRecipe { fraction: 1.0, validation_fraction: 0.1, extra: Vec::new() }
     }
 }
+
+/// Most private training files a recipe may name.
+pub const EXTRA_FILES_MAX: usize = 16;
 
 /// Classification training.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -309,7 +321,8 @@ impl Recipe {
         Ok(recipe)
     }
 
-    /// Reads a recipe file; a relative `base.path` is resolved against the file's folder.
+    /// Reads a recipe file; a relative `base.path` or `data.extra` path is resolved against the
+    /// file's folder.
     pub fn load(path: &Path) -> Result<Recipe, RecipeError> {
         let name = path.display().to_string();
         let io = |source| RecipeError::Io { path: name.clone(), source };
@@ -318,11 +331,13 @@ impl Recipe {
         }
         let text = std::fs::read_to_string(path).map_err(io)?;
         let mut recipe = Recipe::from_toml(&text, &name)?;
-        if let Some(base) = &mut recipe.base
-            && base.path.is_relative()
-            && let Some(dir) = path.parent()
-        {
-            base.path = dir.join(&base.path);
+        if let Some(dir) = path.parent() {
+            let base = recipe.base.as_mut().map(|b| &mut b.path);
+            for p in base.into_iter().chain(recipe.data.extra.iter_mut()) {
+                if p.is_relative() {
+                    *p = dir.join(&*p);
+                }
+            }
         }
         Ok(recipe)
     }
@@ -346,6 +361,9 @@ impl Recipe {
         }
         if !(0.0..=0.5).contains(&self.data.validation_fraction) {
             return Err(invalid("data.validation_fraction", "must be in [0, 0.5]"));
+        }
+        if self.data.extra.len() > EXTRA_FILES_MAX {
+            return Err(invalid("data.extra", format!("at most {EXTRA_FILES_MAX} files")));
         }
         let t = &self.train;
         if t.epochs == 0 || t.epochs > EPOCHS_MAX {

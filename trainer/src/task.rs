@@ -190,6 +190,32 @@ fn split_task(
     }
 }
 
+/// Most distinct labels named in a label error.
+const LABELS_SHOWN_MAX: usize = 20;
+
+/// Checks that the labels are exactly `0..K`, every class present: the task's class count is one
+/// more than the largest label, so labels `1..=3` would make 4 classes (one never seen) and
+/// `0, 5, 9` ten. Refused with the labels found and how to renumber them.
+pub fn check_labels(labels: &[u32], file: &str) -> Result<(), TaskError> {
+    let found: std::collections::BTreeSet<u32> = labels.iter().copied().collect();
+    let bound = found.last().map_or(0, |m| m + 1);
+    if found.len() as u64 == u64::from(bound) {
+        return Ok(());
+    }
+    let mut shown: Vec<String> = found.iter().take(LABELS_SHOWN_MAX).map(u32::to_string).collect();
+    if found.len() > LABELS_SHOWN_MAX {
+        shown.push(format!("… ({} in all)", found.len()));
+    }
+    Err(TaskError::Invalid(format!(
+        "{file}: the labels must be 0..{} with every class present (the largest label fixes the \
+         class count, {bound}), but the file holds the labels {{{}}}: renumber them 0..{} in \
+         this order",
+        found.len().saturating_sub(1),
+        shown.join(", "),
+        found.len().saturating_sub(1)
+    )))
+}
+
 /// The stratified split: held-out row indices and training row indices, each ascending.
 pub fn stratified_split(labels: &[u32], fraction: f64, seed: u64) -> (Vec<usize>, Vec<usize>) {
     let mut rng = rng::stream(seed, "split");
@@ -222,6 +248,7 @@ fn classification_task(
     if classes < 2 {
         return Err(TaskError::Invalid(format!("{file}: needs at least 2 classes")));
     }
+    check_labels(&table.labels, file)?;
     // The text of every data row, in table order, so both parts keep the original values.
     let text = std::str::from_utf8(bytes).map_err(|e| {
         TaskError::Data(DataError::NotUtf8 { file: file.into(), offset: e.valid_up_to() })
@@ -487,6 +514,29 @@ mod tests {
             seed,
             lm: LmArchitecture::default(),
         }
+    }
+
+    #[test]
+    fn labels_that_are_not_zero_to_k_are_refused_with_the_labels_found() {
+        let salt = Salt(Hash([3; 32]));
+        let key = HeldoutKey(Hash([4; 32]));
+        let with_labels = |labels: &[u32]| -> Vec<u8> {
+            let mut s = String::from("a,b,label\n");
+            for i in 0..60 {
+                s.push_str(&format!("{i},7,{}\n", labels[i % labels.len()]));
+            }
+            s.into_bytes()
+        };
+        let one_based = new_task(&with_labels(&[1, 2, 3]), "t.csv", &opts(1), salt, &key);
+        let message = one_based.unwrap_err().to_string();
+        assert!(
+            message.contains("the labels {1, 2, 3}") && message.contains("renumber them 0..2"),
+            "{message}"
+        );
+        let sparse = new_task(&with_labels(&[0, 5, 9]), "t.csv", &opts(1), salt, &key);
+        assert!(sparse.unwrap_err().to_string().contains("the labels {0, 5, 9}"));
+        let dense = new_task(&with_labels(&[2, 0, 1]), "t.csv", &opts(1), salt, &key).unwrap();
+        assert_eq!(dense.spec.kind, TaskKind::Classification { features: 2, classes: 3 });
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod ledger;
 pub mod run;
 pub mod score;
 pub mod status;
+pub mod submit;
 pub mod task;
 pub mod train;
 pub mod tx;

@@ -2,7 +2,8 @@
 //!
 //! Resolves the settings (flags over the `--config` file), starts the driver (consensus for a
 //! validator, chain following for a trainer), and spawns the role loop (the scorer for a
-//! validator, which fetches sealed held-out files itself; the trainer with its recipe) and the HTTP API (with `--http`).
+//! validator, which fetches sealed held-out files itself; the trainer with its recipe or its
+//! submit folder) and the HTTP API (with `--http`).
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -12,11 +13,13 @@ use clap::Args;
 use tracing_subscriber::EnvFilter;
 
 use crate::blobs;
+use crate::roles::trainer::ModelSource;
 use crate::runtime::config::{ConfigFile, Flags, NodeConfig};
 use crate::runtime::{ChainEvent, NodeContext, Role, driver};
 
 /// Settings of a running node; each may also be set in the `--config` file under the same name
-/// (`data_dir`, `genesis`, `listen`, `bootstrap`, `http`, `recipe`, `mdns`, `scorer`, `role`).
+/// (`data_dir`, `genesis`, `listen`, `bootstrap`, `http`, `recipe`, `submit_dir`, `mdns`,
+/// `scorer`, `role`).
 /// Flags win over the file.
 #[derive(Debug, Default, Args)]
 pub struct RunArgs {
@@ -44,6 +47,11 @@ pub struct RunArgs {
     /// A trainer's recipe (TOML); the default recipe without it.
     #[arg(long)]
     pub recipe: Option<PathBuf>,
+    /// A trainer that takes models trained elsewhere from this folder instead of training with
+    /// a recipe: `task-<ID>.safetensors` files, put there by `node submit` (or by hand). It joins
+    /// a task only once its file is there and passes the validators' checks.
+    #[arg(long, conflicts_with = "recipe")]
+    pub submit_dir: Option<PathBuf>,
     /// Turn mDNS discovery off.
     #[arg(long)]
     pub no_mdns: bool,
@@ -84,28 +92,32 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         bootstrap: args.bootstrap,
         http: args.http,
         recipe: args.recipe,
+        submit_dir: args.submit_dir,
         no_mdns: args.no_mdns,
         no_scorer: args.no_scorer,
     };
     let config = NodeConfig::resolve(flags, file)?;
-    let recipe = match (&config.role, &config.recipe) {
-        (Role::Trainer, Some(path)) => Some(
+    let source = match (&config.role, &config.recipe, &config.submit_dir) {
+        (Role::Trainer, _, Some(dir)) => Some(ModelSource::Folder(dir.clone())),
+        (Role::Trainer, Some(path), None) => Some(ModelSource::Recipe(
             trainer::recipe::Recipe::load(path)
                 .with_context(|| format!("loading the recipe {}", path.display()))?,
-        ),
-        (Role::Trainer, None) => Some(trainer::recipe::Recipe::default()),
-        (Role::Validator, _) => None,
+        )),
+        (Role::Trainer, None, None) => {
+            Some(ModelSource::Recipe(trainer::recipe::Recipe::default()))
+        }
+        (Role::Validator, ..) => None,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(run_node(config, recipe, exit_with_stdin))
+    runtime.block_on(run_node(config, source, exit_with_stdin))
 }
 
 async fn run_node(
     config: NodeConfig,
-    recipe: Option<trainer::recipe::Recipe>,
+    source: Option<ModelSource>,
     exit_with_stdin: bool,
 ) -> anyhow::Result<()> {
     let http = match config.http {
@@ -133,9 +145,9 @@ async fn run_node(
         http.write_hosts.extend(config.http_write_hosts.iter().cloned());
         tasks.spawn(named("http api", crate::http::serve_with_config(ctx, listener, http)));
     }
-    match (ctx.role, recipe) {
-        (Role::Trainer, Some(recipe)) => {
-            tasks.spawn(named("trainer", crate::roles::trainer::run(ctx.clone(), recipe)));
+    match (ctx.role, source) {
+        (Role::Trainer, Some(source)) => {
+            tasks.spawn(named("trainer", crate::roles::trainer::run(ctx.clone(), source)));
         }
         (Role::Validator, _) if config.scorer => {
             tasks.spawn(named("scorer", crate::roles::scorer::run(ctx.clone())));

@@ -181,6 +181,7 @@ fn router(api: Api) -> Router {
         .route("/txs/{hash}", get(read::tx))
         .route("/tasks", get(tasks::tasks))
         .route("/tasks/{id}", get(tasks::task))
+        .route("/tasks/{id}/spec", get(tasks::task_spec))
         .route("/accounts/{id}", get(tasks::account))
         .route("/proof/{table}/{key}", get(proof::proof))
         .route("/blobs", post(write::post_blob))

@@ -104,6 +104,19 @@ pub(super) async fn task(
     Ok(Json(detail))
 }
 
+/// `GET /tasks/{id}/spec`: the task's spec exactly as the ledger holds it, in the `task.json`
+/// form `node task new` writes (what a trainer training elsewhere reads: architecture,
+/// preprocessing, limits). After the task's retention period the ledger drops its preprocessing
+/// vectors, and so does this answer.
+pub(super) async fn task_spec(
+    State(api): State<Api>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<consensus::task::TaskSpec>> {
+    let id = parse_task(&id)?;
+    let spec = api.read(move |l| Ok(get_task(l.state(), id)?.spec.clone())).await?;
+    Ok(Json(spec))
+}
+
 /// `?limit=` of `GET /accounts/{id}`.
 #[derive(Debug, Deserialize)]
 pub struct AccountQuery {

@@ -1,5 +1,5 @@
 //! The role loops: what a validator does besides consensus (scoring tasks) and what a trainer
-//! does (joining, training, committing and revealing models).
+//! does (joining, training or taking a model trained elsewhere, committing and revealing it).
 //!
 //! Both loops follow committed blocks through [`crate::runtime::ChainEvent`]s, read the ledger,
 //! and decide what to do with a **pure planner** over the ledger's state and what the role has
@@ -18,6 +18,7 @@
 //! Heavy work (training, evaluation) runs on tokio's blocking threads, inside a one-thread rayon
 //! pool, so neither the async runtime nor the other cores (consensus, the swarm) are starved.
 
+pub mod outside;
 pub mod persist;
 pub mod scorer;
 pub mod trainer;

@@ -22,8 +22,14 @@
 //!
 //! A restart reloads the records: a joined task is not joined again, a trained one is committed
 //! and revealed with the same salt.
+//!
+//! Where the models come from is the trainer's [`ModelSource`]: its candle recipe, or a folder of
+//! models trained elsewhere ([`super::outside`]). With a folder, "train" means "take the task's
+//! file from the folder and check it as a validator would", and the trainer joins only tasks whose
+//! file is waiting there and passed those checks; everything after is the same.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use consensus::commitment::{Salt, model_commitment};
@@ -35,6 +41,7 @@ use serde::{Deserialize, Serialize};
 use trainer::recipe::Recipe;
 use trainer::train::{self, Event, TrainData, TrainError};
 
+use super::outside::{self, OutsideError};
 use super::persist::{PersistError, RoleStore};
 use super::{
     Attempts, Background, FetchError, RoleLoop, Stopped, drive, fetch_bytes, lagging, now_ms,
@@ -174,6 +181,34 @@ fn mlp_params(sizes: &[usize]) -> u64 {
     sizes.windows(2).map(|w| (w[0] as u64 + 1) * w[1] as u64).sum()
 }
 
+/// Where a trainer's models come from.
+#[derive(Clone, Debug)]
+pub enum ModelSource {
+    /// Trained here with this recipe.
+    Recipe(Recipe),
+    /// Trained elsewhere: `task-<ID>.safetensors` files in this folder ([`super::outside`]).
+    Folder(PathBuf),
+}
+
+/// What the trainer can offer for tasks, as the planner sees it.
+#[derive(Clone, Copy, Debug)]
+pub enum Offer<'a> {
+    /// A model trained with this recipe, for any task it fits.
+    Recipe(&'a Recipe),
+    /// A model trained elsewhere, for each of these tasks (its file is waiting in the folder).
+    Files(&'a BTreeSet<TaskId>),
+}
+
+impl Offer<'_> {
+    /// Whether the trainer can offer a model for `task` now.
+    fn fits(&self, task: TaskId, spec: &TaskSpec) -> bool {
+        match self {
+            Offer::Recipe(recipe) => recipe_fits(recipe, spec).is_ok(),
+            Offer::Files(ready) => ready.contains(&task),
+        }
+    }
+}
+
 /// Whether `recipe` can train a model for `spec`, judged before joining: the sections it uses
 /// apply to the task's kind, the model it builds fits the task's limits (unless it prunes), and
 /// the task accepts F32 artifacts (what training writes).
@@ -227,13 +262,13 @@ pub fn recipe_fits(recipe: &Recipe, spec: &TaskSpec) -> Result<(), String> {
     Ok(())
 }
 
-/// What trainer `me` with `recipe` should do after the last committed block of `state`, given
-/// its persisted `records` and the tasks whose artifact it already `served` since it started.
-/// Pure: the same inputs give the same steps, in task order.
+/// What trainer `me`, able to `offer` models, should do after the last committed block of
+/// `state`, given its persisted `records` and the tasks whose artifact it already `served` since
+/// it started. Pure: the same inputs give the same steps, in task order.
 pub fn trainer_plan(
     state: &State,
     me: &AccountId,
-    recipe: &Recipe,
+    offer: Offer<'_>,
     records: &BTreeMap<TaskId, TaskRecord>,
     served: &BTreeSet<TaskId>,
 ) -> Vec<TrainerStep> {
@@ -260,7 +295,7 @@ pub fn trainer_plan(
                     steps.push(abandon(task, "a commitment is on the ledger without our record"));
                 } else if t.report.is_some() || next > t.commit_deadline() {
                     steps.push(abandon(task, "the commit deadline passed before we trained"));
-                } else {
+                } else if offer.fits(task, &t.spec) {
                     steps.push(TrainerStep::Train { task });
                 }
             }
@@ -293,17 +328,17 @@ pub fn trainer_plan(
         }
     }
     let busy = records.values().any(|r| matches!(r.stage, Stage::Joining { .. }));
-    if !busy && let Some(task) = joinable(state, me, recipe, records) {
+    if !busy && let Some(task) = joinable(state, me, offer, records) {
         steps.push(TrainerStep::Join { task });
     }
     steps
 }
 
-/// The oldest task `me` may join now with `recipe`, if any.
+/// The oldest task `me` may join now with what it can `offer`, if any.
 fn joinable(
     state: &State,
     me: &AccountId,
-    recipe: &Recipe,
+    offer: Offer<'_>,
     records: &BTreeMap<TaskId, TaskRecord>,
 ) -> Option<TaskId> {
     if state.validators.contains(me) {
@@ -324,7 +359,7 @@ fn joinable(
                 && t.creator != *me
                 && !state.submissions.contains(&(**id, *me))
                 && balance >= u128::from(t.spec.bond.0) + u128::from(t.spec.entry_fee.0) + fees
-                && recipe_fits(recipe, &t.spec).is_ok()
+                && offer.fits(**id, &t.spec)
         })
         .map(|(id, _)| *id)
 }
@@ -338,6 +373,10 @@ pub enum TrainTaskError {
     /// Training failed: the recipe does not fit the data (not tried again).
     #[error(transparent)]
     Train(#[from] TrainError),
+    /// A model from the submit folder cannot be read, or fails a validator's check (the latter
+    /// is not tried again).
+    #[error(transparent)]
+    Outside(#[from] OutsideError),
     /// The artifact could not be encoded or stored.
     #[error("writing the artifact: {0}")]
     Artifact(String),
@@ -404,11 +443,25 @@ pub fn train_artifact(
     Ok(Artifact { model_hash, size_bytes: bytes.len() as u64, params })
 }
 
+/// Takes the model for `task` from the submit folder `dir`: reads it (bounded by the task's
+/// artifact limit), checks it as a validator would, and writes it into `store` (blocking).
+pub fn take_outside_model(
+    dir: &Path,
+    task: TaskId,
+    spec: &TaskSpec,
+    store: &BlobStore,
+) -> Result<Artifact, TrainTaskError> {
+    let (bytes, checked) = outside::read_checked(&dir.join(outside::model_file_name(task)), spec)?;
+    let model_hash = store.put(&bytes)?;
+    debug_assert_eq!(model_hash, checked.sha256);
+    Ok(Artifact { model_hash, size_bytes: checked.size_bytes, params: checked.params })
+}
+
 /// The trainer's loop state.
 struct Trainer {
     ctx: NodeContext,
     me: AccountId,
-    recipe: Recipe,
+    source: ModelSource,
     store: RoleStore,
     /// Our artifacts until their reveal: a blob store the network does not serve.
     withheld: BlobStore,
@@ -419,9 +472,8 @@ struct Trainer {
     training: Option<Background<Result<Artifact, TrainTaskError>>>,
 }
 
-/// Runs the trainer's loop until the node shuts down.
-pub async fn run(ctx: NodeContext, recipe: Recipe) -> anyhow::Result<()> {
-    recipe.validate()?;
+/// Runs the trainer's loop until the node shuts down, with its models from `source`.
+pub async fn run(ctx: NodeContext, source: ModelSource) -> anyhow::Result<()> {
     let mut events = ctx.events.subscribe();
     let store = RoleStore::open(&ctx.data_dir, TRAINER_DIR)?;
     let withheld = BlobStore::open(&store.dir().join(WITHHELD_DIR))?;
@@ -429,12 +481,29 @@ pub async fn run(ctx: NodeContext, recipe: Recipe) -> anyhow::Result<()> {
         let store = store.clone();
         tokio::task::spawn_blocking(move || store.load_all::<TaskRecord>()).await??
     };
-    tracing::info!(persisted = records.len(), seed = recipe.seed, "trainer started");
+    match &source {
+        ModelSource::Recipe(recipe) => {
+            recipe.validate()?;
+            outside::record_source(ctx.data_dir.root(), None)?;
+            tracing::info!(persisted = records.len(), seed = recipe.seed, "trainer started");
+        }
+        ModelSource::Folder(dir) => {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                anyhow::anyhow!("creating the submit folder {}: {e}", dir.display())
+            })?;
+            let dir = std::path::absolute(dir)?;
+            outside::record_source(ctx.data_dir.root(), Some(&dir))?;
+            tracing::info!(
+                persisted = records.len(), submit_dir = %dir.display(),
+                "trainer started: taking models trained elsewhere from the submit folder"
+            );
+        }
+    }
     let me = ctx.key.account();
     let mut trainer = Trainer {
         ctx,
         me,
-        recipe,
+        source,
         store,
         withheld,
         records,
@@ -458,12 +527,33 @@ impl RoleLoop for Trainer {
     /// Plans from the ledger and carries the plan out.
     async fn tick(&mut self) -> Result<(), Stopped> {
         let now = now_ms();
+        let waiting = match &self.source {
+            ModelSource::Recipe(_) => BTreeSet::new(),
+            ModelSource::Folder(dir) => {
+                let dir = dir.clone();
+                match tokio::task::spawn_blocking(move || outside::waiting_models(&dir)).await {
+                    Ok(Ok(waiting)) => waiting,
+                    Ok(Err(error)) => {
+                        tracing::warn!(%error, "cannot list the submit folder");
+                        BTreeSet::new()
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "listing the submit folder failed");
+                        BTreeSet::new()
+                    }
+                }
+            }
+        };
+        let offer = match &self.source {
+            ModelSource::Recipe(recipe) => Offer::Recipe(recipe),
+            ModelSource::Folder(_) => Offer::Files(&waiting),
+        };
         let (height, lag, steps) = self.ctx.read(|l| {
             let lag = lagging(l.state(), now);
             let steps = if lag.is_some() {
                 Vec::new()
             } else {
-                trainer_plan(l.state(), &self.me, &self.recipe, &self.records, &self.served)
+                trainer_plan(l.state(), &self.me, offer, &self.records, &self.served)
             };
             (l.height(), lag, steps)
         });
@@ -478,27 +568,45 @@ impl RoleLoop for Trainer {
             }
             match step {
                 TrainerStep::Join { task } => {
+                    if !self.records.contains_key(&task) && !self.outside_model_passes(task).await {
+                        continue;
+                    }
                     tracing::info!(
                         task = %task, %height,
-                        "join window open, the task has room and the recipe fits: joining"
+                        "join window open, the task has room and we have a model for it: joining"
                     );
                     if self.persist(task, Stage::Joining { at: height }).await {
                         submit(&self.ctx, task, TxKind::JoinTask { task }).await?;
                     }
                 }
-                TrainerStep::Train { task } => {
-                    tracing::info!(
-                        task = %task, %height,
-                        "joined: fetching the training data and training"
-                    );
-                    let job = fetch_and_train(
-                        self.ctx.clone(),
-                        self.recipe.clone(),
-                        self.withheld.clone(),
-                        task,
-                    );
-                    self.training = Some(Background::spawn(task, job));
-                }
+                TrainerStep::Train { task } => match &self.source {
+                    ModelSource::Recipe(recipe) => {
+                        tracing::info!(
+                            task = %task, %height,
+                            "joined: fetching the training data and training"
+                        );
+                        let job = fetch_and_train(
+                            self.ctx.clone(),
+                            recipe.clone(),
+                            self.withheld.clone(),
+                            task,
+                        );
+                        self.training = Some(Background::spawn(task, job));
+                    }
+                    ModelSource::Folder(dir) => {
+                        tracing::info!(
+                            task = %task, %height,
+                            "joined: taking the model from the submit folder"
+                        );
+                        let job = take_from_folder(
+                            self.ctx.clone(),
+                            dir.clone(),
+                            self.withheld.clone(),
+                            task,
+                        );
+                        self.training = Some(Background::spawn(task, job));
+                    }
+                },
                 TrainerStep::Commit { task, commitment } => {
                     tracing::info!(
                         task = %task, %height,
@@ -553,7 +661,11 @@ impl RoleLoop for Trainer {
         });
         let artifact = match outcome {
             Ok(artifact) => artifact,
-            Err(error @ (TrainTaskError::Train(_) | TrainTaskError::UnknownTask(_))) => {
+            Err(
+                error @ (TrainTaskError::Train(_)
+                | TrainTaskError::UnknownTask(_)
+                | TrainTaskError::Outside(OutsideError::Rejected { .. })),
+            ) => {
                 tracing::warn!(task = %task, %error, "training failed; skipping the task");
                 self.persist(task, Stage::Abandoned { reason: error.to_string() }).await;
                 return Ok(());
@@ -610,6 +722,44 @@ impl RoleLoop for Trainer {
 }
 
 impl Trainer {
+    /// With a submit folder, whether the model waiting for `task` passes a validator's checks,
+    /// checked before joining so a bad file costs nothing; a failing file is renamed
+    /// `task-<ID>.safetensors.rejected` (and the reason logged), so it is not tried again. Always
+    /// true for a recipe.
+    async fn outside_model_passes(&self, task: TaskId) -> bool {
+        let ModelSource::Folder(dir) = &self.source else { return true };
+        let Some(spec) = self.ctx.read(|l| l.state().tasks.get(&task).map(|t| t.spec.clone()))
+        else {
+            return false;
+        };
+        let path = dir.join(outside::model_file_name(task));
+        let checked = {
+            let path = path.clone();
+            tokio::task::spawn_blocking(move || outside::read_checked(&path, &spec)).await
+        };
+        match checked {
+            Ok(Ok(_)) => true,
+            Ok(Err(error @ OutsideError::Rejected { .. })) => {
+                let mut moved = path.clone().into_os_string();
+                moved.push(".rejected");
+                let renamed = std::fs::rename(&path, &moved);
+                tracing::warn!(
+                    task = %task, %error, renamed = renamed.is_ok(),
+                    "the model in the submit folder fails a validator's check: not joining"
+                );
+                false
+            }
+            Ok(Err(error)) => {
+                tracing::warn!(task = %task, %error, "cannot read the model in the submit folder");
+                false
+            }
+            Err(error) => {
+                tracing::warn!(task = %task, %error, "checking the submitted model failed");
+                false
+            }
+        }
+    }
+
     /// Persists `task`'s stage (on a blocking thread) and keeps it in memory; logs a failure.
     async fn persist(&mut self, task: TaskId, stage: Stage) -> bool {
         let record = TaskRecord { task, stage };
@@ -680,6 +830,22 @@ impl Trainer {
             ),
         }
     }
+}
+
+/// Takes the model for `task` from the submit folder `dir` on a blocking thread
+/// ([`take_outside_model`]).
+async fn take_from_folder(
+    ctx: NodeContext,
+    dir: PathBuf,
+    withheld: BlobStore,
+    task: TaskId,
+) -> Result<Artifact, TrainTaskError> {
+    let spec = ctx
+        .read(|l| l.state().tasks.get(&task).map(|t| t.spec.clone()))
+        .ok_or(TrainTaskError::UnknownTask(task))?;
+    tokio::task::spawn_blocking(move || take_outside_model(&dir, task, &spec, &withheld))
+        .await
+        .map_err(joined("taking the submitted model"))?
 }
 
 /// Fetches the task's training file (and base model), trains with `recipe` on a blocking thread

@@ -2,7 +2,7 @@
 //! whole before anything starts.
 //!
 //! The file uses the flags' names (`data_dir`, `genesis`, `listen`, `bootstrap`, `http`,
-//! `recipe`, `mdns`, `scorer`, `role`); a flag given on the command line wins over the file.
+//! `recipe`, `submit_dir`, `mdns`, `scorer`, `role`); a flag given on the command line wins over the file.
 //! [`NodeConfig::resolve`] checks every relationship between the settings and names what is wrong
 //! and how to fix it.
 
@@ -57,6 +57,8 @@ pub struct ConfigFile {
     pub http: Option<String>,
     /// A trainer's recipe file.
     pub recipe: Option<PathBuf>,
+    /// A trainer's submit folder (models trained elsewhere), instead of a recipe.
+    pub submit_dir: Option<PathBuf>,
     /// Whether mDNS discovery runs.
     pub mdns: Option<bool>,
     /// Whether a validator runs its scoring loop (attests to holding tasks' sealed held-out files
@@ -81,7 +83,8 @@ impl ConfigFile {
         let text = std::fs::read_to_string(path).map_err(|e| read(e.to_string()))?;
         let mut file: ConfigFile = toml::from_str(&text).map_err(|e| read(e.to_string()))?;
         let base = path.parent().unwrap_or(Path::new("."));
-        for p in [&mut file.data_dir, &mut file.genesis, &mut file.recipe].into_iter().flatten() {
+        let paths = [&mut file.data_dir, &mut file.genesis, &mut file.recipe, &mut file.submit_dir];
+        for p in paths.into_iter().flatten() {
             if p.is_relative() {
                 *p = base.join(&*p);
             }
@@ -107,6 +110,8 @@ pub struct Flags {
     pub http: Option<String>,
     /// `--recipe`.
     pub recipe: Option<PathBuf>,
+    /// `--submit-dir`.
+    pub submit_dir: Option<PathBuf>,
     /// `--no-mdns`.
     pub no_mdns: bool,
     /// `--no-scorer`.
@@ -129,8 +134,11 @@ pub struct NodeConfig {
     pub bootstrap: Vec<Multiaddr>,
     /// Where the HTTP API listens, if anywhere.
     pub http: Option<SocketAddr>,
-    /// A trainer's recipe; `None` runs the default recipe.
+    /// A trainer's recipe; `None` runs the default recipe (unless `submit_dir` is set).
     pub recipe: Option<PathBuf>,
+    /// A trainer's submit folder: it takes models trained elsewhere from there instead of
+    /// training with a recipe (never both).
+    pub submit_dir: Option<PathBuf>,
     /// Whether mDNS discovery runs.
     pub mdns: bool,
     /// Whether a validator runs its scoring loop.
@@ -261,11 +269,34 @@ impl NodeConfig {
             .or(file.http)
             .map(|v| v.parse::<SocketAddr>().map_err(|e| invalid("http address", v.clone(), e)))
             .transpose()?;
-        let recipe = flags.recipe.or(file.recipe);
+        if flags.recipe.is_some() && flags.submit_dir.is_some() {
+            return Err(ConfigError::Conflict(
+                "a trainer either trains with --recipe or takes models from --submit-dir, not both"
+                    .into(),
+            ));
+        }
+        // A flag for one source overrides the file's setting of the other.
+        let (recipe_flag, submit_flag) = (flags.recipe.is_some(), flags.submit_dir.is_some());
+        let recipe = flags.recipe.or(file.recipe.filter(|_| !submit_flag));
+        let submit_dir = flags.submit_dir.or(file.submit_dir.filter(|_| !recipe_flag));
+        if recipe.is_some() && submit_dir.is_some() {
+            return Err(ConfigError::Conflict(
+                "the config file sets both `recipe` and `submit_dir`; a trainer has one source of \
+                 models"
+                    .into(),
+            ));
+        }
         match role {
             Role::Validator if recipe.is_some() => {
                 return Err(ConfigError::Conflict(
                     "a recipe is for a trainer; drop --recipe or run with --role trainer".into(),
+                ));
+            }
+            Role::Validator if submit_dir.is_some() => {
+                return Err(ConfigError::Conflict(
+                    "a submit folder is for a trainer; drop --submit-dir or run with --role \
+                     trainer"
+                        .into(),
                 ));
             }
             _ => {}
@@ -294,6 +325,7 @@ impl NodeConfig {
             bootstrap,
             http,
             recipe,
+            submit_dir,
             mdns,
             scorer,
             http_write_hosts,
@@ -345,6 +377,25 @@ mod tests {
         assert!(matches!(
             NodeConfig::resolve(bad, file.clone()),
             Err(ConfigError::Invalid { name: "bootstrap address", .. })
+        ));
+        let both = Flags {
+            recipe: Some(config.clone()),
+            submit_dir: Some(dir.path().join("submit")),
+            ..Flags::default()
+        };
+        assert!(matches!(NodeConfig::resolve(both, file.clone()), Err(ConfigError::Conflict(_))));
+        let recipe_file = ConfigFile { recipe: Some(config.clone()), ..file.clone() };
+        let outside = Flags { submit_dir: Some(dir.path().join("submit")), ..Flags::default() };
+        let resolved = NodeConfig::resolve(outside, recipe_file.clone()).unwrap();
+        assert_eq!(
+            (resolved.recipe, resolved.submit_dir),
+            (None, Some(dir.path().join("submit"))),
+            "--submit-dir overrides the file's recipe"
+        );
+        let both_in_file = ConfigFile { submit_dir: Some(dir.path().into()), ..recipe_file };
+        assert!(matches!(
+            NodeConfig::resolve(Flags::default(), both_in_file),
+            Err(ConfigError::Conflict(_))
         ));
         let no_role = ConfigFile { role: None, ..file };
         assert!(matches!(

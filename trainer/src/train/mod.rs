@@ -136,8 +136,12 @@ pub fn train(
 ) -> Result<Trained, TrainError> {
     recipe.validate().map_err(|e| TrainError::Invalid(e.to_string()))?;
     match (&spec.kind, data) {
-        (TaskKind::Classification { .. }, TrainData::Table(table)) => {
+        (TaskKind::Classification { .. }, TrainData::Table(mut table)) => {
+            add_private_rows(spec, &mut table, &recipe.data.extra, on_event)?;
             train_classifier(spec, table, recipe, on_event)
+        }
+        (TaskKind::CharLm { .. }, TrainData::Text(_)) if !recipe.data.extra.is_empty() => {
+            Err(TrainError::Invalid("data.extra applies to classification tasks only".into()))
         }
         (TaskKind::CharLm { .. }, TrainData::Text(text)) => {
             train_char_lm(spec, &text, recipe, on_event)
@@ -157,6 +161,41 @@ pub fn train(
 pub(crate) fn keep_heap_between_steps() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| drop(std::hint::black_box(vec![0u8; 30 << 20])));
+}
+
+/// Appends the rows of the trainer's private files (`data.extra`) to the public `table`: each is
+/// read locally (at most [`crate::data::DATA_BYTES_MAX`] bytes) and parsed against the task's
+/// shape (a header, the task's feature count, labels in `0..classes`), so a file that does not
+/// fit the task is refused with its line and column. Nothing is sent anywhere.
+pub fn add_private_rows(
+    spec: &TaskSpec,
+    table: &mut Table,
+    extra: &[std::path::PathBuf],
+    on_event: &mut dyn FnMut(Event),
+) -> Result<(), TrainError> {
+    let TaskKind::Classification { features, classes } = spec.kind else {
+        return Err(TrainError::Invalid("data.extra applies to classification tasks only".into()));
+    };
+    let shape = crate::data::CsvShape { features: features as usize, classes };
+    for path in extra {
+        let file = path.display().to_string();
+        let bytes = crate::data::read_bounded(path)?;
+        let private = crate::data::parse_csv(&bytes, &file, Some(shape))?;
+        if table.rows() + private.rows() > crate::data::ROWS_MAX {
+            return Err(TrainError::Invalid(format!(
+                "with {file} the training data would exceed {} rows",
+                crate::data::ROWS_MAX
+            )));
+        }
+        on_event(Event::Note(format!(
+            "added {} private rows from {file} to the {} public ones",
+            private.rows(),
+            table.rows()
+        )));
+        table.values.extend_from_slice(&private.values);
+        table.labels.extend_from_slice(&private.labels);
+    }
+    Ok(())
 }
 
 /// An inverted-dropout mask of `n` values: 0 with probability `p`, else `1 / (1 − p)`.

@@ -19,6 +19,10 @@ task.json and applies it in float32, exactly as the task says; prediction is num
 and argmax, with no Crucible code involved. Every decision is asserted to have a clear margin
 between the top two logits, so float rounding cannot flip a prediction.
 
+The reading, preprocessing, forward pass and saving are those of the "Train with your own tools"
+guide's script (`examples/python/crucible_train.py`, imported here), so this fixture, and the Rust
+interop test that checks our predictions against numpy's row by row, test the guide's layout.
+
 Regenerate with:  pip install numpy safetensors && python3 validator/tests/interop/train_mlp.py
 """
 
@@ -27,10 +31,14 @@ import hashlib
 import json
 import os
 
+import sys
+
 import numpy as np
-from safetensors.numpy import save_file
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "../../../examples/python"))
+from crucible_train import forward, read_table, save_model  # noqa: E402  (the guide's code)
+
 SPLIT_SEED = 7
 TRAIN_SEED = 11
 OTHER_TRAIN_SEED = 12
@@ -65,26 +73,6 @@ def write_csv(path, header, lines, rows):
         f.write(header + "\n")
         for i in rows:
             f.write(lines[i] + "\n")
-
-
-def read_table(path):
-    with open(path) as f:
-        next(f)
-        rows = [line.strip().split(",") for line in f if line.strip()]
-    x = np.array([[np.float32(v) for v in r[:-1]] for r in rows], dtype=np.float32)
-    y = np.array([int(r[-1]) for r in rows], dtype=np.int64)
-    return x, y
-
-
-def forward(params, x):
-    """Returns the logits, float32 throughout: ReLU after every layer but the last."""
-    h = x
-    n = len(params) // 2
-    for i in range(n):
-        h = h @ params[f"layers.{i}.weight"].T + params[f"layers.{i}.bias"]
-        if i + 1 < n:
-            h = np.maximum(h, np.float32(0))
-    return h
 
 
 def train(x, y, classes, rng):
@@ -187,9 +175,9 @@ def main():
     mean32 = np.array(pre["mean"], dtype=np.float32)
     std32 = np.array(pre["std"], dtype=np.float32)
     params = train((x_train - mean32) / std32, y_train, classes, np.random.default_rng(TRAIN_SEED))
-    save_file(params, os.path.join(args.out, "model.safetensors"))
+    save_model(params, os.path.join(args.out, "model.safetensors"))
     other = train((x_train - mean32) / std32, y_train, classes, np.random.default_rng(OTHER_TRAIN_SEED))
-    save_file(other, os.path.join(args.out, "model_other_seed.safetensors"))
+    save_model(other, os.path.join(args.out, "model_other_seed.safetensors"))
 
     x_held, y_held = read_table(heldout_path)
     logits = forward(params, (x_held - mean32) / std32)
