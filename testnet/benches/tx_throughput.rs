@@ -177,7 +177,7 @@ fn run(load: &Load) -> anyhow::Result<()> {
         plan.genesis.params.block_interval_ms, load.accounts, load.seconds
     );
     println!(
-        "{:>8} {:>10} {:>9} {:>9} {:>14} {:>11} {:>9} {:>9} {:>9} {:>9}  {}",
+        "{:>8} {:>10} {:>9} {:>9} {:>14} {:>11} {:>9} {:>9} {:>9} {:>9}  {:<38}",
         "offered",
         "submitted",
         "sent/s",

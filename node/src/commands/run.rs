@@ -99,13 +99,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let config = NodeConfig::resolve(flags, file)?;
     let source = match (&config.role, &config.recipe, &config.submit_dir) {
         (Role::Trainer, _, Some(dir)) => Some(ModelSource::Folder(dir.clone())),
-        (Role::Trainer, Some(path), None) => Some(ModelSource::Recipe(
+        (Role::Trainer, Some(path), None) => Some(ModelSource::Recipe(Box::new(
             trainer::recipe::Recipe::load(path)
                 .with_context(|| format!("loading the recipe {}", path.display()))?,
-        )),
-        (Role::Trainer, None, None) => {
-            Some(ModelSource::Recipe(trainer::recipe::Recipe::default()))
-        }
+        ))),
+        (Role::Trainer, None, None) => Some(ModelSource::Recipe(Box::default())),
         (Role::Validator, ..) => None,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -185,7 +185,7 @@ fn mlp_params(sizes: &[usize]) -> u64 {
 #[derive(Clone, Debug)]
 pub enum ModelSource {
     /// Trained here with this recipe.
-    Recipe(Recipe),
+    Recipe(Box<Recipe>),
     /// Trained elsewhere: `task-<ID>.safetensors` files in this folder ([`super::outside`]).
     Folder(PathBuf),
 }
@@ -587,7 +587,7 @@ impl RoleLoop for Trainer {
                         );
                         let job = fetch_and_train(
                             self.ctx.clone(),
-                            recipe.clone(),
+                            (**recipe).clone(),
                             self.withheld.clone(),
                             task,
                         );
