@@ -174,7 +174,6 @@ fn mismatched_reveal(dir: &Path) -> anyhow::Result<()> {
         let account = key.account();
         let task_id = net.post_task()?;
         let task = TaskId(task_id);
-        let deadlines = net.clients[0].task(task_id)?.deadlines;
         net.send(&key, TxKind::JoinTask { task }).context("joining the task")?;
         let lead = net.clients[0].clone();
         let on_chain = |stage: Stage| {
@@ -195,7 +194,7 @@ fn mismatched_reveal(dir: &Path) -> anyhow::Result<()> {
         net.send(&key, TxKind::CommitModel { task, commitment }).context("committing")?;
         net.wait(CHAIN_TIMEOUT, "the cheat's commitment to land", on_chain(Stage::Committed))?;
         // In the reveal window, open the commitment with another model.
-        net.wait_height(0, deadlines.commit + 1)?;
+        wait_phase(net, task_id, "reveal")?;
         let reveal = TxKind::RevealModel {
             task,
             model_hash: Hash([0xD1; 32]),
@@ -251,7 +250,6 @@ fn copied_model(dir: &Path) -> anyhow::Result<()> {
         let original_account = net.plan.nodes[original].account();
         let task_id = net.post_task()?;
         let task = TaskId(task_id);
-        let deadlines = net.clients[0].task(task_id)?.deadlines;
         net.send(&key, TxKind::JoinTask { task }).context("joining the task")?;
         let lead = net.clients[0].clone();
         let stage_of = |who, stage: Stage| {
@@ -313,7 +311,7 @@ fn copied_model(dir: &Path) -> anyhow::Result<()> {
             "the copier's commitment to land",
             stage_of(account, Stage::Committed),
         )?;
-        net.wait_height(0, deadlines.commit + 1)?;
+        wait_phase(net, task_id, "reveal")?;
         let reveal = TxKind::RevealModel { task, model_hash: copy_hash, salt, size_bytes, params };
         net.send(&key, reveal).context("revealing the copy")?;
         net.wait(CHAIN_TIMEOUT, "the copier's reveal to land", stage_of(account, Stage::Revealed))?;
@@ -398,9 +396,8 @@ fn dishonest_validators(dir: &Path) -> anyhow::Result<()> {
             net.send(&net.plan.nodes[i].key(), TxKind::AttestHeldout { task })
                 .with_context(|| format!("attesting for {}", net.plan.nodes[i].name))?;
         }
-        let deadlines = net.clients[0].task(task_id)?.deadlines;
         // In the score-commit window: the revealed trainers fix the verdict vector's layout.
-        net.wait_height(0, deadlines.reveal + 1)?;
+        wait_phase(net, task_id, "score_commit")?;
         let view = net.clients[0].task(task_id)?;
         let revealed =
             view.submissions.iter().filter(|s| s.stage == Stage::Revealed).map(|s| s.trainer);
@@ -419,7 +416,7 @@ fn dishonest_validators(dir: &Path) -> anyhow::Result<()> {
                 .with_context(|| format!("committing {}'s scores", net.plan.nodes[i].name))?;
             secrets.push((i, key, verdicts, salt));
         }
-        net.wait_height(0, deadlines.score_commit + 1)?;
+        wait_phase(net, task_id, "score_reveal")?;
         for (i, key, verdicts, salt) in secrets {
             net.send(&key, TxKind::RevealScores { task, verdicts, salt })
                 .with_context(|| format!("revealing {}'s scores", net.plan.nodes[i].name))?;
@@ -484,5 +481,20 @@ fn dishonest_validators(dir: &Path) -> anyhow::Result<()> {
             per_stake(constant)?
         );
         Ok(())
+    })
+}
+
+/// Waits until task `task_id` is in its `phase` window or a later one. Windows close once
+/// everyone who may act in them has, so a deadline read when the task opened is only an upper
+/// bound.
+fn wait_phase(net: &mut Net, task_id: u64, phase: &str) -> anyhow::Result<()> {
+    const ORDER: [&str; 7] =
+        ["join", "commit", "key", "reveal", "score_commit", "score_reveal", "finalized"];
+    let rank = |p: &str| ORDER.iter().position(|o| *o == p);
+    let want = rank(phase).context("unknown phase")?;
+    let lead = net.clients[0].clone();
+    net.wait(CHAIN_TIMEOUT, &format!("task {task_id} to reach its {phase} window"), move || {
+        let view = lead.task(task_id).ok()?;
+        (rank(&view.phase)? >= want).then_some(())
     })
 }
