@@ -129,22 +129,34 @@ type Decoded = Result<SignedTx, String>;
 /// `POST /txs`: `{"tx": "<hex>"}` answers the tx's hash or an error status; `{"txs": [...]}`
 /// (1 to [`TXS_PER_POST_MAX`] txs) answers each tx's outcome. Signatures are checked in one pass
 /// ([`verify_txs`]) off the async threads, then the node admits the valid txs in order.
-pub(super) async fn post_txs(State(api): State<Api>, body: Body) -> ApiResult<Json<TxsAnswer>> {
+pub(super) async fn post_txs(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Json<TxsAnswer>> {
     let params = &api.ctx.genesis.params;
     let max_tx = usize::try_from(params.max_tx_bytes).unwrap_or(usize::MAX);
     let max_block = usize::try_from(params.max_block_bytes).unwrap_or(usize::MAX);
     let limit =
         max_block.saturating_mul(2).saturating_add(TX_BODY_ENVELOPE_BYTES + 4 * TXS_PER_POST_MAX);
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "body over {limit} bytes (a transaction is at most {max_tx} bytes, a batch at \
+                 most a block's {max_block})"
+            ),
+        )
+    };
+    // A declared length over the limit is refused before a byte of the body is read.
+    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok());
+    if declared.and_then(|v| v.parse::<u64>().ok()).is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
     let bytes = axum::body::to_bytes(body, limit).await.map_err(|e| {
         let e = e.into_inner();
         if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!(
-                    "body over {limit} bytes (a transaction is at most {max_tx} bytes, a batch at \
-                     most a block's {max_block})"
-                ),
-            )
+            too_large()
         } else {
             ApiError::bad_request(format!("reading the body failed: {e}"))
         }
