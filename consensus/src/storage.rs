@@ -246,9 +246,30 @@ fn prefixed(tree: Tree, key: &[u8]) -> Vec<u8> {
 
 impl SledStore {
     /// Opens (or creates) a store in `dir`.
+    ///
+    /// sled's background flusher can hold the directory's file lock for a moment after the last
+    /// handle of a store is dropped, so a store closed and reopened in one process (a node
+    /// restarted in place, a test) may find it still locked: a lock refusal is retried for up to
+    /// two seconds before it is reported. Another live process holding the store still gets the
+    /// error.
     pub fn open(dir: &Path) -> Result<SledStore, StoreError> {
-        let db = sled::Config::new().path(dir).open().map_err(engine)?;
-        Ok(SledStore { db })
+        const LOCK_RETRIES: u32 = 100;
+        const LOCK_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(20);
+        let mut tries = 0;
+        loop {
+            match sled::Config::new().path(dir).open() {
+                Ok(db) => return Ok(SledStore { db }),
+                // sled reports the refusal only as an `Other` I/O error with this message.
+                Err(sled::Error::Io(io))
+                    if tries < LOCK_RETRIES
+                        && io.to_string().starts_with("could not acquire lock") =>
+                {
+                    tries += 1;
+                    std::thread::sleep(LOCK_RETRY_PAUSE);
+                }
+                Err(e) => return Err(engine(e)),
+            }
+        }
     }
 }
 

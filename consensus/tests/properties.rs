@@ -240,23 +240,6 @@ proptest! {
     }
 }
 
-/// Opens a sled store just closed: sled's background flusher may hold the file lock for a moment
-/// after the last handle is dropped (seen on a loaded machine), so a refusal is retried for up to
-/// two seconds.
-fn reopen_sled(path: &std::path::Path) -> SledStore {
-    let mut tries = 0;
-    loop {
-        match SledStore::open(path) {
-            Ok(store) => return store,
-            Err(error) if tries < 100 && error.to_string().contains("lock") => {
-                tries += 1;
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-            Err(error) => panic!("reopening the sled store: {error}"),
-        }
-    }
-}
-
 /// A random workload: transfers between trainers and a whole task lifecycle.
 fn run_workload(chain: &mut Chain, transfers: &[(usize, usize, u64)]) {
     for (i, (from, to, amount)) in transfers.iter().enumerate() {
@@ -292,7 +275,7 @@ proptest! {
             }
             prop_assert_eq!(sled.state_root(), root);
         }
-        let reopened = Ledger::open(Box::new(reopen_sled(dir.path())), &mem.genesis).unwrap();
+        let reopened = Ledger::open(Box::new(SledStore::open(dir.path()).unwrap()), &mem.genesis).unwrap();
         prop_assert_eq!(reopened.state_root(), root);
         prop_assert_eq!(reopened.height(), mem.ledger.height());
         let report = consensus::chain::replay(reopened.store(), &mem.genesis).unwrap();
