@@ -11,12 +11,16 @@
 //!    is a canonical scalar (`s < ℓ`);
 //! 3. ed25519-dalek's `verify_strict` accepts it over `domain_tag || chain_id || message`.
 //!
-//! Rule 1 is checked when a key is decoded ([`PublicKey::from_account`]); rule 2 by
-//! [`check_signature_encoding`] on the batch path, and implied by `verify_strict` on the single
-//! path (see [`verify`]). With `A` and `R` in the prime-order subgroup, the cofactored
-//! equation that batch verification checks holds exactly when the cofactorless one of
-//! `verify_strict` does, so [`verify_batch`] is only a fast path: on any batch failure it verifies
-//! one by one with [`verify`] and reports the first failing index.
+//! Rule 1 is checked when a key is decoded ([`PublicKey::from_account`], remembered per key).
+//! Rules 2 and 3 are checked together, without `verify_strict`'s own decompression of `R`: with
+//! `k = SHA-512(R || A || signed bytes)`, the point `[s]B − [k]A` lies in the prime-order subgroup
+//! (both `B` and the checked `A` do), so a signature is accepted exactly when `s` is canonical and
+//! `R`'s bytes are that point's encoding and not the identity's. Such an `R` is canonical,
+//! torsion-free and not of small order, and `verify_strict` accepts it; conversely whatever
+//! `verify_strict` accepts with rule 2 has this `R` (the tests check both directions on
+//! adversarial signatures). [`verify_batch`] does the same for many signatures, compressing all the
+//! expected points with one field inversion; it is the same rule, not a probabilistic batch
+//! equation, so no batch can accept what a single check refuses.
 //!
 //! # Signatures verified once
 //!
@@ -27,14 +31,15 @@
 //! per process. A memo only saves time, never changes an answer: only accepted triples are stored,
 //! and a hit needs a sha256 collision to be wrong.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Mutex, OnceLock, PoisonError};
 
-use curve25519_dalek::edwards::CompressedEdwardsY;
+use curve25519_dalek::edwards::{CompressedEdwardsY, EdwardsPoint};
 use curve25519_dalek::scalar::Scalar;
-use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
+use ed25519_dalek::{Signer, SigningKey};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use sha2::{Digest, Sha512};
 
 use crate::types::AccountId;
 
@@ -144,8 +149,8 @@ impl<'de> Deserialize<'de> for Signature {
 }
 
 /// Checks that `bytes` is a canonical encoding of a point in the prime-order subgroup, other than
-/// the identity (rules 1 and 2 of the module docs).
-fn is_strong_point(bytes: &[u8; 32]) -> Result<(), &'static str> {
+/// the identity (rule 1 of the module docs), and returns the point.
+fn strong_point(bytes: &[u8; 32]) -> Result<EdwardsPoint, &'static str> {
     let compressed = CompressedEdwardsY(*bytes);
     let point = compressed.decompress().ok_or("not a curve point")?;
     if point.compress().to_bytes() != *bytes {
@@ -157,96 +162,83 @@ fn is_strong_point(bytes: &[u8; 32]) -> Result<(), &'static str> {
     if !point.is_torsion_free() {
         return Err("point has a torsion component");
     }
-    Ok(())
-}
-
-/// Checks a signature's encoding: `R` canonical and strong, `s` a canonical scalar.
-pub fn check_signature_encoding(signature: &Signature) -> Result<(), SignatureError> {
-    let r: [u8; 32] = signature.0[..32].try_into().expect("64-byte signature");
-    let s: [u8; 32] = signature.0[32..].try_into().expect("64-byte signature");
-    is_strong_point(&r).map_err(|reason| SignatureError::MalformedSignature { reason })?;
-    if Option::<Scalar>::from(Scalar::from_canonical_bytes(s)).is_none() {
-        return Err(SignatureError::MalformedSignature { reason: "s is not a canonical scalar" });
-    }
-    Ok(())
+    Ok(point)
 }
 
 /// A public key that passed the acceptance rule's key checks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PublicKey {
     account: AccountId,
-    key: VerifyingKey,
+    /// `−A`, the form the verification equation uses.
+    minus_a: EdwardsPoint,
 }
 
-/// Keys remembered as already checked, per generation of [`Recent`]. The torsion check costs
-/// about as much as a signature verification, and accounts sign again and again; a network with
-/// 10^5 active accounts must find every one of them here, or each transaction pays twice. The
-/// memo only saves time, it never changes an answer (only keys that passed every check are
-/// stored); a hit still decodes the point, a few microseconds.
+/// Keys remembered as already checked, per generation of [`Recent`], with their decoded points.
+/// The torsion check costs about as much as a signature verification and decoding a point a
+/// fifth of one, and accounts sign again and again: a network with 10^5 active accounts must find
+/// every one of them here, or each transaction pays again. About 200 bytes a key, so at most
+/// ~55 MiB. The memo only saves time, it never changes an answer (only keys that passed every
+/// check are stored).
 const CHECKED_KEYS_PER_GENERATION: usize = 1 << 17;
 
-fn checked_keys() -> &'static Mutex<Recent<AccountId>> {
-    static KEYS: OnceLock<Mutex<Recent<AccountId>>> = OnceLock::new();
+fn checked_keys() -> &'static Mutex<Recent<AccountId, EdwardsPoint>> {
+    static KEYS: OnceLock<Mutex<Recent<AccountId, EdwardsPoint>>> = OnceLock::new();
     KEYS.get_or_init(|| Mutex::new(Recent::new(CHECKED_KEYS_PER_GENERATION)))
 }
 
-/// A set of the most recently inserted values, bounded in two generations: when the current one
-/// holds `per_generation` values it becomes the previous one (dropping the one before), so the
-/// set remembers between one and two generations of values, and what is used again survives
+/// A map of the most recently inserted entries, bounded in two generations: when the current one
+/// holds `per_generation` entries it becomes the previous one (dropping the one before), so the
+/// map remembers between one and two generations of entries, and what is used again survives
 /// (a hit in the previous generation is carried into the current one).
-struct Recent<T> {
+struct Recent<K, V> {
     per_generation: usize,
-    current: HashSet<T>,
-    previous: HashSet<T>,
+    current: HashMap<K, V>,
+    previous: HashMap<K, V>,
 }
 
-impl<T: std::hash::Hash + Eq + Copy> Recent<T> {
-    fn new(per_generation: usize) -> Recent<T> {
-        Recent { per_generation, current: HashSet::new(), previous: HashSet::new() }
+impl<K: std::hash::Hash + Eq + Copy, V: Copy> Recent<K, V> {
+    fn new(per_generation: usize) -> Recent<K, V> {
+        Recent { per_generation, current: HashMap::new(), previous: HashMap::new() }
     }
 
-    /// Whether `value` is remembered (carrying it into the current generation if needed).
-    fn contains(&mut self, value: &T) -> bool {
-        if self.current.contains(value) {
-            return true;
+    /// The value remembered for `key` (carrying it into the current generation if needed).
+    fn get(&mut self, key: &K) -> Option<V> {
+        if let Some(value) = self.current.get(key) {
+            return Some(*value);
         }
-        let found = self.previous.contains(value);
-        if found {
-            self.insert(*value);
+        let found = self.previous.get(key).copied();
+        if let Some(value) = found {
+            self.insert(*key, value);
         }
         found
     }
 
-    fn insert(&mut self, value: T) {
+    fn insert(&mut self, key: K, value: V) {
         if self.current.len() >= self.per_generation {
             self.previous = std::mem::take(&mut self.current);
         }
-        self.current.insert(value);
+        self.current.insert(key, value);
     }
 }
 
 impl PublicKey {
     /// Decodes and checks an account's key: canonical, not small order, torsion-free.
     pub fn from_account(account: &AccountId) -> Result<PublicKey, SignatureError> {
-        // A poisoned lock only means another thread panicked mid-insert of a checked key; the set
-        // is still one of checked keys.
-        let checked =
-            checked_keys().lock().unwrap_or_else(PoisonError::into_inner).contains(account);
-        if !checked {
-            match is_strong_point(account.as_bytes()) {
-                Ok(()) => {}
-                Err("non-canonical point encoding" | "not a curve point") => {
-                    return Err(SignatureError::NonCanonicalKey { account: *account });
-                }
-                Err(_) => return Err(SignatureError::WeakKey { account: *account }),
+        // A poisoned lock only means another thread panicked mid-insert of a checked key; the map
+        // still holds only checked keys.
+        let memo = || checked_keys().lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(minus_a) = memo().get(account) {
+            return Ok(PublicKey { account: *account, minus_a });
+        }
+        let point = strong_point(account.as_bytes()).map_err(|reason| match reason {
+            "non-canonical point encoding" | "not a curve point" => {
+                SignatureError::NonCanonicalKey { account: *account }
             }
-        }
-        let key = VerifyingKey::from_bytes(account.as_bytes())
-            .map_err(|_| SignatureError::NonCanonicalKey { account: *account })?;
-        if !checked {
-            checked_keys().lock().unwrap_or_else(PoisonError::into_inner).insert(*account);
-        }
-        Ok(PublicKey { account: *account, key })
+            _ => SignatureError::WeakKey { account: *account },
+        })?;
+        let minus_a = -point;
+        memo().insert(*account, minus_a);
+        Ok(PublicKey { account: *account, minus_a })
     }
 
     /// The account this key is.
@@ -259,8 +251,8 @@ impl PublicKey {
 const VERIFIED_PER_GENERATION: usize = 1 << 16;
 
 /// Digests of accepted `(signed bytes, signer, signature)` triples.
-fn verified_signatures() -> &'static Mutex<Recent<[u8; 32]>> {
-    static VERIFIED: OnceLock<Mutex<Recent<[u8; 32]>>> = OnceLock::new();
+fn verified_signatures() -> &'static Mutex<Recent<[u8; 32], ()>> {
+    static VERIFIED: OnceLock<Mutex<Recent<[u8; 32], ()>>> = OnceLock::new();
     VERIFIED.get_or_init(|| Mutex::new(Recent::new(VERIFIED_PER_GENERATION)))
 }
 
@@ -275,10 +267,6 @@ fn verified_digest(signed: &[u8], signer: &AccountId, signature: &Signature) -> 
 
 /// Verifies one signature with the acceptance rule (a triple accepted before is answered from
 /// the memo; see the module docs).
-///
-/// `R`'s torsion check is implied here: `verify_strict` recomputes `R = [s]B − [k]A` and compares
-/// encodings, and with `A` torsion-free that point lies in the prime-order subgroup. The batch
-/// path must check it explicitly ([`check_signature_encoding`]).
 pub fn verify(
     domain: Domain,
     chain_id: &str,
@@ -286,32 +274,27 @@ pub fn verify(
     message: &[u8],
     signature: &Signature,
 ) -> Result<(), SignatureError> {
-    let signed = signing_bytes(domain, chain_id, message);
-    let digest = verified_digest(&signed, signer, signature);
-    // A poisoned lock only means another thread panicked mid-insert; every stored digest is
-    // still one of an accepted signature.
-    let memo = || verified_signatures().lock().unwrap_or_else(PoisonError::into_inner);
-    if memo().contains(&digest) {
-        return Ok(());
-    }
-    verify_uncached(&signed, signer, signature)?;
-    memo().insert(digest);
-    Ok(())
+    let item = BatchItem { domain, signer, message, signature };
+    verify_batch(chain_id, std::slice::from_ref(&item)).map_err(|(_, error)| error)
 }
 
-/// The acceptance rule's arithmetic on the exact signed bytes, without the memo.
-fn verify_uncached(
+/// The point `[s]B − [k]A` that the signature's `R` must encode, where
+/// `k = SHA-512(R || A || signed) mod ℓ`; refuses a weak key or a non-canonical `s` first.
+fn expected_r(
     signed: &[u8],
     signer: &AccountId,
     signature: &Signature,
-) -> Result<(), SignatureError> {
+) -> Result<EdwardsPoint, SignatureError> {
     let key = PublicKey::from_account(signer)?;
     let s: [u8; 32] = signature.0[32..].try_into().expect("64-byte signature");
-    if Option::<Scalar>::from(Scalar::from_canonical_bytes(s)).is_none() {
-        return Err(SignatureError::MalformedSignature { reason: "s is not a canonical scalar" });
-    }
-    let sig = ed25519_dalek::Signature::from_bytes(&signature.0);
-    key.key.verify_strict(signed, &sig).map_err(|_| SignatureError::Invalid { account: *signer })
+    let s = Option::<Scalar>::from(Scalar::from_canonical_bytes(s))
+        .ok_or(SignatureError::MalformedSignature { reason: "s is not a canonical scalar" })?;
+    let mut hasher = Sha512::new();
+    hasher.update(&signature.0[..32]);
+    hasher.update(signer.as_bytes());
+    hasher.update(signed);
+    let k = Scalar::from_bytes_mod_order_wide(&hasher.finalize().into());
+    Ok(EdwardsPoint::vartime_double_scalar_mul_basepoint(&k, &key.minus_a, &s))
 }
 
 /// One item for [`verify_batch`].
@@ -327,64 +310,77 @@ pub struct BatchItem<'a> {
     pub signature: &'a Signature,
 }
 
-/// Fewest signatures not yet in the memo for which [`verify_batch`] tries the batch equation;
-/// below it, one by one is as fast.
-const BATCH_EQUATION_MIN: usize = 4;
-
-/// Verifies many signatures of one chain; accepts exactly what [`verify`] accepts for each, and
-/// shares its memo: triples accepted before cost a hash, and the ones checked here are
-/// remembered, so the same txs met again (in a block, from another peer) are not checked twice.
+/// Verifies many signatures of one chain with the acceptance rule; accepts exactly what
+/// [`verify`] accepts for each, and shares its memo: triples accepted before cost a hash, and the
+/// ones checked here are remembered, so the same txs met again (in a block, from another peer)
+/// are not checked twice. The expected `R` points are compressed together (one field inversion
+/// for the whole batch instead of one per signature).
 ///
-/// Returns `Err((index, error))` for the first item that fails the single-signature rule.
+/// Returns `Err((index, error))` for the first item that fails.
 pub fn verify_batch(
     chain_id: &str,
     items: &[BatchItem<'_>],
 ) -> Result<(), (usize, SignatureError)> {
-    let signed: Vec<Vec<u8>> =
-        items.iter().map(|item| signing_bytes(item.domain, chain_id, item.message)).collect();
-    let digests: Vec<[u8; 32]> = items
-        .iter()
-        .zip(&signed)
-        .map(|(item, bytes)| verified_digest(bytes, item.signer, item.signature))
-        .collect();
     let memo = || verified_signatures().lock().unwrap_or_else(PoisonError::into_inner);
-    let fresh: Vec<usize> = {
+    let mut fresh = Vec::new();
+    {
         let mut memo = memo();
-        (0..items.len()).filter(|&i| !memo.contains(&digests[i])).collect()
-    };
-    if fresh.len() >= BATCH_EQUATION_MIN && batch_equation_holds(&fresh, items, &signed) {
-        let mut memo = memo();
-        for &i in &fresh {
-            memo.insert(digests[i]);
+        for (index, item) in items.iter().enumerate() {
+            let signed = signing_bytes(item.domain, chain_id, item.message);
+            let digest = verified_digest(&signed, item.signer, item.signature);
+            if memo.get(&digest).is_none() {
+                fresh.push((index, signed, digest));
+            }
         }
+    }
+    if fresh.is_empty() {
         return Ok(());
     }
-    // One by one: below the batch size, or to find the culprit of a failed batch with the single
-    // rule, which is authoritative (every item verifying alone though the batch did not cannot
-    // happen with strong points, but then the items are accepted).
-    for &i in &fresh {
-        let item = &items[i];
-        verify_uncached(&signed[i], item.signer, item.signature).map_err(|e| (i, e))?;
-        memo().insert(digests[i]);
+    let mut points = Vec::with_capacity(fresh.len());
+    let mut first_error = None;
+    for (index, signed, _) in &fresh {
+        let item = &items[*index];
+        match expected_r(signed, item.signer, item.signature) {
+            Ok(point) => points.push(point),
+            Err(error) => {
+                first_error = Some((*index, error));
+                break;
+            }
+        }
+    }
+    // Items after a refused one are not needed: only the first failure is reported.
+    let checked = &fresh[..points.len()];
+    let compressed = EdwardsPoint::compress_batch_alloc(&points);
+    for ((index, _, _), r) in checked.iter().zip(&compressed) {
+        let item = &items[*index];
+        if !accepts(r, item.signature) {
+            return Err((*index, SignatureError::Invalid { account: *item.signer }));
+        }
+    }
+    if let Some(error) = first_error {
+        return Err(error);
+    }
+    let mut memo = memo();
+    for (_, _, digest) in fresh {
+        memo.insert(digest, ());
     }
     Ok(())
 }
 
-/// Whether the `chosen` items pass the key and encoding checks and the batch equation.
-fn batch_equation_holds(chosen: &[usize], items: &[BatchItem<'_>], signed: &[Vec<u8>]) -> bool {
-    let mut keys = Vec::with_capacity(chosen.len());
-    let mut sigs = Vec::with_capacity(chosen.len());
-    for &i in chosen {
-        let item = &items[i];
-        let Ok(key) = PublicKey::from_account(item.signer) else { return false };
-        if check_signature_encoding(item.signature).is_err() {
-            return false;
-        }
-        keys.push(key.key);
-        sigs.push(ed25519_dalek::Signature::from_bytes(&item.signature.0));
-    }
-    let messages: Vec<&[u8]> = chosen.iter().map(|&i| signed[i].as_slice()).collect();
-    ed25519_dalek::verify_batch(&messages, &sigs, &keys).is_ok()
+/// The identity point's encoding: `y = 1`, sign bit 0.
+const IDENTITY_ENCODING: [u8; 32] = {
+    let mut bytes = [0u8; 32];
+    bytes[0] = 1;
+    bytes
+};
+
+/// Whether a signature's `R` bytes are `expected` (the encoding of `[s]B − [k]A`) and not the
+/// identity. `[s]B − [k]A` lies in the prime-order subgroup (both `B` and the checked `A` do), so
+/// this is exactly ed25519-dalek's `verify_strict` with rule 2: the `R` that matches is canonical
+/// (it is an encoding the library produced), torsion-free, and of small order only if it is the
+/// identity.
+fn accepts(expected: &CompressedEdwardsY, signature: &Signature) -> bool {
+    expected.0 == signature.0[..32] && expected.0 != IDENTITY_ENCODING
 }
 
 /// An ed25519 signing key.
@@ -539,18 +535,113 @@ mod tests {
     fn recent_values_hold_two_generations_and_carry_what_is_used() {
         let mut recent = Recent::new(4);
         for i in 0..6u32 {
-            recent.insert(i);
+            recent.insert(i, i * 10);
         }
         // Generations {0,1,2,3} and {4,5}: everything is still remembered.
-        assert!((0..6).all(|i| recent.current.contains(&i) || recent.previous.contains(&i)));
+        assert!(
+            (0..6).all(|i| recent.current.contains_key(&i) || recent.previous.contains_key(&i))
+        );
         // 0 is used again: carried into the current generation, it outlives 1, 2 and 3.
-        assert!(recent.contains(&0));
+        assert_eq!(recent.get(&0), Some(0));
         for i in 6..9 {
-            recent.insert(i);
+            recent.insert(i, i * 10);
         }
-        assert!(recent.contains(&0), "a value in use survives the generation turning");
-        assert!(!recent.contains(&1), "an unused value of the dropped generation is forgotten");
+        assert_eq!(recent.get(&0), Some(0), "a value in use survives the generation turning");
+        assert_eq!(recent.get(&1), None, "an unused value of the dropped generation is forgotten");
+        assert_eq!(recent.get(&8), Some(80));
         assert!(recent.current.len() <= 4 && recent.previous.len() <= 4);
+    }
+
+    /// The rule as first written: rule 2's checks on `R` and `s`, then ed25519-dalek's
+    /// `verify_strict` (rule 1 holds for the keys used).
+    fn reference_rule(signer: &Keypair, signed: &[u8], sig: &Signature) -> bool {
+        let r: [u8; 32] = sig.0[..32].try_into().unwrap();
+        let s: [u8; 32] = sig.0[32..].try_into().unwrap();
+        let r_ok = CompressedEdwardsY(r).decompress().is_some_and(|p| {
+            p.compress().to_bytes() == r && !p.is_small_order() && p.is_torsion_free()
+        });
+        let s_ok = Option::<Scalar>::from(Scalar::from_canonical_bytes(s)).is_some();
+        let key = ed25519_dalek::VerifyingKey::from_bytes(&signer.account().0).unwrap();
+        r_ok && s_ok
+            && key.verify_strict(signed, &ed25519_dalek::Signature::from_bytes(&sig.0)).is_ok()
+    }
+
+    /// A signature with the given `R` and `s = r + k·a` honestly computed for it, where `R` need
+    /// not be `[r]B`: what an attacker who holds the key can make.
+    fn signature_with_r(k: &Keypair, signed: &[u8], r: Scalar, big_r: [u8; 32]) -> Signature {
+        let expanded = Sha512::digest(k.secret_bytes());
+        let mut lower = [0u8; 32];
+        lower.copy_from_slice(&expanded[..32]);
+        let a = Scalar::from_bytes_mod_order(curve25519_dalek::scalar::clamp_integer(lower));
+        let mut h = Sha512::new();
+        h.update(big_r);
+        h.update(k.account().0);
+        h.update(signed);
+        let s = r + Scalar::from_bytes_mod_order_wide(&h.finalize().into()) * a;
+        let mut out = [0u8; 64];
+        out[..32].copy_from_slice(&big_r);
+        out[32..].copy_from_slice(s.as_bytes());
+        Signature(out)
+    }
+
+    #[test]
+    fn the_rule_agrees_with_verify_strict_on_adversarial_signatures() {
+        use curve25519_dalek::constants::ED25519_BASEPOINT_POINT as B;
+        let k = key(6);
+        let signed = signing_bytes(Domain::Tx, "c", b"m");
+        let r = Scalar::from(987_654_321u64);
+        let mut cases = vec![k.sign(Domain::Tx, "c", b"m")];
+        // R with each torsion component, s honest for that R (mixed order, and the pure torsion
+        // points themselves with r = 0).
+        for t in EIGHT_TORSION.iter() {
+            cases.push(signature_with_r(&k, &signed, r, (r * B + t).compress().to_bytes()));
+            cases.push(signature_with_r(&k, &signed, Scalar::ZERO, t.compress().to_bytes()));
+        }
+        // Non-canonical encodings of R: y + p for small y, and a flipped sign bit on x = 0.
+        let mut y_plus_p = [0xffu8; 32];
+        y_plus_p[0] = 0xee; // 2^255 − 19 + 1 = p + 1: y = 1 written non-canonically
+        y_plus_p[31] = 0x7f;
+        cases.push(signature_with_r(&k, &signed, Scalar::ZERO, y_plus_p));
+        let mut neg_zero = IDENTITY_ENCODING;
+        neg_zero[31] |= 0x80;
+        cases.push(signature_with_r(&k, &signed, Scalar::ZERO, neg_zero));
+        // s + ℓ (a non-canonical s that reduces to the right one), and bit flips everywhere.
+        let honest = cases[0];
+        let mut s_plus_l = honest;
+        let s = Scalar::from_canonical_bytes(honest.0[32..].try_into().unwrap()).unwrap();
+        let l_bytes = (-Scalar::ONE).to_bytes(); // ℓ − 1
+        let mut carry = 1u16;
+        for (i, (s_byte, l_byte)) in s.as_bytes().iter().zip(&l_bytes).enumerate() {
+            let sum = u16::from(*s_byte) + u16::from(*l_byte) + carry;
+            s_plus_l.0[32 + i] = sum as u8;
+            carry = sum >> 8;
+        }
+        cases.push(s_plus_l);
+        for byte in [0, 17, 31, 32, 50, 63] {
+            let mut flipped = honest;
+            flipped.0[byte] ^= 0x04;
+            cases.push(flipped);
+        }
+        let mut accepted = 0;
+        for (i, sig) in cases.iter().enumerate() {
+            let expected = reference_rule(&k, &signed, sig);
+            let single = verify(Domain::Tx, "c", &k.account(), b"m", sig).is_ok();
+            let account = k.account();
+            let item =
+                BatchItem { domain: Domain::Tx, signer: &account, message: b"m", signature: sig };
+            let honest_item = BatchItem {
+                domain: Domain::Tx,
+                signer: &account,
+                message: b"m",
+                signature: &honest,
+            };
+            let batch = verify_batch("c", &[honest_item, item, honest_item]).is_ok();
+            assert_eq!(single, expected, "case {i}: single path disagrees with verify_strict");
+            assert_eq!(batch, expected, "case {i}: batch path disagrees with verify_strict");
+            accepted += usize::from(expected);
+        }
+        // The honest signature and the honest R with the identity torsion point (the same bytes).
+        assert_eq!(accepted, 2, "only the honest signature is accepted");
     }
 
     #[test]
@@ -591,8 +682,7 @@ mod tests {
 
     /// A signature whose R carries a 2-torsion component, with s computed honestly for that R.
     /// A cofactorless batch equation that trusted R's subgroup could accept it for some random
-    /// coefficients; ed25519-dalek 3.0's batch rejects it as well, and our encoding check refuses it
-    /// before any batch runs, whatever the batch library does.
+    /// coefficients; our rule compares R with a point of the prime-order subgroup, so no path can.
     fn mixed_order_r_signature(
         k: &Keypair,
         domain: Domain,

@@ -39,11 +39,17 @@ pub enum DecodeError {
     },
 }
 
+/// The first allocation of [`encode`]'s output.
+const ENCODE_CAPACITY: usize = 256;
+
 /// The canonical bytes of a value.
 pub fn encode<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
     // Every ledger type is plain data (no maps with non-string keys, no unsupported serde
     // features), so postcard cannot fail on it; a failure is a programming error.
-    postcard::to_stdvec(value).expect("ledger types always encode with postcard")
+    // Most encoded values (txs, votes, records) are a few hundred bytes: start there rather than
+    // growing from empty.
+    postcard::to_extend(value, Vec::with_capacity(ENCODE_CAPACITY))
+        .expect("ledger types always encode with postcard")
 }
 
 /// The length of [`encode`]'s output, counted without building it.

@@ -14,7 +14,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use consensus::encoding::encode;
+use consensus::encoding::encoded_len;
 use consensus::genesis::Params;
 use consensus::state::{State, TxContext, TxError};
 use consensus::tx::SignedTx;
@@ -164,7 +164,7 @@ impl Mempool {
 
     /// Admits a tx that executes on the pending state; returns its hash.
     pub fn insert(&mut self, tx: SignedTx) -> Result<Hash, MempoolError> {
-        let bytes = encode(&tx).len();
+        let bytes = encoded_len(&tx);
         if bytes > self.limits.tx_bytes_max {
             return Err(MempoolError::TooLarge { found: bytes, limit: self.limits.tx_bytes_max });
         }
@@ -332,7 +332,7 @@ mod tests {
         let expected_first_round = [(first, 0), (second, 0)];
         assert_eq!(order[..2], expected_first_round[..]);
         assert_eq!(order[2], (a.account(), 1));
-        let one_tx = encode(&batch[0]).len();
+        let one_tx = encoded_len(&batch[0]);
         assert_eq!(pool.batch(10, one_tx).len(), 1);
     }
 

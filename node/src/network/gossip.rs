@@ -17,7 +17,7 @@ use std::fmt;
 use consensus::bft::{Message as ConsensusMessage, SignedProposal};
 use consensus::block::Block;
 use consensus::crypto::{Domain, SignatureError, verify};
-use consensus::encoding::{DecodeError, decode, encode};
+use consensus::encoding::{DecodeError, decode, encode, encoded_len};
 use consensus::hash::tagged_hash;
 use consensus::tx::{SignedTx, verify_txs};
 use consensus::types::{Hash, Height};
@@ -219,7 +219,7 @@ pub fn check_stateless(
                 )));
             }
             for tx in &txs {
-                let found = encode(tx).len();
+                let found = encoded_len(tx);
                 if found > tx_bytes_max {
                     return Err(GossipError::Oversized { found, limit: tx_bytes_max });
                 }
