@@ -83,18 +83,22 @@ pub fn leaderboard(
     );
     let mut trainers: Vec<&TrainerReport> = report.trainers.iter().collect();
     trainers.sort_by_key(|t| (t.rank.is_none(), t.rank, std::cmp::Reverse(t.effective_ppm)));
+    let recipe = |t: &TrainerReport| {
+        labels.get(&t.account).and_then(|l| l.recipe.clone()).unwrap_or_else(|| "-".into())
+    };
+    // As wide as the longest recipe name (the scenarios' names say where the data came from).
+    let width = trainers.iter().map(|t| recipe(t).chars().count()).max().unwrap_or(0).max(18);
     let _ = writeln!(
         out,
-        "{:<5} {:<12} {:<18} {:>8} {:>10} {:>10} {:>8}  note",
+        "{:<5} {:<12} {:<width$} {:>8} {:>10} {:>10} {:>8}  note",
         "rank", "trainer", "recipe", "params", "consensus", "effective", "payout"
     );
     for t in trainers {
-        let label = labels.get(&t.account);
         let line = format!(
-            "{:<5} {:<12} {:<18} {:>8} {:>10} {:>10} {:>8}  {}",
+            "{:<5} {:<12} {:<width$} {:>8} {:>10} {:>10} {:>8}  {}",
             t.rank.map_or_else(|| "-".into(), |r| r.to_string()),
             name(labels, &t.account),
-            label.and_then(|l| l.recipe.clone()).unwrap_or_else(|| "-".into()),
+            recipe(t),
             t.params.map_or_else(|| "-".into(), |p| p.to_string()),
             verdict(&t.consensus),
             percent(t.effective_ppm),
