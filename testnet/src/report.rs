@@ -297,6 +297,23 @@ mod tests {
     }
 
     #[test]
+    fn the_recipe_column_widens_for_a_long_recipe_name() {
+        let mut labels = labels();
+        let long = "public+A+B (360 private rows)";
+        labels.insert(account(2), Label { name: "trainer-1".into(), recipe: Some(long.into()) });
+        let text = leaderboard("1 (digits)", &report(), Amount(10_000), &labels);
+        let lines: Vec<&str> = text.lines().collect();
+        let params_end = lines[1].find("params").unwrap() + "params".len();
+        assert!(lines[2].contains(long), "{}", lines[2]);
+        // Every trainer's params figure ends where the header's "params" does.
+        for row in &lines[2..4] {
+            let (left, right) = row.split_at(params_end);
+            assert!(left.ends_with(|c: char| c.is_ascii_digit()), "{row}");
+            assert!(right.starts_with(' '), "{row}");
+        }
+    }
+
+    #[test]
     fn conservation_holds_exactly_or_is_reported() {
         // 7000 + 1500 + 1500 paid, 200 bonds back, 100 burned = 10000 escrow + 300 bonds.
         assert_eq!(check_conservation(&report(), Amount(10_000), Amount(0)), Ok(10_300));
