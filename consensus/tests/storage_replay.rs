@@ -112,3 +112,48 @@ fn a_block_without_a_quorum_certificate_writes_nothing() {
     assert_eq!(before, after);
     assert_eq!(c.ledger.state_root(), root);
 }
+
+/// A validator that checked one proposal and then commits another block of the same height (a
+/// later round's) must not reuse the state it remembered from the check: the committed state is
+/// the other block's own, equal to executing it afresh.
+#[test]
+fn a_checked_proposal_state_is_reused_only_for_that_block() {
+    let mut c = Chain::new(&[10, 20, 30, 40], 2);
+    c.commit(vec![]);
+    let (from, to) = (key(2, 0), key(2, 1).account());
+    let before = c.balance(&to);
+    let last_commit = Some(c.blocks.last().unwrap().1.clone());
+    let proposer = c.validators[0].account();
+    let block_with = |amount: u64, time_ms: u64| {
+        let tx = c.sign(&from, TxKind::Transfer { to, amount: Amount(amount) });
+        consensus::chain::build_block(
+            c.ledger.state(),
+            vec![tx],
+            time_ms,
+            proposer,
+            last_commit.clone(),
+        )
+        .unwrap()
+    };
+    let (checked, committed) = (block_with(5, 10_000), block_with(7, 10_001));
+    assert_ne!(checked.hash(), committed.hash());
+    let fresh = consensus::chain::execute_block(c.ledger.state(), &committed).unwrap();
+
+    c.ledger.check_block(&checked).unwrap();
+    let cert = c.certify(&committed);
+    c.ledger.commit_block(&committed, &cert).unwrap();
+    assert_eq!(c.balance(&to), before + 7, "the committed block's transfer, not the checked one's");
+    assert_eq!(c.ledger.state_root(), fresh.root());
+
+    // Checking a block and then committing that very block gives what executing it gives.
+    let next = {
+        let tx = c.sign(&from, TxKind::Transfer { to, amount: Amount(3) });
+        let last = Some(cert);
+        consensus::chain::build_block(c.ledger.state(), vec![tx], 20_000, proposer, last).unwrap()
+    };
+    let fresh = consensus::chain::execute_block(c.ledger.state(), &next).unwrap();
+    c.ledger.check_block(&next).unwrap();
+    c.ledger.commit_block(&next, &c.certify(&next)).unwrap();
+    assert_eq!(c.balance(&to), before + 10);
+    assert_eq!(c.ledger.state_root(), fresh.root());
+}
