@@ -12,13 +12,15 @@
 //! - committed txs/s: the load's transactions committed, over the time from the first submission
 //!   to the block that committed the last one;
 //! - the block time (header times) while the load ran: median, 90th percentile and maximum;
-//! - transactions per block and how many submissions the nodes refused;
+//! - transactions per block, how many blocks took more than one round to decide, and how many
+//!   submissions the nodes refused;
 //! - the CPU the nodes and the clients used while the load ran, as a share of the machine's
 //!   cores, and so which process was the limit.
 //!
 //! This executable is also the node: started with `argv[0]` = `node` it runs `node::cli::main`,
 //! as the `testnet` launcher does. Run with `cargo bench -p testnet --bench tx_throughput`;
-//! `-- --rates 1000,3000 --seconds 20` changes the load.
+//! `-- --rates 1000,3000 --seconds 20` changes the load; `-- --keep` keeps the network's directory
+//! (configs, data dirs and node logs, at the level `RUST_LOG` sets, `warn` by default).
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -64,10 +66,12 @@ struct Load {
     rates: Vec<u32>,
     seconds: u32,
     accounts: usize,
+    /// Keep the network's directory afterwards.
+    keep: bool,
 }
 
 fn parse_args() -> anyhow::Result<Load> {
-    let mut load = Load { rates: vec![2_500, 5_000], seconds: 15, accounts: 100_000 };
+    let mut load = Load { rates: vec![2_500, 5_000], seconds: 15, accounts: 100_000, keep: false };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = || args.next().with_context(|| format!("{arg} needs a value"));
@@ -82,6 +86,7 @@ fn parse_args() -> anyhow::Result<Load> {
             "--accounts" => {
                 load.accounts = value()?.parse().context("--accounts takes a number")?
             }
+            "--keep" => load.keep = true,
             // `cargo bench` passes `--bench`; libtest-style flags mean nothing here.
             _ => {}
         }
@@ -138,6 +143,7 @@ fn run(load: &Load) -> anyhow::Result<()> {
     let mut supervisor = Supervisor::new();
     let mut clients = Vec::new();
     let mut pids = Vec::new();
+    let node_log = std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into());
     for (i, node) in plan.nodes.iter().enumerate().filter(|(_, n)| n.role == Role::Validator) {
         let pid = supervisor.spawn(Spawn {
             name: node.name.clone(),
@@ -150,7 +156,10 @@ fn run(load: &Load) -> anyhow::Result<()> {
                 layout.configs[i].display().to_string(),
                 "--exit-with-stdin".into(),
             ],
-            env: vec![("RUST_LOG".into(), "warn".into()), ("RAYON_NUM_THREADS".into(), "1".into())],
+            env: vec![
+                ("RUST_LOG".into(), node_log.clone()),
+                ("RAYON_NUM_THREADS".into(), "1".into()),
+            ],
             log: layout.logs[i].clone(),
         })?;
         pids.push(pid);
@@ -177,7 +186,7 @@ fn run(load: &Load) -> anyhow::Result<()> {
         plan.genesis.params.block_interval_ms, load.accounts, load.seconds
     );
     println!(
-        "{:>8} {:>10} {:>9} {:>9} {:>14} {:>11} {:>9} {:>9} {:>9} {:>9}  {:<38}",
+        "{:>8} {:>10} {:>9} {:>9} {:>14} {:>11} {:>9} {:>6} {:>9} {:>9} {:>9}  {:<38}",
         "offered",
         "submitted",
         "sent/s",
@@ -185,6 +194,7 @@ fn run(load: &Load) -> anyhow::Result<()> {
         "committed tx/s",
         "tx/block",
         "blocks",
+        "late",
         "median",
         "p90",
         "max",
@@ -195,7 +205,7 @@ fn run(load: &Load) -> anyhow::Result<()> {
         let txs = sign_load(&plan.genesis.chain_id, &keys, rate, load.seconds, &mut nonces);
         let figures = measure(&clients, &pids, txs, keys.len(), rate, &mut supervisor)?;
         println!(
-            "{:>8} {:>10} {:>9.0} {:>9} {:>14.0} {:>11.0} {:>9} {:>6} ms {:>6} ms {:>6} ms  {}",
+            "{:>8} {:>10} {:>9.0} {:>9} {:>14.0} {:>11.0} {:>9} {:>6} {:>6} ms {:>6} ms {:>6} ms  {}",
             rate,
             figures.submitted,
             figures.sent_per_s,
@@ -203,6 +213,7 @@ fn run(load: &Load) -> anyhow::Result<()> {
             figures.committed_per_s,
             figures.txs_per_block,
             figures.block_times.len(),
+            figures.late_rounds,
             percentile(&figures.block_times, 50),
             percentile(&figures.block_times, 90),
             percentile(&figures.block_times, 100),
@@ -213,6 +224,9 @@ fn run(load: &Load) -> anyhow::Result<()> {
         }
     }
     supervisor.stop_all();
+    if load.keep {
+        println!("the network's directory is kept at {}", tmp.keep().display());
+    }
     Ok(())
 }
 
@@ -250,6 +264,9 @@ struct Figures {
     first_refusal: Option<String>,
     committed_per_s: f64,
     txs_per_block: f64,
+    /// Blocks committed while the load ran that were decided after round 0 (a proposal that did
+    /// not gather a quorum in time).
+    late_rounds: usize,
     /// Header-time gaps between consecutive blocks committed while the load ran, in ms, sorted.
     block_times: Vec<u64>,
     /// Where the CPU went while the load ran.
@@ -407,6 +424,12 @@ fn measure(
     let mut block_times: Vec<u64> =
         during.windows(2).map(|w| w[1].time_ms.saturating_sub(w[0].time_ms)).collect();
     block_times.sort_unstable();
+    let mut late_rounds = 0;
+    for block in &during {
+        if clients[0].commit_round(block.height)?.is_some_and(|round| round > 0) {
+            late_rounds += 1;
+        }
+    }
     let with_txs = blocks.iter().filter(|b| b.tx_count > 0).count().max(1);
     Ok(Figures {
         submitted,
@@ -415,6 +438,7 @@ fn measure(
         first_refusal,
         committed_per_s: committed as f64 * 1000.0 / span_ms as f64,
         txs_per_block: committed as f64 / with_txs as f64,
+        late_rounds,
         block_times,
         cpu,
     })

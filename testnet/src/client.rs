@@ -454,6 +454,21 @@ impl Client {
         self.get(&format!("/blocks/{height}"))
     }
 
+    /// The round in which the block at `height` was committed, from `GET /blocks/{height}`
+    /// (`None` while the node holds no certificate for it).
+    pub fn commit_round(&self, height: u64) -> anyhow::Result<Option<u32>> {
+        #[derive(Deserialize)]
+        struct Commit {
+            round: u32,
+        }
+        #[derive(Deserialize)]
+        struct Detail {
+            commit: Option<Commit>,
+        }
+        let detail: Detail = self.get(&format!("/blocks/{height}"))?;
+        Ok(detail.commit.map(|c| c.round))
+    }
+
     /// `GET /blocks?from=&limit=`: up to `limit` (at most 100) block summaries from `from` on.
     pub fn blocks(&self, from: u64, limit: u32) -> anyhow::Result<Vec<BlockSummary>> {
         self.get(&format!("/blocks?from={from}&limit={limit}"))
