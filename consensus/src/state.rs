@@ -472,9 +472,16 @@ where
     where
         V: Default,
     {
-        let mut value = self.map.remove(&key).map(Arc::unwrap_or_clone).unwrap_or_default();
-        f(&mut value);
-        self.insert(key, value);
+        // One walk down the tree, not a removal and an insertion.
+        match self.map.get_mut(&key) {
+            Some(value) => f(Arc::make_mut(value)),
+            None => {
+                let mut value = V::default();
+                f(&mut value);
+                self.map.insert(key.clone(), Arc::new(value));
+            }
+        }
+        self.dirty.insert(key);
     }
 
     fn modify(&mut self, key: &K, f: impl FnOnce(&mut V)) {

@@ -6,13 +6,23 @@
 //! one after its pending txs, its signer can pay, its task window is open), and a tx that fails
 //! changes nothing ([`State::check_and_execute_tx`] guarantees that). When a block commits,
 //! [`Mempool::block_committed`] drops the block's txs and re-checks the rest against the new
-//! state, evicting those the block made stale (a nonce used, a balance spent).
+//! state, evicting those the block made stale (a nonce used, a balance spent); their signatures
+//! were checked on the way in and are not checked again.
+//!
+//! **Backpressure.** The mempool holds at most [`MEMPOOL_BLOCKS`] blocks' worth of txs (within
+//! [`MEMPOOL_TXS_MIN`]..=[`MEMPOOL_TXS_MAX`]): a backlog longer than that only makes every
+//! re-check after a block dearer while the chain falls further behind. While it is full, its
+//! [`FullFlag`] tells the doors txs come in by (gossip, the HTTP API) to turn them away before
+//! paying for a signature check, so an overloaded node spends its CPU on the blocks that drain
+//! the backlog rather than on txs it would refuse anyway.
 //!
 //! [`Mempool::batch`] gives the proposer txs within the block's count and byte limits, taking
 //! accounts in turn (each account's first pending tx, then each one's second, …) so one busy
 //! account cannot fill a block, while every account's txs stay in nonce order.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use consensus::encoding::encoded_len;
 use consensus::genesis::Params;
@@ -22,8 +32,14 @@ use consensus::types::{AccountId, Hash, Nonce};
 
 use crate::network::Validation;
 
-/// Most pending txs in a mempool by default.
+/// Most pending txs in a mempool, whatever the chain's block size.
 pub const MEMPOOL_TXS_MAX: usize = 50_000;
+
+/// Fewest pending txs a mempool holds room for, however small the chain's blocks.
+pub const MEMPOOL_TXS_MIN: usize = 1_000;
+
+/// Blocks' worth of txs (at the chain's `max_block_txs`) a mempool holds.
+pub const MEMPOOL_BLOCKS: usize = 4;
 
 /// Most encoded bytes pending in a mempool by default.
 pub const MEMPOOL_BYTES_MAX: usize = 256 << 20;
@@ -42,11 +58,14 @@ pub struct MempoolLimits {
 }
 
 impl MempoolLimits {
-    /// The chain's per-account and tx-size limits, with the default totals.
+    /// The chain's per-account and tx-size limits, [`MEMPOOL_BLOCKS`] blocks of txs in total
+    /// (within [`MEMPOOL_TXS_MIN`]..=[`MEMPOOL_TXS_MAX`]) and the default bytes.
     pub fn for_chain(params: &Params) -> MempoolLimits {
         MempoolLimits {
             txs_per_account_max: params.mempool_txs_per_account as usize,
-            txs_max: MEMPOOL_TXS_MAX,
+            txs_max: (params.max_block_txs as usize)
+                .saturating_mul(MEMPOOL_BLOCKS)
+                .clamp(MEMPOOL_TXS_MIN, MEMPOOL_TXS_MAX),
             bytes_max: MEMPOOL_BYTES_MAX,
             tx_bytes_max: usize::try_from(params.max_tx_bytes).unwrap_or(usize::MAX),
         }
@@ -103,6 +122,21 @@ impl MempoolError {
     }
 }
 
+/// Whether a mempool is full, shared with the doors txs come in by; see the module docs.
+#[derive(Clone, Debug, Default)]
+pub struct FullFlag(Arc<AtomicBool>);
+
+impl FullFlag {
+    /// Whether the mempool was full after its latest change.
+    pub fn is_full(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    fn set(&self, full: bool) {
+        self.0.store(full, Ordering::Relaxed);
+    }
+}
+
 #[derive(Clone, Debug)]
 struct Pending {
     tx: SignedTx,
@@ -119,6 +153,7 @@ pub struct Mempool {
     by_account: BTreeMap<AccountId, BTreeMap<Nonce, Pending>>,
     by_hash: HashMap<Hash, (AccountId, Nonce)>,
     bytes: usize,
+    full: FullFlag,
 }
 
 impl Mempool {
@@ -130,7 +165,22 @@ impl Mempool {
             by_account: BTreeMap::new(),
             by_hash: HashMap::new(),
             bytes: 0,
+            full: FullFlag::default(),
         }
+    }
+
+    /// The flag that says whether this mempool is full, to share with the doors txs come in by.
+    pub fn full_flag(&self) -> FullFlag {
+        self.full.clone()
+    }
+
+    /// Whether another tx would be refused for want of room.
+    pub fn is_full(&self) -> bool {
+        self.by_hash.len() >= self.limits.txs_max || self.bytes >= self.limits.bytes_max
+    }
+
+    fn update_full_flag(&self) {
+        self.full.set(self.is_full());
     }
 
     /// Pending txs.
@@ -192,6 +242,7 @@ impl Mempool {
         self.by_hash.insert(hash, (account, nonce));
         self.by_account.entry(account).or_default().insert(nonce, Pending { tx, hash, bytes });
         self.bytes += bytes;
+        self.update_full_flag();
         Ok(hash)
     }
 
@@ -232,7 +283,9 @@ impl Mempool {
         for (account, txs) in pending {
             for (nonce, entry) in txs {
                 let ctx = self.context();
-                match self.scratch.check_and_execute_tx(&entry.tx, ctx) {
+                // The signature was verified on admission, for this chain: state cannot change
+                // that, so only the execution is checked again.
+                match self.scratch.execute_tx(&entry.tx, ctx) {
                     Ok(()) => {
                         self.by_hash.insert(entry.hash, (account, nonce));
                         self.bytes += entry.bytes;
@@ -244,6 +297,7 @@ impl Mempool {
                 }
             }
         }
+        self.update_full_flag();
         before - self.by_hash.len()
     }
 
@@ -362,5 +416,43 @@ mod tests {
         assert_eq!(pool.len(), 1);
         assert_eq!(pool.batch(10, usize::MAX)[0].tx.nonce, Nonce(1));
         assert!(pool.bytes() > 0);
+    }
+
+    #[test]
+    fn the_total_is_a_few_blocks_and_the_full_flag_follows_it() {
+        let limits = |max_block_txs| {
+            MempoolLimits::for_chain(&Params { max_block_txs, ..Params::default() }).txs_max
+        };
+        assert_eq!(limits(3_000), 3_000 * MEMPOOL_BLOCKS);
+        assert_eq!(limits(1), MEMPOOL_TXS_MIN);
+        assert_eq!(limits(1_000_000), MEMPOOL_TXS_MAX);
+
+        let (a, b) = (Keypair::from_seed([1; 32]), Keypair::from_seed([2; 32]));
+        let g = genesis(&[&a, &b]);
+        let state = State::from_genesis(&g);
+        let mut pool = Mempool::new(
+            &state,
+            MempoolLimits { txs_max: 2, ..MempoolLimits::for_chain(&g.params) },
+        );
+        let flag = pool.full_flag();
+        pool.insert(transfer(&a, 0, 1)).unwrap();
+        assert!(!flag.is_full());
+        pool.insert(transfer(&b, 0, 1)).unwrap();
+        assert!(flag.is_full() && pool.is_full());
+        let err = pool.insert(transfer(&a, 1, 1)).unwrap_err();
+        assert!(matches!(err, MempoolError::Full { what: "transactions", limit: 2 }));
+
+        // A block that takes one of them makes room again.
+        let mut next = state.clone();
+        let included = transfer(&a, 0, 1);
+        let ctx = TxContext {
+            height: consensus::types::Height(1),
+            index: 0,
+            proposer: AccountId::default(),
+        };
+        next.check_and_execute_tx(&included, ctx).unwrap();
+        pool.block_committed(&next, std::slice::from_ref(&included));
+        assert_eq!(pool.len(), 1);
+        assert!(!flag.is_full());
     }
 }

@@ -26,6 +26,7 @@ use consensus::vote::{CommitCertificate, SignedVote, Vote, VoteKind};
 use node::datadir::DataDir;
 use node::http::{HttpConfig, serve_with_config};
 use node::keystore;
+use node::mempool::{Mempool, MempoolLimits};
 use node::network::{self, NetworkConfig};
 use node::runtime::{ChainEvent, ExternalTxs, Metrics, NodeContext, Role};
 use serde_json::Value;
@@ -301,6 +302,8 @@ struct Harness {
     ctx: NodeContext,
     external: mpsc::Receiver<ExternalTxs>,
     transfer: Hash,
+    /// A one-tx mempool over the chain: its full flag is the API's.
+    pool: Mempool,
     _submissions: mpsc::Receiver<node::runtime::Submission>,
     _dir: tempfile::TempDir,
 }
@@ -309,6 +312,8 @@ async fn start() -> Harness {
     let keys = keys();
     let genesis = genesis(&keys);
     let (ledger, transfer) = build_chain(&keys, &genesis);
+    let limits = MempoolLimits { txs_max: 1, ..MempoolLimits::for_chain(&genesis.params) };
+    let pool = Mempool::new(ledger.state(), limits);
     let dir = tempfile::tempdir().unwrap();
     let data_dir = DataDir::new(dir.path());
     let mut config = NetworkConfig::for_chain(
@@ -337,6 +342,7 @@ async fn start() -> Harness {
         events: broadcast::channel(16).0,
         metrics: Arc::new(Metrics::default()),
         live_votes: Arc::default(),
+        mempool_full: pool.full_flag(),
     };
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -354,6 +360,7 @@ async fn start() -> Harness {
         ctx,
         external,
         transfer,
+        pool,
         _submissions: submissions_rx,
         _dir: dir,
     }
@@ -793,6 +800,25 @@ async fn post_txs_takes_a_batch_and_answers_each_tx() {
         assert!(a.error().contains(why), "{}", a.error());
     }
     assert!(h.external.try_recv().is_err(), "nothing refused was forwarded");
+}
+
+#[tokio::test]
+async fn post_txs_is_refused_unchecked_while_the_mempool_is_full() {
+    let mut h = start().await;
+    let sender = &h.keys.trainers[1];
+    let transfer = |nonce: Nonce| {
+        let kind = TxKind::Transfer { to: AccountId([7; 32]), amount: Amount(1) };
+        SignedTx::sign(sender, Tx { chain_id: h.genesis.chain_id.clone(), nonce, kind })
+    };
+    let first = transfer(h.pool.next_nonce(&sender.account()));
+    h.pool.insert(first).unwrap();
+    assert!(h.pool.is_full());
+    let next = transfer(h.pool.next_nonce(&sender.account()));
+    let body = serde_json::json!({ "txs": [hex_of(&next.encode())] }).to_string();
+    let answer = request(h.addr, "POST", "/txs", &[], body.as_bytes()).await;
+    assert_eq!(answer.status, 503, "{}", String::from_utf8_lossy(&answer.body));
+    assert!(answer.error().contains("mempool is full"), "{}", answer.error());
+    assert!(h.external.try_recv().is_err(), "nothing reached the node while it was full");
 }
 
 fn hex_of(bytes: &[u8]) -> String {

@@ -128,12 +128,18 @@ type Decoded = Result<SignedTx, String>;
 
 /// `POST /txs`: `{"tx": "<hex>"}` answers the tx's hash or an error status; `{"txs": [...]}`
 /// (1 to [`TXS_PER_POST_MAX`] txs) answers each tx's outcome. Signatures are checked in one pass
-/// ([`verify_txs`]) off the async threads, then the node admits the valid txs in order.
+/// ([`verify_txs`]) off the async threads, then the node admits the valid txs in order. While the
+/// mempool is full the whole request is answered 503 before anything in it is checked.
 pub(super) async fn post_txs(
     State(api): State<Api>,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Json<TxsAnswer>> {
+    if api.ctx.mempool_full.is_full() {
+        return Err(ApiError::unavailable(
+            "the mempool is full; post again once the next blocks have taken some of it",
+        ));
+    }
     let params = &api.ctx.genesis.params;
     let max_tx = usize::try_from(params.max_tx_bytes).unwrap_or(usize::MAX);
     let max_block = usize::try_from(params.max_block_bytes).unwrap_or(usize::MAX);

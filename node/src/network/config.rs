@@ -11,6 +11,8 @@ use consensus::genesis::{Genesis, Params};
 use consensus::types::Hash;
 use libp2p::{Multiaddr, PeerId};
 
+use crate::mempool::FullFlag;
+
 /// Room for what a gossip message carries besides a block: the proposal or commit certificate
 /// around it and the envelope, in bytes.
 pub const GOSSIP_ENVELOPE_BYTES: usize = 64 << 10;
@@ -151,6 +153,9 @@ pub struct NetworkConfig {
     pub ban_duration: Duration,
     /// Capacity of the command channel and of the event channel.
     pub channel_capacity: usize,
+    /// Set while the node's mempool is full: transaction gossip is then ignored before its
+    /// signatures are checked.
+    pub mempool_full: FullFlag,
 }
 
 /// A setting that cannot work.
@@ -194,6 +199,7 @@ impl NetworkConfig {
             gossip_heartbeat: Duration::from_millis(700),
             ban_duration: Duration::from_secs(600),
             channel_capacity: 1_024,
+            mempool_full: FullFlag::default(),
         }
     }
 

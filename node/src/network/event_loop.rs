@@ -18,7 +18,7 @@ use super::behaviour::{Behaviour, BehaviourEvent, GRAYLIST_THRESHOLD};
 use super::client::{Command, RequestError};
 use super::codec::{BlobRequest, BlobResponse, SyncResponse};
 use super::config::NetworkConfig;
-use super::gossip::{GossipMessage, Topic, Validation, check_stateless};
+use super::gossip::{Topic, Validation, check_stateless};
 use super::handshake::{self, HandshakeError};
 use super::sync::SyncResponder;
 use super::throttle::SyncThrottle;
@@ -269,6 +269,23 @@ impl EventLoop {
         match event {
             gossipsub::Event::Message { propagation_source, message_id, message } => {
                 let topic = Topic::from_hash(&self.config.chain_id, &message.topic);
+                // Transactions are best effort: they may fill only half the event queue, so a
+                // flood of them never crowds out proposals, votes and blocks, and none is taken
+                // while the mempool is full. Either way they are turned away before their
+                // signatures are checked, so an overloaded node spends its CPU on blocks.
+                if topic == Some(Topic::Txs) {
+                    let txs_may_wait = self.events.capacity() > self.config.channel_capacity / 2;
+                    let mempool_full = self.config.mempool_full.is_full();
+                    if !txs_may_wait || mempool_full {
+                        tracing::debug!(
+                            busy = !txs_may_wait,
+                            mempool_full,
+                            "a transaction batch is dropped unchecked"
+                        );
+                        self.report(&message_id, &propagation_source, MessageAcceptance::Ignore);
+                        return;
+                    }
+                }
                 let checked = match topic {
                     Some(topic) => check_stateless(
                         &self.config.chain_id,
@@ -284,17 +301,7 @@ impl EventLoop {
                         self.swarm.behaviour_mut().slots.mark_useful(propagation_source);
                         let id =
                             GossipId { message_id: message_id.clone(), source: propagation_source };
-                        // Transactions are best effort: they may fill only half the queue, so a
-                        // flood of them never crowds out proposals, votes and blocks.
-                        let room = self.events.capacity();
-                        let txs_may_wait = room > self.config.channel_capacity / 2;
-                        let deliver = !matches!(message, GossipMessage::Txs(_)) || txs_may_wait;
-                        if !deliver {
-                            tracing::debug!(
-                                "the application is busy; a transaction batch is dropped"
-                            );
-                        }
-                        if !deliver || !self.emit(NetworkEvent::GossipReceived { id, message }) {
+                        if !self.emit(NetworkEvent::GossipReceived { id, message }) {
                             self.report(
                                 &message_id,
                                 &propagation_source,

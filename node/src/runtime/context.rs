@@ -20,6 +20,7 @@ use serde::Serialize;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::datadir::DataDir;
+use crate::mempool::FullFlag;
 use crate::network::NetworkClient;
 
 /// The ledger, shared: the consensus driver writes, everyone else reads. Hold the lock briefly:
@@ -146,6 +147,8 @@ pub struct NodeContext {
     pub metrics: Arc<Metrics>,
     /// The validators' latest votes heard.
     pub live_votes: Arc<LiveVotes>,
+    /// Set while the mempool is full: the HTTP API then refuses txs before checking them.
+    pub mempool_full: FullFlag,
 }
 
 impl std::fmt::Debug for NodeContext {

@@ -219,6 +219,7 @@ pub async fn start(config: &NodeConfig) -> Result<(NodeContext, Driver), DriverE
     }
     let store = SledStore::open(&data_dir.chain())?;
     let ledger = Ledger::open(Box::new(store), &genesis)?;
+    let mempool = Mempool::new(ledger.state(), MempoolLimits::for_chain(&genesis.params));
     let mut net = NetworkConfig::for_chain(
         &genesis.chain_id,
         genesis.hash(),
@@ -229,6 +230,7 @@ pub async fn start(config: &NodeConfig) -> Result<(NodeContext, Driver), DriverE
     net.bootstrap = config.bootstrap.clone();
     net.mdns = config.mdns;
     net.connections.reserved = network::reserved_peers(&genesis);
+    net.mempool_full = mempool.full_flag();
     let sync_limits = net.sync.clone();
     let (client, network_events, event_loop) =
         network::start(keystore::libp2p_keypair(&key)?, net)?;
@@ -242,7 +244,6 @@ pub async fn start(config: &NodeConfig) -> Result<(NodeContext, Driver), DriverE
         }
         Role::Trainer => None,
     };
-    let mempool = Mempool::new(ledger.state(), MempoolLimits::for_chain(&genesis.params));
     let (submissions_tx, submissions) = mpsc::channel(SUBMISSIONS_CAPACITY);
     let (external_tx, external_txs) = mpsc::channel(EXTERNAL_TXS_CAPACITY);
     let (events, _) = broadcast::channel(EVENTS_CAPACITY);
@@ -258,6 +259,7 @@ pub async fn start(config: &NodeConfig) -> Result<(NodeContext, Driver), DriverE
         events,
         metrics: Arc::new(Metrics::default()),
         live_votes: Arc::default(),
+        mempool_full: mempool.full_flag(),
     };
     let (sync_tx, sync_rx) = mpsc::channel(1);
     let driver = Driver {
