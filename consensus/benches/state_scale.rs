@@ -9,9 +9,6 @@
 //!
 //! `STATE_SCALE_SIZES=1000,100000` picks other sizes (the first and last are compared).
 
-#[path = "../tests/common/mod.rs"]
-mod common;
-
 use std::process::Command;
 use std::time::Instant;
 
@@ -66,7 +63,7 @@ fn genesis(accounts: usize, validator: &Keypair, senders: &[Keypair]) -> Genesis
             .map(|i| GenesisBalance { account: funded(i), amount: Amount(1_000) }),
     );
     // One validator: every window is two blocks long.
-    let spec = common::spec(1);
+    let spec = consensus::testing::spec(1);
     Genesis {
         chain_id: CHAIN.into(),
         genesis_time_ms: 0,

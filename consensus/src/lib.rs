@@ -17,6 +17,8 @@ pub mod merkle;
 pub mod state;
 pub mod storage;
 pub mod task;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod tx;
 pub mod types;
 pub mod validators;

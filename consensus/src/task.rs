@@ -420,40 +420,9 @@ pub const WINDOW_BLOCKS_MAX: u64 = 1_000_000;
 pub(crate) mod tests {
     use super::*;
 
-    /// A small valid classification spec for tests.
+    /// The shared example task, windows of 5 blocks.
     pub(crate) fn spec() -> TaskSpec {
-        TaskSpec {
-            name: "demo".into(),
-            kind: TaskKind::Classification { features: 2, classes: 3 },
-            preprocessing: Preprocessing::Standardize { mean: vec![0.5, 1.0], std: vec![1.0, 2.0] },
-            dataset: Dataset {
-                name: "toy".into(),
-                train_sha256: Hash([1; 32]),
-                heldout_commitment: Hash([2; 32]),
-                heldout_cipher_sha256: Hash([3; 32]),
-                key_commitment: Hash([4; 32]),
-                heldout_examples: 500,
-            },
-            limits: Limits {
-                max_params: 10_000,
-                max_artifact_bytes: 1 << 20,
-                dtypes: vec![Dtype::F32],
-            },
-            efficiency: Efficiency { reference_params: 1_000, penalty_ppm_per_doubling: 20_000 },
-            bond: Amount(100),
-            entry_fee: Amount(10),
-            max_trainers: 3,
-            min_improvement_ppm: 0,
-            windows: Windows {
-                join: 5,
-                commit: 5,
-                key: 5,
-                reveal: 5,
-                score_commit: 5,
-                score_reveal: 5,
-            },
-            base_model: None,
-        }
+        crate::testing::example_spec(5)
     }
 
     #[test]
@@ -481,7 +450,7 @@ pub(crate) mod tests {
         assert!(s.validate(1).is_err());
         let mut s = spec();
         s.preprocessing =
-            Preprocessing::Standardize { mean: vec![0.0, f32::NAN], std: vec![1.0, 1.0] };
+            Preprocessing::Standardize { mean: vec![0.0, f32::NAN, 0.0, 0.0], std: vec![1.0; 4] };
         assert!(s.validate(1).is_err());
     }
 }

@@ -3,9 +3,6 @@
 //! more than it would have by playing honestly; the comment above each says what the attack
 //! earned under the first rules.
 
-mod common;
-
-use common::*;
 use consensus::crypto::Keypair;
 use consensus::encoding::encode;
 use consensus::finalize::{
@@ -16,6 +13,7 @@ use consensus::genesis::Params;
 use consensus::state::TxError;
 use consensus::storage::{MemStore, Tree};
 use consensus::task::{BaseModel, Efficiency, SpecError, TaskSpec};
+use consensus::testing::*;
 use consensus::tx::{SignedTx, TxKind};
 use consensus::types::{AccountId, Amount, Hash, Height, Round, TaskId};
 use consensus::verdict::{RejectReason, Subject, Verdict, VerdictEntry};
@@ -45,7 +43,7 @@ fn long_spec() -> TaskSpec {
     s
 }
 
-fn key_of(c: &Chain, trainer: usize) -> Keypair {
+fn key_of(c: &TestChain, trainer: usize) -> Keypair {
     Keypair::from_seed(c.trainers[trainer].secret_bytes())
 }
 
@@ -53,7 +51,7 @@ fn key_of(c: &Chain, trainer: usize) -> Keypair {
 /// order), reveals them all, then lets the validators in `revealers` score with `verdict` and
 /// reveal, and runs the chain to finalization.
 fn play(
-    c: &mut Chain,
+    c: &mut TestChain,
     spec: TaskSpec,
     entrants: &[Entrant],
     revealers: &[usize],
@@ -85,7 +83,7 @@ fn play(
 
 /// Scores `task` (in its score-commit window or before it) and runs it to finalization.
 fn score(
-    c: &mut Chain,
+    c: &mut TestChain,
     task: TaskId,
     revealers: &[usize],
     verdict: impl Fn(usize, &Subject) -> Verdict,
@@ -122,17 +120,17 @@ fn score(
     (task, report)
 }
 
-fn payout(report: &FinalizationReport, c: &Chain, trainer: usize) -> u64 {
+fn payout(report: &FinalizationReport, c: &TestChain, trainer: usize) -> u64 {
     let account = c.trainers[trainer].account();
     report.trainers.iter().find(|t| t.account == account).map_or(0, |t| t.payout.0)
 }
 
-fn balances(c: &Chain, trainers: &[usize]) -> u64 {
+fn balances(c: &TestChain, trainers: &[usize]) -> u64 {
     trainers.iter().map(|t| c.balance(&c.trainers[*t].account())).sum()
 }
 
 /// Each trainer's score, by trainer index.
-fn by_model(c: &Chain, scores: &[(usize, u32)]) -> Vec<(AccountId, u32)> {
+fn by_model(c: &TestChain, scores: &[(usize, u32)]) -> Vec<(AccountId, u32)> {
     scores.iter().map(|(t, s)| (c.trainers[*t].account(), *s)).collect()
 }
 
@@ -152,7 +150,7 @@ fn submission_scores(table: Vec<(AccountId, u32)>) -> impl Fn(usize, &Subject) -
 /// bought every model. Now the escrow burns.
 #[test]
 fn attack_1_withholding_scores_after_the_reveal_refunds_the_creator_nothing() {
-    let mut c = Chain::new(&[10, 10, 10, 10], 2);
+    let mut c = TestChain::new(&[10, 10, 10, 10], 2);
     let creator = c.creator.account();
     let before = c.balance(&creator);
     let entrants = [entrant(0, 1, 1_000), entrant(1, 2, 1_000)];
@@ -171,7 +169,7 @@ fn attack_1_withholding_scores_after_the_reveal_refunds_the_creator_nothing() {
 /// slots cost at least the prize, so even winning it the squatter ends with less than it had.
 #[test]
 fn attack_2_squatting_every_slot_costs_more_than_the_prize() {
-    let mut c = Chain::new(&[10, 10, 10, 10], 4);
+    let mut c = TestChain::new(&[10, 10, 10, 10], 4);
     let squatter = [0, 1, 2];
     let before = balances(&c, &squatter);
     let entrants = [entrant(0, 1, 1_000), entrant(1, 2, 1_000), entrant(2, 3, 1_000)];
@@ -182,7 +180,7 @@ fn attack_2_squatting_every_slot_costs_more_than_the_prize() {
     // The honest trainer came one block late (the block after the joins, still in the join
     // window): the task was full. Replayed on the chain as it was after the joins.
     let joined_at = c.task(task).created_at.plus(2);
-    let mut replay = Chain::with_genesis(c.genesis.clone(), Box::new(MemStore::new()));
+    let mut replay = TestChain::with_genesis(c.genesis.clone(), Box::new(MemStore::new()));
     for (block, cert) in c.blocks.iter().take_while(|(b, _)| b.height() <= joined_at) {
         replay.ledger.commit_block(block, cert).unwrap();
     }
@@ -210,7 +208,7 @@ fn attack_2_squatting_every_slot_costs_more_than_the_prize() {
 fn attack_3_splitting_one_model_across_accounts_earns_less_than_entering_it_once() {
     let (mut payouts, mut nets) = (Vec::new(), Vec::new());
     for k in 1..=3usize {
-        let mut c = Chain::new(&[10, 10, 10, 10], 4);
+        let mut c = TestChain::new(&[10, 10, 10, 10], 4);
         let party: Vec<usize> = (0..k).collect();
         let before = balances(&c, &party);
         // The party's copies score the same; the honest rival (trainer 3) scores the same too and
@@ -235,7 +233,7 @@ fn attack_3_splitting_one_model_across_accounts_earns_less_than_entering_it_once
 /// the two middle verdicts on an exact stake tie, so the inflators decided every entry.
 #[test]
 fn attack_4_half_the_stake_cannot_push_a_verdict_up() {
-    let mut c = Chain::new(&[10, 10, 10, 10], 2);
+    let mut c = TestChain::new(&[10, 10, 10, 10], 2);
     let cheat = c.trainers[0].account();
     let fair = c.trainers[1].account();
     let entrants = [entrant(0, 1, 1_000), entrant(1, 2, 1_000)];
@@ -269,10 +267,10 @@ fn attack_4_half_the_stake_cannot_push_a_verdict_up() {
 /// another file's.
 #[test]
 fn a_task_references_the_latest_champions_on_its_own_file() {
-    let mut c = Chain::new(&[10, 10, 10, 10], 4);
+    let mut c = TestChain::new(&[10, 10, 10, 10], 4);
     let mut other_file = long_spec();
     other_file.dataset.train_sha256 = Hash([77; 32]);
-    let crown = |c: &mut Chain, spec: TaskSpec, model_id: u8, ppm: u32| {
+    let crown = |c: &mut TestChain, spec: TaskSpec, model_id: u8, ppm: u32| {
         let (_, report) =
             play(c, spec, &[entrant(0, model_id, 1_000)], &[0, 1, 2, 3], |_, s| match s {
                 Subject::Submission(_) => Verdict::scored(ppm),
@@ -284,7 +282,7 @@ fn a_task_references_the_latest_champions_on_its_own_file() {
         crown(&mut c, long_spec(), i, 500_000 + 50_000 * u32::from(i));
     }
     crown(&mut c, other_file, 20, 990_000);
-    let recorded = |c: &Chain, task: TaskId| -> Vec<Hash> {
+    let recorded = |c: &TestChain, task: TaskId| -> Vec<Hash> {
         c.task(task).champions.iter().map(|r| r.model_hash).collect()
     };
     let plain = c.create_task(long_spec(), REWARD);
@@ -301,7 +299,7 @@ fn a_task_references_the_latest_champions_on_its_own_file() {
 /// earlier champions on the same training file are scored entries of the baseline too.
 #[test]
 fn attack_6_a_copy_of_an_existing_champion_earns_nothing() {
-    let mut c = Chain::new(&[10, 10, 10, 10], 4);
+    let mut c = TestChain::new(&[10, 10, 10, 10], 4);
     // Task 1 crowns model 1 (600000).
     let scores = by_model(&c, &[(0, 600_000)]);
     let (_, first) = play(
@@ -343,7 +341,7 @@ fn attack_6_a_copy_of_an_existing_champion_earns_nothing() {
     assert_eq!(report.champion, None);
 }
 
-fn equivocation(c: &Chain, validator: usize, height: u64) -> TxKind {
+fn equivocation(c: &TestChain, validator: usize, height: u64) -> TxKind {
     let k = &c.validators[validator];
     let vote = |b: u8| Vote {
         height: Height(height),
@@ -367,7 +365,7 @@ fn attack_7_a_slash_during_scoring_changes_no_verdict_and_old_evidence_is_refuse
     // it 30 of 80 and flip the verdict to 520000.
     let params = Params { evidence_max_age: 30, slash_fraction_ppm: 500_000, ..Params::default() };
     let run = |slash: bool| {
-        let mut c = Chain::with_params(&[40, 10, 25, 25], 2, params.clone());
+        let mut c = TestChain::with_params(&[40, 10, 25, 25], 2, params.clone());
         let entrants = [entrant(0, 1, 1_000)];
         let task = c.create_task(long_spec(), REWARD);
         let k = key_of(&c, 0);
@@ -453,7 +451,7 @@ fn attack_8_validator_payouts_are_exact_at_the_largest_genesis_amounts() {
 /// reward to the reporter would let a validator recoup its own slash through a second account.
 #[test]
 fn attack_9_free_entry_useless_settings_and_self_reporting_are_refused_or_unprofitable() {
-    let mut c = Chain::new(&[1_600, 1_600, 1_600, 1_600], 2);
+    let mut c = TestChain::new(&[1_600, 1_600, 1_600, 1_600], 2);
     let creator = Keypair::from_seed(c.creator.secret_bytes());
     for (mutate, field) in [
         (Box::new(|s: &mut TaskSpec| s.bond = Amount(0)) as Box<dyn Fn(&mut TaskSpec)>, "bond"),
@@ -492,7 +490,7 @@ fn attack_9_free_entry_useless_settings_and_self_reporting_are_refused_or_unprof
 /// block of the window cannot displace an earlier one.
 #[test]
 fn hole_a_late_joiner_cannot_snipe_a_slot() {
-    let mut c = Chain::new(&[10, 10, 10, 10], 4);
+    let mut c = TestChain::new(&[10, 10, 10, 10], 4);
     let task = c.create_task(long_spec(), REWARD);
     let early = key_of(&c, 0);
     c.send(&early, TxKind::JoinTask { task }).unwrap();
@@ -515,7 +513,7 @@ fn hole_a_late_joiner_cannot_snipe_a_slot() {
 /// Now the share burns once anything was revealed.
 #[test]
 fn hole_no_champion_after_a_reveal_returns_nothing_to_the_creator() {
-    let mut c = Chain::new(&[10, 10, 10, 10], 2);
+    let mut c = TestChain::new(&[10, 10, 10, 10], 2);
     let creator = c.creator.account();
     let before = c.balance(&creator);
     let scores = by_model(&c, &[(0, 90_000), (1, 95_000)]);
@@ -529,12 +527,12 @@ fn hole_no_champion_after_a_reveal_returns_nothing_to_the_creator() {
 
 /// What the creator pays in fees for one task of [`long_spec`]: opening it (tx fee and spec
 /// bytes) and revealing its held-out key (tx fee).
-fn creator_fees(c: &Chain) -> u64 {
+fn creator_fees(c: &TestChain) -> u64 {
     2 * c.genesis.params.tx_fee.0 + spec_fee(c, &long_spec())
 }
 
 /// What opening a task with `spec` burns for its bytes.
-fn spec_fee(c: &Chain, spec: &TaskSpec) -> u64 {
+fn spec_fee(c: &TestChain, spec: &TaskSpec) -> u64 {
     consensus::encoding::encode(spec).len() as u64 * c.genesis.params.spec_fee_per_byte.0
 }
 
@@ -543,7 +541,7 @@ fn spec_fee(c: &Chain, spec: &TaskSpec) -> u64 {
 /// and earns nothing, while an honest fine-tune that beats it takes the prize.
 #[test]
 fn hole_an_honest_fine_tune_wins_and_a_copy_of_the_base_earns_nothing() {
-    let mut c = Chain::new(&[10, 10, 10, 10], 3);
+    let mut c = TestChain::new(&[10, 10, 10, 10], 3);
     let scores = by_model(&c, &[(0, 600_000)]);
     play(&mut c, long_spec(), &[entrant(0, 1, 1_000)], &[0, 1, 2, 3], submission_scores(scores));
     let mut based = long_spec();
@@ -560,7 +558,7 @@ fn hole_an_honest_fine_tune_wins_and_a_copy_of_the_base_earns_nothing() {
 }
 
 /// Joins trainers `who` to `task` in one block and has them commit to models `1..` in the next.
-fn join_and_commit(c: &mut Chain, task: TaskId, who: &[usize]) {
+fn join_and_commit(c: &mut TestChain, task: TaskId, who: &[usize]) {
     let joins: Vec<SignedTx> =
         who.iter().map(|t| c.sign(&key_of(c, *t), TxKind::JoinTask { task })).collect();
     assert_eq!(c.commit(joins).txs.len(), who.len(), "every trainer joins");
@@ -582,7 +580,7 @@ fn join_and_commit(c: &mut Chain, task: TaskId, who: &[usize]) {
 /// after the commit deadline, when nobody can commit a model trained on the rows any more.
 #[test]
 fn attack_5_nobody_trains_on_the_heldout_rows_before_commitments_close() {
-    let mut c = Chain::new(&[10, 10, 10, 10], 2);
+    let mut c = TestChain::new(&[10, 10, 10, 10], 2);
     let task = c.create_task(long_spec(), REWARD);
     // Trainer 1 is validator 0's second account.
     join_and_commit(&mut c, task, &[0]);
@@ -608,7 +606,7 @@ fn attack_5_nobody_trains_on_the_heldout_rows_before_commitments_close() {
 /// entry fees back, and no model is ever revealed: withholding gains the creator nothing.
 #[test]
 fn creator_withholding_the_key_burns_the_escrow_and_returns_bonds_and_entry_fees() {
-    let mut c = Chain::new(&[10, 10, 10, 10], 2);
+    let mut c = TestChain::new(&[10, 10, 10, 10], 2);
     let creator = c.creator.account();
     let creator_before = c.balance(&creator);
     let trainers_before = balances(&c, &[0, 1]);
@@ -660,14 +658,14 @@ fn creator_withholding_the_key_burns_the_escrow_and_returns_bonds_and_entry_fees
 #[test]
 fn too_few_attestations_cancel_the_task_at_the_join_deadline() {
     // Three of four equal validators attest: 3 × 30 > 2 × 40, the task goes on.
-    let mut c = Chain::new(&[10, 10, 10, 10], 2);
+    let mut c = TestChain::new(&[10, 10, 10, 10], 2);
     let task = c.create_task_unattested(long_spec(), REWARD);
     c.attest(task, &[0, 1, 2]);
     c.advance_to(c.task(task).join_deadline().next());
     assert!(c.task(task).report.is_none() && c.task(task).attestation_quorum());
 
     // Two of four (exactly half, and below 2/3): cancelled at the join deadline.
-    let mut c = Chain::new(&[10, 10, 10, 10], 2);
+    let mut c = TestChain::new(&[10, 10, 10, 10], 2);
     let creator = c.creator.account();
     let creator_before = c.balance(&creator);
     let trainers_before = balances(&c, &[0, 1]);
@@ -702,7 +700,7 @@ fn too_few_attestations_cancel_the_task_at_the_join_deadline() {
 /// Only a validator of the task's snapshot attests, once, in the join window.
 #[test]
 fn attestations_come_from_snapshot_validators_once_in_the_join_window() {
-    let mut c = Chain::new(&[10, 10, 10, 10], 2);
+    let mut c = TestChain::new(&[10, 10, 10, 10], 2);
     let task = c.create_task_unattested(long_spec(), REWARD);
     let trainer = key_of(&c, 0);
     let attest = TxKind::AttestHeldout { task };
@@ -719,7 +717,7 @@ fn attestations_come_from_snapshot_validators_once_in_the_join_window() {
     // Past the join window the task is cancelled (one of four attested): closed either way.
     assert!(matches!(c.send(&v1, attest), Err(TxError::TaskClosed(_))));
     // On a task that went on, a late attestation is outside the window.
-    let mut c = Chain::new(&[10, 10, 10, 10], 2);
+    let mut c = TestChain::new(&[10, 10, 10, 10], 2);
     let task = c.create_task_unattested(long_spec(), REWARD);
     c.attest(task, &[0, 1, 2]);
     c.advance_to(c.task(task).join_deadline().next());
@@ -735,7 +733,7 @@ fn attestations_come_from_snapshot_validators_once_in_the_join_window() {
 /// and by the key deadline, and once.
 #[test]
 fn the_key_comes_from_the_creator_matches_its_commitment_and_keeps_its_window() {
-    let mut c = Chain::new(&[10, 10, 10, 10], 2);
+    let mut c = TestChain::new(&[10, 10, 10, 10], 2);
     let task = c.create_task(long_spec(), REWARD);
     let creator = Keypair::from_seed(c.creator.secret_bytes());
     let reveal = |key| TxKind::RevealHeldoutKey { task, key };

@@ -2,12 +2,10 @@
 //! closes in the block where its acting set is exhausted, never while one party of that set has
 //! yet to act, and the task's one entry in the deadlines table follows its deadlines.
 
-mod common;
-
-use common::*;
 use consensus::crypto::Keypair;
 use consensus::finalize::Outcome;
 use consensus::state::{Due, Phase, Task, TxError};
+use consensus::testing::*;
 use consensus::types::{Height, TaskId};
 use consensus::verdict::Verdict;
 
@@ -17,7 +15,7 @@ fn copy(key: &Keypair) -> Keypair {
 }
 
 /// Heights at which `task` has an entry in the deadlines table.
-fn scheduled(c: &Chain, task: TaskId) -> Vec<(Height, Due)> {
+fn scheduled(c: &TestChain, task: TaskId) -> Vec<(Height, Due)> {
     let state = c.ledger.state();
     state.deadlines.iter().filter(|((_, id), _)| *id == task).map(|((h, _), d)| (*h, *d)).collect()
 }
@@ -29,7 +27,7 @@ fn natural_end(task: &Task) -> Height {
 }
 
 /// Two trainers join in one block and commit in the next, both inside the join window.
-fn two_committed(c: &mut Chain) -> TaskId {
+fn two_committed(c: &mut TestChain) -> TaskId {
     let task = c.create_task(spec(c.validators.len()), 10_000);
     let joins: Vec<_> =
         (0..2).map(|i| c.sign(&c.trainers[i], consensus::tx::TxKind::JoinTask { task })).collect();
@@ -46,7 +44,7 @@ fn two_committed(c: &mut Chain) -> TaskId {
 
 #[test]
 fn every_window_closes_in_the_block_where_its_last_party_acts() {
-    let mut c = Chain::new(&[100, 100, 100], 2);
+    let mut c = TestChain::new(&[100, 100, 100], 2);
     let task = two_committed(&mut c);
     let join_deadline = c.task(task).join_deadline();
     let natural = natural_end(&c.task(task));
@@ -118,7 +116,7 @@ fn every_window_closes_in_the_block_where_its_last_party_acts() {
 
 #[test]
 fn a_party_yet_to_act_keeps_its_window_open_to_the_deadline() {
-    let mut c = Chain::new(&[100, 100, 100], 3);
+    let mut c = TestChain::new(&[100, 100, 100], 3);
     let task = two_committed(&mut c);
     // A third trainer joins in the last block of the join window: nobody may close the commit
     // window on it.
@@ -192,7 +190,7 @@ fn a_party_yet_to_act_keeps_its_window_open_to_the_deadline() {
 
 #[test]
 fn a_withheld_key_ends_the_task_at_a_key_deadline_counted_from_the_early_commit_close() {
-    let mut c = Chain::new(&[100, 100, 100], 2);
+    let mut c = TestChain::new(&[100, 100, 100], 2);
     let task = two_committed(&mut c);
     let join_deadline = c.task(task).join_deadline();
     c.advance_to(join_deadline.next());

@@ -1,17 +1,15 @@
 //! The startup integrity check: a ledger whose stored state no longer hashes to the root recorded
 //! with its last block is refused when it is opened, naming `node ledger verify`.
 
-mod common;
-
-use common::*;
 use consensus::chain::{Ledger, LedgerError};
 use consensus::storage::{Op, SledStore, Store, Tree};
+use consensus::testing::*;
 
 #[test]
 fn a_flipped_byte_in_the_stored_state_is_refused_at_open() {
     let dir = tempfile::tempdir().unwrap();
     let mut chain =
-        Chain::with_store(&[10, 10, 10, 10], 1, Box::new(SledStore::open(dir.path()).unwrap()));
+        TestChain::with_store(&[10, 10, 10, 10], 1, Box::new(SledStore::open(dir.path()).unwrap()));
     chain.commit(vec![]);
     chain.commit(vec![]);
     let (genesis, root) = (chain.genesis.clone(), chain.ledger.state_root());

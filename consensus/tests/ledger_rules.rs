@@ -1,13 +1,11 @@
 //! Every rejection rule of the ledger, one test each, plus the task lifecycle.
 
-mod common;
-
-use common::*;
 use consensus::block::tx_root;
 use consensus::chain::{BlockError, build_block};
 use consensus::crypto::{BatchItem, Domain, Signature, SignatureError, verify, verify_batch};
 use consensus::encoding::encode;
 use consensus::state::{LayoutError, Phase, TxError};
+use consensus::testing::*;
 use consensus::tx::{SignedTx, Tx, TxKind, verify_txs};
 use consensus::types::{AccountId, Amount, Height, Nonce, Round, TaskId};
 use consensus::verdict::{Subject, Verdict, VerdictEntry};
@@ -20,7 +18,7 @@ fn transfer(to: AccountId, amount: u64) -> TxKind {
 
 #[test]
 fn transfer_moves_balance_and_burns_the_fee() {
-    let mut c = Chain::new(&[10, 10, 10, 10], 2);
+    let mut c = TestChain::new(&[10, 10, 10, 10], 2);
     let (a, b) = (c.trainers[0].account(), c.trainers[1].account());
     let t0 = c.trainers[0].clone_key();
     c.send(&t0, transfer(b, 500)).unwrap();
@@ -32,7 +30,7 @@ fn transfer_moves_balance_and_burns_the_fee() {
 
 #[test]
 fn bad_signature_is_rejected() {
-    let mut c = Chain::new(&[10, 10, 10, 10], 2);
+    let mut c = TestChain::new(&[10, 10, 10, 10], 2);
     let mut tx = c.sign(&c.trainers[0].clone_key(), transfer(c.trainers[1].account(), 5));
     tx.signature.0[5] ^= 0x40;
     assert!(matches!(c.submit(tx.clone()), Err(TxError::BadSignature(_))));
@@ -54,7 +52,7 @@ fn weak_key_is_rejected_on_single_and_batch_paths() {
     let single = verify(Domain::Tx, "crucible-test", &weak, b"anything", &sig);
     assert!(matches!(single, Err(SignatureError::WeakKey { .. })), "{single:?}");
 
-    let c = Chain::new(&[10, 10, 10, 10], 1);
+    let c = TestChain::new(&[10, 10, 10, 10], 1);
     let good = c.sign(&c.trainers[0].clone_key(), transfer(weak, 1));
     let bad = SignedTx {
         tx: Tx { chain_id: c.chain_id(), nonce: Nonce(0), kind: transfer(weak, 1) },
@@ -80,7 +78,7 @@ fn weak_key_is_rejected_on_single_and_batch_paths() {
 
 #[test]
 fn wrong_chain_id_is_rejected() {
-    let mut c = Chain::new(&[10, 10, 10, 10], 2);
+    let mut c = TestChain::new(&[10, 10, 10, 10], 2);
     let k = c.trainers[0].clone_key();
     let tx = SignedTx::sign(
         &k,
@@ -91,7 +89,7 @@ fn wrong_chain_id_is_rejected() {
 
 #[test]
 fn replayed_and_skipped_nonces_are_rejected() {
-    let mut c = Chain::new(&[10, 10, 10, 10], 2);
+    let mut c = TestChain::new(&[10, 10, 10, 10], 2);
     let k = c.trainers[0].clone_key();
     let to = c.trainers[1].account();
     let first = c.sign_with_nonce(&k, 0, transfer(to, 1));
@@ -109,7 +107,7 @@ fn replayed_and_skipped_nonces_are_rejected() {
 
 #[test]
 fn insufficient_balance_counts_the_fee() {
-    let mut c = Chain::new(&[10, 10, 10, 10], 2);
+    let mut c = TestChain::new(&[10, 10, 10, 10], 2);
     let k = c.trainers[0].clone_key();
     let to = c.trainers[1].account();
     // The whole balance leaves nothing for the fee.
@@ -123,7 +121,7 @@ fn insufficient_balance_counts_the_fee() {
 
 #[test]
 fn a_block_holding_an_invalid_tx_is_invalid() {
-    let mut c = Chain::new(&[10, 10, 10, 10], 2);
+    let mut c = TestChain::new(&[10, 10, 10, 10], 2);
     let k = c.trainers[0].clone_key();
     let good = c.sign(&k, transfer(c.trainers[1].account(), 1));
     let replay = good.clone();
@@ -144,7 +142,7 @@ fn a_block_holding_an_invalid_tx_is_invalid() {
 
 #[test]
 fn validators_and_creators_cannot_join() {
-    let mut c = Chain::new(&[10, 10, 10, 10], 2);
+    let mut c = TestChain::new(&[10, 10, 10, 10], 2);
     let task = c.create_task(spec(4), 10_000);
     let v = c.validators[0].clone_key();
     assert!(matches!(c.send(&v, TxKind::JoinTask { task }), Err(TxError::ValidatorCannotTrain(_))));
@@ -157,7 +155,7 @@ fn validators_and_creators_cannot_join() {
 
 #[test]
 fn join_over_max_trainers_is_rejected() {
-    let mut c = Chain::new(&[10, 10, 10, 10], 4);
+    let mut c = TestChain::new(&[10, 10, 10, 10], 4);
     let task = c.create_task(spec(4), 10_000);
     for i in 0..3 {
         let k = c.trainers[i].clone_key();
@@ -177,7 +175,7 @@ fn join_over_max_trainers_is_rejected() {
 
 #[test]
 fn commit_after_its_deadline_is_rejected() {
-    let mut c = Chain::new(&[10, 10, 10, 10], 2);
+    let mut c = TestChain::new(&[10, 10, 10, 10], 2);
     let task = c.create_task(spec(4), 10_000);
     let k = c.trainers[0].clone_key();
     c.send(&k, TxKind::JoinTask { task }).unwrap();
@@ -188,7 +186,7 @@ fn commit_after_its_deadline_is_rejected() {
 
 #[test]
 fn a_commitment_already_on_the_ledger_is_rejected() {
-    let mut c = Chain::new(&[10, 10, 10, 10], 2);
+    let mut c = TestChain::new(&[10, 10, 10, 10], 2);
     let task = c.create_task(spec(4), 10_000);
     let (a, b) = (c.trainers[0].clone_key(), c.trainers[1].clone_key());
     c.send(&a, TxKind::JoinTask { task }).unwrap();
@@ -204,7 +202,7 @@ fn a_commitment_already_on_the_ledger_is_rejected() {
 
 #[test]
 fn reveals_must_match_and_fall_in_their_window() {
-    let mut c = Chain::new(&[10, 10, 10, 10], 2);
+    let mut c = TestChain::new(&[10, 10, 10, 10], 2);
     let task = c.create_task(spec(4), 10_000);
     let a = c.trainers[0].clone_key();
     c.send(&a, TxKind::JoinTask { task }).unwrap();
@@ -243,7 +241,7 @@ fn reveals_must_match_and_fall_in_their_window() {
 }
 
 /// A task with trainers 0 and 1 revealed, advanced to its scoring window.
-fn scored_task(c: &mut Chain) -> TaskId {
+fn scored_task(c: &mut TestChain) -> TaskId {
     let task = c.create_task(spec(c.validators.len()), 100_000);
     for i in 0..2 {
         let k = c.trainers[i].clone_key();
@@ -261,7 +259,7 @@ fn scored_task(c: &mut Chain) -> TaskId {
     task
 }
 
-fn two_scores(c: &Chain, a: u32, b: u32) -> Vec<VerdictEntry> {
+fn two_scores(c: &TestChain, a: u32, b: u32) -> Vec<VerdictEntry> {
     vector(
         100_000,
         vec![
@@ -273,7 +271,7 @@ fn two_scores(c: &Chain, a: u32, b: u32) -> Vec<VerdictEntry> {
 
 #[test]
 fn scores_from_a_non_validator_are_rejected() {
-    let mut c = Chain::new(&[10, 10, 10, 10], 3);
+    let mut c = TestChain::new(&[10, 10, 10, 10], 3);
     let task = scored_task(&mut c);
     let outsider = c.trainers[2].clone_key();
     let v = two_scores(&c, 500_000, 600_000);
@@ -283,7 +281,7 @@ fn scores_from_a_non_validator_are_rejected() {
 
 #[test]
 fn a_second_verdict_vector_from_one_validator_is_rejected() {
-    let mut c = Chain::new(&[10, 10, 10, 10], 2);
+    let mut c = TestChain::new(&[10, 10, 10, 10], 2);
     let task = scored_task(&mut c);
     let v0 = c.validators[0].clone_key();
     let v = two_scores(&c, 500_000, 600_000);
@@ -304,7 +302,7 @@ fn a_second_verdict_vector_from_one_validator_is_rejected() {
 
 #[test]
 fn verdict_vectors_with_missing_extra_or_unsorted_entries_are_rejected() {
-    let mut c = Chain::new(&[10, 10, 10, 10], 3);
+    let mut c = TestChain::new(&[10, 10, 10, 10], 3);
     let task = scored_task(&mut c);
     let good = two_scores(&c, 500_000, 600_000);
     let mut missing = good.clone();
@@ -346,7 +344,7 @@ fn verdict_vectors_with_missing_extra_or_unsorted_entries_are_rejected() {
     assert!(matches!(c.send(&v0, wrong_salt), Err(TxError::RevealMismatch(_))));
 }
 
-fn equivocation(c: &Chain, validator: usize, height: u64) -> TxKind {
+fn equivocation(c: &TestChain, validator: usize, height: u64) -> TxKind {
     let k = &c.validators[validator];
     let vote = |b: u8| Vote {
         height: Height(height),
@@ -362,7 +360,7 @@ fn equivocation(c: &Chain, validator: usize, height: u64) -> TxKind {
 
 #[test]
 fn evidence_slashes_once_and_changes_power_two_heights_later() {
-    let mut c = Chain::new(&[1_600, 1_600, 1_600, 1_600], 1);
+    let mut c = TestChain::new(&[1_600, 1_600, 1_600, 1_600], 1);
     let reporter = c.trainers[0].clone_key();
     let slashed = c.validators[3].account();
     let proposer = c.validators[0].account();
@@ -394,7 +392,7 @@ fn evidence_slashes_once_and_changes_power_two_heights_later() {
 
 #[test]
 fn create_task_rejects_bad_specs_and_unknown_base_models() {
-    let mut c = Chain::new(&[10, 10, 10, 10], 1);
+    let mut c = TestChain::new(&[10, 10, 10, 10], 1);
     let creator = c.creator.clone_key();
     let mut short = spec(4);
     short.windows.join = 4; // not longer than the 4 validators
@@ -412,7 +410,7 @@ fn create_task_rejects_bad_specs_and_unknown_base_models() {
 
 #[test]
 fn create_task_refuses_free_slots_zero_amounts_and_settings_where_nobody_can_earn() {
-    let mut c = Chain::new(&[10, 10, 10, 10], 1);
+    let mut c = TestChain::new(&[10, 10, 10, 10], 1);
     let creator = c.creator.clone_key();
     type Mutation = Box<dyn Fn(&mut consensus::task::TaskSpec)>;
     let cases: Vec<(Mutation, &str)> = vec![
@@ -445,7 +443,7 @@ fn create_task_refuses_free_slots_zero_amounts_and_settings_where_nobody_can_ear
 
 #[test]
 fn full_lifecycle_pays_the_better_model_and_conserves_coin() {
-    let mut c = Chain::new(&[10, 20, 30, 40], 2);
+    let mut c = TestChain::new(&[10, 20, 30, 40], 2);
     let supply = c.ledger.state().total_supply() + u128::from(c.ledger.state().meta().burned.0);
     let task = scored_task(&mut c);
     let v = two_scores(&c, 500_000, 700_000);

@@ -1,8 +1,5 @@
 //! Property tests: conservation, storage determinism, and what dishonest validators earn.
 
-mod common;
-
-use common::*;
 use consensus::chain::Ledger;
 use consensus::finalize::{
     FinalizeInput, Outcome, RevealInput, TrainerInput, ValidatorInput, finalize,
@@ -10,6 +7,7 @@ use consensus::finalize::{
 use consensus::genesis::Params;
 use consensus::storage::{MemStore, SledStore};
 use consensus::task::Efficiency;
+use consensus::testing::*;
 use consensus::tx::TxKind;
 use consensus::types::{AccountId, Amount, Hash, Height};
 use consensus::verdict::{RejectReason, Subject, Verdict, VerdictEntry};
@@ -229,7 +227,7 @@ proptest! {
         escrow in 1u64..=SUPPLY_MAX / 4,
         bond in 1u64..1_000_000,
     ) {
-        let mut spec = common::spec(4);
+        let mut spec = spec(4);
         spec.max_trainers = models.len() as u32;
         let entry_fee = spec.entry_fee_min(Amount(escrow), 700_000);
         spec.entry_fee = entry_fee;
@@ -241,7 +239,7 @@ proptest! {
 }
 
 /// A random workload: transfers between trainers and a whole task lifecycle.
-fn run_workload(chain: &mut Chain, transfers: &[(usize, usize, u64)]) {
+fn run_workload(chain: &mut TestChain, transfers: &[(usize, usize, u64)]) {
     for (i, (from, to, amount)) in transfers.iter().enumerate() {
         let k = key(2, *from);
         let to = key(2, *to).account();
@@ -262,7 +260,7 @@ proptest! {
     fn same_blocks_same_root_in_every_store(
         transfers in prop::collection::vec((0usize..3, 0usize..3, 0u64..2_000_000), 1..12),
     ) {
-        let mut mem = Chain::new(&[10, 20, 30, 40], 3);
+        let mut mem = TestChain::new(&[10, 20, 30, 40], 3);
         run_workload(&mut mem, &transfers);
         let root = mem.ledger.state_root();
 

@@ -2,17 +2,15 @@
 //! pays per byte it adds, an empty block's work stays flat however large the state grew, and
 //! finalized tasks' bulky data leaves the live state after `task_retention` heights.
 
-mod common;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use common::*;
 use consensus::chain::replay;
 use consensus::encoding::encode;
 use consensus::state::{Due, TxError};
 use consensus::storage::{Entries, MemStore, Op, Store, StoreError, Tree};
 use consensus::task::{Preprocessing, TaskKind, TaskSpec, Windows};
+use consensus::testing::*;
 use consensus::tx::TxKind;
 use consensus::types::Amount;
 
@@ -61,7 +59,7 @@ fn heavy_spec() -> TaskSpec {
     s
 }
 
-fn tasks_bytes(c: &Chain) -> usize {
+fn tasks_bytes(c: &TestChain) -> usize {
     c.ledger.state().tasks.iter().map(|(_, t)| encode(t).len()).sum()
 }
 
@@ -73,7 +71,7 @@ fn the_bloat_attack_pays_per_byte_and_leaves_the_empty_block_flat() {
     let inner = Arc::new(MemStore::new());
     let last_ops = Arc::new(AtomicUsize::new(0));
     let store = Counting { inner: inner.clone(), last_ops: last_ops.clone() };
-    let mut c = Chain::with_genesis(g, Box::new(store));
+    let mut c = TestChain::with_genesis(g, Box::new(store));
     let attacker = key(3, 0);
     let spec = heavy_spec();
 
@@ -160,14 +158,14 @@ fn the_bloat_attack_pays_per_byte_and_leaves_the_empty_block_flat() {
 fn pruning_drops_the_verdict_records_of_a_scored_task() {
     let mut g = genesis(&[1, 1, 1, 1], 2);
     g.params.task_retention = 3;
-    let mut c = Chain::with_genesis(g, Box::new(MemStore::new()));
+    let mut c = TestChain::with_genesis(g, Box::new(MemStore::new()));
     let task = c.create_task(spec(4), 10_000);
     c.open_reveals(task);
     c.advance_to(c.task(task).reveal_deadline().next());
     let v = key(1, 0);
     let kind = scores_commit(&c, task, &v, &vector(500_000, vec![]), &salt(1));
     c.send(&v, kind).unwrap();
-    let scored = |c: &Chain| c.ledger.state().verdicts.iter().any(|((t, _), _)| *t == task);
+    let scored = |c: &TestChain| c.ledger.state().verdicts.iter().any(|((t, _), _)| *t == task);
     assert!(scored(&c));
     let score_deadline = c.task(task).score_deadline();
     // The block at score_deadline + 3 prunes: until the one before it, the record stays.

@@ -1,19 +1,17 @@
 //! State proofs against committed headers: what a light client checks.
 
-mod common;
-
-use common::*;
 use consensus::chain::{BundleError, ProveError, RECENT_STATES_MAX};
 use consensus::encoding::{decode, encode};
 use consensus::merkle::ProofError;
 use consensus::state::{Account, StateKeyError, Task};
 use consensus::storage::Tree;
+use consensus::testing::*;
 use consensus::tx::TxKind;
 use consensus::types::{AccountId, Amount, Height, TaskId};
 use consensus::vote::CertificateError;
 
-fn chain_with_history() -> Chain {
-    let mut c = Chain::new(&[1, 1, 1, 1], 2);
+fn chain_with_history() -> TestChain {
+    let mut c = TestChain::new(&[1, 1, 1, 1], 2);
     let to = c.trainers[1].account();
     let from = key(2, 0);
     c.send(&from, TxKind::Transfer { to, amount: Amount(250) }).unwrap();

@@ -1,17 +1,15 @@
 //! Persistence: atomic block writes, reopening, refusing another genesis, and replay audits.
 
-mod common;
-
-use common::*;
 use consensus::chain::{Ledger, LedgerError, ReplayError, replay};
 use consensus::encoding::encode;
 use consensus::state::Account;
 use consensus::storage::{Op, SledStore, Tree};
+use consensus::testing::*;
 use consensus::tx::TxKind;
 use consensus::types::{Amount, Nonce};
 use consensus::vote::CertificateError;
 
-fn workload(c: &mut Chain) {
+fn workload(c: &mut TestChain) {
     let a = key(2, 0);
     let b = key(2, 1).account();
     for amount in [10, 20, 30] {
@@ -26,8 +24,11 @@ fn workload(c: &mut Chain) {
 fn a_sled_chain_reopens_and_replays_to_the_same_root() {
     let dir = tempfile::tempdir().unwrap();
     let (root, height, genesis) = {
-        let mut c =
-            Chain::with_store(&[10, 20, 30, 40], 2, Box::new(SledStore::open(dir.path()).unwrap()));
+        let mut c = TestChain::with_store(
+            &[10, 20, 30, 40],
+            2,
+            Box::new(SledStore::open(dir.path()).unwrap()),
+        );
         workload(&mut c);
         (c.ledger.state_root(), c.height(), c.genesis.clone())
     };
@@ -46,7 +47,7 @@ fn a_sled_chain_reopens_and_replays_to_the_same_root() {
 
 #[test]
 fn replay_detects_a_tampered_state() {
-    let mut c = Chain::new(&[10, 20, 30, 40], 2);
+    let mut c = TestChain::new(&[10, 20, 30, 40], 2);
     workload(&mut c);
     // Someone edits a balance in the store behind the ledger's back.
     let victim = key(2, 1).account();
@@ -61,7 +62,7 @@ fn replay_detects_a_tampered_state() {
 
 #[test]
 fn replay_detects_a_missing_block() {
-    let mut c = Chain::new(&[10, 20, 30, 40], 2);
+    let mut c = TestChain::new(&[10, 20, 30, 40], 2);
     workload(&mut c);
     c.ledger.store().write(vec![Op::Delete(Tree::Blocks, 2u64.to_be_bytes().to_vec())]).unwrap();
     assert!(
@@ -72,7 +73,8 @@ fn replay_detects_a_missing_block() {
 #[test]
 fn a_store_of_another_chain_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let c = Chain::with_store(&[10, 20, 30, 40], 2, Box::new(SledStore::open(dir.path()).unwrap()));
+    let c =
+        TestChain::with_store(&[10, 20, 30, 40], 2, Box::new(SledStore::open(dir.path()).unwrap()));
     let mut other = c.genesis.clone();
     other.chain_id = "another-chain".into();
     drop(c);
@@ -82,7 +84,7 @@ fn a_store_of_another_chain_is_refused() {
 
 #[test]
 fn a_block_without_a_quorum_certificate_writes_nothing() {
-    let mut c = Chain::new(&[10, 20, 30, 40], 2);
+    let mut c = TestChain::new(&[10, 20, 30, 40], 2);
     workload(&mut c);
     let before: usize = [Tree::Blocks, Tree::Accounts, Tree::Meta]
         .iter()
@@ -118,7 +120,7 @@ fn a_block_without_a_quorum_certificate_writes_nothing() {
 /// the other block's own, equal to executing it afresh.
 #[test]
 fn a_checked_proposal_state_is_reused_only_for_that_block() {
-    let mut c = Chain::new(&[10, 20, 30, 40], 2);
+    let mut c = TestChain::new(&[10, 20, 30, 40], 2);
     c.commit(vec![]);
     let (from, to) = (key(2, 0), key(2, 1).account());
     let before = c.balance(&to);

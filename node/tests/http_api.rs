@@ -16,9 +16,8 @@ use consensus::crypto::Keypair;
 use consensus::genesis::{Genesis, GenesisBalance, GenesisValidator, Params};
 use consensus::hash::sha256;
 use consensus::storage::MemStore;
-use consensus::task::{
-    Dataset, Dtype, Efficiency, Limits, Preprocessing, TaskKind, TaskSpec, Windows,
-};
+use consensus::task::{TaskSpec, Windows};
+use consensus::testing::example_spec;
 use consensus::tx::{SignedTx, Tx, TxKind};
 use consensus::types::{AccountId, Amount, Hash, Height, Nonce, Round, TaskId};
 use consensus::verdict::{RejectReason, Subject, Verdict, VerdictEntry, VerdictVector};
@@ -103,26 +102,8 @@ fn genesis(k: &Keys) -> Genesis {
 fn spec() -> TaskSpec {
     TaskSpec {
         name: "digits-http".into(),
-        kind: TaskKind::Classification { features: 4, classes: 3 },
-        preprocessing: Preprocessing::Standardize { mean: vec![0.0; 4], std: vec![1.0; 4] },
-        dataset: Dataset {
-            name: "toy".into(),
-            train_sha256: Hash([1; 32]),
-            heldout_commitment: Hash([2; 32]),
-            heldout_cipher_sha256: Hash([3; 32]),
-            key_commitment: HeldoutKey(Hash([4; 32])).commitment(),
-            heldout_examples: 500,
-        },
-        limits: Limits {
-            max_params: 100_000,
-            max_artifact_bytes: 1 << 20,
-            dtypes: vec![Dtype::F32],
-        },
-        efficiency: Efficiency { reference_params: 1_000, penalty_ppm_per_doubling: 50_000 },
         bond: Amount(BOND),
         entry_fee: Amount(ENTRY_FEE),
-        max_trainers: 3,
-        min_improvement_ppm: 0,
         windows: Windows {
             join: 3,
             commit: 3,
@@ -131,7 +112,7 @@ fn spec() -> TaskSpec {
             score_commit: 6,
             score_reveal: 3,
         },
-        base_model: None,
+        ..example_spec(3)
     }
 }
 

@@ -7,14 +7,13 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use consensus::block::Block;
 use consensus::chain::{Ledger, build_block};
-use consensus::commitment::{HeldoutKey, Salt, heldout_commitment, model_commitment};
+use consensus::commitment::{Salt, heldout_commitment, model_commitment};
 use consensus::crypto::Keypair;
 use consensus::genesis::{Genesis, GenesisBalance, GenesisValidator, Params};
 use consensus::state::{Phase, State, TxContext};
 use consensus::storage::MemStore;
-use consensus::task::{
-    Dataset, Dtype, Efficiency, Limits, Preprocessing, TaskKind, TaskSpec, Windows,
-};
+use consensus::task::TaskSpec;
+use consensus::testing::{example_spec, heldout_key};
 use consensus::tx::{SignedTx, Tx, TxKind};
 use consensus::types::{Amount, Hash, Height, TaskId};
 use consensus::verdict::{Subject, Verdict, VerdictEntry, VerdictVector};
@@ -175,45 +174,16 @@ impl Chain {
     }
 }
 
-/// The held-out key of [`spec`].
-fn heldout_key() -> HeldoutKey {
-    HeldoutKey(Hash([9; 32]))
-}
-
 fn spec() -> TaskSpec {
-    TaskSpec {
+    let mut spec = TaskSpec {
         name: "roles".into(),
-        kind: TaskKind::Classification { features: 4, classes: 3 },
-        preprocessing: Preprocessing::Standardize { mean: vec![0.0; 4], std: vec![1.0; 4] },
-        dataset: Dataset {
-            name: "toy".into(),
-            train_sha256: Hash([1; 32]),
-            heldout_commitment: Hash([2; 32]),
-            heldout_cipher_sha256: Hash([3; 32]),
-            key_commitment: heldout_key().commitment(),
-            heldout_examples: 500,
-        },
-        limits: Limits {
-            max_params: 10_000,
-            max_artifact_bytes: 1 << 20,
-            dtypes: vec![Dtype::F32],
-        },
-        efficiency: Efficiency { reference_params: 1_000, penalty_ppm_per_doubling: 50_000 },
-        bond: Amount(1_000),
         // 2 slots × 3500 cover the 7000 trainer share of the 10000 reward.
         entry_fee: Amount(3_500),
         max_trainers: 2,
-        min_improvement_ppm: 0,
-        windows: Windows {
-            join: 4,
-            commit: 4,
-            key: 4,
-            reveal: 4,
-            score_commit: 4,
-            score_reveal: 4,
-        },
-        base_model: None,
-    }
+        ..example_spec(4)
+    };
+    spec.limits.max_params = 10_000;
+    spec
 }
 
 fn salt(n: u8) -> Salt {

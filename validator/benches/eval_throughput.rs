@@ -7,10 +7,8 @@
 
 use std::time::Instant;
 
-use consensus::task::{
-    Dataset, Dtype, Efficiency, Limits, Preprocessing, TaskKind, TaskSpec, Windows,
-};
-use consensus::types::{Amount, Hash};
+use consensus::task::{Dtype, Efficiency, Limits, Preprocessing, TaskKind, TaskSpec};
+use consensus::testing::example_spec;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use trainer::data::Table;
@@ -27,33 +25,14 @@ fn spec(kind: TaskKind, preprocessing: Preprocessing) -> TaskSpec {
         name: "bench".into(),
         kind,
         preprocessing,
-        dataset: Dataset {
-            name: "synthetic".into(),
-            train_sha256: Hash([0; 32]),
-            heldout_commitment: Hash([0; 32]),
-            heldout_cipher_sha256: Hash([0; 32]),
-            key_commitment: Hash([0; 32]),
-            heldout_examples: 1,
-        },
         limits: Limits {
             max_params: 100_000_000,
             max_artifact_bytes: 1 << 30,
             dtypes: vec![Dtype::F32],
         },
         efficiency: Efficiency { reference_params: 1_000, penalty_ppm_per_doubling: 0 },
-        bond: Amount(1),
-        entry_fee: Amount(1),
         max_trainers: 1,
-        min_improvement_ppm: 0,
-        windows: Windows {
-            join: 2,
-            commit: 2,
-            key: 2,
-            reveal: 2,
-            score_commit: 2,
-            score_reveal: 2,
-        },
-        base_model: None,
+        ..example_spec(2)
     }
 }
 

@@ -1,13 +1,10 @@
 //! `--exit-with-stdin`: a node whose supervisor dies (its end of the stdin pipe closes) stops
 //! cleanly instead of running on as an orphan.
 
-#[allow(dead_code)]
-mod runtime_support;
-
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use runtime_support::{Chain, free_port};
+use crate::support::{Chain, free_port, serial};
 
 /// Waits up to `limit` for `done`, polling.
 fn within(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
@@ -23,6 +20,7 @@ fn within(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
 
 #[test]
 fn a_node_stops_when_its_stdin_closes() {
+    let _serial = serial();
     let chain = Chain::new("stdin-test", 1);
     let data_dir = chain.data_dir("v0", chain.validators[0]);
     let log_path = chain.root.path().join("v0.log");

@@ -7,10 +7,7 @@
 //! artifact's hash (read from the trainer's records) asks the trainer for it over the `blob`
 //! protocol: before the commit deadline the trainer does not serve it, after the reveal it does.
 
-// Shared with the runtime tests, which use the helpers this test does not.
-#[allow(dead_code)]
-mod runtime_support;
-
+use crate::support::{Chain, NodeProcess, serial, wait_for};
 use consensus::crypto::Keypair;
 use consensus::genesis::{GenesisBalance, GenesisTask};
 use consensus::task::Windows;
@@ -19,11 +16,11 @@ use consensus::verdict::{Subject, Verdict};
 use node::keystore;
 use node::network::{self, BlobFetchError, NetworkClient, NetworkConfig, NetworkEvent};
 use node::roles::trainer::{Stage, TaskRecord};
-use runtime_support::{Chain, NodeProcess, wait_for};
 use trainer::task::{DataKind, LmArchitecture, TaskOptions, new_task};
 
 #[test]
 fn a_genesis_task_is_trained_scored_and_finalized() {
+    let _serial = serial();
     let mut chain = Chain::new("roles-e2e", 1);
     let trainer_seed = [100; 32];
     let trainer_account = Keypair::from_seed(trainer_seed).account();
@@ -84,7 +81,7 @@ fn a_genesis_task_is_trained_scored_and_finalized() {
     let recipe = chain.root.path().join("recipe.toml");
     std::fs::write(&recipe, "[model]\nhidden = [8]\n[train]\nepochs = 20\n").unwrap();
 
-    let http = format!("127.0.0.1:{}", runtime_support::free_port());
+    let http = format!("127.0.0.1:{}", crate::support::free_port());
     let http_arg = vec!["--http".to_string(), http.clone()];
     let mut validator =
         NodeProcess::start(&chain, "v0", "validator", chain.validators[0], &[], &http_arg);

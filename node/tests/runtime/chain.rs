@@ -1,26 +1,16 @@
-//! Real `node` processes on loopback: validators reach consensus together, a transaction sent to
-//! one node commits everywhere, a SIGKILLed validator resumes from its store and keeps voting, and
-//! a trainer started late follows the whole chain.
-//!
-//! The tests run one after the other (each starts four or five processes); every wait is
-//! bounded, and nothing asserts on timing.
-
-mod runtime_support;
+//! A chain of validators (and a late trainer) as processes: consensus, gossip, a SIGKILL and
+//! recovery, sync from genesis.
 
 use std::process::Command;
-use std::sync::Mutex;
 
+use crate::support::{Chain, NodeProcess, assert_logs_agree, blocks, free_port, serial, wait_for};
 use consensus::crypto::Keypair;
 use consensus::tx::TxKind;
 use consensus::types::{AccountId, Amount};
-use runtime_support::{Chain, NodeProcess, assert_logs_agree, blocks, free_port, wait_for};
 
 fn node_command(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_node")).args(args).output().unwrap()
 }
-
-/// One network at a time: the machine running the tests may have two cores.
-static SERIAL: Mutex<()> = Mutex::new(());
 
 fn start_validators(chain: &Chain, extra_first: &[String]) -> Vec<NodeProcess> {
     let mut nodes: Vec<NodeProcess> = Vec::new();
@@ -41,7 +31,7 @@ fn start_validators(chain: &Chain, extra_first: &[String]) -> Vec<NodeProcess> {
 
 #[test]
 fn validators_agree_and_a_transfer_commits_everywhere() {
-    let _serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _serial = serial();
     let chain = Chain::new("rt-agree", 4);
     let http = format!("127.0.0.1:{}", free_port());
     let mut nodes = start_validators(&chain, &["--http".into(), http.clone()]);
@@ -93,7 +83,7 @@ fn validators_agree_and_a_transfer_commits_everywhere() {
 
 #[test]
 fn a_killed_validator_and_a_late_trainer_catch_up() {
-    let _serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _serial = serial();
     let chain = Chain::new("rt-restart", 4);
     let mut nodes = start_validators(&chain, &[]);
     {
@@ -187,7 +177,7 @@ fn a_killed_validator_and_a_late_trainer_catch_up() {
 
 #[test]
 fn init_config_file_and_status() {
-    let _serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _serial = serial();
     let chain = Chain::new("rt-cli", 1);
     // The validator's key is in place; `node init` keeps it and copies the genesis.
     let dir = chain.data_dir("v0", chain.validators[0]);

@@ -1,23 +1,70 @@
-//! A small chain for ledger tests: validators that sign every block, trainers, a task creator.
+//! Fixtures shared by the tests and benches of every crate (feature `testing`, never enabled
+//! by the node): an example task and the held-out key it commits to, test keys and genesis, and
+//! [`TestChain`], a ledger that blocks are built, certified and committed to one call at a time.
+//! A test changes the fields it is about and keeps the rest, so what it depends on stands in the
+//! test. Fixtures panic on misuse: they serve tests.
 
-#![allow(dead_code)]
+use crate::block::Block;
+use crate::chain::{Ledger, build_block};
+use crate::commitment::{HeldoutKey, Salt, model_commitment, scores_commitment};
+use crate::crypto::Keypair;
+use crate::genesis::{Genesis, GenesisBalance, GenesisValidator, Params};
+use crate::state::{TxContext, TxError};
+use crate::storage::{MemStore, Store};
+use crate::task::{Dataset, Dtype, Efficiency, Limits, Preprocessing, TaskKind, TaskSpec, Windows};
+use crate::tx::{SignedTx, Tx, TxKind};
+use crate::types::{AccountId, Amount, Hash, Height, Nonce, TaskId};
+use crate::verdict::{Subject, Verdict, VerdictEntry, VerdictVector};
+use crate::vote::{CommitCertificate, SignedVote, Vote, VoteKind};
 
-use std::collections::BTreeMap;
+/// The held-out key [`example_spec`]'s dataset commits to.
+pub fn heldout_key() -> HeldoutKey {
+    HeldoutKey(Hash([4; 32]))
+}
 
-use consensus::block::Block;
-use consensus::chain::{Ledger, build_block};
-use consensus::commitment::{HeldoutKey, Salt, model_commitment, scores_commitment};
-use consensus::crypto::Keypair;
-use consensus::genesis::{Genesis, GenesisBalance, GenesisValidator, Params};
-use consensus::state::{TxContext, TxError};
-use consensus::storage::{MemStore, Store};
-use consensus::task::{
-    Dataset, Dtype, Efficiency, Limits, Preprocessing, TaskKind, TaskSpec, Windows,
-};
-use consensus::tx::{SignedTx, Tx, TxKind};
-use consensus::types::{AccountId, Amount, Hash, Height, Nonce, TaskId};
-use consensus::verdict::{Subject, Verdict, VerdictEntry, VerdictVector};
-use consensus::vote::{CommitCertificate, SignedVote, Vote, VoteKind};
+/// Every window of a task `blocks` long.
+pub fn windows(blocks: u64) -> Windows {
+    Windows {
+        join: blocks,
+        commit: blocks,
+        key: blocks,
+        reveal: blocks,
+        score_commit: blocks,
+        score_reveal: blocks,
+    }
+}
+
+/// A small valid classification task: 4 standardized features, 3 classes, up to 100,000 f32
+/// parameters, 3 trainers with a bond of 1,000 and an entry fee of [`ENTRY_FEE`], every window `window`
+/// blocks (valid for fewer validators than that), and a dataset of made-up hashes whose key is
+/// [`heldout_key`].
+pub fn example_spec(window: u64) -> TaskSpec {
+    TaskSpec {
+        name: "example".into(),
+        kind: TaskKind::Classification { features: 4, classes: 3 },
+        preprocessing: Preprocessing::Standardize { mean: vec![0.0; 4], std: vec![1.0; 4] },
+        dataset: Dataset {
+            name: "toy".into(),
+            train_sha256: Hash([1; 32]),
+            heldout_commitment: Hash([2; 32]),
+            heldout_cipher_sha256: Hash([3; 32]),
+            key_commitment: heldout_key().commitment(),
+            heldout_examples: 500,
+        },
+        limits: Limits {
+            max_params: 100_000,
+            max_artifact_bytes: 1 << 20,
+            dtypes: vec![Dtype::F32],
+        },
+        efficiency: Efficiency { reference_params: 1_000, penalty_ppm_per_doubling: 50_000 },
+        bond: Amount(1_000),
+        entry_fee: Amount(ENTRY_FEE),
+        max_trainers: 3,
+        min_improvement_ppm: 0,
+        windows: windows(window),
+        base_model: None,
+    }
+}
 
 /// Initial balance of every trainer and of the creator.
 pub const BALANCE: u64 = 1_000_000;
@@ -26,17 +73,15 @@ pub const BALANCE: u64 = 1_000_000;
 /// 107142.
 pub const ENTRY_FEE: u64 = 25_000;
 
-/// The held-out key of [`spec`] (tests only; a real key comes from the OS RNG).
-pub fn heldout_key() -> HeldoutKey {
-    HeldoutKey(Hash([9; 32]))
-}
-
+/// The test key `i` of group `tag` (1: validators, 2: trainers, 3: the creator).
 pub fn key(tag: u8, i: usize) -> Keypair {
     let mut seed = [tag; 32];
     seed[31] = u8::try_from(i).unwrap();
     Keypair::from_seed(seed)
 }
 
+/// A genesis with validators of these stakes, `trainers` funded trainers and a funded creator
+/// (keys by [`key`]), default parameters.
 pub fn genesis(stakes: &[u64], trainers: usize) -> Genesis {
     let validators: Vec<GenesisValidator> = stakes
         .iter()
@@ -64,92 +109,75 @@ pub fn genesis(stakes: &[u64], trainers: usize) -> Genesis {
     }
 }
 
+/// The example task with every window one block longer than `validators`, the shortest a
+/// chain of that many validators accepts, and the entry fee [`ENTRY_FEE`].
 pub fn spec(validators: usize) -> TaskSpec {
-    let w = validators as u64 + 1;
     TaskSpec {
         name: "digits-test".into(),
-        kind: TaskKind::Classification { features: 4, classes: 3 },
-        preprocessing: Preprocessing::Standardize { mean: vec![0.0; 4], std: vec![1.0; 4] },
-        dataset: Dataset {
-            name: "toy".into(),
-            train_sha256: Hash([1; 32]),
-            heldout_commitment: Hash([2; 32]),
-            heldout_cipher_sha256: Hash([3; 32]),
-            key_commitment: heldout_key().commitment(),
-            heldout_examples: 500,
-        },
-        limits: Limits {
-            max_params: 100_000,
-            max_artifact_bytes: 1 << 20,
-            dtypes: vec![Dtype::F32],
-        },
-        efficiency: Efficiency { reference_params: 1_000, penalty_ppm_per_doubling: 50_000 },
-        bond: Amount(1_000),
         entry_fee: Amount(ENTRY_FEE),
-        max_trainers: 3,
-        min_improvement_ppm: 0,
-        windows: Windows {
-            join: w,
-            commit: w,
-            key: w,
-            reveal: w,
-            score_commit: w,
-            score_reveal: w,
-        },
-        base_model: None,
+        ..example_spec(validators as u64 + 1)
     }
 }
 
-pub struct Chain {
+/// A chain that blocks are built, certified by every validator and committed to, one call each.
+pub struct TestChain {
+    /// The validators' keys.
     pub validators: Vec<Keypair>,
+    /// The trainers' keys.
     pub trainers: Vec<Keypair>,
+    /// The task creator's key.
     pub creator: Keypair,
+    /// The genesis.
     pub genesis: Genesis,
+    /// The ledger.
     pub ledger: Ledger,
-    nonces: BTreeMap<AccountId, u64>,
     time_ms: u64,
     last_commit: Option<CommitCertificate>,
+    /// Every block committed, with its certificate.
     pub blocks: Vec<(Block, CommitCertificate)>,
 }
 
-impl Chain {
-    pub fn new(stakes: &[u64], trainers: usize) -> Chain {
-        Chain::with_store(stakes, trainers, Box::new(MemStore::new()))
+impl TestChain {
+    /// A chain from [`genesis`] in memory.
+    pub fn new(stakes: &[u64], trainers: usize) -> TestChain {
+        TestChain::with_store(stakes, trainers, Box::new(MemStore::new()))
     }
 
-    pub fn with_store(stakes: &[u64], trainers: usize, store: Box<dyn Store>) -> Chain {
-        Chain::with_genesis(genesis(stakes, trainers), store)
+    /// A chain from [`genesis`] in `store`.
+    pub fn with_store(stakes: &[u64], trainers: usize, store: Box<dyn Store>) -> TestChain {
+        TestChain::with_genesis(genesis(stakes, trainers), store)
     }
 
     /// A chain whose genesis has these parameters.
-    pub fn with_params(stakes: &[u64], trainers: usize, params: Params) -> Chain {
+    pub fn with_params(stakes: &[u64], trainers: usize, params: Params) -> TestChain {
         let mut genesis = genesis(stakes, trainers);
         genesis.params = params;
-        Chain::with_genesis(genesis, Box::new(MemStore::new()))
+        TestChain::with_genesis(genesis, Box::new(MemStore::new()))
     }
 
     /// A chain from `genesis` as [`genesis`] writes it (keys by tag), with other parameters.
-    pub fn with_genesis(genesis: Genesis, store: Box<dyn Store>) -> Chain {
+    pub fn with_genesis(genesis: Genesis, store: Box<dyn Store>) -> TestChain {
         let stakes = genesis.validators.len();
         let trainers = genesis.balances.len() - 1 - stakes;
         let ledger = Ledger::open(store, &genesis).unwrap();
-        Chain {
+        TestChain {
             validators: (0..stakes).map(|i| key(1, i)).collect(),
             trainers: (0..trainers).map(|i| key(2, i)).collect(),
             creator: key(3, 0),
             genesis,
             ledger,
-            nonces: BTreeMap::new(),
             time_ms: 1_000,
             last_commit: None,
             blocks: vec![],
         }
     }
 
+    /// The chain id.
     pub fn chain_id(&self) -> String {
         self.genesis.chain_id.clone()
     }
 
+    /// The last committed height.
     pub fn height(&self) -> Height {
         self.ledger.height()
     }
@@ -160,6 +188,7 @@ impl Chain {
         SignedTx::sign(key, Tx { chain_id: self.chain_id(), nonce, kind })
     }
 
+    /// A tx signed with a given nonce.
     pub fn sign_with_nonce(&self, key: &Keypair, nonce: u64, kind: TxKind) -> SignedTx {
         SignedTx::sign(key, Tx { chain_id: self.chain_id(), nonce: Nonce(nonce), kind })
     }
@@ -260,10 +289,12 @@ impl Chain {
         self.send(&creator, TxKind::RevealHeldoutKey { task, key: heldout_key() }).unwrap();
     }
 
-    pub fn task(&self, id: TaskId) -> consensus::state::Task {
+    /// A task's record (it must exist).
+    pub fn task(&self, id: TaskId) -> crate::state::Task {
         self.ledger.state().tasks.get(&id).unwrap().clone()
     }
 
+    /// An account's balance.
     pub fn balance(&self, account: &AccountId) -> u64 {
         self.ledger.state().account(account).balance.0
     }
@@ -274,12 +305,14 @@ pub fn salt(n: u8) -> Salt {
     Salt(Hash([n; 32]))
 }
 
+/// A model hash derived from a small number.
 pub fn model(n: u8) -> Hash {
     Hash([100 + n; 32])
 }
 
+/// The `CommitModel` tx of `trainer` for `model_hash` under salt `s`.
 pub fn model_commit(
-    chain: &Chain,
+    chain: &TestChain,
     task: TaskId,
     trainer: &Keypair,
     model_hash: &Hash,
@@ -291,12 +324,14 @@ pub fn model_commit(
     }
 }
 
+/// The `RevealModel` tx matching [`model_commit`], for a model of `params` parameters.
 pub fn model_reveal(task: TaskId, model_hash: Hash, s: Salt, params: u64) -> TxKind {
     TxKind::RevealModel { task, model_hash, salt: s, size_bytes: 10_000, params }
 }
 
+/// The `CommitScores` tx of `validator` for verdict vector `v` under salt `s`.
 pub fn scores_commit(
-    chain: &Chain,
+    chain: &TestChain,
     task: TaskId,
     validator: &Keypair,
     v: &VerdictVector,
@@ -319,4 +354,15 @@ pub fn vector(baseline: u32, mut trainers: Vec<(AccountId, Verdict)>) -> Verdict
             .map(|(a, verdict)| VerdictEntry { subject: Subject::Submission(a), verdict }),
     );
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_is_valid_for_fewer_validators_than_its_window() {
+        example_spec(5).validate(4).unwrap();
+        assert!(example_spec(5).validate(5).is_err());
+    }
 }

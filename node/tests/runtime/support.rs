@@ -6,7 +6,7 @@ use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use consensus::block::Block;
@@ -16,6 +16,15 @@ use consensus::genesis::{Genesis, GenesisBalance, GenesisValidator, Params};
 use consensus::storage::SledStore;
 use consensus::types::{Amount, Height};
 use node::keystore;
+
+/// One network at a time: the machine running the tests may have two cores.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Holds the one-network-at-a-time lock until dropped (a test that failed holding it leaves it
+/// usable).
+pub fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 /// Longest wait for anything the tests wait for.
 pub const WAIT: Duration = Duration::from_secs(40);
