@@ -7,7 +7,7 @@ use clap::Args;
 
 use crate::datadir::DataDir;
 use crate::keystore;
-use crate::runtime::driver::load_genesis;
+use crate::runtime::load_genesis;
 
 /// The config file `node init` writes into a data dir.
 pub const CONFIG_FILE: &str = "node.toml";

@@ -15,7 +15,7 @@ use tracing_subscriber::EnvFilter;
 use crate::blobs;
 use crate::roles::trainer::ModelSource;
 use crate::runtime::config::{ConfigFile, Flags, NodeConfig};
-use crate::runtime::{ChainEvent, NodeContext, Role, driver};
+use crate::runtime::{self, ChainEvent, NodeContext, Role};
 
 /// Settings of a running node; each may also be set in the `--config` file under the same name
 /// (`data_dir`, `genesis`, `listen`, `bootstrap`, `http`, `recipe`, `submit_dir`, `mdns`,
@@ -126,7 +126,7 @@ async fn run_node(
         ),
         None => None,
     };
-    let (ctx, driver) = driver::start(&config).await.context("starting the node")?;
+    let (ctx, driver) = runtime::start(&config).await.context("starting the node")?;
     tracing::info!(
         role = ?ctx.role,
         account = %ctx.key.account(),

@@ -1,8 +1,7 @@
 //! The driver: the one loop that owns the consensus engine and the mempool, and the only writer
 //! of the ledger.
 //!
-//! [`start`] opens the ledger (sled at `DATA_DIR/chain`), starts the network, and builds the
-//! [`NodeContext`] every other runtime task shares; [`Driver::run`] then `select!`s over:
+//! [`start`](super::startup::start) builds it; [`Driver::run`] then `select!`s over:
 //!
 //! - **network events**: gossip to validate (transactions go through the mempool, consensus
 //!   messages to the engine, committed blocks to the ledger), sync requests to serve from the
@@ -10,7 +9,7 @@
 //! - **timers** the engine scheduled ([`Action::ScheduleTimeout`]), kept in a map by deadline;
 //! - **sync answers**: blocks with their commit certificates fetched from a peer on a task of
 //!   their own, committed one by one (the ledger verifies each certificate against the validator
-//!   set of its height);
+//!   set of its height); which peer is asked, and when, is the [`SyncBook`]'s to decide;
 //! - **local submissions** ([`NodeContext::submit`]) and raw transactions from the HTTP API;
 //! - a periodic tick that catches up when behind.
 //!
@@ -23,52 +22,40 @@
 //! `blocks` topic and by sync.
 //!
 //! Time enters only as the `now` of a block header this node proposes.
+//!
+//! Blocks from peers go in through `peer_blocks`; transactions, and the block this node
+//! proposes, through `txs`.
+
+mod peer_blocks;
+mod txs;
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::future::Future;
-use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use consensus::bft::{Action, Engine, EngineConfig, EngineError, Event, FileWal, Message, Timeout};
-use consensus::bft::{Wal, WalError};
+use consensus::bft::{Action, Engine, Event, FileWal, Message, Timeout, Wal};
 use consensus::block::Block;
-use consensus::chain::{Ledger, LedgerError, build_block};
+use consensus::chain::{Ledger, LedgerError};
 use consensus::crypto::{Keypair, Signature};
-use consensus::genesis::{Genesis, GenesisError, Params};
-use consensus::storage::{SledStore, StoreError};
-use consensus::tx::{SignedTx, Tx, TxKind};
-use consensus::types::{Height, Nonce};
+use consensus::tx::TxKind;
+use consensus::types::Height;
 use consensus::validators::ValidatorSet;
 use consensus::vote::CommitCertificate;
 use libp2p::PeerId;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::catchup::CatchUp;
-use super::config::NodeConfig;
-use super::context::{ChainEvent, ExternalTxs, Metrics, NodeContext, Role, Submission};
-use crate::datadir::DataDir;
-use crate::keystore::{self, KeystoreError};
-use crate::mempool::{Mempool, MempoolLimits};
-use crate::network::codec::SyncRequest;
-use crate::network::config::GOSSIP_ENVELOPE_BYTES;
+use super::context::{ChainEvent, ExternalTxs, Metrics, NodeContext, Submission};
+use super::error::DriverError;
+use super::startup::engine_config;
+use super::sync::{Ask, SyncBook};
+use crate::mempool::Mempool;
 use crate::network::{
-    self, CommittedBlock, GossipId, GossipMessage, Misbehavior, NetworkConfig, NetworkError,
-    NetworkEvent, SyncError, SyncLimits, Validation,
+    self, CommittedBlock, GossipId, GossipMessage, Misbehavior, NetworkEvent, SyncError,
+    SyncLimits, Validation,
 };
-
-/// The consensus write-ahead log's file name inside the data dir.
-pub const WAL_FILE: &str = "wal";
-
-/// Capacity of the local submissions channel.
-pub const SUBMISSIONS_CAPACITY: usize = 256;
-
-/// Capacity of the channel of transaction batches from the HTTP API.
-pub const EXTERNAL_TXS_CAPACITY: usize = 64;
-
-/// Capacity of the chain events broadcast (a slower receiver skips events, never blocks us).
-pub const EVENTS_CAPACITY: usize = 1_024;
+use peer_blocks::CatchUpError;
 
 /// Most consensus messages of one height remembered as seen (the set starts over beyond it).
 const SEEN_CONSENSUS_MAX: usize = 8_192;
@@ -76,219 +63,12 @@ const SEEN_CONSENSUS_MAX: usize = 8_192;
 /// How often the driver checks whether it is behind.
 const TICK: Duration = Duration::from_millis(500);
 
-/// Largest genesis file read, in bytes.
-const GENESIS_BYTES_MAX: u64 = consensus::genesis::GENESIS_BYTES_MAX as u64;
-
 /// The validator's engine: blocks, logged to a file.
 type BftEngine = Engine<Block, FileWal<Block>>;
 
-/// Why a node could not start, or why its driver stopped.
-#[derive(Debug, thiserror::Error)]
-pub enum DriverError {
-    /// The node key could not be loaded.
-    #[error(transparent)]
-    Key(#[from] KeystoreError),
-    /// The genesis file cannot be read or is invalid.
-    #[error("genesis {path}: {reason}")]
-    Genesis {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        reason: String,
-    },
-    /// The data dir's genesis differs from the one given.
-    #[error(
-        "{given} (hash {given_hash}) is not the genesis this data dir was initialized with ({stored}, hash {stored_hash}); use another data dir"
-    )]
-    GenesisMismatch {
-        /// The genesis given.
-        given: PathBuf,
-        /// Its hash.
-        given_hash: String,
-        /// The data dir's copy.
-        stored: PathBuf,
-        /// Its hash.
-        stored_hash: String,
-    },
-    /// The node runs as a validator but its key is not in the genesis validator set.
-    #[error(
-        "account {account} is not a validator of chain {chain}; run with --role trainer or use a validator's data dir"
-    )]
-    NotAValidator {
-        /// The node's account.
-        account: String,
-        /// The chain.
-        chain: String,
-    },
-    /// The data dir could not be written.
-    #[error("{action} {path}: {source}")]
-    Io {
-        /// What was being done.
-        action: &'static str,
-        /// The path.
-        path: PathBuf,
-        /// The OS error.
-        source: std::io::Error,
-    },
-    /// The chain store could not be opened.
-    #[error("chain store: {0}")]
-    Store(#[from] StoreError),
-    /// The ledger failed.
-    #[error(transparent)]
-    Ledger(#[from] LedgerError),
-    /// The network failed.
-    #[error(transparent)]
-    Network(#[from] NetworkError),
-    /// The consensus write-ahead log failed (a validator that cannot log must not sign).
-    #[error(transparent)]
-    Wal(#[from] WalError),
-    /// The engine failed.
-    #[error(transparent)]
-    Engine(#[from] EngineError),
-    /// The ledger holds no validator set for a height it should.
-    #[error("the ledger knows no validator set for height {0}")]
-    NoValidatorSet(Height),
-}
-
-/// Reads, checks and (on first start) copies the genesis: `given` if set, else the data dir's.
-pub fn load_genesis(
-    data_dir: &DataDir,
-    given: Option<&std::path::Path>,
-) -> Result<Genesis, DriverError> {
-    let read = |path: &std::path::Path| -> Result<(String, Genesis), DriverError> {
-        let fail = |reason: String| DriverError::Genesis { path: path.to_path_buf(), reason };
-        let len = std::fs::metadata(path).map_err(|e| fail(e.to_string()))?.len();
-        if len > GENESIS_BYTES_MAX {
-            return Err(fail(format!("{len} bytes, over the limit of {GENESIS_BYTES_MAX}")));
-        }
-        let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
-        let genesis = Genesis::from_json(&text).map_err(|e: GenesisError| fail(e.to_string()))?;
-        Ok((text, genesis))
-    };
-    let stored = data_dir.genesis();
-    match given {
-        Some(path) => {
-            let (text, genesis) = read(path)?;
-            if stored.is_file() {
-                let (_, existing) = read(&stored)?;
-                if existing.hash() != genesis.hash() {
-                    return Err(DriverError::GenesisMismatch {
-                        given: path.to_path_buf(),
-                        given_hash: genesis.hash().to_hex(),
-                        stored: stored.clone(),
-                        stored_hash: existing.hash().to_hex(),
-                    });
-                }
-            } else {
-                std::fs::write(&stored, text).map_err(|source| DriverError::Io {
-                    action: "write",
-                    path: stored.clone(),
-                    source,
-                })?;
-            }
-            Ok(genesis)
-        }
-        None => read(&stored).map(|(_, genesis)| genesis),
-    }
-}
-
-/// The engine's timing and value bound, from the chain's parameters (the same on every
-/// validator): a value is at most one gossip message, the block limit and its envelope.
-pub fn engine_config(params: &Params) -> EngineConfig {
-    EngineConfig {
-        timeout_propose_ms: params.timeout_propose_ms,
-        timeout_prevote_ms: params.timeout_prevote_ms,
-        timeout_precommit_ms: params.timeout_precommit_ms,
-        timeout_delta_ms: params.timeout_delta_ms,
-        block_interval_ms: params.block_interval_ms,
-        value_bytes_max: params.max_block_bytes.saturating_add(GOSSIP_ENVELOPE_BYTES as u64),
-    }
-}
-
-/// Opens the node's ledger and network and builds its context; run the returned [`Driver`] to
-/// make it a peer. Call inside a tokio runtime: the network's event loop is spawned here.
-pub async fn start(config: &NodeConfig) -> Result<(NodeContext, Driver), DriverError> {
-    let data_dir = DataDir::new(&config.data_dir);
-    let key = keystore::load(data_dir.root())?;
-    let genesis = load_genesis(&data_dir, config.genesis.as_deref())?;
-    if config.role == Role::Validator && !genesis.validator_set().contains(&key.account()) {
-        return Err(DriverError::NotAValidator {
-            account: key.account().to_hex(),
-            chain: genesis.chain_id.clone(),
-        });
-    }
-    let store = SledStore::open(&data_dir.chain())?;
-    let ledger = Ledger::open(Box::new(store), &genesis)?;
-    let mempool = Mempool::new(ledger.state(), MempoolLimits::for_chain(&genesis.params));
-    let mut net = NetworkConfig::for_chain(
-        &genesis.chain_id,
-        genesis.hash(),
-        &genesis.params,
-        data_dir.blobs(),
-    );
-    net.listen = config.listen.clone();
-    net.bootstrap = config.bootstrap.clone();
-    net.mdns = config.mdns;
-    net.connections.reserved = network::reserved_peers(&genesis);
-    net.mempool_full = mempool.full_flag();
-    let sync_limits = net.sync.clone();
-    let (client, network_events, event_loop) =
-        network::start(keystore::libp2p_keypair(&key)?, net)?;
-    tokio::spawn(event_loop.run());
-
-    let engine = match config.role {
-        Role::Validator => {
-            let wal = FileWal::open(data_dir.root().join(WAL_FILE))?;
-            let signer = Keypair::from_seed(key.secret_bytes());
-            Some(Engine::new(engine_config(&genesis.params), genesis.chain_id.clone(), signer, wal))
-        }
-        Role::Trainer => None,
-    };
-    let (submissions_tx, submissions) = mpsc::channel(SUBMISSIONS_CAPACITY);
-    let (external_tx, external_txs) = mpsc::channel(EXTERNAL_TXS_CAPACITY);
-    let (events, _) = broadcast::channel(EVENTS_CAPACITY);
-    let ctx = NodeContext {
-        genesis: Arc::new(genesis),
-        key: Arc::new(key),
-        role: config.role,
-        data_dir,
-        ledger: Arc::new(RwLock::new(ledger)),
-        network: client,
-        submissions: submissions_tx,
-        external_txs: external_tx,
-        events,
-        metrics: Arc::new(Metrics::default()),
-        live_votes: Arc::default(),
-        mempool_full: mempool.full_flag(),
-    };
-    let (sync_tx, sync_rx) = mpsc::channel(1);
-    let driver = Driver {
-        ctx: ctx.clone(),
-        engine,
-        mempool,
-        network_events,
-        submissions,
-        external_txs,
-        timers: BTreeMap::new(),
-        timer_seq: 0,
-        sync_limits,
-        peers: Vec::new(),
-        next_peer: 0,
-        sync_in_flight: false,
-        sync_tx,
-        sync_rx,
-        catch_up: CatchUp::default(),
-        seen_consensus: HashSet::new(),
-        seen_height: Height(0),
-        catching_up: false,
-    };
-    Ok((ctx, driver))
-}
-
 /// The answer of one sync request.
 struct SyncOutcome {
-    peer: PeerId,
-    asked: u32,
+    ask: Ask,
     result: Result<Vec<CommittedBlock>, SyncError>,
 }
 
@@ -304,10 +84,8 @@ pub struct Driver {
     timers: BTreeMap<(Instant, u64), Timeout>,
     timer_seq: u64,
     sync_limits: SyncLimits,
-    /// Peers that passed the chain handshake, in connection order.
-    peers: Vec<PeerId>,
-    next_peer: usize,
-    sync_in_flight: bool,
+    /// Whom to ask for blocks, and when.
+    sync: SyncBook,
     sync_tx: mpsc::Sender<SyncOutcome>,
     sync_rx: mpsc::Receiver<SyncOutcome>,
     /// How far behind the ledger is, as far as evidence it can weigh shows.
@@ -333,13 +111,39 @@ async fn sleep_until(at: Option<Instant>) {
     }
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
 impl Driver {
+    /// A driver of the node `ctx` with no peers yet, serving and asking for at most
+    /// `sync_limits.blocks_max` blocks per sync request; `engine` for a validator.
+    pub(super) fn new(
+        ctx: NodeContext,
+        engine: Option<BftEngine>,
+        mempool: Mempool,
+        network_events: mpsc::Receiver<NetworkEvent>,
+        submissions: mpsc::Receiver<Submission>,
+        external_txs: mpsc::Receiver<ExternalTxs>,
+        sync_limits: SyncLimits,
+    ) -> Self {
+        let (sync_tx, sync_rx) = mpsc::channel(1);
+        Driver {
+            ctx,
+            engine,
+            mempool,
+            network_events,
+            submissions,
+            external_txs,
+            timers: BTreeMap::new(),
+            timer_seq: 0,
+            sync: SyncBook::new(sync_limits.blocks_max),
+            sync_limits,
+            sync_tx,
+            sync_rx,
+            catch_up: CatchUp::default(),
+            seen_consensus: HashSet::new(),
+            seen_height: Height(0),
+            catching_up: false,
+        }
+    }
+
     /// Runs the node until `shutdown` completes or a fatal error (the ledger or the write-ahead
     /// log failing). Every block and vote is durable when written, so stopping needs no flush.
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<(), DriverError> {
@@ -474,7 +278,8 @@ impl Driver {
                     // More than a third of the power is past `height`: it is committed.
                     self.catch_up.committed(height);
                 }
-                self.maybe_sync(None);
+                let ask = self.sync.ask(None, self.ledger_height());
+                self.request_sync(ask);
                 Ok(None)
             }
             Action::EvidenceFound { a, b } => {
@@ -502,37 +307,6 @@ impl Driver {
         );
         self.engine = None;
         self.timers.clear();
-    }
-
-    /// Builds the block this node proposes at `height` from the mempool.
-    fn build(&self, height: Height) -> Option<Block> {
-        let params = &self.ctx.genesis.params;
-        let txs = self.mempool.batch(
-            params.max_block_txs as usize,
-            usize::try_from(params.max_block_bytes).unwrap_or(usize::MAX),
-        );
-        let proposer = self.ctx.key.account();
-        let built = self.ctx.read(|l| {
-            if l.height().next() != height {
-                return None;
-            }
-            let last_commit = match height.0 {
-                1 => None,
-                _ => match l.commit(l.height()) {
-                    Ok(Some(cert)) => Some(cert),
-                    Ok(None) | Err(_) => return None,
-                },
-            };
-            Some(build_block(l.state(), txs, now_ms(), proposer, last_commit))
-        });
-        match built {
-            Some(Ok(block)) => Some(block),
-            Some(Err(error)) => {
-                tracing::warn!(%height, %error, "cannot build a block");
-                None
-            }
-            None => None,
-        }
     }
 
     /// Commits the ledger's next block with its certificate (verified by the ledger), then
@@ -597,50 +371,6 @@ impl Driver {
         Ok(true)
     }
 
-    /// Takes a committed block from a peer (gossip or sync): through the engine when it is at
-    /// that height, else straight into the ledger, restarting the engine at the new height.
-    /// Returns whether it was committed, or why the ledger refused it.
-    async fn catch_up(&mut self, committed: CommittedBlock) -> Result<bool, CatchUpError> {
-        let height = committed.height();
-        if self.ledger_height().next() != height {
-            return Ok(false);
-        }
-        self.catching_up = true;
-        let result = self.catch_up_inner(committed).await;
-        self.catching_up = false;
-        result
-    }
-
-    async fn catch_up_inner(&mut self, committed: CommittedBlock) -> Result<bool, CatchUpError> {
-        let height = committed.height();
-        if let Some(engine) = self.engine.as_mut()
-            && engine.height() == height
-        {
-            let actions = engine
-                .handle(Event::CommitReceived {
-                    block: committed.block.clone(),
-                    certificate: committed.commit.clone(),
-                })
-                .map_err(DriverError::from)?;
-            let decided = actions.iter().any(|a| matches!(a, Action::Commit { .. }));
-            self.execute(actions).await?;
-            if decided {
-                return Ok(true);
-            }
-        }
-        let applied =
-            self.try_commit(&committed.block, &committed.commit).map_err(|e| match e {
-                LedgerError::Block(_) | LedgerError::Certificate(_) => CatchUpError::Refused(e),
-                other => CatchUpError::Fatal(other.into()),
-            })?;
-        if !applied {
-            return Ok(false);
-        }
-        let actions = self.restart_engine()?;
-        self.execute(actions).await?;
-        Ok(true)
-    }
-
     async fn fire_timers(&mut self) -> Result<(), DriverError> {
         let now = Instant::now();
         while let Some(entry) = self.timers.first_entry() {
@@ -659,16 +389,13 @@ impl Driver {
                 tracing::info!("listening on {address}/p2p/{}", self.ctx.network.local_peer());
             }
             NetworkEvent::PeerConnected { peer, .. } => {
-                if !self.peers.contains(&peer) {
-                    self.peers.push(peer);
-                }
-                Metrics::set(&self.ctx.metrics.peers, self.peers.len() as u64);
-                // A peer may be ahead: ask it (an empty answer costs one round trip).
-                self.maybe_sync(Some(peer));
+                let ask = self.sync.connected(peer, self.ledger_height());
+                Metrics::set(&self.ctx.metrics.peers, self.sync.peers() as u64);
+                self.request_sync(ask);
             }
             NetworkEvent::PeerDisconnected { peer } => {
-                self.peers.retain(|p| *p != peer);
-                Metrics::set(&self.ctx.metrics.peers, self.peers.len() as u64);
+                self.sync.disconnected(peer);
+                Metrics::set(&self.ctx.metrics.peers, self.sync.peers() as u64);
             }
             NetworkEvent::GossipReceived { id, message } => self.on_gossip(id, message).await?,
             NetworkEvent::SyncRequested { request, responder, .. } => {
@@ -719,7 +446,7 @@ impl Driver {
                 }
                 // Answer first: the message is forwarded while the engine works on it.
                 self.validate(id, validation).await;
-                self.sync_if_behind(Some(source));
+                self.sync_if_behind(source);
                 // Far-future messages of validators are not relayed, but the engine counts them
                 // towards the height more than a third of the power has shown.
                 let far = validation == Validation::Ignore && message.height() > next.next();
@@ -737,7 +464,7 @@ impl Driver {
                     // certificate, sync fetches the blocks before it.
                     let set = self.validators_at(self.ledger_height().next())?;
                     self.catch_up.certificate(&committed.commit, &set);
-                    self.sync_if_behind(Some(source));
+                    self.sync_if_behind(source);
                     Validation::Ignore
                 } else {
                     match self.catch_up(*committed).await {
@@ -786,47 +513,36 @@ impl Driver {
         }
     }
 
-    /// Catches up at once when two or more blocks behind (one block behind is the usual gossip
-    /// lag, which the tick catches if it persists), preferring the peer that showed it.
-    fn sync_if_behind(&mut self, prefer: Option<PeerId>) {
-        if self.sync_target().0 >= self.ledger_height().0.saturating_add(2) {
-            self.maybe_sync(prefer);
-        }
+    /// Syncs at once, from `source` first, if gossip from it showed the node far enough behind
+    /// ([`SyncBook::shown_ahead`]).
+    fn sync_if_behind(&mut self, source: PeerId) {
+        let ask = self.sync.shown_ahead(source, self.ledger_height(), self.sync_target());
+        self.request_sync(ask);
     }
 
-    /// Asks a peer for the blocks after the ledger's, unless a request is in flight.
-    fn maybe_sync(&mut self, prefer: Option<PeerId>) {
-        if self.sync_in_flight || self.peers.is_empty() {
-            return;
-        }
-        let peer = match prefer.filter(|p| self.peers.contains(p)) {
-            Some(peer) => peer,
-            None => {
-                self.next_peer = (self.next_peer + 1) % self.peers.len();
-                self.peers[self.next_peer]
-            }
-        };
-        let from = self.ledger_height().next();
-        let asked = self.sync_limits.blocks_max;
+    /// Sends the request the [`SyncBook`] decided on, if any, on a task of its own; the answer
+    /// comes back through `sync_rx`.
+    fn request_sync(&self, ask: Option<Ask>) {
+        let Some(ask) = ask else { return };
         let network = self.ctx.network.clone();
         let answers = self.sync_tx.clone();
-        self.sync_in_flight = true;
         tokio::spawn(async move {
-            let result = network.request_sync(peer, SyncRequest { from, count: asked }).await;
-            let _ = answers.send(SyncOutcome { peer, asked, result }).await;
+            let result = network.request_sync(ask.peer, ask.request).await;
+            let _ = answers.send(SyncOutcome { ask, result }).await;
         });
     }
 
     async fn on_sync(&mut self, outcome: SyncOutcome) -> Result<(), DriverError> {
-        self.sync_in_flight = false;
+        self.sync.answered();
+        let peer = outcome.ask.peer;
         let blocks = match outcome.result {
             Ok(blocks) => blocks,
             Err(error) => {
-                tracing::debug!(peer = %outcome.peer, %error, "sync request failed");
+                tracing::debug!(%peer, %error, "sync request failed");
                 return Ok(());
             }
         };
-        let full = blocks.len() == outcome.asked as usize;
+        let received = blocks.len();
         let mut applied = 0usize;
         for committed in blocks {
             let height = committed.height();
@@ -834,70 +550,24 @@ impl Driver {
                 Ok(true) => applied += 1,
                 Ok(false) => {}
                 Err(CatchUpError::Refused(error)) => {
-                    tracing::warn!(peer = %outcome.peer, %height, %error, "a synced block was refused");
-                    self.ctx.network.penalize(outcome.peer, Misbehavior::BadResponse).await.ok();
+                    tracing::warn!(%peer, %height, %error, "a synced block was refused");
+                    self.ctx.network.penalize(peer, Misbehavior::BadResponse).await.ok();
                     return Ok(());
                 }
                 Err(CatchUpError::Fatal(error)) => return Err(error),
             }
         }
         if applied > 0 {
-            tracing::info!(peer = %outcome.peer, applied, height = %self.ledger_height(), "caught up by sync");
+            tracing::info!(%peer, applied, height = %self.ledger_height(), "caught up by sync");
         }
-        if applied > 0 && (full || self.sync_target() > self.ledger_height()) {
-            self.maybe_sync(Some(outcome.peer));
-        }
+        let (ledger, target) = (self.ledger_height(), self.sync_target());
+        let ask = self.sync.applied(outcome.ask, received, applied, ledger, target);
+        self.request_sync(ask);
         Ok(())
     }
 
     async fn on_tick(&mut self) {
-        if self.sync_target() > self.ledger_height() {
-            self.maybe_sync(None);
-        }
-    }
-
-    /// Signs `kind` with the node key and its next nonce, admits it and gossips it.
-    async fn submit_local(&mut self, kind: TxKind) -> Result<SignedTx, String> {
-        let me = self.ctx.key.account();
-        let committed: Nonce = self.ctx.read(|l| l.state().account(&me).nonce);
-        let nonce = committed.max(self.mempool.next_nonce(&me));
-        let tx = Tx { chain_id: self.ctx.genesis.chain_id.clone(), nonce, kind };
-        let signed = SignedTx::sign(&self.ctx.key, tx);
-        let mut results = self.admit(vec![signed.clone()]).await;
-        results.pop().unwrap_or(Ok(())).map(|()| signed)
-    }
-
-    /// Admits signed transactions to the mempool in order and hands the admitted ones to the
-    /// network to gossip as batches; answers each one's admission.
-    async fn admit(&mut self, txs: Vec<SignedTx>) -> Vec<Result<(), String>> {
-        let mut admitted = Vec::with_capacity(txs.len());
-        let results = txs
-            .into_iter()
-            .map(|tx| {
-                self.mempool.insert(tx.clone()).map_err(|e| e.to_string())?;
-                admitted.push(tx);
-                Ok(())
-            })
-            .collect();
-        Metrics::set(&self.ctx.metrics.mempool_txs, self.mempool.len() as u64);
-        if let Err(error) = self.ctx.network.publish_txs(&admitted).await {
-            tracing::warn!(%error, "admitted transactions cannot be gossiped");
-        }
-        results
-    }
-}
-
-/// Why a block from a peer was not committed.
-#[derive(Debug)]
-enum CatchUpError {
-    /// The ledger refused it (bad certificate, invalid block): the peer's fault.
-    Refused(LedgerError),
-    /// The node failed.
-    Fatal(DriverError),
-}
-
-impl From<DriverError> for CatchUpError {
-    fn from(error: DriverError) -> Self {
-        CatchUpError::Fatal(error)
+        let ask = self.sync.tick(self.ledger_height(), self.sync_target());
+        self.request_sync(ask);
     }
 }
