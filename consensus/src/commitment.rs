@@ -26,7 +26,8 @@ impl fmt::Debug for Salt {
 }
 
 impl Salt {
-    /// A fresh salt from the operating system's random source.
+    /// A fresh salt from the operating system's random source (feature `os-rng`).
+    #[cfg(feature = "os-rng")]
     pub fn random() -> Result<Salt, getrandom::Error> {
         let mut bytes = [0u8; 32];
         getrandom::fill(&mut bytes)?;
@@ -52,7 +53,8 @@ impl fmt::Debug for HeldoutKey {
 }
 
 impl HeldoutKey {
-    /// A fresh key from the operating system's random source.
+    /// A fresh key from the operating system's random source (feature `os-rng`).
+    #[cfg(feature = "os-rng")]
     pub fn random() -> Result<HeldoutKey, getrandom::Error> {
         let mut bytes = [0u8; 32];
         getrandom::fill(&mut bytes)?;

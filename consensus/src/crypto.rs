@@ -430,7 +430,8 @@ struct KeyFile {
 }
 
 impl Keypair {
-    /// A fresh key from the operating system's random source.
+    /// A fresh key from the operating system's random source (feature `os-rng`).
+    #[cfg(feature = "os-rng")]
     pub fn generate() -> Result<Keypair, KeyError> {
         let mut seed = [0u8; 32];
         getrandom::fill(&mut seed).map_err(|e| KeyError::Rng(e.to_string()))?;

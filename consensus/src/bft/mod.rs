@@ -22,4 +22,6 @@ pub use types::{
     BodyMismatch, Message, MessageError, Proposal, SignedProposal, Step, Timeout, TimeoutKind,
     Value,
 };
-pub use wal::{FileWal, MemoryWal, Wal, WalEntry, WalError};
+#[cfg(feature = "disk")]
+pub use wal::FileWal;
+pub use wal::{MemoryWal, Wal, WalEntry, WalError};
