@@ -3,6 +3,7 @@
 
 pub mod blobs;
 pub mod cli;
+pub mod client;
 pub mod commands;
 pub mod datadir;
 pub mod http;

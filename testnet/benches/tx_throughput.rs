@@ -31,7 +31,8 @@ use consensus::crypto::Keypair;
 use consensus::genesis::GenesisBalance;
 use consensus::tx::{SignedTx, Tx, TxKind};
 use consensus::types::{Amount, Nonce};
-use testnet::client::{BlockSummary, Client};
+use node::http::views::BlockSummary;
+use testnet::client::Client;
 use testnet::files;
 use testnet::launch::{Spawn, Supervisor};
 use testnet::plan::{LABEL_NOISE_DEFAULT, Plan, Role, Settings, TaskSource, derive};
@@ -163,7 +164,7 @@ fn run(load: &Load) -> anyhow::Result<()> {
             log: layout.logs[i].clone(),
         })?;
         pids.push(pid);
-        clients.push(Client::new(&layout.urls[i]));
+        clients.push(Client::new(&layout.urls[i])?);
     }
     let started = Instant::now();
     let thousands = u32::try_from(load.accounts / 1000).unwrap_or(u32::MAX);
@@ -174,7 +175,7 @@ fn run(load: &Load) -> anyhow::Result<()> {
             if let Some(exited) = supervisor.exited()? {
                 bail!("{} exited ({}); see {}", exited.name, exited.status, exited.log.display());
             }
-            if client.status().is_ok_and(|s| s.height >= 1) {
+            if client.status().is_ok_and(|s| s.height.0 >= 1) {
                 break;
             }
             ensure!(started.elapsed() < start_timeout, "{} did not reach height 1", client.base());
@@ -332,7 +333,7 @@ fn measure(
     supervisor: &mut Supervisor,
 ) -> anyhow::Result<Figures> {
     let total = txs.len();
-    let first_height = clients[0].status()?.height + 1;
+    let first_height = clients[0].status()?.height.0 + 1;
     // Transaction i goes to a sender of its account's node (each account always to the same
     // sender, so its nonces arrive in order); its send time is i / rate after the start.
     let senders = clients.len() * SENDERS_PER_NODE;
@@ -373,7 +374,7 @@ fn measure(
                         sent += batch.len();
                         match client.post_txs(&batch) {
                             Ok(outcomes) => {
-                                for error in outcomes.into_iter().filter_map(Result::err) {
+                                for error in outcomes.into_iter().filter_map(|o| o.error) {
                                     refused += 1;
                                     first.get_or_insert(error);
                                 }
@@ -410,13 +411,13 @@ fn measure(
             bail!("{} exited ({}); see {}", exited.name, exited.status, exited.log.display());
         }
         let blocks = read_blocks(&clients[0], first_height)?;
-        let committed: u64 = blocks.iter().map(|b| b.tx_count).sum();
+        let committed = blocks.iter().map(|b| b.tx_count as u64).sum::<u64>();
         if committed >= accepted || Instant::now() >= drain_end {
             break blocks;
         }
         std::thread::sleep(Duration::from_millis(250));
     };
-    let committed: u64 = blocks.iter().map(|b| b.tx_count).sum();
+    let committed = blocks.iter().map(|b| b.tx_count as u64).sum::<u64>();
     let last = blocks.iter().rev().find(|b| b.tx_count > 0);
     let span_ms = last.map_or(1, |b| b.time_ms.saturating_sub(start_ms).max(1));
     let during: Vec<&BlockSummary> =
@@ -426,7 +427,8 @@ fn measure(
     block_times.sort_unstable();
     let mut late_rounds = 0;
     for block in &during {
-        if clients[0].commit_round(block.height)?.is_some_and(|round| round > 0) {
+        let commit = clients[0].block(block.height.0)?.commit;
+        if commit.is_some_and(|c| c.round > 0) {
             late_rounds += 1;
         }
     }
@@ -448,7 +450,7 @@ fn measure(
 fn read_blocks(client: &Client, from: u64) -> anyhow::Result<Vec<BlockSummary>> {
     let mut blocks = Vec::new();
     loop {
-        let next = blocks.last().map_or(from, |b: &BlockSummary| b.height + 1);
+        let next = blocks.last().map_or(from, |b: &BlockSummary| b.height.0 + 1);
         let page = client.blocks(next, PAGE)?;
         let full = page.len() == PAGE as usize;
         blocks.extend(page);

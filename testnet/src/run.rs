@@ -11,12 +11,14 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail, ensure};
 use consensus::commitment::HeldoutKey;
 use consensus::finalize::Outcome;
+use consensus::state::Phase;
 use consensus::task::{BaseModel, TaskSpec};
 use consensus::tx::{SignedTx, Tx, TxKind};
-use consensus::types::{AccountId, Nonce, TaskId};
+use consensus::types::{AccountId, Hash, Nonce, TaskId};
+use node::http::views::{self, DeadlinesView, SubmissionView, TaskDetail};
 use trainer::task::NewTask;
 
-use crate::client::{Client, Stage, TaskView};
+use crate::client::{self, Client, Stage};
 use crate::files::{self, Layout};
 use crate::interrupt;
 use crate::launch::{self, Spawn, Supervisor};
@@ -128,7 +130,7 @@ fn drive(
     keep_running: bool,
 ) -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("finding the testnet executable")?;
-    let clients: Vec<Client> = layout.urls.iter().map(|u| Client::new(u)).collect();
+    let clients = layout.urls.iter().map(|u| Client::new(u)).collect::<Result<Vec<_>, _>>()?;
     let started = Instant::now();
     start_nodes(plan, layout, supervisor, &exe, &clients, 1)?;
     println!(
@@ -138,7 +140,7 @@ fn drive(
     println!("explorer: {}/", layout.urls[0]);
     let lead = &clients[0];
     wait(supervisor, CHAIN_TIMEOUT, "the validators to commit block 1", || {
-        Ok(lead.status().ok().filter(|s| s.height >= 1))
+        Ok(lead.status().ok().filter(|s| s.height.0 >= 1))
     })?;
     let names: BTreeMap<AccountId, &str> =
         plan.nodes.iter().map(|n| (n.account(), n.name.as_str())).collect();
@@ -181,12 +183,13 @@ fn drive(
         );
         let key = plan::heldout_key(plan.settings.seed, round);
         let view = follow(plan, supervisor, lead, task_id, key, &names)?;
-        let report = view.report.as_ref().expect("follow returns a finalized task");
+        let report = client::report(&view)?.expect("follow returns a finalized task");
+        let report = &report;
         println!();
         print!(
             "{}",
             report::leaderboard(
-                &format!("{task_id} ({})", view.name),
+                &format!("{task_id} ({})", view.summary.name),
                 report,
                 plan.reward,
                 &labels
@@ -230,7 +233,7 @@ fn drive(
             .filter(|(n, _)| n.first_round <= round)
             .map(|(n, c)| (n.name.as_str(), c))
             .collect();
-        check_agreement(supervisor, &running, view.deadlines.score + 1)?;
+        check_agreement(supervisor, &running, view.deadlines.score.0 + 1)?;
         champion = report
             .champion
             .as_ref()
@@ -302,7 +305,7 @@ fn start_nodes(
     let names: Vec<&str> = starting.iter().map(|&i| plan.nodes[i].name.as_str()).collect();
     println!("started {} (logs: {}/<node>.log)", names.join(", "), layout.dir.display());
     let genesis_hash = plan.genesis.hash().to_hex();
-    let tip = if round > 1 { clients[0].status()?.height } else { 0 };
+    let tip = if round > 1 { clients[0].status()?.height.0 } else { 0 };
     for &i in &starting {
         let (node, client) = (&plan.nodes[i], &clients[i]);
         let status = wait(
@@ -312,13 +315,13 @@ fn start_nodes(
             || Ok(client.status().ok()),
         )?;
         ensure!(
-            status.genesis_hash == genesis_hash,
+            status.genesis_hash == plan.genesis.hash(),
             "{} runs genesis {} but the testnet wrote {genesis_hash}",
             node.name,
             status.genesis_hash
         );
         wait(supervisor, CHAIN_TIMEOUT, &format!("{} to sync to height {tip}", node.name), || {
-            Ok(client.status().ok().filter(|s| s.height >= tip))
+            Ok(client.status().ok().filter(|s| s.height.0 >= tip))
         })?;
     }
     Ok(())
@@ -385,23 +388,26 @@ fn post_task(
     }
     let creator = plan.creator().account();
     let lead = &clients[0];
-    let known: Vec<u64> = lead.tasks()?.into_iter().map(|t| t.id).collect();
+    let known: Vec<TaskId> = lead.tasks()?.into_iter().map(|t| t.id).collect();
     let kind = TxKind::CreateTask { spec: Box::new(spec.clone()), reward: plan.reward };
     let hash = post_as_creator(plan, lead, kind)?;
-    println!("posted task {:?} with reward {} (tx {})", spec.name, plan.reward, short(&hash));
+    println!("posted task {:?} with reward {} (tx {})", spec.name, plan.reward, hash.short());
     wait(supervisor, CHAIN_TIMEOUT, "the task to appear in GET /tasks", || {
         Ok(lead.tasks().ok().and_then(|tasks| {
-            tasks.into_iter().find(|t| t.creator == creator && !known.contains(&t.id)).map(|t| t.id)
+            tasks
+                .into_iter()
+                .find(|t| t.creator == creator && !known.contains(&t.id))
+                .map(|t| t.id.0)
         }))
     })
 }
 
 /// Signs `kind` as the plan's task creator with its next nonce and posts it to `lead`.
-fn post_as_creator(plan: &Plan, lead: &Client, kind: TxKind) -> anyhow::Result<String> {
+fn post_as_creator(plan: &Plan, lead: &Client, kind: TxKind) -> anyhow::Result<Hash> {
     let creator = plan.creator();
     let nonce = lead.nonce(&creator.account())?;
     let tx = Tx { chain_id: plan.genesis.chain_id.clone(), nonce: Nonce(nonce), kind };
-    lead.post_tx(&SignedTx::sign(&creator, tx))
+    Ok(lead.post_tx(&SignedTx::sign(&creator, tx))?)
 }
 
 /// Follows a task until it has a finalization report, printing a line whenever its phase or a
@@ -414,7 +420,7 @@ fn follow(
     task_id: u64,
     key: HeldoutKey,
     names: &BTreeMap<AccountId, &str>,
-) -> anyhow::Result<TaskView> {
+) -> anyhow::Result<TaskDetail> {
     let mut key_sent_at: Option<Instant> = None;
     let mut phases = PhaseClock::default();
     let mut last_line = String::new();
@@ -423,14 +429,15 @@ fn follow(
     loop {
         alive(supervisor)?;
         let status = lead.status()?;
-        if status.height > last_height {
-            last_height = status.height;
+        if status.height.0 > last_height {
+            last_height = status.height.0;
             moved = Instant::now();
         } else if moved.elapsed() >= STALL_TIMEOUT {
             bail!("the chain stalled at height {last_height} for {} s", STALL_TIMEOUT.as_secs());
         }
         let view = lead.task(task_id)?;
-        phases.saw(&view.phase);
+        let phase = views::phase_name(view.summary.phase);
+        phases.saw(phase);
         if view.report.is_some() {
             println!(
                 "height {:>4}  task {task_id}: finalized at height {}",
@@ -440,18 +447,18 @@ fn follow(
             return Ok(view);
         }
         let resend = key_sent_at.is_none_or(|at| at.elapsed() >= KEY_RESEND);
-        if view.phase == "key" && resend {
+        if view.summary.phase == Phase::Key && resend {
             let kind = TxKind::RevealHeldoutKey { task: TaskId(task_id), key };
             let hash = post_as_creator(plan, lead, kind)?;
             println!(
                 "height {:>4}  task {task_id}: commit window closed; the creator reveals the \
                  held-out key (tx {})",
                 status.height,
-                short(&hash)
+                hash.short()
             );
             key_sent_at = Some(Instant::now());
         }
-        let line = progress(&view, names);
+        let line = progress(task_id, view.summary.phase, &view.deadlines, &view.submissions, names);
         if line != last_line {
             println!("height {:>4}  {line}", status.height);
             last_line = line;
@@ -490,27 +497,31 @@ impl std::fmt::Display for PhaseClock {
 
 /// One progress line: the task's phase, the deadline that ends it, and each trainer's step
 /// (a joined trainer that has not committed yet is training).
-pub fn progress(view: &TaskView, names: &BTreeMap<AccountId, &str>) -> String {
-    let d = view.deadlines;
-    let until = match view.phase.as_str() {
-        "join" | "joining" => Some(d.join),
-        "commit" | "committing" | "training" => Some(d.commit),
-        "key" => Some(d.key),
-        "reveal" | "revealing" => Some(d.reveal),
-        "score_commit" | "scoring" => Some(d.score_commit),
-        "score_reveal" => Some(d.score),
-        _ => None,
+pub fn progress(
+    id: u64,
+    phase: Phase,
+    d: &DeadlinesView,
+    submissions: &[SubmissionView],
+    names: &BTreeMap<AccountId, &str>,
+) -> String {
+    let until = match phase {
+        Phase::Join => Some(d.join),
+        Phase::Commit => Some(d.commit),
+        Phase::Key => Some(d.key),
+        Phase::Reveal => Some(d.reveal),
+        Phase::ScoreCommit => Some(d.score_commit),
+        Phase::ScoreReveal => Some(d.score),
+        Phase::Finalized => None,
     };
-    let mut line = format!("task {}: {}", view.id, view.phase);
+    let mut line = format!("task {id}: {}", views::phase_name(phase));
     if let Some(h) = until {
         line.push_str(&format!(" (until {h})"));
     }
-    let mut trainers: Vec<String> = view
-        .submissions
+    let mut trainers: Vec<String> = submissions
         .iter()
         .map(|s| {
             let name = names.get(&s.trainer).map_or_else(|| s.trainer.short(), |n| (*n).to_owned());
-            let step = match s.stage {
+            let step = match client::stage(s) {
                 Stage::Joined => "training",
                 Stage::Committed => "committed",
                 Stage::Revealed => "revealed",
@@ -540,7 +551,7 @@ fn check_agreement(
                 Ok(client
                     .status()
                     .ok()
-                    .filter(|s| s.height >= height)
+                    .filter(|s| s.height.0 >= height)
                     .and_then(|_| client.block(height).ok()))
             })?;
         blocks.push((*name, block));
@@ -548,26 +559,22 @@ fn check_agreement(
     let (first_name, first) = &blocks[0];
     for (name, block) in &blocks[1..] {
         ensure!(
-            block.hash == first.hash && block.state_root == first.state_root,
+            block.summary.hash == first.summary.hash && block.state_root == first.state_root,
             "{name} disagrees with {first_name} at height {height}: block {} state root {} vs \
              block {} state root {}",
-            block.hash,
+            block.summary.hash,
             block.state_root,
-            first.hash,
+            first.summary.hash,
             first.state_root
         );
     }
     println!(
         "agreement: all {} nodes have block {} and state root {} at height {height}",
         blocks.len(),
-        short(&first.hash),
-        short(&first.state_root)
+        first.summary.hash.short(),
+        first.state_root.short()
     );
     Ok(())
-}
-
-fn short(hex: &str) -> &str {
-    &hex[..hex.len().min(8)]
 }
 
 /// Whether `path` names the node mode of this multi-call binary (`argv[0]` is `node`).
@@ -577,6 +584,8 @@ pub fn is_node_mode(arg0: &Path) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use consensus::types::Height;
+
     use super::*;
 
     #[test]
@@ -597,33 +606,30 @@ mod tests {
         let died = until_interrupted(|| Ok(()), || Err(anyhow::anyhow!("validator-1 exited")));
         assert_eq!(died.unwrap_err().to_string(), "validator-1 exited");
     }
-    use crate::client::{Deadlines, Submission};
-
     #[test]
     fn progress_names_trainers_and_the_phase_deadline() {
         let a = AccountId([1; 32]);
         let b = AccountId([2; 32]);
-        let view = TaskView {
-            id: 1,
-            name: "digits".into(),
-            phase: "commit".into(),
-            deadlines: Deadlines {
-                join: 8,
-                commit: 88,
-                key: 90,
-                reveal: 96,
-                score_commit: 120,
-                score: 128,
-            },
-            submissions: vec![
-                Submission { trainer: b, stage: Stage::Committed },
-                Submission { trainer: a, stage: Stage::Joined },
-            ],
-            report: None,
+        let deadlines = DeadlinesView {
+            join: Height(8),
+            commit: Height(88),
+            key: Height(90),
+            reveal: Height(96),
+            score_commit: Height(120),
+            score: Height(128),
         };
+        let joined = |trainer, commitment| SubmissionView {
+            trainer,
+            bond: 100,
+            joined_at: Height(5),
+            commitment,
+            committed_at: None,
+            reveal: None,
+        };
+        let submissions = [joined(b, Some(Hash([3; 32]))), joined(a, None)];
         let names = BTreeMap::from([(a, "trainer-0"), (b, "trainer-1")]);
         assert_eq!(
-            progress(&view, &names),
+            progress(1, Phase::Commit, &deadlines, &submissions, &names),
             "task 1: commit (until 88) | trainer-0 training, trainer-1 committed"
         );
     }

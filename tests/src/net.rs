@@ -16,9 +16,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail, ensure};
 use consensus::crypto::Keypair;
 use consensus::finalize::{FinalizationReport, Outcome};
+use consensus::state::Phase;
 use consensus::tx::{SignedTx, Tx, TxKind};
 use consensus::types::{Nonce, TaskId};
-use testnet::client::{BlockInfo, Client};
+use node::http::views::BlockDetail;
+use testnet::client::Client;
 use testnet::files::{self, Layout};
 use testnet::launch::{self, Spawn, Supervisor};
 use testnet::plan::{LABEL_NOISE_DEFAULT, NodePorts, Plan, Role, Settings, TaskSource};
@@ -103,7 +105,7 @@ impl Net {
         let plan = Plan::new(Settings { validators, trainers, seed, rounds: 1, task })?;
         let ports = files::free_ports(plan.port_base, plan.nodes.len())?;
         let layout = files::write(&plan, dir, &ports)?;
-        let clients = layout.urls.iter().map(|u| Client::new(u)).collect();
+        let clients = layout.urls.iter().map(|u| Client::new(u)).collect::<Result<_, _>>()?;
         let running = plan.nodes.iter().map(|_| None).collect();
         let pids = plan.nodes.iter().map(|_| None).collect();
         let exe = std::env::current_exe().context("finding the test executable")?;
@@ -231,7 +233,7 @@ impl Net {
         let status = self.wait(READY_TIMEOUT, &format!("{name} to answer GET /status"), || {
             client.status().ok()
         })?;
-        let genesis = self.plan.genesis.hash().to_hex();
+        let genesis = self.plan.genesis.hash();
         ensure!(
             status.genesis_hash == genesis,
             "{name} runs genesis {} but the plan's is {genesis}",
@@ -245,7 +247,7 @@ impl Net {
         let client = self.clients[i].clone();
         let name = self.plan.nodes[i].name.clone();
         self.wait(CHAIN_TIMEOUT, &format!("{name} to reach height {height}"), || {
-            client.status().ok().map(|s| s.height).filter(|&h| h >= height)
+            client.status().ok().map(|s| s.height.0).filter(|&h| h >= height)
         })
     }
 
@@ -317,7 +319,7 @@ impl Net {
         }
         let creator = self.plan.creator();
         let lead = self.clients[0].clone();
-        let known: Vec<u64> = lead.tasks()?.into_iter().map(|t| t.id).collect();
+        let known: Vec<TaskId> = lead.tasks()?.into_iter().map(|t| t.id).collect();
         let tx = SignedTx::sign(
             &creator,
             Tx {
@@ -336,7 +338,7 @@ impl Net {
                 tasks
                     .into_iter()
                     .find(|t| t.creator == creator && !known.contains(&t.id))
-                    .map(|t| t.id)
+                    .map(|t| t.id.0)
             })
         })?;
         let stop = Arc::new(AtomicBool::new(false));
@@ -359,7 +361,7 @@ impl Net {
         let nonce = Nonce(lead.nonce(&key.account())?);
         let tx =
             SignedTx::sign(key, Tx { chain_id: self.plan.genesis.chain_id.clone(), nonce, kind });
-        lead.post_tx(&tx)
+        Ok(lead.post_tx(&tx)?.to_string())
     }
 
     /// Waits until the task has a finalization report on the lead validator; returns it with the
@@ -367,14 +369,16 @@ impl Net {
     pub fn finalized(&mut self, task_id: u64) -> anyhow::Result<(FinalizationReport, u64)> {
         let lead = self.clients[0].clone();
         self.wait(FINALIZE_TIMEOUT, &format!("task {task_id} to finalize"), || {
-            lead.task(task_id).ok().and_then(|v| v.report.map(|r| (r, v.deadlines.score)))
+            let view = lead.task(task_id).ok()?;
+            let report = testnet::client::report(&view).ok()??;
+            Some((report, view.deadlines.score.0))
         })
     }
 
     /// Waits until every running plan node has the block at `height` and checks that all have
     /// the same block hash and state root there; returns that block.
-    pub fn agreement(&mut self, height: u64) -> anyhow::Result<BlockInfo> {
-        let mut blocks: Vec<(String, BlockInfo)> = Vec::new();
+    pub fn agreement(&mut self, height: u64) -> anyhow::Result<BlockDetail> {
+        let mut blocks: Vec<(String, BlockDetail)> = Vec::new();
         let running: Vec<usize> =
             (0..self.plan.nodes.len()).filter(|&i| self.running[i].is_some()).collect();
         for i in running {
@@ -385,12 +389,12 @@ impl Net {
         let (first_name, first) = &blocks[0];
         for (name, block) in &blocks[1..] {
             ensure!(
-                block.hash == first.hash && block.state_root == first.state_root,
+                block.summary.hash == first.summary.hash && block.state_root == first.state_root,
                 "{name} disagrees with {first_name} at height {height}: block {} state root {} \
                  vs block {} state root {}",
-                block.hash,
+                block.summary.hash,
                 block.state_root,
-                first.hash,
+                first.summary.hash,
                 first.state_root
             );
         }
@@ -403,12 +407,12 @@ impl Net {
         name: &str,
         client: &Client,
         height: u64,
-    ) -> anyhow::Result<BlockInfo> {
+    ) -> anyhow::Result<BlockDetail> {
         self.wait(CHAIN_TIMEOUT, &format!("{name} to have the block at height {height}"), || {
             client
                 .status()
                 .ok()
-                .filter(|s| s.height >= height)
+                .filter(|s| s.height.0 >= height)
                 .and_then(|_| client.block(height).ok())
         })
     }
@@ -449,7 +453,7 @@ impl Net {
             name: name.into(),
             data_dir,
             log,
-            client: Client::new(&format!("http://127.0.0.1:{}", ports.http)),
+            client: Client::new(&format!("http://127.0.0.1:{}", ports.http))?,
             supervisor: Some(supervisor),
         });
         Ok(self.extra.len() - 1)
@@ -542,7 +546,7 @@ impl KeyRevealer {
                     return;
                 }
                 let due = sent.is_none_or(|at| at.elapsed() >= KEY_RESEND);
-                if view.phase == "key"
+                if view.summary.phase == Phase::Key
                     && due
                     && let Ok(nonce) = self.lead.nonce(&creator.account())
                 {

@@ -19,7 +19,7 @@ use consensus::task::{Preprocessing, TaskKind, TaskSpec};
 use consensus::verdict::Verdict;
 use crucible_tests::net::{Net, check_report, with_logs};
 use crucible_tests::suite::{self, Scenario};
-use testnet::client::Stage;
+use testnet::client::{Stage, stage};
 
 const SCENARIOS: &[Scenario] = &[
     Scenario {
@@ -112,7 +112,7 @@ fn outside_model(dir: &Path) -> anyhow::Result<()> {
             .iter()
             .find(|s| s.trainer == me)
             .context("the outside trainer has no submission")?;
-        ensure!(ours.stage == Stage::Revealed, "the outside model was not revealed: {ours:?}");
+        ensure!(stage(ours) == Stage::Revealed, "the outside model was not revealed: {ours:?}");
         for t in &report.trainers {
             let who = if t.account == me { "outside softmax regression" } else { "large-plain" };
             println!(

@@ -29,7 +29,8 @@ use consensus::types::{Hash, TaskId};
 use consensus::verdict::{Verdict, VerdictEntry, VerdictVector, expected_layout};
 use crucible_tests::net::{CHAIN_TIMEOUT, Net, READY_TIMEOUT, check_report, with_logs};
 use crucible_tests::suite::{self, Scenario};
-use testnet::client::Stage;
+use node::http::views;
+use testnet::client::{Stage, stage};
 use testnet::plan::Role;
 
 const SCENARIOS: &[Scenario] = &[
@@ -80,7 +81,7 @@ fn full_round(dir: &Path) -> anyhow::Result<()> {
             "  task {task_id} finalized at height {last}; all {} nodes have block {} and state \
              root {} at height {}",
             net.plan.nodes.len(),
-            after.hash,
+            after.summary.hash,
             after.state_root,
             last + 1
         );
@@ -88,7 +89,7 @@ fn full_round(dir: &Path) -> anyhow::Result<()> {
         let tip = net.wait_height(0, last + 2)?;
         let late = net.start_extra("late-node", 7)?;
         let client = net.extra[late].client.clone();
-        let genesis = net.plan.genesis.hash().to_hex();
+        let genesis = net.plan.genesis.hash();
         net.wait(READY_TIMEOUT, "late-node to answer GET /status", || {
             client.status().ok().filter(|s| s.genesis_hash == genesis)
         })?;
@@ -96,12 +97,12 @@ fn full_round(dir: &Path) -> anyhow::Result<()> {
             let theirs = net.block_at("late-node", &client, height)?;
             let ours = net.clients[0].block(height)?;
             ensure!(
-                theirs == ours,
+                (theirs.summary.hash, theirs.state_root) == (ours.summary.hash, ours.state_root),
                 "late-node has block {} state root {} at height {height}, validator-0 block {} \
                  state root {}",
-                theirs.hash,
+                theirs.summary.hash,
                 theirs.state_root,
-                ours.hash,
+                ours.summary.hash,
                 ours.state_root
             );
         }
@@ -126,8 +127,8 @@ fn validator_restart(dir: &Path) -> anyhow::Result<()> {
         let task_id = net.post_task()?;
         let deadlines = net.clients[0].task(task_id)?.deadlines;
         // Mid-round: the trainers are training.
-        net.wait_height(0, deadlines.join + 2)?;
-        let killed_at = net.clients[victim].status().map(|s| s.height).unwrap_or(0);
+        net.wait_height(0, deadlines.join.0 + 2)?;
+        let killed_at = net.clients[victim].status().map(|s| s.height.0).unwrap_or(0);
         net.kill(victim);
         // The other three validators hold 3/4 of the stake and keep committing blocks.
         let lead_then = net.wait_height(0, 0)?;
@@ -149,7 +150,7 @@ fn validator_restart(dir: &Path) -> anyhow::Result<()> {
             "  task {task_id} finalized at height {last} (validator-{victim} revealed scores: \
              {revealed}); all {} nodes have block {} and state root {} at height {}",
             net.plan.nodes.len(),
-            after.hash,
+            after.summary.hash,
             after.state_root,
             last + 1
         );
@@ -176,13 +177,13 @@ fn mismatched_reveal(dir: &Path) -> anyhow::Result<()> {
         let task = TaskId(task_id);
         net.send(&key, TxKind::JoinTask { task }).context("joining the task")?;
         let lead = net.clients[0].clone();
-        let on_chain = |stage: Stage| {
+        let on_chain = |want: Stage| {
             let lead = lead.clone();
             move || {
                 let view = lead.task(task_id).ok()?;
                 view.submissions
                     .iter()
-                    .find(|s| s.trainer == account && s.stage == stage)
+                    .find(|s| s.trainer == account && stage(s) == want)
                     .map(|_| ())
             }
         };
@@ -252,11 +253,11 @@ fn copied_model(dir: &Path) -> anyhow::Result<()> {
         let task = TaskId(task_id);
         net.send(&key, TxKind::JoinTask { task }).context("joining the task")?;
         let lead = net.clients[0].clone();
-        let stage_of = |who, stage: Stage| {
+        let stage_of = |who, want: Stage| {
             let lead = lead.clone();
             move || {
                 let view = lead.task(task_id).ok()?;
-                view.submissions.iter().find(|s| s.trainer == who && s.stage == stage).map(|_| ())
+                view.submissions.iter().find(|s| s.trainer == who && stage(s) == want).map(|_| ())
             }
         };
         net.wait(CHAIN_TIMEOUT, "the copier's join to land", stage_of(account, Stage::Joined))?;
@@ -297,7 +298,8 @@ fn copied_model(dir: &Path) -> anyhow::Result<()> {
         for (node, client) in net.plan.validators().zip(&net.clients) {
             let hash = client
                 .post_blob(&artifact)
-                .with_context(|| format!("uploading the copy to {}", node.name))?;
+                .with_context(|| format!("uploading the copy to {}", node.name))?
+                .sha256;
             copy_hash = Some(hash);
         }
         let copy_hash = copy_hash.context("no validators")?;
@@ -400,7 +402,7 @@ fn dishonest_validators(dir: &Path) -> anyhow::Result<()> {
         wait_phase(net, task_id, "score_commit")?;
         let view = net.clients[0].task(task_id)?;
         let revealed =
-            view.submissions.iter().filter(|s| s.stage == Stage::Revealed).map(|s| s.trainer);
+            view.submissions.iter().filter(|s| stage(s) == Stage::Revealed).map(|s| s.trainer);
         let layout = expected_layout(false, &[], revealed);
         let chain_id = net.plan.genesis.chain_id.clone();
         let mut secrets = Vec::new();
@@ -495,6 +497,6 @@ fn wait_phase(net: &mut Net, task_id: u64, phase: &str) -> anyhow::Result<()> {
     let lead = net.clients[0].clone();
     net.wait(CHAIN_TIMEOUT, &format!("task {task_id} to reach its {phase} window"), move || {
         let view = lead.task(task_id).ok()?;
-        (rank(&view.phase)? >= want).then_some(())
+        (rank(views::phase_name(view.summary.phase))? >= want).then_some(())
     })
 }

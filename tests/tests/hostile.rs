@@ -87,7 +87,7 @@ struct Bench {
 
 impl Bench {
     fn height(&self) -> anyhow::Result<u64> {
-        Ok(self.net.clients[0].status()?.height)
+        Ok(self.net.clients[0].status()?.height.0)
     }
 
     /// Blocks per second of the lead validator over `window`.

@@ -9,7 +9,6 @@ use consensus::chain::{StateProofBundle, record_json, replay};
 use consensus::genesis::{GENESIS_BYTES_MAX, Genesis};
 use consensus::storage::SledStore;
 
-use super::http_client::ApiClient;
 use crate::datadir::DataDir;
 
 /// Largest proof file read, in bytes (a proven task record is the largest part).
@@ -91,12 +90,12 @@ pub fn run(cmd: LedgerCommand) -> anyhow::Result<()> {
             Ok(())
         }
         LedgerCommand::Prove { node, table, key, height, out } => {
-            let client = ApiClient::new(&node)?;
+            let client = super::client(&node)?;
             let mut path = format!("/proof/{table}/{key}");
             if let Some(h) = height {
                 path.push_str(&format!("?height={h}"));
             }
-            let answer = client.get(&path)?;
+            let answer: serde_json::Value = client.get(&path)?;
             let text = serde_json::to_string_pretty(&answer)?;
             match out {
                 Some(file) => {
@@ -127,7 +126,7 @@ pub fn run(cmd: LedgerCommand) -> anyhow::Result<()> {
                 .verify(&genesis.chain_id, &genesis.validator_set())
                 .with_context(|| format!("proof {} is refused", proof.display()))?;
             let header = &bundle.header;
-            let key = super::http_client::to_hex(&bundle.key);
+            let key = hex::encode(&bundle.key);
             match &bundle.value {
                 Some(value) => {
                     let record = record_json(table, value)

@@ -2,7 +2,7 @@
 
 use clap::Args;
 
-use super::http_client::ApiClient;
+use serde_json::Value;
 
 /// Arguments of `node status`.
 #[derive(Debug, Args)]
@@ -14,7 +14,7 @@ pub struct StatusArgs {
 
 /// Prints `GET /status` as indented JSON.
 pub fn run(args: StatusArgs) -> anyhow::Result<()> {
-    let status = ApiClient::new(&args.node)?.get("/status")?;
+    let status = super::client(&args.node)?.get::<Value>("/status")?;
     println!("{}", serde_json::to_string_pretty(&status)?);
     Ok(())
 }

@@ -24,10 +24,11 @@ use anyhow::{Context, bail};
 use clap::Args;
 use consensus::task::TaskSpec;
 use consensus::types::{AccountId, TaskId};
-use serde_json::Value;
 
-use super::http_client::{ApiClient, HttpError};
+use crate::client::{Client, HttpError};
+use crate::http::views::StatusView;
 use crate::roles::outside;
+use crate::runtime::Role;
 
 /// Arguments of `node submit`.
 #[derive(Debug, Args)]
@@ -124,24 +125,25 @@ pub fn run(args: SubmitArgs) -> anyhow::Result<()> {
     let me = crate::keystore::load(&args.data_dir)
         .with_context(|| format!("reading the key of {}", args.data_dir.display()))?
         .account();
-    let client = ApiClient::new(&args.node)?;
-    let status = client.get("/status").map_err(|e| match e {
+    let client = super::client(&args.node)?;
+    let status = client.status().map_err(|e| match e {
         HttpError::Connect { .. } => {
             anyhow::anyhow!("the trainer node is not running: {e}")
         }
         e => e.into(),
     })?;
-    let account = status.get("account").and_then(Value::as_str).unwrap_or_default();
-    if account != me.to_string() || status.get("role").and_then(Value::as_str) != Some("trainer") {
+    if status.account != me || status.role != Role::Trainer {
+        let role = clap::ValueEnum::to_possible_value(&status.role);
         bail!(
-            "the node at {} is {} account {account}, not the trainer of {} (account {me})",
+            "the node at {} is {} account {}, not the trainer of {} (account {me})",
             args.node,
-            status.get("role").and_then(Value::as_str).unwrap_or("an unknown role"),
+            role.as_ref().map_or("an unknown role", |r| r.get_name()),
+            status.account,
             args.data_dir.display()
         );
     }
     let spec: TaskSpec = match client.get(&format!("/tasks/{}/spec", task.0)) {
-        Ok(spec) => serde_json::from_value(spec).context("reading the task's spec")?,
+        Ok(spec) => spec,
         Err(HttpError::Status { status: 404, .. }) => bail!("there is no task {task} on the chain"),
         Err(e) => return Err(e.into()),
     };
@@ -174,38 +176,25 @@ pub fn run(args: SubmitArgs) -> anyhow::Result<()> {
 
 /// Reads where `me` stands in `task` from the node's API.
 fn standing(
-    client: &ApiClient,
+    client: &Client,
     task: TaskId,
     me: &AccountId,
     spec: &TaskSpec,
-    status: &Value,
+    status: &StatusView,
 ) -> anyhow::Result<Standing> {
-    let view = client.get(&format!("/tasks/{}", task.0))?;
-    let account = client.get(&format!("/accounts/{me}"))?;
-    let height = |v: &Value, key: &str| v.get(key).and_then(Value::as_u64);
-    let deadlines = view.get("deadlines").context("the task view has no deadlines")?;
-    let ours = view
-        .get("submissions")
-        .and_then(Value::as_array)
-        .and_then(|subs| {
-            subs.iter().find(|s| s.get("trainer").and_then(Value::as_str) == Some(&me.to_string()))
-        })
-        .map(|s| s.get("commitment").is_some_and(|c| !c.is_null()));
-    let balance = account
-        .get("balance")
-        .and_then(Value::as_str)
-        .and_then(|b| b.parse::<u128>().ok())
-        .context("the account view has no balance")?;
+    let view = client.task(task.0)?;
+    let account = client.account(me)?;
+    let ours = view.submissions.iter().find(|s| s.trainer == *me).map(|s| s.commitment.is_some());
     Ok(Standing {
-        next: height(status, "height").context("the status has no height")? + 1,
-        join_deadline: height(deadlines, "join").context("no join deadline")?,
-        commit_deadline: height(deadlines, "commit").context("no commit deadline")?,
-        ended: view.get("outcome").is_some_and(|o| !o.is_null()),
-        joined: height(&view, "joined").unwrap_or(0) as u32,
+        next: status.height.0 + 1,
+        join_deadline: view.deadlines.join.0,
+        commit_deadline: view.deadlines.commit.0,
+        ended: view.summary.outcome.is_some(),
+        joined: view.summary.joined,
         max_trainers: spec.max_trainers,
-        creator: view.get("creator").and_then(Value::as_str) == Some(&me.to_string()),
+        creator: view.summary.creator == *me,
         ours,
-        balance,
+        balance: u128::from(account.balance),
         cost: u128::from(spec.bond.0) + u128::from(spec.entry_fee.0),
     })
 }
@@ -218,7 +207,7 @@ const WAIT_MAX: Duration = Duration::from_secs(600);
 /// Follows the node until its commitment for `task` is on the chain; fails if the node rejected
 /// the file or the commit deadline passed without it.
 fn wait_committed(
-    client: &ApiClient,
+    client: &Client,
     task: TaskId,
     me: &AccountId,
     standing: &Standing,
@@ -229,13 +218,10 @@ fn wait_committed(
     let rejected = PathBuf::from(rejected);
     let end = Instant::now() + WAIT_MAX;
     loop {
-        let view = client.get(&format!("/tasks/{}", task.0))?;
-        let ours = view.get("submissions").and_then(Value::as_array).and_then(|subs| {
-            subs.iter().find(|s| s.get("trainer").and_then(Value::as_str) == Some(&me.to_string()))
-        });
-        if let Some(at) = ours.and_then(|s| s.get("committed_at")).filter(|c| !c.is_null()) {
-            let height = at.get("height").and_then(Value::as_u64).unwrap_or(0);
-            println!("committed to task {task} at height {height}");
+        let view = client.task(task.0)?;
+        let ours = view.submissions.iter().find(|s| s.trainer == *me);
+        if let Some(at) = ours.and_then(|s| s.committed_at) {
+            println!("committed to task {task} at height {}", at.height);
             return Ok(());
         }
         if rejected.exists() {
@@ -244,7 +230,7 @@ fn wait_committed(
                 rejected.display()
             );
         }
-        let tip = client.get("/status")?.get("height").and_then(Value::as_u64).unwrap_or(0);
+        let tip = client.status()?.height.0;
         if tip > standing.commit_deadline {
             bail!(
                 "the commit deadline (height {}) passed without the node's commitment; see its log",

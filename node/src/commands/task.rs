@@ -107,7 +107,7 @@ pub struct RevealKeyArgs {
 fn reveal_key(args: RevealKeyArgs) -> anyhow::Result<()> {
     let spec = task::read_spec(&args.task)?;
     let key = crate::keystore::load_heldout_key(&args.data_dir, &spec.dataset.key_commitment)?;
-    let client = super::http_client::ApiClient::new(&args.node)?;
+    let client = super::client(&args.node)?;
     let kind =
         consensus::tx::TxKind::RevealHeldoutKey { task: consensus::types::TaskId(args.id), key };
     let hash = super::tx::sign_and_post(&client, &args.data_dir, kind, None)?;
@@ -117,7 +117,7 @@ fn reveal_key(args: RevealKeyArgs) -> anyhow::Result<()> {
 
 /// Uploads `bytes` (read from `path`) as a blob, once its sha256 is the one `task_file` names.
 fn upload(
-    client: &super::http_client::ApiClient,
+    client: &crate::client::Client,
     bytes: &[u8],
     path: &std::path::Path,
     task_file: &std::path::Path,
@@ -132,9 +132,7 @@ fn upload(
             task_file.display(),
         );
     }
-    client
-        .post(&format!("/blobs?sha256={}", sha.to_hex()), "application/octet-stream", bytes)
-        .with_context(|| format!("uploading the {what}"))?;
+    client.post_blob(bytes).with_context(|| format!("uploading the {what}"))?;
     println!("uploaded:  {} ({} bytes, sha256 {sha})", path.display(), bytes.len());
     Ok(())
 }
@@ -175,7 +173,7 @@ fn create(args: CreateArgs) -> anyhow::Result<()> {
     if let Some(fee) = args.entry_fee {
         spec.entry_fee = consensus::types::Amount(fee);
     }
-    let client = super::http_client::ApiClient::new(&args.node)?;
+    let client = super::client(&args.node)?;
     let train = trainer::data::read_bounded(&args.train)?;
     let (task_file, expected) = (&args.task, spec.dataset.train_sha256);
     upload(&client, &train, &args.train, task_file, expected, "training file")?;

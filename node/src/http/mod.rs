@@ -41,7 +41,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::ConnectInfo;
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, get, post};
 use consensus::chain::Ledger;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -170,22 +170,36 @@ pub async fn serve_with_config(
     }
 }
 
+/// Every route of the JSON API (and `/metrics`), as `(method, path)`: what the router serves
+/// besides the explorer's files, and what `docs/api.md` documents.
+pub fn routes() -> Vec<(&'static str, &'static str)> {
+    handlers().into_iter().map(|(method, path, _)| (method, path)).collect()
+}
+
+/// The API's routes with their handlers.
+fn handlers() -> Vec<(&'static str, &'static str, MethodRouter<Api>)> {
+    vec![
+        ("GET", "/status", get(read::status)),
+        ("GET", "/peers", get(read::peers)),
+        ("GET", "/validators", get(read::validators)),
+        ("GET", "/blocks", get(read::blocks)),
+        ("GET", "/blocks/{height}", get(read::block)),
+        ("POST", "/txs", post(write::post_txs)),
+        ("GET", "/txs/{hash}", get(read::tx)),
+        ("GET", "/tasks", get(tasks::tasks)),
+        ("GET", "/tasks/{id}", get(tasks::task)),
+        ("GET", "/tasks/{id}/spec", get(tasks::task_spec)),
+        ("GET", "/accounts/{id}", get(tasks::account)),
+        ("GET", "/proof/{table}/{key}", get(proof::proof)),
+        ("POST", "/blobs", post(write::post_blob)),
+        ("GET", "/metrics", get(metrics::metrics)),
+    ]
+}
+
 fn router(api: Api) -> Router {
-    Router::new()
-        .route("/status", get(read::status))
-        .route("/peers", get(read::peers))
-        .route("/validators", get(read::validators))
-        .route("/blocks", get(read::blocks))
-        .route("/blocks/{height}", get(read::block))
-        .route("/txs", post(write::post_txs))
-        .route("/txs/{hash}", get(read::tx))
-        .route("/tasks", get(tasks::tasks))
-        .route("/tasks/{id}", get(tasks::task))
-        .route("/tasks/{id}/spec", get(tasks::task_spec))
-        .route("/accounts/{id}", get(tasks::account))
-        .route("/proof/{table}/{key}", get(proof::proof))
-        .route("/blobs", post(write::post_blob))
-        .route("/metrics", get(metrics::metrics))
+    handlers()
+        .into_iter()
+        .fold(Router::new(), |router, (_, path, handler)| router.route(path, handler))
         .merge(explorer::routes())
         .fallback(|| async { ApiError::not_found("no such route; see docs/api.md") })
         .method_not_allowed_fallback(|| async {

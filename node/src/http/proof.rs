@@ -23,7 +23,7 @@ pub struct ProofQuery {
 
 /// The answer: the bundle a light client verifies, and the record decoded for people (the
 /// verifier ignores it and decodes the proven bytes itself).
-#[derive(Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ProofView {
     /// The proof bundle.
     #[serde(flatten)]

@@ -9,7 +9,7 @@ use consensus::types::{AccountId, Hash, Height};
 use consensus::vote::Vote;
 use serde::{Deserialize, Serialize};
 
-use super::views::{self, BlockDetail, BlockSummary, TxView};
+use super::views::{BlockDetail, BlockSummary, TxView, decimal};
 use super::{Api, ApiError, ApiResult};
 use crate::network::PeerInfo;
 use crate::runtime::Role;
@@ -24,18 +24,28 @@ pub const LAST_VOTES_HEIGHTS: u64 = 10;
 const NETWORK_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// `GET /status`.
-#[derive(Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct StatusView {
-    chain_id: String,
-    genesis_hash: Hash,
-    height: Height,
-    block_hash: Hash,
-    time_ms: u64,
-    state_root: Hash,
-    role: Role,
-    account: AccountId,
-    peer_id: String,
-    peers: usize,
+    /// The chain's id.
+    pub chain_id: String,
+    /// The genesis hash.
+    pub genesis_hash: Hash,
+    /// The latest committed height.
+    pub height: Height,
+    /// The latest committed block's hash.
+    pub block_hash: Hash,
+    /// Its header time, in ms since the Unix epoch.
+    pub time_ms: u64,
+    /// The state root after it.
+    pub state_root: Hash,
+    /// The role this node runs.
+    pub role: Role,
+    /// This node's account.
+    pub account: AccountId,
+    /// This node's libp2p peer id.
+    pub peer_id: String,
+    /// Connected peers.
+    pub peers: usize,
 }
 
 /// The connected peers, or `None` when the network does not answer in time.
@@ -77,12 +87,16 @@ pub(super) async fn status(State(api): State<Api>) -> ApiResult<Json<StatusView>
 }
 
 /// A line of `GET /peers`.
-#[derive(Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct PeerView {
-    peer_id: String,
-    account: Option<AccountId>,
-    score: Option<f64>,
-    mesh_topics: Vec<&'static str>,
+    /// Its libp2p peer id.
+    pub peer_id: String,
+    /// Its account, once it passed the handshake.
+    pub account: Option<AccountId>,
+    /// Its gossipsub score, when finite.
+    pub score: Option<f64>,
+    /// The gossip topics whose mesh it is in.
+    pub mesh_topics: Vec<String>,
 }
 
 pub(super) async fn peers(State(api): State<Api>) -> ApiResult<Json<Vec<PeerView>>> {
@@ -96,31 +110,42 @@ pub(super) async fn peers(State(api): State<Api>) -> ApiResult<Json<Vec<PeerView
                 peer_id: p.peer.to_string(),
                 account: p.account,
                 score: p.score.filter(|s| s.is_finite()),
-                mesh_topics: p.mesh_topics.iter().map(|t| t.name()).collect(),
+                mesh_topics: p.mesh_topics.iter().map(|t| t.name().into()).collect(),
             })
             .collect(),
     ))
 }
 
 /// Whether a validator's precommit is in the commit certificate of a recent height.
-#[derive(Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct LastVote {
-    height: Height,
-    round: u32,
-    signed: bool,
+    /// The height.
+    pub height: Height,
+    /// The round its block was committed in.
+    pub round: u32,
+    /// Whether the certificate holds the validator's precommit.
+    pub signed: bool,
 }
 
 /// A line of `GET /validators`.
-#[derive(Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ValidatorView {
-    account: AccountId,
-    name: String,
-    stake: String,
-    power: String,
-    in_set: bool,
-    last_votes: Vec<LastVote>,
+    /// The validator's account.
+    pub account: AccountId,
+    /// Its name.
+    pub name: String,
+    /// Its stake.
+    #[serde(with = "decimal")]
+    pub stake: u64,
+    /// Its voting power in the set for the next block (0 when not in it).
+    #[serde(with = "decimal")]
+    pub power: u64,
+    /// Whether it is in the set for the next block.
+    pub in_set: bool,
+    /// Its precommits in the most recent commit certificates, newest first.
+    pub last_votes: Vec<LastVote>,
     /// The latest prevote or precommit this node heard from the validator, if any.
-    live_vote: Option<Vote>,
+    pub live_vote: Option<Vote>,
 }
 
 pub(super) async fn validators(State(api): State<Api>) -> ApiResult<Json<Vec<ValidatorView>>> {
@@ -143,8 +168,8 @@ pub(super) async fn validators(State(api): State<Api>) -> ApiResult<Json<Vec<Val
                 .map(|(account, record)| ValidatorView {
                     account: *account,
                     name: record.name.clone(),
-                    stake: views::amount(record.stake),
-                    power: views::big(set.and_then(|s| s.power_of(account)).unwrap_or(0)),
+                    stake: record.stake.0,
+                    power: set.and_then(|s| s.power_of(account)).unwrap_or(0),
                     in_set: set.is_some_and(|s| s.contains(account)),
                     last_votes: certs
                         .iter()

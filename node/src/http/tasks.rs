@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::read::{Page, query};
 use super::views::{
     self, AttestationView, ForfeitView, ReferenceView, ReportView, RevealView, ScoreRecordView,
-    StakeView, SubmissionView, TaskDetail, TaskSummary, VerdictView, amount, big,
+    StakeView, SubmissionView, TaskDetail, TaskSummary, VerdictView, decimal,
 };
 use super::{Api, ApiError, ApiResult};
 
@@ -79,7 +79,7 @@ pub(super) async fn task(
                 stakes: t
                     .stakes
                     .iter()
-                    .map(|(v, s)| StakeView { validator: *v, stake: big(*s) })
+                    .map(|(v, s)| StakeView { validator: *v, stake: *s })
                     .collect(),
                 attestation: AttestationView::new(t),
                 key_revealed_at: t.key.map(|(_, at)| at),
@@ -125,109 +125,149 @@ pub struct AccountQuery {
 }
 
 /// `GET /accounts/{id}`.
-#[derive(Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct AccountView {
-    account: AccountId,
-    balance: String,
-    nonce: u64,
-    stake: String,
-    validator: bool,
+    /// The account.
+    pub account: AccountId,
+    /// Its balance.
+    #[serde(with = "decimal")]
+    pub balance: u64,
+    /// Its next nonce.
+    pub nonce: u64,
+    /// Its validator stake (0 when not a validator).
+    #[serde(with = "decimal")]
+    pub stake: u64,
+    /// Whether it is a validator.
+    pub validator: bool,
     /// How many tasks the account took part in (as creator, trainer or validator).
-    tasks_total: usize,
+    pub tasks_total: usize,
     /// The most recent of them, newest first, explained.
-    tasks: Vec<TaskExplain>,
+    pub tasks: Vec<TaskExplain>,
 }
 
 /// What one task meant for one account.
-#[derive(Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct TaskExplain {
-    task: TaskId,
-    name: String,
-    phase: Phase,
+    /// The task.
+    pub task: TaskId,
+    /// Its name.
+    pub name: String,
+    /// Its phase for the next block.
+    pub phase: Phase,
     /// The height the task finalizes at.
-    score_deadline: Height,
-    outcome: Option<Outcome>,
+    pub score_deadline: Height,
+    /// How it ended, once finalized.
+    pub outcome: Option<Outcome>,
     /// The score to beat, once finalized.
-    baseline_ppm: Option<u32>,
-    as_creator: Option<CreatorExplain>,
-    as_trainer: Option<TrainerExplain>,
-    as_validator: Option<ValidatorExplain>,
+    pub baseline_ppm: Option<u32>,
+    /// What it meant for the account as its creator.
+    pub as_creator: Option<CreatorExplain>,
+    /// What it meant for the account as a trainer.
+    pub as_trainer: Option<TrainerExplain>,
+    /// What it meant for the account as a validator.
+    pub as_validator: Option<ValidatorExplain>,
 }
 
 /// The account opened the task.
-#[derive(Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct CreatorExplain {
-    reward: String,
+    /// The escrow.
+    #[serde(with = "decimal")]
+    pub reward: u64,
     /// Returned at finalization (unearned trainer share, or all on quorum failure).
-    refund: Option<String>,
+    #[serde(with = "decimal::option")]
+    pub refund: Option<u64>,
 }
 
 /// One validator's verdict on the account's submission.
-#[derive(Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ValidatorVerdict {
-    validator: AccountId,
+    /// The validator.
+    pub validator: AccountId,
     /// Its stake (at finalization once finalized).
-    stake: String,
+    #[serde(with = "decimal")]
+    pub stake: u64,
     /// Whether it revealed its verdict vector.
-    revealed: bool,
-    verdict: Option<VerdictView>,
+    pub revealed: bool,
+    /// Its verdict on the submission, once revealed.
+    pub verdict: Option<VerdictView>,
     /// Whether it agrees with the consensus verdict, once finalized.
-    agrees: Option<bool>,
+    pub agrees: Option<bool>,
 }
 
 /// The account trained for the task.
-#[derive(Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct TrainerExplain {
-    bond: String,
-    joined_at: Height,
-    committed: bool,
-    reveal: Option<RevealView>,
-    validator_verdicts: Vec<ValidatorVerdict>,
-    consensus: Option<VerdictView>,
-    penalty_ppm: Option<u32>,
-    effective_ppm: Option<u32>,
-    rank: Option<u32>,
-    forfeit: Option<ForfeitView>,
-    bond_refund: Option<String>,
-    bond_forfeit: Option<String>,
-    payout: Option<String>,
+    /// Its bond.
+    #[serde(with = "decimal")]
+    pub bond: u64,
+    /// When it joined.
+    pub joined_at: Height,
+    /// Whether it committed to a model.
+    pub committed: bool,
+    /// Its reveal.
+    pub reveal: Option<RevealView>,
+    /// Every validator's verdict on its model.
+    pub validator_verdicts: Vec<ValidatorVerdict>,
+    /// The consensus verdict, once finalized.
+    pub consensus: Option<VerdictView>,
+    /// Score lost to the efficiency rule, in ppm, once finalized.
+    pub penalty_ppm: Option<u32>,
+    /// Consensus score minus penalty, in ppm, once finalized.
+    pub effective_ppm: Option<u32>,
+    /// Rank among the submissions that beat the bar.
+    pub rank: Option<u32>,
+    /// Why it lost its bond.
+    pub forfeit: Option<ForfeitView>,
+    /// Bond returned, once finalized.
+    #[serde(with = "decimal::option")]
+    pub bond_refund: Option<u64>,
+    /// Bond burned, once finalized.
+    #[serde(with = "decimal::option")]
+    pub bond_forfeit: Option<u64>,
+    /// Reward paid, once finalized.
+    #[serde(with = "decimal::option")]
+    pub payout: Option<u64>,
     /// The whole story in one sentence.
-    explanation: String,
+    pub explanation: String,
 }
 
 /// The account scored the task as a validator.
-#[derive(Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ValidatorExplain {
-    committed: bool,
-    revealed: bool,
-    stake: Option<String>,
+    /// Whether it committed a verdict vector.
+    pub committed: bool,
+    /// Whether it revealed it.
+    pub revealed: bool,
+    /// Its stake in the report, once finalized.
+    #[serde(with = "decimal::option")]
+    pub stake: Option<u64>,
     /// Entries of the consensus.
-    entries: Option<usize>,
-    agreed_entries: Option<u32>,
+    pub entries: Option<usize>,
+    /// On how many entries it agreed with the consensus.
+    pub agreed_entries: Option<u32>,
     /// The entries where its verdict differs from the consensus.
-    disagreements: Vec<Disagreement>,
-    payout: Option<String>,
-    explanation: String,
+    pub disagreements: Vec<Disagreement>,
+    /// Reward paid, once finalized.
+    #[serde(with = "decimal::option")]
+    pub payout: Option<u64>,
+    /// The whole story in one sentence.
+    pub explanation: String,
 }
 
 /// A validator's verdict that differs from the consensus.
-#[derive(Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Disagreement {
-    subject: String,
-    verdict: VerdictView,
-    consensus: VerdictView,
+    /// The entry's subject (see [`views::subject`]).
+    pub subject: String,
+    /// The validator's verdict.
+    pub verdict: VerdictView,
+    /// The consensus verdict.
+    pub consensus: VerdictView,
 }
 
 fn phase_text(t: &Task, tip: Height) -> String {
-    let phase = match views::phase_now(t, tip) {
-        Phase::Join => "join",
-        Phase::Commit => "commit",
-        Phase::Key => "key",
-        Phase::Reveal => "reveal",
-        Phase::ScoreCommit => "score_commit",
-        Phase::ScoreReveal => "score_reveal",
-        Phase::Finalized => "finalized",
-    };
+    let phase = views::phase_name(views::phase_now(t, tip));
     format!(
         "task is in its {phase} phase; it finalizes at height {} (now {tip})",
         t.score_deadline()
@@ -255,7 +295,7 @@ fn explain_trainer(
             });
             let stake = report
                 .and_then(|r| r.validators.iter().find(|x| x.account == *v))
-                .map_or_else(|| amount(record.stake), |x| big(x.stake));
+                .map_or(record.stake.0, |x| x.stake);
             ValidatorVerdict {
                 validator: *v,
                 stake,
@@ -313,7 +353,7 @@ fn explain_trainer(
         }
     };
     Some(TrainerExplain {
-        bond: amount(sub.bond),
+        bond: sub.bond.0,
         joined_at: sub.joined_at,
         committed: sub.commitment.is_some(),
         reveal: SubmissionView::new(account, sub).reveal,
@@ -323,9 +363,9 @@ fn explain_trainer(
         effective_ppm: line.map(|l| l.effective_ppm),
         rank: line.and_then(|l| l.rank),
         forfeit: line.and_then(|l| l.forfeit.as_ref()).map(Into::into),
-        bond_refund: line.map(|l| amount(l.bond_refund)),
-        bond_forfeit: line.map(|l| amount(l.bond_forfeit)),
-        payout: line.map(|l| amount(l.payout)),
+        bond_refund: line.map(|l| l.bond_refund.0),
+        bond_forfeit: line.map(|l| l.bond_forfeit.0),
+        payout: line.map(|l| l.payout.0),
         explanation,
     })
 }
@@ -378,11 +418,11 @@ fn explain_validator(
     Some(ValidatorExplain {
         committed: record.is_some(),
         revealed: verdicts.is_some(),
-        stake: line.map(|l| big(l.stake)),
+        stake: line.map(|l| l.stake),
         entries: report.map(|r| r.entries.len()),
         agreed_entries: line.map(|l| l.agreed_entries),
         disagreements,
-        payout: line.map(|l| amount(l.payout)),
+        payout: line.map(|l| l.payout.0),
         explanation,
     })
 }
@@ -398,8 +438,8 @@ fn explain(state: &LedgerState, t: &Task, account: AccountId) -> TaskExplain {
         outcome: report.map(|r| r.outcome),
         baseline_ppm: report.map(|r| r.baseline_ppm),
         as_creator: (t.creator == account).then(|| CreatorExplain {
-            reward: amount(t.reward),
-            refund: report.map(|r| amount(r.creator_refund)),
+            reward: t.reward.0,
+            refund: report.map(|r| r.creator_refund.0),
         }),
         as_trainer: explain_trainer(state, t, account, tolerance),
         as_validator: explain_validator(state, t, account, tolerance),
@@ -452,9 +492,9 @@ pub(super) async fn account(
                 .collect();
             Ok(AccountView {
                 account,
-                balance: amount(acct.balance),
+                balance: acct.balance.0,
                 nonce: acct.nonce.0,
-                stake: record.map_or_else(|| "0".into(), |r| amount(r.stake)),
+                stake: record.map_or(0, |r| r.stake.0),
                 validator: state.is_validator(&account),
                 tasks_total: ids.len(),
                 tasks,

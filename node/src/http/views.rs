@@ -5,6 +5,7 @@
 //! does not fit a JavaScript number. Heights, nonces, times in ms, ppm scores and small counts are
 //! numbers. Ids and hashes are lowercase hex.
 
+use anyhow::Context;
 use consensus::block::Block;
 use consensus::finalize::{
     Champion, EntryReport, FinalizationReport, ForfeitReason, Outcome, TrainerReport,
@@ -13,19 +14,67 @@ use consensus::finalize::{
 use consensus::state::{Phase, ScoreRecord, Submission, Task};
 use consensus::task::{Dtype, Preprocessing, TaskKind, TaskSpec, Windows};
 use consensus::tx::{SignedTx, TxKind};
-use consensus::types::{AccountId, Amount, Hash, Height, TaskId};
+use consensus::types::{AccountId, Amount, Hash, Height, ParseIdError, TaskId};
 use consensus::verdict::{RejectReason, Subject, Verdict, VerdictEntry};
 use consensus::vote::{CommitCertificate, VoteKind};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-/// An amount (or any u64 that may exceed 2^53) as a decimal string.
-pub fn amount(a: Amount) -> String {
-    a.0.to_string()
-}
+pub use super::proof::ProofView;
+pub use super::read::{LastVote, PeerView, StatusView, ValidatorView};
+pub use super::tasks::{
+    AccountView, CreatorExplain, Disagreement, TaskExplain, TrainerExplain, ValidatorExplain,
+    ValidatorVerdict,
+};
+pub use super::write::{BlobStored, TxAccepted, TxOutcome, TxsAnswer};
 
-/// A u64 as a decimal string.
-pub fn big(n: u64) -> String {
-    n.to_string()
+/// Serde helpers for the numbers the API writes as decimal strings, used both ways:
+/// `#[serde(with = "decimal")]`, or `decimal::option` for an optional one.
+pub mod decimal {
+    use std::fmt::Display;
+    use std::str::FromStr;
+
+    use serde::{Deserialize, Deserializer, Serializer, de};
+
+    /// Writes `n` as a decimal string.
+    pub fn serialize<T: Display, S: Serializer>(n: &T, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(n)
+    }
+
+    /// Reads a decimal string.
+    pub fn deserialize<'de, T, D>(d: D) -> Result<T, D::Error>
+    where
+        T: FromStr<Err: Display>,
+        D: Deserializer<'de>,
+    {
+        String::deserialize(d)?.parse().map_err(de::Error::custom)
+    }
+
+    /// The same for an optional number: `null` when absent.
+    pub mod option {
+        use super::*;
+
+        /// Writes `n` as a decimal string, or `null`.
+        pub fn serialize<T: Display, S: Serializer>(
+            n: &Option<T>,
+            s: S,
+        ) -> Result<S::Ok, S::Error> {
+            match n {
+                Some(n) => s.collect_str(n),
+                None => s.serialize_none(),
+            }
+        }
+
+        /// Reads a decimal string, or `null`.
+        pub fn deserialize<'de, T, D>(d: D) -> Result<Option<T>, D::Error>
+        where
+            T: FromStr<Err: Display>,
+            D: Deserializer<'de>,
+        {
+            Option::<String>::deserialize(d)?
+                .map(|s| s.parse().map_err(de::Error::custom))
+                .transpose()
+        }
+    }
 }
 
 /// A verdict-vector subject: `"baseline"`, `"base_model"`, `"champion:<model hash hex>"` for an
@@ -39,46 +88,73 @@ pub fn subject(s: &Subject) -> String {
     }
 }
 
+/// Reads back a subject written by [`subject`].
+pub fn parse_subject(s: &str) -> Result<Subject, ParseIdError> {
+    Ok(match s {
+        "baseline" => Subject::Baseline,
+        "base_model" => Subject::BaseModel,
+        other => match other.strip_prefix("champion:") {
+            Some(hash) => Subject::Champion(hash.parse()?),
+            None => Subject::Submission(other.parse()?),
+        },
+    })
+}
+
 /// One verdict, flattened: `verdict` is `scored`, `unavailable` or `rejected`.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct VerdictView {
     /// `scored`, `unavailable` or `rejected`.
-    pub verdict: &'static str,
+    pub verdict: String,
     /// The raw score in ppm, when scored.
     pub score_ppm: Option<u32>,
     /// Why it was rejected, when rejected.
     pub reason: Option<RejectReason>,
     /// The rejection reason in words.
-    pub reason_text: Option<&'static str>,
+    pub reason_text: Option<String>,
 }
 
 impl From<&Verdict> for VerdictView {
     fn from(v: &Verdict) -> Self {
         match v {
             Verdict::Scored { score_ppm } => VerdictView {
-                verdict: "scored",
+                verdict: "scored".into(),
                 score_ppm: Some(score_ppm.0),
                 reason: None,
                 reason_text: None,
             },
             Verdict::Unavailable => VerdictView {
-                verdict: "unavailable",
+                verdict: "unavailable".into(),
                 score_ppm: None,
                 reason: None,
                 reason_text: None,
             },
             Verdict::Rejected { reason } => VerdictView {
-                verdict: "rejected",
+                verdict: "rejected".into(),
                 score_ppm: None,
                 reason: Some(*reason),
-                reason_text: Some(reason.describe()),
+                reason_text: Some(reason.describe().into()),
             },
         }
     }
 }
 
+impl TryFrom<&VerdictView> for Verdict {
+    type Error = anyhow::Error;
+
+    fn try_from(v: &VerdictView) -> anyhow::Result<Verdict> {
+        Ok(match v.verdict.as_str() {
+            "scored" => Verdict::scored(v.score_ppm.context("a scored verdict has a score")?),
+            "unavailable" => Verdict::Unavailable,
+            "rejected" => {
+                Verdict::Rejected { reason: v.reason.context("a rejected verdict has a reason")? }
+            }
+            other => anyhow::bail!("unknown verdict {other:?}"),
+        })
+    }
+}
+
 /// One entry of a verdict vector, or of the consensus.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct EntryView {
     /// What it is about (see [`subject`]).
     pub subject: String,
@@ -100,12 +176,12 @@ impl From<&EntryReport> for EntryView {
 }
 
 /// Why a trainer lost its bond.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ForfeitView {
     /// `not_revealed`, `rejected` or `unavailable`.
     pub reason: ForfeitReason,
     /// The reason in words.
-    pub text: &'static str,
+    pub text: String,
 }
 
 impl From<&ForfeitReason> for ForfeitView {
@@ -117,19 +193,20 @@ impl From<&ForfeitReason> for ForfeitView {
                 "the consensus verdict on its model is unavailable: validators could not fetch it"
             }
         };
-        ForfeitView { reason: *f, text }
+        ForfeitView { reason: *f, text: text.into() }
     }
 }
 
 /// A trainer's line of a finalization report.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct TrainerReportView {
     /// The trainer.
     pub account: AccountId,
     /// Its consensus verdict, if it revealed and the task reached quorum.
     pub consensus: Option<VerdictView>,
     /// Its revealed parameter count.
-    pub params: Option<String>,
+    #[serde(with = "decimal::option")]
+    pub params: Option<u64>,
     /// Score lost to the efficiency rule, in ppm.
     pub penalty_ppm: u32,
     /// Consensus score minus penalty, in ppm.
@@ -137,13 +214,17 @@ pub struct TrainerReportView {
     /// Why it lost its bond.
     pub forfeit: Option<ForfeitView>,
     /// Bond returned.
-    pub bond_refund: String,
+    #[serde(with = "decimal")]
+    pub bond_refund: u64,
     /// Bond burned.
-    pub bond_forfeit: String,
+    #[serde(with = "decimal")]
+    pub bond_forfeit: u64,
     /// Entry fee returned (on a cancellation or a withheld key; otherwise it burned).
-    pub entry_fee_refund: String,
+    #[serde(with = "decimal")]
+    pub entry_fee_refund: u64,
     /// Reward paid: the whole trainer share for the champion, nothing for anyone else.
-    pub payout: String,
+    #[serde(with = "decimal")]
+    pub payout: u64,
     /// Rank among the submissions that beat the bar (1 is the champion).
     pub rank: Option<u32>,
 }
@@ -153,55 +234,58 @@ impl From<&TrainerReport> for TrainerReportView {
         TrainerReportView {
             account: t.account,
             consensus: t.consensus.as_ref().map(Into::into),
-            params: t.params.map(big),
+            params: t.params,
             penalty_ppm: t.penalty_ppm,
             effective_ppm: t.effective_ppm,
             forfeit: t.forfeit.as_ref().map(Into::into),
-            bond_refund: amount(t.bond_refund),
-            bond_forfeit: amount(t.bond_forfeit),
-            entry_fee_refund: amount(t.entry_fee_refund),
-            payout: amount(t.payout),
+            bond_refund: t.bond_refund.0,
+            bond_forfeit: t.bond_forfeit.0,
+            entry_fee_refund: t.entry_fee_refund.0,
+            payout: t.payout.0,
             rank: t.rank,
         }
     }
 }
 
 /// A validator's line of a finalization report.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ValidatorReportView {
     /// The validator.
     pub account: AccountId,
     /// Its stake in the task's snapshot (taken when the task opened).
-    pub stake: String,
+    #[serde(with = "decimal")]
+    pub stake: u64,
     /// Whether it revealed a verdict vector.
     pub revealed: bool,
     /// On how many entries it agreed with the consensus.
     pub agreed_entries: u32,
     /// Reward paid.
-    pub payout: String,
+    #[serde(with = "decimal")]
+    pub payout: u64,
 }
 
 impl From<&ValidatorReport> for ValidatorReportView {
     fn from(v: &ValidatorReport) -> Self {
         ValidatorReportView {
             account: v.account,
-            stake: big(v.stake),
+            stake: v.stake,
             revealed: v.revealed,
             agreed_entries: v.agreed_entries,
-            payout: amount(v.payout),
+            payout: v.payout.0,
         }
     }
 }
 
 /// A task's champion.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ChampionView {
     /// Its trainer.
     pub trainer: AccountId,
     /// sha256 of its artifact.
     pub model_hash: Hash,
     /// Its non-zero parameter count.
-    pub params: String,
+    #[serde(with = "decimal")]
+    pub params: u64,
     /// Its effective score, in ppm.
     pub effective_ppm: u32,
 }
@@ -211,29 +295,33 @@ impl From<&Champion> for ChampionView {
         ChampionView {
             trainer: c.trainer,
             model_hash: c.model_hash,
-            params: big(c.params),
+            params: c.params,
             effective_ppm: c.effective_ppm,
         }
     }
 }
 
 /// A stored finalization report.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ReportView {
     /// `finalized`, `quorum_failed`, `cancelled` (too little stake attested to holding the
     /// sealed held-out file by the join deadline) or `key_withheld` (the creator did not reveal
     /// the held-out key by the key deadline).
     pub outcome: Outcome,
     /// Stake of the validators that attested to holding the sealed held-out file.
-    pub attested_stake: String,
+    #[serde(with = "decimal")]
+    pub attested_stake: u64,
     /// The height at which the held-out key came on chain, if it did.
     pub key_revealed_at: Option<Height>,
     /// Burned out of the escrow by a cancellation.
-    pub cancellation_fee: String,
+    #[serde(with = "decimal")]
+    pub cancellation_fee: u64,
     /// Stake of the validators that revealed.
-    pub revealed_stake: String,
+    #[serde(with = "decimal")]
+    pub revealed_stake: u64,
     /// Stake of every validator.
-    pub total_stake: String,
+    #[serde(with = "decimal")]
+    pub total_stake: u64,
     /// The score to beat, in ppm.
     pub baseline_ppm: u32,
     /// The champion must score more than the baseline plus this, in ppm.
@@ -245,9 +333,11 @@ pub struct ReportView {
     /// Every validator.
     pub validators: Vec<ValidatorReportView>,
     /// Returned to the creator.
-    pub creator_refund: String,
+    #[serde(with = "decimal")]
+    pub creator_refund: u64,
     /// Burned.
-    pub burned: String,
+    #[serde(with = "decimal")]
+    pub burned: u64,
     /// The champion, if any submission beat the baseline.
     pub champion: Option<ChampionView>,
 }
@@ -256,25 +346,92 @@ impl From<&FinalizationReport> for ReportView {
     fn from(r: &FinalizationReport) -> Self {
         ReportView {
             outcome: r.outcome,
-            attested_stake: big(r.attested_stake),
+            attested_stake: r.attested_stake,
             key_revealed_at: r.key_revealed_at,
-            cancellation_fee: amount(r.cancellation_fee),
-            revealed_stake: big(r.revealed_stake),
-            total_stake: big(r.total_stake),
+            cancellation_fee: r.cancellation_fee.0,
+            revealed_stake: r.revealed_stake,
+            total_stake: r.total_stake,
             baseline_ppm: r.baseline_ppm,
             min_improvement_ppm: r.min_improvement_ppm,
             entries: r.entries.iter().map(Into::into).collect(),
             trainers: r.trainers.iter().map(Into::into).collect(),
             validators: r.validators.iter().map(Into::into).collect(),
-            creator_refund: amount(r.creator_refund),
-            burned: amount(r.burned),
+            creator_refund: r.creator_refund.0,
+            burned: r.burned.0,
             champion: r.champion.as_ref().map(Into::into),
         }
     }
 }
 
+impl TryFrom<&ReportView> for FinalizationReport {
+    type Error = anyhow::Error;
+
+    /// The ledger's report back from its view.
+    fn try_from(r: &ReportView) -> anyhow::Result<FinalizationReport> {
+        let verdict = |v: &Option<VerdictView>| v.as_ref().map(Verdict::try_from).transpose();
+        Ok(FinalizationReport {
+            outcome: r.outcome,
+            attested_stake: r.attested_stake,
+            key_revealed_at: r.key_revealed_at,
+            cancellation_fee: Amount(r.cancellation_fee),
+            revealed_stake: r.revealed_stake,
+            total_stake: r.total_stake,
+            baseline_ppm: r.baseline_ppm,
+            min_improvement_ppm: r.min_improvement_ppm,
+            entries: r
+                .entries
+                .iter()
+                .map(|e| {
+                    Ok(EntryReport {
+                        subject: parse_subject(&e.subject)?,
+                        consensus: (&e.verdict).try_into()?,
+                    })
+                })
+                .collect::<anyhow::Result<_>>()?,
+            trainers: r
+                .trainers
+                .iter()
+                .map(|t| {
+                    Ok(TrainerReport {
+                        account: t.account,
+                        consensus: verdict(&t.consensus)?,
+                        params: t.params,
+                        penalty_ppm: t.penalty_ppm,
+                        effective_ppm: t.effective_ppm,
+                        forfeit: t.forfeit.as_ref().map(|f| f.reason),
+                        bond_refund: Amount(t.bond_refund),
+                        bond_forfeit: Amount(t.bond_forfeit),
+                        entry_fee_refund: Amount(t.entry_fee_refund),
+                        payout: Amount(t.payout),
+                        rank: t.rank,
+                    })
+                })
+                .collect::<anyhow::Result<_>>()?,
+            validators: r
+                .validators
+                .iter()
+                .map(|v| ValidatorReport {
+                    account: v.account,
+                    stake: v.stake,
+                    revealed: v.revealed,
+                    agreed_entries: v.agreed_entries,
+                    payout: Amount(v.payout),
+                })
+                .collect(),
+            creator_refund: Amount(r.creator_refund),
+            burned: Amount(r.burned),
+            champion: r.champion.as_ref().map(|c| Champion {
+                trainer: c.trainer,
+                model_hash: c.model_hash,
+                params: c.params,
+                effective_ppm: c.effective_ppm,
+            }),
+        })
+    }
+}
+
 /// A task's deadlines: the last height of each window.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct DeadlinesView {
     /// Last height trainers may join.
     pub join: Height,
@@ -304,7 +461,7 @@ impl From<&Task> for DeadlinesView {
 }
 
 /// A task spec, with its large numbers as strings.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct SpecView {
     /// The model kind and architecture.
     pub kind: TaskKind,
@@ -321,21 +478,27 @@ pub struct SpecView {
     /// sha256 of the held-out key.
     pub key_commitment: Hash,
     /// Examples in the held-out file (rows, or characters for text).
-    pub heldout_examples: String,
+    #[serde(with = "decimal")]
+    pub heldout_examples: u64,
     /// Most non-zero parameters.
-    pub max_params: String,
+    #[serde(with = "decimal")]
+    pub max_params: u64,
     /// Largest artifact, in bytes.
-    pub max_artifact_bytes: String,
+    #[serde(with = "decimal")]
+    pub max_artifact_bytes: u64,
     /// Allowed dtypes.
     pub dtypes: Vec<Dtype>,
     /// Parameters not penalized by the efficiency rule.
-    pub reference_params: String,
+    #[serde(with = "decimal")]
+    pub reference_params: u64,
     /// Score lost per doubling above the reference, in ppm.
     pub penalty_ppm_per_doubling: u32,
     /// A trainer's bond.
-    pub bond: String,
+    #[serde(with = "decimal")]
+    pub bond: u64,
     /// What each trainer burns to join.
-    pub entry_fee: String,
+    #[serde(with = "decimal")]
+    pub entry_fee: u64,
     /// Most trainers.
     pub max_trainers: u32,
     /// How far the champion must beat the baseline, in ppm.
@@ -345,12 +508,13 @@ pub struct SpecView {
 }
 
 /// A task's base model.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct BaseModelView {
     /// sha256 of the champion's artifact.
     pub model_hash: Hash,
     /// Its non-zero parameter count.
-    pub params: String,
+    #[serde(with = "decimal")]
+    pub params: u64,
 }
 
 impl From<&TaskSpec> for SpecView {
@@ -363,39 +527,40 @@ impl From<&TaskSpec> for SpecView {
             heldout_commitment: s.dataset.heldout_commitment,
             heldout_cipher_sha256: s.dataset.heldout_cipher_sha256,
             key_commitment: s.dataset.key_commitment,
-            heldout_examples: big(s.dataset.heldout_examples),
-            max_params: big(s.limits.max_params),
-            max_artifact_bytes: big(s.limits.max_artifact_bytes),
+            heldout_examples: s.dataset.heldout_examples,
+            max_params: s.limits.max_params,
+            max_artifact_bytes: s.limits.max_artifact_bytes,
             dtypes: s.limits.dtypes.clone(),
-            reference_params: big(s.efficiency.reference_params),
+            reference_params: s.efficiency.reference_params,
             penalty_ppm_per_doubling: s.efficiency.penalty_ppm_per_doubling,
-            bond: amount(s.bond),
-            entry_fee: amount(s.entry_fee),
+            bond: s.bond.0,
+            entry_fee: s.entry_fee.0,
             max_trainers: s.max_trainers,
             min_improvement_ppm: s.min_improvement_ppm,
             base_model: s
                 .base_model
                 .as_ref()
-                .map(|b| BaseModelView { model_hash: b.model_hash, params: big(b.params) }),
+                .map(|b| BaseModelView { model_hash: b.model_hash, params: b.params }),
         }
     }
 }
 
 /// A line of `GET /tasks`.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct TaskSummary {
     /// The task id.
     pub id: TaskId,
     /// Its name.
     pub name: String,
     /// `classification` or `char_lm`.
-    pub kind: &'static str,
+    pub kind: String,
     /// Its phase for the next block.
     pub phase: Phase,
     /// Who opened it.
     pub creator: AccountId,
     /// The escrow.
-    pub reward: String,
+    #[serde(with = "decimal")]
+    pub reward: u64,
     /// The height that opened it.
     pub created_at: Height,
     /// Trainers joined.
@@ -418,6 +583,19 @@ pub fn kind_name(k: &TaskKind) -> &'static str {
     }
 }
 
+/// A phase's name, as the API writes it.
+pub fn phase_name(phase: Phase) -> &'static str {
+    match phase {
+        Phase::Join => "join",
+        Phase::Commit => "commit",
+        Phase::Key => "key",
+        Phase::Reveal => "reveal",
+        Phase::ScoreCommit => "score_commit",
+        Phase::ScoreReveal => "score_reveal",
+        Phase::Finalized => "finalized",
+    }
+}
+
 /// The phase a task is in for the next block (the block a transaction sent now lands in).
 pub fn phase_now(task: &Task, tip: Height) -> Phase {
     task.phase(tip.next())
@@ -429,10 +607,10 @@ impl TaskSummary {
         TaskSummary {
             id: task.id,
             name: task.spec.name.clone(),
-            kind: kind_name(&task.spec.kind),
+            kind: kind_name(&task.spec.kind).into(),
             phase: phase_now(task, tip),
             creator: task.creator,
-            reward: amount(task.reward),
+            reward: task.reward.0,
             created_at: task.created_at,
             joined: task.joined,
             max_trainers: task.spec.max_trainers,
@@ -444,7 +622,7 @@ impl TaskSummary {
 }
 
 /// Where a commitment landed.
-#[derive(Clone, Copy, Debug, Serialize)]
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
 pub struct PositionView {
     /// The block.
     pub height: Height,
@@ -453,25 +631,28 @@ pub struct PositionView {
 }
 
 /// A trainer's revealed model.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RevealView {
     /// sha256 of the artifact.
     pub model_hash: Hash,
     /// Artifact size in bytes.
-    pub size_bytes: String,
+    #[serde(with = "decimal")]
+    pub size_bytes: u64,
     /// Declared non-zero parameter count.
-    pub params: String,
+    #[serde(with = "decimal")]
+    pub params: u64,
     /// Height of the reveal.
     pub revealed_at: Height,
 }
 
 /// A trainer's submission to a task.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct SubmissionView {
     /// The trainer.
     pub trainer: AccountId,
     /// Its bond.
-    pub bond: String,
+    #[serde(with = "decimal")]
+    pub bond: u64,
     /// When it joined.
     pub joined_at: Height,
     /// Its model commitment.
@@ -487,14 +668,14 @@ impl SubmissionView {
     pub fn new(trainer: AccountId, s: &Submission) -> SubmissionView {
         SubmissionView {
             trainer,
-            bond: amount(s.bond),
+            bond: s.bond.0,
             joined_at: s.joined_at,
             commitment: s.commitment,
             committed_at: s.committed_at.map(|(height, index)| PositionView { height, index }),
             reveal: s.reveal.map(|r| RevealView {
                 model_hash: r.model_hash,
-                size_bytes: big(r.size_bytes),
-                params: big(r.params),
+                size_bytes: r.size_bytes,
+                params: r.params,
                 revealed_at: r.revealed_at,
             }),
         }
@@ -502,7 +683,7 @@ impl SubmissionView {
 }
 
 /// A validator's scoring of a task.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ScoreRecordView {
     /// The validator.
     pub validator: AccountId,
@@ -527,35 +708,36 @@ impl ScoreRecordView {
 }
 
 /// One payout of a finalized task.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct PayoutView {
     /// Who was paid.
     pub account: AccountId,
     /// `trainer`, `validator` or `creator` (the creator's refund).
-    pub role: &'static str,
+    pub role: String,
     /// Reward paid (for trainers: without the returned bond).
-    pub amount: String,
+    #[serde(with = "decimal")]
+    pub amount: u64,
 }
 
 /// Every payout of a report, trainers first, then validators, then the creator's refund.
 pub fn payouts(task: &Task, r: &FinalizationReport) -> Vec<PayoutView> {
     let trainers = r.trainers.iter().map(|t| PayoutView {
         account: t.account,
-        role: "trainer",
-        amount: amount(t.payout),
+        role: "trainer".into(),
+        amount: t.payout.0,
     });
     let validators = r.validators.iter().map(|v| PayoutView {
         account: v.account,
-        role: "validator",
-        amount: amount(v.payout),
+        role: "validator".into(),
+        amount: v.payout.0,
     });
     let creator =
-        PayoutView { account: task.creator, role: "creator", amount: amount(r.creator_refund) };
+        PayoutView { account: task.creator, role: "creator".into(), amount: r.creator_refund.0 };
     trainers.chain(validators).chain(std::iter::once(creator)).collect()
 }
 
 /// `GET /tasks/{id}`.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct TaskDetail {
     /// The summary fields.
     #[serde(flatten)]
@@ -589,14 +771,16 @@ pub struct TaskDetail {
 
 /// A task's attestations: the snapshot stake that attested to holding the sealed held-out file,
 /// against what the task needs by its join deadline.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct AttestationView {
     /// The validators that attested, by account.
     pub validators: Vec<AccountId>,
     /// Their snapshot stake.
-    pub attested_stake: String,
+    #[serde(with = "decimal")]
+    pub attested_stake: u64,
     /// The least stake that is more than 2/3 of the snapshot: `floor(2 × total / 3) + 1`.
-    pub needed_stake: String,
+    #[serde(with = "decimal")]
+    pub needed_stake: u128,
     /// Whether the attested stake reaches it.
     pub quorum: bool,
 }
@@ -608,31 +792,33 @@ impl AttestationView {
         let needed = 2 * total / 3 + 1;
         AttestationView {
             validators: task.attested.iter().copied().collect(),
-            attested_stake: big(task.attested_stake),
-            needed_stake: needed.to_string(),
+            attested_stake: task.attested_stake,
+            needed_stake: needed,
             quorum: task.attestation_quorum(),
         }
     }
 }
 
 /// One validator's stake in a task's snapshot.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct StakeView {
     /// The validator.
     pub validator: AccountId,
     /// Its stake when the task opened.
-    pub stake: String,
+    #[serde(with = "decimal")]
+    pub stake: u64,
 }
 
 /// A model that existed before the task opened and is part of its baseline.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ReferenceView {
     /// Its verdict-vector subject: `base_model` or `champion:<model hash>`.
     pub subject: String,
     /// sha256 of its artifact.
     pub model_hash: Hash,
     /// Its non-zero parameter count.
-    pub params: String,
+    #[serde(with = "decimal")]
+    pub params: u64,
     /// Its effective score when it became champion, in ppm (the floor if it cannot be scored).
     pub recorded_ppm: u32,
 }
@@ -643,7 +829,7 @@ impl ReferenceView {
         let view = |s: Subject, r: &consensus::state::ReferenceModel| ReferenceView {
             subject: subject(&s),
             model_hash: r.model_hash,
-            params: big(r.params),
+            params: r.params,
             recorded_ppm: r.recorded_ppm,
         };
         task.base
@@ -654,35 +840,53 @@ impl ReferenceView {
     }
 }
 
-/// A transaction's body, by kind, with amounts as strings.
-#[derive(Clone, Debug, Serialize)]
+/// A transaction's body, by kind, with amounts as strings. Untagged: [`TxView::kind`] names the
+/// kind, and the variants are listed so that each reads back as itself (one with more fields
+/// before one whose fields it includes).
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum TxBodyView {
-    /// `transfer`.
-    Transfer {
-        /// The recipient.
-        to: AccountId,
-        /// How much.
-        amount: String,
-    },
     /// `create_task`.
     CreateTask {
         /// The task's name.
         name: String,
         /// The escrow.
-        reward: String,
+        #[serde(with = "decimal")]
+        reward: u64,
         /// The spec.
         spec: Box<SpecView>,
     },
-    /// `join_task`.
-    JoinTask {
+    /// `reveal_model`.
+    RevealModel {
         /// The task.
         task: TaskId,
+        /// sha256 of the artifact.
+        model_hash: Hash,
+        /// Artifact size in bytes.
+        #[serde(with = "decimal")]
+        size_bytes: u64,
+        /// Non-zero parameter count.
+        #[serde(with = "decimal")]
+        params: u64,
     },
-    /// `attest_heldout`.
-    AttestHeldout {
-        /// The task.
-        task: TaskId,
+    /// `evidence`.
+    Evidence {
+        /// The equivocating validator.
+        validator: AccountId,
+        /// The height of the conflicting votes.
+        height: Height,
+        /// Their round.
+        round: u32,
+        /// `prevote` or `precommit`.
+        vote: String,
+    },
+    /// `transfer`.
+    Transfer {
+        /// The recipient.
+        to: AccountId,
+        /// How much.
+        #[serde(with = "decimal")]
+        amount: u64,
     },
     /// `reveal_heldout_key`: public once on chain, so anyone can open the sealed file.
     RevealHeldoutKey {
@@ -698,17 +902,6 @@ pub enum TxBodyView {
         /// The commitment.
         commitment: Hash,
     },
-    /// `reveal_model`.
-    RevealModel {
-        /// The task.
-        task: TaskId,
-        /// sha256 of the artifact.
-        model_hash: Hash,
-        /// Artifact size in bytes.
-        size_bytes: String,
-        /// Non-zero parameter count.
-        params: String,
-    },
     /// `reveal_scores`.
     RevealScores {
         /// The task.
@@ -716,32 +909,25 @@ pub enum TxBodyView {
         /// The verdicts.
         verdicts: Vec<EntryView>,
     },
-    /// `evidence`.
-    Evidence {
-        /// The equivocating validator.
-        validator: AccountId,
-        /// The height of the conflicting votes.
-        height: Height,
-        /// Their round.
-        round: u32,
-        /// `prevote` or `precommit`.
-        vote: &'static str,
+    /// `join_task` and `attest_heldout`.
+    Task {
+        /// The task.
+        task: TaskId,
     },
 }
 
 impl From<&TxKind> for TxBodyView {
     fn from(k: &TxKind) -> Self {
         match k {
-            TxKind::Transfer { to, amount: a } => {
-                TxBodyView::Transfer { to: *to, amount: amount(*a) }
-            }
+            TxKind::Transfer { to, amount: a } => TxBodyView::Transfer { to: *to, amount: a.0 },
             TxKind::CreateTask { spec, reward } => TxBodyView::CreateTask {
                 name: spec.name.clone(),
-                reward: amount(*reward),
+                reward: reward.0,
                 spec: Box::new(spec.as_ref().into()),
             },
-            TxKind::JoinTask { task } => TxBodyView::JoinTask { task: *task },
-            TxKind::AttestHeldout { task } => TxBodyView::AttestHeldout { task: *task },
+            TxKind::JoinTask { task } | TxKind::AttestHeldout { task } => {
+                TxBodyView::Task { task: *task }
+            }
             TxKind::RevealHeldoutKey { task, key } => {
                 TxBodyView::RevealHeldoutKey { task: *task, key: key.0 }
             }
@@ -753,8 +939,8 @@ impl From<&TxKind> for TxBodyView {
                 TxBodyView::RevealModel {
                     task: *task,
                     model_hash: *model_hash,
-                    size_bytes: big(*size_bytes),
-                    params: big(*params),
+                    size_bytes: *size_bytes,
+                    params: *params,
                 }
             }
             TxKind::RevealScores { task, verdicts, .. } => TxBodyView::RevealScores {
@@ -766,8 +952,8 @@ impl From<&TxKind> for TxBodyView {
                 height: a.vote.height,
                 round: a.vote.round.0,
                 vote: match a.vote.kind {
-                    VoteKind::Prevote => "prevote",
-                    VoteKind::Precommit => "precommit",
+                    VoteKind::Prevote => "prevote".into(),
+                    VoteKind::Precommit => "precommit".into(),
                 },
             },
         }
@@ -775,7 +961,7 @@ impl From<&TxKind> for TxBodyView {
 }
 
 /// `GET /txs/{hash}`.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct TxView {
     /// The tx hash.
     pub hash: Hash,
@@ -791,7 +977,7 @@ pub struct TxView {
     pub nonce: u64,
     /// What it does: `transfer`, `create_task`, `join_task`, `commit_model`, `reveal_model`,
     /// `commit_scores`, `reveal_scores` or `evidence`.
-    pub kind: &'static str,
+    pub kind: String,
     /// The kind's fields.
     pub body: TxBodyView,
 }
@@ -806,14 +992,14 @@ impl TxView {
             block_hash: block.hash(),
             signer: tx.signer,
             nonce: tx.tx.nonce.0,
-            kind: tx.tx.kind.name(),
+            kind: tx.tx.kind.name().into(),
             body: (&tx.tx.kind).into(),
         }
     }
 }
 
 /// A line of `GET /blocks`.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct BlockSummary {
     /// Its height.
     pub height: Height,
@@ -840,7 +1026,7 @@ impl From<&Block> for BlockSummary {
 }
 
 /// The certificate that committed a block.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct CommitView {
     /// The round it was committed in.
     pub round: u32,
@@ -855,7 +1041,7 @@ impl From<&CommitCertificate> for CommitView {
 }
 
 /// `GET /blocks/{height}`.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct BlockDetail {
     /// The summary fields.
     #[serde(flatten)]

@@ -95,23 +95,26 @@ struct TxBody {
 }
 
 /// `POST /txs` answer to one transaction.
-#[derive(Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct TxAccepted {
-    hash: Hash,
+    /// The transaction's hash.
+    pub hash: Hash,
 }
 
 /// One transaction's outcome in the answer to a batch: its hash when it decoded, and `error`
 /// when it was refused.
-#[derive(Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct TxOutcome {
+    /// The transaction's hash, when it decoded.
     #[serde(skip_serializing_if = "Option::is_none")]
-    hash: Option<Hash>,
+    pub hash: Option<Hash>,
+    /// Why it was refused.
     #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<String>,
+    pub error: Option<String>,
 }
 
 /// `POST /txs` answer: what a single tx gets, or each tx's outcome in the order sent.
-#[derive(Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum TxsAnswer {
     /// `{"tx": …}` was admitted.
@@ -293,14 +296,17 @@ pub struct BlobQuery {
 }
 
 /// `POST /blobs` answer.
-#[derive(Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct BlobStored {
-    sha256: Hash,
-    bytes: String,
+    /// The blob's sha256.
+    pub sha256: Hash,
+    /// Its size.
+    #[serde(with = "super::views::decimal")]
+    pub bytes: u64,
     /// Whether the store already held it.
-    already_stored: bool,
+    pub already_stored: bool,
     /// Whether the provider record was published before the answer.
-    provided: bool,
+    pub provided: bool,
 }
 
 /// Whether `client` may upload blobs under `config`.
@@ -356,7 +362,7 @@ pub(super) async fn post_blob(
         .size(&hash)
         .map_err(|e| ApiError::internal(e.to_string()))?
         .ok_or_else(|| ApiError::internal(format!("blob {hash} vanished from the store")))?;
-    Ok(Json(BlobStored { sha256: hash, bytes: bytes.to_string(), already_stored, provided }))
+    Ok(Json(BlobStored { sha256: hash, bytes, already_stored, provided }))
 }
 
 /// Streams the body into the blob store on a blocking thread; the blob appears only whole and

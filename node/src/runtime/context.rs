@@ -16,7 +16,7 @@ use consensus::genesis::Genesis;
 use consensus::tx::{SignedTx, TxKind};
 use consensus::types::{AccountId, Hash, Height};
 use consensus::vote::Vote;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::datadir::DataDir;
@@ -28,7 +28,7 @@ use crate::network::NetworkClient;
 pub type SharedLedger = Arc<RwLock<Ledger>>;
 
 /// The role a node runs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     /// Votes in consensus, produces blocks and scores submissions.
