@@ -54,7 +54,7 @@ pub struct MempoolLimits {
     /// Most pending bytes in total.
     pub bytes_max: usize,
     /// Largest encoded tx (the chain's `max_tx_bytes`).
-    pub tx_bytes_max: usize,
+    pub max_tx_bytes: usize,
 }
 
 impl MempoolLimits {
@@ -67,7 +67,7 @@ impl MempoolLimits {
                 .saturating_mul(MEMPOOL_BLOCKS)
                 .clamp(MEMPOOL_TXS_MIN, MEMPOOL_TXS_MAX),
             bytes_max: MEMPOOL_BYTES_MAX,
-            tx_bytes_max: usize::try_from(params.max_tx_bytes).unwrap_or(usize::MAX),
+            max_tx_bytes: usize::try_from(params.max_tx_bytes).unwrap_or(usize::MAX),
         }
     }
 }
@@ -215,8 +215,8 @@ impl Mempool {
     /// Admits a tx that executes on the pending state; returns its hash.
     pub fn insert(&mut self, tx: SignedTx) -> Result<Hash, MempoolError> {
         let bytes = encoded_len(&tx);
-        if bytes > self.limits.tx_bytes_max {
-            return Err(MempoolError::TooLarge { found: bytes, limit: self.limits.tx_bytes_max });
+        if bytes > self.limits.max_tx_bytes {
+            return Err(MempoolError::TooLarge { found: bytes, limit: self.limits.max_tx_bytes });
         }
         let hash = tx.hash();
         if self.by_hash.contains_key(&hash) {

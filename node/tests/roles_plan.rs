@@ -5,174 +5,20 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use consensus::block::Block;
-use consensus::chain::{Ledger, build_block};
 use consensus::commitment::{Salt, heldout_commitment, model_commitment};
 use consensus::crypto::Keypair;
-use consensus::genesis::{Genesis, GenesisBalance, GenesisValidator, Params};
-use consensus::state::{Phase, State, TxContext};
-use consensus::storage::MemStore;
+use consensus::state::{Phase, State};
 use consensus::task::TaskSpec;
-use consensus::testing::{example_spec, heldout_key};
-use consensus::tx::{SignedTx, Tx, TxKind};
+use consensus::testing::{TestChain, example_spec, heldout_key, key};
+use consensus::tx::TxKind;
 use consensus::types::{Amount, Hash, Height, TaskId};
 use consensus::verdict::{Subject, Verdict, VerdictEntry, VerdictVector};
-use consensus::vote::{CommitCertificate, SignedVote, Vote, VoteKind};
 use node::roles::persist::RoleStore;
 use node::roles::scorer::{ScoreSecret, ScoreTaskError, ScorerStep, open_sealed, scorer_plan};
 use node::roles::trainer::{
     Offer, Stage, TaskRecord, TrainedModel, TrainerStep, recipe_fits, trainer_plan,
 };
 use trainer::recipe::Recipe;
-
-fn key(tag: u8, i: u8) -> Keypair {
-    let mut seed = [tag; 32];
-    seed[31] = i;
-    Keypair::from_seed(seed)
-}
-
-/// A chain with two validators, three trainers and a task creator; every block is certified by
-/// both validators and committed through the ledger.
-struct Chain {
-    validators: Vec<Keypair>,
-    trainers: Vec<Keypair>,
-    creator: Keypair,
-    chain_id: String,
-    ledger: Ledger,
-    time_ms: u64,
-    last_commit: Option<CommitCertificate>,
-}
-
-impl Chain {
-    fn new() -> Chain {
-        let validators: Vec<_> = (0..2).map(|i| key(1, i)).collect();
-        let trainers: Vec<_> = (0..3).map(|i| key(2, i)).collect();
-        let creator = key(3, 0);
-        let mut balances: Vec<_> = trainers
-            .iter()
-            .chain([&creator])
-            .map(|k| GenesisBalance { account: k.account(), amount: Amount(1_000_000) })
-            .collect();
-        balances.extend(
-            validators.iter().map(|k| GenesisBalance { account: k.account(), amount: Amount(100) }),
-        );
-        let genesis = Genesis {
-            chain_id: "roles-test".into(),
-            genesis_time_ms: 1_000,
-            validators: validators
-                .iter()
-                .enumerate()
-                .map(|(i, k)| GenesisValidator {
-                    account: k.account(),
-                    stake: Amount(100),
-                    name: format!("v{i}"),
-                })
-                .collect(),
-            balances,
-            params: Params::default(),
-            tasks: vec![],
-        };
-        let ledger = Ledger::open(Box::new(MemStore::new()), &genesis).unwrap();
-        Chain {
-            validators,
-            trainers,
-            creator,
-            chain_id: genesis.chain_id,
-            ledger,
-            time_ms: 1_000,
-            last_commit: None,
-        }
-    }
-
-    fn state(&self) -> &State {
-        self.ledger.state()
-    }
-
-    fn height(&self) -> Height {
-        self.ledger.height()
-    }
-
-    /// Commits the next block holding `txs`; panics unless every one executes.
-    fn commit(&mut self, txs: Vec<SignedTx>) {
-        let mut scratch = self.state().clone();
-        for (i, tx) in txs.iter().enumerate() {
-            let ctx = TxContext {
-                height: self.height().next(),
-                index: i as u32,
-                proposer: self.validators[0].account(),
-            };
-            scratch.check_and_execute_tx(tx, ctx).unwrap_or_else(|e| panic!("{e}"));
-        }
-        self.time_ms += 500;
-        let proposer = self.validators[0].account();
-        let block: Block =
-            build_block(self.state(), txs, self.time_ms, proposer, self.last_commit.clone())
-                .unwrap();
-        let vote = Vote {
-            height: block.height(),
-            round: Default::default(),
-            kind: VoteKind::Precommit,
-            block: Some(block.hash()),
-        };
-        let votes: Vec<_> =
-            self.validators.iter().map(|k| SignedVote::sign(k, &self.chain_id, vote)).collect();
-        let cert = CommitCertificate::from_precommits(&votes).unwrap();
-        self.ledger.commit_block(&block, &cert).unwrap();
-        self.last_commit = Some(cert);
-    }
-
-    /// Signs `kind` by `key` with its next nonce and commits it in a block of its own.
-    fn send(&mut self, key: &Keypair, kind: TxKind) {
-        let nonce = self.state().account(&key.account()).nonce;
-        let tx = SignedTx::sign(key, Tx { chain_id: self.chain_id.clone(), nonce, kind });
-        self.commit(vec![tx]);
-    }
-
-    fn empty_block(&mut self) {
-        self.commit(vec![]);
-    }
-
-    /// Commits empty blocks until the committed height is `height`.
-    fn advance_to(&mut self, height: Height) {
-        while self.height() < height {
-            self.empty_block();
-        }
-    }
-
-    fn create_task(&mut self, spec: TaskSpec) -> TaskId {
-        let creator = key(3, 0);
-        self.send(&creator, TxKind::CreateTask { spec: Box::new(spec), reward: Amount(10_000) });
-        *self.state().tasks.iter().last().unwrap().0
-    }
-
-    fn task(&self, id: TaskId) -> consensus::state::Task {
-        self.state().tasks.get(&id).unwrap().clone()
-    }
-
-    /// Both validators attest to holding `task`'s sealed held-out file, in one block.
-    fn attest(&mut self, task: TaskId) {
-        let txs = self
-            .validators
-            .iter()
-            .map(|k| {
-                let nonce = self.state().account(&k.account()).nonce;
-                let kind = TxKind::AttestHeldout { task };
-                SignedTx::sign(k, Tx { chain_id: self.chain_id.clone(), nonce, kind })
-            })
-            .collect();
-        self.commit(txs);
-    }
-
-    /// Commits blocks up to `task`'s commit deadline, then the creator's key reveal.
-    fn reveal_key(&mut self, task: TaskId) {
-        // Block by block: the commit window closes early once every joined trainer committed.
-        while self.height() < self.task(task).commit_deadline() {
-            self.empty_block();
-        }
-        let creator = key(3, 0);
-        self.send(&creator, TxKind::RevealHeldoutKey { task, key: heldout_key() });
-    }
-}
 
 fn spec() -> TaskSpec {
     let mut spec = TaskSpec {
@@ -191,7 +37,7 @@ fn salt(n: u8) -> Salt {
 }
 
 /// A trained model of trainer `key` for `task`, as the trainer loop records it.
-fn trained(chain: &Chain, task: TaskId, key: &Keypair, n: u8) -> TrainedModel {
+fn trained(chain: &TestChain, task: TaskId, key: &Keypair, n: u8) -> TrainedModel {
     let model_hash = Hash([100 + n; 32]);
     let salt = salt(n);
     TrainedModel {
@@ -199,33 +45,35 @@ fn trained(chain: &Chain, task: TaskId, key: &Keypair, n: u8) -> TrainedModel {
         size_bytes: 4_000,
         params: 500,
         salt,
-        commitment: model_commitment(&chain.chain_id, task, &key.account(), &model_hash, &salt),
+        commitment: model_commitment(&chain.chain_id(), task, &key.account(), &model_hash, &salt),
     }
 }
 
 /// The validators attest, trainers `who` join and commit `task`, the creator reveals the key
 /// after the commit deadline, and the trainers reveal.
-fn train_and_reveal(chain: &mut Chain, task: TaskId, who: &[usize]) -> Vec<TrainedModel> {
-    chain.attest(task);
-    let keys: Vec<Keypair> = who.iter().map(|i| key(2, *i as u8)).collect();
+fn train_and_reveal(chain: &mut TestChain, task: TaskId, who: &[usize]) -> Vec<TrainedModel> {
+    chain.attest(task, &[0, 1]);
+    let keys: Vec<Keypair> = who.iter().map(|i| key(2, *i)).collect();
     let models: Vec<TrainedModel> =
         keys.iter().zip(1..).map(|(k, n)| trained(chain, task, k, n)).collect();
     for (key, model) in keys.iter().zip(&models) {
-        chain.send(key, TxKind::JoinTask { task });
-        chain.send(key, TxKind::CommitModel { task, commitment: model.commitment });
+        chain.send(key, TxKind::JoinTask { task }).unwrap();
+        chain.send(key, TxKind::CommitModel { task, commitment: model.commitment }).unwrap();
     }
-    chain.reveal_key(task);
+    chain.open_reveals(task);
     for (key, model) in keys.iter().zip(&models) {
-        chain.send(
-            key,
-            TxKind::RevealModel {
-                task,
-                model_hash: model.model_hash,
-                salt: model.salt,
-                size_bytes: model.size_bytes,
-                params: model.params,
-            },
-        );
+        chain
+            .send(
+                key,
+                TxKind::RevealModel {
+                    task,
+                    model_hash: model.model_hash,
+                    salt: model.salt,
+                    size_bytes: model.size_bytes,
+                    params: model.params,
+                },
+            )
+            .unwrap();
     }
     models
 }
@@ -248,30 +96,33 @@ fn vector(state: &State, task: TaskId) -> VerdictVector {
 
 #[test]
 fn scorer_attests_once_in_the_join_window() {
-    let mut chain = Chain::new();
-    let task = chain.create_task(spec());
+    let mut chain = TestChain::new(&[100, 100], 3);
+    let task = chain.create_task_unattested(spec(), 10_000);
     let me = chain.validators[0].account();
     let none = BTreeMap::new();
     let t = chain.task(task);
     let attest = ScorerStep::Attest { task, sealed: t.spec.dataset.heldout_cipher_sha256 };
     let mut attested_at = Vec::new();
     while chain.height() < t.join_deadline() {
-        if scorer_plan(chain.state(), &me, &none) == vec![attest.clone()] {
+        if scorer_plan(chain.ledger.state(), &me, &none) == vec![attest.clone()] {
             attested_at.push(chain.height());
         }
-        assert!(scorer_plan(chain.state(), &chain.trainers[0].account(), &none).is_empty());
-        chain.empty_block();
+        assert!(scorer_plan(chain.ledger.state(), &chain.trainers[0].account(), &none).is_empty());
+        chain.commit(vec![]);
     }
     // Every height whose next block is in the join window.
     let expected: Vec<Height> = (t.created_at.0..t.join_deadline().0).map(Height).collect();
     assert_eq!(attested_at, expected);
     // Once its attestation is on chain, it does not attest again.
-    let mut chain = Chain::new();
-    let task = chain.create_task(spec());
-    chain.send(&key(1, 0), TxKind::AttestHeldout { task });
-    assert_eq!(scorer_plan(chain.state(), &me, &none), vec![]);
+    let mut chain = TestChain::new(&[100, 100], 3);
+    let task = chain.create_task_unattested(spec(), 10_000);
+    chain.send(&key(1, 0), TxKind::AttestHeldout { task }).unwrap();
+    assert_eq!(scorer_plan(chain.ledger.state(), &me, &none), vec![]);
     let other = chain.validators[1].account();
-    assert!(matches!(scorer_plan(chain.state(), &other, &none)[..], [ScorerStep::Attest { .. }]));
+    assert!(matches!(
+        scorer_plan(chain.ledger.state(), &other, &none)[..],
+        [ScorerStep::Attest { .. }]
+    ));
 }
 
 /// Attack 5 on the node: a validator holds only the sealed file while trainers train. It cannot
@@ -286,8 +137,8 @@ fn scorer_cannot_read_the_heldout_rows_before_the_key_is_on_chain() {
     sealed_spec.dataset.heldout_commitment = heldout_commitment(&salt, &rows);
     sealed_spec.dataset.heldout_cipher_sha256 = consensus::hash::sha256(&sealed);
 
-    let mut chain = Chain::new();
-    let task = chain.create_task(sealed_spec.clone());
+    let mut chain = TestChain::new(&[100, 100], 3);
+    let task = chain.create_task_unattested(sealed_spec.clone(), 10_000);
     join_and_commit_without_key(&mut chain, task);
     let me = chain.validators[0].account();
     let none = BTreeMap::new();
@@ -298,17 +149,19 @@ fn scorer_cannot_read_the_heldout_rows_before_the_key_is_on_chain() {
             open_sealed(&chain.task(task), &sealed),
             Err(ScoreTaskError::KeyNotOnChain(id)) if id == task
         ));
-        assert!(!scorer_plan(chain.state(), &me, &none).contains(&ScorerStep::Score { task }));
-        chain.empty_block();
+        assert!(
+            !scorer_plan(chain.ledger.state(), &me, &none).contains(&ScorerStep::Score { task })
+        );
+        chain.commit(vec![]);
     }
     let report = chain.task(task).report.expect("ended at the key deadline");
     assert_eq!(report.outcome, consensus::finalize::Outcome::KeyWithheld);
 
     // With the key on chain the file opens, to the committed rows only.
-    let mut chain = Chain::new();
-    let task = chain.create_task(sealed_spec);
-    chain.attest(task);
-    chain.reveal_key(task);
+    let mut chain = TestChain::new(&[100, 100], 3);
+    let task = chain.create_task_unattested(sealed_spec, 10_000);
+    chain.attest(task, &[0, 1]);
+    chain.open_reveals(task);
     let opened = open_sealed(&chain.task(task), &sealed).unwrap();
     assert_eq!((opened.salt, opened.bytes), (salt, rows));
     let mut tampered = sealed.clone();
@@ -317,25 +170,25 @@ fn scorer_cannot_read_the_heldout_rows_before_the_key_is_on_chain() {
 }
 
 /// The validators attest and trainer 0 joins and commits `task`; the key never comes.
-fn join_and_commit_without_key(chain: &mut Chain, task: TaskId) {
-    chain.attest(task);
+fn join_and_commit_without_key(chain: &mut TestChain, task: TaskId) {
+    chain.attest(task, &[0, 1]);
     let k = key(2, 0);
     let model = trained(chain, task, &k, 1);
-    chain.send(&k, TxKind::JoinTask { task });
-    chain.send(&k, TxKind::CommitModel { task, commitment: model.commitment });
+    chain.send(&k, TxKind::JoinTask { task }).unwrap();
+    chain.send(&k, TxKind::CommitModel { task, commitment: model.commitment }).unwrap();
 }
 
 #[test]
 fn scorer_scores_only_in_the_score_commit_window() {
-    let mut chain = Chain::new();
-    let task = chain.create_task(spec());
+    let mut chain = TestChain::new(&[100, 100], 3);
+    let task = chain.create_task_unattested(spec(), 10_000);
     train_and_reveal(&mut chain, task, &[0]);
     let me = chain.validators[0].account();
     let none = BTreeMap::new();
     let t = chain.task(task);
     let mut scored_at = Vec::new();
     while chain.height() <= t.score_deadline() {
-        let plan = scorer_plan(chain.state(), &me, &none);
+        let plan = scorer_plan(chain.ledger.state(), &me, &none);
         if plan.contains(&ScorerStep::Score { task }) {
             scored_at.push(chain.height());
         }
@@ -344,8 +197,8 @@ fn scorer_scores_only_in_the_score_commit_window() {
             "without a persisted secret the scorer never commits or reveals: {plan:?}"
         );
         // Not a validator: nothing to do, ever.
-        assert!(scorer_plan(chain.state(), &chain.trainers[1].account(), &none).is_empty());
-        chain.empty_block();
+        assert!(scorer_plan(chain.ledger.state(), &chain.trainers[1].account(), &none).is_empty());
+        chain.commit(vec![]);
     }
     // Committed heights reveal_deadline ..= score_commit_deadline - 1: the next block lies in
     // the score-commit window.
@@ -357,64 +210,68 @@ fn scorer_scores_only_in_the_score_commit_window() {
 
 #[test]
 fn scorer_commits_its_persisted_secret_and_reveals_exactly_it_after_a_restart() {
-    let mut chain = Chain::new();
-    let task = chain.create_task(spec());
+    let mut chain = TestChain::new(&[100, 100], 3);
+    let task = chain.create_task_unattested(spec(), 10_000);
     train_and_reveal(&mut chain, task, &[0, 1]);
     let validator = key(1, 0);
     let me = validator.account();
-    chain.advance_to(chain.task(task).reveal_deadline());
+    chain.advance_to(chain.task(task).reveal_deadline().next());
 
     // Scoring produces a vector; the loop persists the secret before it commits.
     let dir = tempfile::tempdir().unwrap();
     let store = RoleStore::open_at(dir.path().join("scorer")).unwrap();
-    let verdicts = vector(chain.state(), task);
+    let verdicts = vector(chain.ledger.state(), task);
     assert_eq!(verdicts.len(), 3, "baseline and two revealed submissions");
-    let secret = ScoreSecret::new(&chain.chain_id, task, &me, verdicts, salt(7));
+    let secret = ScoreSecret::new(&chain.chain_id(), task, &me, verdicts, salt(7));
     store.save(task, &secret).unwrap();
 
     // A restart: the secret is reloaded and its commitment submitted, not a new score.
     let secrets: BTreeMap<TaskId, ScoreSecret> = store.load_all().unwrap();
-    let plan = scorer_plan(chain.state(), &me, &secrets);
+    let plan = scorer_plan(chain.ledger.state(), &me, &secrets);
     assert_eq!(plan, vec![ScorerStep::Commit { task, commitment: secret.commitment }]);
-    chain.send(&validator, TxKind::CommitScores { task, commitment: secret.commitment });
+    chain.send(&validator, TxKind::CommitScores { task, commitment: secret.commitment }).unwrap();
 
     // Committed: nothing to do for the rest of the score-commit window.
     while chain.height().next() <= chain.task(task).score_commit_deadline() {
-        assert_eq!(scorer_plan(chain.state(), &me, &secrets), vec![]);
-        chain.empty_block();
+        assert_eq!(scorer_plan(chain.ledger.state(), &me, &secrets), vec![]);
+        chain.commit(vec![]);
     }
 
     // Score-reveal window, after another restart: the reveal is exactly what was committed,
     // and the ledger accepts it.
     let secrets: BTreeMap<TaskId, ScoreSecret> = store.load_all().unwrap();
-    let plan = scorer_plan(chain.state(), &me, &secrets);
+    let plan = scorer_plan(chain.ledger.state(), &me, &secrets);
     let [ScorerStep::Reveal { task: t, verdicts, salt: s }] = plan.as_slice() else {
         panic!("expected one reveal, got {plan:?}");
     };
     assert_eq!((*t, verdicts, *s), (task, &secret.verdicts, secret.salt));
-    chain.send(&validator, TxKind::RevealScores { task, verdicts: verdicts.clone(), salt: *s });
+    chain
+        .send(&validator, TxKind::RevealScores { task, verdicts: verdicts.clone(), salt: *s })
+        .unwrap();
     assert_eq!(
-        chain.state().verdicts.get(&(task, me)).unwrap().verdicts.as_ref(),
+        chain.ledger.state().verdicts.get(&(task, me)).unwrap().verdicts.as_ref(),
         Some(&secret.verdicts)
     );
-    assert_eq!(scorer_plan(chain.state(), &me, &secrets), vec![], "revealed once");
+    assert_eq!(scorer_plan(chain.ledger.state(), &me, &secrets), vec![], "revealed once");
 }
 
 #[test]
 fn scorer_does_not_reveal_a_secret_that_does_not_open_its_commitment() {
-    let mut chain = Chain::new();
-    let task = chain.create_task(spec());
+    let mut chain = TestChain::new(&[100, 100], 3);
+    let task = chain.create_task_unattested(spec(), 10_000);
     train_and_reveal(&mut chain, task, &[0]);
     let validator = key(1, 0);
     let me = validator.account();
-    chain.advance_to(chain.task(task).reveal_deadline());
-    let verdicts = vector(chain.state(), task);
-    let committed = ScoreSecret::new(&chain.chain_id, task, &me, verdicts.clone(), salt(7));
-    chain.send(&validator, TxKind::CommitScores { task, commitment: committed.commitment });
-    chain.advance_to(chain.task(task).score_commit_deadline());
-    let other = ScoreSecret::new(&chain.chain_id, task, &me, verdicts, salt(8));
+    chain.advance_to(chain.task(task).reveal_deadline().next());
+    let verdicts = vector(chain.ledger.state(), task);
+    let committed = ScoreSecret::new(&chain.chain_id(), task, &me, verdicts.clone(), salt(7));
+    chain
+        .send(&validator, TxKind::CommitScores { task, commitment: committed.commitment })
+        .unwrap();
+    chain.advance_to(chain.task(task).score_commit_deadline().next());
+    let other = ScoreSecret::new(&chain.chain_id(), task, &me, verdicts, salt(8));
     let secrets = BTreeMap::from([(task, other)]);
-    assert_eq!(scorer_plan(chain.state(), &me, &secrets), vec![]);
+    assert_eq!(scorer_plan(chain.ledger.state(), &me, &secrets), vec![]);
 }
 
 fn no_records() -> BTreeMap<TaskId, TaskRecord> {
@@ -423,15 +280,16 @@ fn no_records() -> BTreeMap<TaskId, TaskRecord> {
 
 #[test]
 fn trainer_joins_only_in_the_join_window_of_a_task_it_can_train() {
-    let mut chain = Chain::new();
+    let mut chain = TestChain::new(&[100, 100], 3);
     let recipe = Recipe::default();
     let me = chain.trainers[0].account();
     let served = BTreeSet::new();
-    let task = chain.create_task(spec());
+    let task = chain.create_task_unattested(spec(), 10_000);
     let t = chain.task(task);
     let mut joins_at = Vec::new();
     while chain.height() <= t.score_deadline() {
-        let plan = trainer_plan(chain.state(), &me, Offer::Recipe(&recipe), &no_records(), &served);
+        let plan =
+            trainer_plan(chain.ledger.state(), &me, Offer::Recipe(&recipe), &no_records(), &served);
         if plan == vec![TrainerStep::Join { task }] {
             joins_at.push(chain.height());
         } else {
@@ -440,11 +298,17 @@ fn trainer_joins_only_in_the_join_window_of_a_task_it_can_train() {
         // Neither a validator nor the task's creator ever joins.
         for other in [chain.validators[0].account(), chain.creator.account()] {
             assert_eq!(
-                trainer_plan(chain.state(), &other, Offer::Recipe(&recipe), &no_records(), &served),
+                trainer_plan(
+                    chain.ledger.state(),
+                    &other,
+                    Offer::Recipe(&recipe),
+                    &no_records(),
+                    &served
+                ),
                 vec![]
             );
         }
-        chain.empty_block();
+        chain.commit(vec![]);
     }
     // From the block that opened the task until the join deadline's previous height.
     let expected: Vec<Height> = (t.created_at.0..t.join_deadline().0).map(Height).collect();
@@ -453,7 +317,7 @@ fn trainer_joins_only_in_the_join_window_of_a_task_it_can_train() {
 
 #[test]
 fn trainer_skips_full_tasks_and_tasks_its_recipe_cannot_train() {
-    let mut chain = Chain::new();
+    let mut chain = TestChain::new(&[100, 100], 3);
     let me = chain.trainers[2].account();
     let served = BTreeSet::new();
 
@@ -463,109 +327,114 @@ fn trainer_skips_full_tasks_and_tasks_its_recipe_cannot_train() {
     small.efficiency.reference_params = 100;
     let recipe = Recipe::default();
     assert!(recipe_fits(&recipe, &small).unwrap_err().contains("parameters"));
-    let small = chain.create_task(small);
+    let small = chain.create_task_unattested(small, 10_000);
     assert_eq!(
-        trainer_plan(chain.state(), &me, Offer::Recipe(&recipe), &no_records(), &served),
+        trainer_plan(chain.ledger.state(), &me, Offer::Recipe(&recipe), &no_records(), &served),
         vec![]
     );
 
     // A task that two others filled.
-    let full = chain.create_task(spec());
+    let full = chain.create_task_unattested(spec(), 10_000);
     for i in 0..2 {
-        let key = key(2, i as u8);
-        chain.send(&key, TxKind::JoinTask { task: full });
+        let key = key(2, i);
+        chain.send(&key, TxKind::JoinTask { task: full }).unwrap();
     }
     assert!(chain.height().next() <= chain.task(full).join_deadline());
     assert_eq!(
-        trainer_plan(chain.state(), &me, Offer::Recipe(&recipe), &no_records(), &served),
+        trainer_plan(chain.ledger.state(), &me, Offer::Recipe(&recipe), &no_records(), &served),
         vec![]
     );
 
     // With pruning the small task fits.
     let pruning: Recipe = Recipe::from_toml("[prune]\nparams = 90\n", "test").unwrap();
     assert_eq!(
-        trainer_plan(chain.state(), &me, Offer::Recipe(&pruning), &no_records(), &served),
+        trainer_plan(chain.ledger.state(), &me, Offer::Recipe(&pruning), &no_records(), &served),
         vec![TrainerStep::Join { task: small }]
     );
 }
 
 #[test]
 fn trainer_reveals_only_once_the_key_is_on_chain_then_serves() {
-    let mut chain = Chain::new();
+    let mut chain = TestChain::new(&[100, 100], 3);
     let recipe = Recipe::default();
     let key = key(2, 0);
     let me = key.account();
-    let task = chain.create_task(spec());
-    chain.attest(task);
+    let task = chain.create_task_unattested(spec(), 10_000);
+    chain.attest(task, &[0, 1]);
     let mut served = BTreeSet::new();
-    chain.send(&key, TxKind::JoinTask { task });
+    chain.send(&key, TxKind::JoinTask { task }).unwrap();
     let model = trained(&chain, task, &key, 1);
     let records =
         BTreeMap::from([(task, TaskRecord { task, stage: Stage::Trained(model.clone()) })]);
     assert_eq!(
-        trainer_plan(chain.state(), &me, Offer::Recipe(&recipe), &records, &served),
+        trainer_plan(chain.ledger.state(), &me, Offer::Recipe(&recipe), &records, &served),
         vec![TrainerStep::Commit { task, commitment: model.commitment }]
     );
-    chain.send(&key, TxKind::CommitModel { task, commitment: model.commitment });
+    chain.send(&key, TxKind::CommitModel { task, commitment: model.commitment }).unwrap();
     while chain.height() < chain.task(task).commit_deadline().plus(2) {
         assert_eq!(
-            trainer_plan(chain.state(), &me, Offer::Recipe(&recipe), &records, &served),
+            trainer_plan(chain.ledger.state(), &me, Offer::Recipe(&recipe), &records, &served),
             vec![],
             "never reveal before the key is on chain, even after the commit deadline"
         );
-        chain.empty_block();
+        chain.commit(vec![]);
     }
-    let creator = self::key(3, 0);
-    chain.send(&creator, TxKind::RevealHeldoutKey { task, key: heldout_key() });
-    let plan = trainer_plan(chain.state(), &me, Offer::Recipe(&recipe), &records, &served);
+    let creator = consensus::testing::key(3, 0);
+    chain.send(&creator, TxKind::RevealHeldoutKey { task, key: heldout_key() }).unwrap();
+    let plan = trainer_plan(chain.ledger.state(), &me, Offer::Recipe(&recipe), &records, &served);
     assert_eq!(plan, vec![TrainerStep::Reveal { task, model: model.clone() }]);
     // The ledger accepts it in the next block.
-    chain.send(
-        &key,
-        TxKind::RevealModel {
-            task,
-            model_hash: model.model_hash,
-            salt: model.salt,
-            size_bytes: model.size_bytes,
-            params: model.params,
-        },
-    );
+    chain
+        .send(
+            &key,
+            TxKind::RevealModel {
+                task,
+                model_hash: model.model_hash,
+                salt: model.salt,
+                size_bytes: model.size_bytes,
+                params: model.params,
+            },
+        )
+        .unwrap();
     assert_eq!(
-        trainer_plan(chain.state(), &me, Offer::Recipe(&recipe), &records, &served),
+        trainer_plan(chain.ledger.state(), &me, Offer::Recipe(&recipe), &records, &served),
         vec![TrainerStep::Serve { task, model_hash: model.model_hash }]
     );
     served.insert(task);
-    assert_eq!(trainer_plan(chain.state(), &me, Offer::Recipe(&recipe), &records, &served), vec![]);
+    assert_eq!(
+        trainer_plan(chain.ledger.state(), &me, Offer::Recipe(&recipe), &records, &served),
+        vec![]
+    );
 }
 
 #[test]
 fn trainer_resumes_from_its_persisted_plan_without_joining_again() {
-    let mut chain = Chain::new();
+    let mut chain = TestChain::new(&[100, 100], 3);
     let recipe = Recipe::default();
     let key = key(2, 0);
     let me = key.account();
     let served = BTreeSet::new();
-    let first = chain.create_task(spec());
-    let second = chain.create_task(spec());
-    chain.attest(first);
+    let first = chain.create_task_unattested(spec(), 10_000);
+    let second = chain.create_task_unattested(spec(), 10_000);
+    chain.attest(first, &[0, 1]);
     let dir = tempfile::tempdir().unwrap();
     let store = RoleStore::open_at(dir.path().join("trainer")).unwrap();
 
     // It decides to join the first task: the plan is persisted, then JoinTask lands.
     assert_eq!(
-        trainer_plan(chain.state(), &me, Offer::Recipe(&recipe), &no_records(), &served),
+        trainer_plan(chain.ledger.state(), &me, Offer::Recipe(&recipe), &no_records(), &served),
         vec![TrainerStep::Join { task: first }]
     );
     store
         .save(first, &TaskRecord { task: first, stage: Stage::Joining { at: chain.height() } })
         .unwrap();
-    chain.send(&key, TxKind::JoinTask { task: first });
+    chain.send(&key, TxKind::JoinTask { task: first }).unwrap();
 
     // Restart: it trains the joined task; it neither joins it again nor joins another while
     // this one is untrained.
     let records: BTreeMap<TaskId, TaskRecord> = store.load_all().unwrap();
     assert_eq!(
-        trainer_plan(chain.state(), &me, Offer::Recipe(&recipe), &records, &served),
+        trainer_plan(chain.ledger.state(), &me, Offer::Recipe(&recipe), &records, &served),
         vec![TrainerStep::Train { task: first }]
     );
 
@@ -575,38 +444,38 @@ fn trainer_resumes_from_its_persisted_plan_without_joining_again() {
     store.save(first, &TaskRecord { task: first, stage: Stage::Trained(model.clone()) }).unwrap();
     let records: BTreeMap<TaskId, TaskRecord> = store.load_all().unwrap();
     assert_eq!(
-        trainer_plan(chain.state(), &me, Offer::Recipe(&recipe), &records, &served),
+        trainer_plan(chain.ledger.state(), &me, Offer::Recipe(&recipe), &records, &served),
         vec![
             TrainerStep::Commit { task: first, commitment: model.commitment },
             TrainerStep::Join { task: second },
         ]
     );
-    chain.send(&key, TxKind::CommitModel { task: first, commitment: model.commitment });
+    chain.send(&key, TxKind::CommitModel { task: first, commitment: model.commitment }).unwrap();
 
     // Once the key is on chain, a restarted trainer reveals with the persisted salt.
-    chain.reveal_key(first);
+    chain.open_reveals(first);
     let records: BTreeMap<TaskId, TaskRecord> = store.load_all().unwrap();
-    let plan = trainer_plan(chain.state(), &me, Offer::Recipe(&recipe), &records, &served);
+    let plan = trainer_plan(chain.ledger.state(), &me, Offer::Recipe(&recipe), &records, &served);
     assert!(plan.contains(&TrainerStep::Reveal { task: first, model }), "{plan:?}");
     assert!(!plan.iter().any(|s| matches!(s, TrainerStep::Join { task } if *task == first)));
 }
 
 #[test]
 fn trainer_abandons_a_join_that_missed_the_window() {
-    let mut chain = Chain::new();
+    let mut chain = TestChain::new(&[100, 100], 3);
     let recipe = Recipe::default();
     let me = chain.trainers[0].account();
-    let task = chain.create_task(spec());
+    let task = chain.create_task_unattested(spec(), 10_000);
     let records =
         BTreeMap::from([(task, TaskRecord { task, stage: Stage::Joining { at: chain.height() } })]);
     let served = BTreeSet::new();
     // While the window is open, the join is tried again (the loop throttles retries).
     assert_eq!(
-        trainer_plan(chain.state(), &me, Offer::Recipe(&recipe), &records, &served),
+        trainer_plan(chain.ledger.state(), &me, Offer::Recipe(&recipe), &records, &served),
         vec![TrainerStep::Join { task }]
     );
-    chain.advance_to(chain.task(task).join_deadline());
-    let plan = trainer_plan(chain.state(), &me, Offer::Recipe(&recipe), &records, &served);
+    chain.advance_to(chain.task(task).join_deadline().next());
+    let plan = trainer_plan(chain.ledger.state(), &me, Offer::Recipe(&recipe), &records, &served);
     assert!(
         matches!(plan.as_slice(), [TrainerStep::Abandon { task: t, .. }] if *t == task),
         "{plan:?}"
@@ -616,48 +485,48 @@ fn trainer_abandons_a_join_that_missed_the_window() {
         TaskRecord { task, stage: Stage::Abandoned { reason: "missed".into() } },
     )]);
     assert_eq!(
-        trainer_plan(chain.state(), &me, Offer::Recipe(&recipe), &abandoned, &served),
+        trainer_plan(chain.ledger.state(), &me, Offer::Recipe(&recipe), &abandoned, &served),
         vec![]
     );
 }
 
 #[test]
 fn a_trainer_with_a_submit_folder_joins_and_takes_only_tasks_whose_model_is_waiting() {
-    let mut chain = Chain::new();
+    let mut chain = TestChain::new(&[100, 100], 3);
     let key = key(2, 0);
     let me = key.account();
     let served = BTreeSet::new();
-    let first = chain.create_task(spec());
-    let second = chain.create_task(spec());
+    let first = chain.create_task_unattested(spec(), 10_000);
+    let second = chain.create_task_unattested(spec(), 10_000);
     let none = BTreeSet::new();
     assert_eq!(
-        trainer_plan(chain.state(), &me, Offer::Files(&none), &no_records(), &served),
+        trainer_plan(chain.ledger.state(), &me, Offer::Files(&none), &no_records(), &served),
         vec![],
         "no file waiting: joining would only cost the entry fee"
     );
     let second_only = BTreeSet::from([second]);
     assert_eq!(
-        trainer_plan(chain.state(), &me, Offer::Files(&second_only), &no_records(), &served),
+        trainer_plan(chain.ledger.state(), &me, Offer::Files(&second_only), &no_records(), &served),
         vec![TrainerStep::Join { task: second }],
         "the oldest task with a waiting file, not the oldest task"
     );
-    chain.send(&key, TxKind::JoinTask { task: second });
+    chain.send(&key, TxKind::JoinTask { task: second }).unwrap();
     let records = BTreeMap::from([(
         second,
         TaskRecord { task: second, stage: Stage::Joining { at: chain.height() } },
     )]);
     assert_eq!(
-        trainer_plan(chain.state(), &me, Offer::Files(&second_only), &records, &served),
+        trainer_plan(chain.ledger.state(), &me, Offer::Files(&second_only), &records, &served),
         vec![TrainerStep::Train { task: second }],
         "joined: take the file"
     );
     assert_eq!(
-        trainer_plan(chain.state(), &me, Offer::Files(&none), &records, &served),
+        trainer_plan(chain.ledger.state(), &me, Offer::Files(&none), &records, &served),
         vec![],
         "joined, but the file went away: wait for it while the commit window is open"
     );
-    chain.advance_to(chain.task(second).commit_deadline());
-    let plan = trainer_plan(chain.state(), &me, Offer::Files(&none), &records, &served);
+    chain.advance_to(chain.task(second).commit_deadline().next());
+    let plan = trainer_plan(chain.ledger.state(), &me, Offer::Files(&none), &records, &served);
     assert!(
         matches!(plan.as_slice(), [TrainerStep::Abandon { task, .. }] if *task == second),
         "{plan:?}"
@@ -668,18 +537,18 @@ fn a_trainer_with_a_submit_folder_joins_and_takes_only_tasks_whose_model_is_wait
 #[test]
 fn a_finished_tasks_artifacts_are_pruned_only_after_the_retention_period() {
     use node::blobs::finished_artifacts;
-    let mut chain = Chain::new();
-    let task = chain.create_task(spec());
+    let mut chain = TestChain::new(&[100, 100], 3);
+    let task = chain.create_task_unattested(spec(), 10_000);
     let models = train_and_reveal(&mut chain, task, &[0, 1]);
     let deadline = chain.task(task).score_deadline();
     assert!(
-        finished_artifacts(chain.state(), deadline.plus(100), 10).is_empty(),
+        finished_artifacts(chain.ledger.state(), deadline.plus(100), 10).is_empty(),
         "nothing is pruned before the task finalizes"
     );
-    chain.advance_to(deadline);
+    chain.advance_to(deadline.next());
     assert!(chain.task(task).report.is_some(), "the task finalized at its score deadline");
     let mut revealed: Vec<Hash> = models.iter().map(|m| m.model_hash).collect();
     revealed.sort_unstable();
-    assert!(finished_artifacts(chain.state(), deadline.plus(9), 10).is_empty());
-    assert_eq!(finished_artifacts(chain.state(), deadline.plus(10), 10), revealed);
+    assert!(finished_artifacts(chain.ledger.state(), deadline.plus(9), 10).is_empty());
+    assert_eq!(finished_artifacts(chain.ledger.state(), deadline.plus(10), 10), revealed);
 }

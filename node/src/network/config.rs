@@ -134,7 +134,7 @@ pub struct NetworkConfig {
     /// for the whole chain.
     pub gossip_bytes_max: usize,
     /// Largest encoded transaction, in bytes (the chain's `max_tx_bytes`).
-    pub tx_bytes_max: usize,
+    pub max_tx_bytes: usize,
     /// Connection limits.
     pub connections: ConnectionLimits,
     /// Blob protocol limits.
@@ -186,7 +186,7 @@ impl NetworkConfig {
             mdns: true,
             blob_dir,
             gossip_bytes_max: block_bytes.saturating_add(GOSSIP_ENVELOPE_BYTES),
-            tx_bytes_max: usize::try_from(params.max_tx_bytes).unwrap_or(usize::MAX),
+            max_tx_bytes: usize::try_from(params.max_tx_bytes).unwrap_or(usize::MAX),
             connections: ConnectionLimits::default(),
             blob: BlobLimits::default(),
             sync: SyncLimits {
@@ -218,12 +218,12 @@ impl NetworkConfig {
         if self.listen.is_empty() {
             return fail("listen", "no address to listen on".into());
         }
-        if self.gossip_bytes_max < self.tx_bytes_max {
+        if self.gossip_bytes_max < self.max_tx_bytes {
             return fail(
                 "gossip_bytes_max",
                 format!(
                     "{} is smaller than one transaction ({} bytes)",
-                    self.gossip_bytes_max, self.tx_bytes_max
+                    self.gossip_bytes_max, self.max_tx_bytes
                 ),
             );
         }

@@ -292,7 +292,7 @@ impl EventLoop {
                         topic,
                         &message.data,
                         self.config.gossip_bytes_max,
-                        self.config.tx_bytes_max,
+                        self.config.max_tx_bytes,
                     ),
                     None => Err(super::GossipError::UnknownTopic(message.topic.to_string())),
                 };

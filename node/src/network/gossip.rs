@@ -196,13 +196,13 @@ pub enum GossipError {
 }
 
 /// Size, decode, signature and chain id checks of one gossip message, in that order.
-/// `gossip_bytes_max` is the chain's gossip limit, `tx_bytes_max` its largest transaction.
+/// `gossip_bytes_max` is the chain's gossip limit, `max_tx_bytes` its largest transaction.
 pub fn check_stateless(
     chain_id: &str,
     topic: Topic,
     data: &[u8],
     gossip_bytes_max: usize,
-    tx_bytes_max: usize,
+    max_tx_bytes: usize,
 ) -> Result<GossipMessage, GossipError> {
     if data.len() > gossip_bytes_max {
         return Err(GossipError::Oversized { found: data.len(), limit: gossip_bytes_max });
@@ -220,8 +220,8 @@ pub fn check_stateless(
             }
             for tx in &txs {
                 let found = encoded_len(tx);
-                if found > tx_bytes_max {
-                    return Err(GossipError::Oversized { found, limit: tx_bytes_max });
+                if found > max_tx_bytes {
+                    return Err(GossipError::Oversized { found, limit: max_tx_bytes });
                 }
             }
             // A tx of another chain is checked with its own chain id first, so it is named as
