@@ -110,6 +110,7 @@ async fn spawn_node_with(
     seed: u8,
     genesis: &Genesis,
     ledger: Option<Ledger>,
+    mempool: Option<Mempool>,
     bootstrap: Vec<Multiaddr>,
 ) -> TestNode {
     // `RUST_LOG=node=debug` shows what the nodes did.
@@ -127,12 +128,15 @@ async fn spawn_node_with(
     );
     config.mdns = false;
     config.bootstrap = bootstrap;
+    // As the node wires it: the network reads the application's mempool's full flag.
+    let mempool = mempool.unwrap_or_else(|| {
+        Mempool::new(&State::from_genesis(genesis), MempoolLimits::for_chain(&genesis.params))
+    });
+    config.mempool_full = mempool.full_flag();
     let limits = config.sync.clone();
     let (client, events, event_loop) =
         network::start(keystore::libp2p_keypair(&key).unwrap(), config).unwrap();
     tokio::spawn(event_loop.run());
-    let state = State::from_genesis(genesis);
-    let mempool = Mempool::new(&state, MempoolLimits::for_chain(&genesis.params));
     let ledger = match ledger {
         Some(ledger) => ledger,
         None => Ledger::open(Box::new(MemStore::new()), genesis).unwrap(),
@@ -150,7 +154,7 @@ async fn spawn_node_with(
 }
 
 async fn spawn_node(seed: u8, bootstrap: Vec<Multiaddr>) -> TestNode {
-    spawn_node_with(seed, &genesis(CHAIN, 0), None, bootstrap).await
+    spawn_node_with(seed, &genesis(CHAIN, 0), None, None, bootstrap).await
 }
 
 /// Waits for the first event `pick` accepts, skipping others; fails after [`WAIT`].
@@ -252,6 +256,32 @@ async fn a_signed_transaction_gossiped_from_one_node_reaches_the_others() {
         .await;
         assert_eq!(got, txs, "one batch, in order");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_mempool_is_full_drops_tx_gossip_before_checking_it() {
+    let g = genesis(CHAIN, 0);
+    let limits = MempoolLimits { txs_max: 1, ..MempoolLimits::for_chain(&g.params) };
+    let mut full = Mempool::new(&State::from_genesis(&g), limits);
+    full.insert(transfer(0, 5)).unwrap();
+    let mut b = spawn_node_with(18, &g, None, Some(full), vec![]).await;
+    let mut a = spawn_node(19, vec![b.address.clone()]).await;
+    wait_connected(&mut a, b.peer, "A to connect to B").await;
+    wait_mesh(&a, b.peer, Topic::Txs).await;
+    wait_mesh(&a, b.peer, Topic::Consensus).await;
+    // A tx batch, then a vote over the same connection: B takes its messages in order, so by
+    // the time the vote reaches its application the batch was handled, and it never arrived.
+    a.client.publish_txs(&[transfer(1, 6)]).await.unwrap();
+    let vote = Vote { height: Height(1), round: Round(0), kind: VoteKind::Prevote, block: None };
+    let message = ConsensusMessage::Vote(SignedVote::sign(&validator_key(), CHAIN, vote));
+    a.client.publish_consensus(&message).await.unwrap();
+    let first = wait_for(&mut b.events, "B to receive the vote", |e| match e {
+        NetworkEvent::GossipReceived { message: GossipMessage::Txs(_), .. } => Some("txs"),
+        NetworkEvent::GossipReceived { message: GossipMessage::Consensus(_), .. } => Some("vote"),
+        _ => None,
+    })
+    .await;
+    assert_eq!(first, "vote", "a full mempool's node took a tx batch in");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -450,11 +480,13 @@ async fn wait_refusal(a: &mut TestNode, b: &mut TestNode, what: &str) -> Handsha
 async fn nodes_of_another_chain_or_genesis_are_refused() {
     let mut a = spawn_node(51, vec![]).await;
     let mut other_chain =
-        spawn_node_with(52, &genesis("another-chain", 0), None, vec![a.address.clone()]).await;
+        spawn_node_with(52, &genesis("another-chain", 0), None, None, vec![a.address.clone()])
+            .await;
     let reason = wait_refusal(&mut a, &mut other_chain, "the other chain's node refused").await;
     assert!(matches!(reason, HandshakeError::WrongChain { .. }), "{reason}");
 
-    let mut forked = spawn_node_with(53, &genesis(CHAIN, 1), None, vec![a.address.clone()]).await;
+    let mut forked =
+        spawn_node_with(53, &genesis(CHAIN, 1), None, None, vec![a.address.clone()]).await;
     let reason = wait_refusal(&mut a, &mut forked, "the other genesis's node refused").await;
     assert!(matches!(reason, HandshakeError::WrongGenesis { .. }), "{reason}");
 
@@ -490,7 +522,7 @@ fn ledger_with_blocks(genesis: &Genesis, blocks: u64) -> Ledger {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lagging_node_syncs_blocks_with_certificates_and_commits_them() {
     let g = genesis(CHAIN, 0);
-    let a = spawn_node_with(61, &g, Some(ledger_with_blocks(&g, 5)), vec![]).await;
+    let a = spawn_node_with(61, &g, Some(ledger_with_blocks(&g, 5)), None, vec![]).await;
     let mut b = spawn_node(62, vec![a.address.clone()]).await;
     wait_connected(&mut b, a.peer, "B to connect to A").await;
 
