@@ -27,15 +27,6 @@ impl Store for Counting {
     fn scan(&self, tree: Tree) -> Result<Entries, StoreError> {
         self.inner.scan(tree)
     }
-    fn range(
-        &self,
-        tree: Tree,
-        from: &[u8],
-        to: &[u8],
-        limit: usize,
-    ) -> Result<Entries, StoreError> {
-        self.inner.range(tree, from, to, limit)
-    }
     fn write(&self, ops: Vec<Op>) -> Result<(), StoreError> {
         self.last_ops.store(ops.len(), Ordering::SeqCst);
         self.inner.write(ops)

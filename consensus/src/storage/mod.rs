@@ -151,14 +151,6 @@ pub trait Store: Send + Sync {
     fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
     /// Every `(key, value)` of `tree` in key order.
     fn scan(&self, tree: Tree) -> Result<Entries, StoreError>;
-    /// The entries of `tree` with keys in `[from, to)`, in key order, at most `limit`.
-    fn range(
-        &self,
-        tree: Tree,
-        from: &[u8],
-        to: &[u8],
-        limit: usize,
-    ) -> Result<Entries, StoreError>;
     /// Applies every op, all or none, durably.
     fn write(&self, ops: Vec<Op>) -> Result<(), StoreError>;
 }
@@ -196,21 +188,6 @@ impl Store for MemStore {
             .collect())
     }
 
-    fn range(
-        &self,
-        tree: Tree,
-        from: &[u8],
-        to: &[u8],
-        limit: usize,
-    ) -> Result<Entries, StoreError> {
-        Ok(self
-            .lock()
-            .range((tree, from.to_vec())..(tree, to.to_vec()))
-            .take(limit)
-            .map(|((_, k), v)| (k.clone(), v.clone()))
-            .collect())
-    }
-
     fn write(&self, ops: Vec<Op>) -> Result<(), StoreError> {
         let mut trees = self.lock();
         for op in ops {
@@ -244,7 +221,6 @@ mod tests {
             store.scan(Tree::Accounts).unwrap(),
             vec![(b"a".to_vec(), b"1".to_vec()), (b"b".to_vec(), b"2".to_vec())]
         );
-        assert_eq!(store.range(Tree::Accounts, b"b", b"c", 10).unwrap().len(), 1);
         store.write(vec![Op::Delete(Tree::Accounts, b"a".to_vec())]).unwrap();
         assert_eq!(store.get(Tree::Accounts, b"a").unwrap(), None);
         assert_eq!(store.scan(Tree::Tasks).unwrap().len(), 1);

@@ -67,20 +67,6 @@ impl Store for SledStore {
             .collect()
     }
 
-    fn range(
-        &self,
-        tree: Tree,
-        from: &[u8],
-        to: &[u8],
-        limit: usize,
-    ) -> Result<Entries, StoreError> {
-        self.db
-            .range(prefixed(tree, from)..prefixed(tree, to))
-            .take(limit)
-            .map(|kv| kv.map(|(k, v)| (k[1..].to_vec(), v.to_vec())).map_err(engine))
-            .collect()
-    }
-
     fn write(&self, ops: Vec<Op>) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();
         for op in ops {
