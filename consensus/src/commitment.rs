@@ -15,57 +15,49 @@ use crate::hash::{tagged_hash, tags};
 use crate::types::{AccountId, Hash, ModelHash, TaskId};
 use crate::verdict::VerdictVector;
 
-/// A 32-byte commitment salt. Hex in JSON.
-#[derive(Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Salt(pub Hash);
+/// Declares a 32-byte secret: hex in JSON, never printed, drawn from the OS random source.
+macro_rules! secret {
+    ($(#[$doc:meta])* $name:ident, $what:literal) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+        pub struct $name(pub Hash);
 
-impl fmt::Debug for Salt {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Salt(…)")
-    }
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(concat!(stringify!($name), "(…)"))
+            }
+        }
+
+        impl $name {
+            #[doc = concat!("A fresh ", $what, " from the OS random source (feature `os-rng`).")]
+            #[cfg(feature = "os-rng")]
+            pub fn random() -> Result<$name, getrandom::Error> {
+                let mut bytes = [0u8; 32];
+                getrandom::fill(&mut bytes)?;
+                Ok($name(Hash(bytes)))
+            }
+
+            #[doc = concat!("The ", $what, "'s bytes.")]
+            pub fn as_bytes(&self) -> &[u8; 32] {
+                self.0.as_bytes()
+            }
+        }
+    };
 }
 
-impl Salt {
-    /// A fresh salt from the operating system's random source (feature `os-rng`).
-    #[cfg(feature = "os-rng")]
-    pub fn random() -> Result<Salt, getrandom::Error> {
-        let mut bytes = [0u8; 32];
-        getrandom::fill(&mut bytes)?;
-        Ok(Salt(Hash(bytes)))
-    }
-
-    /// The salt's bytes.
-    pub fn as_bytes(&self) -> &[u8; 32] {
-        self.0.as_bytes()
-    }
+secret! {
+    /// A 32-byte commitment salt. Hex in JSON.
+    Salt, "salt"
 }
 
-/// The 32-byte key that seals a task's held-out file, revealed on chain by the task's creator
-/// after the commit deadline. Hex in JSON. The ledger only checks it against the spec's
-/// `key_commitment`; the cipher itself lives outside the ledger crate (`trainer::sealed`).
-#[derive(Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HeldoutKey(pub Hash);
-
-impl fmt::Debug for HeldoutKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("HeldoutKey(…)")
-    }
+secret! {
+    /// The 32-byte key that seals a task's held-out file, revealed on chain by the task's creator
+    /// after the commit deadline. Hex in JSON. The ledger only checks it against the spec's
+    /// `key_commitment`; the cipher itself lives outside the ledger crate (`trainer::sealed`).
+    HeldoutKey, "key"
 }
 
 impl HeldoutKey {
-    /// A fresh key from the operating system's random source (feature `os-rng`).
-    #[cfg(feature = "os-rng")]
-    pub fn random() -> Result<HeldoutKey, getrandom::Error> {
-        let mut bytes = [0u8; 32];
-        getrandom::fill(&mut bytes)?;
-        Ok(HeldoutKey(Hash(bytes)))
-    }
-
-    /// The key's bytes.
-    pub fn as_bytes(&self) -> &[u8; 32] {
-        self.0.as_bytes()
-    }
-
     /// `sha256(key)`, untagged: the spec's `key_commitment`.
     pub fn commitment(&self) -> Hash {
         crate::hash::sha256(self.as_bytes())

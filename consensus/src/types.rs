@@ -9,12 +9,28 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-/// A block height. Height 0 is the genesis state; the first block has height 1.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
-#[serde(transparent)]
-pub struct Height(pub u64);
+/// Declares a number newtype that serializes and prints as its inner value.
+macro_rules! number {
+    ($(#[$doc:meta])* $name:ident($inner:ty)) => {
+        $(#[$doc])*
+        #[derive(
+            Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+        )]
+        #[serde(transparent)]
+        pub struct $name(pub $inner);
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+    };
+}
+
+number! {
+    /// A block height. Height 0 is the genesis state; the first block has height 1.
+    Height(u64)
+}
 
 impl Height {
     /// The height after this one.
@@ -28,44 +44,20 @@ impl Height {
     }
 }
 
-impl fmt::Display for Height {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
+number! {
+    /// A consensus round within one height (0 first).
+    Round(u32)
 }
 
-/// A consensus round within one height (0 first).
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
-#[serde(transparent)]
-pub struct Round(pub u32);
-
-impl fmt::Display for Round {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
+number! {
+    /// A task's id: tasks are numbered from 1 in the order the ledger opened them.
+    TaskId(u64)
 }
 
-/// A task's id: tasks are numbered from 1 in the order the ledger opened them.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
-#[serde(transparent)]
-pub struct TaskId(pub u64);
-
-impl fmt::Display for TaskId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
+number! {
+    /// An amount of the ledger's coin, in base units.
+    Amount(u64)
 }
-
-/// An amount of the ledger's coin, in base units.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
-#[serde(transparent)]
-pub struct Amount(pub u64);
 
 impl Amount {
     /// Zero base units.
@@ -82,41 +74,19 @@ impl Amount {
     }
 }
 
-impl fmt::Display for Amount {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
+number! {
+    /// A score in parts per million, higher is better; at most [`ScorePpm::MAX`].
+    ScorePpm(u32)
 }
-
-/// A score in parts per million, higher is better; at most [`ScorePpm::MAX`].
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
-#[serde(transparent)]
-pub struct ScorePpm(pub u32);
 
 impl ScorePpm {
     /// A perfect score: 1,000,000 ppm.
     pub const MAX: ScorePpm = ScorePpm(1_000_000);
 }
 
-impl fmt::Display for ScorePpm {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-/// An account's sequence number: the nonce its next transaction must carry.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
-#[serde(transparent)]
-pub struct Nonce(pub u64);
-
-impl fmt::Display for Nonce {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
+number! {
+    /// An account's sequence number: the nonce its next transaction must carry.
+    Nonce(u64)
 }
 
 /// Error parsing a 32-byte id from hex.
