@@ -143,6 +143,18 @@ pub fn height_key(height: Height) -> [u8; 8] {
 /// bounded by [`crate::genesis::BLOCK_BYTES_LIMIT`]).
 const STORED_BLOCK_BYTES_MAX: usize = crate::genesis::BLOCK_BYTES_LIMIT as usize;
 
+/// Refuses a header whose `field` is `found` where the state says `expected`.
+fn header_field<T: PartialEq + std::fmt::Display>(
+    field: &'static str,
+    expected: &T,
+    found: &T,
+) -> Result<(), BlockError> {
+    if expected == found {
+        return Ok(());
+    }
+    Err(BlockError::Header { field, expected: expected.to_string(), found: found.to_string() })
+}
+
 /// Checks `block` against `state` (the state after the previous block) and executes it, returning
 /// the state after it. `state` itself is left untouched.
 pub fn execute_block(state: &State, block: &Block) -> Result<State, BlockError> {
@@ -150,61 +162,33 @@ pub fn execute_block(state: &State, block: &Block) -> Result<State, BlockError> 
     let meta = state.meta();
     let params = state.params();
     let height = meta.height.next();
-    let expect = |field: &'static str, ok: bool, expected: String, found: String| {
-        if ok { Ok(()) } else { Err(BlockError::Header { field, expected, found }) }
-    };
-    expect(
-        "chain_id",
-        header.chain_id == meta.chain_id,
-        meta.chain_id.clone(),
-        header.chain_id.clone(),
-    )?;
-    expect("height", header.height == height, height.to_string(), header.height.to_string())?;
-    expect(
-        "prev_hash",
-        header.prev_hash == meta.last_block_hash,
-        meta.last_block_hash.to_string(),
-        header.prev_hash.to_string(),
-    )?;
+    header_field("chain_id", &meta.chain_id, &header.chain_id)?;
+    header_field("height", &height, &header.height)?;
+    header_field("prev_hash", &meta.last_block_hash, &header.prev_hash)?;
     let time_ok = if meta.height == Height(0) {
         header.time_ms >= meta.last_time_ms
     } else {
         header.time_ms > meta.last_time_ms
     };
-    expect("time_ms", time_ok, format!("after {}", meta.last_time_ms), header.time_ms.to_string())?;
-    let root = state.root();
-    expect(
-        "state_root",
-        header.state_root == root,
-        root.to_string(),
-        header.state_root.to_string(),
-    )?;
+    if !time_ok {
+        return Err(BlockError::Header {
+            field: "time_ms",
+            expected: format!("after {}", meta.last_time_ms),
+            found: header.time_ms.to_string(),
+        });
+    }
+    header_field("state_root", &state.root(), &header.state_root)?;
     let set = state.validator_set(height).ok_or(BlockError::UnknownHeight(height))?;
-    expect(
-        "validators_hash",
-        header.validators_hash == set.hash(),
-        set.hash().to_string(),
-        header.validators_hash.to_string(),
-    )?;
+    header_field("validators_hash", &set.hash(), &header.validators_hash)?;
     if !set.contains(&header.proposer) {
         return Err(BlockError::UnknownProposer(header.proposer));
     }
     match (&block.last_commit, meta.height) {
         (None, Height(0)) => {
-            expect(
-                "last_commit_hash",
-                header.last_commit_hash == Hash::default(),
-                Hash::default().to_string(),
-                header.last_commit_hash.to_string(),
-            )?;
+            header_field("last_commit_hash", &Hash::default(), &header.last_commit_hash)?;
         }
         (Some(cert), prev) if prev > Height(0) => {
-            expect(
-                "last_commit_hash",
-                header.last_commit_hash == cert.hash(),
-                cert.hash().to_string(),
-                header.last_commit_hash.to_string(),
-            )?;
+            header_field("last_commit_hash", &cert.hash(), &header.last_commit_hash)?;
             let prev_set = state.validator_set(prev).ok_or(BlockError::UnknownHeight(prev))?;
             cert.verify(&meta.chain_id, prev, &meta.last_block_hash, prev_set)
                 .map_err(|e| BlockError::LastCommit(e.to_string()))?;
@@ -240,8 +224,7 @@ pub fn execute_block(state: &State, block: &Block) -> Result<State, BlockError> 
             limit: params.max_block_bytes,
         });
     }
-    let root = tx_root(&block.txs);
-    expect("tx_root", header.tx_root == root, root.to_string(), header.tx_root.to_string())?;
+    header_field("tx_root", &tx_root(&block.txs), &header.tx_root)?;
     // Wrong-chain txs fail signature verification too; name the clearer error first.
     for (index, tx) in block.txs.iter().enumerate() {
         if tx.tx.chain_id != meta.chain_id {
