@@ -3,7 +3,6 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 
 use crate::encoding::{decode, encode};
@@ -11,7 +10,7 @@ use crate::hash::{sha256, tagged_hash};
 use crate::types::Height;
 
 use super::super::types::Value;
-use super::{WAL_RECORD_BYTES_MAX, Wal, WalEntry, WalError};
+use super::{MemoryWal, WAL_RECORD_BYTES_MAX, Wal, WalEntry, WalError};
 
 /// Bytes before each record: its length (u32 little-endian), the first 4 bytes of the length's
 /// tagged sha256, and the first 4 bytes of the record's sha256.
@@ -66,8 +65,8 @@ fn unframe(bytes: &[u8], offset: usize) -> Result<&[u8], &'static str> {
 pub struct FileWal<V> {
     path: PathBuf,
     file: File,
-    entries: Vec<WalEntry<V>>,
-    _value: PhantomData<V>,
+    /// The file's records, read from it at open and kept in step with it.
+    memory: MemoryWal<V>,
 }
 
 impl<V: Value> FileWal<V> {
@@ -129,7 +128,7 @@ impl<V: Value> FileWal<V> {
             file.sync_all().map_err(io("fsync"))?;
         }
         file.seek(SeekFrom::End(0)).map_err(io("seek"))?;
-        Ok(FileWal { path, file, entries, _value: PhantomData })
+        Ok(FileWal { path, file, memory: MemoryWal { entries } })
     }
 
     /// Whether a whole, intact record starts anywhere after the damaged one at `damaged`: then
@@ -153,21 +152,20 @@ impl<V: Value> Wal<V> for FileWal<V> {
         }
         self.file.write_all(&frame(&body)).map_err(self.io("append"))?;
         self.file.sync_data().map_err(self.io("fsync"))?;
-        self.entries.push(entry.clone());
-        Ok(())
+        self.memory.append(entry)
     }
 
     fn entries(&self) -> Result<Vec<WalEntry<V>>, WalError> {
-        Ok(self.entries.clone())
+        self.memory.entries()
     }
 
     fn start_height(&mut self, height: Height) -> Result<(), WalError> {
         // Rewrite the kept records to a temporary file and rename it over the log, so a crash
         // leaves either the old log or the new one.
-        self.entries.retain(|e| e.height() >= height);
+        self.memory.start_height(height)?;
         let tmp = self.path.with_extension("tmp");
         let mut file = File::create(&tmp).map_err(self.io("create temporary"))?;
-        for entry in &self.entries {
+        for entry in &self.memory.entries {
             file.write_all(&frame(&encode(entry))).map_err(self.io("write temporary"))?;
         }
         file.sync_all().map_err(self.io("fsync temporary"))?;
