@@ -140,6 +140,18 @@ impl FaultMix {
     }
 }
 
+/// Every network and node fault, with the classic adversaries, logs in memory and no slashes.
+const CHAOS: FaultMix = FaultMix {
+    drops: true,
+    duplicates: true,
+    long_delays: true,
+    partitions: true,
+    crashes: true,
+    byzantine: true,
+    lagging: true,
+    ..FaultMix::none("chaos")
+};
+
 /// Every fault mix, in the order `--seeds` cycles through them.
 pub const MIXES: &[FaultMix] = &[
     FaultMix::none("calm"),
@@ -148,16 +160,7 @@ pub const MIXES: &[FaultMix] = &[
     FaultMix { crashes: true, ..FaultMix::none("crash") },
     FaultMix { byzantine: true, duplicates: true, ..FaultMix::none("byzantine") },
     FaultMix { lagging: true, drops: true, ..FaultMix::none("lagging") },
-    FaultMix {
-        drops: true,
-        duplicates: true,
-        long_delays: true,
-        partitions: true,
-        crashes: true,
-        byzantine: true,
-        lagging: true,
-        ..FaultMix::none("chaos")
-    },
+    CHAOS,
     FaultMix {
         byzantine: true,
         coalition: true,
@@ -198,19 +201,8 @@ pub const MIXES: &[FaultMix] = &[
         drops: true,
         ..FaultMix::none("disk")
     },
-    FaultMix {
-        drops: true,
-        duplicates: true,
-        long_delays: true,
-        partitions: true,
-        crashes: true,
-        byzantine: true,
-        lagging: true,
-        adversaries: EVERY,
-        file_wal: true,
-        slashes: true,
-        ..FaultMix::none("mayhem")
-    },
+    // Chaos with every adversary, logs on disk and slashes.
+    FaultMix { name: "mayhem", adversaries: EVERY, file_wal: true, slashes: true, ..CHAOS },
 ];
 
 /// Everything that determines a run.
