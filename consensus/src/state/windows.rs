@@ -144,11 +144,20 @@ impl Task {
 }
 
 impl State {
-    /// Closes the task's windows whose acting set the tx just executed at `height` exhausted (see
-    /// [`Progress`](super::Progress)), and moves its deadlines-table entry to its new next
-    /// deadline: early closes cost the txs that cause them, never a scan of open tasks.
-    pub(super) fn close_windows(&mut self, id: TaskId, height: Height) {
-        self.tasks.modify(&id, |t| t.close_exhausted_windows(height));
+    /// Makes a tx's `change` to a task at `height`, closes the task's windows whose acting set
+    /// that exhausted (see [`Progress`](super::Progress)), and moves its deadlines-table entry to
+    /// its new next deadline: early closes cost the txs that cause them, never a scan of open
+    /// tasks.
+    pub(super) fn change_task(
+        &mut self,
+        id: TaskId,
+        height: Height,
+        change: impl FnOnce(&mut Task),
+    ) {
+        self.tasks.modify(&id, |t| {
+            change(t);
+            t.close_exhausted_windows(height);
+        });
         self.schedule_due_check(id, height);
     }
 

@@ -42,8 +42,7 @@ impl State {
             s.committed_at = Some((ctx.height, ctx.index));
         });
         self.commitments.insert(commitment, CommitmentOwner { task, account: signer });
-        self.tasks.modify(&task, |t| t.progress.committed += 1);
-        self.close_windows(task, ctx.height);
+        self.change_task(task, ctx.height, |t| t.progress.committed += 1);
     }
 
     /// Checks a `RevealModel` (`reveal` is what the tx reveals, at this block's height): once
@@ -102,7 +101,6 @@ impl State {
         ctx: TxContext,
     ) {
         self.submissions.modify(&(task, signer), |s| s.reveal = Some(reveal));
-        self.tasks.modify(&task, |t| t.progress.revealed += 1);
-        self.close_windows(task, ctx.height);
+        self.change_task(task, ctx.height, |t| t.progress.revealed += 1);
     }
 }

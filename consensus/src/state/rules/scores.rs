@@ -45,8 +45,7 @@ impl State {
             ScoreRecord { commitment, committed_at: ctx.height, verdicts: None },
         );
         self.commitments.insert(commitment, CommitmentOwner { task, account: signer });
-        self.tasks.modify(&task, |t| t.progress.scores_committed += 1);
-        self.close_windows(task, ctx.height);
+        self.change_task(task, ctx.height, |t| t.progress.scores_committed += 1);
     }
 
     /// Checks a `RevealScores`: by a validator of the task's snapshot, once, in the score
@@ -86,8 +85,7 @@ impl State {
         ctx: TxContext,
     ) {
         self.verdicts.modify(&(task, signer), |r| r.verdicts = Some(verdicts));
-        self.tasks.modify(&task, |t| t.progress.scores_revealed += 1);
-        self.close_windows(task, ctx.height);
+        self.change_task(task, ctx.height, |t| t.progress.scores_revealed += 1);
     }
 
     /// The layout of a task's verdict vectors now: baseline, base model, earlier champions,

@@ -151,7 +151,6 @@ impl State {
 
     /// Puts the key on chain, which ends the key window.
     pub(super) fn apply_reveal_key(&mut self, task: TaskId, key: HeldoutKey, ctx: TxContext) {
-        self.tasks.modify(&task, |t| t.key = Some((key, ctx.height)));
-        self.close_windows(task, ctx.height);
+        self.change_task(task, ctx.height, |t| t.key = Some((key, ctx.height)));
     }
 }
