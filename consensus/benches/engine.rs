@@ -14,8 +14,9 @@ use consensus::bft::sim::{App, CHAIN_ID, Link};
 use consensus::bft::{Action, Engine, EngineConfig, Event, MemoryWal, Timeout};
 use consensus::block::Block;
 use consensus::crypto::Keypair;
+use consensus::testing::validator_set;
 use consensus::types::{AccountId, Height};
-use consensus::validators::{ValidatorInfo, ValidatorSet};
+use consensus::validators::ValidatorSet;
 
 type BenchEngine = Engine<Block, MemoryWal<Block>>;
 
@@ -42,16 +43,7 @@ struct Cluster {
 impl Cluster {
     fn new() -> Cluster {
         let keys: Vec<Keypair> = (1..=4u8).map(|i| Keypair::from_seed([i; 32])).collect();
-        let validators = ValidatorSet::new(
-            keys.iter()
-                .zip([10u64, 20, 30, 40])
-                .map(|(k, power)| ValidatorInfo {
-                    account: k.account(),
-                    power,
-                    name: String::new(),
-                })
-                .collect(),
-        );
+        let validators = validator_set(keys.iter().map(Keypair::account).zip([10, 20, 30, 40]));
         let accounts = keys.iter().map(Keypair::account).collect();
         let engines = keys
             .into_iter()

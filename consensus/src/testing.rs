@@ -13,7 +13,8 @@ use crate::state::{TxContext, TxError};
 use crate::storage::{MemStore, Store};
 use crate::task::{Dataset, Dtype, Efficiency, Limits, Preprocessing, TaskKind, TaskSpec, Windows};
 use crate::tx::{SignedTx, Tx, TxKind};
-use crate::types::{AccountId, Amount, Hash, Height, Nonce, TaskId};
+use crate::types::{AccountId, Amount, Hash, Height, Nonce, Round, TaskId};
+use crate::validators::{ValidatorInfo, ValidatorSet};
 use crate::verdict::{Subject, Verdict, VerdictEntry, VerdictVector};
 use crate::vote::{CommitCertificate, SignedVote, Vote, VoteKind};
 
@@ -298,6 +299,31 @@ impl TestChain {
     pub fn balance(&self, account: &AccountId) -> u64 {
         self.ledger.state().account(account).balance.0
     }
+
+    /// The `Evidence` tx of validator `validator` prevoting two blocks at round 0 of `height`.
+    pub fn equivocation(&self, validator: usize, height: u64) -> TxKind {
+        let k = &self.validators[validator];
+        let vote = |b: u8| Vote {
+            height: Height(height),
+            round: Round(0),
+            kind: VoteKind::Prevote,
+            block: Some(Hash([b; 32])),
+        };
+        TxKind::Evidence {
+            a: SignedVote::sign(k, &self.chain_id(), vote(1)),
+            b: SignedVote::sign(k, &self.chain_id(), vote(2)),
+        }
+    }
+}
+
+/// A validator set of these accounts and powers, without names.
+pub fn validator_set(members: impl IntoIterator<Item = (AccountId, u64)>) -> ValidatorSet {
+    ValidatorSet::new(
+        members
+            .into_iter()
+            .map(|(account, power)| ValidatorInfo { account, power, name: String::new() })
+            .collect(),
+    )
 }
 
 /// Salt derived from a small number (tests only; real salts come from the OS RNG).

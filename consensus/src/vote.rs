@@ -252,23 +252,14 @@ impl CommitCertificate {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::validators::ValidatorInfo;
+    use crate::testing::validator_set;
 
     fn keys() -> Vec<Keypair> {
         (1..=4).map(|i| Keypair::from_seed([i; 32])).collect()
     }
 
     fn set(keys: &[Keypair], powers: &[u64]) -> ValidatorSet {
-        ValidatorSet::new(
-            keys.iter()
-                .zip(powers)
-                .map(|(k, p)| ValidatorInfo {
-                    account: k.account(),
-                    power: *p,
-                    name: String::new(),
-                })
-                .collect(),
-        )
+        validator_set(keys.iter().map(Keypair::account).zip(powers.iter().copied()))
     }
 
     fn precommit(k: &Keypair, block: Hash) -> SignedVote {

@@ -15,9 +15,8 @@ use consensus::storage::{MemStore, Tree};
 use consensus::task::{BaseModel, Efficiency, SpecError, TaskSpec};
 use consensus::testing::*;
 use consensus::tx::{SignedTx, TxKind};
-use consensus::types::{AccountId, Amount, Hash, Height, Round, TaskId};
+use consensus::types::{AccountId, Amount, Hash, Height, TaskId};
 use consensus::verdict::{RejectReason, Subject, Verdict, VerdictEntry};
-use consensus::vote::{SignedVote, Vote, VoteKind};
 
 const REWARD: u64 = 100_000;
 /// 70% of the reward.
@@ -341,20 +340,6 @@ fn attack_6_a_copy_of_an_existing_champion_earns_nothing() {
     assert_eq!(report.champion, None);
 }
 
-fn equivocation(c: &TestChain, validator: usize, height: u64) -> TxKind {
-    let k = &c.validators[validator];
-    let vote = |b: u8| Vote {
-        height: Height(height),
-        round: Round(0),
-        kind: VoteKind::Prevote,
-        block: Some(Hash([b; 32])),
-    };
-    TxKind::Evidence {
-        a: SignedVote::sign(k, &c.chain_id(), vote(1)),
-        b: SignedVote::sign(k, &c.chain_id(), vote(2)),
-    }
-}
-
 /// Attack 7: stake was read at finalization, so an old double-sign posted inside the
 /// score-reveal window cut one validator's weight and flipped a near-tie. Now stakes are
 /// snapshotted when the task opens, and evidence older than `evidence_max_age` is refused.
@@ -377,7 +362,7 @@ fn attack_7_a_slash_during_scoring_changes_no_verdict_and_old_evidence_is_refuse
         if slash {
             // Validator 0 double-signed at height 2; the evidence lands during the task.
             let reporter = key_of(&c, 1);
-            c.send(&reporter, equivocation(&c, 0, 2)).unwrap();
+            c.send(&reporter, c.equivocation(0, 2)).unwrap();
         }
         let (_, report) = score(&mut c, task, &[0, 1, 2, 3], |v, s| match s {
             Subject::Submission(_) => Verdict::scored(if v < 2 { 500_000 } else { 520_000 }),
@@ -394,7 +379,7 @@ fn attack_7_a_slash_during_scoring_changes_no_verdict_and_old_evidence_is_refuse
     let mut c = c;
     c.advance_to(Height(40));
     let h = c.height().0;
-    let old = equivocation(&c, 1, h - 31);
+    let old = c.equivocation(1, h - 31);
     let reporter = key_of(&c, 1);
     assert!(matches!(c.send(&reporter, old), Err(TxError::EvidenceTooOld { max_age: 30, .. })));
 }
@@ -481,7 +466,7 @@ fn attack_9_free_entry_useless_settings_and_self_reporting_are_refused_or_unprof
     // the fee and gains nothing; the proposer (validator 0) gets 1/16 of the slash.
     let second = key_of(&c, 0);
     let before = c.balance(&second.account());
-    c.send(&second, equivocation(&c, 3, 1)).unwrap();
+    c.send(&second, c.equivocation(3, 1)).unwrap();
     assert_eq!(c.balance(&second.account()), before - c.genesis.params.tx_fee.0);
 }
 

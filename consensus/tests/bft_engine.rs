@@ -9,8 +9,9 @@ use consensus::bft::{
 };
 use consensus::block::{Block, Header, tx_root};
 use consensus::crypto::Keypair;
+use consensus::testing::validator_set;
 use consensus::types::{AccountId, Hash, Height, Round};
-use consensus::validators::{ValidatorInfo, ValidatorSet};
+use consensus::validators::ValidatorSet;
 use consensus::vote::{CommitCertificate, SignedVote, Vote, VoteKind};
 
 const CHAIN: &str = "test-chain";
@@ -20,12 +21,7 @@ fn keys(n: u8) -> Vec<Keypair> {
 }
 
 fn set(keys: &[Keypair], powers: &[u64]) -> ValidatorSet {
-    ValidatorSet::new(
-        keys.iter()
-            .zip(powers)
-            .map(|(k, p)| ValidatorInfo { account: k.account(), power: *p, name: String::new() })
-            .collect(),
-    )
+    validator_set(keys.iter().map(Keypair::account).zip(powers.iter().copied()))
 }
 
 /// A block of `height` with an empty body (and, above height 1, an unsigned last commit, which

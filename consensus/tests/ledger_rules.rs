@@ -7,9 +7,8 @@ use consensus::encoding::encode;
 use consensus::state::{LayoutError, Phase, TxError};
 use consensus::testing::*;
 use consensus::tx::{SignedTx, Tx, TxKind, verify_txs};
-use consensus::types::{AccountId, Amount, Height, Nonce, Round, TaskId};
+use consensus::types::{AccountId, Amount, Height, Nonce, TaskId};
 use consensus::verdict::{Subject, Verdict, VerdictEntry};
-use consensus::vote::{SignedVote, Vote, VoteKind};
 use curve25519_dalek::constants::EIGHT_TORSION;
 
 fn transfer(to: AccountId, amount: u64) -> TxKind {
@@ -344,20 +343,6 @@ fn verdict_vectors_with_missing_extra_or_unsorted_entries_are_rejected() {
     assert!(matches!(c.send(&v0, wrong_salt), Err(TxError::RevealMismatch(_))));
 }
 
-fn equivocation(c: &TestChain, validator: usize, height: u64) -> TxKind {
-    let k = &c.validators[validator];
-    let vote = |b: u8| Vote {
-        height: Height(height),
-        round: Round(0),
-        kind: VoteKind::Prevote,
-        block: Some(consensus::types::Hash([b; 32])),
-    };
-    TxKind::Evidence {
-        a: SignedVote::sign(k, &c.chain_id(), vote(1)),
-        b: SignedVote::sign(k, &c.chain_id(), vote(2)),
-    }
-}
-
 #[test]
 fn evidence_slashes_once_and_changes_power_two_heights_later() {
     let mut c = TestChain::new(&[1_600, 1_600, 1_600, 1_600], 1);
@@ -366,7 +351,7 @@ fn evidence_slashes_once_and_changes_power_two_heights_later() {
     let proposer = c.validators[0].account();
     let (reporter_before, proposer_before) = (c.balance(&reporter.account()), c.balance(&proposer));
     let burned_before = c.ledger.state().meta().burned.0;
-    c.send(&reporter, equivocation(&c, 3, 7)).unwrap();
+    c.send(&reporter, c.equivocation(3, 7)).unwrap();
     let h = c.height();
     let stake = c.ledger.state().validators.get(&slashed).unwrap().stake;
     assert_eq!(stake, Amount(1_440), "10% slash");
@@ -379,9 +364,9 @@ fn evidence_slashes_once_and_changes_power_two_heights_later() {
     assert_eq!(c.ledger.state().validator_set(h.next()).unwrap().power_of(&slashed), Some(1_600));
     assert_eq!(c.ledger.state().validator_set(h.plus(2)).unwrap().power_of(&slashed), Some(1_440));
     // The same equivocation cannot slash twice.
-    assert!(matches!(c.send(&reporter, equivocation(&c, 3, 7)), Err(TxError::EvidenceUsed { .. })));
+    assert!(matches!(c.send(&reporter, c.equivocation(3, 7)), Err(TxError::EvidenceUsed { .. })));
     // Two identical votes are no evidence.
-    let TxKind::Evidence { a, .. } = equivocation(&c, 2, 9) else { unreachable!() };
+    let TxKind::Evidence { a, .. } = c.equivocation(2, 9) else { unreachable!() };
     assert!(matches!(
         c.send(&reporter, TxKind::Evidence { a, b: a }),
         Err(TxError::InvalidEvidence(_))

@@ -63,20 +63,11 @@ pub fn proposer(validators: &ValidatorSet, height: Height, round: Round) -> Opti
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::validator_set;
     use crate::types::AccountId;
 
     fn set(powers: &[u64]) -> ValidatorSet {
-        ValidatorSet::new(
-            powers
-                .iter()
-                .enumerate()
-                .map(|(i, p)| ValidatorInfo {
-                    account: AccountId([i as u8 + 1; 32]),
-                    power: *p,
-                    name: String::new(),
-                })
-                .collect(),
-        )
+        validator_set(powers.iter().enumerate().map(|(i, p)| (AccountId([i as u8 + 1; 32]), *p)))
     }
 
     #[test]

@@ -50,20 +50,10 @@ impl HeightsShown {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::validators::ValidatorInfo;
+    use crate::testing::validator_set;
 
     fn set(powers: &[u64]) -> ValidatorSet {
-        ValidatorSet::new(
-            powers
-                .iter()
-                .enumerate()
-                .map(|(i, p)| ValidatorInfo {
-                    account: AccountId([i as u8; 32]),
-                    power: *p,
-                    name: String::new(),
-                })
-                .collect(),
-        )
+        validator_set(powers.iter().enumerate().map(|(i, p)| (AccountId([i as u8; 32]), *p)))
     }
 
     #[test]
