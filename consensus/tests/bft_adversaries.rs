@@ -12,9 +12,10 @@ use consensus::bft::{
 };
 use consensus::block::{Block, Header, tx_root};
 use consensus::crypto::Keypair;
+use consensus::testing::validator_set;
 use consensus::tx::{SignedTx, Tx, TxKind};
 use consensus::types::{AccountId, Amount, Hash, Height, Nonce, Round};
-use consensus::validators::{ValidatorInfo, ValidatorSet};
+use consensus::validators::ValidatorSet;
 use consensus::vote::{CommitCertificate, SignedVote, Vote, VoteKind};
 
 const CHAIN: &str = "adversary-chain";
@@ -30,11 +31,7 @@ struct Net {
 impl Net {
     fn new() -> Net {
         let keys: Vec<Keypair> = (1..=4u8).map(|i| Keypair::from_seed([i; 32])).collect();
-        let set = ValidatorSet::new(
-            keys.iter()
-                .map(|k| ValidatorInfo { account: k.account(), power: 10, name: String::new() })
-                .collect(),
-        );
+        let set = validator_set(keys.iter().map(|k| (k.account(), 10)));
         Net { keys, set }
     }
 
@@ -51,9 +48,12 @@ impl Net {
         self.keys.iter().find(|k| !not.contains(&k.account())).unwrap()
     }
 
-    fn engine(&self, key: &Keypair) -> TestEngine {
+    /// The engine of `key`, started at height 1, and its first actions.
+    fn start(&self, key: &Keypair) -> (TestEngine, Vec<Action<Block>>) {
         let key = Keypair::from_seed(key.secret_bytes());
-        Engine::new(EngineConfig::default(), CHAIN, key, MemoryWal::default())
+        let mut e = Engine::new(EngineConfig::default(), CHAIN, key, MemoryWal::default());
+        let out = e.start(Height(1), self.set.clone()).unwrap();
+        (e, out)
     }
 
     /// A block of `height` with an empty body, as an honest proposer builds it.
@@ -173,8 +173,7 @@ fn a_swapped_body_under_a_validated_header_is_never_locked_or_decided() {
     let adversary = net.proposer(1, 0);
     let later = (1..8).find(|r| net.proposer(1, *r).account() == adversary.account()).unwrap();
     let me = net.honest(&[adversary.account()]);
-    let mut e = net.engine(me);
-    let mut out = e.start(Height(1), net.set.clone()).unwrap();
+    let (mut e, mut out) = net.start(me);
     let x = net.block(1, adversary);
     out.extend(go(&mut e, net.proposal(adversary, later, &x), &ledger));
     out.extend(go(&mut e, net.proposal(adversary, 0, &junk_body(&x)), &ledger));
@@ -205,8 +204,7 @@ fn a_swapped_body_under_a_validated_header_is_never_locked_or_decided() {
 fn a_commit_certificate_with_a_swapped_body_is_not_decided() {
     let net = Net::new();
     let me = &net.keys[1];
-    let mut e = net.engine(me);
-    e.start(Height(1), net.set.clone()).unwrap();
+    let (mut e, _) = net.start(me);
     let x = net.block(1, net.proposer(1, 0));
     let precommits: Vec<SignedVote> = net
         .keys
@@ -247,8 +245,7 @@ fn rss_kib() -> u64 {
 fn next_height_messages_are_deduplicated_and_bounded_in_bytes() {
     let net = Net::new();
     let me = &net.keys[1];
-    let mut e = net.engine(me);
-    e.start(Height(1), net.set.clone()).unwrap();
+    let (mut e, _) = net.start(me);
     let mut big = net.block(2, net.proposer(2, 0));
     let payload = transfer(42);
     let per_tx = payload.encode().len();
@@ -275,8 +272,7 @@ fn one_far_future_vote_changes_no_timer_and_triggers_no_sync() {
     let net = Net::new();
     let adversary = &net.keys[0];
     let me = &net.keys[1];
-    let mut e = net.engine(me);
-    let mut out = e.start(Height(1), net.set.clone()).unwrap();
+    let (mut e, mut out) = net.start(me);
     out.extend(go(
         &mut e,
         net.vote(adversary, 1 << 62, 0, VoteKind::Prevote, Hash([3; 32])),

@@ -48,90 +48,28 @@ fn check_mix(name: &str) {
     assert!(heights >= 20 * SEEDS_PER_MIX);
 }
 
-#[test]
-fn calm() {
-    check_mix("calm");
+/// One test per fault mix, named after it, and a test that these are every mix, in order.
+macro_rules! mix_tests {
+    ($($name:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $name() {
+                check_mix(stringify!($name));
+            }
+        )*
+
+        #[test]
+        fn every_mix_is_tested() {
+            let tested = [$(stringify!($name)),*];
+            assert_eq!(MIXES.iter().map(|m| m.name).collect::<Vec<_>>(), tested);
+        }
+    };
 }
 
-#[test]
-fn lossy() {
-    check_mix("lossy");
-}
-
-#[test]
-fn partition() {
-    check_mix("partition");
-}
-
-#[test]
-fn crash() {
-    check_mix("crash");
-}
-
-#[test]
-fn byzantine() {
-    check_mix("byzantine");
-}
-
-#[test]
-fn lagging() {
-    check_mix("lagging");
-}
-
-#[test]
-fn chaos() {
-    check_mix("chaos");
-}
-
-#[test]
-fn split() {
-    check_mix("split");
-}
-
-#[test]
-fn amnesia() {
-    check_mix("amnesia");
-}
-
-#[test]
-fn swap() {
-    check_mix("swap");
-}
-
-#[test]
-fn flood() {
-    check_mix("flood");
-}
-
-#[test]
-fn disk() {
-    check_mix("disk");
-}
-
-#[test]
-fn mayhem() {
-    check_mix("mayhem");
-}
-
-#[test]
-fn every_mix_is_tested() {
-    let tested = [
-        "calm",
-        "lossy",
-        "partition",
-        "crash",
-        "byzantine",
-        "lagging",
-        "chaos",
-        "split",
-        "amnesia",
-        "swap",
-        "flood",
-        "disk",
-        "mayhem",
-    ];
-    assert_eq!(MIXES.iter().map(|m| m.name).collect::<Vec<_>>(), tested);
-}
+mix_tests!(
+    calm, lossy, partition, crash, byzantine, lagging, chaos, split, amnesia, swap, flood, disk,
+    mayhem,
+);
 
 #[test]
 fn a_run_replays_exactly() {
@@ -141,50 +79,6 @@ fn a_run_replays_exactly() {
         (a.heights, a.steps, a.time_ms, a.evidence),
         (b.heights, b.steps, b.time_ms, b.evidence)
     );
-}
-
-/// Runs seeds of a mix with a mutant until the first violation (of `kind`, if given; at most
-/// `seeds_max` seeds) and prints it with its replay command; fails if the mutant survives.
-fn assert_caught(mutant: Mutant, mix_name: &str, seeds_max: u64, kind: Option<ViolationKind>) {
-    let m = mix(mix_name);
-    let outcome = (0..seeds_max)
-        .map(|seed| run(&SimConfig { mutant: Some(mutant), ..SimConfig::new(seed, m) }))
-        .find(|o| o.violation.as_ref().is_some_and(|v| kind.is_none_or(|k| v.kind == k)))
-        .unwrap_or_else(|| panic!("mutant {mutant:?} survived {seeds_max} seeds of {mix_name}"));
-    let v = outcome.violation.as_ref().expect("a violation");
-    eprintln!(
-        "mutant {mutant:?} caught at seed {} ({mix_name}): {v}\n  replay: {}",
-        outcome.config.seed,
-        outcome.config.replay_command()
-    );
-}
-
-#[test]
-fn mutant_without_locking_is_caught() {
-    // The lock check sees the first prevote against a lock, before any block is committed.
-    assert_caught(Mutant::NoLocking, "split", 150, Some(ViolationKind::LockViolated));
-}
-
-#[test]
-fn mutant_forgetting_the_lock_on_restart_is_caught() {
-    // The lock is read from the validator's own signed precommits, which a restart cannot
-    // forget.
-    let violated = Some(ViolationKind::LockViolated);
-    assert_caught(Mutant::ForgetLockOnRestart, "amnesia", 150, violated);
-}
-
-#[test]
-fn mutant_with_floor_quorum_is_caught() {
-    // Certificates of a floor "quorum" are also refused by validators that catch up, which
-    // stalls them (a liveness violation, found first); a safety violation comes a few seeds on:
-    // two blocks with a floor "quorum" of prevotes each, one against a validator's lock.
-    assert_caught(Mutant::QuorumFloor, "amnesia", 150, Some(ViolationKind::LockViolated));
-}
-
-#[test]
-fn mutant_ignoring_the_valid_round_is_caught() {
-    // Validators locked on a block that nobody proposes again: no round can decide.
-    assert_caught(Mutant::IgnoreValidRound, "lossy", 150, Some(ViolationKind::NoProgress));
 }
 
 #[test]
@@ -206,38 +100,65 @@ fn without_the_wal_a_restart_double_signs_and_with_it_never() {
     assert!(with_wal.is_empty(), "the same seeds with the WAL broke an invariant");
 }
 
-#[test]
-fn mutant_without_the_body_check_decides_swapped_bodies() {
-    // A proposer that sends a validated block's header with a junk body (or a relay that swaps
-    // an honest proposal's body) makes the old engine lock on and decide the junk.
-    assert_caught(Mutant::NoBodyCheck, "swap", 50, Some(ViolationKind::InvalidCommit));
+/// Runs seeds of a mix with a mutant until the first violation of `kind` (at most `seeds_max`
+/// seeds) and prints it with its replay command; fails if the mutant survives.
+fn assert_caught(mutant: Mutant, mix_name: &str, seeds_max: u64, kind: ViolationKind) {
+    let m = mix(mix_name);
+    let outcome = (0..seeds_max)
+        .map(|seed| run(&SimConfig { mutant: Some(mutant), ..SimConfig::new(seed, m) }))
+        .find(|o| o.violation.as_ref().is_some_and(|v| v.kind == kind))
+        .unwrap_or_else(|| panic!("mutant {mutant:?} survived {seeds_max} seeds of {mix_name}"));
+    let v = outcome.violation.as_ref().expect("a violation");
+    eprintln!(
+        "mutant {mutant:?} caught at seed {} ({mix_name}): {v}\n  replay: {}",
+        outcome.config.seed,
+        outcome.config.replay_command()
+    );
 }
 
-#[test]
-fn mutant_trusting_any_height_syncs_for_a_flooder() {
-    // One validator's far-future vote made the old engine skip the block interval and ask for
-    // commits nobody has.
-    assert_caught(Mutant::TrustAnyHeight, "flood", 50, Some(ViolationKind::UntrustedSync));
+/// One test per mutant: `name: Mutant, "mix", seeds_max, ViolationKind;` as [`assert_caught`]
+/// takes them.
+macro_rules! mutant_tests {
+    ($(
+        $(#[$doc:meta])* $name:ident: $mutant:ident, $mix:literal, $seeds:literal, $kind:ident;
+    )*) => {
+        $(
+            $(#[$doc])*
+            #[test]
+            fn $name() {
+                assert_caught(Mutant::$mutant, $mix, $seeds, ViolationKind::$kind);
+            }
+        )*
+    };
 }
 
-#[test]
-fn mutant_with_an_unbounded_next_height_buffer_outgrows_its_bound() {
-    assert_caught(Mutant::UnboundedFuture, "flood", 50, Some(ViolationKind::MemoryBound));
-}
-
-#[test]
-fn mutant_taking_proposals_from_anyone_prevotes_a_forgery() {
-    assert_caught(Mutant::AnyProposer, "flood", 50, Some(ViolationKind::ForeignPrevote));
-}
-
-#[test]
-fn mutant_trusting_a_forged_valid_round_prevotes_against_its_lock() {
-    assert_caught(Mutant::TrustValidRound, "flood", 50, Some(ViolationKind::LockViolated));
-}
-
-#[test]
-fn mutant_reading_past_wal_corruption_is_caught() {
-    assert_caught(Mutant::IgnoreWalCorruption, "disk", 50, Some(ViolationKind::CorruptWalOpened));
+mutant_tests! {
+    /// The lock check sees the first prevote against a lock, before any block is committed.
+    mutant_without_locking_is_caught: NoLocking, "split", 150, LockViolated;
+    /// The lock is read from the validator's own signed precommits, which a restart cannot
+    /// forget.
+    mutant_forgetting_the_lock_on_restart_is_caught:
+        ForgetLockOnRestart, "amnesia", 150, LockViolated;
+    /// Certificates of a floor "quorum" are also refused by validators that catch up, which
+    /// stalls them (a liveness violation, found first); a safety violation comes a few seeds on:
+    /// two blocks with a floor "quorum" of prevotes each, one against a validator's lock.
+    mutant_with_floor_quorum_is_caught: QuorumFloor, "amnesia", 150, LockViolated;
+    /// Validators locked on a block that nobody proposes again: no round can decide.
+    mutant_ignoring_the_valid_round_is_caught: IgnoreValidRound, "lossy", 150, NoProgress;
+    /// A proposer that sends a validated block's header with a junk body (or a relay that swaps
+    /// an honest proposal's body) makes the old engine lock on and decide the junk.
+    mutant_without_the_body_check_decides_swapped_bodies: NoBodyCheck, "swap", 50, InvalidCommit;
+    /// One validator's far-future vote made the old engine skip the block interval and ask for
+    /// commits nobody has.
+    mutant_trusting_any_height_syncs_for_a_flooder: TrustAnyHeight, "flood", 50, UntrustedSync;
+    mutant_with_an_unbounded_next_height_buffer_outgrows_its_bound:
+        UnboundedFuture, "flood", 50, MemoryBound;
+    mutant_taking_proposals_from_anyone_prevotes_a_forgery:
+        AnyProposer, "flood", 50, ForeignPrevote;
+    mutant_trusting_a_forged_valid_round_prevotes_against_its_lock:
+        TrustValidRound, "flood", 50, LockViolated;
+    mutant_reading_past_wal_corruption_is_caught:
+        IgnoreWalCorruption, "disk", 50, CorruptWalOpened;
 }
 
 #[test]

@@ -37,6 +37,11 @@ fn vector(baseline: Verdict, base: Option<Verdict>, subs: &[(u8, Verdict)]) -> V
     out
 }
 
+/// The vectors of three validators that all reveal `v`.
+fn unanimous(v: Vec<VerdictEntry>) -> [Option<Vec<VerdictEntry>>; 3] {
+    [Some(v.clone()), Some(v.clone()), Some(v)]
+}
+
 fn run(
     trainers: &[TrainerInput],
     stakes: &[u64],
@@ -125,7 +130,7 @@ fn rejected_unavailable_and_unrevealed_forfeit_the_bond() {
             (3, Verdict::scored(600_000)),
         ],
     );
-    let report = run(&trainers, &[10, 10, 10], &[Some(v.clone()), Some(v.clone()), Some(v)], None);
+    let report = run(&trainers, &[10, 10, 10], &unanimous(v), None);
     assert_eq!(t(&report, 1).forfeit, Some(ForfeitReason::Rejected));
     assert_eq!(t(&report, 2).forfeit, Some(ForfeitReason::Unavailable));
     assert_eq!(t(&report, 4).forfeit, Some(ForfeitReason::NotRevealed));
@@ -152,7 +157,7 @@ fn the_champion_takes_the_whole_trainer_share() {
             (3, Verdict::scored(300_000)),
         ],
     );
-    let report = run(&trainers, &[10, 10, 10], &[Some(v.clone()), Some(v.clone()), Some(v)], None);
+    let report = run(&trainers, &[10, 10, 10], &unanimous(v), None);
     assert_eq!(t(&report, 2).payout, Amount(70_000));
     assert_eq!((t(&report, 1).payout, t(&report, 3).payout), (Amount(0), Amount(0)));
     assert_eq!(
@@ -189,7 +194,7 @@ fn exact_ties_go_to_fewer_parameters_then_the_earliest_commit() {
 fn the_champion_must_beat_the_baseline_by_more_than_the_minimum_improvement() {
     let trainers = [trainer(1, 1_000, 1)];
     let v = vector(Verdict::scored(500_000), None, &[(1, Verdict::scored(520_000))]);
-    let vs = [Some(v.clone()), Some(v.clone()), Some(v)];
+    let vs = unanimous(v);
     let report = run_with(&trainers, &[10, 10, 10], &vs, &[], 20_000);
     assert_eq!(report.champion, None, "exactly the minimum improvement is not enough");
     assert_eq!(report.burned, Amount(70_000));
@@ -201,39 +206,27 @@ fn the_champion_must_beat_the_baseline_by_more_than_the_minimum_improvement() {
 fn baseline_is_the_best_of_the_trivial_score_and_the_existing_models() {
     let trainers = [trainer(1, 1_000, 1)];
     let v = vector(Verdict::scored(300_000), None, &[(1, Verdict::scored(500_000))]);
-    let report = run(&trainers, &[10, 10, 10], &[Some(v.clone()), Some(v.clone()), Some(v)], None);
+    let report = run(&trainers, &[10, 10, 10], &unanimous(v), None);
     assert_eq!(report.baseline_ppm, 300_000);
 
     // A base model of 4× the reference scores 600000 − 2 × 50000 = 500000 effective.
     let base = ReferenceInput { subject: Subject::BaseModel, params: 4_000, recorded_ppm: 450_000 };
-    let v = vector(
-        Verdict::scored(300_000),
-        Some(Verdict::scored(600_000)),
-        &[(1, Verdict::scored(550_000))],
-    );
-    let report =
-        run(&trainers, &[10, 10, 10], &[Some(v.clone()), Some(v.clone()), Some(v)], Some(&base));
+    // Every validator gives the trivial baseline, the base model and the trainer these verdicts.
+    let with_base = |trivial: u32, base_verdict: Verdict, trainer: u32| {
+        let v =
+            vector(Verdict::scored(trivial), Some(base_verdict), &[(1, Verdict::scored(trainer))]);
+        run(&trainers, &[10, 10, 10], &unanimous(v), Some(&base))
+    };
+    let report = with_base(300_000, Verdict::scored(600_000), 550_000);
     assert_eq!(report.baseline_ppm, 500_000);
     assert_eq!(t(&report, 1).payout, Amount(70_000), "550000 beats the base model's 500000");
 
     // When the trivial baseline is larger, it stays the baseline.
-    let v = vector(
-        Verdict::scored(520_000),
-        Some(Verdict::scored(600_000)),
-        &[(1, Verdict::scored(550_000))],
-    );
-    let report =
-        run(&trainers, &[10, 10, 10], &[Some(v.clone()), Some(v.clone()), Some(v)], Some(&base));
+    let report = with_base(520_000, Verdict::scored(600_000), 550_000);
     assert_eq!(report.baseline_ppm, 520_000);
 
     // An unscored base model keeps its recorded score as the floor.
-    let v = vector(
-        Verdict::scored(300_000),
-        Some(Verdict::Unavailable),
-        &[(1, Verdict::scored(440_000))],
-    );
-    let report =
-        run(&trainers, &[10, 10, 10], &[Some(v.clone()), Some(v.clone()), Some(v)], Some(&base));
+    let report = with_base(300_000, Verdict::Unavailable, 440_000);
     assert_eq!(report.baseline_ppm, 450_000);
     assert_eq!(report.champion, None);
 
@@ -245,7 +238,7 @@ fn baseline_is_the_best_of_the_trivial_score_and_the_existing_models() {
     };
     let mut v = vector(Verdict::scored(300_000), None, &[(1, Verdict::scored(550_000))]);
     v.insert(1, VerdictEntry { subject: earlier.subject, verdict: Verdict::scored(560_000) });
-    let vs = [Some(v.clone()), Some(v.clone()), Some(v)];
+    let vs = unanimous(v);
     let report = run_with(&trainers, &[10, 10, 10], &vs, &[earlier], 0);
     assert_eq!(report.baseline_ppm, 560_000);
     assert_eq!(report.champion, None, "a model below an earlier champion earns nothing");
@@ -267,7 +260,7 @@ fn twice_the_reference_size_loses_exactly_one_penalty() {
         None,
         &[(1, Verdict::scored(600_000)), (2, Verdict::scored(600_000))],
     );
-    let report = run(&trainers, &[10, 10, 10], &[Some(v.clone()), Some(v.clone()), Some(v)], None);
+    let report = run(&trainers, &[10, 10, 10], &unanimous(v), None);
     assert_eq!(t(&report, 1).penalty_ppm, 50_000);
     assert_eq!(t(&report, 1).effective_ppm, 550_000);
     assert_eq!(t(&report, 2).effective_ppm, 600_000);
@@ -282,7 +275,7 @@ fn when_nobody_beats_the_baseline_the_trainer_share_burns() {
         None,
         &[(1, Verdict::scored(600_000)), (2, Verdict::scored(700_000))],
     );
-    let report = run(&trainers, &[10, 10, 10], &[Some(v.clone()), Some(v.clone()), Some(v)], None);
+    let report = run(&trainers, &[10, 10, 10], &unanimous(v), None);
     assert_eq!(report.creator_refund, Amount(0), "models were revealed: nothing returns");
     assert_eq!(report.burned, Amount(70_000));
     assert!(
@@ -296,7 +289,7 @@ fn with_no_model_revealed_the_trainer_share_returns_to_the_creator() {
     let mut silent = trainer(1, 1_000, 1);
     silent.reveal = None;
     let v = vector(Verdict::scored(100_000), None, &[]);
-    let report = run(&[silent], &[10, 10, 10], &[Some(v.clone()), Some(v.clone()), Some(v)], None);
+    let report = run(&[silent], &[10, 10, 10], &unanimous(v), None);
     assert_eq!(report.creator_refund, Amount(70_000));
     assert_eq!(report.burned, Amount(1_000), "the silent trainer's bond");
 }
