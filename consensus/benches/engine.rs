@@ -47,7 +47,15 @@ impl Cluster {
         let accounts = keys.iter().map(Keypair::account).collect();
         let engines = keys
             .into_iter()
-            .map(|k| Engine::new(EngineConfig::default(), CHAIN_ID, k, MemoryWal::default()))
+            .map(|k| {
+                Engine::new(
+                    EngineConfig::default(),
+                    CHAIN_ID,
+                    k,
+                    MemoryWal::default(),
+                    Default::default(),
+                )
+            })
             .collect();
         Cluster {
             engines,

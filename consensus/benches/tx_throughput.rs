@@ -1,6 +1,6 @@
 //! Signed-transaction throughput: verify + apply, single versus batch signature verification,
 //! and the single path again on signatures it has already accepted (the memo of
-//! [`consensus::crypto::verify`]: what a block costs a node whose mempool admitted its txs).
+//! [`consensus::crypto::Verifier`]: what a block costs a node whose mempool admitted its txs).
 //! Then signature verification alone from accounts whose keys the node has never checked versus
 //! ones it has (the key memo: a network with 10^5 active accounts must hit it for every one).
 //!
@@ -10,7 +10,7 @@
 
 use std::time::Instant;
 
-use consensus::crypto::Keypair;
+use consensus::crypto::{Keypair, Verifier};
 use consensus::genesis::{Genesis, GenesisBalance, GenesisValidator, Params};
 use consensus::state::{State, TxContext};
 use consensus::tx::{SignedTx, Tx, TxKind, verify_txs};
@@ -81,7 +81,7 @@ fn single(state: &State, txs: &[SignedTx]) -> f64 {
 fn batch(state: &State, txs: &[SignedTx]) -> f64 {
     let mut s = state.clone();
     let start = Instant::now();
-    verify_txs("bench", txs).expect("valid batch");
+    verify_txs(s.verifier(), "bench", txs).expect("valid batch");
     for (i, tx) in txs.iter().enumerate() {
         s.execute_tx(tx, ctx(i)).expect("valid tx");
     }
@@ -89,7 +89,7 @@ fn batch(state: &State, txs: &[SignedTx]) -> f64 {
 }
 
 /// Verifies one transfer from each of `keys` (signed with `amount`, so never seen before).
-fn verify_only(keys: &[Keypair], amount: u64) -> f64 {
+fn verify_only(verifier: &Verifier, keys: &[Keypair], amount: u64) -> f64 {
     let txs: Vec<SignedTx> = keys
         .iter()
         .map(|k| {
@@ -99,7 +99,7 @@ fn verify_only(keys: &[Keypair], amount: u64) -> f64 {
         .collect();
     let start = Instant::now();
     for tx in &txs {
-        tx.verify("bench").expect("valid signature");
+        tx.verify(verifier, "bench").expect("valid signature");
     }
     txs.len() as f64 / start.elapsed().as_secs_f64()
 }
@@ -130,6 +130,7 @@ fn main() {
     println!("  already verified / single:  {:>10.2}x", r / s);
 
     // Fresh accounts per run for the cold keys; the same accounts, signing anew, for the warm.
+    let verifier = Verifier::new();
     let mut cold = Vec::new();
     let mut warm = Vec::new();
     for run in 0..RUNS {
@@ -140,8 +141,8 @@ fn main() {
                 Keypair::from_seed(seed)
             })
             .collect();
-        cold.push(verify_only(&fresh, 1));
-        warm.push(verify_only(&fresh, 2));
+        cold.push(verify_only(&verifier, &fresh, 1));
+        warm.push(verify_only(&verifier, &fresh, 2));
     }
     let (c, w) = (median(cold), median(warm));
     println!("signature verification alone, {TXS} txs from {TXS} accounts, median of {RUNS} runs:");

@@ -190,7 +190,7 @@ pub fn execute_block(state: &State, block: &Block) -> Result<State, BlockError> 
         (Some(cert), prev) if prev > Height(0) => {
             header_field("last_commit_hash", &cert.hash(), &header.last_commit_hash)?;
             let prev_set = state.validator_set(prev).ok_or(BlockError::UnknownHeight(prev))?;
-            cert.verify(&meta.chain_id, prev, &meta.last_block_hash, prev_set)
+            cert.verify(state.verifier(), &meta.chain_id, prev, &meta.last_block_hash, prev_set)
                 .map_err(|e| BlockError::LastCommit(e.to_string()))?;
         }
         (None, _) => return Err(BlockError::LastCommit("missing".into())),
@@ -237,7 +237,7 @@ pub fn execute_block(state: &State, block: &Block) -> Result<State, BlockError> 
     }
     // Together: signatures already accepted (at gossip, by the mempool) cost a hash, and the
     // rest share one field inversion.
-    crate::tx::verify_txs(&meta.chain_id, &block.txs).map_err(|(index, e)| {
+    crate::tx::verify_txs(state.verifier(), &meta.chain_id, &block.txs).map_err(|(index, e)| {
         BlockError::InvalidTx {
             index,
             hash: block.txs[index].hash(),
@@ -389,7 +389,15 @@ impl StateProofBundle {
                 found: self.header.validators_hash,
             });
         }
-        self.commit.verify(chain_id, self.header.height, &self.header.hash(), validators)?;
+        // A one-off check: nothing to remember.
+        let verifier = &crate::crypto::Verifier::new();
+        self.commit.verify(
+            verifier,
+            chain_id,
+            self.header.height,
+            &self.header.hash(),
+            validators,
+        )?;
         self.proof.verify(&self.header.state_root, table, &self.key, self.value.as_deref())?;
         Ok(table)
     }
@@ -593,7 +601,7 @@ impl Ledger {
     ) -> Result<(), LedgerError> {
         let height = self.state.height().next();
         let set = self.state.validator_set(height).ok_or(BlockError::UnknownHeight(height))?;
-        cert.verify(self.state.chain_id(), height, &block.hash(), set)?;
+        cert.verify(self.state.verifier(), self.state.chain_id(), height, &block.hash(), set)?;
         let mut next = self.execute_next(block)?;
         let mut ops = next.take_changes();
         let key = height_key(height).to_vec();

@@ -11,29 +11,31 @@
 //!    is a canonical scalar (`s < ℓ`);
 //! 3. ed25519-dalek's `verify_strict` accepts it over `domain_tag || chain_id || message`.
 //!
-//! Rule 1 is checked when a key is decoded ([`PublicKey::from_account`], remembered per key).
+//! Rule 1 is checked when a key is decoded ([`PublicKey::from_account`]; a [`Verifier`] remembers
+//! each key it checked).
 //! Rules 2 and 3 are checked together, without `verify_strict`'s own decompression of `R`: with
 //! `k = SHA-512(R || A || signed bytes)`, the point `[s]B − [k]A` lies in the prime-order subgroup
 //! (both `B` and the checked `A` do), so a signature is accepted exactly when `s` is canonical and
 //! `R`'s bytes are that point's encoding and not the identity's. Such an `R` is canonical,
 //! torsion-free and not of small order, and `verify_strict` accepts it; conversely whatever
 //! `verify_strict` accepts with rule 2 has this `R` (the tests check both directions on
-//! adversarial signatures). [`verify_batch`] does the same for many signatures, compressing all the
-//! expected points with one field inversion; it is the same rule, not a probabilistic batch
-//! equation, so no batch can accept what a single check refuses.
+//! adversarial signatures). [`Verifier::verify_batch`] does the same for many signatures,
+//! compressing all the expected points with one field inversion; it is the same rule, not a
+//! probabilistic batch equation, so no batch can accept what a single check refuses.
 //!
 //! # Signatures verified once
 //!
 //! A transaction is checked when it arrives on gossip, when the mempool admits it, when every
 //! block is re-checked against the mempool, and when its block executes; a precommit is checked
-//! as a vote and again inside the commit certificate. [`verify`] remembers the digest of every
+//! as a vote and again inside the commit certificate. A [`Verifier`] remembers the digest of every
 //! `(signed bytes, signer, signature)` it accepted, so each is verified by curve arithmetic once
-//! per process. A memo only saves time, never changes an answer: only accepted triples are stored,
-//! and a hit needs a sha256 collision to be wrong.
+//! per verifier; a node shares one between its ledger, mempool, network and consensus engine.
+//! A memo only saves time, never changes an answer: only accepted triples are stored, and a hit
+//! needs a sha256 collision to be wrong.
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Mutex, OnceLock, PoisonError};
+use std::sync::{Mutex, PoisonError};
 
 use curve25519_dalek::edwards::{CompressedEdwardsY, EdwardsPoint};
 use curve25519_dalek::scalar::Scalar;
@@ -181,11 +183,6 @@ pub struct PublicKey {
 /// check are stored).
 const CHECKED_KEYS_PER_GENERATION: usize = 1 << 17;
 
-fn checked_keys() -> &'static Mutex<Recent<AccountId, EdwardsPoint>> {
-    static KEYS: OnceLock<Mutex<Recent<AccountId, EdwardsPoint>>> = OnceLock::new();
-    KEYS.get_or_init(|| Mutex::new(Recent::new(CHECKED_KEYS_PER_GENERATION)))
-}
-
 /// A map of the most recently inserted entries, bounded in two generations: when the current one
 /// holds `per_generation` entries it becomes the previous one (dropping the one before), so the
 /// map remembers between one and two generations of entries, and what is used again survives
@@ -224,21 +221,13 @@ impl<K: std::hash::Hash + Eq + Copy, V: Copy> Recent<K, V> {
 impl PublicKey {
     /// Decodes and checks an account's key: canonical, not small order, torsion-free.
     pub fn from_account(account: &AccountId) -> Result<PublicKey, SignatureError> {
-        // A poisoned lock only means another thread panicked mid-insert of a checked key; the map
-        // still holds only checked keys.
-        let memo = || checked_keys().lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(minus_a) = memo().get(account) {
-            return Ok(PublicKey { account: *account, minus_a });
-        }
         let point = strong_point(account.as_bytes()).map_err(|reason| match reason {
             "non-canonical point encoding" | "not a curve point" => {
                 SignatureError::NonCanonicalKey { account: *account }
             }
             _ => SignatureError::WeakKey { account: *account },
         })?;
-        let minus_a = -point;
-        memo().insert(*account, minus_a);
-        Ok(PublicKey { account: *account, minus_a })
+        Ok(PublicKey { account: *account, minus_a: -point })
     }
 
     /// The account this key is.
@@ -250,10 +239,26 @@ impl PublicKey {
 /// Accepted signatures remembered per generation of [`Recent`] (a few MiB at most).
 const VERIFIED_PER_GENERATION: usize = 1 << 16;
 
-/// Digests of accepted `(signed bytes, signer, signature)` triples.
-fn verified_signatures() -> &'static Mutex<Recent<[u8; 32], ()>> {
-    static VERIFIED: OnceLock<Mutex<Recent<[u8; 32], ()>>> = OnceLock::new();
-    VERIFIED.get_or_init(|| Mutex::new(Recent::new(VERIFIED_PER_GENERATION)))
+/// Checks signatures with the acceptance rule, remembering the keys it checked and the
+/// signatures it accepted (see the module docs). Share one (`Arc<Verifier>`) between whoever
+/// checks the same signatures; [`Verifier::new`] costs nothing until it is used.
+pub struct Verifier {
+    /// Checked keys, with their `−A`.
+    keys: Mutex<Recent<AccountId, EdwardsPoint>>,
+    /// Digests of accepted `(signed bytes, signer, signature)` triples.
+    verified: Mutex<Recent<[u8; 32], ()>>,
+}
+
+impl Default for Verifier {
+    fn default() -> Verifier {
+        Verifier::new()
+    }
+}
+
+impl fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Verifier").finish_non_exhaustive()
+    }
 }
 
 /// The memo's key for a signature over `signed` bytes.
@@ -265,39 +270,25 @@ fn verified_digest(signed: &[u8], signer: &AccountId, signature: &Signature) -> 
     .0
 }
 
-/// Verifies one signature with the acceptance rule (a triple accepted before is answered from
-/// the memo; see the module docs).
-pub fn verify(
-    domain: Domain,
-    chain_id: &str,
-    signer: &AccountId,
-    message: &[u8],
-    signature: &Signature,
-) -> Result<(), SignatureError> {
-    let item = BatchItem { domain, signer, message, signature };
-    verify_batch(chain_id, std::slice::from_ref(&item)).map_err(|(_, error)| error)
-}
-
 /// The point `[s]B − [k]A` that the signature's `R` must encode, where
-/// `k = SHA-512(R || A || signed) mod ℓ`; refuses a weak key or a non-canonical `s` first.
+/// `k = SHA-512(R || A || signed) mod ℓ`; refuses a non-canonical `s`.
 fn expected_r(
+    key: &PublicKey,
     signed: &[u8],
-    signer: &AccountId,
     signature: &Signature,
 ) -> Result<EdwardsPoint, SignatureError> {
-    let key = PublicKey::from_account(signer)?;
     let s: [u8; 32] = signature.0[32..].try_into().expect("64-byte signature");
     let s = Option::<Scalar>::from(Scalar::from_canonical_bytes(s))
         .ok_or(SignatureError::MalformedSignature { reason: "s is not a canonical scalar" })?;
     let mut hasher = Sha512::new();
     hasher.update(&signature.0[..32]);
-    hasher.update(signer.as_bytes());
+    hasher.update(key.account.as_bytes());
     hasher.update(signed);
     let k = Scalar::from_bytes_mod_order_wide(&hasher.finalize().into());
     Ok(EdwardsPoint::vartime_double_scalar_mul_basepoint(&k, &key.minus_a, &s))
 }
 
-/// One item for [`verify_batch`].
+/// One item for [`Verifier::verify_batch`].
 #[derive(Clone, Copy, Debug)]
 pub struct BatchItem<'a> {
     /// What is signed.
@@ -310,61 +301,99 @@ pub struct BatchItem<'a> {
     pub signature: &'a Signature,
 }
 
-/// Verifies many signatures of one chain with the acceptance rule; accepts exactly what
-/// [`verify`] accepts for each, and shares its memo: triples accepted before cost a hash, and the
-/// ones checked here are remembered, so the same txs met again (in a block, from another peer)
-/// are not checked twice. The expected `R` points are compressed together (one field inversion
-/// for the whole batch instead of one per signature).
-///
-/// Returns `Err((index, error))` for the first item that fails.
-pub fn verify_batch(
-    chain_id: &str,
-    items: &[BatchItem<'_>],
-) -> Result<(), (usize, SignatureError)> {
-    let memo = || verified_signatures().lock().unwrap_or_else(PoisonError::into_inner);
-    let mut fresh = Vec::new();
-    {
+impl Verifier {
+    /// A verifier that remembers nothing yet.
+    pub fn new() -> Verifier {
+        Verifier {
+            keys: Mutex::new(Recent::new(CHECKED_KEYS_PER_GENERATION)),
+            verified: Mutex::new(Recent::new(VERIFIED_PER_GENERATION)),
+        }
+    }
+
+    /// [`PublicKey::from_account`], remembered per key.
+    fn key(&self, account: &AccountId) -> Result<PublicKey, SignatureError> {
+        // A poisoned lock only means another thread panicked mid-insert of a checked key; the map
+        // still holds only checked keys.
+        let memo = || self.keys.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(minus_a) = memo().get(account) {
+            return Ok(PublicKey { account: *account, minus_a });
+        }
+        let key = PublicKey::from_account(account)?;
+        memo().insert(*account, key.minus_a);
+        Ok(key)
+    }
+
+    /// Verifies one signature with the acceptance rule (a triple accepted before is answered
+    /// from the memo; see the module docs).
+    pub fn verify(
+        &self,
+        domain: Domain,
+        chain_id: &str,
+        signer: &AccountId,
+        message: &[u8],
+        signature: &Signature,
+    ) -> Result<(), SignatureError> {
+        let item = BatchItem { domain, signer, message, signature };
+        self.verify_batch(chain_id, std::slice::from_ref(&item)).map_err(|(_, error)| error)
+    }
+
+    /// Verifies many signatures of one chain with the acceptance rule; accepts exactly what
+    /// [`Verifier::verify`] accepts for each, and shares its memo: triples accepted before cost a
+    /// hash, and the ones checked here are remembered, so the same txs met again (in a block,
+    /// from another peer) are not checked twice. The expected `R` points are compressed together
+    /// (one field inversion for the whole batch instead of one per signature).
+    ///
+    /// Returns `Err((index, error))` for the first item that fails.
+    pub fn verify_batch(
+        &self,
+        chain_id: &str,
+        items: &[BatchItem<'_>],
+    ) -> Result<(), (usize, SignatureError)> {
+        let memo = || self.verified.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut fresh = Vec::new();
+        {
+            let mut memo = memo();
+            for (index, item) in items.iter().enumerate() {
+                let signed = signing_bytes(item.domain, chain_id, item.message);
+                let digest = verified_digest(&signed, item.signer, item.signature);
+                if memo.get(&digest).is_none() {
+                    fresh.push((index, signed, digest));
+                }
+            }
+        }
+        if fresh.is_empty() {
+            return Ok(());
+        }
+        let mut points = Vec::with_capacity(fresh.len());
+        let mut first_error = None;
+        for (index, signed, _) in &fresh {
+            let item = &items[*index];
+            match self.key(item.signer).and_then(|key| expected_r(&key, signed, item.signature)) {
+                Ok(point) => points.push(point),
+                Err(error) => {
+                    first_error = Some((*index, error));
+                    break;
+                }
+            }
+        }
+        // Items after a refused one are not needed: only the first failure is reported.
+        let checked = &fresh[..points.len()];
+        let compressed = EdwardsPoint::compress_batch_alloc(&points);
+        for ((index, _, _), r) in checked.iter().zip(&compressed) {
+            let item = &items[*index];
+            if !accepts(r, item.signature) {
+                return Err((*index, SignatureError::Invalid { account: *item.signer }));
+            }
+        }
+        if let Some(error) = first_error {
+            return Err(error);
+        }
         let mut memo = memo();
-        for (index, item) in items.iter().enumerate() {
-            let signed = signing_bytes(item.domain, chain_id, item.message);
-            let digest = verified_digest(&signed, item.signer, item.signature);
-            if memo.get(&digest).is_none() {
-                fresh.push((index, signed, digest));
-            }
+        for (_, _, digest) in fresh {
+            memo.insert(digest, ());
         }
+        Ok(())
     }
-    if fresh.is_empty() {
-        return Ok(());
-    }
-    let mut points = Vec::with_capacity(fresh.len());
-    let mut first_error = None;
-    for (index, signed, _) in &fresh {
-        let item = &items[*index];
-        match expected_r(signed, item.signer, item.signature) {
-            Ok(point) => points.push(point),
-            Err(error) => {
-                first_error = Some((*index, error));
-                break;
-            }
-        }
-    }
-    // Items after a refused one are not needed: only the first failure is reported.
-    let checked = &fresh[..points.len()];
-    let compressed = EdwardsPoint::compress_batch_alloc(&points);
-    for ((index, _, _), r) in checked.iter().zip(&compressed) {
-        let item = &items[*index];
-        if !accepts(r, item.signature) {
-            return Err((*index, SignatureError::Invalid { account: *item.signer }));
-        }
-    }
-    if let Some(error) = first_error {
-        return Err(error);
-    }
-    let mut memo = memo();
-    for (_, _, digest) in fresh {
-        memo.insert(digest, ());
-    }
-    Ok(())
 }
 
 /// The identity point's encoding: `y = 1`, sign bit 0.
@@ -498,38 +527,57 @@ mod tests {
 
     #[test]
     fn sign_and_verify_round_trip() {
+        let v = Verifier::new();
         let k = key(1);
         let sig = k.sign(Domain::Tx, "c", b"hello");
-        verify(Domain::Tx, "c", &k.account(), b"hello", &sig).unwrap();
+        v.verify(Domain::Tx, "c", &k.account(), b"hello", &sig).unwrap();
     }
 
     #[test]
     fn a_signature_is_bound_to_domain_chain_and_message() {
+        let v = Verifier::new();
         let k = key(1);
         let sig = k.sign(Domain::Prevote, "c", b"m");
         let a = k.account();
-        assert!(verify(Domain::Precommit, "c", &a, b"m", &sig).is_err());
-        assert!(verify(Domain::Prevote, "other", &a, b"m", &sig).is_err());
-        assert!(verify(Domain::Prevote, "c", &a, b"n", &sig).is_err());
-        assert!(verify(Domain::Prevote, "c", &key(2).account(), b"m", &sig).is_err());
+        assert!(v.verify(Domain::Precommit, "c", &a, b"m", &sig).is_err());
+        assert!(v.verify(Domain::Prevote, "other", &a, b"m", &sig).is_err());
+        assert!(v.verify(Domain::Prevote, "c", &a, b"n", &sig).is_err());
+        assert!(v.verify(Domain::Prevote, "c", &key(2).account(), b"m", &sig).is_err());
     }
 
     #[test]
     fn an_accepted_signature_remembered_changes_no_other_answer() {
+        let v = Verifier::new();
         let k = key(3);
         let a = k.account();
         let sig = k.sign(Domain::Prevote, "memo", b"m");
         // Twice: the second pass answers the accepted triple from the memo, and the refused ones
         // (never remembered) from the arithmetic again.
         for _ in 0..2 {
-            verify(Domain::Prevote, "memo", &a, b"m", &sig).unwrap();
-            assert!(verify(Domain::Precommit, "memo", &a, b"m", &sig).is_err());
-            assert!(verify(Domain::Prevote, "memo", &a, b"n", &sig).is_err());
-            assert!(verify(Domain::Prevote, "memo", &key(4).account(), b"m", &sig).is_err());
+            v.verify(Domain::Prevote, "memo", &a, b"m", &sig).unwrap();
+            assert!(v.verify(Domain::Precommit, "memo", &a, b"m", &sig).is_err());
+            assert!(v.verify(Domain::Prevote, "memo", &a, b"n", &sig).is_err());
+            assert!(v.verify(Domain::Prevote, "memo", &key(4).account(), b"m", &sig).is_err());
             let mut flipped = sig;
             flipped.0[5] ^= 1;
-            assert!(verify(Domain::Prevote, "memo", &a, b"m", &flipped).is_err());
+            assert!(v.verify(Domain::Prevote, "memo", &a, b"m", &flipped).is_err());
         }
+    }
+
+    #[test]
+    fn verifiers_share_no_memo() {
+        let (one, other) = (Verifier::new(), Verifier::new());
+        let k = key(5);
+        let sig = k.sign(Domain::Tx, "c", b"m");
+        one.verify(Domain::Tx, "c", &k.account(), b"m", &sig).unwrap();
+        let digest = verified_digest(&signing_bytes(Domain::Tx, "c", b"m"), &k.account(), &sig);
+        // (signature remembered, key remembered)
+        let memo = |v: &Verifier| {
+            let signature = v.verified.lock().unwrap().get(&digest).is_some();
+            (signature, v.keys.lock().unwrap().get(&k.account()).is_some())
+        };
+        assert_eq!(memo(&one), (true, true));
+        assert_eq!(memo(&other), (false, false), "another verifier remembers nothing of it");
     }
 
     #[test]
@@ -587,6 +635,7 @@ mod tests {
 
     #[test]
     fn the_rule_agrees_with_verify_strict_on_adversarial_signatures() {
+        let v = Verifier::new();
         use curve25519_dalek::constants::ED25519_BASEPOINT_POINT as B;
         let k = key(6);
         let signed = signing_bytes(Domain::Tx, "c", b"m");
@@ -626,7 +675,7 @@ mod tests {
         let mut accepted = 0;
         for (i, sig) in cases.iter().enumerate() {
             let expected = reference_rule(&k, &signed, sig);
-            let single = verify(Domain::Tx, "c", &k.account(), b"m", sig).is_ok();
+            let single = v.verify(Domain::Tx, "c", &k.account(), b"m", sig).is_ok();
             let account = k.account();
             let item =
                 BatchItem { domain: Domain::Tx, signer: &account, message: b"m", signature: sig };
@@ -636,7 +685,7 @@ mod tests {
                 message: b"m",
                 signature: &honest,
             };
-            let batch = verify_batch("c", &[honest_item, item, honest_item]).is_ok();
+            let batch = v.verify_batch("c", &[honest_item, item, honest_item]).is_ok();
             assert_eq!(single, expected, "case {i}: single path disagrees with verify_strict");
             assert_eq!(batch, expected, "case {i}: batch path disagrees with verify_strict");
             accepted += usize::from(expected);
@@ -672,17 +721,19 @@ mod tests {
 
     #[test]
     fn non_canonical_s_is_malformed() {
+        let v = Verifier::new();
         let k = key(1);
         let mut sig = k.sign(Domain::Tx, "c", b"m");
         sig.0[63] |= 0xf0; // s >= l
         assert!(matches!(
-            verify(Domain::Tx, "c", &k.account(), b"m", &sig),
+            v.verify(Domain::Tx, "c", &k.account(), b"m", &sig),
             Err(SignatureError::MalformedSignature { .. })
         ));
     }
 
     #[test]
     fn batch_agrees_with_single_and_names_the_culprit() {
+        let v = Verifier::new();
         let keys: Vec<Keypair> = (1..=5).map(key).collect();
         let accounts: Vec<AccountId> = keys.iter().map(Keypair::account).collect();
         let msgs: Vec<Vec<u8>> = (0..5u8).map(|i| vec![i; 10]).collect();
@@ -702,7 +753,7 @@ mod tests {
                     signature: s,
                 })
                 .collect();
-            verify_batch("c", &batch).map_err(|(i, _)| i)
+            v.verify_batch("c", &batch).map_err(|(i, _)| i)
         };
         assert_eq!(run(&sigs), Ok(()));
         sigs[3].0[0] ^= 1;

@@ -8,7 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::commitment::{HeldoutKey, Salt};
-use crate::crypto::{BatchItem, Domain, Keypair, Signature, SignatureError, verify};
+use crate::crypto::{BatchItem, Domain, Keypair, Signature, SignatureError, Verifier};
 use crate::encoding::{DecodeError, decode, encode};
 use crate::hash::{tagged_hash, tags};
 use crate::task::TaskSpec;
@@ -151,8 +151,8 @@ impl SignedTx {
     }
 
     /// Checks the signature with the acceptance rule, for `chain_id`.
-    pub fn verify(&self, chain_id: &str) -> Result<(), SignatureError> {
-        verify(Domain::Tx, chain_id, &self.signer, &encode(&self.tx), &self.signature)
+    pub fn verify(&self, verifier: &Verifier, chain_id: &str) -> Result<(), SignatureError> {
+        verifier.verify(Domain::Tx, chain_id, &self.signer, &encode(&self.tx), &self.signature)
     }
 
     /// Decodes a signed tx from at most `max_tx_bytes`.
@@ -168,7 +168,11 @@ impl SignedTx {
 
 /// Verifies the signatures of many txs of one chain at once; accepts exactly what
 /// [`SignedTx::verify`] accepts for each. Returns the index of the first bad tx.
-pub fn verify_txs(chain_id: &str, txs: &[SignedTx]) -> Result<(), (usize, SignatureError)> {
+pub fn verify_txs(
+    verifier: &Verifier,
+    chain_id: &str,
+    txs: &[SignedTx],
+) -> Result<(), (usize, SignatureError)> {
     let messages: Vec<Vec<u8>> = txs.iter().map(|t| encode(&t.tx)).collect();
     let items: Vec<BatchItem<'_>> = txs
         .iter()
@@ -180,5 +184,5 @@ pub fn verify_txs(chain_id: &str, txs: &[SignedTx]) -> Result<(), (usize, Signat
             signature: &t.signature,
         })
         .collect();
-    crate::crypto::verify_batch(chain_id, &items)
+    verifier.verify_batch(chain_id, &items)
 }

@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
-use crate::crypto::{BatchItem, Domain, Keypair, Signature, SignatureError, verify, verify_batch};
+use crate::crypto::{BatchItem, Domain, Keypair, Signature, SignatureError, Verifier};
 use crate::encoding::encode;
 use crate::hash::{tagged_hash, tags};
 use crate::types::{AccountId, Hash, Height, Round};
@@ -68,8 +68,8 @@ impl SignedVote {
     }
 
     /// Checks the signature with the acceptance rule.
-    pub fn verify(&self, chain_id: &str) -> Result<(), SignatureError> {
-        verify(
+    pub fn verify(&self, verifier: &Verifier, chain_id: &str) -> Result<(), SignatureError> {
+        verifier.verify(
             self.vote.kind.domain(),
             chain_id,
             &self.validator,
@@ -202,6 +202,7 @@ impl CommitCertificate {
     /// `validators`, every signature valid, and their power a quorum.
     pub fn verify(
         &self,
+        verifier: &Verifier,
         chain_id: &str,
         height: Height,
         block: &Hash,
@@ -242,9 +243,8 @@ impl CommitCertificate {
                 signature: &s.signature,
             })
             .collect();
-        verify_batch(chain_id, &items).map_err(|(i, source)| CertificateError::BadSignature {
-            validator: self.signatures[i].validator,
-            source,
+        verifier.verify_batch(chain_id, &items).map_err(|(i, source)| {
+            CertificateError::BadSignature { validator: self.signatures[i].validator, source }
         })
     }
 }
@@ -288,27 +288,28 @@ mod tests {
         let block = Hash([7; 32]);
         let votes: Vec<SignedVote> = ks.iter().map(|k| precommit(k, block)).collect();
         let full = CommitCertificate::from_precommits(&votes).unwrap();
-        full.verify("c", Height(5), &block, &vs).unwrap();
+        let v = &Verifier::new();
+        full.verify(v, "c", Height(5), &block, &vs).unwrap();
         // Three small validators hold 30 of 100: no quorum.
         let small: Vec<SignedVote> =
             votes.iter().copied().filter(|v| vs.power_of(&v.validator) == Some(10)).collect();
         let cert = CommitCertificate::from_precommits(&small).unwrap();
         assert!(matches!(
-            cert.verify("c", Height(5), &block, &vs),
+            cert.verify(v, "c", Height(5), &block, &vs),
             Err(CertificateError::NoQuorum { .. })
         ));
         assert!(matches!(
-            full.verify("c", Height(6), &block, &vs),
+            full.verify(v, "c", Height(6), &block, &vs),
             Err(CertificateError::WrongBlock { .. })
         ));
         assert!(matches!(
-            full.verify("other-chain", Height(5), &block, &vs),
+            full.verify(v, "other-chain", Height(5), &block, &vs),
             Err(CertificateError::BadSignature { .. })
         ));
         let mut dup = full.clone();
         dup.signatures.push(dup.signatures[0]);
         assert_eq!(
-            dup.verify("c", Height(5), &block, &vs),
+            dup.verify(v, "c", Height(5), &block, &vs),
             Err(CertificateError::UnsortedOrDuplicate)
         );
     }

@@ -51,7 +51,13 @@ impl Net {
     /// The engine of `key`, started at height 1, and its first actions.
     fn start(&self, key: &Keypair) -> (TestEngine, Vec<Action<Block>>) {
         let key = Keypair::from_seed(key.secret_bytes());
-        let mut e = Engine::new(EngineConfig::default(), CHAIN, key, MemoryWal::default());
+        let mut e = Engine::new(
+            EngineConfig::default(),
+            CHAIN,
+            key,
+            MemoryWal::default(),
+            Default::default(),
+        );
         let out = e.start(Height(1), self.set.clone()).unwrap();
         (e, out)
     }

@@ -8,7 +8,7 @@ use consensus::bft::{
     Step, TimeoutKind, Value, Wal, WalEntry,
 };
 use consensus::block::{Block, Header, tx_root};
-use consensus::crypto::Keypair;
+use consensus::crypto::{Keypair, Verifier};
 use consensus::testing::validator_set;
 use consensus::types::{AccountId, Hash, Height, Round};
 use consensus::validators::ValidatorSet;
@@ -53,7 +53,7 @@ fn block(height: u64, round: u32, nonce: u64) -> Block {
 
 fn engine(key: &Keypair) -> Engine<Block, MemoryWal<Block>> {
     let key = Keypair::from_seed(key.secret_bytes());
-    Engine::new(EngineConfig::default(), CHAIN, key, MemoryWal::default())
+    Engine::new(EngineConfig::default(), CHAIN, key, MemoryWal::default(), Default::default())
 }
 
 fn proposal(key: &Keypair, height: u64, round: u32, b: &Block, vr: Option<u32>) -> Event<Block> {
@@ -150,8 +150,13 @@ fn a_locked_validator_keeps_its_lock_across_a_restart() {
 
     // Crash and restart from the log.
     let wal = e.into_wal();
-    let mut e =
-        Engine::new(EngineConfig::default(), CHAIN, Keypair::from_seed(ks[me].secret_bytes()), wal);
+    let mut e = Engine::new(
+        EngineConfig::default(),
+        CHAIN,
+        Keypair::from_seed(ks[me].secret_bytes()),
+        wal,
+        Default::default(),
+    );
     let acts = boot(&mut e, Height(1), vs.clone());
     assert_eq!(e.locked().map(|(r, b)| (r, b.id())), Some((Round(0), v.id())));
     assert_eq!(e.valid_value().map(|(r, b)| (r, b.id())), Some((Round(0), v.id())));
@@ -249,15 +254,16 @@ fn messages_are_checked_before_the_engine_sees_them() {
     let p = Proposal { height: Height(1), round: Round(0), block: b.id(), valid_round: None };
     let good: Message<Block> =
         Message::Proposal { proposal: SignedProposal::sign(&ks[0], CHAIN, p), block: b.clone() };
-    good.verify(CHAIN).unwrap();
-    assert!(good.verify("other-chain").is_err());
+    let verifier = &Verifier::new();
+    good.verify(verifier, CHAIN).unwrap();
+    assert!(good.verify(verifier, "other-chain").is_err());
     let swapped: Message<Block> = Message::Proposal {
         proposal: SignedProposal::sign(&ks[0], CHAIN, p),
         block: block(1, 0, 2),
     };
-    assert!(swapped.verify(CHAIN).is_err());
+    assert!(swapped.verify(verifier, CHAIN).is_err());
     let v: Message<Block> = Message::Vote(vote(&ks[1], 1, 0, VoteKind::Precommit, Some(&b)));
-    v.verify(CHAIN).unwrap();
+    v.verify(verifier, CHAIN).unwrap();
 }
 
 #[test]
@@ -314,8 +320,13 @@ fn an_engine_started_twice_on_one_log_keeps_its_votes() {
     let nil = own_votes(&acts, VoteKind::Prevote);
     assert_eq!(nil.len(), 1);
     let wal = e.into_wal();
-    let mut e =
-        Engine::new(EngineConfig::default(), CHAIN, Keypair::from_seed(ks[me].secret_bytes()), wal);
+    let mut e = Engine::new(
+        EngineConfig::default(),
+        CHAIN,
+        Keypair::from_seed(ks[me].secret_bytes()),
+        wal,
+        Default::default(),
+    );
     let acts = boot(&mut e, Height(1), vs);
     assert_eq!(own_votes(&acts, VoteKind::Prevote), nil);
     assert_eq!(e.step(), Step::Prevote);

@@ -2,7 +2,7 @@
 
 use consensus::block::tx_root;
 use consensus::chain::{BlockError, build_block};
-use consensus::crypto::{BatchItem, Domain, Signature, SignatureError, verify, verify_batch};
+use consensus::crypto::{BatchItem, Domain, Signature, SignatureError, Verifier};
 use consensus::encoding::encode;
 use consensus::state::{LayoutError, Phase, TxError};
 use consensus::testing::*;
@@ -48,7 +48,8 @@ fn weak_key_is_rejected_on_single_and_batch_paths() {
     let mut sig = [0u8; 64];
     sig[..32].copy_from_slice(&identity);
     let sig = Signature(sig);
-    let single = verify(Domain::Tx, "crucible-test", &weak, b"anything", &sig);
+    let v = Verifier::new();
+    let single = v.verify(Domain::Tx, "crucible-test", &weak, b"anything", &sig);
     assert!(matches!(single, Err(SignatureError::WeakKey { .. })), "{single:?}");
 
     let c = TestChain::new(&[10, 10, 10, 10], 1);
@@ -59,19 +60,19 @@ fn weak_key_is_rejected_on_single_and_batch_paths() {
         signature: sig,
     };
     assert!(matches!(
-        verify_txs(&c.chain_id(), &[good.clone(), bad.clone()]),
+        verify_txs(&v, &c.chain_id(), &[good.clone(), bad.clone()]),
         Err((1, SignatureError::WeakKey { .. }))
     ));
     let msg = encode(&bad.tx);
     let items = [BatchItem { domain: Domain::Tx, signer: &weak, message: &msg, signature: &sig }];
     assert!(matches!(
-        verify_batch(&c.chain_id(), &items),
+        v.verify_batch(&c.chain_id(), &items),
         Err((0, SignatureError::WeakKey { .. }))
     ));
     // Every small-order point is refused as a key.
     for point in EIGHT_TORSION {
         let account = AccountId(point.compress().to_bytes());
-        assert!(verify(Domain::Tx, "c", &account, b"m", &sig).is_err());
+        assert!(v.verify(Domain::Tx, "c", &account, b"m", &sig).is_err());
     }
 }
 

@@ -311,6 +311,7 @@ async fn start() -> Harness {
     tokio::spawn(async move { while events.recv().await.is_some() {} });
     let (submissions, submissions_rx) = mpsc::channel(8);
     let (external_txs, external) = mpsc::channel(8);
+    let verifier = ledger.state().verifier().clone();
     let ctx = NodeContext {
         genesis: Arc::new(genesis.clone()),
         key: Arc::new(node_key),
@@ -324,6 +325,7 @@ async fn start() -> Harness {
         metrics: Arc::new(Metrics::default()),
         live_votes: Arc::default(),
         mempool_full: pool.full_flag(),
+        verifier,
     };
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

@@ -6,8 +6,9 @@
 //! before it returns the action that sends the logged message.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
-use crate::crypto::Keypair;
+use crate::crypto::{Keypair, Verifier};
 use crate::encoding::encoded_len;
 use crate::types::{AccountId, Hash, Height, Round};
 use crate::validators::{ValidatorSet, is_quorum};
@@ -306,6 +307,8 @@ pub struct Engine<V: Value, W: Wal<V>> {
     key: Keypair,
     account: AccountId,
     wal: W,
+    /// Checks the commit certificates handed to the engine.
+    verifier: Arc<Verifier>,
     phase: Phase,
     height: Height,
     validators: ValidatorSet,
@@ -340,9 +343,16 @@ pub struct Engine<V: Value, W: Wal<V>> {
 }
 
 impl<V: Value, W: Wal<V>> Engine<V, W> {
-    /// An engine signing with `key` on `chain_id`, logging to `wal`. It does nothing until
-    /// [`Engine::start`].
-    pub fn new(config: EngineConfig, chain_id: impl Into<String>, key: Keypair, wal: W) -> Self {
+    /// An engine signing with `key` on `chain_id`, logging to `wal`, checking certificates with
+    /// `verifier` (the one that checked the votes, so their signatures are not checked again). It
+    /// does nothing until [`Engine::start`].
+    pub fn new(
+        config: EngineConfig,
+        chain_id: impl Into<String>,
+        key: Keypair,
+        wal: W,
+        verifier: Arc<Verifier>,
+    ) -> Self {
         let account = key.account();
         Engine {
             config,
@@ -350,6 +360,7 @@ impl<V: Value, W: Wal<V>> Engine<V, W> {
             key,
             account,
             wal,
+            verifier,
             phase: Phase::Stopped,
             height: Height(0),
             validators: ValidatorSet::default(),
@@ -1118,8 +1129,13 @@ impl<V: Value, W: Wal<V>> Engine<V, W> {
         {
             return;
         }
-        let checked: Result<(), CertificateError> =
-            certificate.verify(&self.chain_id, self.height, &block.id(), &self.validators);
+        let checked: Result<(), CertificateError> = certificate.verify(
+            &self.verifier,
+            &self.chain_id,
+            self.height,
+            &block.id(),
+            &self.validators,
+        );
         if checked.is_ok() {
             self.decided_from_certificate = true;
             self.decide(block, certificate, out);

@@ -5,7 +5,7 @@ use std::fmt;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::crypto::{Domain, Keypair, Signature, SignatureError, verify};
+use crate::crypto::{Domain, Keypair, Signature, SignatureError, Verifier};
 use crate::encoding::encode;
 use crate::types::{AccountId, Hash, Height, Round};
 use crate::vote::SignedVote;
@@ -65,8 +65,14 @@ impl SignedProposal {
     }
 
     /// Checks the signature with the acceptance rule.
-    pub fn verify(&self, chain_id: &str) -> Result<(), SignatureError> {
-        verify(Domain::Proposal, chain_id, &self.proposer, &encode(&self.proposal), &self.signature)
+    pub fn verify(&self, verifier: &Verifier, chain_id: &str) -> Result<(), SignatureError> {
+        verifier.verify(
+            Domain::Proposal,
+            chain_id,
+            &self.proposer,
+            &encode(&self.proposal),
+            &self.signature,
+        )
     }
 }
 
@@ -112,7 +118,7 @@ impl<V: Value> Message<V> {
     /// Checks the signature, that a proposal's block is the one it names, and that the block's
     /// body matches its id. Gossip validation calls this once per message before handing it to
     /// the engine, which checks the block again (cheaply) but trusts the signature.
-    pub fn verify(&self, chain_id: &str) -> Result<(), MessageError> {
+    pub fn verify(&self, verifier: &Verifier, chain_id: &str) -> Result<(), MessageError> {
         match self {
             Message::Proposal { proposal, block } => {
                 if block.id() != proposal.proposal.block {
@@ -122,9 +128,9 @@ impl<V: Value> Message<V> {
                     });
                 }
                 block.check_body().map_err(MessageError::Body)?;
-                proposal.verify(chain_id).map_err(MessageError::Signature)
+                proposal.verify(verifier, chain_id).map_err(MessageError::Signature)
             }
-            Message::Vote(v) => v.verify(chain_id).map_err(MessageError::Signature),
+            Message::Vote(v) => v.verify(verifier, chain_id).map_err(MessageError::Signature),
         }
     }
 }

@@ -32,7 +32,9 @@ pub use rules::TxContext;
 pub use table::Table;
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
+use crate::crypto::Verifier;
 use crate::encoding::{decode, encode};
 use crate::genesis::{Genesis, Params};
 use crate::merkle::{LeafChange, MerkleTree, StateProof, leaf_path, value_hash};
@@ -82,6 +84,8 @@ pub struct State {
     /// What falls due at each height, by (height, task): a block's end reads only its own
     /// height's entries, never every task.
     pub deadlines: Table<(Height, TaskId), Due>,
+    /// Checks the signatures of the txs this state executes; its copies share it (and its memo).
+    verifier: Arc<Verifier>,
 }
 
 impl State {
@@ -111,6 +115,7 @@ impl State {
             champions: Table::new(Tree::Champions),
             champion_index: Table::new(Tree::ChampionIndex),
             deadlines: Table::new(Tree::Deadlines),
+            verifier: Arc::default(),
         };
         for b in &genesis.balances {
             state.accounts.insert(b.account, Account { balance: b.amount, nonce: Nonce(0) });
@@ -154,6 +159,7 @@ impl State {
             champions: Table::load(Tree::Champions, store, l)?,
             champion_index: Table::load(Tree::ChampionIndex, store, l)?,
             deadlines: Table::load(Tree::Deadlines, store, l)?,
+            verifier: Arc::default(),
         };
         state.merkle = MerkleTree::from_leaves(leaves);
         Ok(Some(state))
@@ -252,6 +258,12 @@ impl State {
             tree.prove(&path)
         };
         Ok((value, proof))
+    }
+
+    /// The signature verifier this state and its copies share: hand it to whatever else checks
+    /// the same signatures (gossip, the consensus engine), so each is checked once.
+    pub fn verifier(&self) -> &Arc<Verifier> {
+        &self.verifier
     }
 
     /// The chain's scalar state.

@@ -9,6 +9,7 @@ use axum::extract::{ConnectInfo, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::Response;
+use consensus::crypto::Verifier;
 use consensus::tx::{SignedTx, verify_txs};
 use consensus::types::Hash;
 use futures::StreamExt;
@@ -186,7 +187,8 @@ pub(super) async fn post_txs(
     };
     let chain = api.ctx.genesis.chain_id.clone();
     let decoded: Vec<Decoded> = texts.iter().map(|t| decode_tx(t, max_tx, &chain)).collect();
-    let checked = tokio::task::spawn_blocking(move || check_signatures(&chain, decoded))
+    let verifier = api.ctx.verifier.clone();
+    let checked = tokio::task::spawn_blocking(move || check_signatures(&verifier, &chain, decoded))
         .await
         .map_err(|e| ApiError::unavailable(format!("checking signatures failed: {e}")))?;
     let results = admit(&api, checked).await?;
@@ -217,14 +219,14 @@ fn decode_tx(text: &str, max_tx: usize, chain: &str) -> Decoded {
 
 /// Checks the signatures of the decoded txs in batches, marking the bad ones. A failed batch
 /// names its first bad tx; checking goes on after it, so each signature is checked at most twice.
-fn check_signatures(chain: &str, mut decoded: Vec<Decoded>) -> Vec<Decoded> {
+fn check_signatures(verifier: &Verifier, chain: &str, mut decoded: Vec<Decoded>) -> Vec<Decoded> {
     let (indices, txs): (Vec<usize>, Vec<SignedTx>) = decoded
         .iter()
         .enumerate()
         .filter_map(|(i, d)| d.as_ref().ok().map(|tx| (i, tx.clone())))
         .unzip();
     let mut start = 0;
-    while let Err((bad, error)) = verify_txs(chain, &txs[start..]) {
+    while let Err((bad, error)) = verify_txs(verifier, chain, &txs[start..]) {
         decoded[indices[start + bad]] = Err(format!("tx signature: {error}"));
         start += bad + 1;
     }

@@ -5,8 +5,10 @@
 //! receiver's would be dropped silently by gossipsub).
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
+use consensus::crypto::Verifier;
 use consensus::genesis::{Genesis, Params};
 use consensus::types::Hash;
 use libp2p::{Multiaddr, PeerId};
@@ -156,6 +158,9 @@ pub struct NetworkConfig {
     /// Set while the node's mempool is full: transaction gossip is then ignored before its
     /// signatures are checked.
     pub mempool_full: FullFlag,
+    /// Checks gossip's signatures: the ledger's (see [`consensus::state::State::verifier`]), so
+    /// what gossip accepted is not checked again when the mempool admits it or a block holds it.
+    pub verifier: Arc<Verifier>,
 }
 
 /// A setting that cannot work.
@@ -200,6 +205,7 @@ impl NetworkConfig {
             ban_duration: Duration::from_secs(600),
             channel_capacity: 1_024,
             mempool_full: FullFlag::default(),
+            verifier: Arc::default(),
         }
     }
 

@@ -288,6 +288,7 @@ impl EventLoop {
                 }
                 let checked = match topic {
                     Some(topic) => check_stateless(
+                        &self.config.verifier,
                         &self.config.chain_id,
                         topic,
                         &message.data,

@@ -16,7 +16,7 @@ use std::fmt;
 
 use consensus::bft::{Message as ConsensusMessage, SignedProposal};
 use consensus::block::Block;
-use consensus::crypto::{Domain, SignatureError, verify};
+use consensus::crypto::{Domain, SignatureError, Verifier};
 use consensus::encoding::{DecodeError, decode, encode, encoded_len};
 use consensus::hash::tagged_hash;
 use consensus::tx::{SignedTx, verify_txs};
@@ -198,6 +198,7 @@ pub enum GossipError {
 /// Size, decode, signature and chain id checks of one gossip message, in that order.
 /// `gossip_bytes_max` is the chain's gossip limit, `max_tx_bytes` its largest transaction.
 pub fn check_stateless(
+    verifier: &Verifier,
     chain_id: &str,
     topic: Topic,
     data: &[u8],
@@ -227,10 +228,10 @@ pub fn check_stateless(
             // A tx of another chain is checked with its own chain id first, so it is named as
             // such rather than as a bad signature.
             if let Some(tx) = txs.iter().find(|tx| tx.tx.chain_id != chain_id) {
-                tx.verify(&tx.tx.chain_id)?;
+                tx.verify(verifier, &tx.tx.chain_id)?;
                 return Err(wrong_chain(&tx.tx.chain_id));
             }
-            verify_txs(chain_id, &txs).map_err(|(_, error)| error)?;
+            verify_txs(verifier, chain_id, &txs).map_err(|(_, error)| error)?;
             Ok(GossipMessage::Txs(txs))
         }
         Topic::Consensus => {
@@ -238,17 +239,17 @@ pub fn check_stateless(
             let message = envelope.message;
             match &message {
                 ConsensusMessage::Proposal { proposal, block } => {
-                    check_proposal(chain_id, proposal, block)?
+                    check_proposal(verifier, chain_id, proposal, block)?
                 }
                 // Votes carry no chain id: the signature covers ours, so a vote of another chain
                 // fails here.
-                ConsensusMessage::Vote(vote) => vote.verify(chain_id)?,
+                ConsensusMessage::Vote(vote) => vote.verify(verifier, chain_id)?,
             }
             Ok(GossipMessage::Consensus(Box::new(message)))
         }
         Topic::Blocks => {
             let committed: CommittedBlock = decode("committed block", data, data.len())?;
-            check_certificate_signatures(&committed.block.header.chain_id, &committed)?;
+            check_certificate_signatures(verifier, &committed.block.header.chain_id, &committed)?;
             if committed.block.header.chain_id != chain_id {
                 return Err(wrong_chain(&committed.block.header.chain_id));
             }
@@ -258,6 +259,7 @@ pub fn check_stateless(
 }
 
 fn check_proposal(
+    verifier: &Verifier,
     chain_id: &str,
     proposal: &SignedProposal,
     block: &Block,
@@ -278,7 +280,7 @@ fn check_proposal(
     // The body is checked at the door: a relay that swaps the body under an honest proposal's
     // signed header is refused (and scored down) here, before the copy could be marked seen.
     block.check_body().map_err(|e| GossipError::Inconsistent(e.to_string()))?;
-    proposal.verify(chain_id)?;
+    proposal.verify(verifier, chain_id)?;
     if block.header.chain_id != chain_id {
         return Err(GossipError::WrongChain {
             expected: chain_id.into(),
@@ -292,6 +294,7 @@ fn check_proposal(
 /// block, and the block's body the one its header commits to. Whether the signers are a quorum
 /// of the height's validators is the state check.
 fn check_certificate_signatures(
+    verifier: &Verifier,
     chain_id: &str,
     committed: &CommittedBlock,
 ) -> Result<(), GossipError> {
@@ -311,7 +314,7 @@ fn check_certificate_signatures(
     }
     let message = encode(&cert.vote());
     for sig in &cert.signatures {
-        verify(Domain::Precommit, chain_id, &sig.validator, &message, &sig.signature)?;
+        verifier.verify(Domain::Precommit, chain_id, &sig.validator, &message, &sig.signature)?;
     }
     Ok(())
 }
@@ -347,11 +350,13 @@ mod tests {
 
     #[test]
     fn stateless_checks_run_in_order() {
-        let check = |data: &[u8]| check_stateless("c1", Topic::Txs, data, 1 << 20, 1 << 16);
+        let check = |data: &[u8]| {
+            check_stateless(&Verifier::new(), "c1", Topic::Txs, data, 1 << 20, 1 << 16)
+        };
         let good = batch(&[tx("c1")]);
         assert_eq!(check(&good).unwrap(), GossipMessage::Txs(vec![tx("c1")]));
         assert!(matches!(
-            check_stateless("c1", Topic::Txs, &good, 10, 1 << 16),
+            check_stateless(&Verifier::new(), "c1", Topic::Txs, &good, 10, 1 << 16),
             Err(GossipError::Oversized { .. })
         ));
         assert!(matches!(check(b"\xff\xff"), Err(GossipError::Malformed(_))));
@@ -366,21 +371,30 @@ mod tests {
             Err(GossipError::WrongChain { .. })
         ));
         assert!(matches!(
-            check_stateless("c1", Topic::Consensus, &good, 1 << 20, 1 << 16),
+            check_stateless(&Verifier::new(), "c1", Topic::Consensus, &good, 1 << 20, 1 << 16),
             Err(GossipError::Malformed(_) | GossipError::BadSignature(_))
         ));
     }
 
     #[test]
     fn a_batch_is_bounded_in_count_and_in_each_tx() {
-        let check = |data: &[u8]| check_stateless("c1", Topic::Txs, data, 1 << 30, 1 << 16);
+        let check = |data: &[u8]| {
+            check_stateless(&Verifier::new(), "c1", Topic::Txs, data, 1 << 30, 1 << 16)
+        };
         assert!(matches!(check(&batch(&[])), Err(GossipError::Inconsistent(_))));
         let many = vec![tx("c1"); TXS_PER_MESSAGE_MAX + 1];
         assert!(matches!(check(&batch(&many)), Err(GossipError::Inconsistent(_))));
         assert!(check(&batch(&many[1..])).is_ok());
         let one = encode(&tx("c1")).len();
         assert!(matches!(
-            check_stateless("c1", Topic::Txs, &batch(&[tx("c1")]), 1 << 20, one - 1),
+            check_stateless(
+                &Verifier::new(),
+                "c1",
+                Topic::Txs,
+                &batch(&[tx("c1")]),
+                1 << 20,
+                one - 1
+            ),
             Err(GossipError::Oversized { .. })
         ));
     }

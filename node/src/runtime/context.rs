@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use consensus::chain::Ledger;
-use consensus::crypto::Keypair;
+use consensus::crypto::{Keypair, Verifier};
 use consensus::genesis::Genesis;
 use consensus::tx::{SignedTx, TxKind};
 use consensus::types::{AccountId, Hash, Height};
@@ -149,6 +149,8 @@ pub struct NodeContext {
     pub live_votes: Arc<LiveVotes>,
     /// Set while the mempool is full: the HTTP API then refuses txs before checking them.
     pub mempool_full: FullFlag,
+    /// The ledger's signature verifier, shared with the network, the engine and the HTTP API.
+    pub verifier: Arc<Verifier>,
 }
 
 impl std::fmt::Debug for NodeContext {

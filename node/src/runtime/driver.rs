@@ -194,8 +194,9 @@ impl Driver {
         wal.start_height(height)?;
         let genesis = &self.ctx.genesis;
         let signer = Keypair::from_seed(self.ctx.key.secret_bytes());
-        let mut engine =
-            Engine::new(engine_config(&genesis.params), genesis.chain_id.clone(), signer, wal);
+        let config = engine_config(&genesis.params);
+        let verifier = self.ctx.verifier.clone();
+        let mut engine = Engine::new(config, genesis.chain_id.clone(), signer, wal, verifier);
         let actions = engine.start(height, validators)?;
         self.engine = Some(engine);
         self.timers.clear();

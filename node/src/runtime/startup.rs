@@ -118,6 +118,8 @@ pub async fn start(config: &NodeConfig) -> Result<(NodeContext, Driver), DriverE
     net.mdns = config.mdns;
     net.connections.reserved = network::reserved_peers(&genesis);
     net.mempool_full = mempool.full_flag();
+    let verifier = ledger.state().verifier().clone();
+    net.verifier = verifier.clone();
     let sync_limits = net.sync.clone();
     let (client, network_events, event_loop) =
         network::start(keystore::libp2p_keypair(&key)?, net)?;
@@ -127,7 +129,8 @@ pub async fn start(config: &NodeConfig) -> Result<(NodeContext, Driver), DriverE
         Role::Validator => {
             let wal = FileWal::open(data_dir.root().join(WAL_FILE))?;
             let signer = Keypair::from_seed(key.secret_bytes());
-            Some(Engine::new(engine_config(&genesis.params), genesis.chain_id.clone(), signer, wal))
+            let config = engine_config(&genesis.params);
+            Some(Engine::new(config, genesis.chain_id.clone(), signer, wal, verifier.clone()))
         }
         Role::Trainer => None,
     };
@@ -147,6 +150,7 @@ pub async fn start(config: &NodeConfig) -> Result<(NodeContext, Driver), DriverE
         metrics: Arc::new(Metrics::default()),
         live_votes: Arc::default(),
         mempool_full: mempool.full_flag(),
+        verifier,
     };
     let driver = Driver::new(
         ctx.clone(),

@@ -11,7 +11,7 @@
 use std::collections::BTreeSet;
 
 use crate::block::{Block, Header, tx_root};
-use crate::crypto::Keypair;
+use crate::crypto::{Keypair, Verifier};
 use crate::hash::tagged_hash;
 use crate::tx::{SignedTx, Tx, TxKind};
 use crate::types::{AccountId, Amount, Hash, Height, Nonce};
@@ -46,6 +46,7 @@ pub struct App {
     pool: Vec<SignedTx>,
     poison: SignedTx,
     certified: BTreeSet<Hash>,
+    verifier: Verifier,
 }
 
 impl App {
@@ -68,6 +69,7 @@ impl App {
             pool: (0..POOL as u64).map(|n| transfer(n, Amount(n + 1))).collect(),
             poison: transfer(0, POISON),
             certified: BTreeSet::new(),
+            verifier: Verifier::new(),
         }
     }
 
@@ -177,6 +179,7 @@ impl App {
             if !self.certified.contains(&key) {
                 let prev_height = Height(height.0 - 1);
                 cert.verify(
+                    &self.verifier,
                     CHAIN_ID,
                     prev_height,
                     &prev.block.hash(),

@@ -689,7 +689,7 @@ impl Sim {
 
     fn new_engine(&self, i: usize, wal: SimWal) -> SimEngine {
         let key = Keypair::from_seed(self.nodes[i].key.secret_bytes());
-        let mut engine = Engine::new(self.engine_config, CHAIN_ID, key, wal);
+        let mut engine = Engine::new(self.engine_config, CHAIN_ID, key, wal, Default::default());
         match (self.nodes[i].behavior, self.config.mutant) {
             (Behavior::Honest, Some(mutant)) => engine.add_mutant(mutant),
             (Behavior::Equivocate, _) => {

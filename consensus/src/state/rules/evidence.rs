@@ -19,9 +19,9 @@ impl State {
         if !a.conflicts_with(b) {
             return Err(TxError::InvalidEvidence("the votes do not conflict"));
         }
-        a.verify(&self.meta.chain_id)
+        a.verify(&self.verifier, &self.meta.chain_id)
             .map_err(|_| TxError::InvalidEvidence("first vote's signature is invalid"))?;
-        b.verify(&self.meta.chain_id)
+        b.verify(&self.verifier, &self.meta.chain_id)
             .map_err(|_| TxError::InvalidEvidence("second vote's signature is invalid"))?;
         let record = self
             .validators

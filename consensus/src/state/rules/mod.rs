@@ -105,7 +105,7 @@ impl State {
                 found: stx.tx.chain_id.clone(),
             });
         }
-        stx.verify(&self.meta.chain_id)?;
+        stx.verify(&self.verifier, &self.meta.chain_id)?;
         self.execute_tx(stx, ctx)
     }
 
