@@ -210,9 +210,17 @@ pub fn peer_id(key: &Keypair) -> Result<libp2p::identity::PeerId, KeystoreError>
     Ok(libp2p_keypair(key)?.public().to_peer_id())
 }
 
-/// The ledger account of a libp2p ed25519 public key, if it is one.
-pub fn account_of(public: &libp2p::identity::PublicKey) -> Option<consensus::types::AccountId> {
-    let ed = public.clone().try_into_ed25519().ok()?;
+/// The ledger account of a peer, when its PeerId inlines an ed25519 key (as every node's does:
+/// an identity multihash of the protobuf-encoded public key).
+pub fn account_of(peer: &libp2p::identity::PeerId) -> Option<consensus::types::AccountId> {
+    /// Multihash code of the identity "hash", which holds its input.
+    const IDENTITY: u64 = 0;
+    let hash: &libp2p::multihash::Multihash<64> = peer.as_ref();
+    if hash.code() != IDENTITY {
+        return None;
+    }
+    let public = libp2p::identity::PublicKey::try_decode_protobuf(hash.digest()).ok()?;
+    let ed = public.try_into_ed25519().ok()?;
     Some(consensus::types::AccountId(ed.to_bytes()))
 }
 
@@ -245,8 +253,12 @@ mod tests {
     fn peer_id_and_account_are_one_key() {
         let key = Keypair::from_seed([5; 32]);
         let lp = libp2p_keypair(&key).unwrap();
-        assert_eq!(account_of(&lp.public()), Some(key.account()));
         assert_eq!(peer_id(&key).unwrap(), lp.public().to_peer_id());
+        assert_eq!(account_of(&peer_id(&key).unwrap()), Some(key.account()));
+        // A PeerId that is a real hash (sha2-256, of a key too long to inline) names no account.
+        let hashed = libp2p::multihash::Multihash::wrap(0x12, &[7; 32]).unwrap();
+        let hashed = libp2p::identity::PeerId::from_multihash(hashed).unwrap();
+        assert_eq!(account_of(&hashed), None);
     }
 
     #[test]

@@ -16,13 +16,16 @@ use consensus::hash::sha256;
 use consensus::state::State;
 use consensus::storage::MemStore;
 use consensus::tx::{SignedTx, Tx, TxKind};
-use consensus::types::{AccountId, Amount, Height, Nonce, Round};
+use consensus::types::{AccountId, Amount, Hash, Height, Nonce, Round};
 use consensus::vote::{CommitCertificate, SignedVote, Vote, VoteKind};
+use futures::StreamExt;
 use libp2p::multiaddr::Protocol;
+use libp2p::request_response;
 use libp2p::{Multiaddr, PeerId};
 use node::keystore;
 use node::mempool::{Mempool, MempoolLimits};
-use node::network::codec::{SyncRequest, SyncResponse};
+use node::network::codec::{StatusCodec, SyncRequest, SyncResponse};
+use node::network::handshake::{STATUS_PROTOCOL, Status, StatusResponse};
 use node::network::{
     self, BlobFetchError, GossipMessage, HandshakeError, Misbehavior, NetworkClient, NetworkConfig,
     NetworkEvent, SyncLimits, Topic, Validation,
@@ -549,4 +552,137 @@ async fn a_lagging_node_syncs_blocks_with_certificates_and_commits_them() {
         SyncResponse::Blocks(blocks) => assert_eq!(blocks.len(), 1),
         other => panic!("expected blocks, got {other:?}"),
     }
+}
+
+/// A bare libp2p client that speaks only the status protocol, as another implementation would.
+struct StatusClient {
+    swarm: libp2p::Swarm<request_response::Behaviour<StatusCodec>>,
+    /// The node's questions, held unanswered.
+    unanswered: Vec<request_response::ResponseChannel<StatusResponse>>,
+}
+
+impl StatusClient {
+    fn new() -> StatusClient {
+        let swarm = libp2p::SwarmBuilder::with_new_identity()
+            .with_tokio()
+            .with_tcp(
+                libp2p::tcp::Config::default(),
+                libp2p::noise::Config::new,
+                libp2p::yamux::Config::default,
+            )
+            .unwrap()
+            .with_behaviour(|_| {
+                request_response::Behaviour::with_codec(
+                    StatusCodec,
+                    [(STATUS_PROTOCOL, request_response::ProtocolSupport::Full)],
+                    request_response::Config::default(),
+                )
+            })
+            .unwrap()
+            .build();
+        StatusClient { swarm, unanswered: Vec::new() }
+    }
+
+    /// Dials `node`, sends `ours`, and returns the node's answer and the status the node asked
+    /// with. With `answer` it answers the node's question with a welcome; otherwise it holds the
+    /// question unanswered.
+    async fn exchange(
+        &mut self,
+        node: &TestNode,
+        ours: Status,
+        answer: bool,
+    ) -> (StatusResponse, Status) {
+        use libp2p::swarm::SwarmEvent;
+        self.swarm.dial(node.address.clone()).unwrap();
+        let (mut answered, mut asked) = (None, None);
+        bounded("the status exchange", async {
+            while answered.is_none() || asked.is_none() {
+                match self.swarm.select_next_some().await {
+                    SwarmEvent::ConnectionEstablished { peer_id, .. } if peer_id == node.peer => {
+                        self.swarm.behaviour_mut().send_request(&node.peer, ours.clone());
+                    }
+                    SwarmEvent::Behaviour(request_response::Event::Message { message, .. }) => {
+                        match message {
+                            request_response::Message::Response { response, .. } => {
+                                answered = Some(response)
+                            }
+                            request_response::Message::Request { request, channel, .. } => {
+                                asked = Some(request);
+                                if answer {
+                                    let welcome = StatusResponse::Welcome(ours.clone());
+                                    self.swarm
+                                        .behaviour_mut()
+                                        .send_response(channel, welcome)
+                                        .unwrap();
+                                } else {
+                                    self.unanswered.push(channel);
+                                }
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        })
+        .await;
+        (answered.unwrap(), asked.unwrap())
+    }
+
+    /// Drives the swarm until the node hangs up.
+    async fn wait_disconnected(&mut self, node: PeerId) {
+        use libp2p::swarm::SwarmEvent;
+        bounded("the node to hang up", async {
+            loop {
+                if let SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } =
+                    self.swarm.select_next_some().await
+                    && peer_id == node
+                {
+                    return;
+                }
+            }
+        })
+        .await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_of_another_chain_reads_why_it_is_refused_before_the_node_hangs_up() {
+    let mut node = spawn_node(54, vec![]).await;
+    let node_status = Status { chain_id: CHAIN.into(), genesis_hash: genesis(CHAIN, 0).hash() };
+    let foreign = Status { chain_id: "another-chain".into(), genesis_hash: Hash([9; 32]) };
+
+    let mut client = StatusClient::new();
+    let client_peer = *client.swarm.local_peer_id();
+    let (answer, asked) = client.exchange(&node, foreign, false).await;
+    // The node says who it is twice: in its own question, and in its refusal, with the reason.
+    assert_eq!(asked, node_status);
+    match answer {
+        StatusResponse::Refused { status, reason } => {
+            assert_eq!(status, node_status);
+            assert!(reason.contains("another-chain") && reason.contains(CHAIN), "{reason}");
+        }
+        other => panic!("a foreign client was welcomed: {other:?}"),
+    }
+    client.wait_disconnected(node.peer).await;
+    let reason = wait_for(&mut node.events, "the node to refuse the client", |e| match e {
+        NetworkEvent::PeerRefused { peer, reason } if *peer == client_peer => Some(reason.clone()),
+        _ => None,
+    })
+    .await;
+    assert!(matches!(reason, HandshakeError::WrongChain { .. }), "{reason}");
+    assert!(node.client.peers().await.unwrap().is_empty());
+
+    // A client of this chain that answers too is a member: no stake, no other protocol needed.
+    let mut member = StatusClient::new();
+    let member_peer = *member.swarm.local_peer_id();
+    let (answer, _) = member.exchange(&node, node_status.clone(), true).await;
+    assert_eq!(answer, StatusResponse::Welcome(node_status));
+    let account = wait_for(&mut node.events, "the member to be admitted", |e| match e {
+        NetworkEvent::PeerConnected { peer, account } if *peer == member_peer => Some(*account),
+        _ => None,
+    })
+    .await;
+    assert!(account.is_some(), "an ed25519 PeerId names its account");
+    let peers = node.client.peers().await.unwrap();
+    assert_eq!(peers.iter().map(|p| p.peer).collect::<Vec<_>>(), vec![member_peer]);
 }

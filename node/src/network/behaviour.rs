@@ -9,10 +9,10 @@ use libp2p::swarm::NetworkBehaviour;
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::{StreamProtocol, connection_limits, identify, kad, mdns, ping};
 
-use super::codec::{BlobCodec, SyncCodec};
+use super::codec::{BlobCodec, StatusCodec, SyncCodec};
 use super::config::NetworkConfig;
 use super::gossip::{Topic, message_id};
-use super::handshake;
+use super::handshake::{self, STATUS_PROTOCOL};
 use super::slots::SlotGuard;
 
 /// Gossipsub score below which a peer's messages are dropped (gossipsub's graylist); the node
@@ -44,6 +44,7 @@ pub(crate) struct Behaviour {
     pub(crate) limits: connection_limits::Behaviour,
     pub(crate) slots: SlotGuard,
     pub(crate) identify: identify::Behaviour,
+    pub(crate) status: request_response::Behaviour<StatusCodec>,
     pub(crate) ping: ping::Behaviour,
     pub(crate) kad: kad::Behaviour<kad::store::MemoryStore>,
     pub(crate) mdns: Toggle<mdns::tokio::Behaviour>,
@@ -75,12 +76,9 @@ impl Behaviour {
             .with_max_pending_outgoing(Some(c.pending_outgoing_max));
 
         let identify = identify::Behaviour::new(
-            identify::Config::new(
-                handshake::protocol_version(&config.chain_id, &config.genesis_hash),
-                key.public(),
-            )
-            .with_agent_version(format!("crucible-node/{}", env!("CARGO_PKG_VERSION")))
-            .with_push_listen_addr_updates(true),
+            identify::Config::new(handshake::protocol_version(&config.status()), key.public())
+                .with_agent_version(format!("crucible-node/{}", env!("CARGO_PKG_VERSION")))
+                .with_push_listen_addr_updates(true),
         );
 
         let mut kad_config = kad::Config::new(kad_protocol(&config.chain_id));
@@ -109,6 +107,11 @@ impl Behaviour {
             [(sync_protocol(&config.chain_id), ProtocolSupport::Full)],
             rr_config.clone(),
         );
+        let status = request_response::Behaviour::with_codec(
+            StatusCodec,
+            [(STATUS_PROTOCOL, ProtocolSupport::Full)],
+            rr_config.clone(),
+        );
         let blob = request_response::Behaviour::with_codec(
             BlobCodec { chunk_bytes_max: config.blob.chunk_bytes as usize },
             [(BLOB_PROTOCOL, ProtocolSupport::Full)],
@@ -119,6 +122,7 @@ impl Behaviour {
             limits: connection_limits::Behaviour::new(limits),
             slots: SlotGuard::new(c.clone()),
             identify,
+            status,
             ping: ping::Behaviour::default(),
             kad,
             mdns: Toggle::from(mdns),

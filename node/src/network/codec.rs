@@ -17,9 +17,11 @@ use libp2p::request_response::Codec;
 use serde::{Deserialize, Serialize};
 
 use super::gossip::CommittedBlock;
+use super::handshake::{Status, StatusResponse};
 use crate::blobs::{chunk_buffer, recycle_chunk};
 
-/// Largest sync or blob request frame, in bytes (a request is a few ids and numbers).
+/// Largest sync or blob request frame, and largest status frame either way, in bytes (a request
+/// is a few ids and numbers; a status a chain id and a hash, its refusal a line of text).
 pub const REQUEST_BYTES_MAX: usize = 1 << 10;
 
 /// Bytes of a blob chunk frame before its data: tag (1) and blob size (8).
@@ -178,6 +180,60 @@ impl Codec for SyncCodec {
             )));
         }
         write_frame(io, &[], &body).await
+    }
+}
+
+/// The `status` protocol's codec: postcard frames of at most [`REQUEST_BYTES_MAX`] both ways.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StatusCodec;
+
+impl Codec for StatusCodec {
+    type Protocol = StreamProtocol;
+    type Request = Status;
+    type Response = StatusResponse;
+
+    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Status>
+    where
+        T: AsyncRead + Unpin + Send,
+    {
+        let body = read_frame(io, REQUEST_BYTES_MAX).await?;
+        decode("status", &body, REQUEST_BYTES_MAX).map_err(invalid)
+    }
+
+    async fn read_response<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+    ) -> io::Result<StatusResponse>
+    where
+        T: AsyncRead + Unpin + Send,
+    {
+        let body = read_frame(io, REQUEST_BYTES_MAX).await?;
+        decode("status answer", &body, REQUEST_BYTES_MAX).map_err(invalid)
+    }
+
+    async fn write_request<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        request: Status,
+    ) -> io::Result<()>
+    where
+        T: AsyncWrite + Unpin + Send,
+    {
+        write_frame(io, &encode(&request), &[]).await
+    }
+
+    async fn write_response<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        response: StatusResponse,
+    ) -> io::Result<()>
+    where
+        T: AsyncWrite + Unpin + Send,
+    {
+        write_frame(io, &encode(&response), &[]).await
     }
 }
 

@@ -13,6 +13,7 @@ use consensus::genesis::{Genesis, Params};
 use consensus::types::Hash;
 use libp2p::{Multiaddr, PeerId};
 
+use super::handshake::Status;
 use crate::mempool::FullFlag;
 
 /// Room for what a gossip message carries besides a block: the proposal or commit certificate
@@ -207,6 +208,11 @@ impl NetworkConfig {
             mempool_full: FullFlag::default(),
             verifier: Arc::default(),
         }
+    }
+
+    /// What this node says it is in the chain handshake.
+    pub fn status(&self) -> Status {
+        Status { chain_id: self.chain_id.clone(), genesis_hash: self.genesis_hash }
     }
 
     /// Checks every relationship between the settings.

@@ -19,7 +19,7 @@ use super::client::{Command, RequestError};
 use super::codec::{BlobRequest, BlobResponse, SyncResponse};
 use super::config::NetworkConfig;
 use super::gossip::{Topic, Validation, check_stateless};
-use super::handshake::{self, HandshakeError};
+use super::handshake::{self, HandshakeError, Status, StatusResponse};
 use super::sync::SyncResponder;
 use super::throttle::SyncThrottle;
 use super::{GossipId, Misbehavior, NetworkError, NetworkEvent, PeerInfo};
@@ -32,6 +32,9 @@ const BANNED_MAX: usize = 4_096;
 /// Most gossip messages kept while no peer is subscribed to their topic; the oldest is dropped
 /// first beyond it.
 const UNSENT_MAX: usize = 4_096;
+
+/// Most Identify listen addresses kept for a peer until it passes the handshake.
+const UNVERIFIED_ADDRS_MAX: usize = 32;
 
 /// Most provider queries and provide operations pending at once.
 const KAD_PENDING_MAX: usize = 256;
@@ -54,8 +57,16 @@ pub struct EventLoop {
     serving: usize,
     store: BlobStore,
     config: NetworkConfig,
+    /// What this node says it is in the handshake.
+    status: Status,
     /// Peers that passed the handshake, with their accounts.
     verified: HashMap<PeerId, Option<AccountId>>,
+    /// Our status requests in flight, by the peer asked.
+    status_asked: HashMap<OutboundRequestId, PeerId>,
+    /// Peers refused in answer to their status request: banned once the refusal is sent.
+    refusing: HashMap<InboundRequestId, (PeerId, HandshakeError)>,
+    /// Listen addresses of connected peers that have not passed the handshake yet.
+    unverified_addrs: HashMap<PeerId, Vec<Multiaddr>>,
     /// Peers refused or misbehaving, until the instant their ban ends.
     banned: HashMap<PeerId, Instant>,
     /// Application scores lowered by [`Misbehavior`].
@@ -82,6 +93,7 @@ impl EventLoop {
         let (served_tx, served_rx) = mpsc::channel(config.blob.serving_max);
         let sync_throttle = SyncThrottle::new(config.sync_serving.clone());
         EventLoop {
+            status: config.status(),
             swarm,
             commands,
             events,
@@ -91,6 +103,9 @@ impl EventLoop {
             store,
             config,
             verified: HashMap::new(),
+            status_asked: HashMap::new(),
+            refusing: HashMap::new(),
+            unverified_addrs: HashMap::new(),
             banned: HashMap::new(),
             app_scores: HashMap::new(),
             pending_sync: HashMap::new(),
@@ -200,11 +215,13 @@ impl EventLoop {
                     let _ = self.swarm.disconnect_peer_id(peer_id);
                 } else {
                     tracing::debug!(peer = %peer_id, address = %endpoint.get_remote_address(), "connection established");
+                    self.ask_status(peer_id);
                 }
             }
             SwarmEvent::ConnectionClosed { peer_id, num_established: 0, cause, .. } => {
                 tracing::debug!(peer = %peer_id, ?cause, "last connection closed");
                 self.sync_throttle.forget(&peer_id);
+                self.unverified_addrs.remove(&peer_id);
                 if self.verified.remove(&peer_id).is_some() {
                     self.emit(NetworkEvent::PeerDisconnected { peer: peer_id });
                 }
@@ -232,33 +249,105 @@ impl EventLoop {
                     }
                 }
             }
+            BehaviourEvent::Status(event) => self.on_status(event),
             BehaviourEvent::Sync(event) => self.on_sync(event),
             BehaviourEvent::Blob(event) => self.on_blob(event),
             _ => {}
         }
     }
 
+    /// Keeps a peer's listen addresses for Kademlia: at once for a member, after its handshake
+    /// otherwise.
     fn on_identify(&mut self, peer: PeerId, info: identify::Info) {
-        if let Err(reason) = handshake::check(
-            &self.config.chain_id,
-            &self.config.genesis_hash,
-            &info.protocol_version,
-        ) {
-            self.refuse(peer, reason);
+        let mut addresses = info.listen_addrs;
+        if self.verified.contains_key(&peer) {
+            for address in addresses {
+                self.swarm.behaviour_mut().kad.add_address(&peer, address);
+            }
+        } else if self.swarm.is_connected(&peer) {
+            addresses.truncate(UNVERIFIED_ADDRS_MAX);
+            self.unverified_addrs.insert(peer, addresses);
+        }
+    }
+
+    /// Sends our status to a newly connected peer, unless it is a member or already asked.
+    fn ask_status(&mut self, peer: PeerId) {
+        if self.verified.contains_key(&peer) || self.status_asked.values().any(|p| *p == peer) {
             return;
         }
-        for address in info.listen_addrs {
-            self.swarm.behaviour_mut().kad.add_address(&peer, address);
+        let id = self.swarm.behaviour_mut().status.send_request(&peer, self.status.clone());
+        self.status_asked.insert(id, peer);
+    }
+
+    fn on_status(&mut self, event: request_response::Event<Status, StatusResponse>) {
+        match event {
+            request_response::Event::Message { peer, message, .. } => match message {
+                request_response::Message::Request { request_id, request, channel } => {
+                    let (response, member) = handshake::answer(&self.status, &request);
+                    match member {
+                        Ok(()) => self.admit(peer),
+                        Err(reason) => {
+                            tracing::info!(%peer, %reason, "telling a peer of another chain why it is refused");
+                            self.refusing.insert(request_id, (peer, reason));
+                        }
+                    }
+                    if self.swarm.behaviour_mut().status.send_response(channel, response).is_err()
+                        && let Some((peer, reason)) = self.refusing.remove(&request_id)
+                    {
+                        self.refuse(peer, reason);
+                    }
+                }
+                request_response::Message::Response { request_id, response } => {
+                    self.status_asked.remove(&request_id);
+                    match handshake::read_answer(&self.status, &response) {
+                        Ok(()) => self.admit(peer),
+                        // A peer we are refusing in answer to its own request is banned once
+                        // that refusal is sent, so it can read why.
+                        Err(_) if self.refusing.values().any(|(p, _)| *p == peer) => {}
+                        Err(reason) => self.refuse(peer, reason),
+                    }
+                }
+            },
+            request_response::Event::ResponseSent { request_id, .. } => {
+                if let Some((peer, reason)) = self.refusing.remove(&request_id) {
+                    self.refuse(peer, reason);
+                }
+            }
+            request_response::Event::InboundFailure { request_id, peer, error, .. } => {
+                tracing::debug!(%peer, %error, "a status request could not be answered");
+                if let Some((peer, reason)) = self.refusing.remove(&request_id) {
+                    self.refuse(peer, reason);
+                }
+            }
+            request_response::Event::OutboundFailure { request_id, peer, error, .. } => {
+                self.status_asked.remove(&request_id);
+                // A peer that showed a matching status by asking is a member, whatever became
+                // of our question; one that left owes no answer.
+                if !self.verified.contains_key(&peer) && self.swarm.is_connected(&peer) {
+                    self.refuse(peer, HandshakeError::NoStatus(error.to_string()));
+                }
+            }
         }
+    }
+
+    /// A peer showed a matching status: it is a member from now on.
+    fn admit(&mut self, peer: PeerId) {
         if let Entry::Vacant(entry) = self.verified.entry(peer) {
-            let account = account_of(&info.public_key);
+            let account = account_of(&peer);
             tracing::info!(%peer, account = ?account, "peer passed the chain handshake");
             entry.insert(account);
+            for address in self.unverified_addrs.remove(&peer).unwrap_or_default() {
+                self.swarm.behaviour_mut().kad.add_address(&peer, address);
+            }
             self.emit(NetworkEvent::PeerConnected { peer, account });
         }
     }
 
     fn refuse(&mut self, peer: PeerId, reason: HandshakeError) {
+        // Both exchanges of one connection may fail; the first refusal is the one reported.
+        if self.is_banned(&peer) {
+            return;
+        }
         tracing::warn!(%peer, %reason, "refusing a peer");
         self.verified.remove(&peer);
         self.ban(peer);
