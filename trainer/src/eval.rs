@@ -22,6 +22,17 @@ pub const ROWS_PER_BATCH: usize = 1024;
 /// Windows (char LM) per forward pass.
 pub const WINDOWS_PER_BATCH: usize = 32;
 
+/// A table in forward passes of at most [`ROWS_PER_BATCH`] rows, in order: each pass's
+/// `[rows, features]` input and its labels.
+fn batches(table: &Table) -> impl Iterator<Item = Result<(Tensor, &[u32]), ModelError>> {
+    (0..table.rows()).step_by(ROWS_PER_BATCH).map(|start| {
+        let end = (start + ROWS_PER_BATCH).min(table.rows());
+        let values = &table.values[start * table.features..end * table.features];
+        let x = Tensor::from_slice(values, (end - start, table.features), &Device::Cpu)?;
+        Ok((x, &table.labels[start..end]))
+    })
+}
+
 /// The fraction of rows of a standardized table whose predicted class equals the label.
 pub fn accuracy(model: &Mlp, table: &Table) -> Result<f64, ModelError> {
     Ok(correct(model, table)? as f64 / table.rows().max(1) as f64)
@@ -30,12 +41,10 @@ pub fn accuracy(model: &Mlp, table: &Table) -> Result<f64, ModelError> {
 /// The number of rows predicted correctly.
 pub fn correct(model: &Mlp, table: &Table) -> Result<usize, ModelError> {
     let mut count = 0;
-    for start in (0..table.rows()).step_by(ROWS_PER_BATCH) {
-        let end = (start + ROWS_PER_BATCH).min(table.rows());
-        let values = &table.values[start * table.features..end * table.features];
-        let x = Tensor::from_slice(values, (end - start, table.features), &Device::Cpu)?;
+    for batch in batches(table) {
+        let (x, labels) = batch?;
         let predicted = model.predict(&x)?;
-        count += predicted.iter().zip(&table.labels[start..end]).filter(|(p, l)| p == l).count();
+        count += predicted.iter().zip(labels).filter(|(p, l)| p == l).count();
     }
     Ok(count)
 }
@@ -43,12 +52,10 @@ pub fn correct(model: &Mlp, table: &Table) -> Result<usize, ModelError> {
 /// Mean cross-entropy (natural log) of the model on a standardized table.
 pub fn cross_entropy(model: &Mlp, table: &Table) -> Result<f64, ModelError> {
     let mut total = 0f64;
-    for start in (0..table.rows()).step_by(ROWS_PER_BATCH) {
-        let end = (start + ROWS_PER_BATCH).min(table.rows());
-        let values = &table.values[start * table.features..end * table.features];
-        let x = Tensor::from_slice(values, (end - start, table.features), &Device::Cpu)?;
+    for batch in batches(table) {
+        let (x, labels) = batch?;
         let logits = model.logits(&x)?.to_vec2::<f32>()?;
-        for (row, &label) in logits.iter().zip(&table.labels[start..end]) {
+        for (row, &label) in logits.iter().zip(labels) {
             total -= log_softmax_at(row, label as usize);
         }
     }
@@ -58,11 +65,8 @@ pub fn cross_entropy(model: &Mlp, table: &Table) -> Result<f64, ModelError> {
 /// Class probabilities of each row (softmax of the logits, computed in f64).
 pub fn probabilities(model: &Mlp, table: &Table) -> Result<Vec<Vec<f64>>, ModelError> {
     let mut out = Vec::with_capacity(table.rows());
-    for start in (0..table.rows()).step_by(ROWS_PER_BATCH) {
-        let end = (start + ROWS_PER_BATCH).min(table.rows());
-        let values = &table.values[start * table.features..end * table.features];
-        let x = Tensor::from_slice(values, (end - start, table.features), &Device::Cpu)?;
-        for row in model.logits(&x)?.to_vec2::<f32>()? {
+    for batch in batches(table) {
+        for row in model.logits(&batch?.0)?.to_vec2::<f32>()? {
             let max = row[argmax(&row)] as f64;
             let exp: Vec<f64> = row.iter().map(|&z| (z as f64 - max).exp()).collect();
             let sum: f64 = exp.iter().sum();

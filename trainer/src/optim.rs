@@ -17,6 +17,8 @@ use std::cell::RefCell;
 
 use candle_core::{CpuStorage, InplaceOp2, Layout, Tensor};
 
+use crate::model::ops::f32_parts;
+
 /// AdamW hyperparameters.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct AdamWConfig {
@@ -163,14 +165,7 @@ impl InplaceOp2 for FusedStep<'_> {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> candle_core::Result<()> {
-        let (CpuStorage::F32(p), CpuStorage::F32(g)) = (s1, s2) else {
-            candle_core::bail!("fused AdamW needs F32 parameters and gradients");
-        };
-        let (Some((p0, p1)), Some((g0, g1))) = (l1.contiguous_offsets(), l2.contiguous_offsets())
-        else {
-            candle_core::bail!("fused AdamW needs contiguous parameters and gradients");
-        };
-        let (p, g) = (&mut p[p0..p1], &g[g0..g1]);
+        let (p, g) = f32_parts(s1, l1, s2, l2, "fused AdamW")?;
         let mut slot = self.slot.borrow_mut();
         let Slot { m, v, mask } = &mut **slot;
         if p.len() != m.len() || g.len() != m.len() {

@@ -288,25 +288,14 @@ fn classification_task(
     let train_bytes = render(&train, Some(&labels));
     let heldout_bytes = render(&held, None);
     let (mean, std) = data::feature_stats(&table.select(&train));
-    let max_params = CLASSIFICATION_PARAMS_MAX;
-    let spec = TaskSpec {
-        name: opts.name.clone(),
-        kind: TaskKind::Classification { features: table.features as u32, classes },
-        preprocessing: Preprocessing::Standardize { mean, std },
-        dataset: dataset(opts, &train_bytes, &heldout_bytes, held.len(), &salt),
-        limits: default_limits(max_params),
-        efficiency: Efficiency {
-            reference_params: CLASSIFICATION_REFERENCE_PARAMS,
-            penalty_ppm_per_doubling: PENALTY_PPM_PER_DOUBLING,
-        },
-        bond: BOND,
-        entry_fee: ENTRY_FEE,
-        max_trainers: MAX_TRAINERS,
-        min_improvement_ppm: 0,
-        windows: default_windows(),
-        base_model: None,
-    };
-    spec.validate(0)?;
+    let spec = spec(
+        opts,
+        TaskKind::Classification { features: table.features as u32, classes },
+        Preprocessing::Standardize { mean, std },
+        dataset(opts, &train_bytes, &heldout_bytes, held.len(), &salt),
+        CLASSIFICATION_PARAMS_MAX,
+        CLASSIFICATION_REFERENCE_PARAMS,
+    )?;
     Ok(NewTask {
         spec,
         train: train_bytes,
@@ -372,24 +361,14 @@ fn text_task(
     };
     let shape = CharLmShape::from_kind(&kind).map_err(|e| TaskError::Invalid(e.to_string()))?;
     let params = charlm::parameter_count(&shape) as u64;
-    let spec = TaskSpec {
-        name: opts.name.clone(),
+    let spec = spec(
+        opts,
         kind,
-        preprocessing: Preprocessing::Vocabulary { chars: vocab.chars() },
-        dataset: dataset(opts, train.as_bytes(), heldout.as_bytes(), held_chars, &salt),
-        limits: default_limits(params),
-        efficiency: Efficiency {
-            reference_params: params,
-            penalty_ppm_per_doubling: PENALTY_PPM_PER_DOUBLING,
-        },
-        bond: BOND,
-        entry_fee: ENTRY_FEE,
-        max_trainers: MAX_TRAINERS,
-        min_improvement_ppm: 0,
-        windows: default_windows(),
-        base_model: None,
-    };
-    spec.validate(0)?;
+        Preprocessing::Vocabulary { chars: vocab.chars() },
+        dataset(opts, train.as_bytes(), heldout.as_bytes(), held_chars, &salt),
+        params,
+        params,
+    )?;
     Ok(NewTask {
         spec,
         train: train.as_bytes().to_vec(),
@@ -419,23 +398,46 @@ fn dataset(
     }
 }
 
-fn default_limits(max_params: u64) -> Limits {
-    Limits {
-        max_params,
-        max_artifact_bytes: 4 * max_params + ARTIFACT_HEADER_BYTES,
-        dtypes: vec![Dtype::F32, Dtype::F16, Dtype::BF16],
-    }
-}
-
-fn default_windows() -> Windows {
-    Windows {
-        join: WINDOW_BLOCKS,
-        commit: WINDOW_BLOCKS,
-        key: WINDOW_BLOCKS,
-        reveal: WINDOW_BLOCKS,
-        score_commit: WINDOW_BLOCKS,
-        score_reveal: WINDOW_BLOCKS,
-    }
+/// A validated spec of `kind` with the defaults every generated task shares: limits from
+/// `max_params`, efficiency from `reference_params`, fees, trainer cap and windows.
+fn spec(
+    opts: &TaskOptions,
+    kind: TaskKind,
+    preprocessing: Preprocessing,
+    dataset: Dataset,
+    max_params: u64,
+    reference_params: u64,
+) -> Result<TaskSpec, TaskError> {
+    let spec = TaskSpec {
+        name: opts.name.clone(),
+        kind,
+        preprocessing,
+        dataset,
+        limits: Limits {
+            max_params,
+            max_artifact_bytes: 4 * max_params + ARTIFACT_HEADER_BYTES,
+            dtypes: vec![Dtype::F32, Dtype::F16, Dtype::BF16],
+        },
+        efficiency: Efficiency {
+            reference_params,
+            penalty_ppm_per_doubling: PENALTY_PPM_PER_DOUBLING,
+        },
+        bond: BOND,
+        entry_fee: ENTRY_FEE,
+        max_trainers: MAX_TRAINERS,
+        min_improvement_ppm: 0,
+        windows: Windows {
+            join: WINDOW_BLOCKS,
+            commit: WINDOW_BLOCKS,
+            key: WINDOW_BLOCKS,
+            reveal: WINDOW_BLOCKS,
+            score_commit: WINDOW_BLOCKS,
+            score_reveal: WINDOW_BLOCKS,
+        },
+        base_model: None,
+    };
+    spec.validate(0)?;
+    Ok(spec)
 }
 
 /// The paths of a task's files in `dir`: task.json, train, held-out, salt, sealed held-out.

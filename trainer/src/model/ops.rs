@@ -8,10 +8,26 @@
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Shape, Tensor, bail};
 
+/// The contiguous F32 values of an op `what`'s input.
 fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Result<&'a [f32]> {
     let CpuStorage::F32(v) = s else { bail!("{what} needs F32") };
     let Some((a, b)) = l.contiguous_offsets() else { bail!("{what} needs contiguous tensors") };
     Ok(&v[a..b])
+}
+
+/// The contiguous F32 values of an in-place op `what`'s two operands: the first, written in
+/// place, and the second.
+pub(crate) fn f32_parts<'a>(
+    s1: &'a mut CpuStorage,
+    l1: &Layout,
+    s2: &'a CpuStorage,
+    l2: &Layout,
+    what: &str,
+) -> candle_core::Result<(&'a mut [f32], &'a [f32])> {
+    let b = f32_slice(s2, l2, what)?;
+    let CpuStorage::F32(a) = s1 else { bail!("{what} needs F32") };
+    let Some((a0, a1)) = l1.contiguous_offsets() else { bail!("{what} needs contiguous tensors") };
+    Ok((&mut a[a0..a1], b))
 }
 
 /// `LayerNorm(x) · w + b` over the last dimension of a `[rows, D]` tensor (biased variance).

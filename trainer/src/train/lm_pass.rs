@@ -167,6 +167,25 @@ fn add_branch(h: &mut [f32], z: &[f32], b: &[f32], mask: Option<&[f32]>) {
     }
 }
 
+/// `h += (x·Wᵀ + b) ⊙ mask` with `lin`'s weight `W` and bias `b`.
+fn add_linear_branch(
+    h: &mut [f32],
+    x: &Tensor,
+    lin: Pair,
+    params: &[Tensor],
+    mask: Option<&[f32]>,
+) -> candle_core::Result<()> {
+    let z = x.matmul(&params[lin.weight].t()?)?;
+    add_branch(h, values(&z)?.get(), values(&params[lin.bias])?.get(), mask);
+    Ok(())
+}
+
+/// `LayerNorm(h)` with `ln`'s weight and bias, and what its backward pass needs.
+fn norm(h: &[f32], ln: Pair, params: &[Tensor]) -> candle_core::Result<(Vec<f32>, NormCache)> {
+    let (w, b) = (values(&params[ln.weight])?, values(&params[ln.bias])?);
+    Ok(kernels::layer_norm(h, w.get(), b.get(), LN_EPS as f32))
+}
+
 /// `g ⊙ mask` (a copy of `g` without a mask).
 fn masked(g: &[f32], mask: Option<&[f32]>) -> Vec<f32> {
     match mask {
@@ -189,7 +208,6 @@ pub(crate) fn gradients(
     let heads = Heads { batch: rows / t, t, heads: shape.heads, dh: shape.head_dim() };
     let bh = heads.batch * heads.heads;
     let scale = 1.0 / (heads.dh as f32).sqrt();
-    let eps = LN_EPS as f32;
     let mut mask = |n: usize| match dropout.as_mut() {
         Some(Dropout { p, rng }) if *p > 0.0 => Some(super::dropout_mask(rng, n, *p)),
         _ => None,
@@ -213,10 +231,7 @@ pub(crate) fn gradients(
     }
     let mut caches = Vec::with_capacity(slots.blocks.len());
     for s in &slots.blocks {
-        let (a1, ln1) = {
-            let (w, b) = (values(&params[s.ln1.weight])?, values(&params[s.ln1.bias])?);
-            kernels::layer_norm(&h, w.get(), b.get(), eps)
-        };
+        let (a1, ln1) = norm(&h, s.ln1, params)?;
         let a1 = tensor(a1, &[rows, d])?;
         let qkv = a1.matmul(&params[s.qkv.weight].t()?)?;
         let [q, k, vv] =
@@ -227,30 +242,15 @@ pub(crate) fn gradients(
         let p = tensor(kernels::causal_softmax(values(&scores)?.get(), t), &[bh, t, t])?;
         let y = tensor(heads.merge(values(&p.matmul(&vv)?)?.get()), &[rows, d])?;
         let attn_mask = mask(rows * d);
-        let o = y.matmul(&params[s.proj.weight].t()?)?;
-        add_branch(
-            &mut h,
-            values(&o)?.get(),
-            values(&params[s.proj.bias])?.get(),
-            attn_mask.as_deref(),
-        );
-        let (a2, ln2) = {
-            let (w, b) = (values(&params[s.ln2.weight])?, values(&params[s.ln2.bias])?);
-            kernels::layer_norm(&h, w.get(), b.get(), eps)
-        };
+        add_linear_branch(&mut h, &y, s.proj, params, attn_mask.as_deref())?;
+        let (a2, ln2) = norm(&h, s.ln2, params)?;
         let a2 = tensor(a2, &[rows, d])?;
         let f = a2.matmul(&params[s.fc.weight].t()?)?;
         let (gelu, gelu_slope) =
             kernels::bias_gelu(values(&f)?.get(), values(&params[s.fc.bias])?.get());
         let gelu = tensor(gelu, &[rows, 4 * d])?;
         let mlp_mask = mask(rows * d);
-        let m = gelu.matmul(&params[s.mlp_proj.weight].t()?)?;
-        add_branch(
-            &mut h,
-            values(&m)?.get(),
-            values(&params[s.mlp_proj.bias])?.get(),
-            mlp_mask.as_deref(),
-        );
+        add_linear_branch(&mut h, &gelu, s.mlp_proj, params, mlp_mask.as_deref())?;
         caches.push(BlockCache {
             ln1,
             a1,
@@ -267,10 +267,7 @@ pub(crate) fn gradients(
             mlp_mask,
         });
     }
-    let (af, lnf) = {
-        let (w, b) = (values(&params[slots.ln_f.weight])?, values(&params[slots.ln_f.bias])?);
-        kernels::layer_norm(&h, w.get(), b.get(), eps)
-    };
+    let (af, lnf) = norm(&h, slots.ln_f, params)?;
     let af = tensor(af, &[rows, d])?;
     let logits = af.matmul(&params[slots.head.weight].t()?)?;
     let (loss, dlogits) = kernels::bias_cross_entropy(

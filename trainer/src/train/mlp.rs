@@ -21,6 +21,7 @@ use rand::Rng;
 
 use crate::model::ModelError;
 use crate::model::mlp::{Linear, Mlp};
+use crate::model::ops::f32_parts;
 use crate::optim::{AdamW, AdamWConfig, OptimError};
 use crate::rng::TrainRng;
 
@@ -129,23 +130,6 @@ impl MlpTrainer {
         grads.reverse();
         Ok((loss, grads))
     }
-}
-
-fn f32_parts<'a>(
-    s1: &'a mut CpuStorage,
-    l1: &Layout,
-    s2: &'a CpuStorage,
-    l2: &Layout,
-    what: &str,
-) -> candle_core::Result<(&'a mut [f32], &'a [f32])> {
-    let (CpuStorage::F32(a), CpuStorage::F32(b)) = (s1, s2) else {
-        candle_core::bail!("{what} needs F32");
-    };
-    let (Some((a0, a1)), Some((b0, b1))) = (l1.contiguous_offsets(), l2.contiguous_offsets())
-    else {
-        candle_core::bail!("{what} needs contiguous tensors");
-    };
-    Ok((&mut a[a0..a1], &b[b0..b1]))
 }
 
 /// In place on `z` `[B, width]`: `z + b`, then (hidden layers) `relu(·)·d` with `d` the

@@ -19,9 +19,10 @@ task.json and applies it in float32, exactly as the task says; prediction is num
 and argmax, with no Crucible code involved. Every decision is asserted to have a clear margin
 between the top two logits, so float rounding cannot flip a prediction.
 
-The reading, preprocessing, forward pass and saving are those of the "Train with your own tools"
-guide's script (`examples/python/crucible_train.py`, imported here), so this fixture, and the Rust
-interop test that checks our predictions against numpy's row by row, test the guide's layout.
+The reading, preprocessing, forward and backward passes and saving are those of the "Train with
+your own tools" guide's script (`examples/python/crucible_train.py`, imported here), so this
+fixture, and the Rust interop test that checks our predictions against numpy's row by row, test
+the guide's layout.
 
 Regenerate with:  pip install numpy safetensors && python3 validator/tests/interop/train_mlp.py
 """
@@ -37,7 +38,7 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "../../../examples/python"))
-from crucible_train import forward, read_table, save_model  # noqa: E402  (the guide's code)
+from crucible_train import forward, gradients, read_table, save_model  # noqa: E402  (the guide's code)
 
 SPLIT_SEED = 7
 TRAIN_SEED = 11
@@ -82,25 +83,10 @@ def train(x, y, classes, rng):
         bound = 1.0 / np.sqrt(widths[i])
         params[f"layers.{i}.weight"] = rng.uniform(-bound, bound, (widths[i + 1], widths[i])).astype(np.float32)
         params[f"layers.{i}.bias"] = rng.uniform(-bound, bound, widths[i + 1]).astype(np.float32)
-    n = len(widths) - 1
     onehot = np.eye(classes, dtype=np.float32)[y]
     for _ in range(STEPS):
-        acts = [x]
-        for i in range(n):
-            z = acts[-1] @ params[f"layers.{i}.weight"].T + params[f"layers.{i}.bias"]
-            acts.append(np.maximum(z, 0) if i + 1 < n else z)
-        logits = acts[-1]
-        p = np.exp(logits - logits.max(axis=1, keepdims=True))
-        p /= p.sum(axis=1, keepdims=True)
-        grad = (p - onehot) / len(y)
-        for i in reversed(range(n)):
-            w = params[f"layers.{i}.weight"]
-            gw = grad.T @ acts[i]
-            gb = grad.sum(axis=0)
-            if i > 0:
-                grad = (grad @ w) * (acts[i] > 0)
-            params[f"layers.{i}.weight"] = (w - LEARNING_RATE * gw).astype(np.float32)
-            params[f"layers.{i}.bias"] = (params[f"layers.{i}.bias"] - LEARNING_RATE * gb).astype(np.float32)
+        for k, g in gradients(params, x, onehot).items():
+            params[k] = (params[k] - LEARNING_RATE * g).astype(np.float32)
     return params
 
 
