@@ -299,29 +299,15 @@ pub(crate) fn gradients(
     for (s, c) in slots.blocks.iter().zip(caches).rev() {
         // MLP branch.
         let dm = masked(&dh, c.mlp_mask.as_deref());
-        let mut db = vec![0f32; d];
-        kernels::add_column_sums(&dm, &mut db);
-        put(s.mlp_proj.bias, tensor(db, &[d])?);
-        let dm = tensor(dm, &[rows, d])?;
-        put(s.mlp_proj.weight, dm.t()?.matmul(&c.gelu)?);
-        let dg = dm.matmul(&params[s.mlp_proj.weight])?;
+        let dg = linear_backward(dm, &c.gelu, s.mlp_proj, params, &mut put)?;
         let dz: Vec<f32> =
             values(&dg)?.get().iter().zip(&c.gelu_slope).map(|(g, s)| g * s).collect();
-        let mut db = vec![0f32; 4 * d];
-        kernels::add_column_sums(&dz, &mut db);
-        put(s.fc.bias, tensor(db, &[4 * d])?);
-        let dz = tensor(dz, &[rows, 4 * d])?;
-        put(s.fc.weight, dz.t()?.matmul(&c.a2)?);
-        norm_backward(&dz.matmul(&params[s.fc.weight])?, &c.ln2, params, s.ln2, &mut dh, &mut put)?;
+        let da2 = linear_backward(dz, &c.a2, s.fc, params, &mut put)?;
+        norm_backward(&da2, &c.ln2, params, s.ln2, &mut dh, &mut put)?;
 
         // Attention branch.
         let dout = masked(&dh, c.attn_mask.as_deref());
-        let mut db = vec![0f32; d];
-        kernels::add_column_sums(&dout, &mut db);
-        put(s.proj.bias, tensor(db, &[d])?);
-        let dout = tensor(dout, &[rows, d])?;
-        put(s.proj.weight, dout.t()?.matmul(&c.y)?);
-        let dy = dout.matmul(&params[s.proj.weight])?;
+        let dy = linear_backward(dout, &c.y, s.proj, params, &mut put)?;
         let dy = tensor(heads.split(values(&dy)?.get()), &[bh, t, heads.dh])?;
         let dv = c.p.t()?.matmul(&dy)?;
         let mut ds = dy.matmul(&c.v.t()?)?.flatten_all()?.to_vec1::<f32>()?;
@@ -366,6 +352,26 @@ pub(crate) fn gradients(
         .map(|(i, g)| g.unwrap_or_else(|| panic!("slot {i} has no gradient")))
         .collect();
     Ok((loss, grads))
+}
+
+/// The backward pass of the linear layer `lin` (`z = x·Wᵀ + b`) for the output gradient `dz`
+/// (`[rows, width]`, row-major): hands out `∂W = dzᵀ·x` and `∂b` (column sums of `dz`) and
+/// returns `∂x = dz·W`.
+fn linear_backward(
+    dz: Vec<f32>,
+    x: &Tensor,
+    lin: Pair,
+    params: &[Tensor],
+    put: &mut impl FnMut(Slot, Tensor),
+) -> candle_core::Result<Tensor> {
+    let width = params[lin.bias].elem_count();
+    let mut db = vec![0f32; width];
+    kernels::add_column_sums(&dz, &mut db);
+    put(lin.bias, tensor(db, &[width])?);
+    let rows = dz.len() / width;
+    let dz = tensor(dz, &[rows, width])?;
+    put(lin.weight, dz.t()?.matmul(x)?);
+    dz.matmul(&params[lin.weight])
 }
 
 /// The LayerNorm backward pass for output gradient `dy` (a matmul result), adding into the
