@@ -28,24 +28,15 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+use common::pseudo_random_bytes;
+
 /// Runs per figure; the median is reported.
 const RUNS: usize = 5;
 
 /// Read and write size of the plain TCP copy, in bytes.
 const TCP_BUFFER_BYTES: usize = 1 << 20;
-
-fn pseudo_random_bytes(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
 
 /// Copies `bytes` over a loopback TCP connection; the receiver hashes them, and writes them to a
 /// synced file under `dir` when one is given. Returns the elapsed time.

@@ -32,6 +32,9 @@ use node::network::{
 };
 use tokio::sync::mpsc;
 
+mod common;
+use common::pseudo_random_bytes;
+
 /// Longest any single wait may take before the test fails.
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -208,20 +211,6 @@ async fn wait_mesh(node: &TestNode, peer: PeerId, topic: Topic) {
         }
     })
     .await
-}
-
-/// Deterministic pseudo-random bytes (xorshift), so blob contents are reproducible.
-fn pseudo_random_bytes(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -62,18 +62,7 @@ fn train_and_reveal(chain: &mut TestChain, task: TaskId, who: &[usize]) -> Vec<T
     }
     chain.open_reveals(task);
     for (key, model) in keys.iter().zip(&models) {
-        chain
-            .send(
-                key,
-                TxKind::RevealModel {
-                    task,
-                    model_hash: model.model_hash,
-                    salt: model.salt,
-                    size_bytes: model.size_bytes,
-                    params: model.params,
-                },
-            )
-            .unwrap();
+        chain.send(key, model.reveal(task)).unwrap();
     }
     models
 }
@@ -384,18 +373,7 @@ fn trainer_reveals_only_once_the_key_is_on_chain_then_serves() {
     let plan = trainer_plan(chain.ledger.state(), &me, Offer::Recipe(&recipe), &records, &served);
     assert_eq!(plan, vec![TrainerStep::Reveal { task, model: model.clone() }]);
     // The ledger accepts it in the next block.
-    chain
-        .send(
-            &key,
-            TxKind::RevealModel {
-                task,
-                model_hash: model.model_hash,
-                salt: model.salt,
-                size_bytes: model.size_bytes,
-                params: model.params,
-            },
-        )
-        .unwrap();
+    chain.send(&key, model.reveal(task)).unwrap();
     assert_eq!(
         trainer_plan(chain.ledger.state(), &me, Offer::Recipe(&recipe), &records, &served),
         vec![TrainerStep::Serve { task, model_hash: model.model_hash }]

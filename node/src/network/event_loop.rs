@@ -541,16 +541,12 @@ impl EventLoop {
                 }
                 request_response::Message::Response { request_id, response } => {
                     self.swarm.behaviour_mut().slots.mark_useful(peer);
-                    if let Some(reply) = self.pending_sync.remove(&request_id) {
-                        let _ = reply.send(Ok(response));
-                    }
+                    answer(&mut self.pending_sync, request_id, Ok(response));
                 }
             },
             request_response::Event::OutboundFailure { peer, request_id, error, .. } => {
-                if let Some(reply) = self.pending_sync.remove(&request_id) {
-                    let _ =
-                        reply.send(Err(RequestError::Failed { peer, reason: error.to_string() }));
-                }
+                let failed = RequestError::Failed { peer, reason: error.to_string() };
+                answer(&mut self.pending_sync, request_id, Err(failed));
             }
             request_response::Event::InboundFailure { peer, request_id, error, .. } => {
                 tracing::debug!(%peer, %error, "a sync request from a peer failed");
@@ -577,16 +573,12 @@ impl EventLoop {
                 }
                 request_response::Message::Response { request_id, response } => {
                     self.swarm.behaviour_mut().slots.mark_useful(peer);
-                    if let Some(reply) = self.pending_blob.remove(&request_id) {
-                        let _ = reply.send(Ok(response));
-                    }
+                    answer(&mut self.pending_blob, request_id, Ok(response));
                 }
             },
             request_response::Event::OutboundFailure { peer, request_id, error, .. } => {
-                if let Some(reply) = self.pending_blob.remove(&request_id) {
-                    let _ =
-                        reply.send(Err(RequestError::Failed { peer, reason: error.to_string() }));
-                }
+                let failed = RequestError::Failed { peer, reason: error.to_string() };
+                answer(&mut self.pending_blob, request_id, Err(failed));
             }
             request_response::Event::InboundFailure { peer, error, .. } => {
                 tracing::debug!(%peer, %error, "a blob request from a peer failed");
@@ -739,6 +731,18 @@ impl EventLoop {
         tracing::warn!(%peer, ?reason, app_score, ?score, "penalized a peer");
         self.emit(NetworkEvent::PeerPenalized { peer, reason, score });
         self.enforce_score(peer);
+    }
+}
+
+/// Hands an outbound request's outcome to its caller, if still waiting (a request is answered
+/// once: a response or a failure).
+fn answer<T>(
+    pending: &mut HashMap<OutboundRequestId, Reply<Result<T, RequestError>>>,
+    request_id: OutboundRequestId,
+    outcome: Result<T, RequestError>,
+) {
+    if let Some(reply) = pending.remove(&request_id) {
+        let _ = reply.send(outcome);
     }
 }
 

@@ -81,6 +81,19 @@ pub struct TrainedModel {
     pub commitment: Hash,
 }
 
+impl TrainedModel {
+    /// The `RevealModel` transaction that opens this model's commitment in `task`.
+    pub fn reveal(&self, task: TaskId) -> TxKind {
+        TxKind::RevealModel {
+            task,
+            model_hash: self.model_hash,
+            salt: self.salt,
+            size_bytes: self.size_bytes,
+            params: self.params,
+        }
+    }
+}
+
 /// Where the trainer stands in a task, as persisted.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -619,17 +632,10 @@ impl RoleLoop for Trainer {
                         task = %task, %height, model = %model.model_hash,
                         "commit deadline passed: revealing our model"
                     );
-                    let kind = TxKind::RevealModel {
-                        task,
-                        model_hash: model.model_hash,
-                        salt: model.salt,
-                        size_bytes: model.size_bytes,
-                        params: model.params,
-                    };
                     if !self.release(task, model.model_hash).await {
                         continue;
                     }
-                    if submit(&self.ctx, task, kind).await? {
+                    if submit(&self.ctx, task, model.reveal(task)).await? {
                         self.attempts.tried(task, "serve", height);
                         self.serve(task, model.model_hash).await;
                     }
