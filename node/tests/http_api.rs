@@ -6,27 +6,27 @@
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use consensus::block::Block;
-use consensus::chain::{Ledger, build_block};
-use consensus::commitment::{HeldoutKey, Salt, model_commitment, scores_commitment};
 use consensus::crypto::Keypair;
-use consensus::genesis::{Genesis, GenesisBalance, GenesisValidator, Params};
+use consensus::genesis::Genesis;
 use consensus::hash::sha256;
-use consensus::storage::MemStore;
 use consensus::task::{TaskSpec, Windows};
-use consensus::testing::example_spec;
+use consensus::testing::{
+    TestChain, example_spec, heldout_key, key, model, model_commit, model_reveal, salt,
+    scores_commit, vector,
+};
 use consensus::tx::{SignedTx, Tx, TxKind};
 use consensus::types::{AccountId, Amount, Hash, Height, Nonce, Round, TaskId};
-use consensus::verdict::{RejectReason, Subject, Verdict, VerdictEntry, VerdictVector};
-use consensus::vote::{CommitCertificate, SignedVote, Vote, VoteKind};
+use consensus::verdict::{RejectReason, Verdict};
+use consensus::vote::{Vote, VoteKind};
 use node::datadir::DataDir;
 use node::http::{HttpConfig, serve_with_config};
 use node::keystore;
 use node::mempool::{Mempool, MempoolLimits};
-use node::network::{self, NetworkConfig};
+use node::network::{self, NetworkClient, NetworkConfig};
 use node::runtime::{ChainEvent, ExternalTxs, Metrics, NodeContext, Role};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -45,58 +45,11 @@ const BLOB_LIMIT: u64 = 1 << 20;
 /// What the router's fallback says for a path that is no route.
 const NO_ROUTE: &str = "no such route";
 
-fn key(tag: u8, i: u8) -> Keypair {
-    let mut seed = [tag; 32];
-    seed[31] = i;
-    Keypair::from_seed(seed)
-}
-
 /// Two validators (stakes 100 and 60), two trainers, a task creator.
 struct Keys {
-    validators: [Keypair; 2],
-    trainers: [Keypair; 2],
+    validators: Vec<Keypair>,
+    trainers: Vec<Keypair>,
     creator: Keypair,
-}
-
-fn keys() -> Keys {
-    Keys {
-        validators: [key(1, 0), key(1, 1)],
-        trainers: [key(2, 0), key(2, 1)],
-        creator: key(3, 0),
-    }
-}
-
-fn genesis(k: &Keys) -> Genesis {
-    let validators = k
-        .validators
-        .iter()
-        .zip([100, 60])
-        .enumerate()
-        .map(|(i, (v, stake))| GenesisValidator {
-            account: v.account(),
-            stake: Amount(stake),
-            name: format!("v{i}"),
-        })
-        .collect();
-    let balances = k
-        .trainers
-        .iter()
-        .chain([&k.creator])
-        .map(|a| GenesisBalance { account: a.account(), amount: Amount(1_000_000) })
-        .chain(
-            k.validators
-                .iter()
-                .map(|v| GenesisBalance { account: v.account(), amount: Amount(1_000) }),
-        )
-        .collect();
-    Genesis {
-        chain_id: "crucible-http-test".into(),
-        genesis_time_ms: 1_000,
-        validators,
-        balances,
-        params: Params::default(),
-        tasks: vec![],
-    }
 }
 
 fn spec() -> TaskSpec {
@@ -116,163 +69,91 @@ fn spec() -> TaskSpec {
     }
 }
 
-/// A ledger that blocks are built, certified by both validators, and committed to.
-struct Chain {
-    ledger: Ledger,
-    chain_id: String,
-    validators: Vec<Keypair>,
-    last_commit: Option<CommitCertificate>,
-    time_ms: u64,
-}
-
-impl Chain {
-    fn sign(&self, key: &Keypair, kind: TxKind) -> SignedTx {
-        let nonce = self.ledger.state().account(&key.account()).nonce;
-        SignedTx::sign(key, Tx { chain_id: self.chain_id.clone(), nonce, kind })
-    }
-
-    fn commit(&mut self, txs: Vec<SignedTx>) -> Block {
-        self.time_ms += 500;
-        let expected = txs.len();
-        let proposer = self.validators[0].account();
-        let block =
-            build_block(self.ledger.state(), txs, self.time_ms, proposer, self.last_commit.clone())
-                .unwrap();
-        assert_eq!(block.txs.len(), expected, "every tx of block {} executes", block.height());
-        let vote = Vote {
-            height: block.height(),
-            round: Round(0),
-            kind: VoteKind::Precommit,
-            block: Some(block.hash()),
-        };
-        let votes: Vec<SignedVote> =
-            self.validators.iter().map(|k| SignedVote::sign(k, &self.chain_id, vote)).collect();
-        let cert = CommitCertificate::from_precommits(&votes).unwrap();
-        self.ledger.commit_block(&block, &cert).unwrap();
-        self.last_commit = Some(cert);
-        block
-    }
-
-    /// Commits empty blocks until the next block is `height`.
-    fn advance_to(&mut self, height: u64) {
-        while self.ledger.height().next() < Height(height) {
-            self.commit(vec![]);
-        }
-    }
-}
-
 /// The chain: task 1 created at height 1, both validators attest, both trainers join and
 /// commit (so the commit window closes at the join deadline, 4), the creator reveals the
 /// held-out key at height 8 and both trainers reveal at 9 (which closes the reveal window);
 /// trainer 0's model is scored 600000 ppm by validator 0 and 650000 by validator 1 (who disagrees
 /// with the consensus), trainer 1's is rejected as malformed; both validators commit at 14 and
-/// reveal at 17, where the task finalizes; the tip is 20. Returns the ledger
-/// and the hash of a transfer in block 2.
-fn build_chain(k: &Keys, genesis: &Genesis) -> (Ledger, Hash) {
-    let ledger = Ledger::open(Box::new(MemStore::new()), genesis).unwrap();
-    let mut c = Chain {
-        ledger,
-        chain_id: genesis.chain_id.clone(),
-        validators: vec![key(1, 0), key(1, 1)],
-        last_commit: None,
-        time_ms: genesis.genesis_time_ms,
+/// reveal at 17, where the task finalizes; the tip is 20. Returns the chain and the hash of a
+/// transfer in block 2.
+fn build_chain() -> (TestChain, Hash) {
+    let mut c = TestChain::new(&[100, 60], 2);
+    // Commits a block and checks that every tx in it executed.
+    let commit = |c: &mut TestChain, txs: Vec<SignedTx>| {
+        let expected = txs.len();
+        let block = c.commit(txs);
+        assert_eq!(block.txs.len(), expected, "every tx of block {} executes", block.height());
     };
-    let task = TaskId(1);
-    let create =
-        c.sign(&k.creator, TxKind::CreateTask { spec: Box::new(spec()), reward: Amount(REWARD) });
-    c.commit(vec![create]);
+    let task = c.create_task_unattested(spec(), REWARD);
+    assert_eq!(task, TaskId(1));
     let transfer = c.sign(
-        &k.creator,
-        TxKind::Transfer { to: k.trainers[0].account(), amount: Amount(TRANSFER) },
+        &c.creator,
+        TxKind::Transfer { to: c.trainers[0].account(), amount: Amount(TRANSFER) },
     );
     let transfer_hash = transfer.hash();
-    let joins: Vec<SignedTx> =
-        k.trainers.iter().map(|t| c.sign(t, TxKind::JoinTask { task })).collect();
-    let attests: Vec<SignedTx> =
-        k.validators.iter().map(|v| c.sign(v, TxKind::AttestHeldout { task })).collect();
-    c.commit([transfer].into_iter().chain(joins).chain(attests).collect());
+    let joins = c.trainers.iter().map(|t| c.sign(t, TxKind::JoinTask { task }));
+    let attests = c.validators.iter().map(|v| c.sign(v, TxKind::AttestHeldout { task }));
+    let block_2 = [transfer].into_iter().chain(joins).chain(attests).collect();
+    commit(&mut c, block_2);
 
-    let models = [Hash([10; 32]), Hash([11; 32])];
-    let salt = |n: u8| Salt(Hash([n; 32]));
-    let commits: Vec<SignedTx> = k
-        .trainers
-        .iter()
-        .zip(&models)
-        .enumerate()
-        .map(|(i, (t, m))| {
-            let commitment = model_commitment(&c.chain_id, task, &t.account(), m, &salt(i as u8));
-            c.sign(t, TxKind::CommitModel { task, commitment })
+    let commits = (0..2u8)
+        .map(|i| {
+            let t = &c.trainers[usize::from(i)];
+            c.sign(t, model_commit(&c, task, t, &model(i), &salt(i)))
         })
         .collect();
-    c.commit(commits);
+    commit(&mut c, commits);
 
-    c.advance_to(8);
-    let key = HeldoutKey(Hash([4; 32]));
-    let reveal_key = c.sign(&k.creator, TxKind::RevealHeldoutKey { task, key });
-    c.commit(vec![reveal_key]);
-    let reveals: Vec<SignedTx> = k
-        .trainers
-        .iter()
-        .zip(&models)
-        .enumerate()
-        .map(|(i, (t, m))| {
-            let kind = TxKind::RevealModel {
-                task,
-                model_hash: *m,
-                salt: salt(i as u8),
-                size_bytes: 10_000,
-                params: 1_000,
-            };
-            c.sign(t, kind)
-        })
+    c.advance_to(Height(8));
+    let reveal_key = c.sign(&c.creator, TxKind::RevealHeldoutKey { task, key: heldout_key() });
+    commit(&mut c, vec![reveal_key]);
+    let reveals = (0..2u8)
+        .map(|i| c.sign(&c.trainers[usize::from(i)], model_reveal(task, model(i), salt(i), 1_000)))
         .collect();
-    c.commit(reveals);
+    commit(&mut c, reveals);
 
-    let vector = |score: u32| -> VerdictVector {
-        let mut subs = vec![
-            (k.trainers[0].account(), Verdict::scored(score)),
-            (k.trainers[1].account(), Verdict::Rejected { reason: RejectReason::Malformed }),
-        ];
-        subs.sort_by_key(|(a, _)| *a);
-        let mut v =
-            vec![VerdictEntry { subject: Subject::Baseline, verdict: Verdict::scored(100_000) }];
-        v.extend(
-            subs.into_iter()
-                .map(|(a, verdict)| VerdictEntry { subject: Subject::Submission(a), verdict }),
-        );
-        v
+    let verdicts = |score: u32| {
+        vector(
+            100_000,
+            vec![
+                (c.trainers[0].account(), Verdict::scored(score)),
+                (c.trainers[1].account(), Verdict::Rejected { reason: RejectReason::Malformed }),
+            ],
+        )
     };
-    let vectors = [vector(600_000), vector(650_000)];
-    c.advance_to(14);
-    let score_commits: Vec<SignedTx> = k
-        .validators
-        .iter()
-        .zip(&vectors)
-        .enumerate()
-        .map(|(i, (v, vec))| {
-            let commitment =
-                scores_commitment(&c.chain_id, task, &v.account(), vec, &salt(50 + i as u8));
-            c.sign(v, TxKind::CommitScores { task, commitment })
+    let vectors = [verdicts(600_000), verdicts(650_000)];
+    c.advance_to(Height(14));
+    let score_commits = (0..2u8)
+        .map(|i| {
+            let v = &c.validators[usize::from(i)];
+            c.sign(v, scores_commit(&c, task, v, &vectors[usize::from(i)], &salt(50 + i)))
         })
         .collect();
-    c.commit(score_commits);
-    c.advance_to(17);
-    let score_reveals: Vec<SignedTx> = k
-        .validators
-        .iter()
-        .zip(&vectors)
-        .enumerate()
-        .map(|(i, (v, vec))| {
-            let kind =
-                TxKind::RevealScores { task, verdicts: vec.clone(), salt: salt(50 + i as u8) };
-            c.sign(v, kind)
+    commit(&mut c, score_commits);
+    c.advance_to(Height(17));
+    let score_reveals = (0..2u8)
+        .map(|i| {
+            let (verdicts, salt) = (vectors[usize::from(i)].clone(), salt(50 + i));
+            c.sign(&c.validators[usize::from(i)], TxKind::RevealScores { task, verdicts, salt })
         })
         .collect();
-    c.commit(score_reveals);
-    c.advance_to(21);
-    assert_eq!(c.ledger.height(), Height(20));
-    assert!(c.ledger.state().tasks.get(&task).unwrap().report.is_some(), "task 1 finalized");
-    (c.ledger, transfer_hash)
+    commit(&mut c, score_reveals);
+    c.advance_to(Height(21));
+    assert_eq!(c.height(), Height(20));
+    assert!(c.task(task).report.is_some(), "task 1 finalized");
+    (c, transfer_hash)
+}
+
+/// Starts a network node of `genesis`'s chain (no mDNS) with `key`, its events drained.
+fn start_network(genesis: &Genesis, key: &Keypair, blobs: PathBuf) -> NetworkClient {
+    let mut config =
+        NetworkConfig::for_chain(&genesis.chain_id, genesis.hash(), &genesis.params, blobs);
+    config.mdns = false;
+    let (client, mut events, event_loop) =
+        network::start(keystore::libp2p_keypair(key).unwrap(), config).unwrap();
+    tokio::spawn(event_loop.run());
+    tokio::spawn(async move { while events.recv().await.is_some() {} });
+    client
 }
 
 /// A running API and the far ends of its channels.
@@ -290,25 +171,16 @@ struct Harness {
 }
 
 async fn start() -> Harness {
-    let keys = keys();
-    let genesis = genesis(&keys);
-    let (ledger, transfer) = build_chain(&keys, &genesis);
+    let (chain, transfer) = build_chain();
+    let (ledger, genesis) = (chain.ledger, chain.genesis);
+    let keys =
+        Keys { validators: chain.validators, trainers: chain.trainers, creator: chain.creator };
     let limits = MempoolLimits { txs_max: 1, ..MempoolLimits::for_chain(&genesis.params) };
     let pool = Mempool::new(ledger.state(), limits);
     let dir = tempfile::tempdir().unwrap();
     let data_dir = DataDir::new(dir.path());
-    let mut config = NetworkConfig::for_chain(
-        &genesis.chain_id,
-        genesis.hash(),
-        &genesis.params,
-        data_dir.blobs(),
-    );
-    config.mdns = false;
     let node_key = key(1, 0);
-    let (client, mut events, event_loop) =
-        network::start(keystore::libp2p_keypair(&node_key).unwrap(), config).unwrap();
-    tokio::spawn(event_loop.run());
-    tokio::spawn(async move { while events.recv().await.is_some() {} });
+    let client = start_network(&genesis, &node_key, data_dir.blobs());
     let (submissions, submissions_rx) = mpsc::channel(8);
     let (external_txs, external) = mpsc::channel(8);
     let verifier = ledger.state().verifier().clone();
@@ -532,18 +404,8 @@ async fn reads_status_blocks_txs_and_validators() {
     assert_eq!(get(h.addr, "/peers").await.json(), Value::Array(vec![]));
     // A second node on the chain dials in: it shows in /status and /peers.
     let dir = tempfile::tempdir().unwrap();
-    let mut config = NetworkConfig::for_chain(
-        &h.genesis.chain_id,
-        h.genesis.hash(),
-        &h.genesis.params,
-        dir.path().join("blobs"),
-    );
-    config.mdns = false;
     let other = key(1, 1);
-    let (client, mut events, event_loop) =
-        network::start(keystore::libp2p_keypair(&other).unwrap(), config).unwrap();
-    tokio::spawn(event_loop.run());
-    tokio::spawn(async move { while events.recv().await.is_some() {} });
+    let client = start_network(&h.genesis, &other, dir.path().join("blobs"));
     let deadline = tokio::time::Instant::now() + WAIT;
     let address = loop {
         if let Some(a) = h.ctx.network.listen_addresses().await.unwrap().into_iter().next() {
