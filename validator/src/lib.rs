@@ -22,4 +22,6 @@ pub mod check;
 pub mod eval;
 pub mod heldout;
 pub mod score;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod verdicts;

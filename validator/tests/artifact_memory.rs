@@ -5,8 +5,6 @@
 //! The peak is the process's `VmHWM`, reset before each case through `/proc/self/clear_refs`, so
 //! both cases live in one test (tests of one binary share the process).
 
-mod common;
-
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::Path;
@@ -14,6 +12,7 @@ use std::path::Path;
 use consensus::types::ModelHash;
 use validator::check::Revealed;
 use validator::score::{Judgement, judge};
+use validator::testing;
 
 /// Hidden width of the large MLP: 13 → 6144 → 6144 → 3 is about 37.9 million F32 values
 /// (151 MiB).
@@ -83,9 +82,9 @@ fn judging_a_large_artifact_from_its_file_holds_at_most_its_decoded_weights() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("large.safetensors");
     let (size_bytes, params, model_hash) = write_large_mlp(&path);
-    let mut spec = common::wine_spec();
+    let mut spec = testing::wine_spec();
     spec.limits.max_artifact_bytes = size_bytes;
-    let heldout = common::wine_heldout(&spec);
+    let heldout = testing::wine_heldout(&spec);
     let revealed = Revealed { model_hash, params, size_bytes: Some(size_bytes) };
     let file = File::open(&path).unwrap();
     let size_mib = size_bytes >> 20;

@@ -1,8 +1,6 @@
 //! Crafted artifacts: each is rejected with the right reason, through the full `judge` path, and
 //! nothing panics.
 
-mod common;
-
 use std::collections::BTreeMap;
 
 use consensus::hash::sha256;
@@ -13,12 +11,13 @@ use validator::artifact::{decode_weights, parse_header};
 use validator::check::{Revealed, check_artifact, nonzero_params};
 use validator::eval::EvalData;
 use validator::score::judge;
+use validator::testing;
 
 type Tensors = BTreeMap<String, (Vec<usize>, Vec<f32>)>;
 
 /// The fixture task's shape: 13 features, 3 classes; a 13-4-3 MLP.
 fn valid() -> Tensors {
-    common::mlp_tensors(&[13, 4, 3])
+    testing::mlp_tensors(&[13, 4, 3])
 }
 
 /// What an honest trainer reveals: the hash, the size and the non-zero count of the values (0
@@ -47,6 +46,18 @@ fn rejected(reason: RejectReason) -> Verdict {
     Verdict::Rejected { reason }
 }
 
+/// Asserts that every case, revealed honestly, is rejected for `reason`.
+fn assert_rejected<'a>(
+    cases: impl IntoIterator<Item = (&'a str, Vec<u8>)>,
+    spec: &TaskSpec,
+    heldout: &EvalData,
+    reason: RejectReason,
+) {
+    for (what, bytes) in cases {
+        assert_eq!(verdict(&bytes, spec, heldout, None), rejected(reason), "{what}");
+    }
+}
+
 /// A safetensors file with a hand-written header.
 fn raw(header: &str, data: &[u8]) -> Vec<u8> {
     let mut out = (header.len() as u64).to_le_bytes().to_vec();
@@ -57,24 +68,24 @@ fn raw(header: &str, data: &[u8]) -> Vec<u8> {
 
 fn with(mut t: Tensors, f: impl FnOnce(&mut Tensors)) -> Vec<u8> {
     f(&mut t);
-    common::encode(&t)
+    testing::encode(&t)
 }
 
 #[test]
 fn the_valid_artifact_scores() {
-    let spec = common::wine_spec();
-    let heldout = common::wine_heldout(&spec);
+    let spec = testing::wine_spec();
+    let heldout = testing::wine_heldout(&spec);
     assert!(matches!(
-        verdict(&common::encode(&valid()), &spec, &heldout, None),
+        verdict(&testing::encode(&valid()), &spec, &heldout, None),
         Verdict::Scored { .. }
     ));
 }
 
 #[test]
 fn malformed_files_are_rejected_as_malformed() {
-    let spec = common::wine_spec();
-    let heldout = common::wine_heldout(&spec);
-    let good = common::encode(&valid());
+    let spec = testing::wine_spec();
+    let heldout = testing::wine_heldout(&spec);
+    let good = testing::encode(&valid());
     let header_len = u64::from_le_bytes(good[..8].try_into().unwrap()) as usize;
     let mut past_end = good.clone();
     past_end[..8].copy_from_slice(&(good.len() as u64).to_le_bytes());
@@ -116,39 +127,27 @@ fn malformed_files_are_rejected_as_malformed() {
             ),
         ),
     ];
-    for (what, bytes) in cases {
-        assert_eq!(
-            verdict(&bytes, &spec, &heldout, None),
-            rejected(RejectReason::Malformed),
-            "{what}"
-        );
-    }
+    assert_rejected(cases, &spec, &heldout, RejectReason::Malformed);
 }
 
 #[test]
 fn disallowed_dtypes_are_rejected() {
-    let mut spec = common::wine_spec();
+    let mut spec = testing::wine_spec();
     spec.limits.dtypes = vec![Dtype::F32];
-    let heldout = common::wine_heldout(&spec);
-    for dtype in ["F16", "BF16", "F64", "I64", "U8", "NONSENSE"] {
-        let bytes = raw(
-            &format!(
-                r#"{{"layers.0.weight":{{"dtype":"{dtype}","shape":[1],"data_offsets":[0,8]}}}}"#
-            ),
-            &[0; 8],
+    let heldout = testing::wine_heldout(&spec);
+    let cases = ["F16", "BF16", "F64", "I64", "U8", "NONSENSE"].map(|dtype| {
+        let header = format!(
+            r#"{{"layers.0.weight":{{"dtype":"{dtype}","shape":[1],"data_offsets":[0,8]}}}}"#
         );
-        assert_eq!(
-            verdict(&bytes, &spec, &heldout, None),
-            rejected(RejectReason::DisallowedDtype),
-            "{dtype}"
-        );
-    }
+        (dtype, raw(&header, &[0; 8]))
+    });
+    assert_rejected(cases, &spec, &heldout, RejectReason::DisallowedDtype);
 }
 
 #[test]
 fn wrong_architectures_are_rejected() {
-    let spec = common::wine_spec();
-    let heldout = common::wine_heldout(&spec);
+    let spec = testing::wine_spec();
+    let heldout = testing::wine_heldout(&spec);
     let cases: Vec<(&str, Vec<u8>)> = vec![
         (
             "missing bias",
@@ -183,14 +182,14 @@ fn wrong_architectures_are_rejected() {
         ),
         (
             "shapes that do not chain",
-            common::encode(&{
-                let mut t = common::mlp_tensors(&[13, 4, 3]);
+            testing::encode(&{
+                let mut t = testing::mlp_tensors(&[13, 4, 3]);
                 t.insert("layers.1.weight".into(), (vec![3, 5], vec![0.5; 15]));
                 t
             }),
         ),
-        ("wrong number of features", common::encode(&common::mlp_tensors(&[12, 4, 3]))),
-        ("wrong number of classes", common::encode(&common::mlp_tensors(&[13, 4, 2]))),
+        ("wrong number of features", testing::encode(&testing::mlp_tensors(&[12, 4, 3]))),
+        ("wrong number of classes", testing::encode(&testing::mlp_tensors(&[13, 4, 2]))),
         (
             "weight of rank 1",
             with(valid(), |t| {
@@ -203,21 +202,15 @@ fn wrong_architectures_are_rejected() {
                 t.insert("layers.0.bias".into(), (vec![5], vec![0.5; 5]));
             }),
         ),
-        ("zero-width hidden layer", common::encode(&common::mlp_tensors(&[13, 0, 3]))),
+        ("zero-width hidden layer", testing::encode(&testing::mlp_tensors(&[13, 0, 3]))),
     ];
-    for (what, bytes) in cases {
-        assert_eq!(
-            verdict(&bytes, &spec, &heldout, None),
-            rejected(RejectReason::WrongArchitecture),
-            "{what}"
-        );
-    }
+    assert_rejected(cases, &spec, &heldout, RejectReason::WrongArchitecture);
 }
 
 #[test]
 fn char_lm_tensors_must_be_exactly_the_documented_ones() {
-    let spec = common::char_lm_spec();
-    let text = common::char_lm_text(200);
+    let spec = testing::char_lm_spec();
+    let text = testing::char_lm_text(200);
     let heldout = validator::eval::prepare(&spec, text.as_bytes(), "heldout.txt").unwrap();
     let shape = trainer::model::charlm::CharLmShape::from_kind(&spec.kind).unwrap();
     let mut rng = trainer::rng::stream(3, "crafted");
@@ -231,26 +224,21 @@ fn char_lm_tensors_must_be_exactly_the_documented_ones() {
     extra.insert("blocks.2.ln1.weight".into(), tensors["ln_f.weight"].clone());
     let mut wrong = tensors.clone();
     wrong.insert("pos_emb.weight".into(), tensors["tok_emb.weight"].clone());
-    for (what, t) in [("missing", missing), ("extra", extra), ("wrong shape", wrong)] {
-        let bytes = trainer::artifact::encode(&t).unwrap();
-        assert_eq!(
-            verdict(&bytes, &spec, &heldout, None),
-            rejected(RejectReason::WrongArchitecture),
-            "{what}"
-        );
-    }
+    let cases = [("missing", missing), ("extra", extra), ("wrong shape", wrong)]
+        .map(|(what, t)| (what, trainer::artifact::encode(&t).unwrap()));
+    assert_rejected(cases, &spec, &heldout, RejectReason::WrongArchitecture);
 }
 
 #[test]
 fn parameter_counts_are_bounded_and_must_match_the_reveal() {
-    let mut spec = common::wine_spec();
-    let heldout = common::wine_heldout(&spec);
+    let mut spec = testing::wine_spec();
+    let heldout = testing::wine_heldout(&spec);
     let mut tensors = valid();
     // Prune a few weights: zeros (and negative zeros) do not count.
     let w = &mut tensors.get_mut("layers.0.weight").unwrap().1;
     w[0] = 0.0;
     w[1] = -0.0;
-    let bytes = common::encode(&tensors);
+    let bytes = testing::encode(&tensors);
     let artifact = check_artifact(&bytes, &spec, None).unwrap();
     let total: usize = tensors.values().map(|(_, v)| v.len()).sum();
     let zeros = tensors.values().flat_map(|(_, v)| v).filter(|v| **v == 0.0).count();
@@ -272,8 +260,8 @@ fn parameter_counts_are_bounded_and_must_match_the_reveal() {
 
 #[test]
 fn non_finite_values_are_rejected() {
-    let spec = common::wine_spec();
-    let heldout = common::wine_heldout(&spec);
+    let spec = testing::wine_spec();
+    let heldout = testing::wine_heldout(&spec);
     for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
         let bytes = with(valid(), |t| t.get_mut("layers.1.bias").unwrap().1[2] = bad);
         assert_eq!(
@@ -294,9 +282,9 @@ fn non_finite_values_are_rejected() {
 
 #[test]
 fn hash_mismatch_and_size_are_checked_first() {
-    let mut spec = common::wine_spec();
-    let heldout = common::wine_heldout(&spec);
-    let bytes = common::encode(&valid());
+    let mut spec = testing::wine_spec();
+    let heldout = testing::wine_heldout(&spec);
+    let bytes = testing::encode(&valid());
     let honest = revealed_for(&bytes, &spec);
     let other = Revealed { model_hash: Hash([0xee; 32]), ..honest };
     assert_eq!(verdict(&bytes, &spec, &heldout, Some(other)), rejected(RejectReason::HashMismatch));

@@ -5,14 +5,13 @@
 //! `CANDLE_NUM_THREADS`), so each thread count runs in a child process: this test binary re-runs
 //! itself with only the ignored `child_prints_scores` test selected.
 
-mod common;
-
 use std::process::Command;
 
 use consensus::task::{Preprocessing, TaskKind};
 use trainer::data::Table;
 use validator::eval::EvalData;
 use validator::score::{Judgement, judge};
+use validator::testing;
 
 const CHILD: &str = "child_prints_scores";
 
@@ -27,17 +26,17 @@ fn line(name: &str, judgement: &Judgement) -> String {
 /// Scores three models: the numpy wine MLP, a wider MLP on synthetic rows, and a char LM.
 fn scores() -> Vec<String> {
     let mut out = Vec::new();
-    let spec = common::wine_spec();
-    let judged = judge(&common::wine_model(), &spec, None, &common::wine_heldout(&spec)).unwrap();
+    let spec = testing::wine_spec();
+    let judged = judge(&testing::wine_model(), &spec, None, &testing::wine_heldout(&spec)).unwrap();
     out.push(line("wine-mlp", &judged));
 
-    let mut spec = common::wine_spec();
+    let mut spec = testing::wine_spec();
     let (features, classes, rows) = (64usize, 10usize, 3_000usize);
     spec.kind = TaskKind::Classification { features: features as u32, classes: classes as u32 };
     spec.preprocessing =
         Preprocessing::Standardize { mean: vec![0.0; features], std: vec![1.0; features] };
     spec.limits.max_params = 1_000_000;
-    let bytes = common::encode(&common::mlp_tensors(&[features, 256, 128, classes]));
+    let bytes = testing::encode(&testing::mlp_tensors(&[features, 256, 128, classes]));
     let mut state = 1u64;
     let mut next = || {
         state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
@@ -51,13 +50,13 @@ fn scores() -> Vec<String> {
     };
     out.push(line("wide-mlp", &judge(&bytes, &spec, None, &EvalData::Table(table)).unwrap()));
 
-    let mut spec = common::char_lm_spec();
+    let mut spec = testing::char_lm_spec();
     spec.kind = TaskKind::CharLm { vocab: 10, context: 64, d_model: 64, layers: 2, heads: 4 };
     let shape = trainer::model::charlm::CharLmShape::from_kind(&spec.kind).unwrap();
     let mut rng = trainer::rng::stream(5, "determinism");
     let tensors = trainer::model::charlm::CharLm::init_tensors(shape, &mut rng).unwrap();
     let bytes = trainer::artifact::encode(&tensors).unwrap();
-    let text = common::char_lm_text(4_000);
+    let text = testing::char_lm_text(4_000);
     let heldout = validator::eval::prepare(&spec, text.as_bytes(), "heldout.txt").unwrap();
     out.push(line("char-lm", &judge(&bytes, &spec, None, &heldout).unwrap()));
     out

@@ -6,13 +6,12 @@
 //! (default 1,000, a few seconds); for a longer run by hand:
 //! `VALIDATOR_FUZZ_CASES=200000 cargo test --release -p validator --test fuzz`.
 
-mod common;
-
 use consensus::task::TaskSpec;
 use consensus::verdict::{RejectReason, Verdict};
 use proptest::prelude::*;
 use validator::eval::EvalData;
 use validator::score::judge;
+use validator::testing;
 
 fn cases() -> u32 {
     std::env::var("VALIDATOR_FUZZ_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(1_000)
@@ -27,10 +26,10 @@ struct Fixture {
 fn fixture() -> &'static Fixture {
     static FIXTURE: std::sync::OnceLock<Fixture> = std::sync::OnceLock::new();
     FIXTURE.get_or_init(|| {
-        let spec = common::wine_spec();
-        let heldout = common::wine_heldout(&spec);
+        let spec = testing::wine_spec();
+        let heldout = testing::wine_heldout(&spec);
         // A small valid artifact so mutations often reach the later checks and the evaluation.
-        let valid = common::encode(&common::mlp_tensors(&[13, 2, 3]));
+        let valid = testing::encode(&testing::mlp_tensors(&[13, 2, 3]));
         Fixture { spec, heldout, valid }
     })
 }

@@ -2,24 +2,23 @@
 //! outputs) gets, sample by sample, the same predictions from our checks, preprocessing and the
 //! trainer's forward pass. Needs no Python; regenerate the fixture with the script.
 
-mod common;
-
 use consensus::hash::sha256;
 use consensus::verdict::Verdict;
 use validator::check::{Architecture, Revealed, check_artifact};
 use validator::eval::{EvalData, Metric, Model};
 use validator::heldout::find_heldout;
 use validator::score::{Judgement, judge};
+use validator::testing;
 
 #[test]
 fn predictions_match_numpy_sample_by_sample() {
-    let spec = common::wine_spec();
-    let bytes = common::wine_model();
+    let spec = testing::wine_spec();
+    let bytes = testing::wine_model();
     let artifact = check_artifact(&bytes, &spec, None).expect("the numpy artifact passes");
     assert_eq!(artifact.architecture, Architecture::Mlp { widths: vec![13, 16, 8, 3] });
 
-    let EvalData::Table(table) = common::wine_heldout(&spec) else { panic!("a table") };
-    let numpy: Vec<u32> = String::from_utf8(common::read("predictions.csv"))
+    let EvalData::Table(table) = testing::wine_heldout(&spec) else { panic!("a table") };
+    let numpy: Vec<u32> = String::from_utf8(testing::read("predictions.csv"))
         .unwrap()
         .lines()
         .skip(1)
@@ -56,31 +55,31 @@ fn predictions_match_numpy_sample_by_sample() {
 
 #[test]
 fn the_fixture_heldout_file_is_found_by_its_commitment() {
-    let spec = common::wine_spec();
-    let found = find_heldout(&common::wine_dir(), &spec.dataset.heldout_commitment).unwrap();
+    let spec = testing::wine_spec();
+    let found = find_heldout(&testing::wine_dir(), &spec.dataset.heldout_commitment).unwrap();
     assert_eq!(found.path.file_name().unwrap(), "heldout.csv");
-    assert_eq!(sha256(&common::read("train.csv")), spec.dataset.train_sha256);
+    assert_eq!(sha256(&testing::read("train.csv")), spec.dataset.train_sha256);
 }
 
 #[test]
 fn the_majority_baseline_is_below_the_model() {
-    let spec = common::wine_spec();
+    let spec = testing::wine_spec();
     let baseline =
-        validator::eval::baseline(&common::wine_train(&spec), &common::wine_heldout(&spec))
+        validator::eval::baseline(&testing::wine_train(&spec), &testing::wine_heldout(&spec))
             .unwrap();
     // Wine's largest class is about 40 % of the rows.
     assert!((0.3..0.5).contains(&baseline.value), "baseline {}", baseline.value);
-    let bytes = common::wine_model();
-    let verdict = judge(&bytes, &spec, None, &common::wine_heldout(&spec)).unwrap().verdict();
+    let bytes = testing::wine_model();
+    let verdict = judge(&bytes, &spec, None, &testing::wine_heldout(&spec)).unwrap().verdict();
     let Verdict::Scored { score_ppm, .. } = verdict else { panic!("scored") };
     assert!(score_ppm > baseline.score_ppm);
 }
 
 #[test]
 fn a_heldout_file_of_another_size_than_the_spec_says_is_refused() {
-    let mut spec = common::wine_spec();
+    let mut spec = testing::wine_spec();
     spec.dataset.heldout_examples += 1;
-    let err = validator::eval::prepare_heldout(&spec, &common::read("heldout.csv"), "heldout.csv")
+    let err = validator::eval::prepare_heldout(&spec, &testing::read("heldout.csv"), "heldout.csv")
         .unwrap_err();
     assert!(
         matches!(err, validator::eval::EvalError::HeldoutSize { expected: 54, found: 53, .. }),
@@ -95,9 +94,9 @@ fn earlier_champions_are_scored_as_part_of_the_baseline() {
     use consensus::verdict::Subject;
     use validator::score::{Reference, TaskInputs, score_task};
 
-    let spec = common::wine_spec();
-    let (train, heldout) = (common::wine_train(&spec), common::wine_heldout(&spec));
-    let bytes = common::wine_model();
+    let spec = testing::wine_spec();
+    let (train, heldout) = (testing::wine_train(&spec), testing::wine_heldout(&spec));
+    let bytes = testing::wine_model();
     let params = check_artifact(&bytes, &spec, None).unwrap().params;
     let champion = Reference { model_hash: sha256(&bytes), params, artifact: Some(&bytes) };
     let gone = consensus::types::Hash([0xcc; 32]);

@@ -2,8 +2,6 @@
 //! its commitment, prepares it with the spec's preprocessing, computes the baseline, and scores a
 //! model of the spec's architecture.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 
 use consensus::commitment::{HeldoutKey, Salt};
@@ -13,6 +11,7 @@ use trainer::task::{DataKind, LmArchitecture, TaskOptions, new_task, write};
 use validator::eval::{self, Metric};
 use validator::heldout::find_heldout;
 use validator::score::judge;
+use validator::testing;
 
 fn data(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../data").join(name)
@@ -57,7 +56,7 @@ fn classification_and_char_lm_tasks_are_found_and_scored() {
     assert_eq!(baseline.metric, Metric::Accuracy);
     // Iris has three classes of equal size.
     assert!((0.3..0.4).contains(&baseline.value), "{}", baseline.value);
-    let model = common::encode(
+    let model = testing::encode(
         &[
             ("layers.0.bias".to_string(), (vec![3], vec![0.1, 0.2, 0.3])),
             ("layers.0.weight".to_string(), (vec![3, 4], vec![0.5; 12])),

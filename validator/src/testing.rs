@@ -1,14 +1,16 @@
-//! Shared fixtures of the validator's integration tests.
-
-#![allow(dead_code)]
+//! Fixtures of the validator's tests (feature `testing`, never enabled by the node): the interop
+//! task of `tests/interop` (a wine classification task with a numpy-trained model), a small
+//! char-LM task and its text, and MLP tensors written as safetensors. Fixtures panic on misuse:
+//! they serve tests.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use consensus::task::{Preprocessing, TaskKind, TaskSpec};
-use validator::eval::{self, EvalData};
 
-/// The interop fixture's folder (see `interop/train_mlp.py`).
+use crate::eval::{self, EvalData};
+
+/// The interop fixture's folder (see `tests/interop/train_mlp.py`).
 pub fn wine_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/interop/wine")
 }
