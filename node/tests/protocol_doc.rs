@@ -12,7 +12,7 @@ use std::fmt::Debug;
 
 use consensus::bft::{Message, Proposal, SignedProposal};
 use consensus::block::{Block, Header, tx_root};
-use consensus::crypto::{Domain, Keypair, signing_bytes};
+use consensus::crypto::{Domain, Keypair, Signature, signing_bytes, verify};
 use consensus::encoding::{decode, encode};
 use consensus::hash::sha256;
 use consensus::tx::{SignedTx, Tx, TxKind};
@@ -149,8 +149,14 @@ fn decodes_to<T: DeserializeOwned + PartialEq + Debug>(
     if decoded == *value { Ok(()) } else { Err(format!("decodes to {decoded:?}, not {value:?}")) }
 }
 
+/// Checks that a vector's bytes decode back to its value.
+type Check<'a> = Box<dyn Fn(&[u8]) -> Result<(), String> + 'a>;
+
+/// A vector as the code makes it: its bytes and their check.
+type Built<'a> = (Vec<u8>, Check<'a>);
+
 /// A postcard vector: its bytes, and the check that they decode back to the value.
-fn postcard<T>(value: &T) -> (Vec<u8>, Box<dyn Fn(&[u8]) -> Result<(), String> + '_>)
+fn postcard<T>(value: &T) -> Built<'_>
 where
     T: Serialize + DeserializeOwned + PartialEq + Debug,
 {
@@ -158,7 +164,7 @@ where
 }
 
 /// Bytes with no decoding of their own (a hash, a signature, the signed bytes).
-fn raw(bytes: Vec<u8>) -> (Vec<u8>, Box<dyn Fn(&[u8]) -> Result<(), String>>) {
+fn raw(bytes: Vec<u8>) -> Built<'static> {
     (bytes, Box::new(|_| Ok(())))
 }
 
@@ -194,17 +200,21 @@ fn reads_back<T: PartialEq + Debug>(
     if decoded == *value { Ok(()) } else { Err(format!("reads as {decoded:?}, not {value:?}")) }
 }
 
-type Check<'a> = Box<dyn Fn(&[u8]) -> Result<(), String> + 'a>;
-
 /// Every vector: its name, its bytes as the code makes them, and its decoding check.
 fn expected<'a>(v: &'a Values) -> Vec<(&'static str, Vec<u8>, Check<'a>)> {
     let sync = sync_protocol(CHAIN);
     let mut out: Vec<(&'static str, Vec<u8>, Check<'a>)> = Vec::new();
-    let mut add = |name, (bytes, check): (Vec<u8>, Check<'a>)| out.push((name, bytes, check));
+    let mut add = |name, (bytes, check): Built<'a>| out.push((name, bytes, check));
 
     add("transfer.tx", postcard(&v.tx));
     add("transfer.signing_bytes", raw(signing_bytes(Domain::Tx, CHAIN, &encode(&v.tx))));
-    add("transfer.signature", raw(v.signed_tx.signature.0.to_vec()));
+    // The signature must also pass the acceptance rule over the signed bytes.
+    let verifies = |bytes: &[u8]| {
+        let signature = Signature(bytes.try_into().map_err(|_| "not 64 bytes".to_string())?);
+        let signer = &v.signed_tx.signer;
+        verify(Domain::Tx, CHAIN, signer, &encode(&v.tx), &signature).map_err(|e| e.to_string())
+    };
+    add("transfer.signature", (v.signed_tx.signature.0.to_vec(), Box::new(verifies)));
     add("transfer.signed_tx", postcard(&v.signed_tx));
     add("transfer.tx_hash", raw(v.signed_tx.hash().0.to_vec()));
 
