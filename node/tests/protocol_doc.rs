@@ -12,7 +12,7 @@ use std::fmt::Debug;
 
 use consensus::bft::{Message, Proposal, SignedProposal};
 use consensus::block::{Block, Header, tx_root};
-use consensus::crypto::{Domain, Keypair, Signature, signing_bytes, verify};
+use consensus::crypto::{Domain, Keypair, Signature, Verifier, signing_bytes};
 use consensus::encoding::{decode, encode};
 use consensus::hash::sha256;
 use consensus::tx::{SignedTx, Tx, TxKind};
@@ -22,9 +22,10 @@ use futures::executor::block_on;
 use futures::io::Cursor;
 use libp2p::request_response::Codec;
 use node::network::codec::{
-    BlobCodec, BlobRequest, BlobResponse, SyncCodec, SyncRequest, SyncResponse,
+    BlobCodec, BlobRequest, BlobResponse, StatusCodec, SyncCodec, SyncRequest, SyncResponse,
 };
 use node::network::gossip::{CommittedBlock, ConsensusEnvelope, Topic, message_id};
+use node::network::handshake::{self, STATUS_PROTOCOL, Status};
 use node::network::{BLOB_PROTOCOL, sync_protocol};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -212,7 +213,9 @@ fn expected<'a>(v: &'a Values) -> Vec<(&'static str, Vec<u8>, Check<'a>)> {
     let verifies = |bytes: &[u8]| {
         let signature = Signature(bytes.try_into().map_err(|_| "not 64 bytes".to_string())?);
         let signer = &v.signed_tx.signer;
-        verify(Domain::Tx, CHAIN, signer, &encode(&v.tx), &signature).map_err(|e| e.to_string())
+        Verifier::new()
+            .verify(Domain::Tx, CHAIN, signer, &encode(&v.tx), &signature)
+            .map_err(|e| e.to_string())
     };
     add("transfer.signature", (v.signed_tx.signature.0.to_vec(), Box::new(verifies)));
     add("transfer.signed_tx", postcard(&v.signed_tx));
@@ -243,6 +246,22 @@ fn expected<'a>(v: &'a Values) -> Vec<(&'static str, Vec<u8>, Check<'a>)> {
         reads_back(&SyncResponse::Busy, |io| block_on(sync_codec().read_response(&sync, io)), bytes)
     };
     add("sync.busy_frame", (frame, Box::new(read)));
+
+    let status = || Status { chain_id: CHAIN.into(), genesis_hash: Hash([0x44; 32]) };
+    let asked = status();
+    let frame = written(|io| block_on(StatusCodec.write_request(&STATUS_PROTOCOL, io, asked)));
+    let read = move |bytes: &[u8]| {
+        reads_back(&status(), |io| block_on(StatusCodec.read_request(&STATUS_PROTOCOL, io)), bytes)
+    };
+    add("status.request_frame", (frame, Box::new(read)));
+    let foreign = Status { chain_id: "other-chain".into(), ..status() };
+    let (refusal, _) = handshake::answer(&status(), &foreign);
+    let sent = refusal.clone();
+    let frame = written(|io| block_on(StatusCodec.write_response(&STATUS_PROTOCOL, io, sent)));
+    let read = move |bytes: &[u8]| {
+        reads_back(&refusal, |io| block_on(StatusCodec.read_response(&STATUS_PROTOCOL, io)), bytes)
+    };
+    add("status.refused_frame", (frame, Box::new(read)));
 
     let blob_request = v.blob_request;
     let frame =
