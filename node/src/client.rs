@@ -1,11 +1,16 @@
 //! A blocking client of one node's HTTP JSON API (plain HTTP, loopback or LAN), reading the
-//! answers as the [`views`] the node serves them with. The CLI's commands and the testnet both
-//! use it.
+//! answers as the [`views`] the node serves them with, and a task creator's side of a task on
+//! it: posting the task's files ([`Client::post_task_files`]) and revealing its held-out key in
+//! the key window ([`KeyReveal`]). The CLI's commands and the testnet both use it.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use consensus::tx::SignedTx;
-use consensus::types::{AccountId, Hash};
+use anyhow::Context;
+use consensus::commitment::HeldoutKey;
+use consensus::crypto::Keypair;
+use consensus::state::Phase;
+use consensus::tx::{SignedTx, Tx, TxKind};
+use consensus::types::{AccountId, Hash, Nonce, TaskId};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
@@ -16,6 +21,9 @@ use crate::http::views::{
 
 /// Longest wait for one request, by default.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a task creator waits for its `RevealHeldoutKey` to land before sending it again (a
+/// dropped transaction; a second copy with the same nonce is refused as a replay).
+pub const KEY_RESEND: Duration = Duration::from_secs(3);
 /// Largest answer read, in bytes.
 pub const RESPONSE_BYTES_MAX: u64 = 64 << 20;
 
@@ -214,6 +222,60 @@ impl Client {
             TxsAnswer::Batch { results } => Ok(results),
             TxsAnswer::One(one) => Ok(vec![TxOutcome { hash: Some(one.hash), error: None }]),
         }
+    }
+
+    /// Signs `kind` as `key` on chain `chain_id` with the account's next nonce and posts it.
+    pub fn sign_and_post(
+        &self,
+        key: &Keypair,
+        chain_id: &str,
+        kind: TxKind,
+    ) -> Result<Hash, HttpError> {
+        let tx = Tx { chain_id: chain_id.into(), nonce: Nonce(self.nonce(&key.account())?), kind };
+        self.post_tx(&SignedTx::sign(key, tx))
+    }
+
+    /// Uploads a task's public training file and its sealed held-out file (`POST /blobs`): the
+    /// node serves them to the network, and validators attest to holding the sealed one.
+    pub fn post_task_files(&self, train: &[u8], sealed: &[u8]) -> anyhow::Result<()> {
+        self.post_blob(train).context("uploading the training file")?;
+        self.post_blob(sealed).context("uploading the sealed held-out file")?;
+        Ok(())
+    }
+}
+
+/// A task creator's reveal of its held-out key: once the task is in its key window, signs and
+/// posts `RevealHeldoutKey`, and again every [`KEY_RESEND`] while the task stays there.
+#[derive(Clone, Debug)]
+pub struct KeyReveal {
+    task: u64,
+    key: HeldoutKey,
+    sent_at: Option<Instant>,
+}
+
+impl KeyReveal {
+    /// The reveal of `key` for task `task`, not sent yet.
+    pub fn new(task: u64, key: HeldoutKey) -> KeyReveal {
+        KeyReveal { task, key, sent_at: None }
+    }
+
+    /// Given the task as `client`'s node serves it now, posts the key signed by `creator` if it
+    /// is due; returns the transaction's hash when it posted one.
+    pub fn poll(
+        &mut self,
+        client: &Client,
+        creator: &Keypair,
+        chain_id: &str,
+        view: &TaskDetail,
+    ) -> Result<Option<Hash>, HttpError> {
+        let due = self.sent_at.is_none_or(|at| at.elapsed() >= KEY_RESEND);
+        if view.summary.phase != Phase::Key || !due {
+            return Ok(None);
+        }
+        let kind = TxKind::RevealHeldoutKey { task: TaskId(self.task), key: self.key };
+        let hash = client.sign_and_post(creator, chain_id, kind)?;
+        self.sent_at = Some(Instant::now());
+        Ok(Some(hash))
     }
 }
 

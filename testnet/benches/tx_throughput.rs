@@ -26,21 +26,15 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context, bail, ensure};
+use anyhow::{Context, ensure};
 use consensus::crypto::Keypair;
 use consensus::genesis::GenesisBalance;
 use consensus::tx::{SignedTx, Tx, TxKind};
 use consensus::types::{Amount, Nonce};
 use node::http::views::BlockSummary;
 use testnet::client::Client;
-use testnet::files;
-use testnet::launch::{Spawn, Supervisor};
-use testnet::plan::{LABEL_NOISE_DEFAULT, Plan, Role, Settings, TaskSource, derive};
-use testnet::run::{NODE_ARG0, is_node_mode};
-use trainer::task::DataKind;
-
-/// The demo data set (the plan needs a task, which this bench never posts).
-const DIGITS: &[u8] = include_bytes!("../../data/digits.csv");
+use testnet::network::{Network, Pace, is_node_mode};
+use testnet::plan::{Plan, Role, Settings, TaskSource, derive};
 
 /// Validators, as in the default testnet.
 const VALIDATORS: usize = 4;
@@ -119,72 +113,41 @@ fn load_keys(count: usize) -> Vec<Keypair> {
 fn run(load: &Load) -> anyhow::Result<()> {
     let tmp = tempfile::Builder::new().prefix("crucible-tx-bench-").tempdir()?;
     let dir = tmp.path().join("net");
+    // The plan needs a task, which this bench never posts.
     let mut plan = Plan::new(Settings {
         validators: VALIDATORS,
         trainers: 1,
         seed: 1,
         rounds: 1,
-        task: TaskSource {
-            name: "digits.csv".into(),
-            bytes: DIGITS.to_vec(),
-            kind: DataKind::Classification,
-            label_noise: LABEL_NOISE_DEFAULT,
-        },
+        task: TaskSource::digits(),
     })?;
     let keys = load_keys(load.accounts);
     plan.genesis
         .balances
         .extend(keys.iter().map(|k| GenesisBalance { account: k.account(), amount: LOAD_BALANCE }));
     plan.genesis.validate().context("the bench's genesis is invalid")?;
-    let ports = files::free_ports(plan.port_base, plan.nodes.len())?;
-    let layout = files::write(&plan, &dir, &ports)?;
-    let exe = std::env::current_exe().context("finding the bench executable")?;
-
-    // The validators only: the plan's trainer has no task to train for.
-    let mut supervisor = Supervisor::new();
-    let mut clients = Vec::new();
-    let mut pids = Vec::new();
-    let node_log = std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into());
-    for (i, node) in plan.nodes.iter().enumerate().filter(|(_, n)| n.role == Role::Validator) {
-        let pid = supervisor.spawn(Spawn {
-            name: node.name.clone(),
-            program: exe.clone(),
-            arg0: Some(NODE_ARG0.into()),
-            args: vec![
-                "--role".into(),
-                "validator".into(),
-                "--config".into(),
-                layout.configs[i].display().to_string(),
-                "--exit-with-stdin".into(),
-            ],
-            env: vec![
-                ("RUST_LOG".into(), node_log.clone()),
-                ("RAYON_NUM_THREADS".into(), "1".into()),
-            ],
-            log: layout.logs[i].clone(),
-        })?;
-        pids.push(pid);
-        clients.push(Client::new(&layout.urls[i])?);
-    }
-    let started = Instant::now();
     let thousands = u32::try_from(load.accounts / 1000).unwrap_or(u32::MAX);
     let start_timeout =
         START_TIMEOUT.saturating_add(START_PER_1000_ACCOUNTS.saturating_mul(thousands));
-    for client in &clients {
-        loop {
-            if let Some(exited) = supervisor.exited()? {
-                bail!("{} exited ({}); see {}", exited.name, exited.status, exited.log.display());
-            }
-            if client.status().is_ok_and(|s| s.height.0 >= 1) {
-                break;
-            }
-            ensure!(started.elapsed() < start_timeout, "{} did not reach height 1", client.base());
-            std::thread::sleep(Duration::from_millis(200));
-        }
+    let pace =
+        Pace { ready: start_timeout, chain: start_timeout, poll: Duration::from_millis(200) };
+    let node_log = std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into());
+    let mut net = Network::write(plan, &dir, pace, &node_log)?;
+
+    // The validators only: the plan's trainer has no task to train for.
+    let validators: Vec<usize> =
+        (0..net.plan.nodes.len()).filter(|&i| net.plan.nodes[i].role == Role::Validator).collect();
+    for &i in &validators {
+        net.start(i)?;
     }
+    let clients: Vec<Client> = validators.iter().map(|&i| net.clients[i].clone()).collect();
+    let pids: Vec<u32> = validators.iter().filter_map(|&i| net.pid(i)).collect();
+    net.wait(start_timeout, "every validator to reach height 1", || {
+        clients.iter().all(|c| c.status().is_ok_and(|s| s.height.0 >= 1)).then_some(())
+    })?;
     println!(
         "{VALIDATORS} validators on loopback, blocks every {} ms, {} load accounts, {} s per rate",
-        plan.genesis.params.block_interval_ms, load.accounts, load.seconds
+        net.plan.genesis.params.block_interval_ms, load.accounts, load.seconds
     );
     println!(
         "{:>8} {:>10} {:>9} {:>9} {:>14} {:>11} {:>9} {:>6} {:>9} {:>9} {:>9}  {:<38}",
@@ -203,8 +166,8 @@ fn run(load: &Load) -> anyhow::Result<()> {
     );
     let mut nonces = vec![0u64; keys.len()];
     for &rate in &load.rates {
-        let txs = sign_load(&plan.genesis.chain_id, &keys, rate, load.seconds, &mut nonces);
-        let figures = measure(&clients, &pids, txs, keys.len(), rate, &mut supervisor)?;
+        let txs = sign_load(&net.plan.genesis.chain_id, &keys, rate, load.seconds, &mut nonces);
+        let figures = measure(&clients, &pids, txs, keys.len(), rate, &mut net)?;
         println!(
             "{:>8} {:>10} {:>9.0} {:>9} {:>14.0} {:>11.0} {:>9} {:>6} {:>6} ms {:>6} ms {:>6} ms  {}",
             rate,
@@ -224,7 +187,7 @@ fn run(load: &Load) -> anyhow::Result<()> {
             println!("         first refusal: {error}");
         }
     }
-    supervisor.stop_all();
+    net.stop_all();
     if load.keep {
         println!("the network's directory is kept at {}", tmp.keep().display());
     }
@@ -330,7 +293,7 @@ fn measure(
     txs: Vec<SignedTx>,
     accounts: usize,
     rate: u32,
-    supervisor: &mut Supervisor,
+    net: &mut Network,
 ) -> anyhow::Result<Figures> {
     let total = txs.len();
     let first_height = clients[0].status()?.height.0 + 1;
@@ -407,9 +370,7 @@ fn measure(
     // Wait until the accepted transactions have all committed (or stop waiting for the rest).
     let drain_end = Instant::now() + DRAIN_TIMEOUT;
     let blocks = loop {
-        if let Some(exited) = supervisor.exited()? {
-            bail!("{} exited ({}); see {}", exited.name, exited.status, exited.log.display());
-        }
+        net.alive()?;
         let blocks = read_blocks(&clients[0], first_height)?;
         let committed = blocks.iter().map(|b| b.tx_count as u64).sum::<u64>();
         if committed >= accepted || Instant::now() >= drain_end {

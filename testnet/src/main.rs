@@ -12,13 +12,11 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
+use testnet::network::{NODE_ARG0, is_node_mode};
 use testnet::plan::{LABEL_NOISE_DEFAULT, Plan, Settings, TaskSource};
-use testnet::run::{NODE_ARG0, Options, is_node_mode};
+use testnet::run::Options;
 use testnet::{interrupt, run};
 use trainer::task::DataKind;
-
-/// The demo data set: handwritten digits, 8×8 pixels (see data/digits.PROVENANCE.md).
-const DIGITS: &[u8] = include_bytes!("../../data/digits.csv");
 
 /// Runs a local Crucible network: validators and trainers on loopback, one task posted, followed
 /// to finalization; prints the leaderboard and payouts and checks that every node agrees.
@@ -97,10 +95,8 @@ fn settings(args: &Args) -> anyhow::Result<Settings> {
             label_noise: args.label_noise.unwrap_or(0.0),
         },
         _ => TaskSource {
-            name: "digits.csv".into(),
-            bytes: DIGITS.to_vec(),
-            kind: DataKind::Classification,
             label_noise: args.label_noise.unwrap_or(LABEL_NOISE_DEFAULT),
+            ..TaskSource::digits()
         },
     };
     Ok(Settings {
@@ -119,7 +115,7 @@ fn launcher() -> anyhow::Result<()> {
         ScenarioArg::PrivateData => testnet::private::plan(settings(&args)?)?,
     };
     interrupt::install()?;
-    run::run(&plan, &Options { dir: args.dir, keep_running: args.keep_running })
+    run::run(plan, &Options { dir: args.dir, keep_running: args.keep_running })
 }
 
 fn main() -> ExitCode {

@@ -14,7 +14,7 @@ use consensus::hash::tagged_hash;
 use consensus::task::{TaskKind, Windows};
 use consensus::types::{AccountId, Amount};
 use consensus::validators::VALIDATORS_MAX;
-use serde::Serialize;
+use node::runtime::config::{ConfigFile, OneOrMany};
 use trainer::recipe::{
     Augment, Base, EarlyStopping, Filter, LmRecipe, ModelRecipe, Recipe, TrainRecipe,
 };
@@ -73,6 +73,9 @@ pub const PORT_BASE_MIN: u16 = 20_000;
 /// Width of the seed-derived port range (the base falls in `[PORT_BASE_MIN, +PORT_SPAN)`).
 pub const PORT_SPAN: u16 = 30_000;
 
+/// The demo data set: handwritten digits, 8×8 pixels (see data/digits.PROVENANCE.md).
+pub const DIGITS: &[u8] = include_bytes!("../../data/digits.csv");
+
 /// The task a testnet runs.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TaskSource {
@@ -84,6 +87,18 @@ pub struct TaskSource {
     pub kind: DataKind,
     /// Share of public training labels flipped (classification only).
     pub label_noise: f64,
+}
+
+impl TaskSource {
+    /// The default task: the digits with [`LABEL_NOISE_DEFAULT`] of the public labels flipped.
+    pub fn digits() -> TaskSource {
+        TaskSource {
+            name: "digits.csv".into(),
+            bytes: DIGITS.to_vec(),
+            kind: DataKind::Classification,
+            label_noise: LABEL_NOISE_DEFAULT,
+        }
+    }
 }
 
 /// What the testnet is asked to build, validated.
@@ -332,34 +347,18 @@ impl Plan {
                 bootstrap.push(format!("/ip4/127.0.0.1/tcp/{}/p2p/{peer}", ports[i].p2p));
             }
         }
-        let path = |p: std::path::PathBuf| p.display().to_string();
-        let config = NodeConfig {
-            data_dir: path(dir.join(&node.name)),
-            genesis: path(dir.join("genesis.json")),
-            listen: format!("/ip4/127.0.0.1/tcp/{}", ports[index].p2p),
-            bootstrap,
-            http: format!("127.0.0.1:{}", ports[index].http),
-            recipe: node
-                .recipe
-                .as_ref()
-                .map(|_| path(dir.join(format!("{}.recipe.toml", node.name)))),
-            mdns: false,
+        let config = ConfigFile {
+            data_dir: Some(dir.join(&node.name)),
+            genesis: Some(dir.join("genesis.json")),
+            listen: Some(OneOrMany::One(format!("/ip4/127.0.0.1/tcp/{}", ports[index].p2p))),
+            bootstrap: Some(OneOrMany::Many(bootstrap)),
+            http: Some(format!("127.0.0.1:{}", ports[index].http)),
+            recipe: node.recipe.as_ref().map(|_| dir.join(format!("{}.recipe.toml", node.name))),
+            mdns: Some(false),
+            ..ConfigFile::default()
         };
         toml::to_string(&config).context("rendering a node config")
     }
-}
-
-/// A node's config file, in the node's TOML format.
-#[derive(Serialize)]
-struct NodeConfig {
-    data_dir: String,
-    genesis: String,
-    listen: String,
-    bootstrap: Vec<String>,
-    http: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    recipe: Option<String>,
-    mdns: bool,
 }
 
 /// Round `round`'s task of `rounds`: the same public rows as `first`, and part `round` of its
@@ -602,24 +601,8 @@ fn finetune_recipe(kind: DataKind, seed: u64) -> NamedRecipe {
 mod tests {
     use super::*;
 
-    fn digits() -> Vec<u8> {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../data/digits.csv");
-        std::fs::read(path).expect("data/digits.csv ships with the repo")
-    }
-
     fn settings(seed: u64) -> Settings {
-        Settings {
-            validators: 4,
-            trainers: 3,
-            seed,
-            rounds: 1,
-            task: TaskSource {
-                name: "digits.csv".into(),
-                bytes: digits(),
-                kind: DataKind::Classification,
-                label_noise: LABEL_NOISE_DEFAULT,
-            },
-        }
+        Settings { validators: 4, trainers: 3, seed, rounds: 1, task: TaskSource::digits() }
     }
 
     fn ports(n: usize) -> Vec<NodePorts> {

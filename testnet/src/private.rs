@@ -102,23 +102,13 @@ fn render(header: &str, rows: &[&str], pick: &[usize], path: PathBuf) -> Private
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::{LABEL_NOISE_DEFAULT, TaskSource};
+    use crate::plan::TaskSource;
 
     #[test]
     fn slices_are_clean_rows_of_the_file_left_out_of_the_task() {
-        let digits = include_bytes!("../../data/digits.csv").to_vec();
-        let settings = Settings {
-            validators: 4,
-            trainers: 3,
-            seed: 3,
-            rounds: 1,
-            task: TaskSource {
-                name: "digits.csv".into(),
-                bytes: digits.clone(),
-                kind: DataKind::Classification,
-                label_noise: LABEL_NOISE_DEFAULT,
-            },
-        };
+        let settings =
+            Settings { validators: 4, trainers: 3, seed: 3, rounds: 1, task: TaskSource::digits() };
+        let digits = settings.task.bytes.clone();
         let plan = plan(settings).unwrap();
         let text = std::str::from_utf8(&digits).unwrap();
         let all: Vec<&str> = text.lines().skip(1).collect();

@@ -5,43 +5,35 @@
 //! last lines of every node's log before the error.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail, ensure};
-use consensus::commitment::HeldoutKey;
+use anyhow::{Context, bail};
 use consensus::finalize::Outcome;
 use consensus::state::Phase;
-use consensus::task::{BaseModel, TaskSpec};
-use consensus::tx::{SignedTx, Tx, TxKind};
-use consensus::types::{AccountId, Hash, Nonce, TaskId};
+use consensus::task::BaseModel;
+use consensus::types::AccountId;
+use node::client::KeyReveal;
 use node::http::views::{self, DeadlinesView, SubmissionView, TaskDetail};
-use trainer::task::NewTask;
 
-use crate::client::{self, Client, Stage};
-use crate::files::{self, Layout};
+use crate::client::{self, Stage};
+use crate::files;
 use crate::interrupt;
-use crate::launch::{self, Spawn, Supervisor};
+use crate::launch;
+use crate::network::{LOG_FILTER, Network, NodeExited, Pace};
 use crate::plan::{self, BLOCK_INTERVAL_MS, Plan};
 use crate::report::{self, Label, Labels};
 
-/// The `argv[0]` under which this multi-call binary runs as a node (see `main.rs`).
-pub const NODE_ARG0: &str = "node";
-/// Longest wait for every node's API to answer after start.
-pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
-/// Longest wait for the first blocks, for the posted task to appear, and for every node to reach
-/// the height after finalization.
-pub const CHAIN_TIMEOUT: Duration = Duration::from_secs(60);
+/// The launcher's waits: for every node's API to answer after start (`ready`); for the first
+/// blocks, for the posted task to appear, and for every node to reach the height after
+/// finalization (`chain`).
+pub const PACE: Pace = Pace {
+    ready: Duration::from_secs(60),
+    chain: Duration::from_secs(60),
+    poll: Duration::from_millis(100),
+};
 /// Longest time the chain may stand still before the run fails.
 pub const STALL_TIMEOUT: Duration = Duration::from_secs(30);
-/// Time between polls of the nodes' APIs.
-pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
-/// How long the creator waits for its `RevealHeldoutKey` to land before sending it again (a
-/// dropped transaction; a second copy with the same nonce is refused as a replay).
-pub const KEY_RESEND: Duration = Duration::from_secs(3);
-/// The nodes' log filter unless `RUST_LOG` is set: gossipsub warns on every re-broadcast of a
-/// message it has already published, which would bury the warnings that matter.
-pub const LOG_FILTER: &str = "info,libp2p_gossipsub=error";
 /// Log lines shown per node on a failure.
 pub const FAILURE_LOG_LINES: usize = 12;
 
@@ -55,7 +47,7 @@ pub struct Options {
 }
 
 /// Runs a whole testnet from `plan`.
-pub fn run(plan: &Plan, options: &Options) -> anyhow::Result<()> {
+pub fn run(plan: Plan, options: &Options) -> anyhow::Result<()> {
     let dir = match &options.dir {
         Some(dir) => dir.clone(),
         None => tempfile::Builder::new()
@@ -64,8 +56,9 @@ pub fn run(plan: &Plan, options: &Options) -> anyhow::Result<()> {
             .context("creating a temporary directory")?
             .keep(),
     };
-    let ports = files::free_ports(plan.port_base, plan.nodes.len())?;
-    let layout = files::write(plan, &dir, &ports)?;
+    let log_filter = std::env::var("RUST_LOG").unwrap_or_else(|_| LOG_FILTER.into());
+    let mut net = Network::write(plan, &dir, PACE, &log_filter)?;
+    let plan = &net.plan;
     println!("testnet in {}", dir.display());
     println!(
         "  chain {} (genesis {}), {} validators, {} trainers, seed {}",
@@ -90,8 +83,7 @@ pub fn run(plan: &Plan, options: &Options) -> anyhow::Result<()> {
             println!("  {} trains with recipe {}{late}", node.name, recipe.label);
         }
     }
-    let mut supervisor = Supervisor::new();
-    let result = drive(plan, &layout, &mut supervisor, options.keep_running);
+    let result = drive(&mut net, options.keep_running);
     if let Err(err) = &result
         && err.downcast_ref::<interrupt::Interrupted>().is_none()
     {
@@ -100,9 +92,9 @@ pub fn run(plan: &Plan, options: &Options) -> anyhow::Result<()> {
             eprintln!("{}", launch::tail(&exited.log, FAILURE_LOG_LINES * 2));
         }
         eprintln!("\nlast warnings and errors of each node:");
-        for (node, log) in plan.nodes.iter().zip(&layout.logs).filter(|(_, log)| log.exists()) {
+        for (name, log) in net.logs() {
             let problems = launch::problems(log, FAILURE_LOG_LINES);
-            eprintln!("--- {} ({})", node.name, log.display());
+            eprintln!("--- {name} ({})", log.display());
             if problems.is_empty() {
                 eprintln!("(no warnings or errors)");
             }
@@ -118,33 +110,37 @@ pub fn run(plan: &Plan, options: &Options) -> anyhow::Result<()> {
         let _ = std::io::Write::flush(&mut std::io::stdout());
         eprintln!("{err}");
     }
-    let stopped = supervisor.stop_all();
+    let stopped = net.stop_all();
     println!("stopped {stopped} nodes; files and logs in {}", dir.display());
     result
 }
 
-fn drive(
-    plan: &Plan,
-    layout: &Layout,
-    supervisor: &mut Supervisor,
-    keep_running: bool,
-) -> anyhow::Result<()> {
-    let exe = std::env::current_exe().context("finding the testnet executable")?;
-    let clients = layout.urls.iter().map(|u| Client::new(u)).collect::<Result<Vec<_>, _>>()?;
+/// The plan nodes that join in `round`.
+fn joining(net: &Network, round: u32) -> Vec<usize> {
+    (0..net.plan.nodes.len()).filter(|&i| net.plan.nodes[i].first_round == round).collect()
+}
+
+/// Says which nodes started, where their logs are.
+fn say_started(net: &Network, nodes: &[usize]) {
+    let names: Vec<&str> = nodes.iter().map(|&i| net.plan.nodes[i].name.as_str()).collect();
+    println!("started {} (logs: {}/<node>.log)", names.join(", "), net.layout.dir.display());
+}
+
+fn drive(net: &mut Network, keep_running: bool) -> anyhow::Result<()> {
     let started = Instant::now();
-    start_nodes(plan, layout, supervisor, &exe, &clients, 1)?;
+    let first = joining(net, 1);
+    net.start_ready(&first)?;
+    say_started(net, &first);
     println!(
         "all nodes answer ({:.1} s); waiting for the first block",
         started.elapsed().as_secs_f64()
     );
-    println!("explorer: {}/", layout.urls[0]);
-    let lead = &clients[0];
-    wait(supervisor, CHAIN_TIMEOUT, "the validators to commit block 1", || {
-        Ok(lead.status().ok().filter(|s| s.height.0 >= 1))
-    })?;
-    let names: BTreeMap<AccountId, &str> =
-        plan.nodes.iter().map(|n| (n.account(), n.name.as_str())).collect();
-    let labels: Labels = plan
+    println!("explorer: {}/", net.layout.urls[0]);
+    net.wait_height(0, 1)?;
+    let names: BTreeMap<AccountId, String> =
+        net.plan.nodes.iter().map(|n| (n.account(), n.name.clone())).collect();
+    let labels: Labels = net
+        .plan
         .nodes
         .iter()
         .map(|n| {
@@ -155,8 +151,8 @@ fn drive(
         })
         .collect();
     let mut champion: Option<BaseModel> = None;
-    for (round, task) in (1u32..).zip(&plan.tasks) {
-        let mut spec = task.spec.clone();
+    for round in 1..=net.plan.tasks.len() as u32 {
+        let mut spec = net.plan.tasks[round as usize - 1].spec.clone();
         if round > 1 {
             let Some(base) = champion.take() else {
                 println!("\nround {}: no champion to fine-tune from; stopping here", round);
@@ -168,10 +164,24 @@ fn drive(
                 base.model_hash.short()
             );
             spec.base_model = Some(base);
-            files::write_spec(&layout.task_dirs[round as usize - 1], &spec)?;
-            start_nodes(plan, layout, supervisor, &exe, &clients, round)?;
+            files::write_spec(&net.layout.task_dirs[round as usize - 1], &spec)?;
+            let late = joining(net, round);
+            net.start_ready(&late)?;
+            say_started(net, &late);
+            // A node started late has caught up with the chain.
+            let tip = net.wait_height(0, 0)?;
+            for &i in &late {
+                net.wait_height(i, tip)?;
+            }
         }
-        let task_id = post_task(plan, &clients, supervisor, task, &spec)?;
+        let posted = net.post(round, &spec)?;
+        println!(
+            "posted task {:?} with reward {} (tx {})",
+            spec.name,
+            net.plan.reward,
+            posted.tx.short()
+        );
+        let task_id = posted.id;
         let w = spec.windows;
         let blocks = w.join + w.commit + w.key + w.reveal + w.score_commit + w.score_reveal;
         println!(
@@ -181,17 +191,18 @@ fn drive(
             started.elapsed().as_secs_f64(),
             blocks * BLOCK_INTERVAL_MS / 1_000
         );
-        let key = plan::heldout_key(plan.settings.seed, round);
-        let view = follow(plan, supervisor, lead, task_id, key, &names)?;
+        let key = KeyReveal::new(task_id, plan::heldout_key(net.plan.settings.seed, round));
+        let view = follow(net, task_id, key, &names)?;
         let report = client::report(&view)?.expect("follow returns a finalized task");
         let report = &report;
+        let reward = net.plan.reward;
         println!();
         print!(
             "{}",
             report::leaderboard(
                 &format!("{task_id} ({})", view.summary.name),
                 report,
-                plan.reward,
+                reward,
                 &labels
             )
         );
@@ -205,7 +216,7 @@ fn drive(
             spec.max_trainers,
             u64::from(spec.max_trainers) * spec.entry_fee.0
         );
-        let total = report::check_conservation(report, plan.reward, spec.entry_fee)
+        let total = report::check_conservation(report, reward, spec.entry_fee)
             .map_err(anyhow::Error::msg)?;
         println!("conservation: payouts + refunds + burns = escrow + bonds + entry fees = {total}");
         if matches!(report.outcome, Outcome::Cancelled | Outcome::KeyWithheld) {
@@ -226,14 +237,14 @@ fn drive(
                 report.total_stake
             );
         }
-        let running: Vec<(&str, &Client)> = plan
-            .nodes
-            .iter()
-            .zip(&clients)
-            .filter(|(n, _)| n.first_round <= round)
-            .map(|(n, c)| (n.name.as_str(), c))
-            .collect();
-        check_agreement(supervisor, &running, view.deadlines.score.0 + 1)?;
+        let height = view.deadlines.score.0 + 1;
+        let block = net.agreement(height)?;
+        let running = (0..net.plan.nodes.len()).filter(|&i| net.is_running(i)).count();
+        println!(
+            "agreement: all {running} nodes have block {} and state root {} at height {height}",
+            block.summary.hash.short(),
+            block.state_root.short()
+        );
         champion = report
             .champion
             .as_ref()
@@ -242,11 +253,11 @@ fn drive(
     println!("\ndone in {:.1} s", started.elapsed().as_secs_f64());
     if keep_running {
         println!("nodes keep running; APIs:");
-        for (node, url) in plan.nodes.iter().zip(&layout.urls) {
+        for (node, url) in net.plan.nodes.iter().zip(&net.layout.urls) {
             println!("  {:<12} {url}/status", node.name);
         }
         println!("press Ctrl-C to stop them");
-        until_interrupted(|| interrupt::sleep(POLL_INTERVAL), || alive(supervisor))?;
+        until_interrupted(|| interrupt::sleep(PACE.poll), || net.alive())?;
         println!("Ctrl-C: stopping the nodes");
     }
     Ok(())
@@ -270,164 +281,23 @@ fn until_interrupted(
     }
 }
 
-/// Starts the nodes that join in `round` and waits until each answers with the right genesis
-/// (and, for a node started late, has caught up with the chain).
-fn start_nodes(
-    plan: &Plan,
-    layout: &Layout,
-    supervisor: &mut Supervisor,
-    exe: &Path,
-    clients: &[Client],
-    round: u32,
-) -> anyhow::Result<()> {
-    let starting: Vec<usize> =
-        (0..plan.nodes.len()).filter(|&i| plan.nodes[i].first_round == round).collect();
-    for &i in &starting {
-        let node = &plan.nodes[i];
-        let log_filter = std::env::var("RUST_LOG").unwrap_or_else(|_| LOG_FILTER.into());
-        supervisor.spawn(Spawn {
-            name: node.name.clone(),
-            program: exe.to_path_buf(),
-            arg0: Some(NODE_ARG0.into()),
-            args: vec![
-                "--role".into(),
-                node.role.as_str().into(),
-                "--config".into(),
-                layout.configs[i].display().to_string(),
-                // Stop if the launcher dies without a chance to stop its children.
-                "--exit-with-stdin".into(),
-            ],
-            // One compute thread per node: all of them share two cores.
-            env: vec![("RUST_LOG".into(), log_filter), ("RAYON_NUM_THREADS".into(), "1".into())],
-            log: layout.logs[i].clone(),
-        })?;
-    }
-    let names: Vec<&str> = starting.iter().map(|&i| plan.nodes[i].name.as_str()).collect();
-    println!("started {} (logs: {}/<node>.log)", names.join(", "), layout.dir.display());
-    let genesis_hash = plan.genesis.hash().to_hex();
-    let tip = if round > 1 { clients[0].status()?.height.0 } else { 0 };
-    for &i in &starting {
-        let (node, client) = (&plan.nodes[i], &clients[i]);
-        let status = wait(
-            supervisor,
-            READY_TIMEOUT,
-            &format!("{} to answer GET /status at {}", node.name, client.base()),
-            || Ok(client.status().ok()),
-        )?;
-        ensure!(
-            status.genesis_hash == plan.genesis.hash(),
-            "{} runs genesis {} but the testnet wrote {genesis_hash}",
-            node.name,
-            status.genesis_hash
-        );
-        wait(supervisor, CHAIN_TIMEOUT, &format!("{} to sync to height {tip}", node.name), || {
-            Ok(client.status().ok().filter(|s| s.height.0 >= tip))
-        })?;
-    }
-    Ok(())
-}
-
-/// A node process ended while the testnet still needed it.
-#[derive(Debug, thiserror::Error)]
-#[error("{name} exited ({status}); see {}", log.display())]
-pub struct NodeExited {
-    /// The node.
-    pub name: String,
-    /// How it ended.
-    pub status: std::process::ExitStatus,
-    /// Its log.
-    pub log: PathBuf,
-}
-
-/// Fails if a node has exited or the user interrupted.
-fn alive(supervisor: &mut Supervisor) -> anyhow::Result<()> {
-    interrupt::check()?;
-    if let Some(exited) = supervisor.exited()? {
-        return Err(NodeExited { name: exited.name, status: exited.status, log: exited.log }.into());
-    }
-    Ok(())
-}
-
-/// Polls `probe` until it returns a value, for at most `timeout`.
-fn wait<T>(
-    supervisor: &mut Supervisor,
-    timeout: Duration,
-    what: &str,
-    mut probe: impl FnMut() -> anyhow::Result<Option<T>>,
-) -> anyhow::Result<T> {
-    let end = Instant::now() + timeout;
-    loop {
-        alive(supervisor)?;
-        if let Some(value) = probe()? {
-            return Ok(value);
-        }
-        if Instant::now() >= end {
-            bail!("timed out after {} s waiting for {what}", timeout.as_secs());
-        }
-        interrupt::sleep(POLL_INTERVAL)?;
-    }
-}
-
-/// Uploads the public training file and the sealed held-out file to every validator (the
-/// creator serves them; validators attest to holding the sealed one), signs and posts
-/// `CreateTask`, and returns the task's id once it is on the chain.
-fn post_task(
-    plan: &Plan,
-    clients: &[Client],
-    supervisor: &mut Supervisor,
-    task: &NewTask,
-    spec: &TaskSpec,
-) -> anyhow::Result<u64> {
-    for (node, client) in plan.validators().zip(clients) {
-        client
-            .post_blob(&task.train)
-            .with_context(|| format!("uploading the training file to {}", node.name))?;
-        client
-            .post_blob(&task.sealed)
-            .with_context(|| format!("uploading the sealed held-out file to {}", node.name))?;
-    }
-    let creator = plan.creator().account();
-    let lead = &clients[0];
-    let known: Vec<TaskId> = lead.tasks()?.into_iter().map(|t| t.id).collect();
-    let kind = TxKind::CreateTask { spec: Box::new(spec.clone()), reward: plan.reward };
-    let hash = post_as_creator(plan, lead, kind)?;
-    println!("posted task {:?} with reward {} (tx {})", spec.name, plan.reward, hash.short());
-    wait(supervisor, CHAIN_TIMEOUT, "the task to appear in GET /tasks", || {
-        Ok(lead.tasks().ok().and_then(|tasks| {
-            tasks
-                .into_iter()
-                .find(|t| t.creator == creator && !known.contains(&t.id))
-                .map(|t| t.id.0)
-        }))
-    })
-}
-
-/// Signs `kind` as the plan's task creator with its next nonce and posts it to `lead`.
-fn post_as_creator(plan: &Plan, lead: &Client, kind: TxKind) -> anyhow::Result<Hash> {
-    let creator = plan.creator();
-    let nonce = lead.nonce(&creator.account())?;
-    let tx = Tx { chain_id: plan.genesis.chain_id.clone(), nonce: Nonce(nonce), kind };
-    Ok(lead.post_tx(&SignedTx::sign(&creator, tx))?)
-}
-
 /// Follows a task until it has a finalization report, printing a line whenever its phase or a
-/// trainer's progress changes, and, as its creator, reveals the held-out `key` once the task is
-/// in its key window (again every few polls while it stays there); fails if the chain stalls.
+/// trainer's progress changes, and, as its creator, reveals the held-out key (`key`) once the
+/// task is in its key window; fails if the chain stalls.
 fn follow(
-    plan: &Plan,
-    supervisor: &mut Supervisor,
-    lead: &Client,
+    net: &mut Network,
     task_id: u64,
-    key: HeldoutKey,
-    names: &BTreeMap<AccountId, &str>,
+    mut key: KeyReveal,
+    names: &BTreeMap<AccountId, String>,
 ) -> anyhow::Result<TaskDetail> {
-    let mut key_sent_at: Option<Instant> = None;
+    let lead = net.clients[0].clone();
+    let creator = net.plan.creator();
     let mut phases = PhaseClock::default();
     let mut last_line = String::new();
     let mut last_height = 0;
     let mut moved = Instant::now();
     loop {
-        alive(supervisor)?;
+        net.alive()?;
         let status = lead.status()?;
         if status.height.0 > last_height {
             last_height = status.height.0;
@@ -446,24 +316,20 @@ fn follow(
             println!("phase timings (as polled): {phases}");
             return Ok(view);
         }
-        let resend = key_sent_at.is_none_or(|at| at.elapsed() >= KEY_RESEND);
-        if view.summary.phase == Phase::Key && resend {
-            let kind = TxKind::RevealHeldoutKey { task: TaskId(task_id), key };
-            let hash = post_as_creator(plan, lead, kind)?;
+        if let Some(hash) = key.poll(&lead, &creator, &net.plan.genesis.chain_id, &view)? {
             println!(
                 "height {:>4}  task {task_id}: commit window closed; the creator reveals the \
                  held-out key (tx {})",
                 status.height,
                 hash.short()
             );
-            key_sent_at = Some(Instant::now());
         }
         let line = progress(task_id, view.summary.phase, &view.deadlines, &view.submissions, names);
         if line != last_line {
             println!("height {:>4}  {line}", status.height);
             last_line = line;
         }
-        interrupt::sleep(POLL_INTERVAL)?;
+        interrupt::sleep(PACE.poll)?;
     }
 }
 
@@ -502,7 +368,7 @@ pub fn progress(
     phase: Phase,
     d: &DeadlinesView,
     submissions: &[SubmissionView],
-    names: &BTreeMap<AccountId, &str>,
+    names: &BTreeMap<AccountId, String>,
 ) -> String {
     let until = match phase {
         Phase::Join => Some(d.join),
@@ -520,7 +386,7 @@ pub fn progress(
     let mut trainers: Vec<String> = submissions
         .iter()
         .map(|s| {
-            let name = names.get(&s.trainer).map_or_else(|| s.trainer.short(), |n| (*n).to_owned());
+            let name = names.get(&s.trainer).map_or_else(|| s.trainer.short(), Clone::clone);
             let step = match client::stage(s) {
                 Stage::Joined => "training",
                 Stage::Committed => "committed",
@@ -537,54 +403,9 @@ pub fn progress(
     line
 }
 
-/// Waits until every running node has the block at `height`, then checks that all have the
-/// same block hash and state root there.
-fn check_agreement(
-    supervisor: &mut Supervisor,
-    nodes: &[(&str, &Client)],
-    height: u64,
-) -> anyhow::Result<()> {
-    let mut blocks = Vec::with_capacity(nodes.len());
-    for (name, client) in nodes {
-        let block =
-            wait(supervisor, CHAIN_TIMEOUT, &format!("{name} to reach height {height}"), || {
-                Ok(client
-                    .status()
-                    .ok()
-                    .filter(|s| s.height.0 >= height)
-                    .and_then(|_| client.block(height).ok()))
-            })?;
-        blocks.push((*name, block));
-    }
-    let (first_name, first) = &blocks[0];
-    for (name, block) in &blocks[1..] {
-        ensure!(
-            block.summary.hash == first.summary.hash && block.state_root == first.state_root,
-            "{name} disagrees with {first_name} at height {height}: block {} state root {} vs \
-             block {} state root {}",
-            block.summary.hash,
-            block.state_root,
-            first.summary.hash,
-            first.state_root
-        );
-    }
-    println!(
-        "agreement: all {} nodes have block {} and state root {} at height {height}",
-        blocks.len(),
-        first.summary.hash.short(),
-        first.state_root.short()
-    );
-    Ok(())
-}
-
-/// Whether `path` names the node mode of this multi-call binary (`argv[0]` is `node`).
-pub fn is_node_mode(arg0: &Path) -> bool {
-    arg0.file_name().is_some_and(|n| n == NODE_ARG0)
-}
-
 #[cfg(test)]
 mod tests {
-    use consensus::types::Height;
+    use consensus::types::{Hash, Height};
 
     use super::*;
 
@@ -627,17 +448,10 @@ mod tests {
             reveal: None,
         };
         let submissions = [joined(b, Some(Hash([3; 32]))), joined(a, None)];
-        let names = BTreeMap::from([(a, "trainer-0"), (b, "trainer-1")]);
+        let names = BTreeMap::from([(a, "trainer-0".into()), (b, "trainer-1".into())]);
         assert_eq!(
             progress(1, Phase::Commit, &deadlines, &submissions, &names),
             "task 1: commit (until 88) | trainer-0 training, trainer-1 committed"
         );
-    }
-
-    #[test]
-    fn node_mode_is_chosen_by_argv0() {
-        assert!(is_node_mode(Path::new("node")));
-        assert!(is_node_mode(Path::new("/x/y/node")));
-        assert!(!is_node_mode(Path::new("/x/testnet")));
     }
 }

@@ -17,7 +17,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::Context;
-use testnet::run::is_node_mode;
+use testnet::network::is_node_mode;
 
 /// One scenario of a test target.
 pub struct Scenario {

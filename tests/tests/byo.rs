@@ -17,9 +17,10 @@ use std::process::{ExitCode, Output};
 use anyhow::{Context, bail, ensure};
 use consensus::task::{Preprocessing, TaskKind, TaskSpec};
 use consensus::verdict::Verdict;
-use crucible_tests::net::{Net, check_report, with_logs};
+use crucible_tests::net::{self, FINALIZE_TIMEOUT, check_report, with_logs};
 use crucible_tests::suite::{self, Scenario};
 use testnet::client::{Stage, stage};
+use testnet::network::Network;
 
 const SCENARIOS: &[Scenario] = &[
     Scenario {
@@ -54,7 +55,7 @@ const JOIN_WINDOW_BLOCKS: u64 = 48;
 /// with the file's hash, scored by every validator, and paid the whole trainer share as champion.
 /// Afterwards `node submit` refuses a finished task, and a node that is not running.
 fn outside_model(dir: &Path) -> anyhow::Result<()> {
-    let mut net = Net::plan(dir, 4, 2, 23)?;
+    let mut net = net::plan(dir, 4, 2, 23)?;
     let outside = net.plan.nodes.len() - 1;
     net.plan.tasks[0].spec.windows.join = JOIN_WINDOW_BLOCKS;
     with_logs(&mut net, |net| {
@@ -104,7 +105,7 @@ fn outside_model(dir: &Path) -> anyhow::Result<()> {
         );
         print!("  node submit: {}", stdout(&handed));
 
-        let (report, last) = net.finalized(task_id)?;
+        let (report, last) = net.finalized(task_id, FINALIZE_TIMEOUT)?;
         check_report(net, &report)?;
         let view = lead.task(task_id)?;
         let ours = view
@@ -163,7 +164,7 @@ fn outside_model(dir: &Path) -> anyhow::Result<()> {
 /// the public `train.csv` with numpy, and `node submit --wait` hands the model in; the task
 /// finalizes with the model revealed and scored (`Scored`, not rejected), its bond returned.
 fn python_example(dir: &Path) -> anyhow::Result<()> {
-    let mut net = Net::plan(dir, 4, 2, 29)?;
+    let mut net = net::plan(dir, 4, 2, 29)?;
     let outside = net.plan.nodes.len() - 1;
     // Python trains after the task appears: give it a join window of about 30 s.
     net.plan.tasks[0].spec.windows.join = 120;
@@ -205,7 +206,7 @@ fn python_example(dir: &Path) -> anyhow::Result<()> {
         print!("  python: {}", stdout(&trained));
         let handed = submit(net, task_id, &model, &data_dir, &url, true)?;
         ensure!(handed.status.success(), "node submit failed: {}", stderr(&handed));
-        let (report, _) = net.finalized(task_id)?;
+        let (report, _) = net.finalized(task_id, FINALIZE_TIMEOUT)?;
         check_report(net, &report)?;
         let me = net.plan.nodes[outside].account();
         let entry = report.trainers.iter().find(|t| t.account == me).context("not in report")?;
@@ -227,7 +228,7 @@ fn python_example(dir: &Path) -> anyhow::Result<()> {
 /// slice in `[data] extra`. The validators score both on the clean held-out part, and the one
 /// with the private rows scores higher and is the champion.
 fn private_data(dir: &Path) -> anyhow::Result<()> {
-    let text = std::str::from_utf8(crucible_tests::net::DIGITS)?;
+    let text = std::str::from_utf8(testnet::plan::DIGITS)?;
     let mut lines = text.lines();
     let header = lines.next().context("digits.csv has a header")?;
     let (mut public, mut private) = (format!("{header}\n"), format!("{header}\n"));
@@ -242,7 +243,7 @@ fn private_data(dir: &Path) -> anyhow::Result<()> {
         kind: trainer::task::DataKind::Classification,
         label_noise: testnet::plan::LABEL_NOISE_DEFAULT,
     };
-    let mut net = Net::plan_with(dir, 4, 2, 31, task)?;
+    let mut net = net::plan_with(dir, 4, 2, 31, task)?;
     let trainers: Vec<usize> = net
         .plan
         .nodes
@@ -269,7 +270,7 @@ fn private_data(dir: &Path) -> anyhow::Result<()> {
             net.wait_ready(i)?;
         }
         let task_id = net.post_task()?;
-        let (report, last) = net.finalized(task_id)?;
+        let (report, last) = net.finalized(task_id, FINALIZE_TIMEOUT)?;
         check_report(net, &report)?;
         let score = |i: usize| -> anyhow::Result<u32> {
             let account = net.plan.nodes[i].account();
@@ -297,7 +298,7 @@ fn private_data(dir: &Path) -> anyhow::Result<()> {
 
 /// Runs `node submit` (this executable as `node`).
 fn submit(
-    net: &Net,
+    net: &Network,
     task: u64,
     model: &Path,
     data_dir: &Path,

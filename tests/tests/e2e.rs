@@ -1,6 +1,5 @@
 //! End-to-end tests: whole local networks of node processes on loopback, driven over their HTTP
-//! APIs with the `testnet` library (plan, files, supervisor, client) through this package's
-//! [`Net`].
+//! APIs through the `testnet` library's [`Network`], planned as this package's [`net`] does.
 //!
 //! This test executable is also the nodes' (see [`crucible_tests::suite`]: no libtest harness,
 //! `harness = false` in `Cargo.toml`); its scenarios run one after another, so two networks never
@@ -27,10 +26,13 @@ use consensus::commitment::{Salt, model_commitment, scores_commitment};
 use consensus::tx::TxKind;
 use consensus::types::{Hash, TaskId};
 use consensus::verdict::{Verdict, VerdictEntry, VerdictVector, expected_layout};
-use crucible_tests::net::{CHAIN_TIMEOUT, Net, READY_TIMEOUT, check_report, with_logs};
+use crucible_tests::net::{
+    self, CHAIN_TIMEOUT, FINALIZE_TIMEOUT, READY_TIMEOUT, check_report, with_logs,
+};
 use crucible_tests::suite::{self, Scenario};
 use node::http::views;
 use testnet::client::{Stage, stage};
+use testnet::network::Network;
 use testnet::plan::Role;
 
 const SCENARIOS: &[Scenario] = &[
@@ -70,11 +72,11 @@ fn main() -> ExitCode {
 /// finalization; a node started afterwards syncs the whole chain to the same state root; and
 /// `node ledger verify` passes on every node's data dir once the nodes have stopped.
 fn full_round(dir: &Path) -> anyhow::Result<()> {
-    let mut net = Net::plan(dir, 4, 3, 7)?;
+    let mut net = net::plan(dir, 4, 3, 7)?;
     with_logs(&mut net, |net| {
         net.start_all()?;
         let task_id = net.post_task()?;
-        let (report, last) = net.finalized(task_id)?;
+        let (report, last) = net.finalized(task_id, FINALIZE_TIMEOUT)?;
         check_report(net, &report)?;
         let after = net.agreement(last + 1)?;
         println!(
@@ -120,7 +122,7 @@ fn full_round(dir: &Path) -> anyhow::Result<()> {
 /// catches up, the chain goes on without it meanwhile, and the round still finalizes with every
 /// node, the restarted one included, agreeing after finalization; its ledger verifies.
 fn validator_restart(dir: &Path) -> anyhow::Result<()> {
-    let mut net = Net::plan(dir, 4, 3, 11)?;
+    let mut net = net::plan(dir, 4, 3, 11)?;
     let victim = 3;
     with_logs(&mut net, |net| {
         net.start_all()?;
@@ -141,7 +143,7 @@ fn validator_restart(dir: &Path) -> anyhow::Result<()> {
             "  validator-{victim} killed at height {killed_at}, restarted at {resumed}, caught \
              up to {caught_up}"
         );
-        let (report, last) = net.finalized(task_id)?;
+        let (report, last) = net.finalized(task_id, FINALIZE_TIMEOUT)?;
         check_report(net, &report)?;
         let after = net.agreement(last + 1)?;
         let account = net.plan.nodes[victim].account();
@@ -167,7 +169,7 @@ fn validator_restart(dir: &Path) -> anyhow::Result<()> {
 /// itself is that trainer (the plan's last trainer, whose node it never starts): it joins,
 /// commits to one model hash and reveals another.
 fn mismatched_reveal(dir: &Path) -> anyhow::Result<()> {
-    let mut net = Net::plan(dir, 4, 4, 13)?;
+    let mut net = net::plan(dir, 4, 4, 13)?;
     let cheat = net.plan.nodes.len() - 1;
     with_logs(&mut net, |net| {
         net.start_all_but(&[cheat])?;
@@ -209,7 +211,7 @@ fn mismatched_reveal(dir: &Path) -> anyhow::Result<()> {
             Ok(tx) => println!("  the mismatched reveal was accepted as tx {tx}"),
             Err(err) => println!("  the mismatched reveal was refused: {err:#}"),
         }
-        let (report, last) = net.finalized(task_id)?;
+        let (report, last) = net.finalized(task_id, FINALIZE_TIMEOUT)?;
         check_report(net, &report)?;
         let entry = report
             .trainers
@@ -241,7 +243,7 @@ fn mismatched_reveal(dir: &Path) -> anyhow::Result<()> {
 /// trainer-0's data dir, flips the lowest bit of one non-zero weight, uploads the copy to every
 /// validator, and commits and reveals it as its own.
 fn copied_model(dir: &Path) -> anyhow::Result<()> {
-    let mut net = Net::plan(dir, 4, 4, 17)?;
+    let mut net = net::plan(dir, 4, 4, 17)?;
     let copier = net.plan.nodes.len() - 1;
     let original = net.plan.nodes.iter().position(|n| n.role == Role::Trainer).expect("trainers");
     with_logs(&mut net, |net| {
@@ -317,7 +319,7 @@ fn copied_model(dir: &Path) -> anyhow::Result<()> {
         let reveal = TxKind::RevealModel { task, model_hash: copy_hash, salt, size_bytes, params };
         net.send(&key, reveal).context("revealing the copy")?;
         net.wait(CHAIN_TIMEOUT, "the copier's reveal to land", stage_of(account, Stage::Revealed))?;
-        let (report, last) = net.finalized(task_id)?;
+        let (report, last) = net.finalized(task_id, FINALIZE_TIMEOUT)?;
         check_report(net, &report)?;
         let entry = report
             .trainers
@@ -382,7 +384,7 @@ fn committed_verdicts(data_dir: &Path, task_id: u64) -> anyhow::Result<VerdictVe
 /// dishonest validators' scorer: their nodes run without held-out files (so they vote on blocks
 /// but do not score), and it commits and reveals their verdict vectors.
 fn dishonest_validators(dir: &Path) -> anyhow::Result<()> {
-    let mut net = Net::plan(dir, 5, 3, 19)?;
+    let mut net = net::plan(dir, 5, 3, 19)?;
     let (inflater, constant) = (3, 4);
     for i in [inflater, constant] {
         let config = &net.layout.configs[i];
@@ -423,7 +425,7 @@ fn dishonest_validators(dir: &Path) -> anyhow::Result<()> {
             net.send(&key, TxKind::RevealScores { task, verdicts, salt })
                 .with_context(|| format!("revealing {}'s scores", net.plan.nodes[i].name))?;
         }
-        let (report, last) = net.finalized(task_id)?;
+        let (report, last) = net.finalized(task_id, FINALIZE_TIMEOUT)?;
         check_report(net, &report)?;
         net.agreement(last + 1)?;
         let tolerance = net.plan.genesis.params.agreement_tolerance_ppm;
@@ -489,7 +491,7 @@ fn dishonest_validators(dir: &Path) -> anyhow::Result<()> {
 /// Waits until task `task_id` is in its `phase` window or a later one. Windows close once
 /// everyone who may act in them has, so a deadline read when the task opened is only an upper
 /// bound.
-fn wait_phase(net: &mut Net, task_id: u64, phase: &str) -> anyhow::Result<()> {
+fn wait_phase(net: &mut Network, task_id: u64, phase: &str) -> anyhow::Result<()> {
     const ORDER: [&str; 7] =
         ["join", "commit", "key", "reveal", "score_commit", "score_reveal", "finalized"];
     let rank = |p: &str| ORDER.iter().position(|o| *o == p);

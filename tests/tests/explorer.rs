@@ -21,7 +21,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
-use crucible_tests::net::{Net, check_report, with_logs};
+use crucible_tests::net::{self, FINALIZE_TIMEOUT, check_report, with_logs};
 use crucible_tests::suite::{self, Scenario};
 use crucible_tests::webdriver::{ChromeDriver, Session};
 
@@ -49,11 +49,11 @@ fn main() -> ExitCode {
 fn chromium_shows_the_winner(dir: &Path) -> anyhow::Result<()> {
     let chromium = system_binary("CHROMIUM", "/usr/bin/chromium", "chromium")?;
     let chromedriver = system_binary("CHROMEDRIVER", "/usr/bin/chromedriver", "chromium-driver")?;
-    let mut net = Net::plan(dir, 2, 2, SEED)?;
+    let mut net = net::plan(dir, 2, 2, SEED)?;
     with_logs(&mut net, |net| {
         net.start_all()?;
         let task_id = net.post_task()?;
-        let (report, height) = net.finalized(task_id)?;
+        let (report, height) = net.finalized(task_id, FINALIZE_TIMEOUT)?;
         check_report(net, &report)?;
         let champion = report
             .champion

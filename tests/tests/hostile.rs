@@ -41,11 +41,12 @@ use consensus::tx::TxKind;
 use consensus::types::{Height, Round};
 use consensus::vote::{SignedVote, Vote, VoteKind};
 use crucible_tests::attacker::{self, rss_kib};
-use crucible_tests::net::{CHAIN_TIMEOUT, Net, with_logs};
+use crucible_tests::net::{self, CHAIN_TIMEOUT, with_logs};
 use crucible_tests::suite::{self, Scenario};
 use libp2p::{Multiaddr, PeerId, StreamProtocol};
 use node::network::gossip::ConsensusEnvelope;
 use node::network::{CommittedBlock, Topic};
+use testnet::network::Network;
 
 const SCENARIOS: &[Scenario] = &[
     Scenario {
@@ -78,7 +79,7 @@ fn main() -> ExitCode {
 
 /// The attacked network and what "keeps committing" means for it.
 struct Bench {
-    net: Net,
+    net: Network,
     /// Blocks per second before any attack.
     baseline: f64,
     /// Height and time when the current attack started.
@@ -147,7 +148,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 fn attacks(dir: &Path) -> anyhow::Result<()> {
-    let net = Net::plan(dir, 4, 1, 19)?;
+    let net = net::plan(dir, 4, 1, 19)?;
     let mut bench = Bench { net, baseline: 0.0, mark: (0, Instant::now()) };
     let trainer = bench.net.plan.nodes.len() - 1;
     let result = with_logs(&mut bench.net, |net| net.start_all_but(&[trainer]));
@@ -591,7 +592,7 @@ fn artifact_cap(bench: &mut Bench) -> anyhow::Result<()> {
 
 /// Runs `node` with `args` and expects it to exit with an error whose output contains `needle`,
 /// within 60 s.
-fn refused(net: &Net, what: &str, args: &[&str], needle: &str) -> anyhow::Result<()> {
+fn refused(net: &Network, what: &str, args: &[&str], needle: &str) -> anyhow::Result<()> {
     let mut child = net
         .node_command()
         .args(args)
@@ -625,7 +626,7 @@ fn refused(net: &Net, what: &str, args: &[&str], needle: &str) -> anyhow::Result
 /// Genesis values that would overflow or halt the chain, and a key file others may read, are
 /// refused at start with a message naming the field or the fix.
 fn bad_files(dir: &Path) -> anyhow::Result<()> {
-    let net = Net::plan(dir, 4, 1, 19)?;
+    let net = net::plan(dir, 4, 1, 19)?;
     let key = dir.join("validator-3").join(node::keystore::KEY_FILE);
     let genesis_json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("genesis.json"))?)?;
@@ -738,7 +739,7 @@ fn fill(path: &Path) -> anyhow::Result<u64> {
 
 /// Validator 3's data dir is on a 48 MiB tmpfs that fills while it runs.
 fn disk_full(dir: &Path) -> anyhow::Result<()> {
-    let net = Net::plan(dir, 4, 1, 23)?;
+    let net = net::plan(dir, 4, 1, 23)?;
     let data_dir = dir.join(&net.plan.nodes[3].name);
     let Some(_tmpfs) = Tmpfs::over(&data_dir, 48)? else {
         println!("  skipped: cannot mount a tmpfs here (needs root, as in CI)");

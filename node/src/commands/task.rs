@@ -115,9 +115,8 @@ fn reveal_key(args: RevealKeyArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Uploads `bytes` (read from `path`) as a blob, once its sha256 is the one `task_file` names.
-fn upload(
-    client: &crate::client::Client,
+/// Fails unless `bytes` (read from `path`) has the sha256 that `task_file` names for its `what`.
+fn check_sha(
     bytes: &[u8],
     path: &std::path::Path,
     task_file: &std::path::Path,
@@ -132,8 +131,6 @@ fn upload(
             task_file.display(),
         );
     }
-    client.post_blob(bytes).with_context(|| format!("uploading the {what}"))?;
-    println!("uploaded:  {} ({} bytes, sha256 {sha})", path.display(), bytes.len());
     Ok(())
 }
 
@@ -175,11 +172,16 @@ fn create(args: CreateArgs) -> anyhow::Result<()> {
     }
     let client = super::client(&args.node)?;
     let train = trainer::data::read_bounded(&args.train)?;
-    let (task_file, expected) = (&args.task, spec.dataset.train_sha256);
-    upload(&client, &train, &args.train, task_file, expected, "training file")?;
     let sealed = trainer::data::read_bounded(&args.sealed)?;
-    let expected = spec.dataset.heldout_cipher_sha256;
-    upload(&client, &sealed, &args.sealed, task_file, expected, "sealed held-out file")?;
+    let dataset = &spec.dataset;
+    check_sha(&train, &args.train, &args.task, dataset.train_sha256, "training file")?;
+    let expected = dataset.heldout_cipher_sha256;
+    check_sha(&sealed, &args.sealed, &args.task, expected, "sealed held-out file")?;
+    client.post_task_files(&train, &sealed)?;
+    for (path, bytes) in [(&args.train, &train), (&args.sealed, &sealed)] {
+        let sha = consensus::hash::sha256(bytes);
+        println!("uploaded:  {} ({} bytes, sha256 {sha})", path.display(), bytes.len());
+    }
     let kind = consensus::tx::TxKind::CreateTask {
         spec: Box::new(spec),
         reward: consensus::types::Amount(args.reward),

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use libp2p::Multiaddr;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::context::Role;
 
@@ -21,7 +21,7 @@ const CONFIG_BYTES_MAX: u64 = 1 << 20;
 pub const DEFAULT_LISTEN: &str = "/ip4/0.0.0.0/tcp/0";
 
 /// One value or a list of them (`listen = "/ip4/…"` or `listen = ["/ip4/…", …]`).
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(untagged)]
 pub enum OneOrMany {
     /// A single value.
@@ -39,8 +39,9 @@ impl OneOrMany {
     }
 }
 
-/// The TOML config file: every field optional, named like the flags.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+/// The TOML config file: every field optional, named like the flags (unset fields are left out
+/// when one is written, as the testnet does).
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct ConfigFile {
     /// The role (`validator` or `trainer`).
