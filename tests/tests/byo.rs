@@ -11,7 +11,7 @@
 //! The executable is also the nodes' (see [`crucible_tests::suite`]): `cargo test -p
 //! crucible-tests --test byo`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Output};
 
 use anyhow::{Context, bail, ensure};
@@ -21,6 +21,7 @@ use crucible_tests::net::{self, FINALIZE_TIMEOUT, check_report, with_logs};
 use crucible_tests::suite::{self, Scenario};
 use testnet::client::{Stage, stage};
 use testnet::network::Network;
+use testnet::plan::TaskSource;
 
 const SCENARIOS: &[Scenario] = &[
     Scenario {
@@ -59,12 +60,7 @@ fn outside_model(dir: &Path) -> anyhow::Result<()> {
     let outside = net.plan.nodes.len() - 1;
     net.plan.tasks[0].spec.windows.join = JOIN_WINDOW_BLOCKS;
     with_logs(&mut net, |net| {
-        let submit_dir = net.layout.dir.join("submit");
-        let data_dir = net.layout.dir.join(&net.plan.nodes[outside].name);
-        let url = net.layout.urls[outside].clone();
-        net.start_all_but(&[outside])?;
-        net.start_with(outside, &["--submit-dir".into(), submit_dir.display().to_string()])?;
-        net.wait_ready(outside)?;
+        let hand_in = start_with_hand_in(net, outside)?;
 
         let spec = net.plan.tasks[0].spec.clone();
         let train = std::fs::read(net.layout.task_dirs[0].join("train.csv"))?;
@@ -79,14 +75,14 @@ fn outside_model(dir: &Path) -> anyhow::Result<()> {
 
         let task_id = net.post_task()?;
         let me = net.plan.nodes[outside].account();
-        let refused = submit(net, task_id, &bad, &data_dir, &url, false)?;
+        let refused = submit(net, task_id, &bad, &hand_in, false)?;
         ensure!(
             !refused.status.success() && stderr(&refused).contains("wrong_architecture"),
             "node submit did not refuse a model of the wrong shape: {}",
             stderr(&refused)
         );
         ensure!(
-            !submit_dir.join(format!("task-{task_id}.safetensors")).exists(),
+            !hand_in.submit_dir.join(format!("task-{task_id}.safetensors")).exists(),
             "a refused model reached the submit folder"
         );
         let lead = net.clients[0].clone();
@@ -96,7 +92,7 @@ fn outside_model(dir: &Path) -> anyhow::Result<()> {
         );
         println!("  a model of the wrong shape was refused: {}", stderr(&refused).trim());
 
-        let handed = submit(net, task_id, &good, &data_dir, &url, true)?;
+        let handed = submit(net, task_id, &good, &hand_in, true)?;
         ensure!(
             handed.status.success(),
             "node submit failed: {}{}",
@@ -140,7 +136,7 @@ fn outside_model(dir: &Path) -> anyhow::Result<()> {
         );
         net.agreement(last + 1)?;
 
-        let late = submit(net, task_id, &good, &data_dir, &url, false)?;
+        let late = submit(net, task_id, &good, &hand_in, false)?;
         ensure!(
             !late.status.success() && stderr(&late).contains("cannot enter task"),
             "node submit accepted a finished task: {}",
@@ -148,7 +144,7 @@ fn outside_model(dir: &Path) -> anyhow::Result<()> {
         );
         println!("  a finished task was refused: {}", stderr(&late).trim());
         net.kill(outside);
-        let down = submit(net, task_id, &good, &data_dir, &url, false)?;
+        let down = submit(net, task_id, &good, &hand_in, false)?;
         ensure!(
             !down.status.success() && stderr(&down).contains("not running"),
             "node submit to a stopped node: {}",
@@ -169,14 +165,9 @@ fn python_example(dir: &Path) -> anyhow::Result<()> {
     // Python trains after the task appears: give it a join window of about 30 s.
     net.plan.tasks[0].spec.windows.join = 120;
     with_logs(&mut net, |net| {
-        let submit_dir = net.layout.dir.join("submit");
-        let data_dir = net.layout.dir.join(&net.plan.nodes[outside].name);
-        let url = net.layout.urls[outside].clone();
-        net.start_all_but(&[outside])?;
-        net.start_with(outside, &["--submit-dir".into(), submit_dir.display().to_string()])?;
-        net.wait_ready(outside)?;
+        let hand_in = start_with_hand_in(net, outside)?;
         let task_id = net.post_task()?;
-        let spec = ureq::get(&format!("{url}/tasks/{task_id}/spec"))
+        let spec = ureq::get(&format!("{}/tasks/{task_id}/spec", hand_in.url))
             .call()
             .context("GET /tasks/{id}/spec")?
             .body_mut()
@@ -204,7 +195,7 @@ fn python_example(dir: &Path) -> anyhow::Result<()> {
             stderr(&trained)
         );
         print!("  python: {}", stdout(&trained));
-        let handed = submit(net, task_id, &model, &data_dir, &url, true)?;
+        let handed = submit(net, task_id, &model, &hand_in, true)?;
         ensure!(handed.status.success(), "node submit failed: {}", stderr(&handed));
         let (report, _) = net.finalized(task_id, FINALIZE_TIMEOUT)?;
         check_report(net, &report)?;
@@ -237,12 +228,7 @@ fn private_data(dir: &Path) -> anyhow::Result<()> {
         out.push_str(line);
         out.push('\n');
     }
-    let task = testnet::plan::TaskSource {
-        name: "digits.csv".into(),
-        bytes: public.into_bytes(),
-        kind: trainer::task::DataKind::Classification,
-        label_noise: testnet::plan::LABEL_NOISE_DEFAULT,
-    };
+    let task = TaskSource { bytes: public.into_bytes(), ..TaskSource::digits() };
     let mut net = net::plan_with(dir, 4, 2, 31, task)?;
     let trainers: Vec<usize> = net
         .plan
@@ -296,18 +282,40 @@ fn private_data(dir: &Path) -> anyhow::Result<()> {
     })
 }
 
-/// Runs `node submit` (this executable as `node`).
+/// The trainer that hands in models trained outside the project, through its submit folder.
+struct HandIn {
+    /// Its submit folder.
+    submit_dir: PathBuf,
+    /// Its data dir (its key signs `node submit`'s transactions).
+    data_dir: PathBuf,
+    /// Its node's API.
+    url: String,
+}
+
+/// Starts every plan node, trainer `outside` with a submit folder instead of its recipe, and
+/// waits until they answer.
+fn start_with_hand_in(net: &mut Network, outside: usize) -> anyhow::Result<HandIn> {
+    let submit_dir = net.layout.dir.join("submit");
+    let data_dir = net.layout.dir.join(&net.plan.nodes[outside].name);
+    let url = net.layout.urls[outside].clone();
+    net.start_all_but(&[outside])?;
+    net.start_with(outside, &["--submit-dir".into(), submit_dir.display().to_string()])?;
+    net.wait_ready(outside)?;
+    Ok(HandIn { submit_dir, data_dir, url })
+}
+
+/// Runs `node submit` (this executable as `node`) for `hand_in`'s node.
 fn submit(
     net: &Network,
     task: u64,
     model: &Path,
-    data_dir: &Path,
-    url: &str,
+    hand_in: &HandIn,
     wait: bool,
 ) -> anyhow::Result<Output> {
     let mut command = net.node_command();
+    let url = hand_in.url.as_str();
     command.args(["submit", "--task", &task.to_string(), "--node", url, "--model"]);
-    command.arg(model).arg("--data-dir").arg(data_dir);
+    command.arg(model).arg("--data-dir").arg(&hand_in.data_dir);
     if wait {
         command.arg("--wait");
     }

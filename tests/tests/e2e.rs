@@ -110,12 +110,17 @@ fn full_round(dir: &Path) -> anyhow::Result<()> {
         }
         println!("  late-node synced to height {tip} with the same blocks and state roots");
         // (f): every ledger replays from genesis once the nodes have stopped.
-        net.stop_all();
-        for (name, line) in net.verify_ledgers()? {
-            println!("  {name}: {line}");
-        }
-        Ok(())
+        stop_and_verify_ledgers(net)
     })
+}
+
+/// (f): stops every node and replays each one's ledger from genesis (`node ledger verify`).
+fn stop_and_verify_ledgers(net: &mut Network) -> anyhow::Result<()> {
+    net.stop_all();
+    for (name, line) in net.verify_ledgers()? {
+        println!("  {name}: {line}");
+    }
+    Ok(())
 }
 
 /// (b): a validator killed (SIGKILL) during the training window and restarted a few blocks later
@@ -156,11 +161,7 @@ fn validator_restart(dir: &Path) -> anyhow::Result<()> {
             after.state_root,
             last + 1
         );
-        net.stop_all();
-        for (name, line) in net.verify_ledgers()? {
-            println!("  {name}: {line}");
-        }
-        Ok(())
+        stop_and_verify_ledgers(net)
     })
 }
 
