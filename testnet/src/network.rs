@@ -137,11 +137,6 @@ impl Network {
         })
     }
 
-    /// The network's waits.
-    pub fn pace(&self) -> Pace {
-        self.pace
-    }
-
     /// A node's start command.
     fn spawn_spec(&self, name: &str, mut args: Vec<String>, log: &Path) -> Spawn {
         // A node stops if this process dies without a chance to stop it.

@@ -23,8 +23,9 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail, ensure};
 use consensus::commitment::{Salt, model_commitment, scores_commitment};
+use consensus::finalize::{FinalizationReport, TrainerReport};
 use consensus::tx::TxKind;
-use consensus::types::{Hash, TaskId};
+use consensus::types::{AccountId, Hash, TaskId};
 use consensus::verdict::{Verdict, VerdictEntry, VerdictVector, expected_layout};
 use crucible_tests::net::{
     self, CHAIN_TIMEOUT, FINALIZE_TIMEOUT, READY_TIMEOUT, check_report, with_logs,
@@ -123,6 +124,21 @@ fn stop_and_verify_ledgers(net: &mut Network) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Waits until the task finalizes and checks its report; returns it, the height that finalized
+/// it, and the entry of trainer `account` (`who`).
+fn finalized_entry(
+    net: &mut Network,
+    task_id: u64,
+    account: AccountId,
+    who: &str,
+) -> anyhow::Result<(FinalizationReport, u64, TrainerReport)> {
+    let (report, last) = net.finalized(task_id, FINALIZE_TIMEOUT)?;
+    check_report(net, &report)?;
+    let entry = report.trainers.iter().find(|t| t.account == account).cloned();
+    let entry = entry.with_context(|| format!("{who} is not in the finalization report"))?;
+    Ok((report, last, entry))
+}
+
 /// (b): a validator killed (SIGKILL) during the training window and restarted a few blocks later
 /// catches up, the chain goes on without it meanwhile, and the round still finalizes with every
 /// node, the restarted one included, agreeing after finalization; its ledger verifies.
@@ -212,13 +228,7 @@ fn mismatched_reveal(dir: &Path) -> anyhow::Result<()> {
             Ok(tx) => println!("  the mismatched reveal was accepted as tx {tx}"),
             Err(err) => println!("  the mismatched reveal was refused: {err:#}"),
         }
-        let (report, last) = net.finalized(task_id, FINALIZE_TIMEOUT)?;
-        check_report(net, &report)?;
-        let entry = report
-            .trainers
-            .iter()
-            .find(|t| t.account == account)
-            .context("the cheat is not in the finalization report")?;
+        let (report, last, entry) = finalized_entry(net, task_id, account, "the cheat")?;
         ensure!(
             entry.forfeit.is_some()
                 && entry.bond_refund.0 == 0
@@ -320,13 +330,7 @@ fn copied_model(dir: &Path) -> anyhow::Result<()> {
         let reveal = TxKind::RevealModel { task, model_hash: copy_hash, salt, size_bytes, params };
         net.send(&key, reveal).context("revealing the copy")?;
         net.wait(CHAIN_TIMEOUT, "the copier's reveal to land", stage_of(account, Stage::Revealed))?;
-        let (report, last) = net.finalized(task_id, FINALIZE_TIMEOUT)?;
-        check_report(net, &report)?;
-        let entry = report
-            .trainers
-            .iter()
-            .find(|t| t.account == account)
-            .context("the copier is not in the finalization report")?;
+        let (_, last, entry) = finalized_entry(net, task_id, account, "the copier")?;
         // Winner takes all: the copy scores what the original scores, and on a tie the earlier
         // commit (the original's) wins, so the copy can never be the champion.
         ensure!(entry.rank != Some(1) && entry.payout.0 == 0, "the copier was paid: {entry:?}");
