@@ -93,13 +93,7 @@ fn outside_model(dir: &Path) -> anyhow::Result<()> {
         println!("  a model of the wrong shape was refused: {}", stderr(&refused).trim());
 
         let handed = submit(net, task_id, &good, &hand_in, true)?;
-        ensure!(
-            handed.status.success(),
-            "node submit failed: {}{}",
-            stdout(&handed),
-            stderr(&handed)
-        );
-        print!("  node submit: {}", stdout(&handed));
+        print!("  node submit: {}", succeeded(&handed, "node submit")?);
 
         let (report, last) = net.finalized(task_id, FINALIZE_TIMEOUT)?;
         check_report(net, &report)?;
@@ -188,13 +182,7 @@ fn python_example(dir: &Path) -> anyhow::Result<()> {
             .args(["--hidden", "32", "--epochs", "30"])
             .output()
             .context("running python3 examples/python/crucible_train.py")?;
-        ensure!(
-            trained.status.success(),
-            "the Python example failed: {}{}",
-            stdout(&trained),
-            stderr(&trained)
-        );
-        print!("  python: {}", stdout(&trained));
+        print!("  python: {}", succeeded(&trained, "the Python example")?);
         let handed = submit(net, task_id, &model, &hand_in, true)?;
         ensure!(handed.status.success(), "node submit failed: {}", stderr(&handed));
         let (report, _) = net.finalized(task_id, FINALIZE_TIMEOUT)?;
@@ -320,6 +308,13 @@ fn submit(
         command.arg("--wait");
     }
     command.output().context("running node submit")
+}
+
+/// `output`'s stdout, if `what` (the command that gave it) succeeded; else an error with all it
+/// printed.
+fn succeeded(output: &Output, what: &str) -> anyhow::Result<String> {
+    ensure!(output.status.success(), "{what} failed: {}{}", stdout(output), stderr(output));
+    Ok(stdout(output))
 }
 
 fn stdout(output: &Output) -> String {
