@@ -322,8 +322,18 @@ impl EventLoop {
             request_response::Event::OutboundFailure { request_id, peer, error, .. } => {
                 self.status_asked.remove(&request_id);
                 // A peer that showed a matching status by asking is a member, whatever became
-                // of our question; one that left owes no answer.
-                if !self.verified.contains_key(&peer) && self.swarm.is_connected(&peer) {
+                // of our question; one that left owes no answer. One that does not speak the
+                // protocol stays a bare libp2p peer: served gossip, sync and blobs on this
+                // chain's names, never listed or routed to. One that took the question and gave
+                // no answer is refused.
+                let owes_an_answer =
+                    !self.verified.contains_key(&peer) && self.swarm.is_connected(&peer);
+                if !owes_an_answer {
+                    return;
+                }
+                if matches!(error, request_response::OutboundFailure::UnsupportedProtocols) {
+                    tracing::debug!(%peer, "peer does not speak the status protocol; not a member");
+                } else {
                     self.refuse(peer, HandshakeError::NoStatus(error.to_string()));
                 }
             }

@@ -12,8 +12,11 @@
 //! A peer is a member once one exchange shows a matching status: its request, or its answer to
 //! ours. Only then is it reported as connected and its Identify listen addresses added to
 //! Kademlia, so the routing table holds peers of this chain only. A peer that refuses us, answers
-//! with another chain's status, or cannot answer (the protocol unsupported, or no answer within
-//! the request timeout) before it has shown a matching status is refused and banned. Kademlia
+//! with another chain's status, or takes our question and gives no answer (a reset stream, or
+//! none within the request timeout) before it has shown a matching status is refused and
+//! banned. A peer that does not speak the protocol at all stays a bare libp2p peer: it is served
+//! gossip, `sync` and `blob` under this chain's names like any peer, but never listed or routed
+//! to. Kademlia
 //! and `sync` also run under chain-specific protocol names, so peers of another chain never even
 //! negotiate them. Stake plays no part: an observer that only reads gossip is a member too.
 
@@ -72,8 +75,8 @@ pub enum HandshakeError {
         /// The peer's.
         found: String,
     },
-    /// The peer did not answer the status request before showing its status: it does not speak
-    /// the protocol, or did not answer in time.
+    /// The peer took the status request but gave no answer (a reset stream, or none in time)
+    /// before showing its status.
     #[error("peer gave no status: {0}")]
     NoStatus(String),
     /// The peer refused us although our statuses match (a faulty peer).
