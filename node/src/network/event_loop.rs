@@ -3,7 +3,7 @@
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use consensus::types::{AccountId, Hash};
 use futures::StreamExt;
@@ -32,6 +32,10 @@ const BANNED_MAX: usize = 4_096;
 /// Most gossip messages kept while no peer is subscribed to their topic; the oldest is dropped
 /// first beyond it.
 const UNSENT_MAX: usize = 4_096;
+
+/// How long a peer refused in answer to its status request keeps its connection, so it can read
+/// the refusal: closing at once may drop the answer's last frames.
+const REFUSAL_GRACE: Duration = Duration::from_secs(1);
 
 /// Most Identify listen addresses kept for a peer until it passes the handshake.
 const UNVERIFIED_ADDRS_MAX: usize = 32;
@@ -65,6 +69,8 @@ pub struct EventLoop {
     status_asked: HashMap<OutboundRequestId, PeerId>,
     /// Peers refused in answer to their status request: banned once the refusal is sent.
     refusing: HashMap<InboundRequestId, (PeerId, HandshakeError)>,
+    /// Refused peers whose connections close once their refusal had time to arrive, oldest first.
+    hangups: VecDeque<(tokio::time::Instant, PeerId)>,
     /// Listen addresses of connected peers that have not passed the handshake yet.
     unverified_addrs: HashMap<PeerId, Vec<Multiaddr>>,
     /// Peers refused or misbehaving, until the instant their ban ends.
@@ -105,6 +111,7 @@ impl EventLoop {
             verified: HashMap::new(),
             status_asked: HashMap::new(),
             refusing: HashMap::new(),
+            hangups: VecDeque::new(),
             unverified_addrs: HashMap::new(),
             banned: HashMap::new(),
             app_scores: HashMap::new(),
@@ -122,12 +129,15 @@ impl EventLoop {
     pub async fn run(mut self) {
         self.dial_bootstrap();
         loop {
+            let hangup = self.hangups.front().map(|(at, _)| *at);
             tokio::select! {
                 event = self.swarm.select_next_some() => self.on_swarm_event(event),
                 command = self.commands.recv() => match command {
                     Some(command) => self.on_command(command),
                     None => break,
                 },
+                _ = tokio::time::sleep_until(hangup.unwrap_or_else(tokio::time::Instant::now)),
+                    if hangup.is_some() => self.hang_up_due(),
                 Some(served) = self.served_rx.recv() => {
                     self.serving -= 1;
                     if self.swarm.behaviour_mut().blob.send_response(served.channel, served.response).is_err() {
@@ -164,6 +174,13 @@ impl EventLoop {
     }
 
     fn ban(&mut self, peer: PeerId) {
+        self.mark_banned(peer);
+        let _ = self.swarm.disconnect_peer_id(peer);
+    }
+
+    /// Bans `peer` (new connections closed, gossip ignored, out of Kademlia) but leaves its
+    /// connections open.
+    fn mark_banned(&mut self, peer: PeerId) {
         let now = Instant::now();
         self.banned.retain(|_, until| *until > now);
         if self.banned.len() >= BANNED_MAX
@@ -176,7 +193,18 @@ impl EventLoop {
         let behaviour = self.swarm.behaviour_mut();
         behaviour.gossipsub.blacklist_peer(&peer);
         behaviour.kad.remove_peer(&peer);
-        let _ = self.swarm.disconnect_peer_id(peer);
+    }
+
+    /// Closes the connections of refused peers whose grace has run out.
+    fn hang_up_due(&mut self) {
+        let now = tokio::time::Instant::now();
+        while let Some((at, peer)) = self.hangups.front().copied() {
+            if at > now {
+                break;
+            }
+            self.hangups.pop_front();
+            let _ = self.swarm.disconnect_peer_id(peer);
+        }
     }
 
     fn is_banned(&mut self, peer: &PeerId) -> bool {
@@ -294,7 +322,7 @@ impl EventLoop {
                     if self.swarm.behaviour_mut().status.send_response(channel, response).is_err()
                         && let Some((peer, reason)) = self.refusing.remove(&request_id)
                     {
-                        self.refuse(peer, reason);
+                        self.refuse(peer, reason, false);
                     }
                 }
                 request_response::Message::Response { request_id, response } => {
@@ -304,19 +332,19 @@ impl EventLoop {
                         // A peer we are refusing in answer to its own request is banned once
                         // that refusal is sent, so it can read why.
                         Err(_) if self.refusing.values().any(|(p, _)| *p == peer) => {}
-                        Err(reason) => self.refuse(peer, reason),
+                        Err(reason) => self.refuse(peer, reason, false),
                     }
                 }
             },
             request_response::Event::ResponseSent { request_id, .. } => {
                 if let Some((peer, reason)) = self.refusing.remove(&request_id) {
-                    self.refuse(peer, reason);
+                    self.refuse(peer, reason, true);
                 }
             }
             request_response::Event::InboundFailure { request_id, peer, error, .. } => {
                 tracing::debug!(%peer, %error, "a status request could not be answered");
                 if let Some((peer, reason)) = self.refusing.remove(&request_id) {
-                    self.refuse(peer, reason);
+                    self.refuse(peer, reason, false);
                 }
             }
             request_response::Event::OutboundFailure { request_id, peer, error, .. } => {
@@ -334,7 +362,7 @@ impl EventLoop {
                 if matches!(error, request_response::OutboundFailure::UnsupportedProtocols) {
                     tracing::debug!(%peer, "peer does not speak the status protocol; not a member");
                 } else {
-                    self.refuse(peer, HandshakeError::NoStatus(error.to_string()));
+                    self.refuse(peer, HandshakeError::NoStatus(error.to_string()), false);
                 }
             }
         }
@@ -353,14 +381,27 @@ impl EventLoop {
         }
     }
 
-    fn refuse(&mut self, peer: PeerId, reason: HandshakeError) {
+    /// Refuses and bans a peer. One that was just `answered` its refusal keeps its connection
+    /// for [`REFUSAL_GRACE`] so it can read it (at once when [`BANNED_MAX`] refused peers already
+    /// wait); any other is hung up on now.
+    fn refuse(&mut self, peer: PeerId, reason: HandshakeError, answered: bool) {
         // Both exchanges of one connection may fail; the first refusal is the one reported.
         if self.is_banned(&peer) {
             return;
         }
         tracing::warn!(%peer, %reason, "refusing a peer");
         self.verified.remove(&peer);
-        self.ban(peer);
+        if answered {
+            self.mark_banned(peer);
+            if self.hangups.len() >= BANNED_MAX
+                && let Some((_, oldest)) = self.hangups.pop_front()
+            {
+                let _ = self.swarm.disconnect_peer_id(oldest);
+            }
+            self.hangups.push_back((tokio::time::Instant::now() + REFUSAL_GRACE, peer));
+        } else {
+            self.ban(peer);
+        }
         self.emit(NetworkEvent::PeerRefused { peer, reason });
     }
 
