@@ -22,6 +22,7 @@ use consensus::tx::{SignedTx, Tx, TxKind};
 use consensus::types::{AccountId, Amount, Hash, Height, Nonce, Round, TaskId};
 use consensus::verdict::{RejectReason, Verdict};
 use consensus::vote::{Vote, VoteKind};
+use libp2p::Multiaddr;
 use node::datadir::DataDir;
 use node::http::{HttpConfig, serve_with_config};
 use node::keystore;
@@ -406,14 +407,21 @@ async fn reads_status_blocks_txs_and_validators() {
     let dir = tempfile::tempdir().unwrap();
     let other = key(1, 1);
     let client = start_network(&h.genesis, &other, dir.path().join("blobs"));
+    // It dials the address /status advertises, peer id included.
     let deadline = tokio::time::Instant::now() + WAIT;
-    let address = loop {
-        if let Some(a) = h.ctx.network.listen_addresses().await.unwrap().into_iter().next() {
-            break a;
+    let address: Multiaddr = loop {
+        if let Some(a) = get(h.addr, "/status").await.json()["listen_addrs"].get(0) {
+            break string(a).parse().expect("a multiaddr");
         }
         assert!(tokio::time::Instant::now() < deadline, "the node never listened");
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
+    let listening = h.ctx.network.listen_addresses().await.unwrap();
+    let peer = h.ctx.network.local_peer();
+    assert!(
+        listening.iter().any(|a| a.clone().with_p2p(peer).as_ref() == Ok(&address)),
+        "{address}"
+    );
     client.dial(address).await.unwrap();
     while num(&get(h.addr, "/status").await.json()["peers"]) == 0 {
         assert!(tokio::time::Instant::now() < deadline, "the peer never passed the handshake");

@@ -44,6 +44,9 @@ pub struct StatusView {
     pub account: AccountId,
     /// This node's libp2p peer id.
     pub peer_id: String,
+    /// The addresses it listens on, each ending in `/p2p/{peer_id}` so another node can dial it
+    /// as given (`--bootstrap`); empty when the network does not answer in time.
+    pub listen_addrs: Vec<String>,
     /// Connected peers.
     pub peers: usize,
 }
@@ -64,8 +67,21 @@ pub(super) async fn peer_count(api: &Api) -> usize {
     }
 }
 
+/// This node's listen addresses with its peer id appended (empty when the network does not
+/// answer in time).
+async fn dialable_addresses(api: &Api) -> Vec<String> {
+    let network = &api.ctx.network;
+    let Ok(Ok(addresses)) = tokio::time::timeout(NETWORK_TIMEOUT, network.listen_addresses()).await
+    else {
+        return Vec::new();
+    };
+    let peer = network.local_peer();
+    addresses.into_iter().map(|a| a.with_p2p(peer).unwrap_or_else(|a| a).to_string()).collect()
+}
+
 pub(super) async fn status(State(api): State<Api>) -> ApiResult<Json<StatusView>> {
     let peers = peer_count(&api).await;
+    let listen_addrs = dialable_addresses(&api).await;
     let (height, block_hash, time_ms, state_root) = api
         .read(|l| {
             let meta = l.state().meta();
@@ -82,6 +98,7 @@ pub(super) async fn status(State(api): State<Api>) -> ApiResult<Json<StatusView>
         role: api.ctx.role,
         account: api.ctx.key.account(),
         peer_id: api.ctx.network.local_peer().to_string(),
+        listen_addrs,
         peers,
     }))
 }
