@@ -1,9 +1,9 @@
 //! Canonical bytes: one deterministic binary encoding (postcard) for everything hashed or signed.
 //!
 //! Decoding is bounded: the input length is checked against a named limit before any parsing, and
-//! trailing bytes are an error, so one value has one accepted framing. Hashes and signatures are
-//! always computed over a value *re-encoded* by [`encode`], never over bytes as received, so a
-//! peer cannot make one value look like two.
+//! trailing bytes and over-long varints are errors, so a value has exactly one accepted encoding
+//! and bytes received are the bytes [`encode`] writes. Hashes and signatures are still computed
+//! over a value *re-encoded* by [`encode`], never over bytes as received.
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -28,6 +28,18 @@ pub enum DecodeError {
         what: &'static str,
         /// The decoder's message.
         reason: String,
+    },
+    /// The bytes decode, but not as [`encode`] writes the value: some varint is longer than it
+    /// needs to be (postcard's decoder accepts `80 00` for 0). Refused so that one value has one
+    /// encoding, and a gossip message id (a hash of the bytes) names one value.
+    #[error("{what} is not canonical: {found} bytes where the value encodes in {canonical}")]
+    NonCanonical {
+        /// What was being decoded.
+        what: &'static str,
+        /// Its length in bytes.
+        found: usize,
+        /// The length of the value's canonical encoding.
+        canonical: usize,
     },
     /// A value was decoded but bytes remain after it.
     #[error("{what} has {extra} trailing bytes")]
@@ -58,8 +70,9 @@ pub fn encoded_len<T: Serialize + ?Sized>(value: &T) -> usize {
         .expect("ledger types always encode with postcard")
 }
 
-/// Decodes a value of type `T` from at most `limit` bytes, rejecting trailing bytes.
-pub fn decode<T: DeserializeOwned>(
+/// Decodes a value of type `T` from at most `limit` bytes, rejecting trailing bytes and any
+/// encoding other than [`encode`]'s.
+pub fn decode<T: DeserializeOwned + Serialize>(
     what: &'static str,
     bytes: &[u8],
     limit: usize,
@@ -71,6 +84,12 @@ pub fn decode<T: DeserializeOwned>(
         .map_err(|e| DecodeError::Malformed { what, reason: e.to_string() })?;
     if !rest.is_empty() {
         return Err(DecodeError::TrailingBytes { what, extra: rest.len() });
+    }
+    // A varint can only be longer than minimal, never shorter, and the minimal form is unique:
+    // so equal lengths mean equal bytes.
+    let canonical = encoded_len(&value);
+    if canonical != bytes.len() {
+        return Err(DecodeError::NonCanonical { what, found: bytes.len(), canonical });
     }
     Ok(value)
 }
@@ -97,5 +116,25 @@ mod tests {
             decode::<(u64, String)>("pair", &bytes[..1], 64),
             Err(DecodeError::Malformed { .. })
         ));
+    }
+
+    #[test]
+    fn decode_refuses_over_long_varints() {
+        // 7 as `87 00` (two bytes, the second group empty): postcard itself accepts it.
+        assert_eq!(postcard::from_bytes::<u64>(&[0x87, 0x00]).unwrap(), 7);
+        assert_eq!(
+            decode::<u64>("n", &[0x87, 0x00], 64),
+            Err(DecodeError::NonCanonical { what: "n", found: 2, canonical: 1 })
+        );
+        // An over-long length prefix inside a larger value: a string of one byte.
+        assert_eq!(decode::<(u64, String)>("pair", &[0x07, 0x01, b'x'], 64).unwrap().1, "x");
+        assert!(matches!(
+            decode::<(u64, String)>("pair", &[0x07, 0x81, 0x00, b'x'], 64),
+            Err(DecodeError::NonCanonical { found: 4, canonical: 3, .. })
+        ));
+        // The largest u64 is ten bytes, and that is canonical.
+        let max = encode(&u64::MAX);
+        assert_eq!(max.len(), 10);
+        assert_eq!(decode::<u64>("n", &max, 64).unwrap(), u64::MAX);
     }
 }

@@ -142,7 +142,7 @@ fn values() -> Values {
 }
 
 /// `bytes` must decode as a `T` equal to `value`.
-fn decodes_to<T: DeserializeOwned + PartialEq + Debug>(
+fn decodes_to<T: Serialize + DeserializeOwned + PartialEq + Debug>(
     bytes: &[u8],
     value: &T,
 ) -> Result<(), String> {
