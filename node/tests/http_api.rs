@@ -339,6 +339,7 @@ async fn reads_status_blocks_txs_and_validators() {
     assert_eq!(string(&s["account"]), h.keys.validators[0].account().to_hex());
     assert_eq!(num(&s["peers"]), 0);
     assert_eq!(string(&s["peer_id"]), h.ctx.network.local_peer().to_string());
+    assert_eq!(string(&s["reachability"]), "unknown", "no peer has probed it");
 
     let blocks = get(h.addr, "/blocks").await.json();
     let heights: Vec<u64> = blocks.as_array().unwrap().iter().map(|b| num(&b["height"])).collect();
@@ -430,6 +431,11 @@ async fn reads_status_blocks_txs_and_validators() {
     let peers = get(h.addr, "/peers").await.json();
     assert_eq!(string(&peers[0]["account"]), other.account().to_hex());
     assert_eq!(string(&peers[0]["peer_id"]), client.local_peer().to_string());
+    let connections = peers[0]["connections"].as_array().unwrap();
+    assert_eq!(connections.len(), 1, "{connections:?}");
+    assert_eq!(connections[0]["outbound"], false, "the peer dialed the node");
+    assert_eq!(connections[0]["relayed"], false);
+    assert!(string(&connections[0]["address"]).starts_with("/ip4/127.0.0.1/"));
     // The handshake moved bytes both ways, and the node counted them, as the peer did.
     let metrics = get(h.addr, "/metrics").await;
     for name in ["crucible_network_bytes_in_total", "crucible_network_bytes_out_total"] {

@@ -117,7 +117,7 @@ async fn spawn_node_with(
     genesis: &Genesis,
     ledger: Option<Ledger>,
     mempool: Option<Mempool>,
-    bootstrap: Vec<Multiaddr>,
+    configure: impl FnOnce(&mut NetworkConfig),
 ) -> TestNode {
     // `RUST_LOG=node=debug` shows what the nodes did.
     let _ = tracing_subscriber::fmt()
@@ -133,7 +133,7 @@ async fn spawn_node_with(
         dir.path().join("blobs"),
     );
     config.mdns = false;
-    config.bootstrap = bootstrap;
+    configure(&mut config);
     // As the node wires it: the network reads the application's mempool's full flag.
     let mempool = mempool.unwrap_or_else(|| {
         Mempool::new(&State::from_genesis(genesis), MempoolLimits::for_chain(&genesis.params))
@@ -160,7 +160,7 @@ async fn spawn_node_with(
 }
 
 async fn spawn_node(seed: u8, bootstrap: Vec<Multiaddr>) -> TestNode {
-    spawn_node_with(seed, &genesis(CHAIN, 0), None, None, bootstrap).await
+    spawn_node_with(seed, &genesis(CHAIN, 0), None, None, |c| c.bootstrap = bootstrap).await
 }
 
 /// Waits for the first event `pick` accepts, skipping others; fails after [`WAIT`].
@@ -251,12 +251,41 @@ async fn a_signed_transaction_gossiped_from_one_node_reaches_the_others() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_that_speak_only_quic_pass_the_status_exchange_and_gossip() {
+    let quic =
+        |c: &mut NetworkConfig| c.listen = vec!["/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap()];
+    let mut b = spawn_node_with(14, &genesis(CHAIN, 0), None, None, quic).await;
+    assert!(b.address.iter().any(|p| p == Protocol::QuicV1), "{}", b.address);
+    let bootstrap = vec![b.address.clone()];
+    let mut a = spawn_node_with(15, &genesis(CHAIN, 0), None, None, |c| {
+        quic(c);
+        c.bootstrap = bootstrap;
+    })
+    .await;
+    wait_connected(&mut a, b.peer, "A to connect to B over QUIC").await;
+    let peers = a.client.peers().await.unwrap();
+    let link = &peers.iter().find(|p| p.peer == b.peer).unwrap().connections[0];
+    assert!(link.outbound && !link.relayed, "{link:?}");
+    assert!(link.address.iter().any(|p| p == Protocol::QuicV1), "{}", link.address);
+
+    wait_mesh(&a, b.peer, Topic::Txs).await;
+    let txs = vec![transfer(0, 7)];
+    a.client.publish_txs(&txs).await.unwrap();
+    let got = wait_for(&mut b.events, "B to receive the tx over QUIC", |e| match e {
+        NetworkEvent::GossipReceived { message: GossipMessage::Txs(t), .. } => Some(t.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(got, txs);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_whose_mempool_is_full_drops_tx_gossip_before_checking_it() {
     let g = genesis(CHAIN, 0);
     let limits = MempoolLimits { txs_max: 1, ..MempoolLimits::for_chain(&g.params) };
     let mut full = Mempool::new(&State::from_genesis(&g), limits);
     full.insert(transfer(0, 5)).unwrap();
-    let mut b = spawn_node_with(18, &g, None, Some(full), vec![]).await;
+    let mut b = spawn_node_with(18, &g, None, Some(full), |_| {}).await;
     let mut a = spawn_node(19, vec![b.address.clone()]).await;
     wait_connected(&mut a, b.peer, "A to connect to B").await;
     wait_mesh(&a, b.peer, Topic::Txs).await;
@@ -471,14 +500,17 @@ async fn wait_refusal(a: &mut TestNode, b: &mut TestNode, what: &str) -> Handsha
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_of_another_chain_or_genesis_are_refused() {
     let mut a = spawn_node(51, vec![]).await;
-    let mut other_chain =
-        spawn_node_with(52, &genesis("another-chain", 0), None, None, vec![a.address.clone()])
-            .await;
+    let mut other_chain = spawn_node_with(52, &genesis("another-chain", 0), None, None, |c| {
+        c.bootstrap = vec![a.address.clone()]
+    })
+    .await;
     let reason = wait_refusal(&mut a, &mut other_chain, "the other chain's node refused").await;
     assert!(matches!(reason, HandshakeError::WrongChain { .. }), "{reason}");
 
-    let mut forked =
-        spawn_node_with(53, &genesis(CHAIN, 1), None, None, vec![a.address.clone()]).await;
+    let mut forked = spawn_node_with(53, &genesis(CHAIN, 1), None, None, |c| {
+        c.bootstrap = vec![a.address.clone()]
+    })
+    .await;
     let reason = wait_refusal(&mut a, &mut forked, "the other genesis's node refused").await;
     assert!(matches!(reason, HandshakeError::WrongGenesis { .. }), "{reason}");
 
@@ -514,7 +546,7 @@ fn ledger_with_blocks(genesis: &Genesis, blocks: u64) -> Ledger {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lagging_node_syncs_blocks_with_certificates_and_commits_them() {
     let g = genesis(CHAIN, 0);
-    let a = spawn_node_with(61, &g, Some(ledger_with_blocks(&g, 5)), None, vec![]).await;
+    let a = spawn_node_with(61, &g, Some(ledger_with_blocks(&g, 5)), None, |_| {}).await;
     let mut b = spawn_node(62, vec![a.address.clone()]).await;
     wait_connected(&mut b, a.peer, "B to connect to A").await;
 

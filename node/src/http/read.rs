@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 
 use super::views::{BlockDetail, BlockSummary, TxView, decimal};
 use super::{Api, ApiError, ApiResult};
-use crate::network::PeerInfo;
+use crate::network::reach::Reachability;
+use crate::network::{NetworkError, PeerInfo};
 use crate::runtime::Role;
 
 /// Most blocks one `GET /blocks` answers.
@@ -47,6 +48,9 @@ pub struct StatusView {
     /// The addresses it listens on, each ending in `/p2p/{peer_id}` so another node can dial it
     /// as given (`--bootstrap`); empty when the network does not answer in time.
     pub listen_addrs: Vec<String>,
+    /// Whether peers can dial this node, as AutoNAT last found: `unknown`, `public` or
+    /// `private` (behind a NAT: it then also listens through relays, `…/p2p-circuit` addresses).
+    pub reachability: String,
     /// Connected peers.
     pub peers: usize,
 }
@@ -67,21 +71,25 @@ pub(super) async fn peer_count(api: &Api) -> usize {
     }
 }
 
-/// This node's listen addresses with its peer id appended (empty when the network does not
-/// answer in time).
-async fn dialable_addresses(api: &Api) -> Vec<String> {
+/// This node's listen addresses with its peer id appended, and its reachability (empty and
+/// `unknown` when the network does not answer in time).
+async fn reach(api: &Api) -> (Vec<String>, Reachability) {
     let network = &api.ctx.network;
-    let Ok(Ok(addresses)) = tokio::time::timeout(NETWORK_TIMEOUT, network.listen_addresses()).await
-    else {
-        return Vec::new();
+    let ask = async {
+        Ok::<_, NetworkError>((network.listen_addresses().await?, network.reachability().await?))
+    };
+    let Ok(Ok((addresses, reachability))) = tokio::time::timeout(NETWORK_TIMEOUT, ask).await else {
+        return (Vec::new(), Reachability::Unknown);
     };
     let peer = network.local_peer();
-    addresses.into_iter().map(|a| a.with_p2p(peer).unwrap_or_else(|a| a).to_string()).collect()
+    let addresses =
+        addresses.into_iter().map(|a| a.with_p2p(peer).unwrap_or_else(|a| a).to_string()).collect();
+    (addresses, reachability)
 }
 
 pub(super) async fn status(State(api): State<Api>) -> ApiResult<Json<StatusView>> {
     let peers = peer_count(&api).await;
-    let listen_addrs = dialable_addresses(&api).await;
+    let (listen_addrs, reachability) = reach(&api).await;
     let (height, block_hash, time_ms, state_root) = api
         .read(|l| {
             let meta = l.state().meta();
@@ -99,6 +107,7 @@ pub(super) async fn status(State(api): State<Api>) -> ApiResult<Json<StatusView>
         account: api.ctx.key.account(),
         peer_id: api.ctx.network.local_peer().to_string(),
         listen_addrs,
+        reachability: reachability.name().into(),
         peers,
     }))
 }
@@ -114,6 +123,19 @@ pub struct PeerView {
     pub score: Option<f64>,
     /// The gossip topics whose mesh it is in.
     pub mesh_topics: Vec<String>,
+    /// Its open connections.
+    pub connections: Vec<ConnectionView>,
+}
+
+/// One connection to a peer, in [`PeerView`].
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ConnectionView {
+    /// The peer's address on it (through the relay for a relayed one).
+    pub address: String,
+    /// Whether this node dialed it.
+    pub outbound: bool,
+    /// Whether it runs through a relay (`/p2p-circuit`) rather than directly.
+    pub relayed: bool,
 }
 
 pub(super) async fn peers(State(api): State<Api>) -> ApiResult<Json<Vec<PeerView>>> {
@@ -128,6 +150,15 @@ pub(super) async fn peers(State(api): State<Api>) -> ApiResult<Json<Vec<PeerView
                 account: p.account,
                 score: p.score.filter(|s| s.is_finite()),
                 mesh_topics: p.mesh_topics.iter().map(|t| t.name().into()).collect(),
+                connections: p
+                    .connections
+                    .into_iter()
+                    .map(|c| ConnectionView {
+                        address: c.address.to_string(),
+                        outbound: c.outbound,
+                        relayed: c.relayed,
+                    })
+                    .collect(),
             })
             .collect(),
     ))

@@ -7,12 +7,13 @@ use libp2p::identity::Keypair;
 use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::swarm::behaviour::toggle::Toggle;
-use libp2p::{StreamProtocol, connection_limits, identify, kad, mdns, ping};
+use libp2p::{StreamProtocol, autonat, connection_limits, dcutr, identify, kad, mdns, ping, relay};
 
 use super::codec::{BlobCodec, StatusCodec, SyncCodec};
 use super::config::NetworkConfig;
 use super::gossip::{Topic, message_id};
 use super::handshake::{self, STATUS_PROTOCOL};
+use super::reach;
 use super::slots::SlotGuard;
 
 /// Gossipsub score below which a peer's messages are dropped (gossipsub's graylist); the node
@@ -51,6 +52,10 @@ pub(crate) struct Behaviour {
     pub(crate) gossipsub: gossipsub::Behaviour,
     pub(crate) sync: request_response::Behaviour<SyncCodec>,
     pub(crate) blob: request_response::Behaviour<BlobCodec>,
+    pub(crate) autonat: autonat::Behaviour,
+    pub(crate) relay_server: Toggle<relay::Behaviour>,
+    pub(crate) relay_client: relay::client::Behaviour,
+    pub(crate) dcutr: dcutr::Behaviour,
 }
 
 /// Why the behaviour could not be built.
@@ -65,7 +70,11 @@ pub enum BehaviourError {
 }
 
 impl Behaviour {
-    pub(crate) fn new(key: &Keypair, config: &NetworkConfig) -> Result<Behaviour, BehaviourError> {
+    pub(crate) fn new(
+        key: &Keypair,
+        config: &NetworkConfig,
+        relay_client: relay::client::Behaviour,
+    ) -> Result<Behaviour, BehaviourError> {
         let peer_id = key.public().to_peer_id();
         let c = &config.connections;
         // The total is counted by `slots`, which leaves the genesis validators out of it and can
@@ -129,6 +138,14 @@ impl Behaviour {
             gossipsub,
             sync,
             blob,
+            autonat: autonat::Behaviour::new(peer_id, reach::autonat_config()),
+            relay_server: Toggle::from(
+                config
+                    .relay_server
+                    .then(|| relay::Behaviour::new(peer_id, reach::relay_server_config())),
+            ),
+            relay_client,
+            dcutr: dcutr::Behaviour::new(peer_id),
         })
     }
 }

@@ -19,6 +19,7 @@ use super::blob::{self, BlobFetchError};
 use super::codec::{BlobRequest, BlobResponse, SyncRequest, SyncResponse};
 use super::config::{BlobLimits, NetworkConfig, SyncLimits};
 use super::gossip::{CommittedBlock, ConsensusEnvelope, TXS_PER_MESSAGE_MAX, Topic, Validation};
+use super::reach::Reachability;
 use super::sync::{self, SyncError, SyncResponder};
 use super::{GossipId, Misbehavior, NetworkError, PeerInfo, Traffic};
 use crate::blobs::BlobStore;
@@ -49,6 +50,9 @@ pub(crate) enum Command {
     },
     ListenAddresses {
         reply: oneshot::Sender<Vec<Multiaddr>>,
+    },
+    Reachability {
+        reply: oneshot::Sender<Reachability>,
     },
     Publish {
         topic: Topic,
@@ -179,6 +183,11 @@ impl NetworkClient {
     /// The addresses the node listens on now.
     pub async fn listen_addresses(&self) -> Result<Vec<Multiaddr>, NetworkError> {
         self.ask(|reply| Command::ListenAddresses { reply }).await
+    }
+
+    /// Whether peers can dial this node, as AutoNAT last found.
+    pub async fn reachability(&self) -> Result<Reachability, NetworkError> {
+        self.ask(|reply| Command::Reachability { reply }).await
     }
 
     /// Refuses gossip bytes over the chain's gossip limit.

@@ -131,6 +131,8 @@ pub struct NetworkConfig {
     pub bootstrap: Vec<Multiaddr>,
     /// Whether mDNS discovery runs (it never finds peers on loopback).
     pub mdns: bool,
+    /// Whether this node relays for peers behind NATs (circuit relay v2; validators do).
+    pub relay_server: bool,
     /// Where blobs are stored (`DATA_DIR/blobs`).
     pub blob_dir: PathBuf,
     /// Gossipsub's `max_transmit_size`: the largest encoded gossip message, in bytes. One value
@@ -176,7 +178,7 @@ pub struct ConfigError {
 
 impl NetworkConfig {
     /// Settings for a chain: limits derived from its parameters, listening on a free loopback
-    /// port, no bootstrap peers, mDNS on.
+    /// port, no bootstrap peers, mDNS on, no relay served.
     pub fn for_chain(
         chain_id: &str,
         genesis_hash: Hash,
@@ -190,6 +192,7 @@ impl NetworkConfig {
             listen: vec!["/ip4/127.0.0.1/tcp/0".parse().expect("a valid multiaddr")],
             bootstrap: Vec::new(),
             mdns: true,
+            relay_server: false,
             blob_dir,
             gossip_bytes_max: block_bytes.saturating_add(GOSSIP_ENVELOPE_BYTES),
             max_tx_bytes: usize::try_from(params.max_tx_bytes).unwrap_or(usize::MAX),

@@ -11,7 +11,7 @@ use libp2p::gossipsub::{self, MessageAcceptance};
 use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, InboundRequestId, OutboundRequestId, ResponseChannel};
 use libp2p::swarm::SwarmEvent;
-use libp2p::{Multiaddr, PeerId, Swarm, identify, kad, mdns};
+use libp2p::{Multiaddr, PeerId, Swarm, autonat, dcutr, identify, kad, mdns, relay};
 use tokio::sync::{mpsc, oneshot};
 
 use super::behaviour::{Behaviour, BehaviourEvent, GRAYLIST_THRESHOLD};
@@ -20,6 +20,7 @@ use super::codec::{BlobRequest, BlobResponse, SyncResponse};
 use super::config::NetworkConfig;
 use super::gossip::{Topic, Validation, check_stateless};
 use super::handshake::{self, HandshakeError, Status, StatusResponse};
+use super::reach::{Reach, Reachability};
 use super::sync::SyncResponder;
 use super::throttle::SyncThrottle;
 use super::{GossipId, Misbehavior, NetworkError, NetworkEvent, PeerInfo};
@@ -86,6 +87,8 @@ pub struct EventLoop {
     sync_throttle: SyncThrottle,
     /// Messages handed over with [`Command::Gossip`] that no peer could take yet.
     unsent: VecDeque<(Topic, Vec<u8>)>,
+    /// Connections, reachability and relays.
+    reach: Reach,
 }
 
 impl EventLoop {
@@ -122,6 +125,7 @@ impl EventLoop {
             sync_serving: HashMap::new(),
             sync_throttle,
             unsent: VecDeque::new(),
+            reach: Reach::default(),
         }
     }
 
@@ -237,7 +241,8 @@ impl EventLoop {
                 tracing::info!(%address, "listening");
                 self.emit(NetworkEvent::Listening { address });
             }
-            SwarmEvent::ConnectionEstablished { peer_id, endpoint, .. } => {
+            SwarmEvent::ConnectionEstablished { peer_id, connection_id, endpoint, .. } => {
+                self.reach.opened(peer_id, connection_id, &endpoint);
                 if self.is_banned(&peer_id) {
                     tracing::debug!(peer = %peer_id, "closing a connection from a banned peer");
                     let _ = self.swarm.disconnect_peer_id(peer_id);
@@ -246,7 +251,13 @@ impl EventLoop {
                     self.ask_status(peer_id);
                 }
             }
-            SwarmEvent::ConnectionClosed { peer_id, num_established: 0, cause, .. } => {
+            SwarmEvent::ConnectionClosed {
+                peer_id, connection_id, num_established, cause, ..
+            } => {
+                self.reach.closed(peer_id, connection_id);
+                if num_established > 0 {
+                    return;
+                }
                 tracing::debug!(peer = %peer_id, ?cause, "last connection closed");
                 self.sync_throttle.forget(&peer_id);
                 self.unverified_addrs.remove(&peer_id);
@@ -256,6 +267,11 @@ impl EventLoop {
             }
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
                 tracing::debug!(peer = ?peer_id, %error, "dial failed");
+            }
+            SwarmEvent::ListenerClosed { listener_id, addresses, reason } => {
+                tracing::info!(?addresses, ?reason, "a listener closed");
+                self.reach.listener_closed(listener_id);
+                self.reserve_relays();
             }
             SwarmEvent::Behaviour(event) => self.on_behaviour_event(event),
             _ => {}
@@ -280,13 +296,59 @@ impl EventLoop {
             BehaviourEvent::Status(event) => self.on_status(event),
             BehaviourEvent::Sync(event) => self.on_sync(event),
             BehaviourEvent::Blob(event) => self.on_blob(event),
+            BehaviourEvent::Autonat(autonat::Event::StatusChanged { new, .. }) => {
+                self.on_reachability(Reachability::from(&new))
+            }
+            BehaviourEvent::RelayClient(event) => log_relay_client(&event),
+            BehaviourEvent::RelayServer(event) => log_relay_server(&event),
+            BehaviourEvent::Dcutr(dcutr::Event { remote_peer_id, result }) => match result {
+                Ok(_) => {
+                    tracing::info!(peer = %remote_peer_id, "hole punched: a direct connection replaces the relayed one")
+                }
+                Err(error) => {
+                    tracing::info!(peer = %remote_peer_id, %error, "hole punching failed; the connection stays relayed")
+                }
+            },
             _ => {}
+        }
+    }
+
+    /// AutoNAT's verdict changed: a private node answers no Kademlia queries and listens through
+    /// relays.
+    fn on_reachability(&mut self, reachability: Reachability) {
+        if !self.reach.set_reachability(reachability) {
+            return;
+        }
+        tracing::info!(
+            reachability = reachability.name(),
+            "AutoNAT: this node's reachability changed"
+        );
+        let mode = match reachability {
+            Reachability::Private => kad::Mode::Client,
+            Reachability::Public | Reachability::Unknown => kad::Mode::Server,
+        };
+        self.swarm.behaviour_mut().kad.set_mode(Some(mode));
+        self.reserve_relays();
+    }
+
+    /// Listens through the relays [`Reach`] picks (none unless this node is private).
+    fn reserve_relays(&mut self) {
+        for (relay, circuit) in self.reach.relays_to_reserve(|p| self.verified.contains_key(p)) {
+            match self.swarm.listen_on(circuit.clone()) {
+                Ok(listener) => {
+                    tracing::info!(%relay, %circuit, "behind a NAT: asking a relay for a reservation");
+                    self.reach.reserving(relay, listener);
+                }
+                Err(error) => tracing::warn!(%circuit, %error, "cannot listen through a relay"),
+            }
         }
     }
 
     /// Keeps a peer's listen addresses for Kademlia: at once for a member, after its handshake
     /// otherwise.
     fn on_identify(&mut self, peer: PeerId, info: identify::Info) {
+        self.reach.identified(peer, &info.protocols, &info.listen_addrs);
+        self.reserve_relays();
         let mut addresses = info.listen_addrs;
         if self.verified.contains_key(&peer) {
             for address in addresses {
@@ -378,6 +440,7 @@ impl EventLoop {
                 self.swarm.behaviour_mut().kad.add_address(&peer, address);
             }
             self.emit(NetworkEvent::PeerConnected { peer, account });
+            self.reserve_relays();
         }
     }
 
@@ -684,6 +747,9 @@ impl EventLoop {
             Command::ListenAddresses { reply } => {
                 let _ = reply.send(self.swarm.listeners().cloned().collect());
             }
+            Command::Reachability { reply } => {
+                let _ = reply.send(self.reach.reachability());
+            }
             Command::Publish { topic, data, reply } => {
                 let ident = topic.ident(&self.config.chain_id);
                 let result = self.swarm.behaviour_mut().gossipsub.publish(ident, data).map(|_| ());
@@ -740,6 +806,7 @@ impl EventLoop {
                         peer: *peer,
                         account: *account,
                         score: gossipsub.peer_score(peer),
+                        connections: self.reach.links(peer),
                         mesh_topics: Topic::ALL
                             .into_iter()
                             .filter(|t| {
@@ -803,6 +870,27 @@ fn blob_key(hash: &Hash) -> kad::RecordKey {
 }
 
 /// Splits `/…/p2p/<id>` into the peer and the address without the suffix.
+fn log_relay_client(event: &relay::client::Event) {
+    match event {
+        relay::client::Event::ReservationReqAccepted { relay_peer_id, renewal: false, .. } => {
+            tracing::info!(relay = %relay_peer_id, "a relay accepted our reservation: reachable through it")
+        }
+        event => tracing::debug!(?event, "relay client"),
+    }
+}
+
+fn log_relay_server(event: &relay::Event) {
+    match event {
+        relay::Event::ReservationReqAccepted { src_peer_id, renewed: false } => {
+            tracing::info!(peer = %src_peer_id, "relaying for a peer behind a NAT")
+        }
+        relay::Event::CircuitReqAccepted { src_peer_id, dst_peer_id } => {
+            tracing::info!(src = %src_peer_id, dst = %dst_peer_id, "relaying a circuit")
+        }
+        event => tracing::debug!(?event, "relay server"),
+    }
+}
+
 fn split_peer(address: &Multiaddr) -> Option<(PeerId, Multiaddr)> {
     let mut bare = address.clone();
     match bare.pop()? {

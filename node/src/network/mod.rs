@@ -1,9 +1,10 @@
 //! The node's libp2p network, as an actor.
 //!
-//! [`start`] builds the swarm (TCP + Noise + Yamux; Identify, Ping, Kademlia in server mode,
-//! optional mDNS, connection limits per peer, IP, subnet and in total with reserved slots for the
-//! genesis validators ([`slots`]), gossipsub, and the `sync` and `blob` request-response
-//! protocols) and returns three things:
+//! [`start`] builds the swarm (QUIC, and TCP + Noise + Yamux; Identify, Ping, Kademlia, optional
+//! mDNS, connection limits per peer, IP, subnet and in total with reserved slots for the
+//! genesis validators ([`slots`]), gossipsub, the `status`, `sync` and `blob` request-response
+//! protocols, and AutoNAT, circuit relay v2 and DCUtR for nodes behind NATs ([`reach`])) and
+//! returns three things:
 //!
 //! - a [`NetworkClient`]: cloneable, it sends [`client`] commands over a bounded channel and
 //!   awaits their answers (publish, answer a gossip validation, request blocks, fetch or provide a
@@ -54,6 +55,7 @@ pub mod config;
 mod event_loop;
 pub mod gossip;
 pub mod handshake;
+pub mod reach;
 pub mod slots;
 pub mod sync;
 pub mod throttle;
@@ -106,6 +108,8 @@ pub struct PeerInfo {
     pub score: Option<f64>,
     /// The topics in whose gossip mesh it is (messages we publish or forward go to it).
     pub mesh_topics: Vec<Topic>,
+    /// Its open connections: direct or through a relay.
+    pub connections: Vec<reach::Link>,
 }
 
 /// Something a peer did wrong outside gossip, reported to lower its score.
@@ -263,14 +267,15 @@ pub fn start(
 ) -> Result<(NetworkClient, mpsc::Receiver<NetworkEvent>, EventLoop), NetworkError> {
     config.validate()?;
     let store = BlobStore::open(&config.blob_dir)?;
-    let behaviour = behaviour::Behaviour::new(&key, &config)?;
     let idle = config.idle_connection_timeout;
     let traffic = Arc::new(Traffic::default());
     let counted = traffic.clone();
-    // TCP + Noise + Yamux as `SwarmBuilder::with_tcp` builds it, with every connection's bytes
-    // counted below Noise.
+    // QUIC; TCP + Noise + Yamux as `SwarmBuilder::with_tcp` builds it, with every connection's
+    // bytes counted below Noise (QUIC's are not counted); circuits through relays.
+    let mut behaviour_error = None;
     let mut swarm = SwarmBuilder::with_existing_identity(key)
         .with_tokio()
+        .with_quic()
         .with_other_transport(|key| {
             Ok::<_, Box<dyn std::error::Error + Send + Sync>>(
                 tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
@@ -281,8 +286,20 @@ pub fn start(
             )
         })
         .map_err(|e| NetworkError::Transport(e.to_string()))?
-        .with_behaviour(|_| behaviour)
+        .with_relay_client(noise::Config::new, yamux::Config::default)
         .map_err(|e| NetworkError::Transport(e.to_string()))?
+        .with_behaviour(|key, relay_client| {
+            behaviour::Behaviour::new(key, &config, relay_client).map_err(|e| {
+                let message = e.to_string();
+                behaviour_error = Some(e);
+                message.into()
+            })
+        })
+        .map_err(|e| {
+            behaviour_error
+                .take()
+                .map_or_else(|| NetworkError::Transport(e.to_string()), NetworkError::from)
+        })?
         .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
         .build();
     for address in &config.listen {

@@ -17,8 +17,9 @@ use super::context::Role;
 /// Largest config file read, in bytes.
 const CONFIG_BYTES_MAX: u64 = 1 << 20;
 
-/// The address a node listens on when none is given: every interface, a port the OS picks.
-pub const DEFAULT_LISTEN: &str = "/ip4/0.0.0.0/tcp/0";
+/// The addresses a node listens on when none is given: TCP and QUIC on every interface, ports
+/// the OS picks.
+pub const DEFAULT_LISTEN: [&str; 2] = ["/ip4/0.0.0.0/tcp/0", "/ip4/0.0.0.0/udp/0/quic-v1"];
 
 /// One value or a list of them (`listen = "/ip4/…"` or `listen = ["/ip4/…", …]`).
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
@@ -248,7 +249,7 @@ impl NodeConfig {
             _ => {}
         }
         let listen = if flags.listen.is_empty() {
-            file.listen.map(OneOrMany::into_vec).unwrap_or_else(|| vec![DEFAULT_LISTEN.into()])
+            file.listen.map(OneOrMany::into_vec).unwrap_or_else(|| DEFAULT_LISTEN.map(String::from).to_vec())
         } else {
             flags.listen
         };

@@ -116,6 +116,7 @@ pub async fn start(config: &NodeConfig) -> Result<(NodeContext, Driver), DriverE
     net.listen = config.listen.clone();
     net.bootstrap = config.bootstrap.clone();
     net.mdns = config.mdns;
+    net.relay_server = config.role == Role::Validator;
     net.connections.reserved = network::reserved_peers(&genesis);
     net.mempool_full = mempool.full_flag();
     let verifier = ledger.state().verifier().clone();

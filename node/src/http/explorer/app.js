@@ -114,6 +114,9 @@ function renderStatus(status) {
     "<dt>genesis</dt><dd class=\"mono\">" + esc(status.genesis_hash) + "</dd>" +
     "<dt>this node</dt><dd>" + esc(status.role) + " " + accountLink(status.account) +
     " <span class=\"mono muted\">" + esc(status.peer_id) + "</span></dd>" +
+    "<dt>reachability</dt><dd>" + esc(status.reachability) + "</dd>" +
+    "<dt>listening</dt><dd class=\"mono\">" +
+      (status.listen_addrs.map(esc).join("<br>") || "<span class=\"muted\">—</span>") + "</dd>" +
     "</dl>");
 }
 
@@ -157,8 +160,11 @@ function renderPeers(peers) {
       "</span>",
     p.score === null ? "—" : p.score.toFixed(3),
     esc(p.mesh_topics.join(", ")),
+    p.connections.map((c) => "<span class=\"" + (c.relayed ? "relayed" : "direct") +
+      "\" title=\"" + esc(c.address) + "\">" + (c.relayed ? "relayed" : "direct") + " " +
+      (c.outbound ? "out" : "in") + "</span>").join("<br>"),
   ]);
-  setHtml("peers", table(["peer", "peer id", "#score", "mesh"], rows));
+  setHtml("peers", table(["peer", "peer id", "#score", "mesh", "connection"], rows));
 }
 
 function deadlinesText(task) {
