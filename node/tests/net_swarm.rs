@@ -594,7 +594,7 @@ impl StatusClient {
             .unwrap()
             .with_behaviour(|_| {
                 request_response::Behaviour::with_codec(
-                    StatusCodec,
+                    StatusCodec::default(),
                     [(STATUS_PROTOCOL, request_response::ProtocolSupport::Full)],
                     request_response::Config::default(),
                 )

@@ -170,7 +170,7 @@ fn raw(bytes: Vec<u8>) -> Built<'static> {
 }
 
 fn sync_codec() -> SyncCodec {
-    SyncCodec { response_bytes_max: SYNC_RESPONSE_BYTES_MAX }
+    SyncCodec::new(SYNC_RESPONSE_BYTES_MAX)
 }
 
 fn blob_codec() -> BlobCodec {
@@ -249,17 +249,27 @@ fn expected<'a>(v: &'a Values) -> Vec<(&'static str, Vec<u8>, Check<'a>)> {
 
     let status = || Status { chain_id: CHAIN.into(), genesis_hash: Hash([0x44; 32]) };
     let asked = status();
-    let frame = written(|io| block_on(StatusCodec.write_request(&STATUS_PROTOCOL, io, asked)));
+    let frame =
+        written(|io| block_on(StatusCodec::default().write_request(&STATUS_PROTOCOL, io, asked)));
     let read = move |bytes: &[u8]| {
-        reads_back(&status(), |io| block_on(StatusCodec.read_request(&STATUS_PROTOCOL, io)), bytes)
+        reads_back(
+            &status(),
+            |io| block_on(StatusCodec::default().read_request(&STATUS_PROTOCOL, io)),
+            bytes,
+        )
     };
     add("status.request_frame", (frame, Box::new(read)));
     let foreign = Status { chain_id: "other-chain".into(), ..status() };
     let (refusal, _) = handshake::answer(&status(), &foreign);
     let sent = refusal.clone();
-    let frame = written(|io| block_on(StatusCodec.write_response(&STATUS_PROTOCOL, io, sent)));
+    let frame =
+        written(|io| block_on(StatusCodec::default().write_response(&STATUS_PROTOCOL, io, sent)));
     let read = move |bytes: &[u8]| {
-        reads_back(&refusal, |io| block_on(StatusCodec.read_response(&STATUS_PROTOCOL, io)), bytes)
+        reads_back(
+            &refusal,
+            |io| block_on(StatusCodec::default().read_response(&STATUS_PROTOCOL, io)),
+            bytes,
+        )
     };
     add("status.refused_frame", (frame, Box::new(read)));
 

@@ -109,7 +109,7 @@ pub async fn sync_flood(
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..identities {
         let behaviour = request_response::Behaviour::with_codec(
-            SyncCodec { response_bytes_max: 64 << 20 },
+            SyncCodec::new(64 << 20),
             [(node::network::sync_protocol(chain_id), ProtocolSupport::Outbound)],
             request_response::Config::default().with_request_timeout(Duration::from_secs(30)),
         );
@@ -173,7 +173,7 @@ pub async fn committed_blocks(
     count: u32,
 ) -> anyhow::Result<Vec<node::network::CommittedBlock>> {
     let behaviour = request_response::Behaviour::with_codec(
-        SyncCodec { response_bytes_max: 64 << 20 },
+        SyncCodec::new(64 << 20),
         [(node::network::sync_protocol(chain_id), ProtocolSupport::Outbound)],
         request_response::Config::default().with_request_timeout(Duration::from_secs(20)),
     );

@@ -112,12 +112,12 @@ impl Behaviour {
                 config.blob.serving_max + config.blob.chunks_in_flight * 4,
             );
         let sync = request_response::Behaviour::with_codec(
-            SyncCodec { response_bytes_max: config.sync.response_bytes_max },
+            SyncCodec::new(config.sync.response_bytes_max),
             [(sync_protocol(&config.chain_id), ProtocolSupport::Full)],
             rr_config.clone(),
         );
         let status = request_response::Behaviour::with_codec(
-            StatusCodec,
+            StatusCodec::default(),
             [(STATUS_PROTOCOL, ProtocolSupport::Full)],
             rr_config.clone(),
         );

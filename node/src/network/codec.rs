@@ -8,12 +8,14 @@
 //! in one write and its bytes in another.
 
 use std::io;
+use std::marker::PhantomData;
 
 use consensus::encoding::{decode, encode};
 use consensus::types::{Hash, Height};
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use libp2p::StreamProtocol;
 use libp2p::request_response::Codec;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::gossip::CommittedBlock;
@@ -122,39 +124,88 @@ async fn write_frame<T: AsyncWrite + Unpin>(
     Ok(())
 }
 
-/// The `sync` protocol's codec: postcard frames, a response at most `response_bytes_max`.
-#[derive(Clone, Debug)]
-pub struct SyncCodec {
-    /// Largest response frame read, in bytes.
-    pub response_bytes_max: usize,
+/// A message of a request-response protocol framed by [`FrameCodec`].
+pub trait Frame: Serialize + DeserializeOwned + Send {
+    /// What it is, for errors.
+    const WHAT: &'static str;
 }
 
-impl Codec for SyncCodec {
-    type Protocol = StreamProtocol;
-    type Request = SyncRequest;
-    type Response = SyncResponse;
+impl Frame for SyncRequest {
+    const WHAT: &'static str = "sync request";
+}
 
-    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<SyncRequest>
+impl Frame for SyncResponse {
+    const WHAT: &'static str = "sync response";
+}
+
+impl Frame for Status {
+    const WHAT: &'static str = "status";
+}
+
+impl Frame for StatusResponse {
+    const WHAT: &'static str = "status answer";
+}
+
+/// A codec of one postcard frame each way: a request of at most [`REQUEST_BYTES_MAX`], a
+/// response of at most `response_bytes_max`, checked on reading and on writing.
+#[derive(Debug)]
+pub struct FrameCodec<Req, Resp> {
+    /// Largest response frame read or written, in bytes.
+    pub response_bytes_max: usize,
+    messages: PhantomData<fn() -> (Req, Resp)>,
+}
+
+impl<Req, Resp> FrameCodec<Req, Resp> {
+    /// A codec whose responses are at most `response_bytes_max` bytes.
+    pub const fn new(response_bytes_max: usize) -> Self {
+        FrameCodec { response_bytes_max, messages: PhantomData }
+    }
+}
+
+impl<Req, Resp> Clone for FrameCodec<Req, Resp> {
+    fn clone(&self) -> Self {
+        FrameCodec::new(self.response_bytes_max)
+    }
+}
+
+/// The `sync` protocol's codec.
+pub type SyncCodec = FrameCodec<SyncRequest, SyncResponse>;
+
+/// The `status` protocol's codec: frames of at most [`REQUEST_BYTES_MAX`] both ways.
+pub type StatusCodec = FrameCodec<Status, StatusResponse>;
+
+impl Default for StatusCodec {
+    fn default() -> Self {
+        FrameCodec::new(REQUEST_BYTES_MAX)
+    }
+}
+
+impl<Req: Frame, Resp: Frame> Codec for FrameCodec<Req, Resp> {
+    type Protocol = StreamProtocol;
+    type Request = Req;
+    type Response = Resp;
+
+    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Req>
     where
         T: AsyncRead + Unpin + Send,
     {
         let body = read_frame(io, REQUEST_BYTES_MAX).await?;
-        decode("sync request", &body, REQUEST_BYTES_MAX).map_err(invalid)
+        decode(Req::WHAT, &body, REQUEST_BYTES_MAX).map_err(invalid)
     }
 
-    async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<SyncResponse>
+    async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Resp>
     where
         T: AsyncRead + Unpin + Send,
     {
         let body = read_frame(io, self.response_bytes_max).await?;
-        decode("sync response", &body, self.response_bytes_max).map_err(invalid)
+        decode(Resp::WHAT, &body, self.response_bytes_max).map_err(invalid)
     }
 
     async fn write_request<T>(
         &mut self,
         _: &StreamProtocol,
         io: &mut T,
-        request: SyncRequest,
+        request: Req,
     ) -> io::Result<()>
     where
         T: AsyncWrite + Unpin + Send,
@@ -166,7 +217,7 @@ impl Codec for SyncCodec {
         &mut self,
         _: &StreamProtocol,
         io: &mut T,
-        response: SyncResponse,
+        response: Resp,
     ) -> io::Result<()>
     where
         T: AsyncWrite + Unpin + Send,
@@ -174,66 +225,13 @@ impl Codec for SyncCodec {
         let body = encode(&response);
         if body.len() > self.response_bytes_max {
             return Err(invalid(format_args!(
-                "sync response of {} bytes is over the limit of {}",
+                "{} of {} bytes is over the limit of {}",
+                Resp::WHAT,
                 body.len(),
                 self.response_bytes_max
             )));
         }
         write_frame(io, &[], &body).await
-    }
-}
-
-/// The `status` protocol's codec: postcard frames of at most [`REQUEST_BYTES_MAX`] both ways.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct StatusCodec;
-
-impl Codec for StatusCodec {
-    type Protocol = StreamProtocol;
-    type Request = Status;
-    type Response = StatusResponse;
-
-    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Status>
-    where
-        T: AsyncRead + Unpin + Send,
-    {
-        let body = read_frame(io, REQUEST_BYTES_MAX).await?;
-        decode("status", &body, REQUEST_BYTES_MAX).map_err(invalid)
-    }
-
-    async fn read_response<T>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-    ) -> io::Result<StatusResponse>
-    where
-        T: AsyncRead + Unpin + Send,
-    {
-        let body = read_frame(io, REQUEST_BYTES_MAX).await?;
-        decode("status answer", &body, REQUEST_BYTES_MAX).map_err(invalid)
-    }
-
-    async fn write_request<T>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-        request: Status,
-    ) -> io::Result<()>
-    where
-        T: AsyncWrite + Unpin + Send,
-    {
-        write_frame(io, &encode(&request), &[]).await
-    }
-
-    async fn write_response<T>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-        response: StatusResponse,
-    ) -> io::Result<()>
-    where
-        T: AsyncWrite + Unpin + Send,
-    {
-        write_frame(io, &encode(&response), &[]).await
     }
 }
 
@@ -362,7 +360,7 @@ mod tests {
 
     #[test]
     fn sync_frames_round_trip() {
-        let mut codec = SyncCodec { response_bytes_max: 64 };
+        let mut codec = SyncCodec::new(64);
         let mut buf = Cursor::new(Vec::new());
         block_on(codec.write_response(&protocol(), &mut buf, SyncResponse::Blocks(vec![])))
             .unwrap();

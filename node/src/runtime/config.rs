@@ -249,7 +249,9 @@ impl NodeConfig {
             _ => {}
         }
         let listen = if flags.listen.is_empty() {
-            file.listen.map(OneOrMany::into_vec).unwrap_or_else(|| DEFAULT_LISTEN.map(String::from).to_vec())
+            file.listen
+                .map(OneOrMany::into_vec)
+                .unwrap_or_else(|| DEFAULT_LISTEN.map(String::from).to_vec())
         } else {
             flags.listen
         };
