@@ -18,8 +18,9 @@
 //!
 //! The launcher reaches each node's API through a forwarder to the node's own loopback
 //! ([`forward`]), outside the emulated links. Namespaces are named after the launcher's process
-//! id ([`netns::PREFIX`]); [`Segment`] removes everything it made when dropped (on success,
-//! failure and Ctrl-C alike), and the next `--hosts` run removes what a killed run left behind.
+//! id ([`netns::PREFIX`], and the veths' root-side ends `cPIDsSERIALnHOST` in hex);
+//! [`Segment`] removes everything it made when dropped (on success, failure and Ctrl-C alike),
+//! and the next `--hosts` run removes what a killed run left behind.
 
 pub mod forward;
 pub mod netns;
@@ -29,7 +30,7 @@ pub mod switch;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::os::fd::OwnedFd;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
@@ -59,18 +60,23 @@ pub const DEFAULT_MODEL: LinkModel = LinkModel {
     loss: 0.01,
 };
 
+/// Segments this process has made.
+static SEGMENTS: AtomicU32 = AtomicU32::new(0);
+
 /// The address of host `i` on the segment.
 pub fn host_addr(i: usize) -> Ipv4Addr {
     let offset = u32::try_from(i + 1).expect("a few hundred hosts");
     Ipv4Addr::from(u32::from(SUBNET) + offset)
 }
 
-/// One host: its namespace and the forwarder to its API.
+/// One host: its namespace, the root-side end of its veth pair and the forwarder to its API.
 #[derive(Debug)]
 struct Host {
     /// Dropped before the namespace.
     forwarder: Option<Forwarder>,
     ns: NetNs,
+    /// The veth end in the root namespace.
+    outer: String,
     api: SocketAddr,
 }
 
@@ -95,7 +101,7 @@ impl Segment {
         let stale = netns::remove_stale()?;
         if !stale.is_empty() {
             eprintln!(
-                "removed {} network namespaces left by a killed testnet: {}",
+                "removed {} network namespaces and veths left by a killed testnet: {}",
                 stale.len(),
                 stale.join(", ")
             );
@@ -108,9 +114,13 @@ impl Segment {
             stats: Arc::new(Mutex::new(Stats::default())),
         };
         let pid = std::process::id();
+        // The kernel removes a namespace's veths some time after `ip netns delete`, so a later
+        // segment of this process names its root-side ends afresh (15 characters at most: pids
+        // stay below 2^22, six hex digits).
+        let serial = SEGMENTS.fetch_add(1, Ordering::Relaxed);
         let mut ports = Vec::with_capacity(names.len());
         for (i, name) in names.iter().enumerate() {
-            let outer = format!("cr{pid}n{i}");
+            let outer = format!("c{pid:x}s{serial:x}n{i:x}");
             segment.add_host(&format!("{}{pid}-{name}", netns::PREFIX), &outer, host_addr(i))?;
             ports.push(PacketSocket::open(&outer).with_context(|| format!("opening {outer}"))?);
         }
@@ -129,7 +139,8 @@ impl Segment {
     /// the root namespace for the switch; starts the forwarder to its API.
     fn add_host(&mut self, ns_name: &str, outer: &str, addr: Ipv4Addr) -> anyhow::Result<()> {
         let ns = NetNs::add(ns_name)?;
-        // Made with its inner end already in the namespace: removing the namespace removes both.
+        // Made with its inner end already in the namespace, so a failure below leaves nothing in
+        // the root namespace once the namespace is gone.
         ip(&["link", "add", outer, "type", "veth", "peer", "name", "eth0", "netns", ns_name])?;
         netns::disable_offloads(outer)?;
         // The root namespace's stack stays off the segment: no ARP answers, no IPv6 chatter
@@ -154,7 +165,7 @@ impl Segment {
         let api = listener.local_addr()?;
         let target = SocketAddr::from(([127, 0, 0, 1], HTTP_PORT));
         let forwarder = Forwarder::start(listener, ns.fd()?, target)?;
-        self.hosts.push(Host { forwarder: Some(forwarder), ns, api });
+        self.hosts.push(Host { forwarder: Some(forwarder), ns, outer: outer.into(), api });
         Ok(())
     }
 
@@ -204,8 +215,13 @@ impl Drop for Segment {
         }
         for host in &mut self.hosts {
             host.forwarder = None;
+            // The pair goes at once. Left to the namespace, it would stay until the kernel frees
+            // the namespace, which waits for the killed nodes' orphaned TCP sockets to give up
+            // retransmitting (minutes).
+            if let Err(err) = ip(&["link", "delete", &host.outer]) {
+                eprintln!("warning: removing veth {}: {err:#}", host.outer);
+            }
         }
-        // Each namespace removes itself, and its veth pair with it.
         self.hosts.clear();
     }
 }

@@ -1,10 +1,10 @@
 //! Network namespaces and veth pairs: made and removed with iproute2's `ip`, entered with
 //! `setns`, and the veths' offloads turned off with one `ioctl`.
 //!
-//! Every name this module makes starts with [`PREFIX`] and the launcher's process id, so a run
-//! can tell its own leftovers from another live run's, and [`remove_stale`] can remove the
-//! namespaces of a run that was killed before it could clean up (removing a namespace destroys
-//! the veth end inside it, and with it the pair).
+//! Every namespace this module makes starts with [`PREFIX`] and the launcher's process id, and
+//! every root-side veth end names it too ([`veth_owner`]), so a run can tell its own leftovers
+//! from another live run's, and [`remove_stale`] can remove what a run left when it was killed
+//! before it could clean up.
 
 // The system calls std does not wrap; each unsafe block says why it is sound.
 #![allow(unsafe_code)]
@@ -162,25 +162,49 @@ pub fn owner(name: &str) -> Option<u32> {
     name.strip_prefix(PREFIX)?.split('-').next()?.parse().ok()
 }
 
-/// Removes the namespaces (and so the veth pairs) left by testnets whose launcher no longer
-/// runs; returns their names. Another live run's namespaces are left alone.
+/// The launcher process that made veth end `name` (`cPIDsSERIALnHOST`, numbers in hex), if it
+/// is one of [`super::Segment`]'s.
+pub fn veth_owner(name: &str) -> Option<u32> {
+    let (pid, rest) = name.strip_prefix('c')?.split_once('s')?;
+    let (serial, host) = rest.split_once('n')?;
+    let hex = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_hexdigit());
+    (hex(serial) && hex(host)).then_some(())?;
+    u32::from_str_radix(pid, 16).ok()
+}
+
+/// Removes the namespaces and root-side veth ends left by testnets whose launcher no longer
+/// runs; returns their names. Another live run's are left alone.
 pub fn remove_stale() -> anyhow::Result<Vec<String>> {
+    let dead = |pid: u32| pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists();
     let mut removed = Vec::new();
-    let entries = match std::fs::read_dir(NETNS_DIR) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(removed),
-        Err(e) => return Err(e).with_context(|| format!("listing {NETNS_DIR}")),
-    };
-    for entry in entries {
-        let name = entry?.file_name().to_string_lossy().into_owned();
-        let Some(pid) = owner(&name) else { continue };
-        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+    for name in names_in(NETNS_DIR)? {
+        if owner(&name).is_some_and(dead) {
             ip(&["netns", "delete", &name])
                 .with_context(|| format!("removing {name}, left by a killed testnet"))?;
             removed.push(name);
         }
     }
+    for name in names_in("/sys/class/net")? {
+        if veth_owner(&name).is_some_and(dead) {
+            ip(&["link", "delete", &name])
+                .with_context(|| format!("removing veth {name}, left by a killed testnet"))?;
+            removed.push(name);
+        }
+    }
     Ok(removed)
+}
+
+/// The names in directory `dir` (none if it does not exist).
+fn names_in(dir: &str) -> anyhow::Result<Vec<String>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).with_context(|| format!("listing {dir}")),
+    };
+    entries
+        .map(|e| Ok(e?.file_name().to_string_lossy().into_owned()))
+        .collect::<io::Result<_>>()
+        .with_context(|| format!("listing {dir}"))
 }
 
 #[cfg(test)]
@@ -193,5 +217,10 @@ mod tests {
         assert_eq!(owner("crucible-4242"), Some(4242));
         assert_eq!(owner("crucible-x-validator-0"), None);
         assert_eq!(owner("other-4242-validator-0"), None);
+        assert_eq!(veth_owner("c1092s0n1f"), Some(0x1092));
+        assert_eq!(veth_owner("c3fffffs1an0"), Some(0x3fffff));
+        for other in ["eth0", "cni0", "c12s0", "c12sxn1", "cafe", "c12s0n"] {
+            assert_eq!(veth_owner(other), None, "{other}");
+        }
     }
 }
