@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 
-use crate::plan::{NodePorts, Plan};
+use crate::plan::{NodeAddrs, NodePorts, Plan};
 
 /// Most ports probed past the seed-derived base before giving up.
 pub const PORT_PROBES_MAX: u16 = 2_000;
@@ -64,8 +64,8 @@ pub fn free_ports(base: u16, count: usize) -> anyhow::Result<Vec<NodePorts>> {
     Ok(held.chunks(2).map(|pair| NodePorts { p2p: pair[0].0, http: pair[1].0 }).collect())
 }
 
-/// Writes every file of `plan` into `dir` (which must be empty or absent) for nodes on `ports`.
-pub fn write(plan: &Plan, dir: &Path, ports: &[NodePorts]) -> anyhow::Result<Layout> {
+/// Writes every file of `plan` into `dir` (which must be empty or absent) for nodes at `addrs`.
+pub fn write(plan: &Plan, dir: &Path, addrs: &[NodeAddrs]) -> anyhow::Result<Layout> {
     if dir.exists()
         && fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))?.next().is_some()
     {
@@ -118,11 +118,11 @@ pub fn write(plan: &Plan, dir: &Path, ports: &[NodePorts]) -> anyhow::Result<Lay
             fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
         }
         let config = dir.join(format!("{}.toml", node.name));
-        fs::write(&config, plan.node_config(i, dir, ports)?)
+        fs::write(&config, plan.node_config(i, dir, addrs)?)
             .with_context(|| format!("writing {}", config.display()))?;
         layout.configs.push(config);
         layout.logs.push(dir.join(format!("{}.log", node.name)));
-        layout.urls.push(format!("http://127.0.0.1:{}", ports[i].http));
+        layout.urls.push(format!("http://{}", addrs[i].api));
     }
     Ok(layout)
 }
@@ -169,8 +169,9 @@ mod tests {
         .unwrap();
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("net");
-        let ports: Vec<NodePorts> =
-            (0..5).map(|i| NodePorts { p2p: 31_000 + i, http: 31_100 + i }).collect();
+        let ports: Vec<NodeAddrs> = (0..5)
+            .map(|i| NodeAddrs::loopback(NodePorts { p2p: 31_000 + i, http: 31_100 + i }))
+            .collect();
         let layout = write(&plan, &dir, &ports).unwrap();
         let genesis = consensus::genesis::Genesis::from_json(
             &fs::read_to_string(dir.join("genesis.json")).unwrap(),

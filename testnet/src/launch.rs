@@ -7,9 +7,11 @@
 
 use std::fs::{self, File};
 use std::io::{Read, Seek, SeekFrom};
+use std::os::fd::OwnedFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::Arc;
 
 use anyhow::Context;
 
@@ -31,6 +33,9 @@ pub struct Spawn {
     pub env: Vec<(String, String)>,
     /// Where its stdout and stderr go (created, or appended to).
     pub log: PathBuf,
+    /// The network namespace it runs in (`testnet --hosts`, see [`crate::hosts`]); this
+    /// process's own when `None`.
+    pub netns: Option<Arc<OwnedFd>>,
 }
 
 struct Managed {
@@ -85,6 +90,9 @@ impl Supervisor {
             .stdout(log)
             .stderr(err)
             .process_group(0);
+        if let Some(ns) = spec.netns.clone() {
+            crate::hosts::netns::spawn_in(&mut command, ns);
+        }
         let mut child = command
             .spawn()
             .with_context(|| format!("starting {} ({})", spec.name, spec.program.display()))?;
@@ -176,6 +184,7 @@ mod tests {
             args: vec!["1000".into()],
             env: vec![],
             log: dir.join(format!("{name}.log")),
+            netns: None,
         }
     }
 
@@ -210,6 +219,7 @@ mod tests {
                 args: vec!["-c".into(), "echo one; echo two; echo three >&2; exit 3".into()],
                 env: vec![],
                 log: log.clone(),
+                netns: None,
             })
             .unwrap();
         // `sh` exits at once; the bound only turns a broken supervisor into a failure.

@@ -10,9 +10,12 @@
 //! leaderboard and payouts ([`report`]), checks that every node has the same block hash and state
 //! root at the height after finalization, and stops every node. `--scenario private-data`
 //! ([`private`]) gives the trainers private clean data of their own instead of different recipes.
+//! `--hosts` ([`hosts`]) puts every node on a host of its own (a network namespace) behind an
+//! emulated switch whose links add latency, jitter and loss.
 
 pub mod client;
 pub mod files;
+pub mod hosts;
 pub mod interrupt;
 pub mod launch;
 pub mod network;

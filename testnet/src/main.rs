@@ -9,17 +9,20 @@
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
+use testnet::hosts::{LinkModel, netns};
 use testnet::network::{NODE_ARG0, is_node_mode};
 use testnet::plan::{LABEL_NOISE_DEFAULT, Plan, Settings, TaskSource};
 use testnet::run::Options;
 use testnet::{interrupt, run};
 use trainer::task::DataKind;
 
-/// Runs a local Crucible network: validators and trainers on loopback, one task posted, followed
-/// to finalization; prints the leaderboard and payouts and checks that every node agrees.
+/// Runs a local Crucible network: validators and trainers on loopback (or, with --hosts, each on
+/// an emulated host of its own), one task posted, followed to finalization; prints the
+/// leaderboard and payouts and checks that every node agrees.
 #[derive(Debug, Parser)]
 #[command(name = "testnet", version, about)]
 struct Args {
@@ -60,6 +63,22 @@ struct Args {
     /// (A, B, C, and A+B pooled; `--trainers` is ignored).
     #[arg(long, value_enum, default_value_t = ScenarioArg::Demo)]
     scenario: ScenarioArg,
+    /// Run every node on a host of its own (needs root): its own network namespace and IPv4
+    /// address on one emulated Ethernet segment, no mDNS (peers come from the bootstrap list and
+    /// Kademlia), and links with --latency-ms, --jitter-ms and --loss-percent emulated by a
+    /// switch in this process (the kernel's netem is not needed).
+    #[arg(long)]
+    hosts: bool,
+    /// With --hosts: one-way delay of every link between two hosts, in ms.
+    #[arg(long, requires = "hosts", default_value_t = 50)]
+    latency_ms: u64,
+    /// With --hosts: each frame's delay is drawn uniformly from latency ± jitter, in ms (a link
+    /// stays first in, first out).
+    #[arg(long, requires = "hosts", default_value_t = 10)]
+    jitter_ms: u64,
+    /// With --hosts: share of frames each link drops, in percent.
+    #[arg(long, requires = "hosts", default_value_t = 1.0)]
+    loss_percent: f64,
 }
 
 /// The trainers a run compares.
@@ -108,14 +127,30 @@ fn settings(args: &Args) -> anyhow::Result<Settings> {
     })
 }
 
+/// The links of `--hosts`, if given.
+fn link_model(args: &Args) -> anyhow::Result<Option<LinkModel>> {
+    if !args.hosts {
+        return Ok(None);
+    }
+    let model = LinkModel {
+        latency: Duration::from_millis(args.latency_ms),
+        jitter: Duration::from_millis(args.jitter_ms),
+        loss: args.loss_percent / 100.0,
+    };
+    model.validate().context("--latency-ms, --jitter-ms and --loss-percent")?;
+    netns::require_root()?;
+    Ok(Some(model))
+}
+
 fn launcher() -> anyhow::Result<()> {
     let args = Args::parse();
+    let hosts = link_model(&args)?;
     let plan = match args.scenario {
         ScenarioArg::Demo => Plan::new(settings(&args)?)?,
         ScenarioArg::PrivateData => testnet::private::plan(settings(&args)?)?,
     };
     interrupt::install()?;
-    run::run(plan, &Options { dir: args.dir, keep_running: args.keep_running })
+    run::run(plan, &Options { dir: args.dir, keep_running: args.keep_running, hosts })
 }
 
 fn main() -> ExitCode {

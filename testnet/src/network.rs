@@ -27,9 +27,10 @@ use node::http::views::BlockDetail;
 
 use crate::client::Client;
 use crate::files::{self, Layout};
+use crate::hosts::{self, LinkModel, Segment};
 use crate::interrupt;
 use crate::launch::{self, Spawn, Supervisor};
-use crate::plan::{self, NodePorts, Plan, Role};
+use crate::plan::{self, NodeAddrs, Plan, Role};
 
 /// The `argv[0]` under which a multi-call executable runs as a node.
 pub const NODE_ARG0: &str = "node";
@@ -99,8 +100,10 @@ pub struct Network {
     pub clients: Vec<Client>,
     /// Nodes started after the plan's.
     pub extra: Vec<Extra>,
-    /// Each plan node's ports, in node order.
-    ports: Vec<NodePorts>,
+    /// Each plan node's addresses, in node order.
+    addrs: Vec<NodeAddrs>,
+    /// The hosts and their emulated links, with `--hosts` (dropped after the nodes stop).
+    segment: Option<Segment>,
     /// The executable the nodes run.
     exe: PathBuf,
     /// One supervisor per plan node (`None` while it is stopped).
@@ -119,7 +122,44 @@ impl Network {
     /// starts nothing. The nodes will log at `log_filter`.
     pub fn write(plan: Plan, dir: &Path, pace: Pace, log_filter: &str) -> anyhow::Result<Network> {
         let ports = files::free_ports(plan.port_base, plan.nodes.len())?;
-        let layout = files::write(&plan, dir, &ports)?;
+        let addrs = ports.into_iter().map(NodeAddrs::loopback).collect();
+        Network::assemble(plan, dir, pace, log_filter, addrs, None)
+    }
+
+    /// As [`Network::write`], but every node on a host of its own whose links follow `model`
+    /// (see [`crate::hosts`]): makes the hosts and starts their switch now; needs root. The
+    /// plan's round timeouts are fitted to the links' delay ([`Plan::with_link_delay`]).
+    pub fn write_hosts(
+        plan: Plan,
+        dir: &Path,
+        pace: Pace,
+        log_filter: &str,
+        model: LinkModel,
+    ) -> anyhow::Result<Network> {
+        let plan = plan.with_link_delay(model.max_delay())?;
+        let names: Vec<String> = plan.nodes.iter().map(|n| n.name.clone()).collect();
+        let seed = plan::derive_u64(plan.settings.seed, "hosts/switch");
+        let segment = Segment::create(&names, model, seed)?;
+        let local = |port| std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        let addrs = (0..names.len())
+            .map(|i| NodeAddrs {
+                p2p: (hosts::host_addr(i), hosts::P2P_PORT).into(),
+                http: local(hosts::HTTP_PORT),
+                api: segment.api(i),
+            })
+            .collect();
+        Network::assemble(plan, dir, pace, log_filter, addrs, Some(segment))
+    }
+
+    fn assemble(
+        plan: Plan,
+        dir: &Path,
+        pace: Pace,
+        log_filter: &str,
+        addrs: Vec<NodeAddrs>,
+        segment: Option<Segment>,
+    ) -> anyhow::Result<Network> {
+        let layout = files::write(&plan, dir, &addrs)?;
         let clients = layout.urls.iter().map(|u| Client::new(u)).collect::<Result<_, _>>()?;
         let exe = std::env::current_exe().context("finding the executable the nodes run")?;
         Ok(Network {
@@ -129,7 +169,8 @@ impl Network {
             layout,
             clients,
             extra: Vec::new(),
-            ports,
+            addrs,
+            segment,
             exe,
             revealers: Vec::new(),
             pace,
@@ -137,11 +178,28 @@ impl Network {
         })
     }
 
-    /// A node's start command.
-    fn spawn_spec(&self, name: &str, mut args: Vec<String>, log: &Path) -> Spawn {
+    /// The hosts and their links, with `--hosts`.
+    pub fn segment(&self) -> Option<&Segment> {
+        self.segment.as_ref()
+    }
+
+    /// A node's start command (in the namespace of plan node `host`, with `--hosts`).
+    fn spawn_spec(
+        &self,
+        name: &str,
+        mut args: Vec<String>,
+        log: &Path,
+        host: Option<usize>,
+    ) -> anyhow::Result<Spawn> {
+        let netns = match (&self.segment, host) {
+            (Some(segment), Some(i)) => Some(Arc::new(
+                segment.netns(i).with_context(|| format!("opening {}", segment.namespace(i)))?,
+            )),
+            _ => None,
+        };
         // A node stops if this process dies without a chance to stop it.
         args.push("--exit-with-stdin".into());
-        Spawn {
+        Ok(Spawn {
             name: name.into(),
             program: self.exe.clone(),
             arg0: Some(NODE_ARG0.into()),
@@ -152,7 +210,8 @@ impl Network {
                 ("RAYON_NUM_THREADS".into(), "1".into()),
             ],
             log: log.to_path_buf(),
-        }
+            netns,
+        })
     }
 
     /// Starts plan node `i` (again, after a kill: its log is appended to).
@@ -172,7 +231,7 @@ impl Network {
             self.layout.configs[i].display().to_string(),
         ];
         args.extend(extra.iter().cloned());
-        let spec = self.spawn_spec(&node.name, args, &self.layout.logs[i]);
+        let spec = self.spawn_spec(&node.name, args, &self.layout.logs[i], Some(i))?;
         let mut supervisor = Supervisor::new();
         self.pids[i] = Some(supervisor.spawn(spec)?);
         self.running[i] = Some(supervisor);
@@ -227,16 +286,14 @@ impl Network {
         self.running[i].is_some()
     }
 
-    /// Plan node `i`'s libp2p address, with its `/p2p/` suffix.
+    /// Plan node `i`'s libp2p address, with its `/p2p/` suffix (`/ip4/…/tcp/…/p2p/12D3…`).
     pub fn p2p_addr(&self, i: usize) -> anyhow::Result<String> {
-        let peer = node::keystore::peer_id(&self.plan.nodes[i].key())
-            .with_context(|| format!("peer id of {}", self.plan.nodes[i].name))?;
-        Ok(format!("/ip4/127.0.0.1/tcp/{}/p2p/{peer}", self.ports[i].p2p))
+        self.addrs[i].multiaddr(&self.plan.nodes[i])
     }
 
-    /// Plan node `i`'s HTTP API address.
+    /// Where this process reaches plan node `i`'s HTTP API.
     pub fn http_addr(&self, i: usize) -> std::net::SocketAddr {
-        std::net::SocketAddr::from(([127, 0, 0, 1], self.ports[i].http))
+        self.addrs[i].api
     }
 
     /// The node's command line: the executable the nodes run, with `argv[0]` = `node`.
@@ -303,6 +360,9 @@ impl Network {
     /// [`interrupt::Interrupted`] once the user interrupted.
     pub fn alive(&mut self) -> anyhow::Result<()> {
         interrupt::check()?;
+        if let Some(segment) = &mut self.segment {
+            segment.check()?;
+        }
         let supervisors = self
             .running
             .iter_mut()
@@ -448,6 +508,7 @@ impl Network {
     /// open task, so it only follows the chain), bootstrapping from every validator; returns
     /// its index in `extra`.
     pub fn start_extra(&mut self, name: &str, seed: u64) -> anyhow::Result<usize> {
+        ensure!(self.segment.is_none(), "extra nodes run on loopback only, not with --hosts");
         let dir = &self.layout.dir;
         let data_dir = dir.join(name);
         let key = Keypair::from_seed(plan::derive(seed, &format!("key/{name}")));
@@ -474,7 +535,7 @@ impl Network {
         }
         let log = dir.join(format!("{name}.log"));
         let mut supervisor = Supervisor::new();
-        supervisor.spawn(self.spawn_spec(name, args, &log))?;
+        supervisor.spawn(self.spawn_spec(name, args, &log, None)?)?;
         self.extra.push(Extra {
             name: name.into(),
             data_dir,

@@ -4,7 +4,9 @@
 //! genesis hash, task files, recipes), and [`Plan::node_config`] renders the same config for the
 //! same ports. Writing files and choosing free ports happen in [`crate::files`].
 
+use std::net::SocketAddr;
 use std::path::Path;
+use std::time::Duration;
 
 use anyhow::{Context, bail, ensure};
 use consensus::commitment::{HeldoutKey, Salt, heldout_commitment};
@@ -14,6 +16,7 @@ use consensus::hash::tagged_hash;
 use consensus::task::{TaskKind, Windows};
 use consensus::types::{AccountId, Amount};
 use consensus::validators::VALIDATORS_MAX;
+use node::roles::scorer::FETCH_TIMEOUT_MIN;
 use node::runtime::config::{ConfigFile, OneOrMany};
 use trainer::recipe::{
     Augment, Base, EarlyStopping, Filter, LmRecipe, ModelRecipe, Recipe, TrainRecipe,
@@ -212,6 +215,38 @@ pub struct NodePorts {
     pub http: u16,
 }
 
+/// Where a node listens, as the node sees it, and where the launcher reaches its API.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NodeAddrs {
+    /// Its libp2p TCP address (what its peers dial).
+    pub p2p: SocketAddr,
+    /// Its HTTP API address, in its own network namespace.
+    pub http: SocketAddr,
+    /// Where the launcher reaches that API: `http` itself on loopback, a forwarder in the root
+    /// namespace with `--hosts`.
+    pub api: SocketAddr,
+}
+
+impl NodeAddrs {
+    /// A node on loopback at `ports`.
+    pub fn loopback(ports: NodePorts) -> NodeAddrs {
+        let at = |port| SocketAddr::from(([127, 0, 0, 1], port));
+        NodeAddrs { p2p: at(ports.p2p), http: at(ports.http), api: at(ports.http) }
+    }
+
+    /// Its libp2p listen multiaddr, `/ip4/…/tcp/…`.
+    pub fn listen(&self) -> String {
+        format!("/ip4/{}/tcp/{}", self.p2p.ip(), self.p2p.port())
+    }
+
+    /// Its libp2p multiaddr with its PeerId, `/ip4/…/tcp/…/p2p/12D3…`, as peers dial it.
+    pub fn multiaddr(&self, node: &NodePlan) -> anyhow::Result<String> {
+        let peer = node::keystore::peer_id(&node.key())
+            .with_context(|| format!("peer id of {}", node.name))?;
+        Ok(format!("{}/p2p/{peer}", self.listen()))
+    }
+}
+
 /// Everything a testnet writes, derived from its settings.
 #[derive(Debug)]
 pub struct Plan {
@@ -318,6 +353,30 @@ impl Plan {
         })
     }
 
+    /// Fits the plan to links whose one-way delay reaches `one_way`: the chain's round timeouts
+    /// ([`timeouts_for`]) and each task's score-commit window ([`score_commit_blocks_for`]),
+    /// each changed only where it would be too short. The block interval stays (blocks simply
+    /// take longer), and so do the other windows.
+    pub fn with_link_delay(mut self, one_way: Duration) -> anyhow::Result<Plan> {
+        let params = &mut self.genesis.params;
+        let t = timeouts_for(one_way);
+        params.timeout_propose_ms = params.timeout_propose_ms.max(t.propose_ms);
+        params.timeout_prevote_ms = params.timeout_prevote_ms.max(t.vote_ms);
+        params.timeout_precommit_ms = params.timeout_precommit_ms.max(t.vote_ms);
+        params.timeout_delta_ms = params.timeout_delta_ms.max(t.delta_ms);
+        self.genesis.validate().context("the genesis fitted to the link delay is invalid")?;
+        let score_commit = score_commit_blocks_for(one_way);
+        for task in &mut self.tasks {
+            let windows = &mut task.spec.windows;
+            windows.score_commit = windows.score_commit.max(score_commit);
+            task.spec
+                .validate(self.settings.validators)
+                .context("the task fitted to the link delay is invalid")?;
+            self.genesis.params.check_task(&task.spec, REWARD)?;
+        }
+        Ok(self)
+    }
+
     /// The task creator's key.
     pub fn creator(&self) -> Keypair {
         Keypair::from_seed(self.creator_seed)
@@ -329,36 +388,79 @@ impl Plan {
     }
 
     /// Node `index`'s config file (TOML, the node's config format) for a testnet in `dir` whose
-    /// nodes listen on `ports` (one entry per node, in node order). Every node bootstraps from
-    /// every validator but itself.
+    /// nodes listen at `addrs` (one entry per node, in node order). Every node bootstraps from
+    /// every validator but itself; mDNS is off, so the bootstrap list and Kademlia are how nodes
+    /// find each other.
     pub fn node_config(
         &self,
         index: usize,
         dir: &Path,
-        ports: &[NodePorts],
+        addrs: &[NodeAddrs],
     ) -> anyhow::Result<String> {
-        assert_eq!(ports.len(), self.nodes.len(), "one port pair per node");
+        assert_eq!(addrs.len(), self.nodes.len(), "one address set per node");
         let node = &self.nodes[index];
         let mut bootstrap = Vec::new();
         for (i, other) in self.nodes.iter().enumerate() {
             if i != index && other.role == Role::Validator {
-                let peer = node::keystore::peer_id(&other.key())
-                    .with_context(|| format!("peer id of {}", other.name))?;
-                bootstrap.push(format!("/ip4/127.0.0.1/tcp/{}/p2p/{peer}", ports[i].p2p));
+                bootstrap.push(addrs[i].multiaddr(other)?);
             }
         }
         let config = ConfigFile {
             data_dir: Some(dir.join(&node.name)),
             genesis: Some(dir.join("genesis.json")),
-            listen: Some(OneOrMany::One(format!("/ip4/127.0.0.1/tcp/{}", ports[index].p2p))),
+            listen: Some(OneOrMany::One(addrs[index].listen())),
             bootstrap: Some(OneOrMany::Many(bootstrap)),
-            http: Some(format!("127.0.0.1:{}", ports[index].http)),
+            http: Some(addrs[index].http.to_string()),
             recipe: node.recipe.as_ref().map(|_| dir.join(format!("{}.recipe.toml", node.name))),
             mdns: Some(false),
             ..ConfigFile::default()
         };
         toml::to_string(&config).context("rendering a node config")
     }
+}
+
+/// The least round timeouts for links of one-way delay `one_way`, in milliseconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Waiting for a proposal.
+    pub propose_ms: u64,
+    /// After a quorum of prevotes, or of precommits, for different values.
+    pub vote_ms: u64,
+    /// Added per round.
+    pub delta_ms: u64,
+}
+
+/// Round timeouts that let a round complete over links of one-way delay `one_way`. A proposal
+/// reaches a validator one hop after the proposer's round starts, and the validators start a
+/// round up to a hop apart (each commits when the last precommit reaches it), so the proposal
+/// wait needs two hops; a TCP segment the link lost comes again after a retransmission timeout
+/// of at least 200 ms plus a round trip (two hops). Waiting 8 hops + 400 ms for the proposal
+/// covers one loss in each of the two hops, and each vote step (one hop of votes after the
+/// quorum's first) gets 4 hops + 200 ms; each further round adds 2 hops + 100 ms. At 50 ms
+/// (60 with jitter) the testnet's genesis timeouts (1,000, 500, 500, 250 ms) already cover this;
+/// at 150 ms they grow.
+pub fn timeouts_for(one_way: Duration) -> Timeouts {
+    let hop = u64::try_from(one_way.as_millis()).unwrap_or(u64::MAX / 16);
+    Timeouts { propose_ms: 8 * hop + 400, vote_ms: 4 * hop + 200, delta_ms: 2 * hop + 100 }
+}
+
+/// Round trips a validator's fetch of an artifact takes beyond its processing: a Kademlia
+/// provider look-up (a few), dialing the provider (TCP, Noise and multiplexer handshakes) and the
+/// transfer under TCP slow start (a few more).
+pub const FETCH_ROUND_TRIPS: u64 = 15;
+
+/// The least score-commit window, in blocks, for links of one-way delay `one_way`. A validator
+/// gives each artifact fetch a third of the window's nominal length (block interval × blocks,
+/// at least [`FETCH_TIMEOUT_MIN`]: [`node::roles::scorer::fetch_timeout`]) and scores an artifact it could not fetch
+/// as unavailable, which forfeits the trainer's bond; so the window must leave a fetch its one
+/// second plus [`FETCH_ROUND_TRIPS`] round trips. At 60 ms one way that is 34 blocks instead of
+/// 12. The window still closes as soon as every validator has committed, so a longer one costs
+/// time only when a fetch is slow.
+pub fn score_commit_blocks_for(one_way: Duration) -> u64 {
+    let hop = u64::try_from(one_way.as_millis()).unwrap_or(u64::MAX / 64);
+    let least = u64::try_from(FETCH_TIMEOUT_MIN.as_millis()).expect("a second");
+    let fetch_ms = least + 2 * FETCH_ROUND_TRIPS * hop;
+    (3 * fetch_ms).div_ceil(BLOCK_INTERVAL_MS)
 }
 
 /// Round `round`'s task of `rounds`: the same public rows as `first`, and part `round` of its
@@ -605,8 +707,10 @@ mod tests {
         Settings { validators: 4, trainers: 3, seed, rounds: 1, task: TaskSource::digits() }
     }
 
-    fn ports(n: usize) -> Vec<NodePorts> {
-        (0..n as u16).map(|i| NodePorts { p2p: 30_000 + 2 * i, http: 30_001 + 2 * i }).collect()
+    fn ports(n: usize) -> Vec<NodeAddrs> {
+        (0..n as u16)
+            .map(|i| NodeAddrs::loopback(NodePorts { p2p: 30_000 + 2 * i, http: 30_001 + 2 * i }))
+            .collect()
     }
 
     #[test]
@@ -676,6 +780,57 @@ mod tests {
         assert_eq!(trainer["bootstrap"].as_array().unwrap().len(), 4);
         assert_eq!(trainer["recipe"].as_str(), Some("/tmp/tn/trainer-0.recipe.toml"));
         assert_eq!(trainer["mdns"].as_bool(), Some(false));
+    }
+
+    #[test]
+    fn configs_use_each_nodes_own_address() {
+        let plan = Plan::new(settings(3)).unwrap();
+        let addrs: Vec<NodeAddrs> = (0..7u8)
+            .map(|i| NodeAddrs {
+                p2p: SocketAddr::from(([10, 77, 0, i + 1], 4001)),
+                http: SocketAddr::from(([127, 0, 0, 1], 8080)),
+                api: SocketAddr::from(([127, 0, 0, 1], 40_000 + u16::from(i))),
+            })
+            .collect();
+        let config: toml::Table =
+            toml::from_str(&plan.node_config(4, Path::new("/tmp/tn"), &addrs).unwrap()).unwrap();
+        assert_eq!(config["listen"].as_str(), Some("/ip4/10.77.0.5/tcp/4001"));
+        assert_eq!(config["http"].as_str(), Some("127.0.0.1:8080"));
+        let bootstrap: Vec<&str> =
+            config["bootstrap"].as_array().unwrap().iter().map(|b| b.as_str().unwrap()).collect();
+        let peer = node::keystore::peer_id(&plan.nodes[1].key()).unwrap();
+        assert_eq!(bootstrap[1], format!("/ip4/10.77.0.2/tcp/4001/p2p/{peer}"));
+        assert!(bootstrap[0].starts_with("/ip4/10.77.0.1/tcp/4001/p2p/12D3"));
+    }
+
+    #[test]
+    fn timeouts_grow_with_the_link_delay_and_never_shrink() {
+        let base = Plan::new(settings(2)).unwrap();
+        let near = Plan::new(settings(2)).unwrap().with_link_delay(Duration::from_millis(60));
+        assert_eq!(near.unwrap().genesis, base.genesis, "60 ms one way fits the default timeouts");
+        let far = Plan::new(settings(2)).unwrap().with_link_delay(Duration::from_millis(160));
+        let p = far.unwrap().genesis.params;
+        assert_eq!(
+            (p.timeout_propose_ms, p.timeout_prevote_ms, p.timeout_precommit_ms),
+            (1_680, 840, 840)
+        );
+        assert_eq!(p.timeout_delta_ms, 420);
+        assert_eq!(p.block_interval_ms, base.genesis.params.block_interval_ms);
+    }
+
+    #[test]
+    fn the_score_window_leaves_a_fetch_its_round_trips() {
+        let base = Plan::new(settings(2)).unwrap();
+        let blocks = |plan: &Plan| plan.tasks[0].spec.windows.score_commit;
+        assert_eq!(score_commit_blocks_for(Duration::ZERO), 12);
+        let near = Plan::new(settings(2)).unwrap().with_link_delay(Duration::from_millis(60));
+        let near = near.unwrap();
+        assert_eq!(blocks(&near), 34, "3 × (1 s + 30 hops of 60 ms) at 250 ms a block");
+        assert_eq!(blocks(&base), 12);
+        let far = Plan::new(settings(2)).unwrap().with_link_delay(Duration::from_millis(160));
+        assert_eq!(blocks(&far.unwrap()), 70);
+        let w = (near.tasks[0].spec.windows, base.tasks[0].spec.windows);
+        assert_eq!((w.0.join, w.0.commit, w.0.reveal), (w.1.join, w.1.commit, w.1.reveal));
     }
 
     #[test]

@@ -18,6 +18,7 @@ use node::http::views::{self, DeadlinesView, SubmissionView, TaskDetail};
 
 use crate::client::{self, Stage};
 use crate::files;
+use crate::hosts::{self, LinkModel};
 use crate::interrupt;
 use crate::launch;
 use crate::network::{LOG_FILTER, Network, NodeExited, Pace};
@@ -44,6 +45,9 @@ pub struct Options {
     pub dir: Option<PathBuf>,
     /// Keep the nodes running after the report, until Ctrl-C.
     pub keep_running: bool,
+    /// Run every node on a host of its own, with links following this model (`--hosts`, see
+    /// [`crate::hosts`]); on loopback when `None`.
+    pub hosts: Option<LinkModel>,
 }
 
 /// Runs a whole testnet from `plan`.
@@ -57,7 +61,10 @@ pub fn run(plan: Plan, options: &Options) -> anyhow::Result<()> {
             .keep(),
     };
     let log_filter = std::env::var("RUST_LOG").unwrap_or_else(|_| LOG_FILTER.into());
-    let mut net = Network::write(plan, &dir, PACE, &log_filter)?;
+    let mut net = match options.hosts {
+        None => Network::write(plan, &dir, PACE, &log_filter)?,
+        Some(model) => Network::write_hosts(plan, &dir, PACE, &log_filter, model)?,
+    };
     let plan = &net.plan;
     println!("testnet in {}", dir.display());
     println!(
@@ -83,6 +90,7 @@ pub fn run(plan: Plan, options: &Options) -> anyhow::Result<()> {
             println!("  {} trains with recipe {}{late}", node.name, recipe.label);
         }
     }
+    say_hosts(&net)?;
     let result = drive(&mut net, options.keep_running);
     if let Err(err) = &result
         && err.downcast_ref::<interrupt::Interrupted>().is_none()
@@ -111,8 +119,49 @@ pub fn run(plan: Plan, options: &Options) -> anyhow::Result<()> {
         eprintln!("{err}");
     }
     let stopped = net.stop_all();
+    if let Some(segment) = net.segment() {
+        let s = segment.stats();
+        println!(
+            "switch: {} frames received, {} delivered, {} lost to the emulated loss ({:.2} %), \
+             {} dropped by full links, {} malformed, {} failed to send",
+            s.received,
+            s.delivered,
+            s.lost,
+            100.0 * s.lost as f64 / (s.delivered + s.lost).max(1) as f64,
+            s.overflow,
+            s.malformed,
+            s.send_failed
+        );
+    }
     println!("stopped {stopped} nodes; files and logs in {}", dir.display());
     result
+}
+
+/// Says where each node listens (its multiaddr with its PeerId, what its peers dial) and, with
+/// `--hosts`, which namespace it runs in and how the links behave.
+fn say_hosts(net: &Network) -> anyhow::Result<()> {
+    if let Some(segment) = net.segment() {
+        let m = segment.model();
+        println!(
+            "  hosts: one network namespace per node on an emulated segment ({}/{}); links \
+             {} ms ± {} ms one way, {} % loss; round timeouts {} / {} / {} ms (+{} per round)",
+            hosts::SUBNET,
+            hosts::PREFIX_LEN,
+            m.latency.as_millis(),
+            m.jitter.as_millis(),
+            m.loss * 100.0,
+            net.plan.genesis.params.timeout_propose_ms,
+            net.plan.genesis.params.timeout_prevote_ms,
+            net.plan.genesis.params.timeout_precommit_ms,
+            net.plan.genesis.params.timeout_delta_ms
+        );
+    }
+    for (i, node) in net.plan.nodes.iter().enumerate() {
+        let host =
+            net.segment().map(|s| format!(" (netns {})", s.namespace(i))).unwrap_or_default();
+        println!("  {:<12} {}{host}", node.name, net.p2p_addr(i)?);
+    }
+    Ok(())
 }
 
 /// The plan nodes that join in `round`.
@@ -244,6 +293,14 @@ fn drive(net: &mut Network, keep_running: bool) -> anyhow::Result<()> {
             "agreement: all {running} nodes have block {} and state root {} at height {height}",
             block.summary.hash.short(),
             block.state_root.short()
+        );
+        let first = net.clients[0].block(1)?.summary;
+        let blocks = block.summary.height.0 - first.height.0;
+        let span_ms = block.summary.time_ms.saturating_sub(first.time_ms);
+        println!(
+            "block time: {blocks} blocks in {:.1} s since block 1, {} ms per block (header times)",
+            span_ms as f64 / 1_000.0,
+            span_ms / blocks.max(1)
         );
         champion = report
             .champion
