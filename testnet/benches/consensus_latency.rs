@@ -159,7 +159,7 @@ fn measure(cases: &Cases, validators: usize, model: LinkModel) -> anyhow::Result
         poll: Duration::from_millis(200),
     };
     let node_log = std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into());
-    let mut net = Network::write_hosts(plan, &dir, pace, &node_log, model)?;
+    let mut net = Network::write_hosts(plan, &dir, pace, &node_log, model, &[])?;
     let params = &net.plan.genesis.params;
     let timeouts = (params.timeout_propose_ms, params.timeout_prevote_ms);
     let ids: Vec<usize> =

@@ -79,6 +79,12 @@ struct Args {
     /// With --hosts: share of frames each link drops, in percent.
     #[arg(long, requires = "hosts", default_value_t = 1.0)]
     loss_percent: f64,
+    /// With --hosts: put the last N trainers each behind a NAT of its own (a home router that
+    /// masquerades it, through iptables): they can dial out and cannot be dialed; AutoNAT, the
+    /// validators' relays and DCUtR must do the rest. The run fails unless each learns it is
+    /// private, and says how its artifact reached the validators.
+    #[arg(long, requires = "hosts", default_value_t = 0)]
+    nat_trainers: usize,
 }
 
 /// The trainers a run compares.
@@ -150,7 +156,13 @@ fn launcher() -> anyhow::Result<()> {
         ScenarioArg::PrivateData => testnet::private::plan(settings(&args)?)?,
     };
     interrupt::install()?;
-    run::run(plan, &Options { dir: args.dir, keep_running: args.keep_running, hosts })
+    let options = Options {
+        dir: args.dir,
+        keep_running: args.keep_running,
+        hosts,
+        nat_trainers: args.nat_trainers,
+    };
+    run::run(plan, &options)
 }
 
 fn main() -> ExitCode {

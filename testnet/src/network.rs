@@ -127,23 +127,25 @@ impl Network {
     }
 
     /// As [`Network::write`], but every node on a host of its own whose links follow `model`
-    /// (see [`crate::hosts`]): makes the hosts and starts their switch now; needs root. The
-    /// plan's round timeouts are fitted to the links' delay ([`Plan::with_link_delay`]).
+    /// (see [`crate::hosts`]), the plan nodes in `behind_nat` each behind a NAT: makes the hosts
+    /// and starts their switch now; needs root. The plan's round timeouts are fitted to the
+    /// links' delay ([`Plan::with_link_delay`]).
     pub fn write_hosts(
         plan: Plan,
         dir: &Path,
         pace: Pace,
         log_filter: &str,
         model: LinkModel,
+        behind_nat: &[usize],
     ) -> anyhow::Result<Network> {
         let plan = plan.with_link_delay(model.max_delay())?;
         let names: Vec<String> = plan.nodes.iter().map(|n| n.name.clone()).collect();
         let seed = plan::derive_u64(plan.settings.seed, "hosts/switch");
-        let segment = Segment::create(&names, model, seed)?;
+        let segment = Segment::create(&names, behind_nat, model, seed)?;
         let local = |port| std::net::SocketAddr::from(([127, 0, 0, 1], port));
         let addrs = (0..names.len())
             .map(|i| NodeAddrs {
-                p2p: (hosts::host_addr(i), hosts::P2P_PORT).into(),
+                p2p: (segment.addr(i), hosts::P2P_PORT).into(),
                 http: local(hosts::HTTP_PORT),
                 api: segment.api(i),
             })

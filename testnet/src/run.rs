@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::{Context, bail, ensure};
 use consensus::finalize::Outcome;
 use consensus::state::Phase;
 use consensus::task::BaseModel;
@@ -48,6 +48,8 @@ pub struct Options {
     /// Run every node on a host of its own, with links following this model (`--hosts`, see
     /// [`crate::hosts`]); on loopback when `None`.
     pub hosts: Option<LinkModel>,
+    /// With `hosts`: how many trainers (the last ones) run behind a NAT of their own.
+    pub nat_trainers: usize,
 }
 
 /// Runs a whole testnet from `plan`.
@@ -63,7 +65,18 @@ pub fn run(plan: Plan, options: &Options) -> anyhow::Result<()> {
     let log_filter = std::env::var("RUST_LOG").unwrap_or_else(|_| LOG_FILTER.into());
     let mut net = match options.hosts {
         None => Network::write(plan, &dir, PACE, &log_filter)?,
-        Some(model) => Network::write_hosts(plan, &dir, PACE, &log_filter, model)?,
+        Some(model) => {
+            let trainers =
+                (0..plan.nodes.len()).filter(|&i| plan.nodes[i].role == plan::Role::Trainer);
+            let behind_nat: Vec<usize> = trainers.rev().take(options.nat_trainers).collect();
+            ensure!(
+                behind_nat.len() == options.nat_trainers,
+                "--nat-trainers {} but the network has {} trainers",
+                options.nat_trainers,
+                behind_nat.len()
+            );
+            Network::write_hosts(plan, &dir, PACE, &log_filter, model, &behind_nat)?
+        }
     };
     let plan = &net.plan;
     println!("testnet in {}", dir.display());
@@ -160,6 +173,61 @@ fn say_hosts(net: &Network) -> anyhow::Result<()> {
         let host =
             net.segment().map(|s| format!(" (netns {})", s.namespace(i))).unwrap_or_default();
         println!("  {:<12} {}{host}", node.name, net.p2p_addr(i)?);
+    }
+    Ok(())
+}
+
+/// With trainers behind NATs: what AutoNAT told each, the relays it listens through, and how
+/// each validator is connected to it (so how its artifact reached them: over a connection it
+/// opened from behind its NAT, or through a relay). Fails unless each found itself private: the
+/// NAT would then not be one, or AutoNAT not work.
+fn say_nat(net: &Network) -> anyhow::Result<()> {
+    let Some(segment) = net.segment() else { return Ok(()) };
+    for i in (0..net.plan.nodes.len()).filter(|&i| segment.behind_nat(i)) {
+        let name = &net.plan.nodes[i].name;
+        let status = net.clients[i].status()?;
+        let circuits: Vec<&String> =
+            status.listen_addrs.iter().filter(|a| a.contains("/p2p-circuit")).collect();
+        println!(
+            "{name} is behind a NAT ({} behind {}): AutoNAT says {}; it listens through {} relays",
+            hosts::LAN_HOST,
+            hosts::host_addr(i),
+            status.reachability,
+            circuits.len()
+        );
+        for circuit in &circuits {
+            println!("    {circuit}");
+        }
+        for (v, node) in net.plan.nodes.iter().enumerate() {
+            if node.role != plan::Role::Validator {
+                continue;
+            }
+            let peers: Vec<views::PeerView> = net.clients[v].get("/peers")?;
+            let links = peers.iter().find(|p| p.peer_id == status.peer_id).map(|p| &p.connections);
+            let said = match links {
+                None => "not connected".to_string(),
+                Some(links) => links
+                    .iter()
+                    .map(|c| match (c.relayed, c.outbound) {
+                        (true, _) => format!("relayed ({})", c.address),
+                        (false, false) => {
+                            format!("direct, opened by {name} through its NAT (from {})", c.address)
+                        }
+                        (false, true) => format!(
+                            "direct, dialed by {} through a punched hole ({})",
+                            node.name, c.address
+                        ),
+                    })
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            };
+            println!("  {:<12} to {name}: {said}", node.name);
+        }
+        ensure!(
+            status.reachability == "private",
+            "{name} runs behind a NAT but AutoNAT says it is {}",
+            status.reachability
+        );
     }
     Ok(())
 }
@@ -302,6 +370,7 @@ fn drive(net: &mut Network, keep_running: bool) -> anyhow::Result<()> {
             span_ms as f64 / 1_000.0,
             span_ms / blocks.max(1)
         );
+        say_nat(net)?;
         champion = report
             .champion
             .as_ref()

@@ -268,6 +268,15 @@ impl EventLoop {
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
                 tracing::debug!(peer = ?peer_id, %error, "dial failed");
             }
+            // A peer that reached this node through a relay observes it at a circuit address,
+            // which AutoNAT may then confirm; a relay would hand that address out in its
+            // reservations as its own. Only direct addresses are this node's.
+            SwarmEvent::ExternalAddrConfirmed { address }
+                if address.iter().any(|p| p == Protocol::P2pCircuit) =>
+            {
+                tracing::debug!(%address, "not advertising a relayed address as this node's own");
+                self.swarm.remove_external_address(&address);
+            }
             SwarmEvent::ListenerClosed { listener_id, addresses, reason } => {
                 tracing::info!(?addresses, ?reason, "a listener closed");
                 self.reach.listener_closed(listener_id);

@@ -387,7 +387,9 @@ impl Driver {
     async fn on_network(&mut self, event: NetworkEvent) -> Result<(), DriverError> {
         match event {
             NetworkEvent::Listening { address } => {
-                tracing::info!("listening on {address}/p2p/{}", self.ctx.network.local_peer());
+                let peer = self.ctx.network.local_peer();
+                // A relayed listen address already ends in this node's peer id.
+                tracing::info!("listening on {}", address.with_p2p(peer).unwrap_or_else(|a| a));
             }
             NetworkEvent::PeerConnected { peer, .. } => {
                 let ask = self.sync.connected(peer, self.ledger_height());

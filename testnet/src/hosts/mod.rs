@@ -16,6 +16,13 @@
 //! (host A to host B) is first in, first out, so jitter varies the delay but does not reorder a
 //! stream, as on a real path.
 //!
+//! **Behind a NAT** (`--nat-trainers`): such a host's namespace has no port on the segment. Its
+//! `eth0` is a veth to a home router of its own (namespace `…-NAME-nat`), which holds the host's
+//! segment address and masquerades the private network behind it ([`LAN_HOST`] behind
+//! [`LAN_ROUTER`], the kernel's own NAT through `iptables -t nat … MASQUERADE`): the host can
+//! dial out, and nothing on the segment can dial in, as for a trainer at home. Its traffic
+//! crosses the same emulated links.
+//!
 //! The launcher reaches each node's API through a forwarder to the node's own loopback
 //! ([`forward`]), outside the emulated links. Namespaces are named after the launcher's process
 //! id ([`netns::PREFIX`], and the veths' root-side ends `cPIDsSERIALnHOST` in hex);
@@ -53,6 +60,12 @@ pub const PREFIX_LEN: u8 = 16;
 pub const P2P_PORT: u16 = 4001;
 /// The HTTP API port of every node, on its host's loopback.
 pub const HTTP_PORT: u16 = 8080;
+/// The router's address on a NATed host's private network.
+pub const LAN_ROUTER: Ipv4Addr = Ipv4Addr::new(192, 168, 0, 1);
+/// A NATed host's own address, on its private network.
+pub const LAN_HOST: Ipv4Addr = Ipv4Addr::new(192, 168, 0, 2);
+/// The private network's prefix length.
+const LAN_PREFIX_LEN: u8 = 24;
 /// The link model by default: 50 ms one way, ± 10 ms, 1 % of frames lost.
 pub const DEFAULT_MODEL: LinkModel = LinkModel {
     latency: std::time::Duration::from_millis(50),
@@ -75,6 +88,8 @@ struct Host {
     /// Dropped before the namespace.
     forwarder: Option<Forwarder>,
     ns: NetNs,
+    /// Its home router, for a host behind a NAT (then `outer` is the router's).
+    router: Option<NetNs>,
     /// The veth end in the root namespace.
     outer: String,
     api: SocketAddr,
@@ -92,12 +107,22 @@ pub struct Segment {
 }
 
 impl Segment {
-    /// Makes one host per name (namespace `crucible-PID-NAME`, address [`host_addr`]), starts the
+    /// Makes one host per name (namespace `crucible-PID-NAME`, address [`host_addr`]; the hosts
+    /// whose index is in `behind_nat` behind a NAT of their own, see the module docs), starts the
     /// switch with links following `model` (losses and jitter drawn from `seed`) and a forwarder
-    /// to each host's API. Needs root. First removes what killed runs left behind, and says so.
-    pub fn create(names: &[String], model: LinkModel, seed: u64) -> anyhow::Result<Segment> {
+    /// to each host's API. Needs root (and iptables for a NAT). First removes what killed runs
+    /// left behind, and says so.
+    pub fn create(
+        names: &[String],
+        behind_nat: &[usize],
+        model: LinkModel,
+        seed: u64,
+    ) -> anyhow::Result<Segment> {
         netns::require_root()?;
         model.validate()?;
+        if !behind_nat.is_empty() {
+            netns::require_iptables()?;
+        }
         let stale = netns::remove_stale()?;
         if !stale.is_empty() {
             eprintln!(
@@ -121,7 +146,12 @@ impl Segment {
         let mut ports = Vec::with_capacity(names.len());
         for (i, name) in names.iter().enumerate() {
             let outer = format!("c{pid:x}s{serial:x}n{i:x}");
-            segment.add_host(&format!("{}{pid}-{name}", netns::PREFIX), &outer, host_addr(i))?;
+            let ns_name = format!("{}{pid}-{name}", netns::PREFIX);
+            if behind_nat.contains(&i) {
+                segment.add_nat_host(&ns_name, &outer, host_addr(i))?;
+            } else {
+                segment.add_host(&ns_name, &outer, host_addr(i))?;
+            }
             ports.push(PacketSocket::open(&outer).with_context(|| format!("opening {outer}"))?);
         }
         let switch = Switch::new(names.len(), model, LINK_QUEUE_FRAMES, seed);
@@ -135,9 +165,80 @@ impl Segment {
         Ok(segment)
     }
 
-    /// Makes namespace `ns_name` with a veth pair: `eth0` inside, with `addr`, and `outer` in
-    /// the root namespace for the switch; starts the forwarder to its API.
+    /// Makes namespace `ns_name` on the segment at `addr` ([`Segment::attach`]) and starts the
+    /// forwarder to its API.
     fn add_host(&mut self, ns_name: &str, outer: &str, addr: Ipv4Addr) -> anyhow::Result<()> {
+        let ns = Segment::attach(ns_name, outer, addr)?;
+        let api = Segment::forward_api(&ns)?;
+        self.hosts.push(Host {
+            forwarder: Some(api.1),
+            ns,
+            router: None,
+            outer: outer.into(),
+            api: api.0,
+        });
+        Ok(())
+    }
+
+    /// Makes host `ns_name` behind a home router `ns_name-nat` that is on the segment at `addr`
+    /// and masquerades the host's private network; starts the forwarder to the host's API.
+    fn add_nat_host(&mut self, ns_name: &str, outer: &str, addr: Ipv4Addr) -> anyhow::Result<()> {
+        let router_name = format!("{ns_name}-nat");
+        let router = Segment::attach(&router_name, outer, addr)?;
+        let ns = NetNs::add(ns_name)?;
+        ip(&[
+            "-n",
+            &router_name,
+            "link",
+            "add",
+            "lan0",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            ns_name,
+        ])?;
+        netns::in_namespace(&router.fd()?, || {
+            netns::disable_offloads("lan0")?;
+            std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
+                .context("turning on forwarding")?;
+            Ok(())
+        })?;
+        netns::in_namespace(&ns.fd()?, || netns::disable_offloads("eth0"))?;
+        let lan = |ip: Ipv4Addr| format!("{ip}/{LAN_PREFIX_LEN}");
+        ip(&["-n", &router_name, "addr", "add", &lan(LAN_ROUTER), "dev", "lan0"])?;
+        ip(&["-n", &router_name, "link", "set", "lan0", "up"])?;
+        ip(&["-n", ns_name, "addr", "add", &lan(LAN_HOST), "dev", "eth0"])?;
+        ip(&["-n", ns_name, "link", "set", "eth0", "up"])?;
+        ip(&["-n", ns_name, "route", "add", "default", "via", &LAN_ROUTER.to_string()])?;
+        netns::exec_in(
+            &router_name,
+            &["iptables", "-t", "nat", "-A", "POSTROUTING", "-o", "eth0", "-j", "MASQUERADE"],
+        )?;
+        let api = Segment::forward_api(&ns)?;
+        self.hosts.push(Host {
+            forwarder: Some(api.1),
+            ns,
+            router: Some(router),
+            outer: outer.into(),
+            api: api.0,
+        });
+        Ok(())
+    }
+
+    /// Starts a forwarder from a root loopback port to the API port on `ns`'s loopback.
+    fn forward_api(ns: &NetNs) -> anyhow::Result<(SocketAddr, Forwarder)> {
+        let listener = TcpListener::bind(("127.0.0.1", 0)).context("binding an API forwarder")?;
+        let api = listener.local_addr()?;
+        let target = SocketAddr::from(([127, 0, 0, 1], HTTP_PORT));
+        Ok((api, Forwarder::start(listener, ns.fd()?, target)?))
+    }
+
+    /// Makes namespace `ns_name` with a veth pair: `eth0` inside, with `addr`, and `outer` in
+    /// the root namespace for the switch.
+    fn attach(ns_name: &str, outer: &str, addr: Ipv4Addr) -> anyhow::Result<NetNs> {
         let ns = NetNs::add(ns_name)?;
         // Made with its inner end already in the namespace, so a failure below leaves nothing in
         // the root namespace once the namespace is gone.
@@ -147,26 +248,16 @@ impl Segment {
         // (a kernel without IPv6 has no such switch, which is as good).
         ip(&["link", "set", outer, "arp", "off", "up"])?;
         let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{outer}/disable_ipv6"), "1");
-        let fd = ns.fd()?;
-        std::thread::scope(|s| {
-            s.spawn(|| -> anyhow::Result<()> {
-                netns::enter(&fd).context("entering a host's namespace")?;
-                netns::disable_offloads("eth0")?;
-                // Sysctls under /proc/sys/net are those of the caller's namespace.
-                let _ = std::fs::write("/proc/sys/net/ipv6/conf/eth0/disable_ipv6", "1");
-                Ok(())
-            })
-            .join()
-            .unwrap_or_else(|_| bail!("the thread setting up {ns_name} panicked"))
-        })?;
+        netns::in_namespace(&ns.fd()?, || {
+            netns::disable_offloads("eth0")?;
+            // Sysctls under /proc/sys/net are those of the caller's namespace.
+            let _ = std::fs::write("/proc/sys/net/ipv6/conf/eth0/disable_ipv6", "1");
+            Ok(())
+        })
+        .with_context(|| format!("setting up {ns_name}"))?;
         ip(&["-n", ns_name, "addr", "add", &format!("{addr}/{PREFIX_LEN}"), "dev", "eth0"])?;
         ip(&["-n", ns_name, "link", "set", "eth0", "up"])?;
-        let listener = TcpListener::bind(("127.0.0.1", 0)).context("binding an API forwarder")?;
-        let api = listener.local_addr()?;
-        let target = SocketAddr::from(([127, 0, 0, 1], HTTP_PORT));
-        let forwarder = Forwarder::start(listener, ns.fd()?, target)?;
-        self.hosts.push(Host { forwarder: Some(forwarder), ns, outer: outer.into(), api });
-        Ok(())
+        Ok(ns)
     }
 
     /// The links' model.
@@ -177,6 +268,16 @@ impl Segment {
     /// Where the launcher reaches host `i`'s API (a loopback port of the root namespace).
     pub fn api(&self, i: usize) -> SocketAddr {
         self.hosts[i].api
+    }
+
+    /// Host `i`'s own address: on the segment, or on its private network behind its NAT.
+    pub fn addr(&self, i: usize) -> Ipv4Addr {
+        if self.behind_nat(i) { LAN_HOST } else { host_addr(i) }
+    }
+
+    /// Whether host `i` is behind a NAT of its own.
+    pub fn behind_nat(&self, i: usize) -> bool {
+        self.hosts[i].router.is_some()
     }
 
     /// Host `i`'s namespace name.

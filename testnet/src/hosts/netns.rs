@@ -103,6 +103,42 @@ pub fn enter(ns: &OwnedFd) -> io::Result<()> {
     Ok(())
 }
 
+/// Runs `f` on a thread inside the network namespace `ns` (so its sockets, interfaces and
+/// `/proc/sys/net` are the namespace's), and waits for it.
+pub fn in_namespace(
+    ns: &OwnedFd,
+    f: impl FnOnce() -> anyhow::Result<()> + Send,
+) -> anyhow::Result<()> {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            enter(ns).context("entering a network namespace")?;
+            f()
+        })
+        .join()
+        .unwrap_or_else(|_| bail!("a thread working in a network namespace panicked"))
+    })
+}
+
+/// Runs `command` inside the named namespace (`ip netns exec`); fails with its stderr.
+pub fn exec_in(name: &str, command: &[&str]) -> anyhow::Result<()> {
+    let mut args = vec!["netns", "exec", name];
+    args.extend_from_slice(command);
+    ip(&args)
+}
+
+/// Fails with a clear message unless `iptables` can run (a NAT is the kernel's masquerading,
+/// set up with it).
+pub fn require_iptables() -> anyhow::Result<()> {
+    let found =
+        Command::new("iptables").arg("--version").output().is_ok_and(|o| o.status.success());
+    if !found {
+        bail!(
+            "--nat-trainers needs iptables, to set up the kernel's masquerading in each NAT's              namespace (Debian: apt-get install iptables)"
+        );
+    }
+    Ok(())
+}
+
 /// Makes `command` start its process in the network namespace `ns`.
 pub fn spawn_in(command: &mut Command, ns: Arc<OwnedFd>) {
     // SAFETY: the hook runs in the forked child before `exec` and only calls `setns`, which is
