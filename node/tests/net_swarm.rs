@@ -575,6 +575,18 @@ async fn a_lagging_node_syncs_blocks_with_certificates_and_commits_them() {
     }
 }
 
+/// How a [`StatusClient`] treats the node's question.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Answering {
+    /// It asks at once and holds the node's question unanswered.
+    Hold,
+    /// It asks at once and answers the node's question with a welcome of its own status.
+    Welcome,
+    /// It answers the node's question with a welcome of its own status first, and only then
+    /// asks (a client whose handler answers before its own question goes out).
+    WelcomeThenAsk,
+}
+
 /// A bare libp2p client that speaks only the status protocol, as another implementation would.
 struct StatusClient {
     swarm: libp2p::Swarm<request_response::Behaviour<StatusCodec>>,
@@ -606,13 +618,13 @@ impl StatusClient {
 
     /// Dials `node`, sends `ours`, and returns the node's answer and the status the node asked
     /// with, if its question arrived first (a node that refuses hangs up once its answer is sent,
-    /// which may cut its own question short). With `answer` it answers the node's question with
-    /// a welcome; otherwise it holds the question unanswered.
+    /// which may cut its own question short); `answering` says when it asks and what it does
+    /// with the node's question.
     async fn exchange(
         &mut self,
         node: &TestNode,
         ours: Status,
-        answer: bool,
+        answering: Answering,
     ) -> (StatusResponse, Option<Status>) {
         use libp2p::swarm::SwarmEvent;
         self.swarm.dial(node.address.clone()).unwrap();
@@ -620,7 +632,9 @@ impl StatusClient {
         bounded("the status exchange", async {
             while answered.is_none() {
                 match self.swarm.select_next_some().await {
-                    SwarmEvent::ConnectionEstablished { peer_id, .. } if peer_id == node.peer => {
+                    SwarmEvent::ConnectionEstablished { peer_id, .. }
+                        if peer_id == node.peer && answering != Answering::WelcomeThenAsk =>
+                    {
                         self.swarm.behaviour_mut().send_request(&node.peer, ours.clone());
                     }
                     SwarmEvent::Behaviour(request_response::Event::Message { message, .. }) => {
@@ -630,14 +644,15 @@ impl StatusClient {
                             }
                             request_response::Message::Request { request, channel, .. } => {
                                 asked = Some(request);
-                                if answer {
-                                    let welcome = StatusResponse::Welcome(ours.clone());
-                                    self.swarm
-                                        .behaviour_mut()
-                                        .send_response(channel, welcome)
-                                        .unwrap();
-                                } else {
+                                if answering == Answering::Hold {
                                     self.unanswered.push(channel);
+                                } else {
+                                    let welcome = StatusResponse::Welcome(ours.clone());
+                                    let client = self.swarm.behaviour_mut();
+                                    client.send_response(channel, welcome).unwrap();
+                                    if answering == Answering::WelcomeThenAsk {
+                                        client.send_request(&node.peer, ours.clone());
+                                    }
                                 }
                             }
                         }
@@ -675,7 +690,7 @@ async fn a_client_of_another_chain_reads_why_it_is_refused_before_the_node_hangs
 
     let mut client = StatusClient::new();
     let client_peer = *client.swarm.local_peer_id();
-    let (answer, asked) = client.exchange(&node, foreign, false).await;
+    let (answer, asked) = client.exchange(&node, foreign, Answering::Hold).await;
     // The node says who it is in its refusal, with the reason, and in its own question when
     // that arrived before the hang-up.
     assert!(asked.is_none_or(|asked| asked == node_status));
@@ -698,7 +713,7 @@ async fn a_client_of_another_chain_reads_why_it_is_refused_before_the_node_hangs
     // A client of this chain that answers too is a member: no stake, no other protocol needed.
     let mut member = StatusClient::new();
     let member_peer = *member.swarm.local_peer_id();
-    let (answer, _) = member.exchange(&node, node_status.clone(), true).await;
+    let (answer, _) = member.exchange(&node, node_status.clone(), Answering::Welcome).await;
     assert_eq!(answer, StatusResponse::Welcome(node_status));
     let account = wait_for(&mut node.events, "the member to be admitted", |e| match e {
         NetworkEvent::PeerConnected { peer, account } if *peer == member_peer => Some(*account),
@@ -708,4 +723,25 @@ async fn a_client_of_another_chain_reads_why_it_is_refused_before_the_node_hangs
     assert!(account.is_some(), "an ed25519 PeerId names its account");
     let peers = node.client.peers().await.unwrap();
     assert_eq!(peers.iter().map(|p| p.peer).collect::<Vec<_>>(), vec![member_peer]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_of_another_genesis_that_answers_before_asking_still_reads_why_it_is_refused() {
+    // The node learns the mismatch from the client's answer before the client's question
+    // arrives; it must still answer that question (docs/protocol.md: a refused peer that asked
+    // reads the `Refused` answer) before it hangs up.
+    let node = spawn_node(55, vec![]).await;
+    let node_status = Status { chain_id: CHAIN.into(), genesis_hash: genesis(CHAIN, 0).hash() };
+    let forked = Status { chain_id: CHAIN.into(), genesis_hash: Hash([7; 32]) };
+    let mut client = StatusClient::new();
+    let (answer, asked) = client.exchange(&node, forked, Answering::WelcomeThenAsk).await;
+    assert_eq!(asked, Some(node_status.clone()), "the client answered the node's question first");
+    match answer {
+        StatusResponse::Refused { status, reason } => {
+            assert_eq!(status, node_status);
+            assert!(reason.contains(&Hash([7; 32]).to_hex()), "{reason}");
+        }
+        other => panic!("a client of another genesis was welcomed: {other:?}"),
+    }
+    client.wait_disconnected(node.peer).await;
 }

@@ -44,6 +44,12 @@ pub fn plan_with(
     task: TaskSource,
 ) -> anyhow::Result<Network> {
     let plan = Plan::new(Settings { validators, trainers, seed, rounds: 1, task })?;
+    write(plan, dir)
+}
+
+/// Writes the files of `plan` (for instance one whose genesis a scenario extended) into `dir`, at
+/// the suites' waits; starts nothing.
+pub fn write(plan: Plan, dir: &Path) -> anyhow::Result<Network> {
     Network::write(plan, dir, PACE, LOG_FILTER)
 }
 

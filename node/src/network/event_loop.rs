@@ -403,7 +403,10 @@ impl EventLoop {
                         // A peer we are refusing in answer to its own request is banned once
                         // that refusal is sent, so it can read why.
                         Err(_) if self.refusing.values().any(|(p, _)| *p == peer) => {}
-                        Err(reason) => self.refuse(peer, reason, false),
+                        // A peer that answered with another status speaks the protocol, and
+                        // its own question may still be on its way (a client that answers
+                        // before it asks): it gets the same grace to read its `Refused`.
+                        Err(reason) => self.refuse(peer, reason, true),
                     }
                 }
             },
@@ -453,17 +456,18 @@ impl EventLoop {
         }
     }
 
-    /// Refuses and bans a peer. One that was just `answered` its refusal keeps its connection
-    /// for [`REFUSAL_GRACE`] so it can read it (at once when [`BANNED_MAX`] refused peers already
-    /// wait); any other is hung up on now.
-    fn refuse(&mut self, peer: PeerId, reason: HandshakeError, answered: bool) {
+    /// Refuses and bans a peer. One given `grace` (it was just answered its refusal, or it
+    /// answered ours with another status and may be asking) keeps its connection for
+    /// [`REFUSAL_GRACE`] so it can read its `Refused` (it is hung up on at once when
+    /// [`BANNED_MAX`] refused peers already wait); any other is hung up on now.
+    fn refuse(&mut self, peer: PeerId, reason: HandshakeError, grace: bool) {
         // Both exchanges of one connection may fail; the first refusal is the one reported.
         if self.is_banned(&peer) {
             return;
         }
         tracing::warn!(%peer, %reason, "refusing a peer");
         self.verified.remove(&peer);
-        if answered {
+        if grace {
             self.mark_banned(peer);
             if self.hangups.len() >= BANNED_MAX
                 && let Some((_, oldest)) = self.hangups.pop_front()
