@@ -26,6 +26,7 @@ use node::keystore;
 use node::mempool::{Mempool, MempoolLimits};
 use node::network::codec::{StatusCodec, SyncRequest, SyncResponse};
 use node::network::handshake::{STATUS_PROTOCOL, Status, StatusResponse};
+use node::network::reach::Reachability;
 use node::network::{
     self, BlobFetchError, GossipMessage, HandshakeError, Misbehavior, NetworkClient, NetworkConfig,
     NetworkEvent, SyncLimits, Topic, Validation,
@@ -277,6 +278,64 @@ async fn nodes_that_speak_only_quic_pass_the_status_exchange_and_gossip() {
     })
     .await;
     assert_eq!(got, txs);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_behind_a_nat_is_dialed_through_a_relay_then_directly_after_dcutr() {
+    let g = genesis(CHAIN, 0);
+    let relay = spawn_node_with(71, &g, None, None, |c| c.relay_server = true).await;
+    let bootstrap = vec![relay.address.clone()];
+    let mut private = spawn_node_with(72, &g, None, None, |c| {
+        c.behind_nat = true;
+        c.bootstrap = bootstrap;
+    })
+    .await;
+    wait_connected(&mut private, relay.peer, "the private node to join the relay").await;
+    assert_eq!(private.client.reachability().await.unwrap(), Reachability::Private);
+    let circuit = bounded("the private node to listen through the relay", async {
+        loop {
+            let addresses = private.client.listen_addresses().await.unwrap();
+            if let Some(a) =
+                addresses.into_iter().find(|a| a.iter().any(|p| p == Protocol::P2pCircuit))
+            {
+                return a;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(circuit.to_string().contains(&format!("/p2p/{}/p2p-circuit", relay.peer)), "{circuit}");
+
+    // A node that knows only that address dials it: through the relay, and the status exchange
+    // passes over the circuit.
+    let mut dialer = spawn_node_with(73, &g, None, None, |_| {}).await;
+    dialer.client.dial(circuit.with_p2p(private.peer).unwrap()).await.unwrap();
+    wait_connected(
+        &mut dialer,
+        private.peer,
+        "the dialer to admit the private node over the relay",
+    )
+    .await;
+    let links = |peers: Vec<node::network::PeerInfo>| {
+        peers
+            .into_iter()
+            .find(|p| p.peer == private.peer)
+            .map(|p| p.connections)
+            .unwrap_or_default()
+    };
+    let first = links(dialer.client.peers().await.unwrap());
+    assert!(first.iter().any(|l| l.relayed && l.outbound), "{first:?}");
+    // DCUtR: the private node answers the relayed connection by punching a hole; on loopback it
+    // succeeds, and a direct connection joins the relayed one.
+    bounded("DCUtR to open a direct connection", async {
+        loop {
+            if links(dialer.client.peers().await.unwrap()).iter().any(|l| !l.relayed) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -55,6 +55,10 @@ pub struct RunArgs {
     /// Turn mDNS discovery off.
     #[arg(long)]
     pub no_mdns: bool,
+    /// This node cannot be dialed (behind a NAT or firewall): listen through validators' relays
+    /// from the start instead of waiting for AutoNAT to find out.
+    #[arg(long)]
+    pub behind_nat: bool,
     /// Run a validator without its scoring loop: it votes on blocks but neither attests to
     /// holding tasks' sealed held-out files nor scores them.
     #[arg(long)]
@@ -94,6 +98,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         recipe: args.recipe,
         submit_dir: args.submit_dir,
         no_mdns: args.no_mdns,
+        behind_nat: args.behind_nat,
         no_scorer: args.no_scorer,
     };
     let config = NodeConfig::resolve(flags, file)?;

@@ -133,6 +133,10 @@ pub struct NetworkConfig {
     pub mdns: bool,
     /// Whether this node relays for peers behind NATs (circuit relay v2; validators do).
     pub relay_server: bool,
+    /// Take this node as unreachable from the start, whatever AutoNAT finds: it listens through
+    /// relays at once (`--behind-nat`, for an operator who knows; as go-libp2p's
+    /// `ForceReachabilityPrivate`).
+    pub behind_nat: bool,
     /// Where blobs are stored (`DATA_DIR/blobs`).
     pub blob_dir: PathBuf,
     /// Gossipsub's `max_transmit_size`: the largest encoded gossip message, in bytes. One value
@@ -193,6 +197,7 @@ impl NetworkConfig {
             bootstrap: Vec::new(),
             mdns: true,
             relay_server: false,
+            behind_nat: false,
             blob_dir,
             gossip_bytes_max: block_bytes.saturating_add(GOSSIP_ENVELOPE_BYTES),
             max_tx_bytes: usize::try_from(params.max_tx_bytes).unwrap_or(usize::MAX),

@@ -131,6 +131,9 @@ impl EventLoop {
 
     /// Runs the node's network until every [`super::NetworkClient`] is dropped.
     pub async fn run(mut self) {
+        if self.config.behind_nat {
+            self.on_reachability(Reachability::Private);
+        }
         self.dial_bootstrap();
         loop {
             let hangup = self.hangups.front().map(|(at, _)| *at);
@@ -325,6 +328,13 @@ impl EventLoop {
     /// AutoNAT's verdict changed: a private node answers no Kademlia queries and listens through
     /// relays.
     fn on_reachability(&mut self, reachability: Reachability) {
+        if self.config.behind_nat && reachability != Reachability::Private {
+            tracing::debug!(
+                reachability = reachability.name(),
+                "AutoNAT's verdict is overridden: the node is set behind a NAT"
+            );
+            return;
+        }
         if !self.reach.set_reachability(reachability) {
             return;
         }

@@ -2,7 +2,7 @@
 //! whole before anything starts.
 //!
 //! The file uses the flags' names (`data_dir`, `genesis`, `listen`, `bootstrap`, `http`,
-//! `recipe`, `submit_dir`, `mdns`, `scorer`, `role`); a flag given on the command line wins over the file.
+//! `recipe`, `submit_dir`, `mdns`, `behind_nat`, `scorer`, `role`); a flag given on the command line wins over the file.
 //! [`NodeConfig::resolve`] checks every relationship between the settings and names what is wrong
 //! and how to fix it.
 
@@ -63,6 +63,8 @@ pub struct ConfigFile {
     pub submit_dir: Option<PathBuf>,
     /// Whether mDNS discovery runs.
     pub mdns: Option<bool>,
+    /// Whether the node cannot be dialed and listens through relays from the start.
+    pub behind_nat: Option<bool>,
     /// Whether a validator runs its scoring loop (attests to holding tasks' sealed held-out files
     /// and scores them); default true.
     pub scorer: Option<bool>,
@@ -116,6 +118,8 @@ pub struct Flags {
     pub submit_dir: Option<PathBuf>,
     /// `--no-mdns`.
     pub no_mdns: bool,
+    /// `--behind-nat`.
+    pub behind_nat: bool,
     /// `--no-scorer`.
     pub no_scorer: bool,
 }
@@ -143,6 +147,8 @@ pub struct NodeConfig {
     pub submit_dir: Option<PathBuf>,
     /// Whether mDNS discovery runs.
     pub mdns: bool,
+    /// Whether the node cannot be dialed (see [`crate::network::NetworkConfig::behind_nat`]).
+    pub behind_nat: bool,
     /// Whether a validator runs its scoring loop.
     pub scorer: bool,
     /// Extra host names the HTTP API accepts writes under (see [`ConfigFile::http_write_hosts`]).
@@ -311,6 +317,7 @@ impl NodeConfig {
             return Err(invalid("recipe", path.display().to_string(), "no such file"));
         }
         let mdns = !flags.no_mdns && file.mdns.unwrap_or(true);
+        let behind_nat = flags.behind_nat || file.behind_nat.unwrap_or(false);
         let scorer = !flags.no_scorer && file.scorer.unwrap_or(true);
         let http_write_hosts = file.http_write_hosts.unwrap_or_default();
         if let Some(bad) = http_write_hosts.iter().find(|h| h.is_empty() || h.contains([':', '/']))
@@ -331,6 +338,7 @@ impl NodeConfig {
             recipe,
             submit_dir,
             mdns,
+            behind_nat,
             scorer,
             http_write_hosts,
         })

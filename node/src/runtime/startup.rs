@@ -117,6 +117,7 @@ pub async fn start(config: &NodeConfig) -> Result<(NodeContext, Driver), DriverE
     net.bootstrap = config.bootstrap.clone();
     net.mdns = config.mdns;
     net.relay_server = config.role == Role::Validator;
+    net.behind_nat = config.behind_nat;
     net.connections.reserved = network::reserved_peers(&genesis);
     net.mempool_full = mempool.full_flag();
     let verifier = ledger.state().verifier().clone();
