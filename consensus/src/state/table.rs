@@ -7,7 +7,7 @@ use imbl::OrdMap;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::encoding::{decode, encode};
+use crate::encoding::{DecodeError, decode, encode};
 use crate::merkle::{LeafChange, leaf_path, value_hash};
 use crate::storage::{Op, Store, Tree};
 use crate::types::Hash;
@@ -131,10 +131,11 @@ where
 
     /// The canonical value bytes at the canonical key bytes `key`.
     pub(super) fn encoded(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StateKeyError> {
-        let decoded: K = decode("state key", key, STATE_KEY_BYTES_MAX)?;
-        if encode(&decoded) != key {
-            return Err(StateKeyError::NotCanonical);
-        }
+        // `decode` accepts only the canonical encoding.
+        let decoded: K = decode("state key", key, STATE_KEY_BYTES_MAX).map_err(|e| match e {
+            DecodeError::NonCanonical { .. } => StateKeyError::NotCanonical,
+            e => StateKeyError::Malformed(e),
+        })?;
         Ok(self.map.get(&decoded).map(|v| encode(&**v)))
     }
 

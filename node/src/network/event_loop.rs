@@ -325,8 +325,7 @@ impl EventLoop {
         }
     }
 
-    /// AutoNAT's verdict changed: a private node answers no Kademlia queries and listens through
-    /// relays.
+    /// AutoNAT's verdict changed: a private node listens through relays.
     fn on_reachability(&mut self, reachability: Reachability) {
         if self.config.behind_nat && reachability != Reachability::Private {
             tracing::debug!(
@@ -342,11 +341,6 @@ impl EventLoop {
             reachability = reachability.name(),
             "AutoNAT: this node's reachability changed"
         );
-        let mode = match reachability {
-            Reachability::Private => kad::Mode::Client,
-            Reachability::Public | Reachability::Unknown => kad::Mode::Server,
-        };
-        self.swarm.behaviour_mut().kad.set_mode(Some(mode));
         self.reserve_relays();
     }
 

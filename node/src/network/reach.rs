@@ -6,8 +6,10 @@
 //! also serves circuit relay v2 ([`super::NetworkConfig::relay_server`]). A private node reserves
 //! a slot on up to [`RELAYS_MAX`] member peers that offer the relay and listens through them
 //! (`…/p2p/RELAY/p2p-circuit`), so a peer that must dial it can; DCUtR then tries to replace a
-//! relayed connection with a direct one (a punched hole). Kademlia answers queries only while
-//! the node is not private: a private node would hand out addresses no one can dial.
+//! relayed connection with a direct one (a punched hole). Kademlia stays in server mode either
+//! way: a private node still answers the peers connected to it (over connections it opened, or
+//! through a relay), and a wrong verdict then costs a relay reservation, not the node's part in
+//! finding blob providers.
 //!
 //! [`Reach`] is the bookkeeping, a plain struct the event loop feeds with connections, Identify
 //! answers and AutoNAT's verdicts, and asks which relays to reserve on.
