@@ -55,7 +55,10 @@ pub struct ConnectionLimits {
 impl Default for ConnectionLimits {
     fn default() -> Self {
         ConnectionLimits {
-            established_per_peer_max: 2,
+            // Two peers that dialed each other at once hold two connections, and each one's
+            // AutoNAT probe has the other dial back on a fresh one: four, or the probe fails
+            // and a public node is taken for one behind a NAT.
+            established_per_peer_max: 4,
             established_total_max: 128,
             per_ip_max: 16,
             per_subnet_max: 32,
