@@ -178,8 +178,9 @@ fn say_hosts(net: &Network) -> anyhow::Result<()> {
 }
 
 /// With trainers behind NATs: what AutoNAT told each, the relays it listens through, and how
-/// each validator is connected to it (so how its artifact reached them: over a connection it
-/// opened from behind its NAT, or through a relay). Fails unless each found itself private: the
+/// each validator and each other NATed trainer is connected to it (so how its artifact reached
+/// the validators: over a connection it opened from behind its NAT, through a relay, or through
+/// a punched hole). Fails unless each found itself private: the
 /// NAT would then not be one, or AutoNAT not work.
 fn say_nat(net: &Network) -> anyhow::Result<()> {
     let Some(segment) = net.segment() else { return Ok(()) };
@@ -198,8 +199,12 @@ fn say_nat(net: &Network) -> anyhow::Result<()> {
         for circuit in &circuits {
             println!("    {circuit}");
         }
+        // The validators, and the other trainers behind NATs (which neither can dial: a direct
+        // connection between two of them is a hole DCUtR punched through both NATs).
+        let behind_nat = |j: usize| segment.behind_nat(j);
         for (v, node) in net.plan.nodes.iter().enumerate() {
-            if node.role != plan::Role::Validator {
+            let nat_peer = behind_nat(v);
+            if v == i || (node.role != plan::Role::Validator && !nat_peer) {
                 continue;
             }
             let peers: Vec<views::PeerView> = net.clients[v].get("/peers")?;
@@ -208,12 +213,15 @@ fn say_nat(net: &Network) -> anyhow::Result<()> {
                 None => "not connected".to_string(),
                 Some(links) => links
                     .iter()
-                    .map(|c| match (c.relayed, c.outbound) {
-                        (true, _) => format!("relayed ({})", c.address),
-                        (false, false) => {
+                    .map(|c| match (c.relayed, c.outbound, nat_peer) {
+                        (true, _, _) => format!("relayed ({})", c.address),
+                        (false, _, true) => {
+                            format!("direct, a hole punched through both NATs ({})", c.address)
+                        }
+                        (false, false, false) => {
                             format!("direct, opened by {name} through its NAT (from {})", c.address)
                         }
-                        (false, true) => format!(
+                        (false, true, false) => format!(
                             "direct, dialed by {} through a punched hole ({})",
                             node.name, c.address
                         ),
