@@ -8,8 +8,8 @@
 //! those root-side ends ([`packet`]): it learns MAC addresses, floods the rest, and delivers each
 //! frame after its link's one-way delay or drops it at its loss rate ([`switch`]).
 //!
-//! Why a switch in userspace: the kernel these tests run on has no `netem` queueing discipline
-//! (and no iptables or nftables), so `tc` cannot delay or drop. Emulating the link below IP keeps
+//! Why a switch in userspace: the kernel these tests run on has no `netem` queueing discipline,
+//! so `tc` cannot delay or drop (its NAT works, once iptables is installed: see below). Emulating the link below IP keeps
 //! everything above it real: the nodes' kernel TCP sees the delay in its round trips and
 //! retransmits what the switch drops, libp2p dials and Kademlia look-ups cross it, and each node
 //! only knows its peers through its bootstrap list and Kademlia (mDNS is off). Each one-way link
