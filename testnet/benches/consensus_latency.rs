@@ -16,7 +16,6 @@
 //! --blocks 40` changes the cases; `-- --keep` keeps each network's directory (node logs at the
 //! level `RUST_LOG` sets, `warn` by default).
 
-use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -24,7 +23,7 @@ use anyhow::{Context, ensure};
 use node::http::views::BlockSummary;
 use testnet::client::Client;
 use testnet::hosts::{DEFAULT_MODEL, LinkModel};
-use testnet::network::{Network, Pace, is_node_mode};
+use testnet::network::{Network, Pace, node_or};
 use testnet::plan::{Plan, Role, Settings, TaskSource};
 
 /// Blocks read per `GET /blocks` page.
@@ -79,17 +78,7 @@ fn parse_args() -> anyhow::Result<Cases> {
 }
 
 fn main() -> ExitCode {
-    let argv0 = std::env::args_os().next().unwrap_or_default();
-    if is_node_mode(Path::new(&argv0)) {
-        return node::cli::main();
-    }
-    match parse_args().and_then(|cases| run(&cases)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("error: {error:#}");
-            ExitCode::FAILURE
-        }
-    }
+    node_or(|| parse_args().and_then(|cases| run(&cases)))
 }
 
 /// One case's figures.

@@ -22,7 +22,6 @@
 //! `-- --rates 1000,3000 --seconds 20` changes the load; `-- --keep` keeps the network's directory
 //! (configs, data dirs and node logs, at the level `RUST_LOG` sets, `warn` by default).
 
-use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -33,7 +32,7 @@ use consensus::tx::{SignedTx, Tx, TxKind};
 use consensus::types::{Amount, Nonce};
 use node::http::views::BlockSummary;
 use testnet::client::Client;
-use testnet::network::{Network, Pace, is_node_mode};
+use testnet::network::{Network, Pace, node_or};
 use testnet::plan::{Plan, Role, Settings, TaskSource, derive};
 
 /// Validators, as in the default testnet.
@@ -92,17 +91,7 @@ fn parse_args() -> anyhow::Result<Load> {
 }
 
 fn main() -> ExitCode {
-    let argv0 = std::env::args_os().next().unwrap_or_default();
-    if is_node_mode(Path::new(&argv0)) {
-        return node::cli::main();
-    }
-    match parse_args().and_then(|load| run(&load)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("error: {error:#}");
-            ExitCode::FAILURE
-        }
-    }
+    node_or(|| parse_args().and_then(|load| run(&load)))
 }
 
 /// The load accounts' keys.

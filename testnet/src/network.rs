@@ -43,6 +43,22 @@ pub fn is_node_mode(arg0: &Path) -> bool {
     arg0.file_name().is_some_and(|n| n == NODE_ARG0)
 }
 
+/// The `main` of a program that starts a [`Network`] (a bench): the node when it is re-run as
+/// one ([`is_node_mode`]), `program` otherwise, its error printed.
+pub fn node_or(program: impl FnOnce() -> anyhow::Result<()>) -> std::process::ExitCode {
+    let argv0 = std::env::args_os().next().unwrap_or_default();
+    if is_node_mode(Path::new(&argv0)) {
+        return node::cli::main();
+    }
+    match program() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 /// How long a network's waits last and how often they poll.
 #[derive(Clone, Copy, Debug)]
 pub struct Pace {

@@ -147,11 +147,7 @@ impl Segment {
         for (i, name) in names.iter().enumerate() {
             let outer = format!("c{pid:x}s{serial:x}n{i:x}");
             let ns_name = format!("{}{pid}-{name}", netns::PREFIX);
-            if behind_nat.contains(&i) {
-                segment.add_nat_host(&ns_name, &outer, host_addr(i))?;
-            } else {
-                segment.add_host(&ns_name, &outer, host_addr(i))?;
-            }
+            segment.add_host(&ns_name, &outer, host_addr(i), behind_nat.contains(&i))?;
             ports.push(PacketSocket::open(&outer).with_context(|| format!("opening {outer}"))?);
         }
         let switch = Switch::new(names.len(), model, LINK_QUEUE_FRAMES, seed);
@@ -165,41 +161,37 @@ impl Segment {
         Ok(segment)
     }
 
-    /// Makes namespace `ns_name` on the segment at `addr` ([`Segment::attach`]) and starts the
-    /// forwarder to its API.
-    fn add_host(&mut self, ns_name: &str, outer: &str, addr: Ipv4Addr) -> anyhow::Result<()> {
-        let ns = Segment::attach(ns_name, outer, addr)?;
-        let api = Segment::forward_api(&ns)?;
-        self.hosts.push(Host {
-            forwarder: Some(api.1),
-            ns,
-            router: None,
-            outer: outer.into(),
-            api: api.0,
-        });
+    /// Makes host `ns_name` on the segment at `addr` ([`Segment::attach`]), or behind a NAT
+    /// whose router is there ([`Segment::behind_router`]), and starts the forwarder to its API.
+    fn add_host(
+        &mut self,
+        ns_name: &str,
+        outer: &str,
+        addr: Ipv4Addr,
+        behind_nat: bool,
+    ) -> anyhow::Result<()> {
+        let (ns, router) = if behind_nat {
+            let (ns, router) = Segment::behind_router(ns_name, outer, addr)?;
+            (ns, Some(router))
+        } else {
+            (Segment::attach(ns_name, outer, addr)?, None)
+        };
+        let (api, forwarder) = Segment::forward_api(&ns)?;
+        self.hosts.push(Host { forwarder: Some(forwarder), ns, router, outer: outer.into(), api });
         Ok(())
     }
 
     /// Makes host `ns_name` behind a home router `ns_name-nat` that is on the segment at `addr`
-    /// and masquerades the host's private network; starts the forwarder to the host's API.
-    fn add_nat_host(&mut self, ns_name: &str, outer: &str, addr: Ipv4Addr) -> anyhow::Result<()> {
+    /// and masquerades the host's private network; returns the host's namespace and the
+    /// router's.
+    fn behind_router(ns_name: &str, outer: &str, addr: Ipv4Addr) -> anyhow::Result<(NetNs, NetNs)> {
         let router_name = format!("{ns_name}-nat");
         let router = Segment::attach(&router_name, outer, addr)?;
         let ns = NetNs::add(ns_name)?;
-        ip(&[
-            "-n",
-            &router_name,
-            "link",
-            "add",
-            "lan0",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "netns",
-            ns_name,
-        ])?;
+        // The pair is made with its ends already in the router and the host.
+        let pair =
+            ["link", "add", "lan0", "type", "veth", "peer", "name", "eth0", "netns", ns_name];
+        ip(&[&["-n", router_name.as_str()][..], &pair].concat())?;
         netns::in_namespace(&router.fd()?, || {
             netns::disable_offloads("lan0")?;
             std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
@@ -217,15 +209,7 @@ impl Segment {
             &router_name,
             &["iptables", "-t", "nat", "-A", "POSTROUTING", "-o", "eth0", "-j", "MASQUERADE"],
         )?;
-        let api = Segment::forward_api(&ns)?;
-        self.hosts.push(Host {
-            forwarder: Some(api.1),
-            ns,
-            router: Some(router),
-            outer: outer.into(),
-            api: api.0,
-        });
-        Ok(())
+        Ok((ns, router))
     }
 
     /// Starts a forwarder from a root loopback port to the API port on `ns`'s loopback.
