@@ -85,6 +85,12 @@ struct Args {
     /// private, and says how its artifact reached the validators.
     #[arg(long, requires = "hosts", default_value_t = 0)]
     nat_trainers: usize,
+    /// With --hosts: put the last N validators each behind a NAT of its own, run with
+    /// `behind_nat` (at least one stays public); peers reach them only over connections they
+    /// open, through a relay or through a punched hole. The run fails unless each gets the
+    /// artifacts of the NATed trainers through a relay or a punched hole.
+    #[arg(long, requires = "hosts", default_value_t = 0)]
+    nat_validators: usize,
 }
 
 /// The trainers a run compares.
@@ -161,6 +167,7 @@ fn launcher() -> anyhow::Result<()> {
         keep_running: args.keep_running,
         hosts,
         nat_trainers: args.nat_trainers,
+        nat_validators: args.nat_validators,
     };
     run::run(plan, &options)
 }

@@ -164,6 +164,7 @@ impl Network {
                 p2p: (segment.addr(i), hosts::P2P_PORT).into(),
                 http: local(hosts::HTTP_PORT),
                 api: segment.api(i),
+                behind_nat: segment.behind_nat(i),
             })
             .collect();
         Network::assemble(plan, dir, pace, log_filter, addrs, Some(segment))

@@ -225,13 +225,20 @@ pub struct NodeAddrs {
     /// Where the launcher reaches that API: `http` itself on loopback, a forwarder in the root
     /// namespace with `--hosts`.
     pub api: SocketAddr,
+    /// Whether it runs behind a NAT: no peer can dial `p2p` (its private address).
+    pub behind_nat: bool,
 }
 
 impl NodeAddrs {
     /// A node on loopback at `ports`.
     pub fn loopback(ports: NodePorts) -> NodeAddrs {
         let at = |port| SocketAddr::from(([127, 0, 0, 1], port));
-        NodeAddrs { p2p: at(ports.p2p), http: at(ports.http), api: at(ports.http) }
+        NodeAddrs {
+            p2p: at(ports.p2p),
+            http: at(ports.http),
+            api: at(ports.http),
+            behind_nat: false,
+        }
     }
 
     /// Its libp2p listen multiaddr, `/ip4/…/tcp/…`.
@@ -389,8 +396,10 @@ impl Plan {
 
     /// Node `index`'s config file (TOML, the node's config format) for a testnet in `dir` whose
     /// nodes listen at `addrs` (one entry per node, in node order). Every node bootstraps from
-    /// every validator but itself; mDNS is off, so the bootstrap list and Kademlia are how nodes
-    /// find each other.
+    /// every validator but itself that can be dialed; mDNS is off, so the bootstrap list and
+    /// Kademlia are how nodes find each other. A validator behind a NAT runs with `behind_nat`
+    /// (it serves no relay: nobody could dial its circuits); a trainer behind one learns it from
+    /// AutoNAT.
     pub fn node_config(
         &self,
         index: usize,
@@ -401,7 +410,7 @@ impl Plan {
         let node = &self.nodes[index];
         let mut bootstrap = Vec::new();
         for (i, other) in self.nodes.iter().enumerate() {
-            if i != index && other.role == Role::Validator {
+            if i != index && other.role == Role::Validator && !addrs[i].behind_nat {
                 bootstrap.push(addrs[i].multiaddr(other)?);
             }
         }
@@ -413,6 +422,7 @@ impl Plan {
             http: Some(addrs[index].http.to_string()),
             recipe: node.recipe.as_ref().map(|_| dir.join(format!("{}.recipe.toml", node.name))),
             mdns: Some(false),
+            behind_nat: (node.role == Role::Validator && addrs[index].behind_nat).then_some(true),
             ..ConfigFile::default()
         };
         toml::to_string(&config).context("rendering a node config")
@@ -783,24 +793,35 @@ mod tests {
     }
 
     #[test]
-    fn configs_use_each_nodes_own_address() {
+    fn configs_use_each_nodes_own_address_and_never_bootstrap_from_a_nated_one() {
         let plan = Plan::new(settings(3)).unwrap();
+        // Validator 3 (index 3) and trainer 2 (index 6) are behind NATs.
         let addrs: Vec<NodeAddrs> = (0..7u8)
             .map(|i| NodeAddrs {
                 p2p: SocketAddr::from(([10, 77, 0, i + 1], 4001)),
                 http: SocketAddr::from(([127, 0, 0, 1], 8080)),
                 api: SocketAddr::from(([127, 0, 0, 1], 40_000 + u16::from(i))),
+                behind_nat: i == 3 || i == 6,
             })
             .collect();
-        let config: toml::Table =
-            toml::from_str(&plan.node_config(4, Path::new("/tmp/tn"), &addrs).unwrap()).unwrap();
-        assert_eq!(config["listen"].as_str(), Some("/ip4/10.77.0.5/tcp/4001"));
-        assert_eq!(config["http"].as_str(), Some("127.0.0.1:8080"));
+        let config = |i| -> toml::Table {
+            toml::from_str(&plan.node_config(i, Path::new("/tmp/tn"), &addrs).unwrap()).unwrap()
+        };
+        let trainer = config(4);
+        assert_eq!(trainer["listen"].as_str(), Some("/ip4/10.77.0.5/tcp/4001"));
+        assert_eq!(trainer["http"].as_str(), Some("127.0.0.1:8080"));
         let bootstrap: Vec<&str> =
-            config["bootstrap"].as_array().unwrap().iter().map(|b| b.as_str().unwrap()).collect();
+            trainer["bootstrap"].as_array().unwrap().iter().map(|b| b.as_str().unwrap()).collect();
         let peer = node::keystore::peer_id(&plan.nodes[1].key()).unwrap();
+        assert_eq!(bootstrap.len(), 3, "not the NATed validator");
         assert_eq!(bootstrap[1], format!("/ip4/10.77.0.2/tcp/4001/p2p/{peer}"));
         assert!(bootstrap[0].starts_with("/ip4/10.77.0.1/tcp/4001/p2p/12D3"));
+        assert!(!trainer.contains_key("behind_nat"));
+
+        // The NATed validator says so (no relay server); a NATed trainer leaves it to AutoNAT.
+        assert_eq!(config(3)["behind_nat"].as_bool(), Some(true));
+        assert_eq!(config(3)["bootstrap"].as_array().unwrap().len(), 3);
+        assert!(!config(6).contains_key("behind_nat"));
     }
 
     #[test]

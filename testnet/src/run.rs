@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
-use consensus::finalize::Outcome;
+use consensus::finalize::{FinalizationReport, Outcome};
 use consensus::state::Phase;
 use consensus::task::BaseModel;
 use consensus::types::AccountId;
@@ -50,6 +50,9 @@ pub struct Options {
     pub hosts: Option<LinkModel>,
     /// With `hosts`: how many trainers (the last ones) run behind a NAT of their own.
     pub nat_trainers: usize,
+    /// With `hosts`: how many validators (the last ones) run behind a NAT of their own; at least
+    /// one stays public.
+    pub nat_validators: usize,
 }
 
 /// Runs a whole testnet from `plan`.
@@ -66,15 +69,24 @@ pub fn run(plan: Plan, options: &Options) -> anyhow::Result<()> {
     let mut net = match options.hosts {
         None => Network::write(plan, &dir, PACE, &log_filter)?,
         Some(model) => {
-            let trainers =
-                (0..plan.nodes.len()).filter(|&i| plan.nodes[i].role == plan::Role::Trainer);
-            let behind_nat: Vec<usize> = trainers.rev().take(options.nat_trainers).collect();
-            ensure!(
-                behind_nat.len() == options.nat_trainers,
-                "--nat-trainers {} but the network has {} trainers",
-                options.nat_trainers,
-                behind_nat.len()
-            );
+            let mut behind_nat = Vec::new();
+            for (role, count, public) in [
+                (plan::Role::Trainer, options.nat_trainers, 0),
+                // Validators behind NATs need a public one to dial and to relay for them.
+                (plan::Role::Validator, options.nat_validators, 1),
+            ] {
+                let of_role: Vec<usize> =
+                    (0..plan.nodes.len()).filter(|&i| plan.nodes[i].role == role).collect();
+                ensure!(
+                    count + public <= of_role.len(),
+                    "--nat-{}s {count} but the network has {} {}s{}",
+                    role.as_str(),
+                    of_role.len(),
+                    role.as_str(),
+                    if public > 0 { " and one must stay public" } else { "" }
+                );
+                behind_nat.extend(&of_role[of_role.len() - count..]);
+            }
             Network::write_hosts(plan, &dir, PACE, &log_filter, model, &behind_nat)?
         }
     };
@@ -177,65 +189,87 @@ fn say_hosts(net: &Network) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// With trainers behind NATs: what AutoNAT told each, the relays it listens through, and how
-/// each validator and each other NATed trainer is connected to it (so how its artifact reached
-/// the validators: over a connection it opened from behind its NAT, through a relay, or through
-/// a punched hole). Fails unless each found itself private: the
-/// NAT would then not be one, or AutoNAT not work.
-fn say_nat(net: &Network) -> anyhow::Result<()> {
+/// With nodes behind NATs: what AutoNAT told each, the relays it listens through, and how each
+/// validator and each other NATed node is connected to it; then, for each NATed trainer that
+/// revealed, which connections its artifact reached each validator over. A NATed trainer opens
+/// its connections to public validators itself, from behind its NAT; a validator behind a NAT of
+/// its own can reach it only through a relay or a hole punched through both NATs. Fails unless
+/// each NATed node found itself private (the NAT would then not be one, or AutoNAT not work),
+/// and unless each NATed validator got each such artifact from its trainer by one of those two
+/// ways.
+fn say_nat(net: &Network, report: &FinalizationReport) -> anyhow::Result<()> {
     let Some(segment) = net.segment() else { return Ok(()) };
-    for i in (0..net.plan.nodes.len()).filter(|&i| segment.behind_nat(i)) {
-        let name = &net.plan.nodes[i].name;
+    let behind_nat = |j: usize| segment.behind_nat(j);
+    let nodes = &net.plan.nodes;
+    let is_validator = |j: usize| nodes[j].role == plan::Role::Validator;
+    for i in (0..nodes.len()).filter(|&i| behind_nat(i)) {
+        let name = &nodes[i].name;
         let status = net.clients[i].status()?;
         let circuits: Vec<&String> =
             status.listen_addrs.iter().filter(|a| a.contains("/p2p-circuit")).collect();
         println!(
-            "{name} is behind a NAT ({} behind {}): AutoNAT says {}; it listens through {} relays",
+            "{name} is behind a NAT ({} behind {}): {} {}; it listens through {} relays",
             hosts::LAN_HOST,
             hosts::host_addr(i),
+            if is_validator(i) { "it runs with behind_nat, so it is" } else { "AutoNAT says" },
             status.reachability,
             circuits.len()
         );
         for circuit in &circuits {
             println!("    {circuit}");
         }
-        // The validators, and the other trainers behind NATs (which neither can dial: a direct
-        // connection between two of them is a hole DCUtR punched through both NATs).
-        let behind_nat = |j: usize| segment.behind_nat(j);
-        for (v, node) in net.plan.nodes.iter().enumerate() {
-            let nat_peer = behind_nat(v);
-            if v == i || (node.role != plan::Role::Validator && !nat_peer) {
-                continue;
-            }
-            let peers: Vec<views::PeerView> = net.clients[v].get("/peers")?;
-            let links = peers.iter().find(|p| p.peer_id == status.peer_id).map(|p| &p.connections);
-            let said = match links {
-                None => "not connected".to_string(),
-                Some(links) => links
-                    .iter()
-                    .map(|c| match (c.relayed, c.outbound, nat_peer) {
-                        (true, _, _) => format!("relayed ({})", c.address),
-                        (false, _, true) => {
-                            format!("direct, a hole punched through both NATs ({})", c.address)
-                        }
-                        (false, false, false) => {
-                            format!("direct, opened by {name} through its NAT (from {})", c.address)
-                        }
-                        (false, true, false) => format!(
-                            "direct, dialed by {} through a punched hole ({})",
-                            node.name, c.address
-                        ),
-                    })
-                    .collect::<Vec<_>>()
-                    .join("; "),
-            };
-            println!("  {:<12} to {name}: {said}", node.name);
-        }
         ensure!(
             status.reachability == "private",
             "{name} runs behind a NAT but AutoNAT says it is {}",
             status.reachability
         );
+        let revealed =
+            report.trainers.iter().any(|t| t.params.is_some() && t.account == status.account);
+        for v in (0..nodes.len()).filter(|&v| v != i && (is_validator(v) || behind_nat(v))) {
+            let peers: Vec<views::PeerView> = net.clients[v].get("/peers")?;
+            let peer = peers.iter().find(|p| p.peer_id == status.peer_id);
+            let links = peer.map_or_else(
+                || "not connected".to_string(),
+                |p| {
+                    let links = p.connections.iter().map(|c| match (c.relayed, behind_nat(v)) {
+                        (true, _) => format!("relayed ({})", c.address),
+                        (false, true) => {
+                            format!("direct, a hole punched through both NATs ({})", c.address)
+                        }
+                        (false, false) if c.outbound => format!(
+                            "direct, dialed by {} through a punched hole ({})",
+                            nodes[v].name, c.address
+                        ),
+                        (false, false) => {
+                            format!("direct, opened by {name} through its NAT (from {})", c.address)
+                        }
+                    });
+                    links.collect::<Vec<_>>().join("; ")
+                },
+            );
+            println!("  {:<12} to {name}: {links}", nodes[v].name);
+            if !(revealed && is_validator(v)) {
+                continue;
+            }
+            let bytes = peer.map(|p| p.blob_bytes_received);
+            let (direct, relayed) = bytes.map_or((0, 0), |b| (b.direct, b.relayed));
+            let how = match (behind_nat(v), direct, relayed) {
+                (_, 0, 0) => "none from it (fetched from another provider)",
+                (true, _, 0) => "through the hole punched through both NATs",
+                (true, 0, _) => "through a relay",
+                (true, _, _) => "through a relay, then the hole punched through both NATs",
+                (false, _, _) => "over a connection the trainer opened through its NAT",
+            };
+            println!(
+                "  {:<12} got {name}'s artifact {how}: {direct} bytes direct, {relayed} relayed",
+                nodes[v].name
+            );
+            ensure!(
+                !behind_nat(v) || direct + relayed > 0,
+                "{} is behind a NAT and got none of {name}'s artifact from {name}",
+                nodes[v].name
+            );
+        }
     }
     Ok(())
 }
@@ -378,7 +412,7 @@ fn drive(net: &mut Network, keep_running: bool) -> anyhow::Result<()> {
             span_ms as f64 / 1_000.0,
             span_ms / blocks.max(1)
         );
-        say_nat(net)?;
+        say_nat(net, report)?;
         champion = report
             .champion
             .as_ref()

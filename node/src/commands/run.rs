@@ -56,7 +56,8 @@ pub struct RunArgs {
     #[arg(long)]
     pub no_mdns: bool,
     /// This node cannot be dialed (behind a NAT or firewall): listen through validators' relays
-    /// from the start instead of waiting for AutoNAT to find out.
+    /// from the start instead of waiting for AutoNAT to find out; a validator then serves no
+    /// relay itself.
     #[arg(long)]
     pub behind_nat: bool,
     /// Run a validator without its scoring loop: it votes on blocks but neither attests to

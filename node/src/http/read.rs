@@ -125,6 +125,17 @@ pub struct PeerView {
     pub mesh_topics: Vec<String>,
     /// Its open connections.
     pub connections: Vec<ConnectionView>,
+    /// The blob bytes it served this node since it connected, by the kind of connection.
+    pub blob_bytes_received: BlobBytesView,
+}
+
+/// Blob bytes received from a peer, in [`PeerView`].
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+pub struct BlobBytesView {
+    /// Over direct connections (dialed by either side, or a hole punched through NATs).
+    pub direct: u64,
+    /// Through a relay.
+    pub relayed: u64,
 }
 
 /// One connection to a peer, in [`PeerView`].
@@ -159,6 +170,10 @@ pub(super) async fn peers(State(api): State<Api>) -> ApiResult<Json<Vec<PeerView
                         relayed: c.relayed,
                     })
                     .collect(),
+                blob_bytes_received: BlobBytesView {
+                    direct: p.blob_bytes.direct,
+                    relayed: p.blob_bytes.relayed,
+                },
             })
             .collect(),
     ))

@@ -20,7 +20,9 @@ use consensus::vote::{CommitCertificate, VoteKind};
 use serde::{Deserialize, Serialize};
 
 pub use super::proof::ProofView;
-pub use super::read::{ConnectionView, LastVote, PeerView, StatusView, ValidatorView};
+pub use super::read::{
+    BlobBytesView, ConnectionView, LastVote, PeerView, StatusView, ValidatorView,
+};
 pub use super::tasks::{
     AccountView, CreatorExplain, Disagreement, TaskExplain, TrainerExplain, ValidatorExplain,
     ValidatorVerdict,

@@ -134,7 +134,8 @@ pub struct NetworkConfig {
     pub bootstrap: Vec<Multiaddr>,
     /// Whether mDNS discovery runs (it never finds peers on loopback).
     pub mdns: bool,
-    /// Whether this node relays for peers behind NATs (circuit relay v2; validators do).
+    /// Whether this node relays for peers behind NATs (circuit relay v2; validators do, unless
+    /// run with `--behind-nat`).
     pub relay_server: bool,
     /// Take this node as unreachable from the start, whatever AutoNAT finds: it listens through
     /// relays at once (`--behind-nat`, for an operator who knows; as go-libp2p's

@@ -698,12 +698,15 @@ impl EventLoop {
 
     fn on_blob(&mut self, event: request_response::Event<BlobRequest, BlobResponse>) {
         match event {
-            request_response::Event::Message { peer, message, .. } => match message {
+            request_response::Event::Message { peer, connection_id, message } => match message {
                 request_response::Message::Request { request, channel, .. } => {
                     self.serve_blob(peer, request, channel)
                 }
                 request_response::Message::Response { request_id, response } => {
                     self.swarm.behaviour_mut().slots.mark_useful(peer);
+                    if let BlobResponse::Chunk { data, .. } = &response {
+                        self.reach.blob_received(peer, connection_id, data.len() as u64);
+                    }
                     answer(&mut self.pending_blob, request_id, Ok(response));
                 }
             },
@@ -824,6 +827,7 @@ impl EventLoop {
                         account: *account,
                         score: gossipsub.peer_score(peer),
                         connections: self.reach.links(peer),
+                        blob_bytes: self.reach.blob_bytes(peer),
                         mesh_topics: Topic::ALL
                             .into_iter()
                             .filter(|t| {

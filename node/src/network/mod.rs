@@ -110,6 +110,8 @@ pub struct PeerInfo {
     pub mesh_topics: Vec<Topic>,
     /// Its open connections: direct or through a relay.
     pub connections: Vec<reach::Link>,
+    /// The blob bytes it served this node since it connected, by the kind of connection.
+    pub blob_bytes: reach::BlobBytes,
 }
 
 /// Something a peer did wrong outside gossip, reported to lower its score.

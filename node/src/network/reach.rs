@@ -78,12 +78,24 @@ impl Link {
     }
 }
 
+/// Blob bytes received from a peer (chunk data in its answers), by the kind of connection they
+/// came over: so a node can tell whether an artifact came through a relay.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BlobBytes {
+    /// Over direct connections (dialed by either side, or a punched hole).
+    pub direct: u64,
+    /// Over connections through a relay.
+    pub relayed: u64,
+}
+
 /// The bookkeeping of [`self`]'s module docs.
 #[derive(Debug, Default)]
 pub(crate) struct Reach {
     reachability: Reachability,
     /// Open connections, by peer.
     links: HashMap<PeerId, HashMap<ConnectionId, Link>>,
+    /// Blob bytes received from each connected peer since it connected.
+    blob_bytes: HashMap<PeerId, BlobBytes>,
     /// Connected peers that offer the relay, with an address to reach them at.
     relays: HashMap<PeerId, Multiaddr>,
     /// Relays this node asked to listen through, with the listener.
@@ -106,15 +118,31 @@ impl Reach {
         self.links.entry(peer).or_default().insert(id, Link::new(endpoint));
     }
 
-    /// A connection closed; a peer with none left is no longer a relay candidate.
+    /// A connection closed; a peer with none left is no longer a relay candidate, and its blob
+    /// byte counts are dropped.
     pub(crate) fn closed(&mut self, peer: PeerId, id: ConnectionId) {
         if let Some(links) = self.links.get_mut(&peer) {
             links.remove(&id);
             if links.is_empty() {
                 self.links.remove(&peer);
                 self.relays.remove(&peer);
+                self.blob_bytes.remove(&peer);
             }
         }
+    }
+
+    /// `peer` answered a blob request with `bytes` bytes of chunk data over connection `id`
+    /// (which is open: the answer just came over it).
+    pub(crate) fn blob_received(&mut self, peer: PeerId, id: ConnectionId, bytes: u64) {
+        let Some(link) = self.links.get(&peer).and_then(|links| links.get(&id)) else { return };
+        let counts = self.blob_bytes.entry(peer).or_default();
+        let count = if link.relayed { &mut counts.relayed } else { &mut counts.direct };
+        *count = count.saturating_add(bytes);
+    }
+
+    /// The blob bytes received from `peer` since it connected.
+    pub(crate) fn blob_bytes(&self, peer: &PeerId) -> BlobBytes {
+        self.blob_bytes.get(peer).copied().unwrap_or_default()
     }
 
     /// The open connections to a peer.
@@ -256,8 +284,18 @@ mod tests {
         );
         let to_b = &reach.links(&b)[0];
         assert!(to_b.relayed && !to_b.outbound);
+
+        // Blob bytes count by the connection they came over; an unknown one counts nowhere.
+        reach.blob_received(a, ConnectionId::new_unchecked(1), 100);
+        reach.blob_received(b, ConnectionId::new_unchecked(2), 7);
+        reach.blob_received(b, ConnectionId::new_unchecked(2), 3);
+        reach.blob_received(b, ConnectionId::new_unchecked(9), 1_000);
+        assert_eq!(reach.blob_bytes(&a), BlobBytes { direct: 100, relayed: 0 });
+        assert_eq!(reach.blob_bytes(&b), BlobBytes { direct: 0, relayed: 10 });
+
         reach.closed(b, ConnectionId::new_unchecked(2));
         assert!(reach.links(&b).is_empty());
+        assert_eq!(reach.blob_bytes(&b), BlobBytes::default(), "gone with the last connection");
     }
 
     #[test]

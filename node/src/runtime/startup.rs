@@ -116,7 +116,9 @@ pub async fn start(config: &NodeConfig) -> Result<(NodeContext, Driver), DriverE
     net.listen = config.listen.clone();
     net.bootstrap = config.bootstrap.clone();
     net.mdns = config.mdns;
-    net.relay_server = config.role == Role::Validator;
+    // A validator relays for peers behind NATs, unless it is behind one itself: its circuit
+    // addresses could not be dialed.
+    net.relay_server = config.role == Role::Validator && !config.behind_nat;
     net.behind_nat = config.behind_nat;
     net.connections.reserved = network::reserved_peers(&genesis);
     net.mempool_full = mempool.full_flag();
