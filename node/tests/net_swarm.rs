@@ -325,6 +325,15 @@ async fn a_node_behind_a_nat_is_dialed_through_a_relay_then_directly_after_dcutr
     };
     let first = links(dialer.client.peers().await.unwrap());
     assert!(first.iter().any(|l| l.relayed && l.outbound), "{first:?}");
+    // A blob fetched from it counts every byte against the connection it came over (the relayed
+    // one, or the punched hole if DCUtR was quicker: requests take turns over open connections).
+    let bytes = pseudo_random_bytes(3 << 20, 72);
+    let hash = private.client.blob_store().put(&bytes).unwrap();
+    let fetch = dialer.client.fetch_blob_from(private.peer, hash, 4 << 20);
+    bounded("the blob fetch from the private node", fetch).await.unwrap();
+    let peers = dialer.client.peers().await.unwrap();
+    let counted = peers.iter().find(|p| p.peer == private.peer).unwrap().blob_bytes;
+    assert_eq!(counted.direct + counted.relayed, bytes.len() as u64, "{counted:?}");
     // DCUtR: the private node answers the relayed connection by punching a hole; on loopback it
     // succeeds, and a direct connection joins the relayed one.
     bounded("DCUtR to open a direct connection", async {
