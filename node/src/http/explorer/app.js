@@ -163,8 +163,18 @@ function renderPeers(peers) {
     p.connections.map((c) => "<span class=\"" + (c.relayed ? "relayed" : "direct") +
       "\" title=\"" + esc(c.address) + "\">" + (c.relayed ? "relayed" : "direct") + " " +
       (c.outbound ? "out" : "in") + "</span>").join("<br>"),
+    blobBytes(p.blob_bytes_received),
   ]);
-  setHtml("peers", table(["peer", "peer id", "#score", "mesh", "connection"], rows));
+  setHtml("peers", table(["peer", "peer id", "#score", "mesh", "connection", "blobs in"], rows));
+}
+
+// The blob bytes a peer served this node, and how many of them came through a relay.
+function blobBytes(b) {
+  const total = b.direct + b.relayed;
+  if (total === 0) return "<span class=\"muted\">—</span>";
+  const kb = (n) => (n / 1024).toFixed(1) + " KiB";
+  return esc(kb(total)) + (b.relayed ? " <span class=\"relayed\">(" + esc(kb(b.relayed)) +
+    " relayed)</span>" : "");
 }
 
 function deadlinesText(task) {
