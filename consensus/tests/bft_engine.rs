@@ -52,8 +52,13 @@ fn block(height: u64, round: u32, nonce: u64) -> Block {
 }
 
 fn engine(key: &Keypair) -> Engine<Block, MemoryWal<Block>> {
+    engine_on(key, MemoryWal::default())
+}
+
+/// An engine of `key` logging to `wal`: a fresh log, or the one a crashed engine left behind.
+fn engine_on<W: Wal<Block>>(key: &Keypair, wal: W) -> Engine<Block, W> {
     let key = Keypair::from_seed(key.secret_bytes());
-    Engine::new(EngineConfig::default(), CHAIN, key, MemoryWal::default(), Default::default())
+    Engine::new(EngineConfig::default(), CHAIN, key, wal, Default::default())
 }
 
 fn proposal(key: &Keypair, height: u64, round: u32, b: &Block, vr: Option<u32>) -> Event<Block> {
@@ -149,14 +154,7 @@ fn a_locked_validator_keeps_its_lock_across_a_restart() {
     assert_eq!(e.locked().map(|(r, b)| (r, b.id())), Some((Round(0), v.id())));
 
     // Crash and restart from the log.
-    let wal = e.into_wal();
-    let mut e = Engine::new(
-        EngineConfig::default(),
-        CHAIN,
-        Keypair::from_seed(ks[me].secret_bytes()),
-        wal,
-        Default::default(),
-    );
+    let mut e = engine_on(&ks[me], e.into_wal());
     let acts = boot(&mut e, Height(1), vs.clone());
     assert_eq!(e.locked().map(|(r, b)| (r, b.id())), Some((Round(0), v.id())));
     assert_eq!(e.valid_value().map(|(r, b)| (r, b.id())), Some((Round(0), v.id())));
@@ -319,14 +317,7 @@ fn an_engine_started_twice_on_one_log_keeps_its_votes() {
     let acts = go(&mut e, Event::TimeoutFired(t));
     let nil = own_votes(&acts, VoteKind::Prevote);
     assert_eq!(nil.len(), 1);
-    let wal = e.into_wal();
-    let mut e = Engine::new(
-        EngineConfig::default(),
-        CHAIN,
-        Keypair::from_seed(ks[me].secret_bytes()),
-        wal,
-        Default::default(),
-    );
+    let mut e = engine_on(&ks[me], e.into_wal());
     let acts = boot(&mut e, Height(1), vs);
     assert_eq!(own_votes(&acts, VoteKind::Prevote), nil);
     assert_eq!(e.step(), Step::Prevote);

@@ -7,21 +7,14 @@ use consensus::verdict::{Subject, Verdict};
 use node::blobs::BlobStore;
 use node::roles::trainer::train_artifact;
 use trainer::recipe::Recipe;
-use trainer::task::{DataKind, LmArchitecture, TaskOptions, new_task};
+use trainer::task::{DataKind, TaskOptions, new_task};
 use validator::check::Revealed;
 use validator::score::{Submission, TaskInputs, score_task};
 
 #[test]
 fn a_trained_artifact_is_stored_and_scores_as_revealed() {
     let iris = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../data/iris.csv")).unwrap();
-    let opts = TaskOptions {
-        name: "iris".into(),
-        kind: DataKind::Classification,
-        heldout_fraction: 0.2,
-        label_noise: 0.0,
-        seed: 7,
-        lm: LmArchitecture::default(),
-    };
+    let opts = TaskOptions::new("iris", DataKind::Classification, 7);
     let task = new_task(&iris, "iris.csv", &opts, Salt(Hash([5; 32])), &HeldoutKey(Hash([8; 32])))
         .unwrap();
     let dir = tempfile::tempdir().unwrap();

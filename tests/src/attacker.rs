@@ -34,6 +34,37 @@ fn swarm<B: NetworkBehaviour>(behaviour: B) -> anyhow::Result<Swarm<B>> {
         .build())
 }
 
+/// A fresh identity's swarm that dials `target` to send it requests on `protocol` with `codec`,
+/// each failing after `request_timeout`.
+fn client<C>(
+    target: &Multiaddr,
+    codec: C,
+    protocol: C::Protocol,
+    request_timeout: Duration,
+) -> anyhow::Result<Swarm<request_response::Behaviour<C>>>
+where
+    C: request_response::Codec + Clone + Send + 'static,
+{
+    let behaviour = request_response::Behaviour::with_codec(
+        codec,
+        [(protocol, ProtocolSupport::Outbound)],
+        request_response::Config::default().with_request_timeout(request_timeout),
+    );
+    let mut swarm = swarm(behaviour)?;
+    swarm.dial(target.clone())?;
+    Ok(swarm)
+}
+
+/// A [`client`] of `chain_id`'s `sync` protocol, reading answers of up to 64 MiB.
+fn sync_client(
+    target: &Multiaddr,
+    chain_id: &str,
+    request_timeout: Duration,
+) -> anyhow::Result<Swarm<request_response::Behaviour<SyncCodec>>> {
+    let protocol = node::network::sync_protocol(chain_id);
+    client(target, SyncCodec::new(64 << 20), protocol, request_timeout)
+}
+
 /// What a connection flood achieved.
 #[derive(Debug)]
 pub struct FloodReport {
@@ -108,13 +139,7 @@ pub async fn sync_flood(
     let end = tokio::time::Instant::now() + duration;
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..identities {
-        let behaviour = request_response::Behaviour::with_codec(
-            SyncCodec::new(64 << 20),
-            [(node::network::sync_protocol(chain_id), ProtocolSupport::Outbound)],
-            request_response::Config::default().with_request_timeout(Duration::from_secs(30)),
-        );
-        let mut swarm = swarm(behaviour)?;
-        swarm.dial(target.clone())?;
+        let mut swarm = sync_client(target, chain_id, Duration::from_secs(30))?;
         tasks.spawn(async move {
             let request = SyncRequest { from: consensus::types::Height(1), count: 1_024 };
             let (mut bytes, mut busy, mut answers) = (0usize, 0usize, 0usize);
@@ -172,13 +197,7 @@ pub async fn committed_blocks(
     from: u64,
     count: u32,
 ) -> anyhow::Result<Vec<node::network::CommittedBlock>> {
-    let behaviour = request_response::Behaviour::with_codec(
-        SyncCodec::new(64 << 20),
-        [(node::network::sync_protocol(chain_id), ProtocolSupport::Outbound)],
-        request_response::Config::default().with_request_timeout(Duration::from_secs(20)),
-    );
-    let mut swarm = swarm(behaviour)?;
-    swarm.dial(target.clone())?;
+    let mut swarm = sync_client(target, chain_id, Duration::from_secs(20))?;
     let request = SyncRequest { from: consensus::types::Height(from), count };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
@@ -263,13 +282,7 @@ pub async fn raw_frames(
     protocol: StreamProtocol,
     frames: Vec<Vec<u8>>,
 ) -> anyhow::Result<Vec<Option<Vec<u8>>>> {
-    let behaviour = request_response::Behaviour::with_codec(
-        RawCodec,
-        [(protocol, ProtocolSupport::Outbound)],
-        request_response::Config::default().with_request_timeout(Duration::from_secs(20)),
-    );
-    let mut swarm = swarm(behaviour)?;
-    swarm.dial(target.clone())?;
+    let mut swarm = client(target, RawCodec, protocol, Duration::from_secs(20))?;
     let mut answers = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     let mut pending = None;

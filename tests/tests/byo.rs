@@ -75,12 +75,9 @@ fn outside_model(dir: &Path) -> anyhow::Result<()> {
 
         let task_id = net.post_task()?;
         let me = net.plan.nodes[outside].account();
-        let refused = submit(net, task_id, &bad, &hand_in, false)?;
-        ensure!(
-            !refused.status.success() && stderr(&refused).contains("wrong_architecture"),
-            "node submit did not refuse a model of the wrong shape: {}",
-            stderr(&refused)
-        );
+        let wrong = submit(net, task_id, &bad, &hand_in, false)?;
+        let wrong =
+            refused(&wrong, "wrong_architecture", "did not refuse a model of the wrong shape")?;
         ensure!(
             !hand_in.submit_dir.join(format!("task-{task_id}.safetensors")).exists(),
             "a refused model reached the submit folder"
@@ -90,7 +87,7 @@ fn outside_model(dir: &Path) -> anyhow::Result<()> {
             lead.task(task_id)?.submissions.iter().all(|s| s.trainer != me),
             "the outside trainer joined with a refused model"
         );
-        println!("  a model of the wrong shape was refused: {}", stderr(&refused).trim());
+        println!("  a model of the wrong shape was refused: {}", wrong.trim());
 
         let handed = submit(net, task_id, &good, &hand_in, true)?;
         print!("  node submit: {}", succeeded(&handed, "node submit")?);
@@ -131,20 +128,12 @@ fn outside_model(dir: &Path) -> anyhow::Result<()> {
         net.agreement(last + 1)?;
 
         let late = submit(net, task_id, &good, &hand_in, false)?;
-        ensure!(
-            !late.status.success() && stderr(&late).contains("cannot enter task"),
-            "node submit accepted a finished task: {}",
-            stderr(&late)
-        );
-        println!("  a finished task was refused: {}", stderr(&late).trim());
+        let late = refused(&late, "cannot enter task", "accepted a finished task")?;
+        println!("  a finished task was refused: {}", late.trim());
         net.kill(outside);
         let down = submit(net, task_id, &good, &hand_in, false)?;
-        ensure!(
-            !down.status.success() && stderr(&down).contains("not running"),
-            "node submit to a stopped node: {}",
-            stderr(&down)
-        );
-        println!("  a stopped node was refused: {}", stderr(&down).trim());
+        let down = refused(&down, "not running", "to a stopped node")?;
+        println!("  a stopped node was refused: {}", down.trim());
         Ok(())
     })
 }
@@ -323,6 +312,14 @@ fn stdout(output: &Output) -> String {
 
 fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// What `node submit` said on stderr, when it failed saying `reason`; an error saying
+/// `node submit {what}` otherwise.
+fn refused(output: &Output, reason: &str, what: &str) -> anyhow::Result<String> {
+    let said = stderr(output);
+    ensure!(!output.status.success() && said.contains(reason), "node submit {what}: {said}");
+    Ok(said)
 }
 
 /// The task's feature and class counts.

@@ -15,9 +15,9 @@
 
 use std::cell::RefCell;
 
-use candle_core::{CpuStorage, InplaceOp2, Layout, Tensor};
+use candle_core::Tensor;
 
-use crate::model::ops::f32_parts;
+use crate::model::ops::{InPlace, InPlaceF32};
 
 /// AdamW hyperparameters.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -137,7 +137,7 @@ impl AdamW {
                 inv_sqrt_bc2: (1.0 / bc2.sqrt()) as f32,
                 eps: c.eps as f32,
             };
-            p.inplace_op2(g, &op)?;
+            p.inplace_op2(g, &InPlace(op))?;
         }
         Ok(())
     }
@@ -153,19 +153,10 @@ struct FusedStep<'a> {
     eps: f32,
 }
 
-impl InplaceOp2 for FusedStep<'_> {
-    fn name(&self) -> &'static str {
-        "fused-adamw"
-    }
+impl InPlaceF32 for FusedStep<'_> {
+    const NAME: &'static str = "fused-adamw";
 
-    fn cpu_fwd(
-        &self,
-        s1: &mut CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> candle_core::Result<()> {
-        let (p, g) = f32_parts(s1, l1, s2, l2, "fused AdamW")?;
+    fn apply(&self, p: &mut [f32], g: &[f32]) -> candle_core::Result<()> {
         let mut slot = self.slot.borrow_mut();
         let Slot { m, v, mask } = &mut **slot;
         if p.len() != m.len() || g.len() != m.len() {

@@ -97,6 +97,21 @@ pub struct TaskOptions {
     pub lm: LmArchitecture,
 }
 
+impl TaskOptions {
+    /// Options of a task `name` of `kind` split with `seed`: the default held-out share, no
+    /// label noise, the default char LM architecture.
+    pub fn new(name: impl Into<String>, kind: DataKind, seed: u64) -> Self {
+        TaskOptions {
+            name: name.into(),
+            kind,
+            heldout_fraction: HELDOUT_FRACTION_DEFAULT,
+            label_noise: 0.0,
+            seed,
+            lm: LmArchitecture::default(),
+        }
+    }
+}
+
 /// A task ready to be written: its spec and the bytes of its files.
 #[derive(Clone, Debug)]
 pub struct NewTask {
@@ -508,14 +523,7 @@ mod tests {
     }
 
     fn opts(seed: u64) -> TaskOptions {
-        TaskOptions {
-            name: "toy".into(),
-            kind: DataKind::Classification,
-            heldout_fraction: 0.2,
-            label_noise: 0.0,
-            seed,
-            lm: LmArchitecture::default(),
-        }
+        TaskOptions::new("toy", DataKind::Classification, seed)
     }
 
     #[test]

@@ -18,12 +18,9 @@ fn shakespeare_task(lm: LmArchitecture) -> NewTask {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../data/shakespeare.txt");
     let bytes = std::fs::read(&path).unwrap();
     let opts = TaskOptions {
-        name: "shakespeare".into(),
-        kind: DataKind::CharLm,
         heldout_fraction: 0.1,
-        label_noise: 0.0,
-        seed: 1,
         lm,
+        ..TaskOptions::new("shakespeare", DataKind::CharLm, 1)
     };
     task::new_task(
         &bytes,

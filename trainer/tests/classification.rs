@@ -10,20 +10,14 @@ use trainer::data::{self, CsvShape};
 use trainer::eval;
 use trainer::model::mlp::Mlp;
 use trainer::recipe::{EarlyStopping, Filter, Recipe};
-use trainer::task::{self, DataKind, LmArchitecture, NewTask, TaskOptions};
+use trainer::task::{self, DataKind, NewTask, TaskOptions};
 use trainer::train::{self, TrainData, Trained};
 
 fn digits_task(label_noise: f64) -> NewTask {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../data/digits.csv");
     let bytes = std::fs::read(&path).unwrap();
-    let opts = TaskOptions {
-        name: "digits".into(),
-        kind: DataKind::Classification,
-        heldout_fraction: 0.2,
-        label_noise,
-        seed: 42,
-        lm: LmArchitecture::default(),
-    };
+    let opts =
+        TaskOptions { label_noise, ..TaskOptions::new("digits", DataKind::Classification, 42) };
     task::new_task(&bytes, "digits.csv", &opts, Salt(Hash([7; 32])), &HeldoutKey(Hash([8; 32])))
         .unwrap()
 }

@@ -9,7 +9,7 @@ use trainer::data::{self, CsvShape};
 use trainer::eval;
 use trainer::model::mlp::Mlp;
 use trainer::recipe::Recipe;
-use trainer::task::{self, DataKind, LmArchitecture, NewTask, TaskOptions};
+use trainer::task::{self, DataKind, NewTask, TaskOptions};
 use trainer::train::{self, Event, TrainData, TrainError};
 
 /// The digits file cut in two: every fourth row is the trainer's private clean slice (with the
@@ -27,12 +27,8 @@ fn digits_with_private_slice(dir: &Path) -> (NewTask, PathBuf) {
         out.push('\n');
     }
     let opts = TaskOptions {
-        name: "digits".into(),
-        kind: DataKind::Classification,
-        heldout_fraction: 0.2,
         label_noise: 0.3,
-        seed: 42,
-        lm: LmArchitecture::default(),
+        ..TaskOptions::new("digits", DataKind::Classification, 42)
     };
     let key = HeldoutKey(Hash([8; 32]));
     let task =

@@ -18,14 +18,8 @@ fn data(name: &str) -> PathBuf {
 }
 
 fn options(kind: DataKind) -> TaskOptions {
-    TaskOptions {
-        name: "t".into(),
-        kind,
-        heldout_fraction: 0.2,
-        label_noise: 0.0,
-        seed: 3,
-        lm: LmArchitecture { context: 16, d_model: 16, layers: 1, heads: 2 },
-    }
+    let lm = LmArchitecture { context: 16, d_model: 16, layers: 1, heads: 2 };
+    TaskOptions { lm, ..TaskOptions::new("t", kind, 3) }
 }
 
 /// Writes a task under `root/<sub>` and returns what the validator sees of it from `root`.

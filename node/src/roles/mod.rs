@@ -55,6 +55,26 @@ pub fn lagging(state: &consensus::state::State, now_ms: u64) -> Option<u64> {
     (age > limit).then_some(age)
 }
 
+/// The height of the last committed block and the steps `plan` makes of the ledger's state:
+/// none while the node is catching up ([`lagging`] at `now_ms`), which is logged as waiting to
+/// catch up before `doing`.
+fn plan_unless_lagging<S>(
+    ctx: &NodeContext,
+    now_ms: u64,
+    doing: &str,
+    plan: impl FnOnce(&consensus::state::State) -> Vec<S>,
+) -> (Height, Vec<S>) {
+    let (height, lag, steps) = ctx.read(|l| {
+        let lag = lagging(l.state(), now_ms);
+        let steps = if lag.is_some() { Vec::new() } else { plan(l.state()) };
+        (l.height(), lag, steps)
+    });
+    if let Some(age_ms) = lag {
+        tracing::debug!(%height, age_ms, "the last block is old: waiting to catch up before {doing}");
+    }
+    (height, steps)
+}
+
 /// The wall clock in ms since the Unix epoch.
 fn now_ms() -> u64 {
     std::time::SystemTime::now()

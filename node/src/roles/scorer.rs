@@ -46,8 +46,8 @@ use validator::score::{Reference, ScoreError, Submission, TaskInputs, score_task
 
 use super::persist::{PersistError, RoleStore};
 use super::{
-    Attempts, Background, FetchError, RoleLoop, Stopped, drive, fetch_bytes, fetch_file, lagging,
-    now_ms, on_one_thread, submit,
+    Attempts, Background, FetchError, RoleLoop, Stopped, drive, fetch_bytes, fetch_file, now_ms,
+    on_one_thread, plan_unless_lagging, submit,
 };
 use crate::runtime::{Metrics, NodeContext};
 
@@ -353,19 +353,9 @@ impl RoleLoop for Scorer {
 
     /// Plans from the ledger and carries the plan out.
     async fn tick(&mut self) -> Result<(), Stopped> {
-        let now = now_ms();
-        let (height, lag, steps) = self.ctx.read(|l| {
-            let lag = lagging(l.state(), now);
-            let steps = if lag.is_some() {
-                Vec::new()
-            } else {
-                scorer_plan(l.state(), &self.me, &self.secrets)
-            };
-            (l.height(), lag, steps)
+        let (height, steps) = plan_unless_lagging(&self.ctx, now_ms(), "scoring", |state| {
+            scorer_plan(state, &self.me, &self.secrets)
         });
-        if let Some(age_ms) = lag {
-            tracing::debug!(%height, age_ms, "the last block is old: waiting to catch up before scoring");
-        }
         for step in steps {
             let task = step.task();
             let busy = matches!(step, ScorerStep::Score { .. }) && self.scoring.is_some();
@@ -411,9 +401,7 @@ impl RoleLoop for Scorer {
         result: Result<Scored, tokio::task::JoinError>,
     ) -> Result<(), Stopped> {
         let height = self.ctx.read(|l| l.height());
-        let outcome = result.unwrap_or_else(|e| {
-            Err(ScoreTaskError::Join { what: "scoring", message: e.to_string() })
-        });
+        let outcome = result.unwrap_or_else(|e| Err(joined("scoring")(e)));
         let (secret, fetched) = match outcome {
             Ok(done) => done,
             Err(error) if error.is_permanent() => {

@@ -42,10 +42,10 @@ use trainer::recipe::Recipe;
 use trainer::train::{self, Event, TrainData, TrainError};
 
 use super::outside::{self, OutsideError};
-use super::persist::{PersistError, RoleStore};
+use super::persist::RoleStore;
 use super::{
-    Attempts, Background, FetchError, RoleLoop, Stopped, drive, fetch_bytes, lagging, now_ms,
-    on_one_thread, submit,
+    Attempts, Background, FetchError, RoleLoop, Stopped, drive, fetch_bytes, now_ms, on_one_thread,
+    plan_unless_lagging, submit,
 };
 use crate::blobs::{BlobStore, BlobStoreError};
 use crate::runtime::{Metrics, NodeContext};
@@ -396,12 +396,6 @@ pub enum TrainTaskError {
     /// The blob store failed.
     #[error(transparent)]
     Store(#[from] BlobStoreError),
-    /// The OS random source failed.
-    #[error("drawing a salt: {0}")]
-    Salt(getrandom::Error),
-    /// The record could not be persisted.
-    #[error(transparent)]
-    Persist(#[from] PersistError),
     /// A blocking task panicked or was cancelled.
     #[error("{what}: {message}")]
     Join {
@@ -561,18 +555,9 @@ impl RoleLoop for Trainer {
             ModelSource::Recipe(recipe) => Offer::Recipe(recipe),
             ModelSource::Folder(_) => Offer::Files(&waiting),
         };
-        let (height, lag, steps) = self.ctx.read(|l| {
-            let lag = lagging(l.state(), now);
-            let steps = if lag.is_some() {
-                Vec::new()
-            } else {
-                trainer_plan(l.state(), &self.me, offer, &self.records, &self.served)
-            };
-            (l.height(), lag, steps)
+        let (height, steps) = plan_unless_lagging(&self.ctx, now, "acting", |state| {
+            trainer_plan(state, &self.me, offer, &self.records, &self.served)
         });
-        if let Some(age_ms) = lag {
-            tracing::debug!(%height, age_ms, "the last block is old: waiting to catch up before acting");
-        }
         for step in steps {
             let task = step.task();
             let busy = matches!(step, TrainerStep::Train { .. }) && self.training.is_some();
@@ -662,9 +647,7 @@ impl RoleLoop for Trainer {
         elapsed: Duration,
         result: Result<Result<Artifact, TrainTaskError>, tokio::task::JoinError>,
     ) -> Result<(), Stopped> {
-        let outcome = result.unwrap_or_else(|e| {
-            Err(TrainTaskError::Join { what: "training", message: e.to_string() })
-        });
+        let outcome = result.unwrap_or_else(|e| Err(joined("training")(e)));
         let artifact = match outcome {
             Ok(artifact) => artifact,
             Err(

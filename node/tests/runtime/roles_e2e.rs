@@ -16,7 +16,7 @@ use consensus::verdict::{Subject, Verdict};
 use node::keystore;
 use node::network::{self, BlobFetchError, NetworkClient, NetworkConfig, NetworkEvent};
 use node::roles::trainer::{Stage, TaskRecord};
-use trainer::task::{DataKind, LmArchitecture, TaskOptions, new_task};
+use trainer::task::{DataKind, TaskOptions, new_task};
 
 #[test]
 fn a_genesis_task_is_trained_scored_and_finalized() {
@@ -27,14 +27,7 @@ fn a_genesis_task_is_trained_scored_and_finalized() {
     let creator = Keypair::from_seed(chain.client).account();
 
     let iris = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../data/iris.csv")).unwrap();
-    let opts = TaskOptions {
-        name: "iris".into(),
-        kind: DataKind::Classification,
-        heldout_fraction: 0.2,
-        label_noise: 0.0,
-        seed: 3,
-        lm: LmArchitecture::default(),
-    };
+    let opts = TaskOptions::new("iris", DataKind::Classification, 3);
     let salt = consensus::commitment::Salt(Hash([9; 32]));
     let heldout_key = consensus::commitment::HeldoutKey(Hash([8; 32]));
     let mut task = new_task(&iris, "iris.csv", &opts, salt, &heldout_key).unwrap();

@@ -6,7 +6,9 @@
 //! pass per row, single-threaded and in a fixed order, so the results are also the same for any
 //! thread count.
 
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Shape, Tensor, bail};
+use candle_core::{
+    CpuStorage, CustomOp1, CustomOp2, CustomOp3, InplaceOp2, Layout, Shape, Tensor, bail,
+};
 
 /// The contiguous F32 values of an op `what`'s input.
 fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Result<&'a [f32]> {
@@ -15,19 +17,38 @@ fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Resu
     Ok(&v[a..b])
 }
 
-/// The contiguous F32 values of an in-place op `what`'s two operands: the first, written in
-/// place, and the second.
-pub(crate) fn f32_parts<'a>(
-    s1: &'a mut CpuStorage,
-    l1: &Layout,
-    s2: &'a CpuStorage,
-    l2: &Layout,
-    what: &str,
-) -> candle_core::Result<(&'a mut [f32], &'a [f32])> {
-    let b = f32_slice(s2, l2, what)?;
-    let CpuStorage::F32(a) = s1 else { bail!("{what} needs F32") };
-    let Some((a0, a1)) = l1.contiguous_offsets() else { bail!("{what} needs contiguous tensors") };
-    Ok((&mut a[a0..a1], b))
+/// An op on the contiguous F32 values of two CPU tensors that writes the first in place and
+/// reads the second; candle runs it wrapped in [`InPlace`].
+pub(crate) trait InPlaceF32 {
+    /// The op's name, for candle and for errors.
+    const NAME: &'static str;
+
+    /// Updates `a` in place from `b`.
+    fn apply(&self, a: &mut [f32], b: &[f32]) -> candle_core::Result<()>;
+}
+
+/// An [`InPlaceF32`] op as a candle [`InplaceOp2`] (CPU only).
+pub(crate) struct InPlace<O>(pub O);
+
+impl<O: InPlaceF32> InplaceOp2 for InPlace<O> {
+    fn name(&self) -> &'static str {
+        O::NAME
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &mut CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<()> {
+        let b = f32_slice(s2, l2, O::NAME)?;
+        let CpuStorage::F32(a) = s1 else { bail!("{} needs F32", O::NAME) };
+        let Some((a0, a1)) = l1.contiguous_offsets() else {
+            bail!("{} needs contiguous tensors", O::NAME)
+        };
+        self.0.apply(&mut a[a0..a1], b)
+    }
 }
 
 /// `LayerNorm(x) · w + b` over the last dimension of a `[rows, D]` tensor (biased variance).

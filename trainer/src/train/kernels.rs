@@ -373,35 +373,29 @@ impl Heads {
 
     /// `[B, H, T, dh]` to `[B·T, D]` (heads side by side, as `concat_j(y_j)`).
     pub(crate) fn merge(&self, y: &[f32]) -> Vec<f32> {
-        vectorized(
-            #[inline(always)]
-            || {
-                let (d, dh, t) = (self.d(), self.dh, self.t);
-                let mut out = vec![0f32; y.len()];
-                for (n, row) in out.chunks_exact_mut(d).enumerate() {
-                    let (b, pos) = (n / t, n % t);
-                    for h in 0..self.heads {
-                        let at = ((b * self.heads + h) * t + pos) * dh;
-                        row[h * dh..(h + 1) * dh].copy_from_slice(&y[at..at + dh]);
-                    }
-                }
-                out
-            },
-        )
+        self.permute(y, false)
     }
 
     /// `[B·T, D]` to `[B, H, T, dh]` (the inverse of [`Heads::merge`]).
     pub(crate) fn split(&self, x: &[f32]) -> Vec<f32> {
+        self.permute(x, true)
+    }
+
+    /// Copies `from` into the other layout: `[B·T, D]` into `[B, H, T, dh]` when `split`, the
+    /// other way otherwise.
+    fn permute(&self, from: &[f32], split: bool) -> Vec<f32> {
         vectorized(
             #[inline(always)]
             || {
                 let (d, dh, t) = (self.d(), self.dh, self.t);
-                let mut out = vec![0f32; x.len()];
-                for (n, row) in x.chunks_exact(d).enumerate() {
+                let mut out = vec![0f32; from.len()];
+                for n in 0..from.len() / d {
                     let (b, pos) = (n / t, n % t);
                     for h in 0..self.heads {
+                        let row = n * d + h * dh;
                         let at = ((b * self.heads + h) * t + pos) * dh;
-                        out[at..at + dh].copy_from_slice(&row[h * dh..(h + 1) * dh]);
+                        let (src, dst) = if split { (row, at) } else { (at, row) };
+                        out[dst..dst + dh].copy_from_slice(&from[src..src + dh]);
                     }
                 }
                 out

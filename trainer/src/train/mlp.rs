@@ -16,12 +16,12 @@
 
 use std::cell::RefCell;
 
-use candle_core::{CpuStorage, Device, InplaceOp2, Layout, Tensor};
+use candle_core::{Device, Tensor};
 use rand::Rng;
 
 use crate::model::ModelError;
 use crate::model::mlp::{Linear, Mlp};
-use crate::model::ops::f32_parts;
+use crate::model::ops::{InPlace, InPlaceF32};
 use crate::optim::{AdamW, AdamWConfig, OptimError};
 use crate::rng::TrainRng;
 
@@ -108,7 +108,7 @@ impl MlpTrainer {
             let hidden = i + 1 < n;
             let dropout = if hidden { self.dropout } else { 0.0 };
             let op = BiasActivation { relu: hidden, dropout, rng: RefCell::new(&mut *rng) };
-            z.inplace_op2(&layer.bias, &op)?;
+            z.inplace_op2(&layer.bias, &InPlace(op))?;
             h = z;
         }
         let (loss, mut dz) = softmax_cross_entropy(&h, labels)?;
@@ -123,7 +123,7 @@ impl MlpTrainer {
                 let next = dz.matmul(&self.layers[i].weight)?;
                 // inputs[i] is relu(z)·d of the layer below: positive exactly where the
                 // gradient passes, and then the dropout scale is the only factor left.
-                next.inplace_op2(&inputs[i], &ActivationGrad { scale: keep_scale })?;
+                next.inplace_op2(&inputs[i], &InPlace(ActivationGrad { scale: keep_scale }))?;
                 dz = next;
             }
         }
@@ -140,20 +140,11 @@ struct BiasActivation<'a> {
     rng: RefCell<&'a mut TrainRng>,
 }
 
-impl InplaceOp2 for BiasActivation<'_> {
-    fn name(&self) -> &'static str {
-        "bias-activation"
-    }
+impl InPlaceF32 for BiasActivation<'_> {
+    const NAME: &'static str = "bias-activation";
 
-    fn cpu_fwd(
-        &self,
-        s1: &mut CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> candle_core::Result<()> {
-        let (z, bias) = f32_parts(s1, l1, s2, l2, "bias-activation")?;
-        if bias.is_empty() || z.len() % bias.len() != 0 {
+    fn apply(&self, z: &mut [f32], bias: &[f32]) -> candle_core::Result<()> {
+        if bias.is_empty() || !z.len().is_multiple_of(bias.len()) {
             candle_core::bail!("bias-activation: {} values for width {}", z.len(), bias.len());
         }
         let keep = 1.0 / (1.0 - self.dropout);
@@ -176,19 +167,10 @@ struct ActivationGrad {
     scale: f32,
 }
 
-impl InplaceOp2 for ActivationGrad {
-    fn name(&self) -> &'static str {
-        "activation-grad"
-    }
+impl InPlaceF32 for ActivationGrad {
+    const NAME: &'static str = "activation-grad";
 
-    fn cpu_fwd(
-        &self,
-        s1: &mut CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> candle_core::Result<()> {
-        let (g, h) = f32_parts(s1, l1, s2, l2, "activation-grad")?;
+    fn apply(&self, g: &mut [f32], h: &[f32]) -> candle_core::Result<()> {
         if g.len() != h.len() {
             candle_core::bail!("activation-grad: shapes differ");
         }
