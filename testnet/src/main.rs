@@ -87,8 +87,8 @@ struct Args {
     nat_trainers: usize,
     /// With --hosts: put the last N validators each behind a NAT of its own, run with
     /// `behind_nat` (at least one stays public); peers reach them only over connections they
-    /// open, through a relay or through a punched hole. The run fails unless each gets the
-    /// artifacts of the NATed trainers through a relay or a punched hole.
+    /// open, through a relay or through a punched hole. The run fails unless each gets a NATed
+    /// trainer's artifact from the trainer through a relay or a punched hole.
     #[arg(long, requires = "hosts", default_value_t = 0)]
     nat_validators: usize,
 }

@@ -195,13 +195,17 @@ fn say_hosts(net: &Network) -> anyhow::Result<()> {
 /// its connections to public validators itself, from behind its NAT; a validator behind a NAT of
 /// its own can reach it only through a relay or a hole punched through both NATs. Fails unless
 /// each NATed node found itself private (the NAT would then not be one, or AutoNAT not work),
-/// and unless each NATed validator got each such artifact from its trainer by one of those two
-/// ways.
+/// and unless each NATed validator got at least one such artifact from its trainer by one of
+/// those two ways. (Not every one: a validator may fetch an artifact from a validator that
+/// re-provides it, and that race is no fault.)
 fn say_nat(net: &Network, report: &FinalizationReport) -> anyhow::Result<()> {
     let Some(segment) = net.segment() else { return Ok(()) };
     let behind_nat = |j: usize| segment.behind_nat(j);
     let nodes = &net.plan.nodes;
     let is_validator = |j: usize| nodes[j].role == plan::Role::Validator;
+    // NATed validators that had a NATed trainer's artifact to fetch, and whether one came from
+    // its trainer.
+    let mut fetched_from_nat: BTreeMap<usize, bool> = BTreeMap::new();
     for i in (0..nodes.len()).filter(|&i| behind_nat(i)) {
         let name = &nodes[i].name;
         let status = net.clients[i].status()?;
@@ -264,12 +268,18 @@ fn say_nat(net: &Network, report: &FinalizationReport) -> anyhow::Result<()> {
                 "  {:<12} got {name}'s artifact {how}: {direct} bytes direct, {relayed} relayed",
                 nodes[v].name
             );
-            ensure!(
-                !behind_nat(v) || direct + relayed > 0,
-                "{} is behind a NAT and got none of {name}'s artifact from {name}",
-                nodes[v].name
-            );
+            if behind_nat(v) {
+                *fetched_from_nat.entry(v).or_default() |= direct + relayed > 0;
+            }
         }
+    }
+    for (v, reached) in fetched_from_nat {
+        ensure!(
+            reached,
+            "{} is behind a NAT and got no NATed trainer's artifact from the trainer itself \
+             (neither through a relay nor through a punched hole)",
+            nodes[v].name
+        );
     }
     Ok(())
 }
