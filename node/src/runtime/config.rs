@@ -201,6 +201,12 @@ fn parse_addrs(name: &'static str, values: Vec<String>) -> Result<Vec<Multiaddr>
 }
 
 impl NodeConfig {
+    /// Whether the node relays for peers behind NATs (circuit relay v2): a validator does,
+    /// unless it is behind a NAT itself (`behind_nat`), where its circuits could not be dialed.
+    pub fn relay_server(&self) -> bool {
+        self.role == Role::Validator && !self.behind_nat
+    }
+
     /// Merges `flags` over `file` and checks the result: a role and a data dir are set, the data
     /// dir holds a key, addresses parse, a recipe only for a trainer, and the files named exist.
     pub fn resolve(flags: Flags, file: ConfigFile) -> Result<NodeConfig, ConfigError> {
@@ -416,5 +422,21 @@ mod tests {
         ));
         std::fs::write(&config, "colour = 1\n").unwrap();
         assert!(matches!(ConfigFile::load(&config), Err(ConfigError::File { .. })));
+    }
+
+    #[test]
+    fn only_a_validator_that_can_be_dialed_serves_the_relay() {
+        let dir = data_dir();
+        let file = ConfigFile { data_dir: Some(dir.path().into()), ..ConfigFile::default() };
+        let config = |role, behind_nat| {
+            let flags = Flags { role: Some(role), behind_nat, ..Flags::default() };
+            NodeConfig::resolve(flags, file.clone()).unwrap()
+        };
+        assert!(config(Role::Validator, false).relay_server());
+        assert!(!config(Role::Validator, true).relay_server(), "its circuits could not be dialed");
+        assert!(!config(Role::Trainer, false).relay_server());
+        let nat_file = ConfigFile { behind_nat: Some(true), ..file.clone() };
+        let from_file = Flags { role: Some(Role::Validator), ..Flags::default() };
+        assert!(!NodeConfig::resolve(from_file, nat_file).unwrap().relay_server());
     }
 }

@@ -116,9 +116,7 @@ pub async fn start(config: &NodeConfig) -> Result<(NodeContext, Driver), DriverE
     net.listen = config.listen.clone();
     net.bootstrap = config.bootstrap.clone();
     net.mdns = config.mdns;
-    // A validator relays for peers behind NATs, unless it is behind one itself: its circuit
-    // addresses could not be dialed.
-    net.relay_server = config.role == Role::Validator && !config.behind_nat;
+    net.relay_server = config.relay_server();
     net.behind_nat = config.behind_nat;
     net.connections.reserved = network::reserved_peers(&genesis);
     net.mempool_full = mempool.full_flag();
