@@ -890,7 +890,7 @@ fn blob_key(hash: &Hash) -> kad::RecordKey {
     kad::RecordKey::new(hash.as_bytes())
 }
 
-/// Splits `/…/p2p/<id>` into the peer and the address without the suffix.
+/// Logs what the relay client did: a first reservation at info, the rest at debug.
 fn log_relay_client(event: &relay::client::Event) {
     match event {
         relay::client::Event::ReservationReqAccepted { relay_peer_id, renewal: false, .. } => {
@@ -900,6 +900,7 @@ fn log_relay_client(event: &relay::client::Event) {
     }
 }
 
+/// Logs what the relay server did: new reservations and circuits at info, the rest at debug.
 fn log_relay_server(event: &relay::Event) {
     match event {
         relay::Event::ReservationReqAccepted { src_peer_id, renewed: false } => {
@@ -912,6 +913,7 @@ fn log_relay_server(event: &relay::Event) {
     }
 }
 
+/// Splits `/…/p2p/<id>` into the peer and the address without the suffix.
 fn split_peer(address: &Multiaddr) -> Option<(PeerId, Multiaddr)> {
     let mut bare = address.clone();
     match bare.pop()? {
