@@ -11,7 +11,7 @@
 //! through a relay), and a wrong verdict then costs a relay reservation, not the node's part in
 //! finding blob providers.
 //!
-//! [`Reach`] is the bookkeeping, a plain struct the event loop feeds with connections, Identify
+//! `Reach` is the bookkeeping, a plain struct the event loop feeds with connections, Identify
 //! answers and AutoNAT's verdicts, and asks which relays to reserve on.
 
 use std::collections::HashMap;
