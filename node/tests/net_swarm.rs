@@ -4,6 +4,7 @@
 //! with a mempool's verdict and sync requests from a ledger, and forwards every other event to the
 //! test. Waits are bounded: a wait that times out fails the test and names what it waited for.
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::time::Duration;
 
@@ -24,7 +25,7 @@ use libp2p::request_response;
 use libp2p::{Multiaddr, PeerId};
 use node::keystore;
 use node::mempool::{Mempool, MempoolLimits};
-use node::network::codec::{StatusCodec, SyncRequest, SyncResponse};
+use node::network::codec::{BlobCodec, BlobResponse, StatusCodec, SyncRequest, SyncResponse};
 use node::network::handshake::{STATUS_PROTOCOL, Status, StatusResponse};
 use node::network::reach::Reachability;
 use node::network::{
@@ -412,7 +413,12 @@ async fn a_20_mb_blob_is_found_transferred_and_verified() {
 
     let providers = bounded("providers", b.client.find_providers(hash)).await.unwrap();
     assert!(providers.contains(&a.peer), "A is a provider: {providers:?}");
-    let path = bounded("the fetch", b.client.fetch_blob(hash, 32 << 20)).await.unwrap();
+    let plan = network::FetchPlan {
+        preferred: vec![],
+        hedge_after: WAIT,
+        deadline: tokio::time::Instant::now() + WAIT,
+    };
+    let path = b.client.fetch_blob(hash, 32 << 20, &plan).await.unwrap();
     let fetched = std::fs::read(&path).unwrap();
     assert_eq!(fetched.len(), bytes.len());
     assert_eq!(sha256(&fetched), hash);
@@ -655,6 +661,34 @@ enum Answering {
     WelcomeThenAsk,
 }
 
+/// A swarm of a fresh identity over TCP + Noise + Yamux, with no code of ours in it, as another
+/// implementation would be; connections stay open while idle.
+fn bare_swarm<B: libp2p::swarm::NetworkBehaviour>(
+    behaviour: impl FnOnce(&libp2p::identity::Keypair) -> B,
+) -> libp2p::Swarm<B> {
+    libp2p::SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_tcp(
+            libp2p::tcp::Config::default(),
+            libp2p::noise::Config::new,
+            libp2p::yamux::Config::default,
+        )
+        .unwrap()
+        .with_behaviour(behaviour)
+        .unwrap()
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(600)))
+        .build()
+}
+
+/// The status protocol, asking and answering.
+fn status_behaviour() -> request_response::Behaviour<StatusCodec> {
+    request_response::Behaviour::with_codec(
+        StatusCodec::default(),
+        [(STATUS_PROTOCOL, request_response::ProtocolSupport::Full)],
+        request_response::Config::default(),
+    )
+}
+
 /// A bare libp2p client that speaks only the status protocol, as another implementation would.
 struct StatusClient {
     swarm: libp2p::Swarm<request_response::Behaviour<StatusCodec>>,
@@ -664,24 +698,7 @@ struct StatusClient {
 
 impl StatusClient {
     fn new() -> StatusClient {
-        let swarm = libp2p::SwarmBuilder::with_new_identity()
-            .with_tokio()
-            .with_tcp(
-                libp2p::tcp::Config::default(),
-                libp2p::noise::Config::new,
-                libp2p::yamux::Config::default,
-            )
-            .unwrap()
-            .with_behaviour(|_| {
-                request_response::Behaviour::with_codec(
-                    StatusCodec::default(),
-                    [(STATUS_PROTOCOL, request_response::ProtocolSupport::Full)],
-                    request_response::Config::default(),
-                )
-            })
-            .unwrap()
-            .build();
-        StatusClient { swarm, unanswered: Vec::new() }
+        StatusClient { swarm: bare_swarm(|_| status_behaviour()), unanswered: Vec::new() }
     }
 
     /// Dials `node`, sends `ours`, and returns the node's answer and the status the node asked
@@ -812,4 +829,179 @@ async fn a_client_of_another_genesis_that_answers_before_asking_still_reads_why_
         other => panic!("a client of another genesis was welcomed: {other:?}"),
     }
     client.wait_disconnected(node.peer).await;
+}
+
+/// What a [`FakeProvider`] does with the blob requests it takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Serving {
+    /// Holds every request and never answers.
+    Stall,
+    /// Announces a blob far over any limit.
+    Oversize,
+}
+
+#[derive(libp2p::swarm::NetworkBehaviour)]
+struct FakeProviderBehaviour {
+    status: request_response::Behaviour<StatusCodec>,
+    kad: libp2p::kad::Behaviour<libp2p::kad::store::MemoryStore>,
+    blob: request_response::Behaviour<BlobCodec>,
+}
+
+/// A bare libp2p peer that passes `node`'s status exchange, publishes a Kademlia provider record
+/// for `hash` on it, and serves blob requests as `serving` says. Counts the requests it took.
+struct FakeProvider {
+    peer: PeerId,
+    requests: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl FakeProvider {
+    async fn start(node: &TestNode, hash: Hash, serving: Serving) -> FakeProvider {
+        use libp2p::swarm::SwarmEvent;
+        let status = Status { chain_id: CHAIN.into(), genesis_hash: genesis(CHAIN, 0).hash() };
+        let mut swarm = bare_swarm(|key| {
+            let peer = key.public().to_peer_id();
+            let kad_config = libp2p::kad::Config::new(network::kad_protocol(CHAIN));
+            let store = libp2p::kad::store::MemoryStore::new(peer);
+            let mut kad = libp2p::kad::Behaviour::with_config(peer, store, kad_config);
+            kad.set_mode(Some(libp2p::kad::Mode::Server));
+            FakeProviderBehaviour {
+                status: status_behaviour(),
+                kad,
+                blob: request_response::Behaviour::with_codec(
+                    BlobCodec { chunk_bytes_max: 1 << 20 },
+                    [(network::BLOB_PROTOCOL, request_response::ProtocolSupport::Full)],
+                    request_response::Config::default(),
+                ),
+            }
+        });
+        let peer = *swarm.local_peer_id();
+        swarm.behaviour_mut().kad.add_address(&node.peer, node.address.clone());
+        swarm.dial(node.address.clone()).unwrap();
+        let target = node.peer;
+        let requests = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = requests.clone();
+        let (provided, is_provided) = tokio::sync::oneshot::channel();
+        let mut provided = Some(provided);
+        let task = tokio::spawn(async move {
+            let mut held = Vec::new();
+            loop {
+                match swarm.select_next_some().await {
+                    SwarmEvent::ConnectionEstablished { peer_id, .. } if peer_id == target => {
+                        let me = swarm.behaviour_mut();
+                        me.status.send_request(&target, status.clone());
+                        me.kad
+                            .start_providing(libp2p::kad::RecordKey::new(hash.as_bytes()))
+                            .unwrap();
+                    }
+                    SwarmEvent::Behaviour(FakeProviderBehaviourEvent::Status(
+                        request_response::Event::Message {
+                            message: request_response::Message::Request { channel, .. },
+                            ..
+                        },
+                    )) => {
+                        let welcome = StatusResponse::Welcome(status.clone());
+                        let _ = swarm.behaviour_mut().status.send_response(channel, welcome);
+                    }
+                    SwarmEvent::Behaviour(FakeProviderBehaviourEvent::Kad(
+                        libp2p::kad::Event::OutboundQueryProgressed {
+                            result: libp2p::kad::QueryResult::StartProviding(result),
+                            ..
+                        },
+                    )) => {
+                        if let Some(provided) = provided.take() {
+                            let _ = provided.send(result.is_ok());
+                        }
+                    }
+                    SwarmEvent::Behaviour(FakeProviderBehaviourEvent::Blob(
+                        request_response::Event::Message {
+                            message: request_response::Message::Request { channel, .. },
+                            ..
+                        },
+                    )) => {
+                        counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        match serving {
+                            Serving::Stall => held.push(channel),
+                            Serving::Oversize => {
+                                let lie = BlobResponse::Chunk {
+                                    size_bytes: 1 << 40,
+                                    data: vec![0; 1 << 20],
+                                };
+                                let _ = swarm.behaviour_mut().blob.send_response(channel, lie);
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        });
+        assert!(bounded("the fake provider's record", is_provided).await.unwrap());
+        FakeProvider { peer, requests, task }
+    }
+
+    fn requests(&self) -> usize {
+        self.requests.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl Drop for FakeProvider {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Waits until `node` holds provider records of `hash` for all of `peers` (a record reaches the
+/// node a moment after the provider's query has ended).
+async fn wait_records(node: &TestNode, hash: Hash, peers: impl IntoIterator<Item = PeerId>) {
+    let peers: HashSet<PeerId> = peers.into_iter().collect();
+    bounded("the provider records", async {
+        while !node.client.find_providers(hash).await.unwrap().is_superset(&peers) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+}
+
+/// A plan that asks `first` before anyone else, as a validator asks a blob's author.
+fn plan(first: PeerId, hedge_after: Duration, timeout: Duration) -> network::FetchPlan {
+    network::FetchPlan {
+        preferred: vec![first],
+        hedge_after,
+        deadline: tokio::time::Instant::now() + timeout,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_that_stalls_or_lies_about_the_size_costs_a_fetch_one_hedge_not_the_blob() {
+    let mut a = spawn_node(61, vec![]).await;
+    let b = spawn_node(62, vec![a.address.clone()]).await;
+    wait_connected(&mut a, b.peer, "A to connect to B").await;
+    let bytes = pseudo_random_bytes(3_000_000, 61);
+    let hash = b.client.blob_store().put(&bytes).unwrap();
+    let staller = FakeProvider::start(&a, hash, Serving::Stall).await;
+    bounded("B to provide the blob", b.client.provide_blob(hash)).await.unwrap();
+    wait_records(&a, hash, [b.peer, staller.peer]).await;
+
+    // Asked first and never hedged, the staller holds the fetch to its deadline: the attack.
+    let timeout = Duration::from_secs(2);
+    let held = a.client.fetch_blob(hash, 8 << 20, &plan(staller.peer, timeout, timeout)).await;
+    assert!(matches!(held, Err(BlobFetchError::TimedOut { asked: 1, .. })), "{held:?}");
+    assert!(staller.requests() > 0, "the staller took the fetch's requests");
+
+    // Hedged, the fetch asks B too once the staller is late, and gets the blob.
+    let hedged = plan(staller.peer, Duration::from_millis(300), Duration::from_secs(10));
+    let started = std::time::Instant::now();
+    let path = a.client.fetch_blob(hash, 8 << 20, &hedged).await.unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(300), "the staller was asked first");
+    assert_eq!(sha256(&std::fs::read(path).unwrap()), hash);
+
+    // A provider announcing a blob over the limit is refused and the fetch goes on to B.
+    let other = b.client.blob_store().put(&bytes[..1_000_000]).unwrap();
+    let liar = FakeProvider::start(&a, other, Serving::Oversize).await;
+    bounded("B to provide the second blob", b.client.provide_blob(other)).await.unwrap();
+    wait_records(&a, other, [b.peer, liar.peer]).await;
+    let unhedged = plan(liar.peer, Duration::from_secs(10), Duration::from_secs(10));
+    let path = a.client.fetch_blob(other, 8 << 20, &unhedged).await.unwrap();
+    assert_eq!(sha256(&std::fs::read(path).unwrap()), other);
+    assert!(liar.requests() > 0, "the liar was asked first");
 }

@@ -36,12 +36,6 @@ const BUSY_RETRIES_MAX: u32 = 10;
 /// Why a blob fetch failed.
 #[derive(Debug, thiserror::Error)]
 pub enum BlobFetchError {
-    /// No peer provides the blob.
-    #[error("no provider found for blob {hash}")]
-    NoProviders {
-        /// The blob.
-        hash: Hash,
-    },
     /// The peer does not hold the blob.
     #[error("peer {peer} does not hold blob {hash}")]
     NotFound {
@@ -81,6 +75,16 @@ pub enum BlobFetchError {
         peer: PeerId,
         /// What it did.
         reason: String,
+    },
+    /// No provider served the blob before the fetch's deadline.
+    #[error("no provider served blob {hash} in time ({asked} asked; last error: {last})")]
+    TimedOut {
+        /// The blob.
+        hash: Hash,
+        /// Providers asked.
+        asked: usize,
+        /// The last provider's error, or why none was asked.
+        last: String,
     },
     /// A request failed.
     #[error(transparent)]

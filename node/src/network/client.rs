@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::blob::{self, BlobFetchError};
 use super::codec::{BlobRequest, BlobResponse, SyncRequest, SyncResponse};
 use super::config::{BlobLimits, NetworkConfig, SyncLimits};
+use super::fetch::{self, FetchPlan};
 use super::gossip::{CommittedBlock, ConsensusEnvelope, TXS_PER_MESSAGE_MAX, Topic, Validation};
 use super::reach::Reachability;
 use super::sync::{self, SyncError, SyncResponder};
@@ -87,6 +88,7 @@ pub(crate) enum Command {
     },
     FindProviders {
         hash: Hash,
+        known: HashSet<PeerId>,
         reply: oneshot::Sender<HashSet<PeerId>>,
     },
     Penalize {
@@ -311,36 +313,40 @@ impl NetworkClient {
         self.ask(|reply| Command::Provide { hash, reply }).await?
     }
 
-    /// The peers that Kademlia says hold blob `hash` (never this node).
+    /// Peers that Kademlia says hold blob `hash` (never this node): the lookup ends as soon as it
+    /// has found one.
     pub async fn find_providers(&self, hash: Hash) -> Result<HashSet<PeerId>, NetworkError> {
-        let mut providers = self.ask(|reply| Command::FindProviders { hash, reply }).await?;
+        self.find_providers_beyond(hash, HashSet::new()).await
+    }
+
+    /// Like [`NetworkClient::find_providers`], but the lookup goes on until it has found a
+    /// provider not in `known` (or has asked every peer it can): records stored here do not
+    /// hide the ones stored elsewhere.
+    pub async fn find_providers_beyond(
+        &self,
+        hash: Hash,
+        mut known: HashSet<PeerId>,
+    ) -> Result<HashSet<PeerId>, NetworkError> {
+        known.insert(self.shared.local_peer);
+        let mut providers = self.ask(|reply| Command::FindProviders { hash, known, reply }).await?;
         providers.remove(&self.shared.local_peer);
         Ok(providers)
     }
 
-    /// Fetches blob `hash` of at most `size_bytes_max` bytes from its providers, one after the
-    /// other until one serves it whole and matching; returns its path in the store. A blob
-    /// already in the store is returned at once.
+    /// Fetches blob `hash` of at most `size_bytes_max` bytes from its providers as `plan` says
+    /// (preferred providers first, another one asked as well whenever the blob is late; see
+    /// [`fetch`]) and returns its path in the store. A blob already in the store is returned at
+    /// once.
     pub async fn fetch_blob(
         &self,
         hash: Hash,
         size_bytes_max: u64,
+        plan: &FetchPlan,
     ) -> Result<PathBuf, BlobFetchError> {
         if self.shared.store.contains(&hash) {
             return Ok(self.shared.store.path(&hash));
         }
-        let providers = self.find_providers(hash).await.map_err(BlobFetchError::Network)?;
-        let mut last = None;
-        for peer in providers {
-            match self.fetch_blob_from(peer, hash, size_bytes_max).await {
-                Ok(path) => return Ok(path),
-                Err(error) => {
-                    tracing::warn!(%peer, %hash, %error, "blob fetch from a provider failed");
-                    last = Some(error);
-                }
-            }
-        }
-        Err(last.unwrap_or(BlobFetchError::NoProviders { hash }))
+        fetch::fetch(self, hash, size_bytes_max, plan).await
     }
 
     /// Fetches blob `hash` of at most `size_bytes_max` bytes from `peer`; see [`blob::fetch`].

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use consensus::crypto::Verifier;
 use consensus::genesis::{Genesis, Params};
-use consensus::types::Hash;
+use consensus::types::{AccountId, Hash};
 use libp2p::{Multiaddr, PeerId};
 
 use super::handshake::Status;
@@ -74,14 +74,13 @@ impl Default for ConnectionLimits {
 /// The PeerIds of a genesis's validators (a node key's PeerId derives from its account), for
 /// [`ConnectionLimits::reserved`].
 pub fn reserved_peers(genesis: &Genesis) -> Vec<PeerId> {
-    genesis
-        .validators
-        .iter()
-        .filter_map(|v| {
-            let key = libp2p::identity::ed25519::PublicKey::try_from_bytes(&v.account.0).ok()?;
-            Some(libp2p::identity::PublicKey::from(key).to_peer_id())
-        })
-        .collect()
+    genesis.validators.iter().filter_map(|v| peer_of(&v.account)).collect()
+}
+
+/// The PeerId of the node whose key is `account` (`None` for bytes that are no ed25519 key).
+pub fn peer_of(account: &AccountId) -> Option<PeerId> {
+    let key = libp2p::identity::ed25519::PublicKey::try_from_bytes(&account.0).ok()?;
+    Some(libp2p::identity::PublicKey::from(key).to_peer_id())
 }
 
 /// Limits of the `blob` protocol.

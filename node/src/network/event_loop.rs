@@ -80,7 +80,7 @@ pub struct EventLoop {
     app_scores: HashMap<PeerId, f64>,
     pending_sync: HashMap<OutboundRequestId, Reply<Result<SyncResponse, RequestError>>>,
     pending_blob: HashMap<OutboundRequestId, Reply<Result<BlobResponse, RequestError>>>,
-    pending_providers: HashMap<kad::QueryId, (HashSet<PeerId>, Reply<HashSet<PeerId>>)>,
+    pending_providers: HashMap<kad::QueryId, ProviderQuery>,
     pending_provide: HashMap<kad::QueryId, Reply<Result<(), NetworkError>>>,
     /// Sync requests being answered, by the peer that asked.
     sync_serving: HashMap<InboundRequestId, PeerId>,
@@ -610,10 +610,12 @@ impl EventLoop {
                     providers,
                     ..
                 })) => {
-                    if let Some((found, _)) = self.pending_providers.get_mut(&id) {
-                        found.extend(providers);
-                        // One provider is enough to start; the caller tries them in turn.
-                        if let Some(mut query) = self.swarm.behaviour_mut().kad.query_mut(&id) {
+                    if let Some(pending) = self.pending_providers.get_mut(&id) {
+                        pending.found.extend(providers);
+                        // One provider the caller did not know is enough to go on with.
+                        if pending.found.iter().any(|p| !pending.known.contains(p))
+                            && let Some(mut query) = self.swarm.behaviour_mut().kad.query_mut(&id)
+                        {
                             query.finish();
                         }
                     }
@@ -623,9 +625,9 @@ impl EventLoop {
                         tracing::debug!(%error, "provider query ended");
                     }
                     if step.last
-                        && let Some((found, reply)) = self.pending_providers.remove(&id)
+                        && let Some(pending) = self.pending_providers.remove(&id)
                     {
-                        let _ = reply.send(found);
+                        let _ = pending.reply.send(pending.found);
                     }
                 }
                 kad::QueryResult::StartProviding(result) => {
@@ -650,8 +652,8 @@ impl EventLoop {
             .copied()
             .collect();
         for id in ended {
-            if let Some((found, reply)) = self.pending_providers.remove(&id) {
-                let _ = reply.send(found);
+            if let Some(pending) = self.pending_providers.remove(&id) {
+                let _ = pending.reply.send(pending.found);
             }
         }
     }
@@ -806,14 +808,15 @@ impl EventLoop {
                 self.pending_blob.insert(id, reply);
             }
             Command::Provide { hash, reply } => self.provide(hash, reply),
-            Command::FindProviders { hash, reply } => {
+            Command::FindProviders { hash, known, reply } => {
                 if self.pending_providers.len() >= KAD_PENDING_MAX {
                     tracing::warn!(%hash, "too many provider queries pending; answering none");
                     let _ = reply.send(HashSet::new());
                     return;
                 }
                 let id = self.swarm.behaviour_mut().kad.get_providers(blob_key(&hash));
-                self.pending_providers.insert(id, (HashSet::new(), reply));
+                let found = HashSet::new();
+                self.pending_providers.insert(id, ProviderQuery { found, known, reply });
             }
             Command::Penalize { peer, reason } => self.penalize(peer, reason),
             Command::Peers { reply } => {
@@ -883,6 +886,16 @@ fn answer<T>(
     if let Some(reply) = pending.remove(&request_id) {
         let _ = reply.send(outcome);
     }
+}
+
+/// A provider lookup in flight.
+struct ProviderQuery {
+    /// The providers found so far.
+    found: HashSet<PeerId>,
+    /// The providers the caller knew: the lookup ends early only once it finds another.
+    known: HashSet<PeerId>,
+    /// Where the answer goes.
+    reply: Reply<HashSet<PeerId>>,
 }
 
 /// The Kademlia key under which a blob's providers are recorded: its sha256.

@@ -41,10 +41,12 @@
 //!
 //! ## Blobs
 //!
-//! [`NetworkClient::fetch_blob`] finds providers through Kademlia, fetches the blob in chunks
-//! with several requests in flight, hashes and writes it on a blocking thread, and stores it
-//! atomically in the [`crate::blobs::BlobStore`] only if its sha256 matches. A provider whose
-//! bytes do not match is penalized. The node serves every blob in its store;
+//! [`NetworkClient::fetch_blob`] finds providers through Kademlia and asks the trusted ones first,
+//! another one as well whenever the blob is late, so no provider can hold a fetch past its
+//! deadline by stalling ([`fetch`]); each transfer fetches the blob in chunks with several
+//! requests in flight, hashes and writes it on a blocking thread, and stores it atomically in the
+//! [`crate::blobs::BlobStore`] only if its sha256 matches ([`blob`]). A provider whose bytes do
+//! not match is penalized. The node serves every blob in its store;
 //! [`NetworkClient::provide_blob`] announces one.
 
 mod behaviour;
@@ -53,6 +55,7 @@ pub mod client;
 pub mod codec;
 pub mod config;
 mod event_loop;
+pub mod fetch;
 pub mod gossip;
 pub mod handshake;
 pub mod reach;
@@ -78,9 +81,10 @@ pub use blob::{BlobFetchError, Mismatch};
 pub use client::{NetworkClient, RequestError};
 pub use config::{
     BlobLimits, ConfigError, ConnectionLimits, NetworkConfig, SyncLimits, SyncThrottleLimits,
-    reserved_peers,
+    peer_of, reserved_peers,
 };
 pub use event_loop::EventLoop;
+pub use fetch::FetchPlan;
 pub use gossip::{CommittedBlock, GossipError, GossipMessage, Topic, Validation};
 pub use handshake::HandshakeError;
 pub use sync::SyncError;

@@ -27,13 +27,15 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use consensus::types::{Hash, Height, TaskId};
+use consensus::hash::sha256;
+use consensus::types::{AccountId, Hash, Height, TaskId};
+use libp2p::PeerId;
 use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::time::Instant;
 
 use crate::blobs::BlobStoreError;
-use crate::network::BlobFetchError;
+use crate::network::{BlobFetchError, FetchPlan, peer_of};
 use crate::runtime::{ChainEvent, NodeContext, SubmitError};
 
 /// Blocks a role waits for a submitted step to show on the ledger before it tries it again (a
@@ -124,8 +126,11 @@ async fn drive<R: RoleLoop>(
     }
 }
 
-/// Pause between two tries of a blob fetch inside its deadline (providers may not be known yet).
-const FETCH_RETRY_PAUSE: Duration = Duration::from_millis(250);
+/// A blob fetch asks one more provider each time this fraction of its deadline passes without
+/// the blob ...
+const HEDGES: u32 = 4;
+/// ... or this long, if shorter.
+const HEDGE_AFTER_MAX: Duration = Duration::from_secs(5);
 
 /// Waits for the next committed block. Returns `false` once the chain events have ended (the node
 /// is shutting down). A receiver that lagged behind just goes on: planners read the ledger, not
@@ -222,17 +227,7 @@ async fn submit(
 /// Why a blob could not be fetched.
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
-    /// No peer served it before the deadline.
-    #[error("blob {hash} was not served within {timeout:?} (last error: {last})")]
-    Timeout {
-        /// The blob.
-        hash: Hash,
-        /// The deadline.
-        timeout: Duration,
-        /// The last fetch error, or `none` when no try finished.
-        last: String,
-    },
-    /// The fetch failed for good (e.g. the blob is larger than allowed).
+    /// No provider served it before the deadline.
     #[error(transparent)]
     Fetch(#[from] BlobFetchError),
     /// The blob store could not read it back.
@@ -251,15 +246,16 @@ pub enum FetchError {
     },
 }
 
-/// Fetches blob `hash` (at most `max_bytes`) from the network, trying again until `timeout`
-/// (providers may not be known yet), and reads its bytes from the store on a blocking thread.
+/// Fetches blob `hash` (at most `max_bytes`) from the network within `timeout` (see
+/// [`fetch_file`]) and reads its bytes from the store on a blocking thread.
 async fn fetch_bytes(
     ctx: &NodeContext,
     hash: Hash,
     max_bytes: u64,
+    author: Option<AccountId>,
     timeout: Duration,
 ) -> Result<Vec<u8>, FetchError> {
-    fetch_file(ctx, hash, max_bytes, timeout).await?;
+    fetch_file(ctx, hash, max_bytes, author, timeout).await?;
     let store = ctx.network.blob_store().clone();
     tokio::task::spawn_blocking(move || store.get(&hash, max_bytes))
         .await
@@ -267,30 +263,51 @@ async fn fetch_bytes(
         .ok_or(FetchError::Vanished(hash))
 }
 
-/// Fetches blob `hash` (at most `max_bytes`) into the blob store, trying again until `timeout`,
-/// and returns its path. The bytes go to a file chunk by chunk as they arrive, hashed on the way
-/// ([`crate::network::blob`]); a provider announcing more than `max_bytes` is refused before a
-/// byte is written.
+/// Fetches blob `hash` (at most `max_bytes`) into the blob store within `timeout`, and returns
+/// its path. `author`, the node that published the blob, is asked first, then the chain's
+/// validators, then anyone else who claims it; another provider is asked as well every
+/// [`HEDGES`]th of the timeout (at most [`HEDGE_AFTER_MAX`]) while the blob is late
+/// ([`crate::network::fetch`]). A blob this node did not hold yet it then provides itself, at
+/// once and in the background, so an author cannot serve only some validators: the ones it
+/// stalls find the others' records in time. The bytes go to a file chunk by chunk as they
+/// arrive, hashed on the way ([`crate::network::blob`]); a provider announcing more than
+/// `max_bytes` is refused before a byte is written.
 async fn fetch_file(
     ctx: &NodeContext,
     hash: Hash,
     max_bytes: u64,
+    author: Option<AccountId>,
     timeout: Duration,
 ) -> Result<PathBuf, FetchError> {
-    let deadline = Instant::now() + timeout;
-    let mut last = String::from("none");
-    loop {
-        match tokio::time::timeout_at(deadline, ctx.network.fetch_blob(hash, max_bytes)).await {
-            Ok(Ok(path)) => return Ok(path),
-            Ok(Err(error @ BlobFetchError::TooLarge { .. })) => return Err(error.into()),
-            Ok(Err(error)) => last = error.to_string(),
-            Err(_) => return Err(FetchError::Timeout { hash, timeout, last }),
-        }
-        if Instant::now() + FETCH_RETRY_PAUSE >= deadline {
-            return Err(FetchError::Timeout { hash, timeout, last });
-        }
-        tokio::time::sleep(FETCH_RETRY_PAUSE).await;
+    let me = ctx.network.local_peer();
+    let mut validators: Vec<PeerId> = ctx.read(|l| {
+        let state = l.state();
+        let set = state.validator_set(state.height().next());
+        set.map_or_else(Vec::new, |s| {
+            s.validators().iter().filter_map(|v| peer_of(&v.account)).collect()
+        })
+    });
+    // Each node walks the validators in its own order, so their first asks spread out.
+    validators.sort_by_cached_key(|peer| sha256(&[me.to_bytes(), peer.to_bytes()].concat()));
+    let preferred = author.as_ref().and_then(peer_of).into_iter().chain(validators).collect();
+    let plan = FetchPlan {
+        preferred,
+        hedge_after: (timeout / HEDGES).min(HEDGE_AFTER_MAX),
+        deadline: Instant::now() + timeout,
+    };
+    let held = ctx.network.blob_store().contains(&hash);
+    let path = ctx.network.fetch_blob(hash, max_bytes, &plan).await?;
+    if !held {
+        let network = ctx.network.clone();
+        // Kademlia's query timeout bounds the wait.
+        tokio::spawn(async move {
+            match network.provide_blob(hash).await {
+                Ok(()) => tracing::debug!(%hash, "providing a fetched blob"),
+                Err(error) => tracing::warn!(%hash, %error, "could not provide a fetched blob"),
+            }
+        });
     }
+    Ok(path)
 }
 
 /// Runs `work` on the calling (blocking) thread inside a one-thread rayon pool, so candle's

@@ -16,11 +16,12 @@
 //!   public training file (for
 //!   the trivial baseline), the base model if any, the earlier champions the task recorded, and
 //!   every revealed artifact by hash, each under a deadline ([`fetch_timeout`]; an artifact no
-//!   peer served in time is `Unavailable`, and so is one whose provider announces more bytes than
-//!   the reveal's `size_bytes`, refused before a byte is written), into the blob store chunk by
+//!   provider served whole and matching in time is `Unavailable`; a provider announcing more
+//!   bytes than the reveal's `size_bytes` is refused before a byte is written), into the blob store chunk by
 //!   chunk, scores them from their files with [`validator::score::score_task`] on a blocking
 //!   thread (an artifact is read by ranges, never whole), draws a random salt and **persists salt and verdict vector** before it submits
-//!   `CommitScores`, then re-provides the artifacts it fetched.
+//!   `CommitScores`. Like every node, it re-provides each blob as soon as it has fetched it
+//!   ([`super::fetch_file`]), so a validator the author stalls finds it elsewhere in time.
 //! - The same window with a persisted secret but no commitment on the ledger yet (a dropped
 //!   transaction, or a restart after persisting): [`ScorerStep::Commit`] again, same salt.
 //! - **Score-reveal window** with our commitment on the ledger, unrevealed, and a persisted
@@ -303,8 +304,8 @@ impl Job {
     }
 }
 
-/// What a finished scoring job returns: the persisted secret and the artifacts it fetched.
-type Scored = Result<(ScoreSecret, Vec<Hash>), ScoreTaskError>;
+/// What a finished scoring job returns: the persisted secret.
+type Scored = Result<ScoreSecret, ScoreTaskError>;
 
 /// The scorer's loop state.
 struct Scorer {
@@ -402,7 +403,7 @@ impl RoleLoop for Scorer {
     ) -> Result<(), Stopped> {
         let height = self.ctx.read(|l| l.height());
         let outcome = result.unwrap_or_else(|e| Err(joined("scoring")(e)));
-        let (secret, fetched) = match outcome {
+        let secret = match outcome {
             Ok(done) => done,
             Err(error) if error.is_permanent() => {
                 tracing::error!(
@@ -431,7 +432,6 @@ impl RoleLoop for Scorer {
         self.secrets.insert(task, secret);
         self.attempts.tried(task, "commit_scores", height);
         submit(&self.ctx, task, TxKind::CommitScores { task, commitment }).await?;
-        reprovide(&self.ctx, task, fetched);
         Ok(())
     }
 }
@@ -441,12 +441,14 @@ impl Scorer {
     /// `max_artifact_bytes`, checked against its sha256 by the fetch) and attests to holding it.
     /// Waits at most the join window's [`fetch_timeout`]; a failure is retried by the planner.
     async fn attest(&mut self, task: TaskId, sealed: Hash) -> Result<(), Stopped> {
-        let (max_bytes, timeout) = self.ctx.read(|l| {
+        let (max_bytes, timeout, creator) = self.ctx.read(|l| {
             let params = l.state().params();
-            let join = l.state().tasks.get(&task).map_or(0, |t| t.spec.windows.join);
-            (params.max_artifact_bytes, fetch_timeout(params.block_interval_ms, join))
+            let t = l.state().tasks.get(&task);
+            let join = t.map_or(0, |t| t.spec.windows.join);
+            let creator = t.map(|t| t.creator);
+            (params.max_artifact_bytes, fetch_timeout(params.block_interval_ms, join), creator)
         });
-        match fetch_bytes(&self.ctx, sealed, max_bytes, timeout).await {
+        match fetch_bytes(&self.ctx, sealed, max_bytes, creator, timeout).await {
             Ok(bytes) => {
                 tracing::info!(
                     task = %task, sealed = %sealed.short(), size_bytes = bytes.len(),
@@ -472,7 +474,7 @@ pub fn open_sealed(task: &Task, sealed_bytes: &[u8]) -> Result<Opened, ScoreTask
     Ok(sealed::open(&key, sealed_bytes, &task.spec.dataset.heldout_commitment)?)
 }
 
-/// Fetches, scores and persists the secret of `task`; returns it with the artifacts fetched.
+/// Fetches, scores and persists the secret of `task`; returns it.
 async fn score_and_persist(
     ctx: NodeContext,
     store: RoleStore,
@@ -482,7 +484,8 @@ async fn score_and_persist(
     let job = ctx.read(|l| Job::read(l.state(), task)).ok_or(ScoreTaskError::UnknownTask(task))?;
     job.record.heldout_key().ok_or(ScoreTaskError::KeyNotOnChain(task))?;
     let sealed_hash = job.spec.dataset.heldout_cipher_sha256;
-    let sealed = fetch_bytes(&ctx, sealed_hash, job.sealed_bytes_max, job.fetch_timeout)
+    let creator = Some(job.record.creator);
+    let sealed = fetch_bytes(&ctx, sealed_hash, job.sealed_bytes_max, creator, job.fetch_timeout)
         .await
         .map_err(ScoreTaskError::SealedData)?;
     let record = job.record.clone();
@@ -493,17 +496,6 @@ async fn score_and_persist(
 
     let (train, base, champions, artifacts) = fetch_all(&ctx, &job).await;
     let train = train.map_err(ScoreTaskError::TrainData)?;
-    let fetched: Vec<Hash> = job
-        .submissions
-        .iter()
-        .zip(&artifacts)
-        .filter(|(_, a)| a.is_some())
-        .map(|((_, r), _)| r.model_hash)
-        .collect();
-    let fetched_champions = job.champions.iter().zip(&champions).filter(|(_, a)| a.is_some());
-    let fetched: Vec<Hash> =
-        fetched.into_iter().chain(fetched_champions.map(|((h, _), _)| *h)).collect();
-
     let started = Instant::now();
     let scoring = job.clone();
     let verdicts = tokio::task::spawn_blocking(move || {
@@ -521,7 +513,7 @@ async fn score_and_persist(
     tokio::task::spawn_blocking(move || store.save(task, &saved))
         .await
         .map_err(joined("persisting the secret"))??;
-    Ok((secret, fetched))
+    Ok(secret)
 }
 
 /// What [`fetch_all`] returns: the training file, and the paths in the blob store of the base
@@ -537,11 +529,17 @@ type Fetched =
 async fn fetch_all(ctx: &NodeContext, job: &Job) -> Fetched {
     let timeout = job.fetch_timeout;
     let max_artifact = job.spec.limits.max_artifact_bytes;
-    let train =
-        fetch_bytes(ctx, job.spec.dataset.train_sha256, trainer::data::DATA_BYTES_MAX, timeout);
+    let creator = Some(job.record.creator);
+    let train = fetch_bytes(
+        ctx,
+        job.spec.dataset.train_sha256,
+        trainer::data::DATA_BYTES_MAX,
+        creator,
+        timeout,
+    );
     let base = async {
         let base = job.spec.base_model.as_ref()?;
-        match fetch_file(ctx, base.model_hash, max_artifact, timeout).await {
+        match fetch_file(ctx, base.model_hash, max_artifact, None, timeout).await {
             Ok(path) => Some(path),
             Err(error) => {
                 tracing::warn!(task = %job.task, %error, "base model unavailable");
@@ -550,7 +548,7 @@ async fn fetch_all(ctx: &NodeContext, job: &Job) -> Fetched {
         }
     };
     let champions = futures::future::join_all(job.champions.iter().map(|(hash, _)| async move {
-        match fetch_file(ctx, *hash, max_artifact, timeout).await {
+        match fetch_file(ctx, *hash, max_artifact, None, timeout).await {
             Ok(path) => Some(path),
             Err(error) => {
                 tracing::warn!(task = %job.task, champion = %hash.short(), %error, "earlier champion unavailable");
@@ -561,7 +559,7 @@ async fn fetch_all(ctx: &NodeContext, job: &Job) -> Fetched {
     let artifacts =
         futures::future::join_all(job.submissions.iter().map(|(trainer, revealed)| async move {
             let limit = revealed.size_bytes.map_or(max_artifact, |size| size.min(max_artifact));
-            match fetch_file(ctx, revealed.model_hash, limit, timeout).await {
+            match fetch_file(ctx, revealed.model_hash, limit, Some(*trainer), timeout).await {
                 Ok(path) => Some(path),
                 Err(error) => {
                     tracing::warn!(
@@ -583,26 +581,6 @@ fn open_model(task: TaskId, path: Option<&Path>) -> Option<File> {
             tracing::warn!(task = %task, file = %path.display(), %error, "fetched model unreadable: verdict Unavailable");
         })
         .ok()
-}
-
-/// Announces the fetched artifacts, so a trainer cannot serve only some validators. Runs in the
-/// background: the scorer does not wait for provider records.
-fn reprovide(ctx: &NodeContext, task: TaskId, fetched: Vec<Hash>) {
-    let network = ctx.network.clone();
-    tokio::spawn(async move {
-        for hash in fetched {
-            match tokio::time::timeout(FETCH_TIMEOUT_MAX, network.provide_blob(hash)).await {
-                Ok(Ok(())) => tracing::debug!(task = %task, %hash, "re-providing artifact"),
-                Ok(Err(error)) => {
-                    tracing::warn!(task = %task, %hash, %error, "could not re-provide artifact")
-                }
-                Err(_) => tracing::warn!(
-                    task = %task, %hash,
-                    "re-providing artifact timed out; the record may still be published"
-                ),
-            }
-        }
-    });
 }
 
 /// Scores a job (blocking): prepares the data, opens the fetched models and runs [`score_task`],

@@ -845,20 +845,22 @@ async fn fetch_and_train(
     withheld: BlobStore,
     task: TaskId,
 ) -> Result<Artifact, TrainTaskError> {
-    let spec = ctx
-        .read(|l| l.state().tasks.get(&task).map(|t| t.spec.clone()))
+    let (spec, creator) = ctx
+        .read(|l| l.state().tasks.get(&task).map(|t| (t.spec.clone(), t.creator)))
         .ok_or(TrainTaskError::UnknownTask(task))?;
     let data = fetch_bytes(
         &ctx,
         spec.dataset.train_sha256,
         trainer::data::DATA_BYTES_MAX,
+        Some(creator),
         DATA_FETCH_TIMEOUT,
     )
     .await?;
     if let (Some(base), Some(recipe_base)) = (&spec.base_model, &mut recipe.base) {
-        // Fine-tune from the task's base model (the champion), fetched by hash.
-        fetch_bytes(&ctx, base.model_hash, spec.limits.max_artifact_bytes, DATA_FETCH_TIMEOUT)
-            .await?;
+        // Fine-tune from the task's base model (the champion), fetched by hash from the
+        // validators that scored it.
+        let limit = spec.limits.max_artifact_bytes;
+        fetch_bytes(&ctx, base.model_hash, limit, None, DATA_FETCH_TIMEOUT).await?;
         tracing::info!(task = %task, base = %base.model_hash, "fine-tuning from the task's base model");
         recipe_base.path = ctx.network.blob_store().path(&base.model_hash);
     }
