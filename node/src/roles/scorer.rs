@@ -17,8 +17,8 @@
 //!   the trivial baseline), the base model if any, the earlier champions the task recorded, and
 //!   every revealed artifact by hash, each under a deadline ([`fetch_timeout`]; an artifact no
 //!   provider served whole and matching in time is `Unavailable`; a provider announcing more
-//!   bytes than the reveal's `size_bytes` is refused before a byte is written), into the blob store chunk by
-//!   chunk, scores them from their files with [`validator::score::score_task`] on a blocking
+//!   bytes than the reveal's `size_bytes` is refused before a byte is written), into the blob
+//!   store chunk by chunk, scores them from their files with [`validator::score::score_task`] on a blocking
 //!   thread (an artifact is read by ranges, never whole), draws a random salt and **persists salt and verdict vector** before it submits
 //!   `CommitScores`. Like every node, it re-provides each blob as soon as it has fetched it
 //!   ([`super::fetch_file`]), so a validator the author stalls finds it elsewhere in time.
