@@ -13,9 +13,12 @@
 //! the state holds. The ledger keeps the states of the last [`RECENT_STATES_MAX`] heights (each
 //! sharing all but its changes) to prove records against recent headers ([`Ledger::prove`]).
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 use crate::block::{Block, Header, tx_root};
+use crate::crypto::Verifier;
 use crate::encoding::{DecodeError, decode, encode, encoded_len};
 use crate::genesis::Genesis;
 use crate::merkle::StateProof;
@@ -390,7 +393,7 @@ impl StateProofBundle {
             });
         }
         // A one-off check: nothing to remember.
-        let verifier = &crate::crypto::Verifier::new();
+        let verifier = &Verifier::new();
         self.commit.verify(
             verifier,
             chain_id,
@@ -514,7 +517,17 @@ impl Ledger {
     /// Opens the chain in `store`, initializing it from `genesis` if the store is empty. A store
     /// that holds another genesis is refused.
     pub fn open(store: Box<dyn Store>, genesis: &Genesis) -> Result<Ledger, LedgerError> {
-        let state = match State::load(store.as_ref())? {
+        Ledger::open_with(store, genesis, Arc::default())
+    }
+
+    /// [`Ledger::open`], with the state checking signatures through `verifier` (say, the one
+    /// the genesis keys were checked with: see [`Genesis::from_json_with`]).
+    pub fn open_with(
+        store: Box<dyn Store>,
+        genesis: &Genesis,
+        verifier: Arc<Verifier>,
+    ) -> Result<Ledger, LedgerError> {
+        let mut state = match State::load(store.as_ref())? {
             Some(state) => {
                 if state.meta().genesis_hash != genesis.hash() {
                     return Err(LedgerError::WrongGenesis {
@@ -533,6 +546,7 @@ impl Ledger {
                 state
             }
         };
+        state.use_verifier(verifier);
         let root = state.root();
         // A store written before the head root was recorded has none to check against.
         if let Some(recorded) = store.get(Tree::Meta, HEAD_ROOT_KEY)?

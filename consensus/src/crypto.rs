@@ -310,6 +310,14 @@ impl Verifier {
         }
     }
 
+    /// Checks that `account` is a key the acceptance rule allows (rule 1 of the module docs),
+    /// remembering it: a signature by a key checked here costs no second key check. The node
+    /// checks its genesis keys through its verifier, so the first tx of a genesis account is not
+    /// charged a subgroup check again.
+    pub fn check_key(&self, account: &AccountId) -> Result<(), SignatureError> {
+        self.key(account).map(|_| ())
+    }
+
     /// [`PublicKey::from_account`], remembered per key.
     fn key(&self, account: &AccountId) -> Result<PublicKey, SignatureError> {
         // A poisoned lock only means another thread panicked mid-insert of a checked key; the map
@@ -523,6 +531,27 @@ mod tests {
 
     fn key(n: u8) -> Keypair {
         Keypair::from_seed([n; 32])
+    }
+
+    #[test]
+    fn genesis_keys_checked_through_a_verifier_are_remembered_and_a_bad_one_is_refused() {
+        let genesis = crate::testing::genesis(&[10, 10], 2);
+        let v = Verifier::new();
+        genesis.validate_with(&v).unwrap();
+        let mut keys = v.keys.lock().unwrap();
+        for account in genesis.balances.iter().map(|b| &b.account) {
+            assert!(keys.get(account).is_some(), "{account} was not remembered");
+        }
+        drop(keys);
+
+        // A key with a torsion component fails the genesis and is not remembered.
+        let mut bad = genesis.clone();
+        let a = CompressedEdwardsY(key(9).account().0).decompress().unwrap();
+        let mixed = AccountId((a + EIGHT_TORSION[1]).compress().to_bytes());
+        bad.balances[0].account = mixed;
+        let v = Verifier::new();
+        assert!(bad.validate_with(&v).is_err());
+        assert!(v.keys.lock().unwrap().get(&mixed).is_none());
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
-use crate::crypto::PublicKey;
+use crate::crypto::Verifier;
 use crate::encoding::encode;
 use crate::hash::{tagged_hash, tags};
 use crate::task::{SpecError, TaskSpec, trainer_share};
@@ -307,6 +307,11 @@ fn invalid(field: impl Into<String>, reason: impl Into<String>) -> GenesisError 
 impl Genesis {
     /// Parses and validates a genesis document.
     pub fn from_json(text: &str) -> Result<Genesis, GenesisError> {
+        Genesis::from_json_with(text, &Verifier::new())
+    }
+
+    /// [`Genesis::from_json`], checking the keys through `verifier` (which remembers them).
+    pub fn from_json_with(text: &str, verifier: &Verifier) -> Result<Genesis, GenesisError> {
         if text.len() > GENESIS_BYTES_MAX {
             return Err(GenesisError::TooLarge { found: text.len() });
         }
@@ -315,7 +320,7 @@ impl Genesis {
             column: e.column(),
             reason: e.to_string(),
         })?;
-        genesis.validate()?;
+        genesis.validate_with(verifier)?;
         Ok(genesis)
     }
 
@@ -345,6 +350,11 @@ impl Genesis {
 
     /// Checks every field and relationship.
     pub fn validate(&self) -> Result<(), GenesisError> {
+        self.validate_with(&Verifier::new())
+    }
+
+    /// [`Genesis::validate`], checking the keys through `verifier` (which remembers them).
+    pub fn validate_with(&self, verifier: &Verifier) -> Result<(), GenesisError> {
         let id = &self.chain_id;
         if id.is_empty()
             || id.len() > CHAIN_ID_BYTES_MAX
@@ -365,8 +375,7 @@ impl Genesis {
         let mut total: u128 = 0;
         for (i, v) in self.validators.iter().enumerate() {
             let field = |f: &str| format!("validators[{i}].{f}");
-            PublicKey::from_account(&v.account)
-                .map_err(|e| invalid(field("account"), e.to_string()))?;
+            verifier.check_key(&v.account).map_err(|e| invalid(field("account"), e.to_string()))?;
             if !seen.insert(v.account) {
                 return Err(invalid(field("account"), "listed twice"));
             }
@@ -386,7 +395,8 @@ impl Genesis {
         }
         let mut seen = BTreeSet::new();
         for (i, b) in self.balances.iter().enumerate() {
-            PublicKey::from_account(&b.account)
+            verifier
+                .check_key(&b.account)
                 .map_err(|e| invalid(format!("balances[{i}].account"), e.to_string()))?;
             if !seen.insert(b.account) {
                 return Err(invalid(format!("balances[{i}].account"), "listed twice"));

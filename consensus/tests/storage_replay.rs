@@ -1,6 +1,9 @@
 //! Persistence: atomic block writes, reopening, refusing another genesis, and replay audits.
 
+use std::sync::Arc;
+
 use consensus::chain::{Ledger, LedgerError, ReplayError, replay};
+use consensus::crypto::Verifier;
 use consensus::encoding::encode;
 use consensus::state::Account;
 use consensus::storage::{Op, SledStore, Tree};
@@ -43,6 +46,21 @@ fn a_sled_chain_reopens_and_replays_to_the_same_root() {
     );
     let report = replay(ledger.store(), &genesis).unwrap();
     assert_eq!((report.blocks, report.state_root), (height.0, root));
+}
+
+#[test]
+fn a_ledger_checks_signatures_through_the_verifier_it_is_opened_with() {
+    // The node checks its genesis keys through one verifier and hands it to the ledger, so the
+    // ledger must use that one, whether it starts from the genesis or reopens its store.
+    let dir = tempfile::tempdir().unwrap();
+    let genesis = genesis(&[10, 20, 30, 40], 2);
+    for start in ["first start", "reopen"] {
+        let verifier = Arc::new(Verifier::new());
+        genesis.validate_with(&verifier).unwrap();
+        let store = Box::new(SledStore::open(dir.path()).unwrap());
+        let ledger = Ledger::open_with(store, &genesis, verifier.clone()).unwrap();
+        assert!(Arc::ptr_eq(ledger.state().verifier(), &verifier), "{start}");
+    }
 }
 
 #[test]

@@ -1,5 +1,5 @@
-//! Crucible's network node: command line, keystore, and (in later issues) the libp2p swarm, role
-//! loops and HTTP API.
+//! Crucible's network node: command line, keystore, the libp2p swarm, the role loops and the HTTP
+//! API.
 
 pub mod blobs;
 pub mod cli;

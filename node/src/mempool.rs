@@ -277,26 +277,31 @@ impl Mempool {
         }
         self.scratch = state.clone();
         let before = self.by_hash.len();
-        let pending = std::mem::take(&mut self.by_account);
-        self.by_hash.clear();
-        self.bytes = 0;
-        for (account, txs) in pending {
-            for (nonce, entry) in txs {
-                let ctx = self.context();
+        // Re-checked in place, in the order they were admitted in; a tx's context is the one
+        // it would have as the next admission (its index counts the txs kept before it).
+        let height = self.scratch.height().next();
+        let mut kept = 0u32;
+        let (scratch, by_hash, bytes) = (&mut self.scratch, &mut self.by_hash, &mut self.bytes);
+        self.by_account.retain(|_, txs| {
+            txs.retain(|_, entry| {
+                let ctx = TxContext { height, index: kept, proposer: AccountId::default() };
                 // The signature was verified on admission, for this chain: state cannot change
                 // that, so only the execution is checked again.
-                match self.scratch.execute_tx(&entry.tx, ctx) {
+                match scratch.execute_tx(&entry.tx, ctx) {
                     Ok(()) => {
-                        self.by_hash.insert(entry.hash, (account, nonce));
-                        self.bytes += entry.bytes;
-                        self.by_account.entry(account).or_default().insert(nonce, entry);
+                        kept = kept.saturating_add(1);
+                        true
                     }
                     Err(error) => {
                         tracing::debug!(hash = %entry.hash, %error, "evicting a stale transaction");
+                        by_hash.remove(&entry.hash);
+                        *bytes -= entry.bytes;
+                        false
                     }
                 }
-            }
-        }
+            });
+            !txs.is_empty()
+        });
         self.update_full_flag();
         before - self.by_hash.len()
     }

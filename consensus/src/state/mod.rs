@@ -260,6 +260,11 @@ impl State {
         Ok((value, proof))
     }
 
+    /// Makes this state and its later copies check signatures through `verifier`.
+    pub(crate) fn use_verifier(&mut self, verifier: Arc<Verifier>) {
+        self.verifier = verifier;
+    }
+
     /// The signature verifier this state and its copies share: hand it to whatever else checks
     /// the same signatures (gossip, the consensus engine), so each is checked once.
     pub fn verifier(&self) -> &Arc<Verifier> {

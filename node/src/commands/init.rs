@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
+use consensus::crypto::Verifier;
 
 use crate::datadir::DataDir;
 use crate::keystore;
@@ -38,7 +39,7 @@ pub fn run(args: InitArgs) -> anyhow::Result<()> {
         key
     };
     if let Some(path) = &args.genesis {
-        let genesis = load_genesis(&dir, Some(path))?;
+        let genesis = load_genesis(&dir, Some(path), &Verifier::new())?;
         println!("genesis: chain {} ({})", genesis.chain_id, genesis.hash());
     }
     let config = dir.root().join(CONFIG_FILE);

@@ -7,7 +7,7 @@ use std::sync::{Arc, RwLock};
 
 use consensus::bft::{Engine, EngineConfig, FileWal};
 use consensus::chain::Ledger;
-use consensus::crypto::Keypair;
+use consensus::crypto::{Keypair, Verifier};
 use consensus::genesis::{Genesis, GenesisError, Params};
 use consensus::storage::SledStore;
 use tokio::sync::{broadcast, mpsc};
@@ -38,9 +38,11 @@ pub const EVENTS_CAPACITY: usize = 1_024;
 const GENESIS_BYTES_MAX: u64 = consensus::genesis::GENESIS_BYTES_MAX as u64;
 
 /// Reads, checks and (on first start) copies the genesis: `given` if set, else the data dir's.
+/// Its keys are checked through `verifier`, which remembers them.
 pub fn load_genesis(
     data_dir: &DataDir,
     given: Option<&std::path::Path>,
+    verifier: &Verifier,
 ) -> Result<Genesis, DriverError> {
     let read = |path: &std::path::Path| -> Result<(String, Genesis), DriverError> {
         let fail = |reason: String| DriverError::Genesis { path: path.to_path_buf(), reason };
@@ -49,7 +51,8 @@ pub fn load_genesis(
             return Err(fail(format!("{len} bytes, over the limit of {GENESIS_BYTES_MAX}")));
         }
         let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
-        let genesis = Genesis::from_json(&text).map_err(|e: GenesisError| fail(e.to_string()))?;
+        let genesis = Genesis::from_json_with(&text, verifier)
+            .map_err(|e: GenesisError| fail(e.to_string()))?;
         Ok((text, genesis))
     };
     let stored = data_dir.genesis();
@@ -97,7 +100,10 @@ pub fn engine_config(params: &Params) -> EngineConfig {
 pub async fn start(config: &NodeConfig) -> Result<(NodeContext, Driver), DriverError> {
     let data_dir = DataDir::new(&config.data_dir);
     let key = keystore::load(data_dir.root())?;
-    let genesis = load_genesis(&data_dir, config.genesis.as_deref())?;
+    // One verifier for the node: the genesis keys checked here are not checked again when their
+    // accounts first sign.
+    let verifier = Arc::new(Verifier::new());
+    let genesis = load_genesis(&data_dir, config.genesis.as_deref(), &verifier)?;
     if config.role == Role::Validator && !genesis.validator_set().contains(&key.account()) {
         return Err(DriverError::NotAValidator {
             account: key.account().to_hex(),
@@ -105,7 +111,7 @@ pub async fn start(config: &NodeConfig) -> Result<(NodeContext, Driver), DriverE
         });
     }
     let store = SledStore::open(&data_dir.chain())?;
-    let ledger = Ledger::open(Box::new(store), &genesis)?;
+    let ledger = Ledger::open_with(Box::new(store), &genesis, verifier.clone())?;
     let mempool = Mempool::new(ledger.state(), MempoolLimits::for_chain(&genesis.params));
     let mut net = NetworkConfig::for_chain(
         &genesis.chain_id,
@@ -120,7 +126,6 @@ pub async fn start(config: &NodeConfig) -> Result<(NodeContext, Driver), DriverE
     net.behind_nat = config.behind_nat;
     net.connections.reserved = network::reserved_peers(&genesis);
     net.mempool_full = mempool.full_flag();
-    let verifier = ledger.state().verifier().clone();
     net.verifier = verifier.clone();
     let sync_limits = net.sync.clone();
     let (client, network_events, event_loop) =
