@@ -203,13 +203,9 @@ impl Mempool {
         self.scratch.account(account).nonce
     }
 
+    /// The context the next tx is admitted in: the next block, after the pending txs.
     fn context(&self) -> TxContext {
-        TxContext {
-            height: self.scratch.height().next(),
-            index: u32::try_from(self.by_hash.len()).unwrap_or(u32::MAX),
-            // Admission does not depend on who proposes: any account will do for the scratch.
-            proposer: AccountId::default(),
-        }
+        admission_context(&self.scratch, self.by_hash.len())
     }
 
     /// Admits a tx that executes on the pending state; returns its hash.
@@ -277,19 +273,18 @@ impl Mempool {
         }
         self.scratch = state.clone();
         let before = self.by_hash.len();
-        // Re-checked in place, in the order they were admitted in; a tx's context is the one
-        // it would have as the next admission (its index counts the txs kept before it).
-        let height = self.scratch.height().next();
-        let mut kept = 0u32;
+        // Re-checked in place, account by account in nonce order; each tx in the context it
+        // would be admitted in after the txs kept before it.
+        let mut kept = 0usize;
         let (scratch, by_hash, bytes) = (&mut self.scratch, &mut self.by_hash, &mut self.bytes);
         self.by_account.retain(|_, txs| {
             txs.retain(|_, entry| {
-                let ctx = TxContext { height, index: kept, proposer: AccountId::default() };
+                let ctx = admission_context(scratch, kept);
                 // The signature was verified on admission, for this chain: state cannot change
                 // that, so only the execution is checked again.
                 match scratch.execute_tx(&entry.tx, ctx) {
                     Ok(()) => {
-                        kept = kept.saturating_add(1);
+                        kept += 1;
                         true
                     }
                     Err(error) => {
@@ -317,6 +312,16 @@ impl Mempool {
                 self.by_account.remove(&account);
             }
         }
+    }
+}
+
+/// The context a tx is admitted or re-checked in on top of `scratch`, after `index` pending txs.
+fn admission_context(scratch: &State, index: usize) -> TxContext {
+    TxContext {
+        height: scratch.height().next(),
+        index: u32::try_from(index).unwrap_or(u32::MAX),
+        // Admission does not depend on who proposes: any account will do for the scratch.
+        proposer: AccountId::default(),
     }
 }
 
