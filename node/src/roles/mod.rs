@@ -264,7 +264,7 @@ async fn fetch_bytes(
 }
 
 /// Fetches blob `hash` (at most `max_bytes`) into the blob store within `timeout`, and returns
-/// its path. `author`, the node that published the blob, is asked first, then the chain's
+/// its path (at once, for a blob the store holds). `author`, the node that published the blob, is asked first, then the chain's
 /// validators, then anyone else who claims it; another provider is asked as well every
 /// [`HEDGES`]th of the timeout (at most [`HEDGE_AFTER_MAX`]) while the blob is late
 /// ([`crate::network::fetch`]). A blob this node did not hold yet it then provides itself, at
@@ -279,6 +279,10 @@ async fn fetch_file(
     author: Option<AccountId>,
     timeout: Duration,
 ) -> Result<PathBuf, FetchError> {
+    let store = ctx.network.blob_store();
+    if store.contains(&hash) {
+        return Ok(store.path(&hash));
+    }
     let me = ctx.network.local_peer();
     let mut validators: Vec<PeerId> = ctx.read(|l| {
         let state = l.state();
@@ -295,18 +299,15 @@ async fn fetch_file(
         hedge_after: (timeout / HEDGES).min(HEDGE_AFTER_MAX),
         deadline: Instant::now() + timeout,
     };
-    let held = ctx.network.blob_store().contains(&hash);
     let path = ctx.network.fetch_blob(hash, max_bytes, &plan).await?;
-    if !held {
-        let network = ctx.network.clone();
-        // Kademlia's query timeout bounds the wait.
-        tokio::spawn(async move {
-            match network.provide_blob(hash).await {
-                Ok(()) => tracing::debug!(%hash, "providing a fetched blob"),
-                Err(error) => tracing::warn!(%hash, %error, "could not provide a fetched blob"),
-            }
-        });
-    }
+    let network = ctx.network.clone();
+    // Kademlia's query timeout bounds the wait.
+    tokio::spawn(async move {
+        match network.provide_blob(hash).await {
+            Ok(()) => tracing::debug!(%hash, "providing a fetched blob"),
+            Err(error) => tracing::warn!(%hash, %error, "could not provide a fetched blob"),
+        }
+    });
     Ok(path)
 }
 
