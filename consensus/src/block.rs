@@ -4,6 +4,8 @@
 //! count in heights). Its header carries the state root *after the previous block* (the state a
 //! block is applied to), so a node can check the root it reached without executing the block.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 use crate::bft::BodyMismatch;
@@ -41,8 +43,9 @@ pub struct Header {
 pub struct Block {
     /// The header.
     pub header: Header,
-    /// The transactions, executed in order.
-    pub txs: Vec<SignedTx>,
+    /// The transactions, executed in order; shared, so a copy of a block (the consensus engine
+    /// keeps and logs several) never copies its transactions.
+    pub txs: Arc<[SignedTx]>,
     /// The certificate that committed the previous block (`None` at height 1).
     pub last_commit: Option<CommitCertificate>,
 }

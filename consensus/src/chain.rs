@@ -209,7 +209,7 @@ pub fn execute_block(state: &State, block: &Block) -> Result<State, BlockError> 
         });
     }
     let mut bytes = 0u64;
-    for tx in &block.txs {
+    for tx in block.txs.iter() {
         let len = encoded_len(tx) as u64;
         if len > params.max_tx_bytes {
             return Err(BlockError::TooLarge {
@@ -311,7 +311,7 @@ pub fn build_block(
         last_commit_hash: last_commit.as_ref().map_or(Hash::default(), CommitCertificate::hash),
         proposer,
     };
-    Ok(Block { header, txs: included, last_commit })
+    Ok(Block { header, txs: included.into(), last_commit })
 }
 
 /// How many past states a [`Ledger`] keeps for proofs: a record can be proven against the

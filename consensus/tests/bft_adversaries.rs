@@ -76,7 +76,7 @@ impl Net {
                 last_commit_hash: Hash::default(),
                 proposer: proposer.account(),
             },
-            txs: Vec::new(),
+            txs: Vec::new().into(),
             last_commit: None,
         }
     }
@@ -122,7 +122,7 @@ fn transfer(seed: u8) -> SignedTx {
 
 /// A body that does not match `block`'s header: one transfer where the header commits to none.
 fn junk_body(block: &Block) -> Block {
-    Block { txs: vec![transfer(99)], ..block.clone() }
+    Block { txs: vec![transfer(99)].into(), ..block.clone() }
 }
 
 /// Whether a block's body is the one its header commits to.
@@ -408,7 +408,7 @@ fn wal_refuses_to_append_a_record_it_could_not_read_back() {
     let mut x = net.block(1, &net.keys[0]);
     let tx = transfer(42);
     let per_tx = tx.encode().len();
-    x.txs = vec![tx; consensus::bft::wal::WAL_RECORD_BYTES_MAX / per_tx + 1];
+    x.txs = vec![tx; consensus::bft::wal::WAL_RECORD_BYTES_MAX / per_tx + 1].into();
     let mut wal = FileWal::<Block>::open(&path).unwrap();
     let appended = wal.append(&WalEntry::Locked { height: Height(1), round: Round(0), block: x });
     assert!(appended.is_err(), "an oversized record was written");

@@ -46,7 +46,7 @@ fn block(height: u64, round: u32, nonce: u64) -> Block {
             last_commit_hash: last_commit.as_ref().map(CommitCertificate::hash).unwrap_or_default(),
             proposer: AccountId([4; 32]),
         },
-        txs: Vec::new(),
+        txs: Vec::new().into(),
         last_commit,
     }
 }

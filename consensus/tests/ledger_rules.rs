@@ -128,7 +128,7 @@ fn a_block_holding_an_invalid_tx_is_invalid() {
     let mut block =
         build_block(c.ledger.state(), vec![good], 9_000, c.validators[0].account(), None).unwrap();
     assert_eq!(block.txs.len(), 1);
-    block.txs.push(replay);
+    block.txs = [block.txs[0].clone(), replay].into();
     block.header.tx_root = tx_root(&block.txs);
     let err = c.ledger.check_block(&block).unwrap_err();
     assert!(

@@ -104,7 +104,7 @@ fn values() -> Values {
         last_commit_hash: Hash::default(),
         proposer: validator.account(),
     };
-    let block = Block { header, txs: vec![signed_tx.clone()], last_commit: None };
+    let block = Block { header, txs: vec![signed_tx.clone()].into(), last_commit: None };
     let prevote = Vote {
         height: Height(1),
         round: Round(0),

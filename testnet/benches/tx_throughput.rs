@@ -65,7 +65,8 @@ struct Load {
 }
 
 fn parse_args() -> anyhow::Result<Load> {
-    let mut load = Load { rates: vec![2_500, 5_000], seconds: 15, accounts: 100_000, keep: false };
+    let mut load =
+        Load { rates: vec![2_500, 5_000, 6_000], seconds: 15, accounts: 100_000, keep: false };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = || args.next().with_context(|| format!("{arg} needs a value"));

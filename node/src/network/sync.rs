@@ -144,7 +144,7 @@ mod tests {
             last_commit_hash: last_commit.as_ref().map(CommitCertificate::hash).unwrap_or_default(),
             proposer: AccountId::default(),
         };
-        let block = Block { header, txs: Vec::new(), last_commit };
+        let block = Block { header, txs: Vec::new().into(), last_commit };
         let commit = CommitCertificate {
             height: Height(height),
             round: Round(0),

@@ -159,7 +159,7 @@ fn a_killed_validator_and_a_late_trainer_catch_up() {
         assert_eq!(ours[..common], first[..common], "stored chains differ");
         assert!(
             ours.iter()
-                .flat_map(|b| &b.txs)
+                .flat_map(|b| b.txs.iter())
                 .all(|tx| !matches!(tx.tx.kind, TxKind::Evidence { .. })),
             "an equivocation reached the chain"
         );

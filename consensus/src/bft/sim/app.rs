@@ -142,14 +142,14 @@ impl App {
                     .unwrap_or_default(),
                 proposer,
             },
-            txs,
+            txs: txs.into(),
             last_commit,
         }
     }
 
     /// The same header with a body it does not commit to (a refused transfer).
     pub fn junk_body(&self, block: &Block) -> Block {
-        Block { txs: vec![self.poison.clone()], ..block.clone() }
+        Block { txs: vec![self.poison.clone()].into(), ..block.clone() }
     }
 
     /// The ledger's judgement of `block` on top of `chain`: `Err` with the reason it refuses.
