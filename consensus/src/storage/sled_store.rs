@@ -209,6 +209,10 @@ fn read_journal_record(mut bytes: &[u8]) -> Result<Vec<Write>, &'static str> {
     while !bytes.is_empty() {
         let tag = take(&mut bytes, 1)?[0];
         let key = sized(&mut bytes)?.to_vec();
+        if key.is_empty() {
+            // Every key written carries its tree's prefix byte.
+            return Err("empty key");
+        }
         let value = match tag {
             0 => None,
             1 => Some(sized(&mut bytes)?.to_vec()),
@@ -476,6 +480,7 @@ mod tests {
         let mut bad_tag = record.clone();
         bad_tag[0] = 7;
         assert!(read_journal_record(&bad_tag).is_err());
+        assert!(read_journal_record(&journal_record(&[(Vec::new(), None)])).is_err());
     }
 
     /// A batch of one to three puts and removes over a few keys of two trees.
