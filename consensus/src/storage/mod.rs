@@ -4,10 +4,10 @@
 //! of a batch across trees, so a block and all its state changes land together or not at all.
 //! [`MemStore`] serves simulations and tests; `SledStore` (feature `disk`, which the node turns
 //! on) keeps a node's data on disk in one sled tree with a one-byte prefix per [`Tree`]. It lands
-//! each batch as one journal record and in an in-memory overlay, and writes the overlay back to
-//! the keyed tree in the background once it is large (a key many blocks changed is written
-//! once). Another engine (redb, RocksDB) would be one more adapter. Without `disk` this crate
-//! does no I/O.
+//! each batch as one record in a journal (a second sled database) and in an in-memory overlay,
+//! and writes the overlay back to the keyed tree in the background once it is large (a key many
+//! blocks changed is written once). Another engine (redb, RocksDB) would be one more adapter.
+//! Without `disk` this crate does no I/O.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;

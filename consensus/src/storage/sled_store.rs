@@ -562,7 +562,7 @@ mod tests {
                 };
             }
             if all_keys {
-                for seq in records.start..records.end / 2 {
+                for seq in records.start..records.start + (records.end - records.start) / 2 {
                     store.journal.remove(journal_key(seq)).unwrap();
                 }
             }

@@ -264,13 +264,13 @@ async fn fetch_bytes(
 }
 
 /// Fetches blob `hash` (at most `max_bytes`) into the blob store within `timeout`, and returns
-/// its path (at once, for a blob the store holds). `author`, the node that published the blob, is asked first, then the chain's
-/// validators, then anyone else who claims it; another provider is asked as well every
-/// [`HEDGES`]th of the timeout (at most [`HEDGE_AFTER_MAX`]) while the blob is late
-/// ([`crate::network::fetch`]). A blob this node did not hold yet it then provides itself, at
-/// once and in the background, so an author cannot serve only some validators: the ones it
-/// stalls find the others' records in time. The bytes go to a file chunk by chunk as they
-/// arrive, hashed on the way ([`crate::network::blob`]); a provider announcing more than
+/// its path (at once, for a blob the store holds). `author`, the node that published the blob,
+/// is asked first, then the chain's validators, then anyone else who claims it; another provider
+/// is asked as well every [`HEDGES`]th of the timeout (at most [`HEDGE_AFTER_MAX`]) while the
+/// blob is late ([`crate::network::fetch`]). A blob this node did not hold yet it then provides
+/// itself, at once and in the background, so an author cannot serve only some validators: the
+/// ones it stalls find the others' records in time. The bytes go to a file chunk by chunk as
+/// they arrive, hashed on the way ([`crate::network::blob`]); a provider announcing more than
 /// `max_bytes` is refused before a byte is written.
 async fn fetch_file(
     ctx: &NodeContext,
